@@ -1,0 +1,29 @@
+"""jupyter_faas: AWS Lambda's model in Jupyter.
+
+``@faas.function`` ships a function (by value) to a local pool of isolated
+execution environments, with Lambda's limits, logs and REPORT; ``%%lambda``
+does the same from a notebook cell.
+"""
+
+from ._version import __version__
+from .client.connection import connect
+from .client.function import RemoteFunction, function
+from .client.invocation import Invocation, InvocationFuture, Report
+from .errors import (Cancelled, FaaSError, FunctionError, InvalidParameter, InvocationError,
+                     InvocationTimeout, OutOfMemory, PayloadTooLarge, ResourceNotFound,
+                     RuntimeExited, SerializationError, ServerError, Throttled)
+
+__all__ = [
+    "__version__",
+    "connect", "function", "RemoteFunction", "Invocation", "InvocationFuture", "Report",
+    "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout", "OutOfMemory",
+    "RuntimeExited", "Cancelled", "Throttled", "SerializationError", "InvalidParameter",
+    "PayloadTooLarge", "ResourceNotFound", "ServerError",
+    "load_ipython_extension",
+]
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext jupyter_faas``: registers ``%%lambda`` (imported lazily)."""
+    from .magics import load
+    load(ipython)

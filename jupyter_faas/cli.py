@@ -1,0 +1,113 @@
+"""``jupyter faas serve|stop|ls|invoke|logs`` (also ``python -m jupyter_faas ...``).
+
+``serve`` is the traitlets application (so ``--FaaSServer.x=...`` and
+``jupyter_faas_config.py`` work); the others are thin REST clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+
+from . import errors, paths
+
+
+def _connection():
+    from .client.connection import Connection
+    if os.environ.get("JUPYTER_FAAS_URL"):
+        return Connection(os.environ["JUPYTER_FAAS_URL"], os.environ.get("JUPYTER_FAAS_TOKEN", ""))
+    info = paths.read_runtime_file()
+    if not info:
+        raise errors.ServerError("no FaaS server is running for this user (no runtime file at "
+                                 f"{paths.runtime_file()}); start one with `jupyter faas serve`")
+    return Connection(info["url"], info["token"])
+
+
+def cmd_stop(args) -> int:
+    info = paths.read_runtime_file()
+    if not info:
+        print("no FaaS server is running")
+        return 0
+    try:
+        os.kill(int(info["pid"]), signal.SIGTERM)
+    except ProcessLookupError:
+        paths.remove_runtime_file(info["pid"])
+        print("the server was not running; removed its stale runtime file")
+        return 0
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(int(info["pid"]), 0)
+        except ProcessLookupError:
+            print(f"stopped the FaaS server (pid {info['pid']})")
+            return 0
+        time.sleep(0.1)
+    print(f"the server (pid {info['pid']}) did not stop within 15 s", file=sys.stderr)
+    return 1
+
+
+def cmd_ls(args) -> int:
+    conn = _connection()
+    functions = conn.request("GET", "/faas/api/functions")["functions"]
+    if not functions:
+        print("no functions deployed")
+    for f in functions:
+        print(f"{f['name']:<24} v{f['version']:<4} memory={f['memory']}MB timeout={f['timeout']:g}s"
+              + (f" concurrency={f['concurrency']}" if f.get("concurrency") is not None else ""))
+    return 0
+
+
+def cmd_invoke(args) -> int:
+    conn = _connection()
+    try:
+        json.loads(args.event)
+    except ValueError as exc:
+        raise errors.InvalidParameter(f"the event is not valid JSON: {exc}") from exc
+    out = conn.request("POST", f"/faas/api/functions/{args.name}/invocations", args.event.encode())
+    for line in out.get("logs", []):
+        print(line, file=sys.stderr)
+    if out["status"] == "succeeded":
+        print(json.dumps(out["result"]))
+        return 0
+    print(json.dumps(out["error"]), file=sys.stderr)
+    return 1
+
+
+def cmd_logs(args) -> int:
+    conn = _connection()
+    rows = conn.request("GET", f"/faas/api/functions/{args.name}/logs", params={"limit": args.limit})
+    for row in rows["logs"]:
+        print(row["line"])
+    return 0
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "serve":
+        from .server.app import FaaSServer
+        FaaSServer.launch_instance(argv[1:])
+        return
+    parser = argparse.ArgumentParser(prog="jupyter faas", description="Run and inspect jupyter_faas.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the server in the foreground (--FaaSServer.<option>=...)")
+    sub.add_parser("stop", help="stop this user's server").set_defaults(func=cmd_stop)
+    sub.add_parser("ls", help="list deployed functions").set_defaults(func=cmd_ls)
+    p = sub.add_parser("invoke", help="invoke a function with a JSON event")
+    p.add_argument("name")
+    p.add_argument("event", nargs="?", default="{}")
+    p.set_defaults(func=cmd_invoke)
+    p = sub.add_parser("logs", help="recent log lines of a function")
+    p.add_argument("name")
+    p.add_argument("--limit", type=int, default=200)
+    p.set_defaults(func=cmd_logs)
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except errors.FaaSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    sys.exit(code)

@@ -1,0 +1,1 @@
+"""What runs in the kernel: the connection, function handles, futures, and error rebuilding."""

@@ -1,0 +1,278 @@
+"""The client's connection to the FaaS server: discovery, autostart, one IO thread.
+
+Discovery order: :func:`connect` (explicit URL and token), then the
+``JUPYTER_FAAS_URL``/``JUPYTER_FAAS_TOKEN`` environment variables, then the
+runtime file (0600) in Jupyter's runtime dir; if none answers, a server is
+started in the background, detached, shared by every kernel of this user.
+
+All network I/O runs on one daemon thread with its own asyncio loop, so a
+blocking call in a notebook never blocks (or needs) the kernel's own loop.
+Control calls are REST; invocations go over one websocket, multiplexed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+from tornado import httpclient, websocket
+
+from kernel_workers import wire
+
+from .. import errors, paths
+
+_lock = threading.Lock()
+_default: "Connection | None" = None
+
+
+class Connection:
+    def __init__(self, url: str, token: str):
+        self.url = url.rstrip("/")
+        self.token = token
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="jupyter_faas-io", daemon=True)
+        self._thread.start()
+        self._ws = None
+        self._ws_lock = None
+        self._cid = itertools.count(1)
+        self._awaiting_accept: dict[int, object] = {}
+        self._by_request: dict[str, object] = {}
+        self._http = None
+        self.status = self.request("GET", "/faas/api/status")
+        self.max_payload_bytes = self.status.get("max_payload_bytes", 6 * 1024 * 1024)
+
+    # ---- plumbing --------------------------------------------------------------------------
+
+    def run(self, coro, timeout: float | None = None):
+        """Run a coroutine on the IO thread and wait for it (Ctrl-C interrupts the wait)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def request(self, method: str, path: str, body=None, params: dict | None = None,
+                raw: bool = False, timeout: float = 120):
+        return self.run(self._request(method, path, body, params, raw, timeout))
+
+    async def _request(self, method, path, body, params, raw, timeout):
+        if self._http is None:
+            self._http = httpclient.AsyncHTTPClient(max_body_size=512 * 1024 * 1024)
+        url = self.url + path
+        if params:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        data = None
+        if body is not None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        req = httpclient.HTTPRequest(url, method=method, body=data, request_timeout=timeout,
+                                     headers={"Authorization": f"token {self.token}"},
+                                     allow_nonstandard_methods=True)
+        try:
+            resp = await self._http.fetch(req, raise_error=False)
+        except OSError as exc:
+            raise errors.ServerError(f"cannot reach the FaaS server at {self.url}: {exc}. Is it "
+                                     f"running? Start it with `jupyter faas serve`.") from exc
+        if resp.code == 599:
+            raise errors.ServerError(f"cannot reach the FaaS server at {self.url}: {resp.error}")
+        if resp.code >= 400:
+            try:
+                info = json.loads(resp.body)
+            except ValueError:
+                info = {"errorType": "ServiceException", "message": resp.body.decode(errors="replace")}
+            cls = errors.class_for(info.get("errorType", "")) if resp.code != 403 else errors.ServerError
+            if cls is errors.FunctionError:
+                cls = errors.ServerError
+            raise cls(info.get("message", f"HTTP {resp.code}"))
+        if raw:
+            return resp
+        return json.loads(resp.body) if resp.body else None
+
+    async def _websocket(self):
+        if self._ws_lock is None:
+            self._ws_lock = asyncio.Lock()
+        async with self._ws_lock:
+            if self._ws is None:
+                ws_url = "ws" + self.url[4:] + "/faas/api/ws"
+                req = httpclient.HTTPRequest(ws_url, headers={"Authorization": f"token {self.token}"})
+                try:
+                    self._ws = await websocket.websocket_connect(
+                        req, max_message_size=self.max_payload_bytes + (1 << 20))
+                except OSError as exc:
+                    raise errors.ServerError(f"cannot open the websocket to {self.url}: {exc}") from exc
+                # Small frames must not wait for Nagle's algorithm (40 ms per round trip).
+                self._ws.protocol.stream.set_nodelay(True)
+                asyncio.ensure_future(self._read(self._ws))
+            return self._ws
+
+    async def _read(self, ws) -> None:
+        while True:
+            msg = await ws.read_message()
+            if msg is None:
+                break
+            header, body = wire.unpack(msg)
+            kind = header["k"]
+            if kind == "accepted":
+                fut = self._awaiting_accept.pop(header["cid"], None)
+                if fut is not None:
+                    self._by_request[header["request_id"]] = fut
+                    fut._accepted(header["request_id"], header["version"])
+            elif kind == "rejected":
+                fut = self._awaiting_accept.pop(header.get("cid"), None)
+                if fut is not None:
+                    err = header["error"]
+                    fut._fail(errors.class_for(err["errorType"])(err["errorMessage"]))
+            elif kind == "log":
+                fut = self._by_request.get(header["request_id"])
+                if fut is not None:
+                    fut._log_lines(header["lines"])
+            elif kind == "done":
+                fut = self._by_request.pop(header["request_id"], None)
+                if fut is not None:
+                    fut._done(header, bytes(body))
+        self._ws = None
+        lost = list(self._awaiting_accept.values()) + list(self._by_request.values())
+        self._awaiting_accept.clear()
+        self._by_request.clear()
+        for fut in lost:
+            rid = getattr(fut, "_request_id", None)
+            fut._fail(errors.ServerError(
+                f"lost the connection to the FaaS server at {self.url}"
+                + (f"; invocation {rid} may still be running (faas.Invocation.from_id({rid!r}))"
+                   if rid else "; the invocation was not accepted")))
+
+    # ---- invocations -------------------------------------------------------------------------
+
+    def submit(self, future, function: str, payload: bytes, *, encoding: str = "pickle",
+               queue: bool = False, logs: bool = False, version: int | None = None) -> None:
+        """Send an invocation; ``future`` is told when it is accepted, logs, and done."""
+        if len(payload) > self.max_payload_bytes:
+            raise errors.PayloadTooLarge(
+                f"the payload of {function}() is {len(payload)} bytes; the server's limit is "
+                f"{self.max_payload_bytes} bytes. Nothing was sent. Pass less data per call, or "
+                f"raise the limit with --FaaSServer.max_payload_mb=...")
+        cid = next(self._cid)
+        frame = wire.pack("invoke", payload, cid=cid, function=function, encoding=encoding,
+                          queue=queue, logs=logs, version=version)
+        self._loop.call_soon_threadsafe(self._send, cid, future, frame)
+
+    def _send(self, cid: int, future, frame: bytes) -> None:
+        async def send():
+            try:
+                ws = await self._websocket()
+                self._awaiting_accept[cid] = future
+                await ws.write_message(frame, binary=True)
+            except Exception as exc:  # noqa: BLE001 - every failure reaches the caller
+                self._awaiting_accept.pop(cid, None)
+                fut_exc = exc if isinstance(exc, errors.FaaSError) else errors.ServerError(
+                    f"could not send the invocation to {self.url}: {exc}")
+                future._fail(fut_exc)
+        asyncio.ensure_future(send())
+
+    def cancel(self, request_ids: list[str]) -> None:
+        if not request_ids:
+            return
+        frame = wire.pack("cancel", request_ids=list(request_ids))
+
+        async def send():
+            ws = await self._websocket()
+            await ws.write_message(frame, binary=True)
+        asyncio.run_coroutine_threadsafe(send(), self._loop).result(30)
+
+    def close(self) -> None:
+        async def shut():
+            if self._ws is not None:
+                self._ws.close()
+        try:
+            self.run(shut(), 5)
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def _alive(info: dict) -> bool:
+    try:
+        os.kill(int(info["pid"]), 0)
+        return True
+    except (OSError, KeyError, ValueError, TypeError):
+        return False
+
+
+def _try(url: str, token: str) -> Connection | None:
+    try:
+        return Connection(url, token)
+    except errors.FaaSError:
+        return None
+
+
+def start_server(timeout: float = 60.0) -> dict:
+    """Start a detached server for this user (unless one is already up) and return its info."""
+    runtime = paths.runtime_file()
+    runtime.parent.mkdir(parents=True, exist_ok=True)
+    with open(runtime.parent / "jupyter_faas-start.lock", "w") as lockf:
+        fcntl.flock(lockf, fcntl.LOCK_EX)
+        info = paths.read_runtime_file()
+        if info and _alive(info):
+            return info
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("JUPYTER_FAAS_URL", "JUPYTER_FAAS_TOKEN")}
+        logfile = open(runtime.parent / "jupyter_faas-server.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "jupyter_faas", "serve"], env=env,
+                                stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+        logfile.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = paths.read_runtime_file()
+            if info and info.get("pid") == proc.pid:
+                return info
+            if proc.poll() is not None:
+                raise errors.ServerError(
+                    f"the FaaS server exited at start with status {proc.returncode}; see "
+                    f"{runtime.parent / 'jupyter_faas-server.log'}")
+            time.sleep(0.05)
+        raise errors.ServerError(f"the FaaS server did not start within {timeout:g} s; see "
+                                 f"{runtime.parent / 'jupyter_faas-server.log'}")
+
+
+def connect(url: str | None = None, token: str | None = None) -> Connection:
+    """Connect to a FaaS server and make it the default for this process.
+
+    With no arguments: ``JUPYTER_FAAS_URL``/``JUPYTER_FAAS_TOKEN``, then the runtime
+    file, then a newly started background server.
+    """
+    global _default
+    with _lock:
+        if url is not None:
+            conn = Connection(url, token or os.environ.get("JUPYTER_FAAS_TOKEN", ""))
+        elif os.environ.get("JUPYTER_FAAS_URL"):
+            conn = Connection(os.environ["JUPYTER_FAAS_URL"], os.environ.get("JUPYTER_FAAS_TOKEN", ""))
+        else:
+            info = paths.read_runtime_file()
+            conn = _try(info["url"], info["token"]) if info and _alive(info) else None
+            if conn is None:
+                info = start_server()
+                conn = Connection(info["url"], info["token"])
+        if _default is not None:
+            _default.close()
+        _default = conn
+        return conn
+
+
+def default_connection() -> Connection:
+    conn = _default
+    if conn is None:
+        conn = connect()
+    return conn
+
+
+def reset() -> None:
+    """Forget the default connection (tests, or after the server was restarted)."""
+    global _default
+    with _lock:
+        if _default is not None:
+            _default.close()
+        _default = None

@@ -1,0 +1,180 @@
+"""Pickling for the client: functions by value, and errors that name the culprit.
+
+Code defined in ``__main__`` (a notebook), closures and lambdas are pickled by
+value by cloudpickle already.  Modules that are *not installed* (a
+``mylocalhelpers.py`` next to the notebook) are registered to ship by value too,
+so the execution environment never needs the user's working directory.
+
+When something cannot be pickled, :func:`find_unpicklable` walks the function's
+globals, closure and defaults (or the call's arguments) to name the object and
+where it was found, e.g. ``square.__globals__['conn_lock']: _thread.lock``.
+"""
+
+from __future__ import annotations
+
+import sys
+import sysconfig
+import types
+from importlib import metadata
+
+import cloudpickle
+
+from ..errors import SerializationError
+
+PICKLE_PROTOCOL = 5
+_INSTALLED_ROOTS = None
+_by_value: set[str] = set()
+
+
+def _installed_top_levels() -> set:
+    global _INSTALLED_ROOTS
+    if _INSTALLED_ROOTS is None:
+        try:
+            _INSTALLED_ROOTS = set(metadata.packages_distributions())
+        except Exception:  # noqa: BLE001 - broken metadata must not break pickling
+            _INSTALLED_ROOTS = set()
+    return _INSTALLED_ROOTS
+
+
+def _stdlib_dirs() -> tuple:
+    names = ("stdlib", "platstdlib", "purelib", "platlib")
+    return tuple({sysconfig.get_path(n) for n in names if sysconfig.get_path(n)})
+
+
+def _is_local_module(module: types.ModuleType) -> bool:
+    name = module.__name__
+    top = name.split(".")[0]
+    if name == "__main__" or top in sys.builtin_module_names or top in _installed_top_levels():
+        return False
+    if top in ("jupyter_faas", "kernel_workers", "cloudpickle", "IPython", "ipykernel"):
+        return False
+    path = getattr(module, "__file__", None)
+    if not path:
+        return False
+    return not path.startswith(_stdlib_dirs())
+
+
+def register_local_modules() -> None:
+    """Ship every imported module that is not installed (and not stdlib) by value."""
+    for name, module in list(sys.modules.items()):
+        if name in _by_value or not isinstance(module, types.ModuleType):
+            continue
+        try:
+            local = _is_local_module(module)
+        except Exception:  # noqa: BLE001 - odd modules (lazy proxies) are left alone
+            local = False
+        if local and "." not in name:
+            try:
+                cloudpickle.register_pickle_by_value(module)
+                _by_value.add(name)
+            except ValueError:
+                pass
+
+
+def _type_name(obj) -> str:
+    t = type(obj)
+    return f"{t.__module__}.{t.__qualname__}" if t.__module__ != "builtins" else t.__qualname__
+
+
+def _picklable(obj) -> bool:
+    try:
+        cloudpickle.dumps(obj, protocol=PICKLE_PROTOCOL)
+        return True
+    except BaseException:  # noqa: BLE001 - any failure means "not picklable"
+        return False
+
+
+def _code_names(code: types.CodeType) -> set:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def _children(obj, path: str):
+    """(path, value) of the parts of obj that pickling it would pickle."""
+    if isinstance(obj, types.FunctionType):
+        glb = obj.__globals__
+        for name in sorted(_code_names(obj.__code__)):
+            if name in glb:
+                yield f"{path}.__globals__[{name!r}]", glb[name]
+        if obj.__closure__:
+            for name, cell in zip(obj.__code__.co_freevars, obj.__closure__):
+                try:
+                    yield f"{path}.<closure>[{name!r}]", cell.cell_contents
+                except ValueError:
+                    pass
+        for i, d in enumerate(obj.__defaults__ or ()):
+            yield f"{path}.__defaults__[{i}]", d
+        for k, d in (obj.__kwdefaults__ or {}).items():
+            yield f"{path}.__kwdefaults__[{k!r}]", d
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield f"{path}[{k!r}]", v
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for i, v in enumerate(obj):
+            yield f"{path}[{i}]", v
+    elif isinstance(obj, type):
+        for k, v in vars(obj).items():
+            if not k.startswith("__"):
+                yield f"{path}.{k}", v
+    elif hasattr(obj, "__dict__") and not isinstance(obj, types.ModuleType):
+        for k, v in vars(obj).items():
+            yield f"{path}.{k}", v
+
+
+def find_unpicklable(obj, path: str, depth: int = 6, _seen=None) -> tuple[str, object]:
+    """The deepest (path, object) that cannot be pickled, starting from obj."""
+    _seen = _seen if _seen is not None else set()
+    if depth == 0 or id(obj) in _seen:
+        return path, obj
+    _seen.add(id(obj))
+    for child_path, child in _children(obj, path):
+        if not _picklable(child):
+            return find_unpicklable(child, child_path, depth - 1, _seen)
+    return path, obj
+
+
+def dumps_function(fn, name: str) -> bytes:
+    register_local_modules()
+    try:
+        return cloudpickle.dumps(fn, protocol=PICKLE_PROTOCOL)
+    except BaseException as exc:  # noqa: BLE001 - includes a __reduce__ that calls sys.exit
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        where, culprit = find_unpicklable(fn, getattr(fn, "__name__", name))
+        raise SerializationError(
+            f"cannot deploy {name!r}: {where}: {_type_name(culprit)} cannot be pickled "
+            f"({type(exc).__name__}: {exc}). Create it inside the function instead of capturing "
+            f"it, or pass what it needs as an argument.") from exc
+
+
+def dumps_call(args: tuple, kwargs: dict, name: str) -> bytes:
+    try:
+        return cloudpickle.dumps((args, kwargs), protocol=PICKLE_PROTOCOL)
+    except BaseException as exc:  # noqa: BLE001
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        where, culprit = "args", args
+        for path, value in [(f"args[{i}]", a) for i, a in enumerate(args)] + \
+                           [(f"kwargs[{k!r}]", v) for k, v in kwargs.items()]:
+            if not _picklable(value):
+                where, culprit = find_unpicklable(value, path)
+                break
+        raise SerializationError(
+            f"cannot send the arguments of {name}(): {where}: {_type_name(culprit)} cannot be "
+            f"pickled ({type(exc).__name__}: {exc}). Nothing was sent. Pass plain data (numbers, "
+            f"strings, arrays, paths) instead.") from exc
+
+
+def loads_result(body: bytes, name: str, request_id: str):
+    try:
+        return cloudpickle.loads(body)
+    except BaseException as exc:  # noqa: BLE001 - includes a __setstate__ that calls sys.exit
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise SerializationError(
+            f"the result of {name} (request {request_id}) could not be unpickled in this "
+            f"process: {type(exc).__name__}: {exc}. Return plain data, or make sure the "
+            f"result's classes can be imported here.") from exc

@@ -1,0 +1,165 @@
+"""``%%lambda NAME [--memory MB] [--timeout S] [--env K=V ...] [--concurrency N]`` and
+``%lambda ls | invoke NAME '<json>' | logs NAME | rm NAME``.
+
+The cell magic runs the cell in the user namespace (so its functions live in
+``__main__`` and ship by value), deploys its handler (the function named
+``handler``, or the only function the cell defines) as function NAME, and binds
+NAME to a :class:`~jupyter_faas.RemoteFunction`.
+
+The line commands are registered as the line magic ``%faas``; ``%lambda ...`` is
+rewritten to ``%faas ...`` by an input transformer, because a *line* magic named
+``lambda`` would let automagic swallow ordinary ``lambda x: x`` lines.
+Errors raise (the cell fails); nothing prints an error and carries on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import types
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+
+from . import limits
+
+_LAMBDA_LINE = re.compile(r"^(\s*)%lambda(?=\s|$)")
+
+
+def _rewrite_lambda_lines(lines: list[str]) -> list[str]:
+    """``%lambda ls`` -> ``%faas ls`` (leaves ``%%lambda`` and Python's ``lambda`` alone)."""
+    return [_LAMBDA_LINE.sub(r"\1%faas", line) for line in lines]
+
+
+def _parse_cell_args(line: str) -> dict:
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"%%lambda: cannot parse {line!r}: {exc}") from None
+    usage = ("usage: %%lambda NAME [--memory MB] [--timeout SECONDS] [--env KEY=VALUE ...] "
+             "[--concurrency N]")
+    if not words or words[0].startswith("-"):
+        raise UsageError(f"%%lambda needs a function name. {usage}")
+    opts = {"name": words[0], "env": {}}
+    it = iter(words[1:])
+    for word in it:
+        key, _, inline = word.partition("=") if word.startswith("--") else (word, "", "")
+        if key not in ("--memory", "--timeout", "--env", "--concurrency"):
+            raise UsageError(f"%%lambda: unknown option {word!r}. {usage}")
+        value = inline if inline and key != "--env" else next(it, None)
+        if key == "--env" and inline:
+            value = inline
+        if value is None:
+            raise UsageError(f"%%lambda: {key} needs a value. {usage}")
+        try:
+            if key == "--memory":
+                opts["memory"] = int(value)
+            elif key == "--timeout":
+                opts["timeout"] = float(value)
+            elif key == "--concurrency":
+                opts["concurrency"] = int(value)
+            else:
+                k, sep, v = value.partition("=")
+                if not sep:
+                    raise UsageError(f"%%lambda: --env takes KEY=VALUE, not {value!r}")
+                opts["env"][k] = v
+        except ValueError:
+            raise UsageError(f"%%lambda: {key} {value!r} is not a number. {usage}") from None
+    return opts
+
+
+@magics_class
+class FaaSMagics(Magics):
+    @cell_magic("lambda")
+    def lambda_cell(self, line: str, cell: str):
+        from .client.function import RemoteFunction
+        opts = _parse_cell_args(line)
+        name = limits.check_name(opts.pop("name"))
+        limits.check_config(opts.get("memory", limits.MEMORY_DEFAULT_MB),
+                            opts.get("timeout", limits.TIMEOUT_DEFAULT_S), opts["env"],
+                            opts.get("concurrency"))
+        ns = self.shell.user_ns
+        before = {k: id(v) for k, v in ns.items()}
+        result = self.shell.run_cell(cell, store_history=False, silent=True)
+        result.raise_error()
+        defined = [v for k, v in ns.items()
+                   if isinstance(v, types.FunctionType) and before.get(k) != id(v)
+                   and v.__module__ == "__main__"]
+        handler = ns.get("handler") if any(f is ns.get("handler") for f in defined) else None
+        if handler is None:
+            if len(defined) != 1:
+                names = ", ".join(sorted(f.__name__ for f in defined)) or "none"
+                raise UsageError(f"%%lambda {name}: the cell must define a function named 'handler' "
+                                 f"or exactly one function (it defined: {names})")
+            handler = defined[0]
+        remote = RemoteFunction(handler, name=name, **opts)
+        remote.deploy()
+        ns[name] = remote
+        return None
+
+    @line_magic("faas")
+    def faas_line(self, line: str):
+        from .client.connection import default_connection
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%lambda: cannot parse {line!r}: {exc}") from None
+        usage = "usage: %lambda ls | %lambda invoke NAME '<json>' | %lambda logs NAME | %lambda rm NAME"
+        if not words:
+            raise UsageError(usage)
+        cmd, args = words[0], words[1:]
+        conn = default_connection()
+        if cmd == "ls":
+            functions = conn.request("GET", "/faas/api/functions")["functions"]
+            for f in functions:
+                print(f"{f['name']:<24} v{f['version']:<4} memory={f['memory']}MB timeout={f['timeout']:g}s")
+            if not functions:
+                print("no functions deployed")
+            return None
+        if cmd == "invoke":
+            if not args:
+                raise UsageError(usage)
+            event = args[1] if len(args) > 1 else "{}"
+            try:
+                json.loads(event)
+            except ValueError as exc:
+                raise UsageError(f"%lambda invoke: the event is not valid JSON: {exc}") from None
+            out = conn.request("POST", f"/faas/api/functions/{args[0]}/invocations", event.encode())
+            for line_ in out.get("logs", []):
+                print(line_)
+            if out["status"] != "succeeded":
+                from .client.remote_errors import rebuild
+                raise rebuild(out["error"], b"", out["request_id"], args[0])
+            return out["result"]
+        if cmd == "logs":
+            if not args:
+                raise UsageError(usage)
+            rows = conn.request("GET", f"/faas/api/functions/{args[0]}/logs")["logs"]
+            for row in rows:
+                print(row["line"])
+            return None
+        if cmd == "rm":
+            if not args:
+                raise UsageError(usage)
+            conn.request("DELETE", f"/faas/api/functions/{args[0]}")
+            if isinstance(self.shell.user_ns.get(args[0]), _remote_type()):
+                del self.shell.user_ns[args[0]]
+            print(f"deleted {args[0]}")
+            return None
+        raise UsageError(f"%lambda: unknown command {cmd!r}. {usage}")
+
+
+def _remote_type():
+    from .client.function import RemoteFunction
+    return RemoteFunction
+
+
+def load(ipython) -> None:
+    ipython.register_magics(FaaSMagics)
+    cleanup = ipython.input_transformers_cleanup
+    if _rewrite_lambda_lines not in cleanup:
+        cleanup.append(_rewrite_lambda_lines)
+
+
+__all__ = ["FaaSMagics", "load"]

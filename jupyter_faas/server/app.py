@@ -1,0 +1,134 @@
+"""``FaaSServer``: the configurable tornado server process (``jupyter faas serve``).
+
+Configuration is traitlets (``jupyter_faas_config.py`` in a Jupyter config dir, or
+``--FaaSServer.name=value`` on the command line).  The server binds loopback,
+requires a token on every endpoint, and publishes its URL and token in a 0600
+runtime file so kernels of the same user find it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+
+import psutil
+from jupyter_core.application import JupyterApp
+from tornado import httpserver, web
+from tornado.netutil import bind_sockets
+from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
+
+from .. import __version__, paths
+from .handlers import routes
+from .invoker import Service
+from .memory import make_enforcer
+from .pool import Pool
+from .store import Store
+
+log = logging.getLogger("jupyter_faas.server")
+
+
+class FaaSServer(JupyterApp):
+    name = "jupyter-faas-serve"
+    description = "Serve jupyter_faas functions from a pool of local execution environments."
+    version = __version__
+
+    ip = Unicode("127.0.0.1", config=True,
+                 help="Address to bind. Loopback by default; anything else exposes your functions "
+                      "to the network (the token still applies).")
+    port = Integer(0, config=True, help="Port to bind; 0 picks a free one (written to the runtime file).")
+    token = Unicode(config=True, help="Token every request must carry. Default: $JUPYTER_FAAS_TOKEN, "
+                                      "else a new random token per start.")
+    faas_data_dir = Unicode(config=True, help="Directory for the SQLite store. "
+                                              "Default: <jupyter data dir>/faas.")
+    max_concurrency = Integer(None, allow_none=True, config=True,
+                              help="Cap on concurrently running invocations. Default None: limited "
+                                   "only by memory_budget_mb, so I/O-bound functions fan out wide.")
+    memory_budget_mb = Integer(config=True,
+                               help="Sum of the memory sizes of running invocations may not exceed "
+                                    "this. Default: 80% of physical memory.")
+    throttle_wait = Float(2.0, config=True,
+                          help="Seconds a sync invocation waits for a free slot before it is "
+                               "throttled (TooManyRequestsException). map() and async calls queue.")
+    max_payload_mb = Float(6.0, config=True,
+                           help="Largest request and response payload in MB (Lambda's sync limit is 6).")
+    idle_timeout = Float(300.0, config=True,
+                         help="Seconds an idle execution environment is kept warm before it is stopped.")
+    preload = List(Unicode(), default_value=[], config=True,
+                   help="Modules the zygote imports once so every cold start has them (e.g. numpy).")
+    memory_enforcement = Enum(["auto", "cgroup", "watchdog"], "auto", config=True,
+                              help="How memory limits are enforced: cgroup (v1 memory controller, "
+                                   "kernel-enforced), watchdog (RSS sampling + RLIMIT_AS), or auto "
+                                   "(cgroup where writable, else watchdog).")
+    write_runtime_file = Bool(True, config=True, help="Publish URL and token in the runtime file.")
+
+    @default("token")
+    def _default_token(self):
+        return os.environ.get("JUPYTER_FAAS_TOKEN") or secrets.token_urlsafe(32)
+
+    @default("faas_data_dir")
+    def _default_data_dir(self):
+        return str(paths.data_dir())
+
+    @default("memory_budget_mb")
+    def _default_budget(self):
+        return int(psutil.virtual_memory().total / 1024 / 1024 * 0.8)
+
+    def build(self) -> web.Application:
+        self.store = Store(Path(self.faas_data_dir) / "faas.sqlite")
+        self.envs_dir = tempfile.mkdtemp(prefix="jupyter_faas-envs-")
+        memory = make_enforcer(self.memory_enforcement, str(os.getpid()))
+        pool = Pool(memory, Path(self.envs_dir), list(self.preload), self.idle_timeout)
+        self.service = Service(self.store, pool, memory_budget_mb=self.memory_budget_mb,
+                               max_concurrency=self.max_concurrency, throttle_wait=self.throttle_wait,
+                               max_payload_bytes=int(self.max_payload_mb * 1024 * 1024))
+        max_message = int(self.max_payload_mb * 1024 * 1024) + (1 << 20)
+        return web.Application(routes(), faas_service=self.service, faas_token=self.token,
+                               faas_shutdown=self.request_stop, websocket_max_message_size=max_message)
+
+    def request_stop(self) -> None:
+        asyncio.get_running_loop().call_soon(self._stopping.set)
+
+    async def serve(self) -> None:
+        self._stopping = asyncio.Event()
+        app = self.build()
+        bound = bind_sockets(self.port, self.ip)
+        server = httpserver.HTTPServer(app, max_body_size=int(self.max_payload_mb * 1024 * 1024) + (1 << 20))
+        server.add_sockets(bound)
+        port = bound[0].getsockname()[1]
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        self.url = f"http://{host}:{port}"
+        recovered = self.service.recover()
+        self.service.start_background()
+        await self.service.pool.zygote()  # the first cold start should not pay for the zygote
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        if self.write_runtime_file:
+            paths.write_runtime_file({"url": self.url, "token": self.token, "pid": os.getpid(),
+                                      "version": __version__, "data_dir": self.faas_data_dir})
+        log.info("jupyter_faas %s serving at %s (memory limits: %s; store: %s; recovered: %s)",
+                 __version__, self.url, self.service.pool.memory.mode, self.store.path, recovered)
+        print(f"jupyter_faas serving at {self.url}", flush=True)
+        try:
+            await self._stopping.wait()
+        finally:
+            if self.write_runtime_file:
+                paths.remove_runtime_file(os.getpid())
+            server.stop()
+            await self.service.close()
+            self.store.close()
+            shutil.rmtree(self.envs_dir, ignore_errors=True)
+            log.info("jupyter_faas server stopped")
+
+    def start(self) -> None:
+        logging.basicConfig(level=logging.INFO, format="[%(name)s %(asctime)s] %(message)s")
+        asyncio.run(self.serve())
+
+
+main = FaaSServer.launch_instance

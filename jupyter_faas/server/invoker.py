@@ -1,0 +1,432 @@
+"""The service layer: functions and invocations, with no knowledge of HTTP.
+
+``Service`` is what handlers (REST and websocket) call.  One path for every
+invocation::
+
+    submit ─► validate, size-check ─► row in the store (queued) ─► admission queue
+           ─► slot free (global memory budget, max_concurrency, reserved concurrency)
+           ─► environment (warm or cold) ─► run under deadline and memory limit
+           ─► terminal state + REPORT + logs in the store ─► waiters and subscribers told
+
+A sync submission waits at most ``throttle_wait`` seconds for a slot, then ends
+``throttled``; a queued one (``map``, async) waits as long as it takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict, deque
+
+from .. import limits
+from ..errors import InvalidParameter, PayloadTooLarge, ResourceNotFound, Throttled
+from . import lifecycle
+from .lifecycle import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, THROTTLED
+
+log = logging.getLogger("jupyter_faas.server")
+
+
+class Invocation:
+    """An accepted invocation while the server holds it in memory (queued or running)."""
+
+    __slots__ = ("request_id", "function", "payload", "encoding", "invocation_type", "status",
+                 "queue", "throttle_at", "done", "task", "env", "logs", "unflushed", "listeners",
+                 "created_at", "cancel_requested")
+
+    def __init__(self, request_id, function, payload, encoding, invocation_type, queue):
+        self.request_id = request_id
+        self.function = function
+        self.payload = payload
+        self.encoding = encoding
+        self.invocation_type = invocation_type
+        self.status = QUEUED
+        self.queue = queue
+        self.throttle_at = None
+        self.done = asyncio.get_running_loop().create_future()
+        self.task = None
+        self.env = None
+        self.logs: list = []        # every line of this invocation, for the tail in errors
+        self.unflushed: list = []   # lines not yet in the store
+        self.listeners: list = []   # callables(request_id, lines) for live logs
+        self.created_at = time.time()
+        self.cancel_requested = False
+
+
+class Service:
+    def __init__(self, store, pool, *, memory_budget_mb: int, max_concurrency: int | None,
+                 throttle_wait: float, max_payload_bytes: int):
+        self.store = store
+        self.pool = pool
+        self.memory_budget_mb = memory_budget_mb
+        self.max_concurrency = max_concurrency
+        self.throttle_wait = throttle_wait
+        self.max_payload_bytes = max_payload_bytes
+        self.active: dict[str, Invocation] = {}
+        self.waiting: "OrderedDict[str, deque]" = OrderedDict()  # function -> queued invocations
+        self.running_by_function: dict[str, int] = {}
+        self.running = 0
+        self.memory_in_use = 0
+        self._code_cache: dict[str, bytes] = {}
+        self._flusher = None
+
+    # ---- functions -----------------------------------------------------------------------
+
+    def deploy(self, name: str, code: bytes, memory=limits.MEMORY_DEFAULT_MB,
+               timeout=limits.TIMEOUT_DEFAULT_S, env=None, concurrency=None) -> dict:
+        limits.check_name(name)
+        config = limits.check_config(memory, timeout, env, concurrency)
+        if not code:
+            raise InvalidParameter("the function's code is empty; deploy a pickled callable")
+        version, created = self.store.deploy(name, code, config)
+        function = self.store.get_function(name, version)
+        function["created"] = created
+        return function
+
+    def get_function(self, name: str, version: int | None = None) -> dict:
+        function = self.store.get_function(name, version)
+        if function is None:
+            which = f"{name}:{version}" if version is not None else name
+            raise ResourceNotFound(f"Function not found: {which}. Deploy it first "
+                                   f"(@faas.function or %%lambda), or check `jupyter faas ls`.")
+        return function
+
+    def list_functions(self) -> list[dict]:
+        return self.store.list_functions()
+
+    def delete_function(self, name: str) -> None:
+        self.get_function(name)
+        self.store.delete_function(name)
+        self.pool.stop_function(name)
+
+    def _code(self, function: dict) -> bytes:
+        sha = function["code_sha256"]
+        code = self._code_cache.get(sha)
+        if code is None:
+            code = self._code_cache[sha] = self.store.code(sha)
+        return code
+
+    # ---- submit --------------------------------------------------------------------------
+
+    def submit(self, name: str, payload: bytes, *, encoding: str = "pickle", version: int | None = None,
+               invocation_type: str = "RequestResponse", queue: bool = False,
+               listener=None) -> Invocation:
+        """Accept an invocation: after this returns it is in the store and will run."""
+        if encoding not in ("pickle", "json"):
+            raise InvalidParameter(f"encoding {encoding!r} is not 'pickle' or 'json'")
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"the payload is {len(payload)} bytes; the limit is {self.max_payload_bytes} bytes. "
+                f"Pass less data per call (e.g. a path instead of the data), or raise the limit "
+                f"with --FaaSServer.max_payload_mb=...")
+        function = self.get_function(name, version)
+        inv = Invocation(str(uuid.uuid4()), function, payload, encoding, invocation_type,
+                         queue or invocation_type == "Event")
+        if listener is not None:
+            inv.listeners.append(listener)
+        self.store.add_invocation({
+            "request_id": inv.request_id, "function": function["name"], "version": function["version"],
+            "invocation_type": invocation_type, "encoding": encoding, "status": QUEUED,
+            "created_at": inv.created_at, "memory_size_mb": function["memory"]}, payload)
+        self._enqueue(inv)
+        return inv
+
+    def _enqueue(self, inv: Invocation) -> None:
+        self.active[inv.request_id] = inv
+        if not inv.queue:
+            inv.throttle_at = time.monotonic() + self.throttle_wait
+            asyncio.get_running_loop().call_later(self.throttle_wait, self._throttle, inv)
+        self.waiting.setdefault(inv.function["name"], deque()).append(inv)
+        self._admit()
+
+    def _fits(self, function: dict) -> bool:
+        if self.max_concurrency is not None and self.running >= self.max_concurrency:
+            return False
+        if self.running and self.memory_in_use + function["memory"] > self.memory_budget_mb:
+            return False
+        reserved = function.get("concurrency")
+        if reserved is not None and self.running_by_function.get(function["name"], 0) >= reserved:
+            return False
+        return True
+
+    def _admit(self) -> None:
+        """Start queued invocations while slots are free, round-robin over functions."""
+        progress = True
+        while progress and self.waiting:
+            progress = False
+            for name in list(self.waiting):
+                q = self.waiting[name]
+                while q and q[0].status != QUEUED:
+                    q.popleft()
+                if not q:
+                    del self.waiting[name]
+                    continue
+                if self._fits(q[0].function):
+                    inv = q.popleft()
+                    self.waiting.move_to_end(name)
+                    self._start(inv)
+                    progress = True
+
+    def _start(self, inv: Invocation) -> None:
+        lifecycle.check_move(inv.status, RUNNING)
+        inv.status = RUNNING
+        name = inv.function["name"]
+        self.running += 1
+        self.memory_in_use += inv.function["memory"]
+        self.running_by_function[name] = self.running_by_function.get(name, 0) + 1
+        inv.task = asyncio.ensure_future(self._run(inv))
+
+    def _throttle(self, inv: Invocation) -> None:
+        if inv.status != QUEUED:
+            return
+        reserved = inv.function.get("concurrency")
+        if reserved is not None and self.running_by_function.get(inv.function["name"], 0) >= reserved:
+            reason = (f"the function's reserved concurrency ({reserved}) is in use",
+                      "ReservedFunctionConcurrentInvocationLimitExceeded")
+        else:
+            reason = ("the server's concurrency limit (memory budget "
+                      f"{self.memory_budget_mb} MB, max_concurrency {self.max_concurrency}) is in use",
+                      "ConcurrentInvocationLimitExceeded")
+        error = {"errorType": Throttled.error_type, "reason": reason[1],
+                 "errorMessage": f"Rate Exceeded: {reason[0]} and no slot freed within "
+                                 f"{self.throttle_wait:g} s. Retry later, use .map() (which queues "
+                                 f"instead of throttling), or raise the limit."}
+        self._finish(inv, THROTTLED, {"error": error, "error_type": Throttled.error_type}, None)
+
+    # ---- run -----------------------------------------------------------------------------
+
+    async def _run(self, inv: Invocation) -> None:
+        function = inv.function
+        try:
+            env, failure = await self.pool.acquire(function, self._code)
+        except Exception as exc:  # noqa: BLE001 - the invocation must end, whatever broke
+            log.exception("could not start an environment for %s", function["name"])
+            self._end(inv, FAILED, {"errorType": "Runtime.StartError",
+                                    "errorMessage": f"could not start an execution environment: {exc}"},
+                      None, lifecycle.report(0, function["memory"], 0, None))
+            return
+        init_ms = env.init_ms if env.fresh else None
+        inv.env = env
+        if failure is not None:
+            self._end_failure(inv, failure, init_ms)
+            return
+        now = time.time()
+        self.store.mark_running(inv.request_id, now, env.id)
+        self._log(inv, "platform", f"START RequestId: {inv.request_id} Version: {function['version']}")
+        if inv.cancel_requested:
+            env.kill("cancelled")
+        outcome = await env.run(inv.request_id, inv.payload, inv.encoding, function["timeout"],
+                                lambda stream, line: self._log(inv, stream, line))
+        self.pool.release(env)
+        if outcome.kind == "result":
+            limit = self.max_payload_bytes
+            if len(outcome.body) > limit:
+                error = {"errorType": "Function.ResponseSizeTooLarge",
+                         "errorMessage": f"the result is {len(outcome.body)} bytes; the limit is {limit} "
+                                         f"bytes. Return less data (e.g. write it to a file and return "
+                                         f"the path), or raise --FaaSServer.max_payload_mb"}
+                rep = lifecycle.report(outcome.duration_ms, function["memory"],
+                                       round(outcome.max_memory_mb), init_ms)
+                self._end(inv, FAILED, error, None, rep)
+                return
+            rep = lifecycle.report(outcome.duration_ms, function["memory"],
+                                   round(outcome.max_memory_mb), init_ms)
+            self._end(inv, SUCCEEDED, None, outcome.body, rep)
+        else:
+            self._end_failure(inv, outcome, init_ms)
+
+    def _end_failure(self, inv: Invocation, outcome, init_ms) -> None:
+        function = inv.function
+        rid = inv.request_id
+        memory = function["memory"]
+        peak = round(outcome.max_memory_mb)
+        body = None
+        if outcome.kind in ("error", "init_error"):
+            h = outcome.header
+            error = {k: h.get(k) for k in ("errorType", "errorMessage", "errorModule", "stackTrace",
+                                          "stage")}
+            if outcome.kind == "init_error":
+                error["stage"] = "init"
+            if error["errorType"] == "Runtime.OutOfMemory":
+                error["errorMessage"] = (
+                    f"RequestId: {rid} Error: Runtime.OutOfMemory: the handler raised MemoryError at "
+                    f"{peak} MB of its {memory} MB limit; the environment was replaced. Raise "
+                    f"memory= (up to {limits.MEMORY_MAX_MB} MB) or use less memory per call.")
+                peak = max(peak, memory)
+            body = outcome.body or None
+            status = FAILED
+        elif outcome.kind == "timeout":
+            t = function["timeout"]
+            error = {"errorType": "Sandbox.Timedout",
+                     "errorMessage": f"RequestId: {rid} Error: Task timed out after {t:.2f} seconds. "
+                                     f"The environment and every process it started were killed; "
+                                     f"raise timeout= (up to {limits.TIMEOUT_MAX_S} s) if it needs longer."}
+            self._log(inv, "platform", f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {rid} "
+                                       f"Task timed out after {t:.2f} seconds")
+            outcome.duration_ms = t * 1000
+            status = lifecycle.TIMED_OUT
+        elif outcome.kind == "oom":
+            peak = max(peak, memory)
+            error = {"errorType": "Runtime.OutOfMemory",
+                     "errorMessage": f"RequestId: {rid} Error: Runtime exited with error: signal: killed "
+                                     f"(Runtime.OutOfMemory): the environment reached {peak} MB, over its "
+                                     f"limit of {memory} MB, and was killed. Raise memory= (up to "
+                                     f"{limits.MEMORY_MAX_MB} MB) or use less memory per call.",
+                     "peak_mb": peak, "limit_mb": memory}
+            status = FAILED
+        elif outcome.kind == "cancelled":
+            error = {"errorType": "Cancelled",
+                     "errorMessage": f"RequestId: {rid} was cancelled while running; its environment "
+                                     f"was killed."}
+            status = CANCELLED
+        else:  # crash
+            rc = outcome.returncode
+            if rc is None:
+                why = "the process ended with an unknown status"
+            elif rc < 0:
+                why = f"signal: {_signal_text(rc)}"
+            else:
+                why = f"exit status {rc}"
+            hint = {
+                "SIGSEGV": " (a segmentation fault: usually a bug in a C extension or ctypes call)",
+                "SIGKILL": " (killed from outside the runtime)",
+                "SIGABRT": " (abort(): a failed assertion in native code)",
+            }.get(why.split(": ")[-1].split(" ")[0], "")
+            if rc is not None and rc >= 0:
+                hint = " (sys.exit() or os._exit() was called in the function)"
+            tail = [line for _, s, line in inv.logs if s in ("stdout", "stderr")][-10:]
+            error = {"errorType": "Runtime.ExitError",
+                     "errorMessage": f"RequestId: {rid} Error: Runtime exited with error: {why}{hint}."
+                                     + (" Last log lines:\n" + "\n".join(tail) if tail else ""),
+                     "returncode": rc}
+            status = FAILED
+        rep = lifecycle.report(outcome.duration_ms, memory, peak, init_ms)
+        self._end(inv, status, error, body, rep)
+
+    def _end(self, inv: Invocation, status: str, error: dict | None, result: bytes | None,
+             rep: dict) -> None:
+        if error is not None:
+            self._log(inv, "platform", f"[ERROR] {error['errorType']}: {error['errorMessage']}")
+        self._log(inv, "platform", f"END RequestId: {inv.request_id}")
+        self._log(inv, "platform", lifecycle.report_line(
+            inv.request_id, rep, status, error and error["errorType"]))
+        fields = {k: rep[k] for k in ("duration_ms", "billed_duration_ms", "memory_size_mb",
+                                      "max_memory_used_mb", "init_duration_ms")}
+        fields["error"] = error
+        fields["error_type"] = error and error["errorType"]
+        name = inv.function["name"]
+        self.running -= 1
+        self.memory_in_use -= inv.function["memory"]
+        self.running_by_function[name] -= 1
+        self._finish(inv, status, fields, result, rep)
+        self._admit()
+
+    def _finish(self, inv: Invocation, status: str, fields: dict, result: bytes | None,
+                rep: dict | None = None) -> None:
+        lifecycle.check_move(inv.status, status)
+        inv.status = status
+        fields = dict(fields, status=status, ended_at=time.time())
+        # The invariant: the store knows the end before anyone is told.
+        self.store.finish_invocation(inv.request_id, fields, result, inv.unflushed)
+        inv.unflushed = []
+        self.active.pop(inv.request_id, None)
+        inv.payload = b""
+        done = {"request_id": inv.request_id, "status": status, "error": fields.get("error"),
+                "report": rep, "function": inv.function["name"], "version": inv.function["version"]}
+        if not inv.done.done():
+            inv.done.set_result((done, result))
+
+    # ---- logs ----------------------------------------------------------------------------
+
+    def _log(self, inv: Invocation, stream: str, line: str) -> None:
+        entry = (time.time(), stream, line)
+        inv.logs.append(entry)
+        del inv.logs[:-200]
+        inv.unflushed.append(entry)
+        for listener in inv.listeners:
+            listener(inv.request_id, entry)
+        if len(inv.unflushed) >= 5000:
+            self._flush_one(inv)
+
+    def _flush_one(self, inv: Invocation) -> None:
+        if inv.unflushed:
+            self.store.add_logs(inv.request_id, inv.unflushed)
+            inv.unflushed = []
+
+    async def _flush_logs(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            for inv in list(self.active.values()):
+                if inv.status == RUNNING:
+                    self._flush_one(inv)
+
+    # ---- cancel, queries, lifecycle of the service ---------------------------------------
+
+    def cancel(self, request_id: str) -> bool:
+        """Drop a queued invocation or kill a running one; True if it was not finished."""
+        inv = self.active.get(request_id)
+        if inv is None:
+            return False
+        if inv.status == QUEUED:
+            self._finish(inv, CANCELLED, {"error": {"errorType": "Cancelled",
+                                                    "errorMessage": "cancelled before it started"},
+                                          "error_type": "Cancelled"}, None)
+            return True
+        inv.cancel_requested = True
+        if inv.env is not None:
+            inv.env.kill("cancelled")
+        return True
+
+    def get_invocation(self, request_id: str) -> dict:
+        row = self.store.get_invocation(request_id)
+        if row is None:
+            raise ResourceNotFound(f"no invocation with request id {request_id!r}")
+        return row
+
+    def recover(self) -> dict:
+        """After a restart: re-queue what never started; fail what was running when we died."""
+        requeued = failed = 0
+        for row in self.store.unfinished():
+            if row["status"] == QUEUED:
+                function = self.store.get_function(row["function"], row["version"])
+                if function is not None:
+                    inv = Invocation(row["request_id"], function, self.store.get_payload(row["request_id"]),
+                                     row["encoding"], row["invocation_type"], True)
+                    inv.created_at = row["created_at"]
+                    self._enqueue(inv)
+                    requeued += 1
+                    continue
+            error = {"errorType": "Runtime.ServerStopped",
+                     "errorMessage": "the FaaS server stopped while this invocation was "
+                                     f"{row['status']}; it may have run partly. Invoke it again."}
+            self.store.finish_invocation(row["request_id"], {
+                "status": FAILED, "ended_at": time.time(), "error": error,
+                "error_type": error["errorType"]}, None, [])
+            failed += 1
+        return {"requeued": requeued, "failed": failed}
+
+    def start_background(self) -> None:
+        self._flusher = asyncio.ensure_future(self._flush_logs())
+        self.pool.start_background()
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+        for inv in list(self.active.values()):
+            self._flush_one(inv)
+        await self.pool.close()
+
+    def stats(self) -> dict:
+        return {"running": self.running, "queued": sum(len(q) for q in self.waiting.values()),
+                "memory_in_use_mb": self.memory_in_use, "memory_budget_mb": self.memory_budget_mb,
+                "max_concurrency": self.max_concurrency, **self.pool.stats()}
+
+
+def _signal_text(returncode: int) -> str:
+    import signal
+    try:
+        return f"{signal.Signals(-returncode).name} ({returncode})"
+    except ValueError:
+        return f"signal {-returncode}"
+

@@ -1,0 +1,231 @@
+"""Memory limits for execution environments: a cgroup where the machine allows, a watchdog otherwise.
+
+``cgroup`` (cgroup v1 memory controller, writable): each environment gets its own
+child cgroup of the server's with ``memory.limit_in_bytes`` = the function's
+memory.  The kernel counts the environment *and every process it starts*, and
+OOM-kills at the limit; ``memory.max_usage_in_bytes`` (reset before each
+invocation) is Max Memory Used; ``memory.oom_control``'s ``oom_kill`` says it was
+the limit that killed it; ``cgroup.procs`` lists every process to kill.
+
+``watchdog`` (anywhere else, e.g. cgroup v2 without delegation, or no root): the
+server samples the RSS of the environment and its descendants every
+``interval`` seconds and kills it over the limit; ``RLIMIT_AS`` set in the child
+is a backstop against an allocation faster than the sampler (it counts virtual
+memory, so it is set well above the limit).  Max Memory Used is the larger of the
+sampled peak and the process's VmHWM, which ``/proc/PID/clear_refs`` resets
+before each invocation so it is per invocation in a warm environment too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+
+import psutil
+
+log = logging.getLogger("jupyter_faas.server")
+MB = 1024 * 1024
+
+
+def _own_memory_cgroup() -> Path | None:
+    root = Path("/sys/fs/cgroup/memory")
+    if not (root / "memory.limit_in_bytes").exists():
+        return None
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "memory" in controllers.split(","):
+                return root / path.lstrip("/")
+    except OSError:
+        return None
+    return None
+
+
+def kill_tree(pids: list[int], leader: int | None) -> None:
+    """SIGKILL the environment's process group and every listed process."""
+    if leader:
+        try:
+            os.killpg(leader, signal.SIGKILL)
+        except OSError:
+            pass
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def descendants(pid: int) -> list[int]:
+    try:
+        proc = psutil.Process(pid)
+        return [pid] + [c.pid for c in proc.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+class WatchdogMemory:
+    mode = "watchdog"
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+
+    def fork_fields(self, env_id: str, limit_mb: int) -> dict:
+        # Virtual size is far above RSS (allocator arenas, thread stacks, BLAS buffers),
+        # so the backstop sits well above the limit; the sampler enforces the limit itself.
+        return {"rlimit_as": (limit_mb * 2 + 1024) * MB}
+
+    def attach(self, env_id: str, pid: int) -> None:
+        pass
+
+    def before_invoke(self, env_id: str, pid: int) -> None:
+        try:
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+
+    def sample_mb(self, env_id: str, pid: int) -> float:
+        """Current RSS of the environment and its descendants, in MB."""
+        total = 0
+        for p in descendants(pid):
+            try:
+                total += psutil.Process(p).memory_info().rss
+            except psutil.Error:
+                pass
+        return total / MB
+
+    def peak_mb(self, env_id: str, pid: int, sampled_peak_mb: float) -> float:
+        hwm = 0.0
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1]) / 1024
+                    break
+        except OSError:
+            pass
+        return max(hwm, sampled_peak_mb)
+
+    def oom_killed(self, env_id: str) -> bool:
+        return False
+
+    def pids(self, env_id: str, pid: int) -> list[int]:
+        return descendants(pid)
+
+    def release(self, env_id: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class CgroupV1Memory(WatchdogMemory):
+    mode = "cgroup"
+
+    def __init__(self, parent: Path, interval: float = 0.05):
+        super().__init__(interval)
+        self.parent = parent
+
+    @classmethod
+    def create(cls, tag: str) -> "CgroupV1Memory | None":
+        own = _own_memory_cgroup()
+        if own is None:
+            return None
+        parent = own / f"jupyter_faas-{tag}"
+        try:
+            parent.mkdir(exist_ok=True)
+            probe = parent / "probe"
+            probe.mkdir(exist_ok=True)
+            (probe / "memory.limit_in_bytes").write_text(str(256 * MB))
+            probe.rmdir()
+        except OSError as exc:
+            log.info("memory cgroups not writable here (%s); using the RSS watchdog", exc)
+            try:
+                parent.rmdir()
+            except OSError:
+                pass
+            return None
+        return cls(parent)
+
+    def _dir(self, env_id: str) -> Path:
+        return self.parent / env_id
+
+    def fork_fields(self, env_id: str, limit_mb: int) -> dict:
+        d = self._dir(env_id)
+        d.mkdir(exist_ok=True)
+        (d / "memory.limit_in_bytes").write_text(str(limit_mb * MB))
+        try:  # no swap escape where swap accounting exists
+            (d / "memory.memsw.limit_in_bytes").write_text(str(limit_mb * MB))
+        except OSError:
+            pass
+        return {"cgroup_procs": str(d / "cgroup.procs")}
+
+    def before_invoke(self, env_id: str, pid: int) -> None:
+        super().before_invoke(env_id, pid)
+        try:
+            (self._dir(env_id) / "memory.max_usage_in_bytes").write_text("0")
+        except OSError:
+            pass
+
+    def sample_mb(self, env_id: str, pid: int) -> float:
+        try:
+            return int((self._dir(env_id) / "memory.usage_in_bytes").read_text()) / MB
+        except OSError:
+            return 0.0
+
+    def peak_mb(self, env_id: str, pid: int, sampled_peak_mb: float) -> float:
+        # The cgroup is charged only for pages the environment itself allocated (pages
+        # shared copy-on-write with the zygote stay charged to the zygote), so report the
+        # larger of that and the process's own peak RSS, as Lambda's figure includes the runtime.
+        hwm = super().peak_mb(env_id, pid, sampled_peak_mb)
+        try:
+            return max(hwm, int((self._dir(env_id) / "memory.max_usage_in_bytes").read_text()) / MB)
+        except OSError:
+            return hwm
+
+    def oom_killed(self, env_id: str) -> bool:
+        try:
+            for line in (self._dir(env_id) / "memory.oom_control").read_text().splitlines():
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1]) > 0
+        except OSError:
+            pass
+        return False
+
+    def pids(self, env_id: str, pid: int) -> list[int]:
+        try:
+            found = [int(p) for p in (self._dir(env_id) / "cgroup.procs").read_text().split()]
+        except OSError:
+            found = []
+        return found or descendants(pid)
+
+    def release(self, env_id: str) -> None:
+        try:
+            self._dir(env_id).rmdir()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for child in self.parent.glob("*/"):
+            try:
+                child.rmdir()
+            except OSError:
+                pass
+        try:
+            self.parent.rmdir()
+        except OSError:
+            pass
+
+
+def make_enforcer(mode: str, tag: str):
+    """``auto`` tries cgroups and falls back to the watchdog; ``cgroup`` insists."""
+    if mode in ("auto", "cgroup"):
+        enforcer = CgroupV1Memory.create(tag)
+        if enforcer is not None:
+            return enforcer
+        if mode == "cgroup":
+            from ..errors import ServerError
+            raise ServerError("memory_enforcement='cgroup' but no writable cgroup v1 memory "
+                              "controller was found; use 'auto' or 'watchdog'")
+    return WatchdogMemory()

@@ -1,0 +1,518 @@
+"""The local backend: a zygote and the execution environments forked from it.
+
+Actors (all on the server's asyncio loop, no threads):
+
+- ``ZygoteProcess`` starts ``python -m kernel_workers.zygote`` with a clean
+  environment (never the server's token), asks it to fork, and hears every exit
+  status (the zygote is the environments' parent, so only it can ``waitpid``).
+- ``Environment`` is one forked process running one function version, one
+  invocation at a time.  The server owns its stdout/stderr pipes and reads them
+  line by line, tagging each line with the invocation that is running.  An
+  invocation's outcome is the first of: its result frame, its deadline (the
+  server kills the whole process tree), or the process's death (exit status or
+  signal from the zygote, OOM from the memory enforcer).
+- ``Pool`` keeps idle environments per function version (warm starts), starts
+  new ones (cold starts), and stops ones idle longer than ``idle_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kernel_workers import wire
+
+from .memory import kill_tree
+
+log = logging.getLogger("jupyter_faas.server")
+
+#: Longest line kept whole; longer output is split into lines of this size.
+MAX_LINE = 256 * 1024
+#: Environment variables the zygote (and so every environment) may inherit from the server.
+PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV",
+                   "SYSTEMROOT", "LD_LIBRARY_PATH")
+
+
+class EnvironmentDied(Exception):
+    pass
+
+
+def _signal_name(returncode: int) -> str:
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+@dataclass
+class Outcome:
+    """How one invocation ended in an environment (the pool's answer to the invoker)."""
+
+    kind: str                      # result | error | timeout | crash | oom | init_error | cancelled
+    header: dict = field(default_factory=dict)
+    body: bytes = b""
+    duration_ms: float = 0.0
+    max_memory_mb: float = 0.0
+    returncode: int | None = None
+
+
+class ZygoteProcess:
+    def __init__(self, preload: list[str], python: str = sys.executable):
+        self.preload = preload
+        self.python = python
+        self.proc = None
+        self.sock = None
+        self.buf = bytearray()
+        self.hello: asyncio.Future | None = None
+        self.forks: dict[str, asyncio.Future] = {}
+        self.exits: dict[int, asyncio.Future] = {}
+        self.alive = False
+
+    async def start(self) -> dict:
+        loop = asyncio.get_running_loop()
+        parent, child = socket.socketpair()
+        environ = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
+        environ["PYTHONUNBUFFERED"] = "1"
+        self.proc = subprocess.Popen(
+            [self.python, "-m", "kernel_workers.zygote", "--fd", str(child.fileno()),
+             "--preload", ",".join(self.preload)],
+            pass_fds=[child.fileno()], env=environ, stdin=subprocess.DEVNULL, close_fds=True)
+        child.close()
+        self.sock = parent
+        self.hello = loop.create_future()
+        self.alive = True
+        loop.add_reader(parent.fileno(), self._readable)
+        return await asyncio.wait_for(self.hello, 60)
+
+    def _readable(self) -> None:
+        try:
+            data = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._died()
+            return
+        self.buf += data
+        while len(self.buf) >= wire.HEADER_SIZE:
+            hlen, blen = wire.lengths(bytes(self.buf[:wire.HEADER_SIZE]))
+            end = wire.HEADER_SIZE + hlen + blen
+            if len(self.buf) < end:
+                break
+            header = wire.parse_header(bytes(self.buf[wire.HEADER_SIZE:wire.HEADER_SIZE + hlen]))
+            del self.buf[:end]
+            self._dispatch(header)
+
+    def _dispatch(self, header: dict) -> None:
+        kind = header["k"]
+        if kind == "hello":
+            if header.get("failed"):
+                log.warning("preload modules failed to import in the zygote: %s", header["failed"])
+            if not self.hello.done():
+                self.hello.set_result(header)
+        elif kind == "forked":
+            fut = self.forks.pop(header["env_id"], None)
+            if fut and not fut.done():
+                fut.set_result(header["pid"])
+        elif kind == "exited":
+            fut = self.exit_future(header["pid"])
+            if not fut.done():
+                fut.set_result(header["returncode"])
+
+    def exit_future(self, pid: int) -> asyncio.Future:
+        fut = self.exits.get(pid)
+        if fut is None:
+            fut = self.exits[pid] = asyncio.get_running_loop().create_future()
+        return fut
+
+    def _died(self) -> None:
+        if not self.alive:
+            return
+        self.alive = False
+        try:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        except (ValueError, OSError):
+            pass
+        for fut in list(self.forks.values()) + list(self.exits.values()):
+            if not fut.done():
+                fut.set_exception(EnvironmentDied("the zygote process exited"))
+        if self.hello and not self.hello.done():
+            self.hello.set_exception(EnvironmentDied("the zygote process exited during start"))
+
+    async def fork(self, env_id: str, fields: dict, fds: list[int]) -> int:
+        fut = self.forks[env_id] = asyncio.get_running_loop().create_future()
+        self.sock.setblocking(True)
+        try:
+            self.sock.sendall(wire.pack("fork", env_id=env_id, **fields))
+            socket.send_fds(self.sock, [b"F"], fds)
+        finally:
+            self.sock.setblocking(False)
+        return await asyncio.wait_for(fut, 30)
+
+    def stop(self) -> None:
+        self._died()
+        if self.sock is not None:
+            self.sock.close()  # the zygote kills its environments when this closes
+        if self.proc is not None:
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Environment:
+    _ids = itertools.count(1)
+
+    def __init__(self, pool: "Pool", function: dict):
+        self.pool = pool
+        self.id = f"env-{os.getpid()}-{next(self._ids)}"
+        self.function = function
+        self.key = (function["name"], function["version"])
+        self.pid: int | None = None
+        self.state = "starting"
+        self.last_used = time.monotonic()
+        self.init_ms: float | None = None
+        self.fresh = True
+        self.reader = self.writer = None
+        self._frame: asyncio.Future | None = None
+        self._read_task = None
+        self._pipes: dict[int, tuple[str, bytearray]] = {}
+        self.on_line = None          # callable(stream, line) while an invocation runs
+        self.orphan_lines: list = []  # lines printed outside an invocation (e.g. at import)
+        self.sampled_peak_mb = 0.0
+        self.killed_for: str | None = None  # 'timeout' | 'oom' | 'cancelled'
+        self.workdir = pool.workdir / self.id
+
+    # ---- start ---------------------------------------------------------------------------
+
+    async def start(self, code: bytes) -> Outcome | None:
+        """Fork and load the code; None when ready, else the init failure."""
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        ctl_parent, ctl_child = socket.socketpair()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        cfg = self.function
+        environ = dict(self.pool.base_environ)
+        environ.update({
+            "AWS_LAMBDA_FUNCTION_NAME": cfg["name"],
+            "AWS_LAMBDA_FUNCTION_VERSION": str(cfg["version"]),
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(cfg["memory"]),
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{cfg['name']}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": f"{time.strftime('%Y/%m/%d')}/[{cfg['version']}]{self.id}",
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "LAMBDA_TASK_ROOT": str(self.workdir),
+            "TMPDIR": str(self.workdir / "tmp"),
+            "PYTHONUNBUFFERED": "1",
+        })
+        environ.update(cfg.get("env") or {})
+        fields = {"environ": environ, "cwd": str(self.workdir), "tmpdir": str(self.workdir / "tmp")}
+        try:
+            fields.update(self.pool.memory.fork_fields(self.id, cfg["memory"]))
+            zygote = await self.pool.zygote()
+            self.pid = await zygote.fork(self.id, fields, [ctl_child.fileno(), out_w, err_w])
+        finally:
+            ctl_child.close()
+            os.close(out_w)
+            os.close(err_w)
+        self.exit = zygote.exit_future(self.pid)
+        for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
+            os.set_blocking(fd, False)
+            self._pipes[fd] = (stream, bytearray())
+            loop.add_reader(fd, self._pipe_readable, fd)
+        self.reader, self.writer = await asyncio.open_connection(sock=ctl_parent)
+        self._read_task = asyncio.ensure_future(self._read_frames())
+        self._frame = loop.create_future()
+        self.writer.write(wire.pack("init", code, function=cfg["name"], version=cfg["version"],
+                                    memory=cfg["memory"]))
+        try:
+            header, body = await asyncio.wait_for(asyncio.shield(self._frame), self.pool.init_timeout)
+        except (EnvironmentDied, asyncio.TimeoutError):
+            self.kill("init")
+            returncode = await self.wait_exit()
+            self.close()
+            return Outcome("crash", returncode=returncode)
+        if header["k"] == "init_error":
+            self.kill("init")
+            await self.wait_exit()
+            self.close()
+            return Outcome("init_error", header, bytes(body))
+        self.init_ms = (time.perf_counter() - started) * 1000
+        self.state = "idle"
+        return None
+
+    async def _read_frames(self) -> None:
+        try:
+            while True:
+                prefix = await self.reader.readexactly(wire.HEADER_SIZE)
+                hlen, blen = wire.lengths(prefix)
+                header = wire.parse_header(await self.reader.readexactly(hlen))
+                body = await self.reader.readexactly(blen) if blen else b""
+                if self._frame is not None and not self._frame.done():
+                    self._frame.set_result((header, body))
+        except (asyncio.IncompleteReadError, ConnectionError, wire.ProtocolError) as exc:
+            if isinstance(exc, wire.ProtocolError):
+                log.error("environment %s sent a bad frame (%s); stopping it", self.id, exc)
+                self.kill("protocol")
+            if self._frame is not None and not self._frame.done():
+                self._frame.set_exception(EnvironmentDied(str(exc)))
+            self._frame = None
+
+    # ---- output --------------------------------------------------------------------------
+
+    def _pipe_readable(self, fd: int) -> None:
+        stream, buf = self._pipes[fd]
+        while True:
+            try:
+                data = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self._emit_partial(fd)
+                asyncio.get_running_loop().remove_reader(fd)
+                os.close(fd)
+                del self._pipes[fd]
+                return
+            buf += data
+            self._emit_lines(stream, buf)
+
+    def _emit_lines(self, stream: str, buf: bytearray) -> None:
+        while True:
+            nl = buf.find(b"\n")
+            if nl < 0:
+                if len(buf) >= MAX_LINE:
+                    nl = MAX_LINE - 1
+                else:
+                    return
+            line = bytes(buf[:nl]).decode("utf-8", "replace").rstrip("\r")
+            del buf[:nl + 1]
+            self._line(stream, line)
+
+    def _emit_partial(self, fd: int) -> None:
+        stream, buf = self._pipes[fd]
+        if buf:
+            self._line(stream, bytes(buf).decode("utf-8", "replace"))
+            buf.clear()
+
+    def _line(self, stream: str, line: str) -> None:
+        if self.on_line is not None:
+            self.on_line(stream, line)
+        else:
+            self.orphan_lines.append((time.time(), stream, line))
+            del self.orphan_lines[:-1000]
+
+    def drain(self) -> None:
+        """Read whatever the process wrote before its result frame, and any unterminated line."""
+        for fd in list(self._pipes):
+            self._pipe_readable(fd)
+        for fd in list(self._pipes):
+            self._emit_partial(fd)
+
+    # ---- run -----------------------------------------------------------------------------
+
+    async def run(self, request_id: str, payload: bytes, encoding: str, timeout: float,
+                  on_line) -> Outcome:
+        loop = asyncio.get_running_loop()
+        self.state = "busy"
+        self.sampled_peak_mb = 0.0
+        self.on_line = on_line
+        for ts, stream, line in self.orphan_lines:
+            on_line(stream, line)
+        self.orphan_lines.clear()
+        memory = self.pool.memory
+        memory.before_invoke(self.id, self.pid)
+        self._frame = loop.create_future()
+        started = time.perf_counter()
+        deadline_ms = int(time.time() * 1000 + timeout * 1000)
+        self.writer.writelines(wire.pack_parts("invoke", payload, request_id=request_id,
+                                               encoding=encoding, deadline_ms=deadline_ms))
+        try:
+            header, body = await asyncio.wait_for(asyncio.shield(self._frame), timeout)
+        except asyncio.TimeoutError:
+            self.kill("timeout")
+        except EnvironmentDied:
+            pass
+        except asyncio.CancelledError:
+            self.kill("cancelled")
+            raise
+        else:
+            self.drain()
+            self.on_line = None
+            outcome = Outcome("result" if header["k"] == "result" else "error", header, body,
+                              duration_ms=header.get("duration_ms", 0.0))
+            outcome.max_memory_mb = memory.peak_mb(self.id, self.pid, self.sampled_peak_mb)
+            if header["k"] == "error" and header.get("errorType") == "Runtime.OutOfMemory":
+                self.kill("oom")  # a MemoryError: never reuse this heap
+                await self.wait_exit()
+                self.close()
+            else:
+                self.state = "idle"
+                self.last_used = time.monotonic()
+            self.fresh = False
+            return outcome
+        # The process is gone or being killed: wait for its status, then say why it ended.
+        duration = (time.perf_counter() - started) * 1000
+        peak = memory.peak_mb(self.id, self.pid, self.sampled_peak_mb)
+        returncode = await self.wait_exit()
+        self.drain()
+        self.on_line = None
+        oom = self.killed_for == "oom" or memory.oom_killed(self.id)
+        kind = {"timeout": "timeout", "cancelled": "cancelled"}.get(self.killed_for, "oom" if oom else "crash")
+        self.close()
+        return Outcome(kind, duration_ms=duration, max_memory_mb=peak, returncode=returncode)
+
+    async def wait_exit(self) -> int | None:
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.exit), 5)
+        except (asyncio.TimeoutError, EnvironmentDied):
+            return None
+
+    def kill(self, reason: str) -> None:
+        if self.killed_for is None:
+            self.killed_for = reason
+        if self.pid:
+            kill_tree(self.pool.memory.pids(self.id, self.pid), self.pid)
+
+    def close(self) -> None:
+        """Forget the process (it has exited or was killed) and free what it held."""
+        if self.state == "dead":
+            return
+        self.state = "dead"
+        if self.pid and self.killed_for is None and not self.exit.done():
+            self.kill("stopped")
+        for fd in list(self._pipes):
+            try:
+                asyncio.get_running_loop().remove_reader(fd)
+                os.close(fd)
+            except OSError:
+                pass
+        self._pipes.clear()
+        if self.writer is not None:
+            self.writer.close()
+        if self._read_task is not None:
+            self._read_task.cancel()
+        self.pool.memory.release(self.id)
+        self.pool.forget(self)
+        import shutil
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class Pool:
+    def __init__(self, memory, workdir: Path, preload: list[str], idle_timeout: float,
+                 base_environ: dict | None = None, init_timeout: float = 10.0):
+        self.memory = memory
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.preload = preload
+        self.idle_timeout = idle_timeout
+        self.init_timeout = init_timeout
+        self.base_environ = base_environ or {}
+        self._zygote: ZygoteProcess | None = None
+        self._zygote_lock = asyncio.Lock()
+        self.idle: dict[tuple, list[Environment]] = defaultdict(list)
+        self.all: dict[str, Environment] = {}
+        self._reaper = None
+        self._sampler = None
+
+    async def zygote(self) -> ZygoteProcess:
+        async with self._zygote_lock:
+            if self._zygote is None or not self._zygote.alive:
+                z = ZygoteProcess(self.preload)
+                await z.start()
+                self._zygote = z
+            return self._zygote
+
+    def start_background(self) -> None:
+        self._reaper = asyncio.ensure_future(self._reap_idle())
+        self._sampler = asyncio.ensure_future(self._sample_memory())
+
+    async def acquire(self, function: dict, code_for) -> tuple[Environment, Outcome | None]:
+        """A warm environment of this version, or a new one (cold start)."""
+        key = (function["name"], function["version"])
+        idle = self.idle.get(key)
+        while idle:
+            env = idle.pop()
+            if env.state == "idle":
+                env.state = "busy"
+                return env, None
+        env = Environment(self, function)
+        self.all[env.id] = env
+        failure = await env.start(code_for(function))
+        if failure is None:
+            env.state = "busy"
+        return env, failure
+
+    def release(self, env: Environment) -> None:
+        if env.state == "idle":
+            self.idle[env.key].append(env)
+
+    def forget(self, env: Environment) -> None:
+        self.all.pop(env.id, None)
+        lst = self.idle.get(env.key)
+        if lst and env in lst:
+            lst.remove(env)
+
+    def stop_function(self, name: str) -> None:
+        """Stop the idle environments of every version of a function (it was deleted or replaced)."""
+        for key in [k for k in self.idle if k[0] == name]:
+            for env in self.idle.pop(key):
+                env.close()
+
+    async def _reap_idle(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, max(0.05, self.idle_timeout / 4)))
+            now = time.monotonic()
+            for env in [e for e in self.all.values() if e.state == "idle"]:
+                if now - env.last_used > self.idle_timeout:
+                    env.close()
+            for env in [e for e in self.all.values() if e.state != "dead" and e.pid]:
+                if env.exit.done() and env.state == "idle":
+                    env.close()  # died while idle (e.g. a leftover thread called os._exit)
+
+    async def _sample_memory(self) -> None:
+        """The watchdog: RSS of busy environments, killed over their limit."""
+        if self.memory.mode != "watchdog":
+            return  # the kernel enforces and measures; nothing to sample
+        interval = self.memory.interval
+        while True:
+            await asyncio.sleep(interval)
+            for env in [e for e in self.all.values() if e.state == "busy" and e.pid]:
+                used = self.memory.sample_mb(env.id, env.pid)
+                env.sampled_peak_mb = max(env.sampled_peak_mb, used)
+                if used > env.function["memory"]:
+                    log.info("environment %s uses %.0f MB over its %d MB limit; killing it",
+                             env.id, used, env.function["memory"])
+                    env.kill("oom")
+
+    def stats(self) -> dict:
+        states = defaultdict(int)
+        for env in self.all.values():
+            states[env.state] += 1
+        return {"environments": len(self.all), **states, "memory_enforcement": self.memory.mode}
+
+    async def close(self) -> None:
+        for task in (self._reaper, self._sampler):
+            if task is not None:
+                task.cancel()
+        for env in list(self.all.values()):
+            env.kill("stopped")
+        for env in list(self.all.values()):
+            await env.wait_exit()
+            env.close()
+        if self._zygote is not None:
+            self._zygote.stop()
+        self.memory.close()

@@ -1,0 +1,296 @@
+"""The SQLite store: the only module that writes SQL.
+
+WAL mode with ``synchronous=NORMAL``: a commit is durable against the server
+process being killed (the WAL is in the OS page cache) without an fsync per
+invocation.  One transaction per logical write; every statement parameterised;
+the schema is a list of numbered migrations applied in order and recorded in
+``PRAGMA user_version``.
+
+Tables: functions, versions (config + code hash), blobs (content-addressed code),
+invocations (one row each, written before it runs), log_lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from ..errors import ServerError
+
+MIGRATIONS = [
+    # 1: the core schema
+    """
+    CREATE TABLE blobs (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL);
+    CREATE TABLE functions (
+        name TEXT PRIMARY KEY,
+        latest_version INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE versions (
+        function TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        content_sha256 TEXT NOT NULL,
+        code_sha256 TEXT NOT NULL REFERENCES blobs(sha256),
+        config TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (function, version)
+    );
+    CREATE UNIQUE INDEX versions_content ON versions(function, content_sha256);
+    CREATE TABLE invocations (
+        request_id TEXT PRIMARY KEY,
+        function TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        invocation_type TEXT NOT NULL,
+        encoding TEXT NOT NULL,
+        status TEXT NOT NULL,
+        payload BLOB,
+        result BLOB,
+        error TEXT,
+        error_type TEXT,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        ended_at REAL,
+        duration_ms REAL,
+        billed_duration_ms INTEGER,
+        memory_size_mb INTEGER,
+        max_memory_used_mb INTEGER,
+        init_duration_ms REAL,
+        environment_id TEXT
+    );
+    CREATE INDEX invocations_created ON invocations(created_at DESC);
+    CREATE INDEX invocations_function ON invocations(function, created_at DESC);
+    CREATE INDEX invocations_status ON invocations(status, created_at DESC);
+    CREATE TABLE log_lines (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT NOT NULL,
+        ts REAL NOT NULL,
+        stream TEXT NOT NULL,
+        line TEXT NOT NULL
+    );
+    CREATE INDEX log_lines_request ON log_lines(request_id, id);
+    """,
+]
+
+#: Columns of an invocation as the API shows it (payload and result are fetched apart).
+INVOCATION_COLUMNS = (
+    "request_id", "function", "version", "invocation_type", "encoding", "status", "error",
+    "error_type", "created_at", "started_at", "ended_at", "duration_ms", "billed_duration_ms",
+    "memory_size_mb", "max_memory_used_mb", "init_duration_ms", "environment_id")
+TERMINAL = ("succeeded", "failed", "timed_out", "cancelled", "throttled")
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.row_factory = sqlite3.Row
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise ServerError(f"cannot open the store at {self.path}: {exc}; check the path and "
+                              f"its permissions, or set FaaSServer.data_dir") from exc
+
+    def _migrate(self) -> None:
+        current = self.db.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if number <= current:
+                continue
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {int(number)}")
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _tx(self):
+        return _Transaction(self.db)
+
+    # ---- functions and versions -------------------------------------------------------
+
+    def deploy(self, name: str, code: bytes, config: dict) -> tuple[int, bool]:
+        """Record code+config for ``name``; returns (version, created). Same content, same version."""
+        code_sha = hashlib.sha256(code).hexdigest()
+        config_json = json.dumps(config, sort_keys=True)
+        content = hashlib.sha256(code_sha.encode() + config_json.encode()).hexdigest()
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT version FROM versions WHERE function=? AND content_sha256=?",
+                             (name, content)).fetchone()
+            if row is not None:
+                db.execute("UPDATE functions SET latest_version=?, updated_at=? WHERE name=?",
+                           (row[0], now, name))
+                return row[0], False
+            db.execute("INSERT OR IGNORE INTO blobs(sha256, data) VALUES (?, ?)", (code_sha, code))
+            last = db.execute("SELECT MAX(version) FROM versions WHERE function=?", (name,)).fetchone()[0]
+            version = (last or 0) + 1
+            db.execute("INSERT INTO functions(name, latest_version, created_at, updated_at) "
+                       "VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                       "latest_version=excluded.latest_version, updated_at=excluded.updated_at",
+                       (name, version, now, now))
+            db.execute("INSERT INTO versions(function, version, content_sha256, code_sha256, config, "
+                       "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                       (name, version, content, code_sha, config_json, now))
+            return version, True
+
+    def get_function(self, name: str, version: int | None = None) -> dict | None:
+        if version is None:
+            row = self.db.execute(
+                "SELECT v.*, f.created_at AS function_created_at FROM functions f JOIN versions v "
+                "ON v.function=f.name AND v.version=f.latest_version WHERE f.name=?", (name,)).fetchone()
+        else:
+            row = self.db.execute(
+                "SELECT v.*, f.created_at AS function_created_at FROM functions f JOIN versions v "
+                "ON v.function=f.name WHERE f.name=? AND v.version=?", (name, version)).fetchone()
+        return _function_row(row) if row else None
+
+    def list_functions(self) -> list[dict]:
+        rows = self.db.execute(
+            "SELECT v.*, f.created_at AS function_created_at FROM functions f JOIN versions v "
+            "ON v.function=f.name AND v.version=f.latest_version ORDER BY f.name").fetchall()
+        return [_function_row(r) for r in rows]
+
+    def code(self, code_sha256: str) -> bytes:
+        row = self.db.execute("SELECT data FROM blobs WHERE sha256=?", (code_sha256,)).fetchone()
+        return bytes(row[0]) if row else b""
+
+    def delete_function(self, name: str) -> bool:
+        with self._tx() as db:
+            db.execute("DELETE FROM versions WHERE function=?", (name,))
+            gone = db.execute("DELETE FROM functions WHERE name=?", (name,)).rowcount > 0
+            db.execute("DELETE FROM blobs WHERE sha256 NOT IN (SELECT code_sha256 FROM versions)")
+            return gone
+
+    # ---- invocations -------------------------------------------------------------------
+
+    def add_invocation(self, inv: dict, payload: bytes) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO invocations(request_id, function, version, invocation_type, encoding, "
+                "status, payload, created_at, memory_size_mb) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (inv["request_id"], inv["function"], inv["version"], inv["invocation_type"],
+                 inv["encoding"], inv["status"], payload, inv["created_at"], inv["memory_size_mb"]))
+
+    def mark_running(self, request_id: str, started_at: float, environment_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE invocations SET status='running', started_at=?, environment_id=? "
+                       "WHERE request_id=?", (started_at, environment_id, request_id))
+
+    def finish_invocation(self, request_id: str, fields: dict, result: bytes | None,
+                          logs: list) -> None:
+        """The terminal state, the result and the remaining log lines, in one transaction."""
+        allowed = set(INVOCATION_COLUMNS) - {"request_id"}
+        cols = [c for c in fields if c in allowed]
+        values = [json.dumps(fields[c]) if c == "error" and fields[c] is not None else fields[c]
+                  for c in cols]
+        assignments = ", ".join(f"{c}=?" for c in cols)  # column names from the fixed set above
+        with self._tx() as db:
+            db.execute(f"UPDATE invocations SET {assignments}, result=?, payload=NULL "
+                       f"WHERE request_id=?", (*values, result, request_id))
+            if logs:
+                db.executemany("INSERT INTO log_lines(request_id, ts, stream, line) VALUES (?, ?, ?, ?)",
+                               [(request_id, ts, stream, line) for ts, stream, line in logs])
+
+    def add_logs(self, request_id: str, logs: list) -> None:
+        with self._tx() as db:
+            db.executemany("INSERT INTO log_lines(request_id, ts, stream, line) VALUES (?, ?, ?, ?)",
+                           [(request_id, ts, stream, line) for ts, stream, line in logs])
+
+    def get_invocation(self, request_id: str) -> dict | None:
+        row = self.db.execute(f"SELECT {', '.join(INVOCATION_COLUMNS)} FROM invocations "
+                              f"WHERE request_id=?", (request_id,)).fetchone()
+        return _invocation_row(row) if row else None
+
+    def get_result(self, request_id: str) -> bytes | None:
+        row = self.db.execute("SELECT result FROM invocations WHERE request_id=?", (request_id,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    def get_payload(self, request_id: str) -> bytes:
+        row = self.db.execute("SELECT payload FROM invocations WHERE request_id=?", (request_id,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else b""
+
+    def list_invocations(self, function: str | None = None, status: str | None = None,
+                         limit: int = 100, before: float | None = None) -> list[dict]:
+        clauses, params = [], []
+        if function:
+            clauses.append("function=?")
+            params.append(function)
+        if status:
+            clauses.append("status=?")
+            params.append(status)
+        if before is not None:
+            clauses.append("created_at<?")
+            params.append(before)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self.db.execute(
+            f"SELECT {', '.join(INVOCATION_COLUMNS)} FROM invocations {where} "
+            f"ORDER BY created_at DESC LIMIT ?", (*params, int(limit))).fetchall()
+        return [_invocation_row(r) for r in rows]
+
+    def unfinished(self) -> list[dict]:
+        rows = self.db.execute(
+            f"SELECT {', '.join(INVOCATION_COLUMNS)} FROM invocations "
+            f"WHERE status IN ('queued', 'running') ORDER BY created_at").fetchall()
+        return [_invocation_row(r) for r in rows]
+
+    def logs(self, request_id: str, after: int = 0, limit: int = 10000) -> list[dict]:
+        rows = self.db.execute(
+            "SELECT id, ts, stream, line FROM log_lines WHERE request_id=? AND id>? ORDER BY id LIMIT ?",
+            (request_id, after, limit)).fetchall()
+        return [dict(r) for r in rows]
+
+    def function_logs(self, function: str, limit: int = 200) -> list[dict]:
+        rows = self.db.execute(
+            "SELECT * FROM (SELECT l.id, l.request_id, l.ts, l.stream, l.line FROM log_lines l "
+            "JOIN invocations i ON i.request_id=l.request_id WHERE i.function=? "
+            "ORDER BY l.id DESC LIMIT ?) ORDER BY id", (function, limit)).fetchall()
+        return [dict(r) for r in rows]
+
+
+class _Transaction:
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")
+        return False
+
+
+def _function_row(row) -> dict:
+    config = json.loads(row["config"])
+    return {
+        "name": row["function"],
+        "version": row["version"],
+        "code_sha256": row["code_sha256"],
+        "created_at": row["function_created_at"],
+        "updated_at": row["created_at"],
+        **config,
+    }
+
+
+def _invocation_row(row) -> dict:
+    out = dict(zip(INVOCATION_COLUMNS, tuple(row)))
+    if out["error"]:
+        out["error"] = json.loads(out["error"])
+    return out

@@ -1,0 +1,158 @@
+"""The execution environment's loop: load one function, run its invocations one at a time.
+
+An environment is one process, forked from the zygote, that talks to the server
+over one control socket (frames from :mod:`kernel_workers.wire`).  Its stdout and
+stderr are pipes the *server* reads, so every line the handler or its children
+print reaches the server even if this process is killed the next instant.
+
+Stages of an invocation, each reported with its own ``stage`` so the client can
+say exactly what failed:
+
+    unpickle   payload bytes -> (args, kwargs)       (deserialization of the input)
+    run        handler(*args, **kwargs)              (the user's code)
+    pickle     result -> bytes                       (serialization of the output)
+
+Limits are not policed here: the server enforces timeout and memory from the
+outside (a process is never trusted to police itself).  ``sys.exit`` in user
+code ends this process with that status, as it would on Lambda.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import sys
+import time
+import traceback
+
+import cloudpickle
+
+from . import wire
+from .context import LambdaContext
+
+PICKLE_PROTOCOL = 5
+
+
+def _error_fields(exc: BaseException, stage: str) -> dict:
+    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return {
+        "errorType": type(exc).__name__,
+        "errorMessage": str(exc),
+        "errorModule": type(exc).__module__,
+        "stackTrace": tb,
+        "stage": stage,
+    }
+
+
+def _pickled_exception(exc: BaseException) -> bytes:
+    """The exception itself, so the client can re-raise it as its own type."""
+    try:
+        exc.__traceback__ = None
+        return cloudpickle.dumps(exc, protocol=PICKLE_PROTOCOL)
+    except BaseException:  # noqa: BLE001 - unpicklable exceptions are reported by text only
+        return b""
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed stream must not hide the result
+            pass
+
+
+class Environment:
+    def __init__(self, channel: wire.BlockingChannel):
+        self.channel = channel
+        self.handler = None
+        self.wants_context = False
+        self.config: dict = {}
+
+    def init(self, header: dict, code: bytes) -> bool:
+        started = time.perf_counter()
+        self.config = header
+        try:
+            handler = cloudpickle.loads(code)
+            if not callable(handler):
+                raise TypeError(f"the deployed object is a {type(handler).__name__}, not a function")
+            try:
+                params = inspect.signature(handler).parameters
+                self.wants_context = "context" in params
+            except (TypeError, ValueError):
+                self.wants_context = False
+            self.handler = handler
+        except BaseException as exc:  # noqa: BLE001 - any failure to load is an init error
+            _flush()
+            fields = _error_fields(exc, "init")
+            self.channel.send("init_error", _pickled_exception(exc), **fields)
+            return False
+        self.channel.send("ready", init_ms=(time.perf_counter() - started) * 1000, pid=os.getpid())
+        return True
+
+    def invoke(self, header: dict, payload: bytearray) -> None:
+        rid = header["request_id"]
+        encoding = header.get("encoding", "pickle")
+        started = time.perf_counter()
+        stage = "unpickle"
+        try:
+            if encoding == "json":
+                args, kwargs = (json.loads(payload) if payload else {},), {}
+            else:
+                args, kwargs = cloudpickle.loads(payload)
+            if self.wants_context and "context" not in kwargs:
+                kwargs["context"] = LambdaContext(
+                    rid, self.config.get("function", ""), str(self.config.get("version", "")),
+                    self.config.get("memory", 128), header.get("deadline_ms", 0),
+                    os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", ""))
+            stage = "run"
+            result = self.handler(*args, **kwargs)
+            stage = "pickle"
+            if encoding == "json":
+                body = json.dumps(result).encode()
+            else:
+                body = cloudpickle.dumps(result, protocol=PICKLE_PROTOCOL)
+        except (SystemExit, KeyboardInterrupt):
+            _flush()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - everything else is the invocation's error
+            duration = (time.perf_counter() - started) * 1000
+            _flush()
+            fields = _error_fields(exc, stage)
+            if isinstance(exc, MemoryError):
+                fields["errorType"] = "Runtime.OutOfMemory"
+            elif stage == "pickle" and encoding == "json":
+                fields["errorType"] = "Runtime.MarshalError"
+            self.channel.send("error", _pickled_exception(exc), request_id=rid,
+                              duration_ms=duration, **fields)
+            if isinstance(exc, MemoryError):
+                # The heap may be exhausted or fragmented: never reuse this process.
+                os._exit(137)
+            return
+        duration = (time.perf_counter() - started) * 1000
+        _flush()
+        self.channel.send("result", body, request_id=rid, encoding=encoding, duration_ms=duration)
+
+    def serve(self) -> None:
+        header, body = self.channel.recv()
+        if header["k"] != "init" or not self.init(header, bytes(body)):
+            return
+        while True:
+            try:
+                header, body = self.channel.recv()
+            except EOFError:
+                return
+            if header["k"] == "invoke":
+                self.invoke(header, body)
+            elif header["k"] == "stop":
+                return
+
+
+def serve(sock) -> None:
+    """Run an environment on an already connected control socket until it closes."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)
+        except (AttributeError, ValueError):
+            pass
+    Environment(wire.BlockingChannel(sock)).serve()

@@ -1,0 +1,186 @@
+"""The zygote: a template process that forks execution environments.
+
+The server starts one zygote (``python -m kernel_workers.zygote --fd N``) with
+the runtime and the configured preload modules (e.g. numpy) already imported,
+so a cold start is a ``fork()`` plus loading the function's code, not a new
+interpreter.
+
+Data flow::
+
+    server --fork{env, cwd, limits} + fds(control, stdout, stderr)--> zygote
+    zygote --forked{env_id, pid}-->  server
+    zygote --exited{pid, returncode}--> server     (the zygote is the parent, so
+                                                   only it can read exit status)
+
+In the forked child: new session (so the environment and everything it starts
+can be killed as a group), stdout/stderr onto the server's pipes, a fresh
+environment dict, its own working and scratch directories, then the memory
+limit (join a cgroup, or set RLIMIT_AS as a backstop), then the runtime loop.
+
+When the server's socket closes (the server stopped or died), the zygote kills
+every environment it forked and exits: no process outlives the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import resource
+import select
+import signal
+import socket
+import sys
+import time
+
+from . import runtime, wire
+
+
+class Zygote:
+    def __init__(self, sock: socket.socket, preloaded: list, failed: dict):
+        self.channel = wire.BlockingChannel(sock)
+        self.sock = sock
+        self.children: dict[int, str] = {}
+        self.preloaded = preloaded
+        self.failed = failed
+
+    def run(self) -> None:
+        rfd, wfd = os.pipe()
+        os.set_blocking(wfd, False)
+        os.set_blocking(rfd, False)
+        signal.set_wakeup_fd(wfd)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, lambda *_: self.shutdown())
+        self.channel.send("hello", pid=os.getpid(), preloaded=self.preloaded, failed=self.failed)
+        while True:
+            try:
+                ready, _, _ = select.select([self.sock, rfd], [], [])
+            except InterruptedError:
+                continue
+            if rfd in ready:
+                try:
+                    os.read(rfd, 4096)
+                except BlockingIOError:
+                    pass
+                self.reap()
+            if self.sock in ready:
+                try:
+                    header, _ = self.channel.recv()
+                except (EOFError, ConnectionError):
+                    self.shutdown()
+                if header["k"] == "fork":
+                    _, fds, _, _ = socket.recv_fds(self.sock, 1, 3)
+                    self.fork(header, fds)
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.children.pop(pid, None)
+            self.channel.send("exited", pid=pid, returncode=os.waitstatus_to_exitcode(status))
+
+    def fork(self, header: dict, fds: list) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = self._child(header, fds)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if exc.code is not None and not isinstance(exc.code, int):
+                    print(exc.code, file=sys.stderr)
+            except BaseException:  # noqa: BLE001 - report and exit; the server sees the status
+                import traceback
+                traceback.print_exc()
+            finally:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+        for fd in fds:
+            os.close(fd)
+        self.children[pid] = header["env_id"]
+        self.channel.send("forked", env_id=header["env_id"], pid=pid)
+
+    def _child(self, header: dict, fds: list) -> int:
+        ctl_fd, out_fd, err_fd = fds
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        self.sock.close()
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        for fd in (devnull, out_fd, err_fd):
+            os.close(fd)
+        # Join the memory cgroup before anything user-controlled runs.
+        cgroup_procs = header.get("cgroup_procs")
+        if cgroup_procs:
+            with open(cgroup_procs, "w") as f:
+                f.write(str(os.getpid()))
+        rlimit_as = header.get("rlimit_as")
+        if rlimit_as:
+            resource.setrlimit(resource.RLIMIT_AS, (rlimit_as, rlimit_as))
+        os.environ.clear()
+        os.environ.update(header.get("environ", {}))
+        for d in (header["cwd"], header.get("tmpdir")):
+            if d:
+                os.makedirs(d, exist_ok=True)
+        os.chdir(header["cwd"])
+        import tempfile
+        tempfile.tempdir = header.get("tmpdir") or None
+        ctl = socket.socket(fileno=ctl_fd)
+        runtime.serve(ctl)
+        return 0
+
+    def shutdown(self) -> None:
+        for pid in list(self.children):
+            for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+                try:
+                    target()
+                except OSError:
+                    pass
+        deadline = time.monotonic() + 2
+        while self.children and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+                self.children.pop(pid, None)
+            except ChildProcessError:
+                break
+        os._exit(0)
+
+
+def _preload(names: list) -> tuple[list, dict]:
+    loaded, failed = [], {}
+    for name in names:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except Exception as exc:  # noqa: BLE001 - a bad preload must not stop the zygote
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    return loaded, failed
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="kernel_workers.zygote")
+    parser.add_argument("--fd", type=int, required=True, help="inherited socket to the server")
+    parser.add_argument("--preload", default="", help="comma-separated modules to import once")
+    args = parser.parse_args(argv)
+    sock = socket.socket(fileno=args.fd)
+    sock.setblocking(True)
+    names = [n for n in args.preload.split(",") if n.strip()]
+    loaded, failed = _preload([n.strip() for n in names])
+    Zygote(sock, loaded, failed).run()
+
+
+if __name__ == "__main__":
+    main()

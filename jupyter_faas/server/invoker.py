@@ -270,8 +270,8 @@ class Service:
             peak = max(peak, memory)
             error = {"errorType": "Runtime.OutOfMemory",
                      "errorMessage": f"RequestId: {rid} Error: Runtime exited with error: signal: killed "
-                                     f"(Runtime.OutOfMemory): the environment reached {peak} MB, over its "
-                                     f"limit of {memory} MB, and was killed. Raise memory= (up to "
+                                     f"(Runtime.OutOfMemory): the environment used {peak} MB at its peak and "
+                                     f"hit its limit of {memory} MB, so it was killed. Raise memory= (up to "
                                      f"{limits.MEMORY_MAX_MB} MB) or use less memory per call.",
                      "peak_mb": peak, "limit_mb": memory}
             status = FAILED

@@ -126,6 +126,7 @@ class CgroupV1Memory(WatchdogMemory):
     def __init__(self, parent: Path, interval: float = 0.05):
         super().__init__(interval)
         self.parent = parent
+        self._oom_baseline: dict[str, int] = {}
 
     @classmethod
     def create(cls, tag: str) -> "CgroupV1Memory | None":
@@ -163,6 +164,7 @@ class CgroupV1Memory(WatchdogMemory):
 
     def before_invoke(self, env_id: str, pid: int) -> None:
         super().before_invoke(env_id, pid)
+        self._oom_baseline[env_id] = self._oom_kills(env_id)
         try:
             (self._dir(env_id) / "memory.max_usage_in_bytes").write_text("0")
         except OSError:
@@ -184,14 +186,22 @@ class CgroupV1Memory(WatchdogMemory):
         except OSError:
             return hwm
 
-    def oom_killed(self, env_id: str) -> bool:
+    def _oom_kills(self, env_id: str) -> int:
         try:
             for line in (self._dir(env_id) / "memory.oom_control").read_text().splitlines():
                 if line.startswith("oom_kill "):
-                    return int(line.split()[1]) > 0
+                    return int(line.split()[1])
         except OSError:
             pass
-        return False
+        return 0
+
+    def oom_killed(self, env_id: str) -> bool:
+        """Did the kernel OOM-kill any process of the environment during this invocation?
+
+        It kills the largest process in the cgroup, which may be a child the handler
+        started rather than the environment itself; either way the limit was hit.
+        """
+        return self._oom_kills(env_id) > self._oom_baseline.get(env_id, 0)
 
     def pids(self, env_id: str, pid: int) -> list[int]:
         try:
@@ -201,6 +211,7 @@ class CgroupV1Memory(WatchdogMemory):
         return found or descendants(pid)
 
     def release(self, env_id: str) -> None:
+        self._oom_baseline.pop(env_id, None)
         try:
             self._dir(env_id).rmdir()
         except OSError:

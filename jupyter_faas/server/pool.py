@@ -350,21 +350,32 @@ class Environment:
             self.kill("cancelled")
             raise
         else:
-            self.drain()
-            self.on_line = None
-            outcome = Outcome("result" if header["k"] == "result" else "error", header, body,
-                              duration_ms=header.get("duration_ms", 0.0))
-            outcome.max_memory_mb = memory.peak_mb(self.id, self.pid, self.sampled_peak_mb)
-            if header["k"] == "error" and header.get("errorType") == "Runtime.OutOfMemory":
-                self.kill("oom")  # a MemoryError: never reuse this heap
-                await self.wait_exit()
-                self.close()
+            if memory.oom_killed(self.id):
+                self.kill("oom")  # a child was OOM-killed: the invocation hit the limit
             else:
-                self.state = "idle"
-                self.last_used = time.monotonic()
-            self.fresh = False
-            return outcome
+                return await self._finished(header, body)
         # The process is gone or being killed: wait for its status, then say why it ended.
+        return await self._ended(started)
+
+    async def _finished(self, header: dict, body: bytes) -> Outcome:
+        memory = self.pool.memory
+        self.drain()
+        self.on_line = None
+        outcome = Outcome("result" if header["k"] == "result" else "error", header, body,
+                          duration_ms=header.get("duration_ms", 0.0))
+        outcome.max_memory_mb = memory.peak_mb(self.id, self.pid, self.sampled_peak_mb)
+        if header["k"] == "error" and header.get("errorType") == "Runtime.OutOfMemory":
+            self.kill("oom")  # a MemoryError: never reuse this heap
+            await self.wait_exit()
+            self.close()
+        else:
+            self.state = "idle"
+            self.last_used = time.monotonic()
+        self.fresh = False
+        return outcome
+
+    async def _ended(self, started: float) -> Outcome:
+        memory = self.pool.memory
         duration = (time.perf_counter() - started) * 1000
         peak = memory.peak_mb(self.id, self.pid, self.sampled_peak_mb)
         returncode = await self.wait_exit()
@@ -485,12 +496,16 @@ class Pool:
 
     async def _sample_memory(self) -> None:
         """The watchdog: RSS of busy environments, killed over their limit."""
-        if self.memory.mode != "watchdog":
-            return  # the kernel enforces and measures; nothing to sample
         interval = self.memory.interval
         while True:
             await asyncio.sleep(interval)
             for env in [e for e in self.all.values() if e.state == "busy" and e.pid]:
+                if self.memory.mode == "cgroup":
+                    # The kernel enforces; if it killed a child of the environment, the
+                    # invocation is over the limit all the same: end it now.
+                    if self.memory.oom_killed(env.id):
+                        env.kill("oom")
+                    continue
                 used = self.memory.sample_mb(env.id, env.pid)
                 env.sampled_peak_mb = max(env.sampled_peak_mb, used)
                 if used > env.function["memory"]:

@@ -1,0 +1,142 @@
+"""Ctrl-C cancels what a blocking call started; killing the server loses no accepted invocation."""
+
+import json
+import os
+import signal
+import threading
+import time
+import urllib.request
+
+import psutil
+import pytest
+
+import jupyter_faas as faas
+from jupyter_faas.client import connection
+
+
+def ctrl_c():
+    """What Ctrl-C (or a kernel interrupt) does: SIGINT to this process."""
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def _alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_dead(pid, seconds=5):
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+def test_ctrl_c_kills_the_running_invocation_and_client_stays_usable(conn, tmp_path):
+    marker = tmp_path / "pid"
+
+    @faas.function(timeout=60, name="long_running")
+    def long_running(path):
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(50)
+
+    started = time.monotonic()
+    threading.Timer(1.5, ctrl_c).start()
+    with pytest.raises(KeyboardInterrupt):
+        long_running(str(marker))
+    assert time.monotonic() - started < 20
+    assert _wait_dead(int(marker.read_text()))
+    rows = conn.request("GET", "/faas/api/invocations", params={"function": "long_running"})
+    assert [r["status"] for r in rows["invocations"]] == ["cancelled"]
+    assert "was cancelled while running" in rows["invocations"][0]["error"]["errorMessage"]
+
+    @faas.function(name="after_cancel")
+    def after(x):
+        return x + 1
+    assert after(1) == 2
+
+
+def test_ctrl_c_during_map_drops_queued_and_kills_running(conn):
+    @faas.function(timeout=60, concurrency=2, name="slow_map")
+    def slow(x):
+        time.sleep(30)
+        return x
+
+    threading.Timer(2.0, ctrl_c).start()
+    with pytest.raises(KeyboardInterrupt):
+        slow.map(range(6))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = conn.request("GET", "/faas/api/invocations", params={"function": "slow_map"})["invocations"]
+        if all(r["status"] == "cancelled" for r in rows):
+            break
+        time.sleep(0.1)
+    assert len(rows) == 6 and all(r["status"] == "cancelled" for r in rows), rows
+    errors = sorted(r["error"]["errorMessage"] for r in rows)
+    assert sum("before it started" in e for e in errors) == 4
+    assert sum("while running" in e for e in errors) == 2
+
+
+def test_future_cancel_kills_running_invocation(conn, tmp_path):
+    marker = tmp_path / "pid"
+
+    @faas.function(timeout=60, name="cancel_me")
+    def cancel_me(path):
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(50)
+
+    fut = cancel_me.spawn(str(marker))
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fut.cancel() is True
+    with pytest.raises(faas.Cancelled):
+        fut.result()
+    assert _wait_dead(int(marker.read_text()))
+
+
+def _rest(server, method, path, body=None):
+    req = urllib.request.Request(server.url + path, data=body, method=method,
+                                 headers={"Authorization": f"token {server.token}"})
+    with urllib.request.urlopen(req) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def test_killing_the_server_loses_no_accepted_invocation(make_server):
+    server = make_server("--FaaSServer.max_concurrency=1")
+    faas.connect(server.url, server.token)
+    try:
+        @faas.function(timeout=30, name="durable")
+        def durable(event):
+            time.sleep(event["s"])
+            return {"slept": event["s"]}
+        durable.deploy()
+    finally:
+        connection.reset()
+    running = _rest(server, "POST", "/faas/api/functions/durable/invocations?type=Event", b'{"s": 20}')
+    queued = [_rest(server, "POST", "/faas/api/functions/durable/invocations?type=Event",
+                    json.dumps({"s": 0.1}).encode()) for _ in range(2)]
+    deadline = time.monotonic() + 10
+    while _rest(server, "GET", f"/faas/api/invocations/{running['request_id']}")["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    kids = server.kill()  # SIGKILL: no chance to clean up
+    gone, alive = psutil.wait_procs(kids, timeout=10)
+    assert not alive, f"environments outlived the killed server: {alive}"
+
+    server.start()  # same data dir
+    deadline = time.monotonic() + 30
+    while True:
+        rows = {r["request_id"]: r for r in _rest(server, "GET", "/faas/api/invocations?function=durable")["invocations"]}
+        if all(rows[q["request_id"]]["status"] == "succeeded" for q in queued):
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.1)
+    assert len(rows) == 3
+    lost = rows[running["request_id"]]
+    assert lost["status"] == "failed" and lost["error_type"] == "Runtime.ServerStopped"
+    assert "Invoke it again" in lost["error"]["errorMessage"]

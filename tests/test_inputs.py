@@ -1,0 +1,148 @@
+"""Bad input gets a clear error and loses nothing; values that can't be pickled are named."""
+
+import threading
+
+import pytest
+
+import jupyter_faas as faas
+
+
+@pytest.mark.parametrize("options,text", [
+    ({"memory": 64}, "memory=64 is out of range: give a whole number of MB from 128 to 10240"),
+    ({"memory": 20000}, "from 128 to 10240"),
+    ({"timeout": 0}, "timeout=0 is out of range: give seconds from 1 to 900"),
+    ({"timeout": 901}, "from 1 to 900"),
+    ({"name": "bad name!"}, "invalid function name 'bad name!'"),
+    ({"env": {"AWS_LAMBDA_FUNCTION_NAME": "x"}}, "reserved"),
+    ({"concurrency": -1}, "concurrency=-1 is invalid"),
+])
+def test_bad_options_fail_at_the_call_site(options, text):
+    with pytest.raises(faas.InvalidParameter, match=text):
+        faas.function(lambda x: x, **{"name": "ok", **options})
+
+
+def test_positional_options_are_refused():
+    with pytest.raises(faas.InvalidParameter, match="keyword-only"):
+        faas.function(256)
+
+
+@pytest.mark.parametrize("body,status,error_type", [
+    ({"name": "x", "code": "AAAA", "memory": 1}, 400, "InvalidParameterValueException"),
+    ({"name": "x", "code": "AAAA", "timeout": 1000}, 400, "InvalidParameterValueException"),
+    ({"name": "no/slash", "code": "AAAA"}, 400, "InvalidParameterValueException"),
+    ({"name": "x", "code": "not base64!"}, 400, "InvalidParameterValueException"),
+])
+def test_rest_rejects_bad_deploys_with_4xx(server, body, status, error_type):
+    import json
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(server.url + "/faas/api/functions", data=json.dumps(body).encode(),
+                                 headers={"Authorization": f"token {server.token}"}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req)
+    assert info.value.code == status
+    assert info.value.headers["x-amzn-ErrorType"] == error_type
+    assert json.loads(info.value.read())["message"]
+
+
+def test_rest_requires_token_and_rejects_bad_json(server):
+    import urllib.error
+    import urllib.request
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(server.url + "/faas/api/functions")
+    assert info.value.code == 403
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(server.url + "/faas/api/functions?token=wrong")
+    assert info.value.code == 403
+    req = urllib.request.Request(server.url + "/faas/api/functions", data=b"{nope",
+                                 headers={"Authorization": f"token {server.token}"}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req)
+    assert info.value.code == 400 and b"not valid JSON" in info.value.read()
+
+
+def test_server_binds_loopback(server):
+    assert server.url.startswith("http://127.0.0.1:")
+
+
+def test_payload_too_large_names_limit_and_setting(conn):
+    @faas.function(name="big")
+    def big(data):
+        return len(data)
+
+    with pytest.raises(faas.PayloadTooLarge, match=r"limit is 6291456 bytes.*max_payload_mb"):
+        big(b"x" * (7 * 1024 * 1024))
+    assert big(b"x" * 1000) == 1000  # nothing was lost or broken
+
+
+def test_result_too_large_fails_clearly(conn):
+    @faas.function(name="bigresult", memory=512)
+    def bigresult():
+        return b"x" * (7 * 1024 * 1024)
+
+    with pytest.raises(faas.FunctionError, match="the result is .* bytes; the limit is 6291456"):
+        bigresult()
+
+
+conn_lock = threading.Lock()
+
+
+def test_unpicklable_global_is_named(conn):
+    @faas.function(name="uses_lock")
+    def square(x):
+        with conn_lock:
+            return x * x
+
+    with pytest.raises(faas.SerializationError,
+                       match=r"square\.__globals__\['conn_lock'\]: _thread\.lock cannot be pickled"):
+        square(2)
+
+
+def test_unpicklable_argument_is_named_and_nothing_sent(conn):
+    @faas.function(name="takes_anything")
+    def ident(x):
+        return x
+
+    with pytest.raises(faas.SerializationError, match=r"args\[0\]\['lock'\]: _thread\.lock"):
+        ident({"lock": threading.Lock()})
+    rows = conn.request("GET", "/faas/api/invocations", params={"function": "takes_anything"})
+    assert rows["invocations"] == []
+
+
+def test_unpicklable_result_fails_the_call_without_hanging(conn):
+    @faas.function(name="returns_lock")
+    def make_lock():
+        import threading
+        return threading.Lock()
+
+    with pytest.raises(faas.SerializationError, match="result could not be pickled"):
+        make_lock()
+
+
+def test_local_module_ships_by_value(conn):
+    import mylocalhelpers
+
+    @faas.function(name="uses_local_module")
+    def f(x):
+        import os
+        return mylocalhelpers.triple(x), os.getcwd()
+
+    value, cwd = f(5)
+    assert value == 15
+    assert "tests" not in cwd
+
+
+def test_lambdas_and_closures_ship(conn):
+    k = 10
+    add_k = faas.function(lambda x: x + k, name="closure_lambda")
+    assert add_k.map([1, 2]) == [11, 12]
+
+    class Point:
+        def __init__(self, x):
+            self.x = x
+
+    @faas.function(name="local_class")
+    def norm(p):
+        return Point(p.x * 2)
+
+    assert norm(Point(2)).x == 4

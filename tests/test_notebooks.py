@@ -1,0 +1,92 @@
+"""The shipped notebooks run top to bottom in a real kernel against a real server."""
+
+import ast
+import re
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+QUICKSTART = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
+
+
+def _text(cell) -> str:
+    """Everything a code cell showed: streams, results and errors, as text."""
+    parts = []
+    for out in cell.get("outputs", []):
+        if out["output_type"] == "stream":
+            parts.append(out["text"])
+        elif out["output_type"] in ("execute_result", "display_data"):
+            parts.append(out["data"].get("text/plain", ""))
+        elif out["output_type"] == "error":
+            parts.append(f"{out['ename']}: {out['evalue']}")
+    return "".join(parts)
+
+
+def _cell(nb, first_line: str):
+    """The code cell whose source starts with ``first_line``."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.source.startswith(first_line):
+            return cell
+    raise AssertionError(f"no code cell starts with {first_line!r}")
+
+
+def test_committed_quickstart_has_no_outputs():
+    nb = nbformat.read(QUICKSTART, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert len(code) >= 8 and any(c.cell_type == "markdown" for c in nb.cells)
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+
+
+def test_quickstart_runs_against_a_server(server, monkeypatch, tmp_path):
+    monkeypatch.setenv("JUPYTER_FAAS_URL", server.url)
+    monkeypatch.setenv("JUPYTER_FAAS_TOKEN", server.token)
+    nb = nbformat.read(QUICKSTART, as_version=4)
+    NotebookClient(nb, kernel_name="python3", timeout=120,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+    # every code cell printed something, so a headless run shows what happened
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert _text(cell).strip(), f"cell printed nothing:\n{cell.source}"
+            assert not any(o["output_type"] == "error" for o in cell.outputs)
+
+    assert "jupyter_faas " in _text(_cell(nb, "import jupyter_faas as faas"))
+    assert "square(7) = 49" in _text(_cell(nb, "@faas.function(memory=256"))
+
+    calls = _text(_cell(nb, 'print("square.local(8)'))
+    assert "square.local(8) = 64" in calls
+    assert "square.spawn(9).result() = 81" in calls
+    assert "sum of square.map(range(100)) = 328350" in calls
+
+    invoked = _text(_cell(nb, "inv = square.invoke(12)"))
+    assert "status: succeeded" in invoked and "result: 144" in invoked
+    assert "report: Report(duration_ms=" in invoked and "memory_size_mb=256" in invoked
+    rid = re.search(r"START RequestId: ([0-9a-f-]{36}) Version: \d+", invoked).group(1)
+    assert "squaring 12" in invoked
+    assert f"END RequestId: {rid}" in invoked
+    assert f"REPORT RequestId: {rid}\tDuration: " in invoked
+
+    deployed = _text(_cell(nb, "%%lambda resize"))
+    assert "deploys it as 'resize'" in deployed
+    called = _text(_cell(nb, "out = resize("))
+    assert "resize returned: {'key': 'a.png', 'mode': 'fast', 'request_id': '" in called
+
+    listed = _text(_cell(nb, "%lambda ls"))
+    assert re.search(r"^resize\s+v1\s+memory=256MB timeout=10s$", listed, re.M), listed
+    assert re.search(r"^square\s+v\d+\s+memory=256MB timeout=10s$", listed, re.M), listed
+
+    cli = _text(_cell(nb, "%lambda invoke resize"))
+    assert "START RequestId: " in cli and "resizing b.png in mode fast" in cli
+    assert "REPORT RequestId: " in cli
+    result = [o for o in _cell(nb, "%lambda invoke resize").outputs if o["output_type"] == "execute_result"]
+    value = ast.literal_eval(result[0]["data"]["text/plain"])
+    assert value["key"] == "b.png" and value["mode"] == "fast"
+    assert f"START RequestId: {value['request_id']} " in cli
+
+    errors = _text(_cell(nb, "import time"))
+    assert "caught ValueError: bad input: 3" in errors
+    assert "isinstance(e, faas.FunctionError): True" in errors
+    assert "caught faas.InvocationTimeout: " in errors
+    assert "Task timed out after 1.00 seconds" in errors

@@ -24,11 +24,14 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from . import limits
 
-_LAMBDA_LINE = re.compile(r"^(\s*)%lambda(?=\s|$)")
+# ``%lambda ...`` at the start of a line, or after a simple assignment (``r = %lambda ...``,
+# IPython's syntax for keeping a line magic's result).
+_LAMBDA_LINE = re.compile(r"^(\s*(?:[\w.\[\], ]+=\s*)?)%lambda(?=\s|$)")
 
 
 def _rewrite_lambda_lines(lines: list[str]) -> list[str]:
-    """``%lambda ls`` -> ``%faas ls`` (leaves ``%%lambda`` and Python's ``lambda`` alone)."""
+    """``%lambda ls`` -> ``%faas ls`` and ``r = %lambda invoke ...`` -> ``r = %faas invoke ...``
+    (leaves ``%%lambda`` and Python's ``lambda`` alone)."""
     return [_LAMBDA_LINE.sub(r"\1%faas", line) for line in lines]
 
 
@@ -81,8 +84,11 @@ class FaaSMagics(Magics):
                             opts.get("concurrency"))
         ns = self.shell.user_ns
         before = {k: id(v) for k, v in ns.items()}
-        result = self.shell.run_cell(cell, store_history=False, silent=True)
-        result.raise_error()
+        # Run the cell as __main__ code (so its functions ship by value), letting an error
+        # propagate once, as the magic's own failure, rather than being shown twice.
+        source = self.shell.transform_cell(cell)
+        filename = self.shell.compile.cache(source)
+        exec(compile(source, filename, "exec"), self.shell.user_global_ns, self.shell.user_ns)
         defined = [v for k, v in ns.items()
                    if isinstance(v, types.FunctionType) and before.get(k) != id(v)
                    and v.__module__ == "__main__"]

@@ -18,6 +18,8 @@ import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Every process a test server of this session had (zygotes, environments): none may outlive it.
+SEEN: list = []
 
 
 class ServerProcess:
@@ -63,6 +65,7 @@ class ServerProcess:
         if self.proc is None or self.proc.poll() is not None:
             return
         kids = self.descendants()
+        SEEN.extend(kids)
         self.proc.send_signal(sig)
         self.proc.wait(20)
         gone, alive = psutil.wait_procs(kids, timeout=10)
@@ -71,6 +74,7 @@ class ServerProcess:
     def kill(self) -> list:
         """SIGKILL the server (a crash); returns its descendants to check they die too."""
         kids = self.descendants()
+        SEEN.extend(kids)
         self.proc.kill()
         self.proc.wait(10)
         return kids
@@ -105,16 +109,8 @@ def conn(server):
     connection.reset()
 
 
-def _zygotes() -> set:
-    return {p.pid for p in psutil.process_iter(["cmdline"])
-            if p.info["cmdline"] and "kernel_workers.zygote" in " ".join(p.info["cmdline"])}
-
-
 @pytest.fixture(scope="session", autouse=True)
 def no_leftover_processes():
-    before = _zygotes()
     yield
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _zygotes() - before:
-        time.sleep(0.2)
-    assert not _zygotes() - before, "zygote processes outlived the test session"
+    gone, alive = psutil.wait_procs(SEEN, timeout=10)
+    assert not alive, f"processes outlived their test server: {alive}"

@@ -1,7 +1,9 @@
 """The shipped notebooks run top to bottom in a real kernel against a real server."""
 
 import ast
+import json
 import re
+import urllib.request
 from pathlib import Path
 
 import nbformat
@@ -84,6 +86,13 @@ def test_quickstart_runs_against_a_server(server, monkeypatch, tmp_path):
     value = ast.literal_eval(result[0]["data"]["text/plain"])
     assert value["key"] == "b.png" and value["mode"] == "fast"
     assert f"START RequestId: {value['request_id']} " in cli
+
+    # the kernel used the server it was given (through the environment), not one of its own
+    req = urllib.request.Request(server.url + "/faas/api/functions",
+                                 headers={"Authorization": f"token {server.token}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        on_server = {f["name"] for f in json.load(resp)["functions"]}
+    assert {"square", "resize", "fails", "slow"} <= on_server
 
     errors = _text(_cell(nb, "import time"))
     assert "caught ValueError: bad input: 3" in errors

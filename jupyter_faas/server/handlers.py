@@ -151,7 +151,8 @@ class InvokeHandler(BaseHandler):
             return
         done, result = await inv.done
         out = dict(done)
-        out["result"] = json.loads(result) if result else None
+        # On failure the body is the pickled exception (for the Python client): never decode it here.
+        out["result"] = json.loads(result) if result and done["status"] == "succeeded" else None
         out["logs"] = [line for _, _, line in inv.logs]
         self.finish(out)
 

@@ -1,0 +1,212 @@
+"""``%%lambda`` and ``%lambda`` in real kernels (nbclient) against a real server.
+
+Each test runs one kernel and executes its cells one by one, so a misuse can be
+checked cell by cell: the cell must fail (nbclient raises CellExecutionError)
+and the kernel must stay usable.
+"""
+
+import ast
+import json
+import re
+
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+from nbformat.v4 import new_code_cell, new_notebook
+
+
+class Kernel:
+    """One live kernel; ``run`` executes a cell and returns what it showed, as text."""
+
+    def __init__(self, client: NotebookClient, nb):
+        self.client = client
+        self.nb = nb
+
+    def run_cell(self, source: str):
+        cell = new_code_cell(source)
+        self.nb.cells.append(cell)
+        self.client.execute_cell(cell, len(self.nb.cells) - 1)
+        return cell
+
+    def run(self, source: str) -> str:
+        parts = []
+        for out in self.run_cell(source).outputs:
+            if out["output_type"] == "stream":
+                parts.append(out["text"])
+            elif out["output_type"] in ("execute_result", "display_data"):
+                parts.append(out["data"].get("text/plain", ""))
+        return "".join(parts)
+
+    def value(self, source: str):
+        """The cell's result (its execute_result), read back as a Python literal."""
+        results = [o for o in self.run_cell(source).outputs if o["output_type"] == "execute_result"]
+        assert len(results) == 1, f"no result from {source!r}"
+        return ast.literal_eval(results[0]["data"]["text/plain"])
+
+    def fails(self, source: str) -> str:
+        """Run a cell that must fail; return the error text nbclient reports."""
+        with pytest.raises(CellExecutionError) as info:
+            self.run_cell(source)
+        return str(info.value)
+
+
+@pytest.fixture
+def kernel(server, monkeypatch, tmp_path):
+    monkeypatch.setenv("JUPYTER_FAAS_URL", server.url)
+    monkeypatch.setenv("JUPYTER_FAAS_TOKEN", server.token)
+    nb = new_notebook()
+    client = NotebookClient(nb, kernel_name="python3", timeout=120, allow_errors=False,
+                            resources={"metadata": {"path": str(tmp_path)}})
+    with client.setup_kernel():
+        k = Kernel(client, nb)
+        k.run("%load_ext jupyter_faas")
+        yield k
+
+
+CONTEXT_CELL = '''\
+%%lambda ctxfn --memory 256 --timeout 10 --env GREETING=hi --env EMPTY=
+import os
+
+def helper(x):
+    return x
+
+def handler(event, context):
+    print("event is", event)
+    return {
+        "event": helper(event),
+        "aws_request_id": context.aws_request_id,
+        "function_name": context.function_name,
+        "function_version": context.function_version,
+        "memory_limit_in_mb": context.memory_limit_in_mb,
+        "remaining": context.get_remaining_time_in_millis(),
+        "greeting": os.environ.get("GREETING"),
+        "empty": os.environ.get("EMPTY"),
+        "pid": os.getpid(),
+    }
+
+print("cell body ran")
+'''
+
+
+def test_cell_magic_deploys_handler_with_context_env_and_config(kernel):
+    # the cell runs in the kernel (its prints show), then its handler is deployed
+    assert kernel.run(CONTEXT_CELL) == "cell body ran\n"
+    assert kernel.run("import jupyter_faas\n"
+                      "print(type(ctxfn).__name__, isinstance(ctxfn, jupyter_faas.RemoteFunction),\n"
+                      "      ctxfn.name, ctxfn.config['memory'], ctxfn.config['timeout'])\n"
+                      "print(callable(helper), callable(handler))"
+                      ) == "RemoteFunction True ctxfn 256 10.0\nTrue True\n"
+
+    out = kernel.value("ctxfn({'a': 1})")
+    assert out["event"] == {"a": 1}
+    assert re.fullmatch(r"[0-9a-f-]{36}", out["aws_request_id"])
+    assert out["function_name"] == "ctxfn"
+    assert out["function_version"] == "1"
+    assert out["memory_limit_in_mb"] == "256"
+    assert 0 < out["remaining"] <= 10_000
+    assert out["greeting"] == "hi" and out["empty"] == ""
+    # ... in another process, and --env did not touch the kernel's own environment
+    assert kernel.value("import os\n(os.getpid(), os.environ.get('GREETING'))")[1] is None
+    assert out["pid"] != kernel.value("os.getpid()")
+
+    # a cell whose only function is not called handler deploys that function
+    assert kernel.run("%%lambda triple\ndef times_three(x):\n    return 3 * x\n") == ""
+    assert kernel.value("triple.map([1, 2, 3, 4])") == [3, 6, 9, 12]
+    assert kernel.value("triple(5)") == 15
+    assert kernel.value("triple.local(7)") == 21
+
+    # a plain lambda still works with the extension loaded
+    assert kernel.value("f = lambda x: x + 1; f(1)") == 2
+    assert kernel.value("g = [lambda: 'ok'][0]\ng()") == "ok"
+
+
+def test_line_commands_ls_invoke_logs_rm(kernel, server):
+    kernel.run("%%lambda echo --memory 256 --timeout 5\n"
+               "def handler(event, context):\n"
+               "    print('echo got', event)\n"
+               "    return {'echo': event, 'request_id': context.aws_request_id}\n")
+
+    listed = kernel.run("%lambda ls")
+    assert re.search(r"^echo\s+v1\s+memory=256MB timeout=5s$", listed, re.M), listed
+
+    # invoke: JSON event in, logs printed, the result is the cell's value
+    cell = kernel.run_cell("%lambda invoke echo '{\"a\": 1}'")
+    printed = "".join(o["text"] for o in cell.outputs if o["output_type"] == "stream")
+    result = [o for o in cell.outputs if o["output_type"] == "execute_result"]
+    value = ast.literal_eval(result[0]["data"]["text/plain"])
+    assert value["echo"] == {"a": 1}
+    rid = value["request_id"]
+    lines = printed.splitlines()
+    assert lines[0].startswith(f"START RequestId: {rid} Version: 1")
+    assert "echo got {'a': 1}" in lines
+    assert lines[-2] == f"END RequestId: {rid}"
+    assert lines[-1].startswith(f"REPORT RequestId: {rid}\tDuration: ")
+    assert "Memory Size: 256 MB" in lines[-1]
+    # with no event, the event is {}
+    assert kernel.value("%lambda invoke echo")["echo"] == {}
+    # the result can be assigned like any line magic's
+    assert kernel.value("r = %lambda invoke echo '[1, 2]'\nr['echo']") == [1, 2]
+
+    # logs: every invocation of the function, START to REPORT
+    logs = kernel.run("%lambda logs echo")
+    assert f"START RequestId: {rid} Version: 1" in logs
+    assert f"REPORT RequestId: {rid}\tDuration: " in logs
+    assert logs.count("START RequestId: ") == 3 and logs.count("REPORT RequestId: ") == 3
+    assert "echo got {'a': 1}" in logs and "echo got [1, 2]" in logs
+
+    # rm: deletes it on the server and unbinds the name
+    assert kernel.run("%lambda rm echo") == "deleted echo\n"
+    assert kernel.value("'echo' in globals()") is False
+    assert not re.search(r"^echo\s", kernel.run("%lambda ls"), re.M)
+    err = kernel.fails("%lambda invoke echo '{}'")
+    assert "ResourceNotFound" in err and "echo" in err
+
+
+def test_misuse_fails_the_cell_and_deploys_nothing(kernel, server):
+    err = kernel.fails("%%lambda\ndef handler(event, context):\n    return 1\n")
+    assert "UsageError" in err and "needs a function name" in err
+
+    err = kernel.fails("%%lambda --memory 256\ndef handler(event, context):\n    return 1\n")
+    assert "UsageError" in err and "needs a function name" in err
+
+    err = kernel.fails("%%lambda small --memory 64\ndef handler(event, context):\n    return 1\n")
+    assert "InvalidParameter" in err and "memory=64" in err
+    assert "128" in err and "10240" in err
+
+    err = kernel.fails("%%lambda nan --memory lots\ndef handler(event, context):\n    return 1\n")
+    assert "UsageError" in err and "is not a number" in err
+
+    err = kernel.fails("%%lambda opt --size 3\ndef handler(event, context):\n    return 1\n")
+    assert "UsageError" in err and "unknown option '--size'" in err
+
+    err = kernel.fails("%%lambda two\ndef one(x):\n    return 1\n\ndef other(x):\n    return 2\n")
+    assert "UsageError" in err and "exactly one function" in err and "one, other" in err
+
+    err = kernel.fails("%%lambda none\nx = 1\n")
+    assert "UsageError" in err and "it defined: none" in err
+
+    err = kernel.fails("%%lambda boom\ndef handler(event, context):\n    return 1\n"
+                       "raise RuntimeError('the cell raised')\n")
+    assert "RuntimeError" in err and "the cell raised" in err
+
+    err = kernel.fails("%lambda invoke missing '{}'")
+    assert "ResourceNotFound" in err and "missing" in err
+
+    err = kernel.fails("%lambda invoke missing '{not json'")
+    assert "UsageError" in err and "not valid JSON" in err
+
+    kernel.run("%%lambda raiser\ndef handler(event, context):\n    raise ValueError(f'bad event {event}')\n")
+    err = kernel.fails("%lambda invoke raiser '{\"k\": 2}'")
+    assert "ValueError" in err and "bad event {'k': 2}" in err
+    assert err.count("raise ValueError") <= 2  # the remote traceback, not the magic's frames twice
+
+    err = kernel.fails("%lambda frobnicate")
+    assert "UsageError" in err and "unknown command 'frobnicate'" in err
+
+    # the kernel is still usable and none of those names was deployed or bound
+    listed = kernel.run("%lambda ls")
+    for name in ("small", "nan", "opt", "two", "none", "boom", "missing"):
+        assert not re.search(rf"^{name}\s", listed, re.M), listed
+    assert kernel.value("[n for n in ('small', 'two', 'boom') if n in globals()]") == []
+    assert kernel.value("json_ok = __import__('json').dumps({'ok': True}); json_ok") == json.dumps(
+        {"ok": True})

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
 from tornado import web, websocket
 
 import jupyter_faas.server

@@ -21,7 +21,6 @@ import asyncio
 import itertools
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -45,13 +44,6 @@ PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUA
 
 class EnvironmentDied(Exception):
     pass
-
-
-def _signal_name(returncode: int) -> str:
-    try:
-        return signal.Signals(-returncode).name
-    except ValueError:
-        return f"signal {-returncode}"
 
 
 @dataclass

@@ -33,14 +33,17 @@ def _wait_dead(pid, seconds=5):
     return not _alive(pid)
 
 
+def record_pid_then_sleep(path):
+    """A long invocation that tells the test which process runs it."""
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(50)
+
+
 def test_ctrl_c_kills_the_running_invocation_and_client_stays_usable(conn, tmp_path):
     marker = tmp_path / "pid"
 
-    @faas.function(timeout=60, name="long_running")
-    def long_running(path):
-        with open(path, "w") as f:
-            f.write(str(os.getpid()))
-        time.sleep(50)
+    long_running = faas.function(record_pid_then_sleep, timeout=60, name="long_running")
 
     started = time.monotonic()
     threading.Timer(1.5, ctrl_c).start()
@@ -82,11 +85,7 @@ def test_ctrl_c_during_map_drops_queued_and_kills_running(conn):
 def test_future_cancel_kills_running_invocation(conn, tmp_path):
     marker = tmp_path / "pid"
 
-    @faas.function(timeout=60, name="cancel_me")
-    def cancel_me(path):
-        with open(path, "w") as f:
-            f.write(str(os.getpid()))
-        time.sleep(50)
+    cancel_me = faas.function(record_pid_then_sleep, timeout=60, name="cancel_me")
 
     fut = cancel_me.spawn(str(marker))
     deadline = time.monotonic() + 10

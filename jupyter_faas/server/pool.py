@@ -21,6 +21,7 @@ import asyncio
 import itertools
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -410,7 +411,6 @@ class Environment:
             self._read_task.cancel()
         self.pool.memory.release(self.id)
         self.pool.forget(self)
-        import shutil
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 

@@ -70,6 +70,43 @@ class Service:
         self.memory_in_use = 0
         self._code_cache: dict[str, bytes] = {}
         self._flusher = None
+        self.subscribers: list = []  # callables(event: dict) told of every change (panel, feeds)
+
+    # ---- the event feed --------------------------------------------------------------------
+
+    def subscribe(self, callback) -> callable:
+        """Call ``callback(event)`` for every function and invocation change and every log line.
+
+        Events are dicts with a ``type``: ``function`` {name, version, action},
+        ``invocation`` {request_id, function, version, status, ...timing}, and
+        ``log`` {request_id, function, line: [ts, stream, text]}.  Callbacks run on the
+        server's loop and must not block; they batch for their own transport.
+        Returns the function that unsubscribes.
+        """
+        self.subscribers.append(callback)
+        return lambda: self.subscribers.remove(callback) if callback in self.subscribers else None
+
+    def _emit(self, event: dict) -> None:
+        for callback in list(self.subscribers):
+            try:
+                callback(event)
+            except Exception:  # noqa: BLE001 - one broken subscriber must not break invocations
+                log.exception("event subscriber failed; unsubscribing it")
+                self.subscribers.remove(callback)
+
+    def _emit_invocation(self, inv: "Invocation", **fields) -> None:
+        if self.subscribers:
+            self._emit({"type": "invocation", "request_id": inv.request_id,
+                        "function": inv.function["name"], "version": inv.function["version"],
+                        "status": inv.status, "created_at": inv.created_at, **fields})
+
+    def watch(self, request_id: str, listener) -> bool:
+        """Add a live-log listener to an invocation still held in memory; False if it is not."""
+        inv = self.active.get(request_id)
+        if inv is None:
+            return False
+        inv.listeners.append(listener)
+        return True
 
     # ---- functions -----------------------------------------------------------------------
 
@@ -82,6 +119,7 @@ class Service:
         version, created = self.store.deploy(name, code, config)
         function = self.store.get_function(name, version)
         function["created"] = created
+        self._emit({"type": "function", "name": name, "version": version, "action": "deployed"})
         return function
 
     def get_function(self, name: str, version: int | None = None) -> dict:
@@ -99,6 +137,7 @@ class Service:
         self.get_function(name)
         self.store.delete_function(name)
         self.pool.stop_function(name)
+        self._emit({"type": "function", "name": name, "version": None, "action": "deleted"})
 
     def _code(self, function: dict) -> bytes:
         sha = function["code_sha256"]
@@ -134,6 +173,7 @@ class Service:
 
     def _enqueue(self, inv: Invocation) -> None:
         self.active[inv.request_id] = inv
+        self._emit_invocation(inv)
         if not inv.queue:
             inv.throttle_at = time.monotonic() + self.throttle_wait
             asyncio.get_running_loop().call_later(self.throttle_wait, self._throttle, inv)
@@ -213,6 +253,7 @@ class Service:
             return
         now = time.time()
         self.store.mark_running(inv.request_id, now, env.id)
+        self._emit_invocation(inv, started_at=now)
         self._log(inv, "platform", f"START RequestId: {inv.request_id} Version: {function['version']}")
         if inv.cancel_requested:
             env.kill("cancelled")
@@ -336,6 +377,10 @@ class Service:
                 "report": rep, "function": inv.function["name"], "version": inv.function["version"]}
         if not inv.done.done():
             inv.done.set_result((done, result))
+        if self.subscribers:
+            self._emit_invocation(inv, ended_at=fields["ended_at"], error_type=fields.get("error_type"),
+                                  duration_ms=fields.get("duration_ms"),
+                                  max_memory_used_mb=fields.get("max_memory_used_mb"))
 
     # ---- logs ----------------------------------------------------------------------------
 
@@ -346,6 +391,9 @@ class Service:
         inv.unflushed.append(entry)
         for listener in inv.listeners:
             listener(inv.request_id, entry)
+        if self.subscribers:
+            self._emit({"type": "log", "request_id": inv.request_id, "function": inv.function["name"],
+                        "line": entry})
         if len(inv.unflushed) >= 5000:
             self._flush_one(inv)
 

@@ -30,6 +30,9 @@ from kernel_workers import wire
 from .. import errors, paths
 
 _lock = threading.Lock()
+#: an ``invoke`` frame carries at most this many items / payload bytes
+BATCH_ITEMS = 1000
+BATCH_BYTES = 8 << 20
 _default: "Connection | None" = None
 
 
@@ -45,6 +48,9 @@ class Connection:
         self._cid = itertools.count(1)
         self._awaiting_accept: dict[int, object] = {}
         self._by_request: dict[str, object] = {}
+        self._outbox: list = []
+        self._outbox_lock = threading.Lock()
+        self._outbox_scheduled = False
         self._http = None
         self.status = self.request("GET", "/faas/api/status")
         self.max_payload_bytes = self.status.get("max_payload_bytes", 6 * 1024 * 1024)
@@ -100,7 +106,7 @@ class Connection:
                 req = httpclient.HTTPRequest(ws_url, headers={"Authorization": f"token {self.token}"})
                 try:
                     self._ws = await websocket.websocket_connect(
-                        req, max_message_size=self.max_payload_bytes + (1 << 20))
+                        req, max_message_size=max(64 << 20, 2 * self.max_payload_bytes + (1 << 20)))
                 except OSError as exc:
                     raise errors.ServerError(f"cannot open the websocket to {self.url}: {exc}") from exc
                 # Small frames must not wait for Nagle's algorithm (40 ms per round trip).
@@ -116,23 +122,42 @@ class Connection:
             header, body = wire.unpack(msg)
             kind = header["k"]
             if kind == "accepted":
-                fut = self._awaiting_accept.pop(header["cid"], None)
-                if fut is not None:
-                    self._by_request[header["request_id"]] = fut
-                    fut._accepted(header["request_id"], header["version"])
+                for cid, rid in header["items"]:
+                    fut = self._awaiting_accept.pop(cid, None)
+                    if fut is not None:
+                        self._by_request[rid] = fut
+                        fut._accepted(rid, header["version"])
             elif kind == "rejected":
-                fut = self._awaiting_accept.pop(header.get("cid"), None)
-                if fut is not None:
-                    err = header["error"]
-                    fut._fail(errors.class_for(err["errorType"])(err["errorMessage"]))
+                err = header["error"]
+                for cid in header.get("cids") or []:
+                    fut = self._awaiting_accept.pop(cid, None)
+                    if fut is not None:
+                        fut._fail(errors.class_for(err["errorType"])(err["errorMessage"]))
             elif kind == "log":
-                fut = self._by_request.get(header["request_id"])
-                if fut is not None:
-                    fut._log_lines(header["lines"])
+                skipped = header.get("skipped") or {}
+                for rid, lines in header["logs"].items():
+                    fut = self._by_request.get(rid)
+                    if fut is not None:
+                        fut._log_lines(lines, skipped.pop(rid, 0))
+                for rid, n in skipped.items():
+                    fut = self._by_request.get(rid)
+                    if fut is not None:
+                        fut._log_lines([], n)
             elif kind == "done":
-                fut = self._by_request.pop(header["request_id"], None)
-                if fut is not None:
-                    fut._done(header, bytes(body))
+                offset = 0
+                for item in header["items"]:
+                    n = item["nbytes"]
+                    fut = self._by_request.pop(item["request_id"], None)
+                    if fut is not None:
+                        fut._done(item, bytes(body[offset:offset + n]))
+                    offset += n
+            elif kind == "unknown":
+                for rid in header["request_ids"]:
+                    fut = self._by_request.pop(rid, None)
+                    if fut is not None:
+                        fut._fail(errors.ResourceNotFound(
+                            f"the server has no invocation {rid!r} (or it was accepted by a server "
+                            f"that stopped before recording its end; list them with faas.invocations())"))
         self._ws = None
         lost = list(self._awaiting_accept.values()) + list(self._by_request.values())
         self._awaiting_accept.clear()
@@ -148,29 +173,73 @@ class Connection:
 
     def submit(self, future, function: str, payload: bytes, *, encoding: str = "pickle",
                queue: bool = False, logs: bool = False, version: int | None = None) -> None:
-        """Send an invocation; ``future`` is told when it is accepted, logs, and done."""
+        """Send an invocation; ``future`` is told when it is accepted, logs, and done.
+
+        Submissions from any thread gather in an outbox that the IO thread drains into
+        batched ``invoke`` frames, so a burst (``map``) costs a few frames, not one each.
+        """
         if len(payload) > self.max_payload_bytes:
             raise errors.PayloadTooLarge(
                 f"the payload of {function}() is {len(payload)} bytes; the server's limit is "
                 f"{self.max_payload_bytes} bytes. Nothing was sent. Pass less data per call, or "
                 f"raise the limit with --FaaSServer.max_payload_mb=...")
-        cid = next(self._cid)
-        frame = wire.pack("invoke", payload, cid=cid, function=function, encoding=encoding,
-                          queue=queue, logs=logs, version=version)
-        self._loop.call_soon_threadsafe(self._send, cid, future, frame)
+        item = (next(self._cid), future, (function, version, encoding, bool(queue), bool(logs)), payload)
+        with self._outbox_lock:
+            self._outbox.append(item)
+            if self._outbox_scheduled:
+                return
+            self._outbox_scheduled = True
+        self._loop.call_soon_threadsafe(self._drain_outbox)
 
-    def _send(self, cid: int, future, frame: bytes) -> None:
-        async def send():
+    def _drain_outbox(self) -> None:
+        with self._outbox_lock:
+            items, self._outbox = self._outbox, []
+            self._outbox_scheduled = False
+        frames, group, size = [], [], 0
+
+        def close_group():
+            function, version, encoding, queue, logs = group[0][2]
+            frames.append((group, wire.pack_parts(
+                "invoke", b"".join(p for _, _, _, p in group), function=function, version=version,
+                encoding=encoding, queue=queue, logs=logs, items=[[c, len(p)] for c, _, _, p in group])))
+
+        for item in items:
+            if group and (item[2] != group[0][2] or len(group) >= BATCH_ITEMS
+                          or size + len(item[3]) > BATCH_BYTES):
+                close_group()
+                group, size = [], 0
+            group.append(item)
+            size += len(item[3])
+        if group:
+            close_group()
+        asyncio.ensure_future(self._send_frames(frames))
+
+    async def _send_frames(self, frames) -> None:
+        for group, (prefix, body) in frames:
             try:
                 ws = await self._websocket()
-                self._awaiting_accept[cid] = future
-                await ws.write_message(frame, binary=True)
+                for cid, fut, _, _ in group:
+                    self._awaiting_accept[cid] = fut
+                await ws.write_message(prefix + body, binary=True)
             except Exception as exc:  # noqa: BLE001 - every failure reaches the caller
-                self._awaiting_accept.pop(cid, None)
                 fut_exc = exc if isinstance(exc, errors.FaaSError) else errors.ServerError(
                     f"could not send the invocation to {self.url}: {exc}")
-                future._fail(fut_exc)
-        asyncio.ensure_future(send())
+                for cid, fut, _, _ in group:
+                    self._awaiting_accept.pop(cid, None)
+                    fut._fail(fut_exc)
+
+    def watch(self, futures: dict, logs: bool = True) -> None:
+        """Re-attach: ``futures`` maps request ids to futures told of their logs and end."""
+        if not futures:
+            return
+        frame = wire.pack("watch", request_ids=list(futures), logs=logs)
+
+        async def send():
+            ws = await self._websocket()
+            for rid, fut in futures.items():
+                self._by_request[rid] = fut
+            await ws.write_message(frame, binary=True)
+        self.run(send(), 30)
 
     def cancel(self, request_ids: list[str]) -> None:
         if not request_ids:

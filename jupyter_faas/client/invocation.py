@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 
 from .. import errors
@@ -30,8 +32,15 @@ class Report:
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
 
 
+TERMINAL = frozenset({"succeeded", "failed", "timed_out", "cancelled", "throttled"})
+#: lines of live log a future keeps in memory (the store keeps every line)
+LOG_LINES_KEPT = 10_000
+
+
 class InvocationFuture(concurrent.futures.Future):
-    """A ``concurrent.futures.Future`` for one invocation, with ``request_id`` and live ``logs``."""
+    """A ``concurrent.futures.Future`` for one invocation, with ``request_id``, ``status`` and
+    live ``logs`` (the newest lines; ``Invocation.from_id(request_id).logs`` has all of them).
+    """
 
     def __init__(self, function: str, connection, encoding: str = "pickle"):
         super().__init__()
@@ -43,8 +52,14 @@ class InvocationFuture(concurrent.futures.Future):
         self.version = None
         self.status = "submitting"
         self.report: Report | None = None
-        self.logs: list[str] = []
+        self.logs: deque[str] = deque(maxlen=LOG_LINES_KEPT)
+        self.logs_skipped = 0      # lines the server did not stream (rate limit); all are stored
         self.error: dict | None = None
+        self.index: int | None = None     # position in a map
+        self.input_summary: str = ""
+        self.started: float | None = None  # time.monotonic() when it began running
+        self.ended: float | None = None
+        self._observers: list = []         # callables(future, lines) for live views
 
     @property
     def request_id(self) -> str | None:
@@ -60,21 +75,31 @@ class InvocationFuture(concurrent.futures.Future):
         self.set_running_or_notify_cancel()
         self._accepted_event.set()
 
-    def _log_lines(self, lines) -> None:
+    def _log_lines(self, lines, skipped: int = 0) -> None:
+        for _, stream, line in lines:
+            if stream == "platform" and line.startswith("START ") and self.status == "queued":
+                self.status = "running"
+                self.started = time.monotonic()
         self.logs.extend(line for _, _, line in lines)
+        self.logs_skipped += skipped
+        for observer in self._observers:
+            observer(self, lines, skipped)
 
     def _fail(self, exc: BaseException) -> None:
         self._accepted_event.set()
         if not self.done():
             self.status = "failed"
+            self.ended = time.monotonic()
             self.set_exception(exc)
 
     def _done(self, header: dict, body: bytes) -> None:
+        self._accepted_event.set()
+        if self.done():
+            return
         self.status = header["status"]
         self.report = Report.from_dict(header.get("report"))
         self.error = header.get("error")
-        if self.done():
-            return
+        self.ended = time.monotonic()
         if self.status == "succeeded":
             if self._encoding == "json":
                 import json
@@ -87,7 +112,8 @@ class InvocationFuture(concurrent.futures.Future):
                     return
             self.set_result(value)
         else:
-            self.set_exception(rebuild(self.error, body, self._request_id, self.function, self.logs))
+            self.set_exception(rebuild(self.error, body, self._request_id, self.function,
+                                       list(self.logs)[-50:]))
 
     # -- public --
     def cancel(self) -> bool:
@@ -103,65 +129,126 @@ class InvocationFuture(concurrent.futures.Future):
             return self.status == "cancelled"
         return super().cancel()
 
+    def __repr__(self) -> str:
+        return f"<InvocationFuture {self.function} {self._request_id or '(not accepted yet)'} {self.status}>"
+
 
 class Invocation:
-    """A finished (or running) invocation: status, result, logs and REPORT.
+    """One invocation as the server records it: status, result, logs and REPORT.
 
-    ``Invocation.from_id(request_id)`` loads one from the server, from any process.
+    ``Invocation.from_id(request_id)`` works from any process, including a new
+    kernel after a restart: ``status`` and ``logs`` so far while it runs, and
+    ``result`` (which waits for the end), ``error`` and ``report`` when it is done.
     """
 
-    def __init__(self, request_id: str, function: str, status: str, report: Report | None,
-                 connection, value=None, exception: BaseException | None = None):
+    def __init__(self, request_id: str, function: str, connection, row: dict | None = None,
+                 future: InvocationFuture | None = None):
         self.request_id = request_id
         self.function = function
-        self.status = status
-        self.report = report
         self._connection = connection
-        self._value = value
-        self._exception = exception
-        self._logs = None
+        self._row = row or {}
+        self._future = future
 
     @classmethod
     def _from_future(cls, fut: InvocationFuture) -> "Invocation":
-        exc = fut.exception()
-        return cls(fut.request_id, fut.function, fut.status, fut.report, fut._connection,
-                   None if exc else fut.result(), exc)
+        return cls(fut.request_id, fut.function, fut._connection, future=fut)
 
     @classmethod
     def from_id(cls, request_id: str, connection=None) -> "Invocation":
         from .connection import default_connection
         conn = connection or default_connection()
         row = conn.request("GET", f"/faas/api/invocations/{request_id}")
-        value = exception = None
-        if row["status"] == "succeeded":
-            resp = conn.request("GET", f"/faas/api/invocations/{request_id}/result", raw=True)
-            if row["encoding"] == "json":
-                import json
-                value = json.loads(resp.body) if resp.body else None
-            else:
-                value = loads_result(resp.body, row["function"], request_id)
-        elif row["status"] not in ("queued", "running"):
-            exception = rebuild(row["error"], b"", request_id, row["function"])
-        return cls(request_id, row["function"], row["status"], Report.from_dict(row), conn, value, exception)
+        return cls(request_id, row["function"], conn, row)
+
+    @classmethod
+    def _from_row(cls, row: dict, connection) -> "Invocation":
+        return cls(row["request_id"], row["function"], connection, row)
+
+    # -- state --
+    @property
+    def status(self) -> str:
+        """queued, running, succeeded, failed, timed_out, cancelled or throttled (live)."""
+        if self._future is not None:
+            return self._future.status
+        if self._row.get("status") not in TERMINAL:
+            self.refresh()
+        return self._row.get("status", "unknown")
+
+    def refresh(self) -> "Invocation":
+        self._row = self._connection.request("GET", f"/faas/api/invocations/{self.request_id}")
+        return self
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def report(self) -> "Report | None":
+        if self._future is not None:
+            return self._future.report
+        return Report.from_dict(self._row)
+
+    def _attach(self) -> InvocationFuture:
+        """Follow it over the websocket (live logs while it runs, then its end)."""
+        if self._future is None:
+            fut = InvocationFuture(self.function, self._connection, self._row.get("encoding", "pickle"))
+            fut._accepted(self.request_id, self._row.get("version"))
+            if self._row.get("status") == "running":
+                fut.status, fut.started = "running", time.monotonic()
+            self._connection.watch({self.request_id: fut}, logs=self._row.get("status") not in TERMINAL)
+            self._future = fut
+        return self._future
+
+    def wait(self, timeout: float | None = None) -> "Invocation":
+        """Block until it ends (Ctrl-C stops waiting; the invocation keeps running)."""
+        fut = self._attach()
+        concurrent.futures.wait([fut], timeout)
+        if not fut.done():
+            raise TimeoutError(f"invocation {self.request_id} is still {fut.status} after {timeout} s")
+        return self
+
+    def get(self, timeout: float | None = None):
+        """The return value, waiting for the end; raises the invocation's error if it failed."""
+        return self.wait(timeout)._future.result()
 
     @property
     def result(self):
-        """The return value; raises the invocation's error if it failed."""
-        if self._exception is not None:
-            raise self._exception
-        return self._value
+        """The return value (waits for the end); raises the invocation's error if it failed."""
+        return self.get()
 
     @property
     def error(self) -> BaseException | None:
-        return self._exception
+        """The exception it failed with (waits for the end), or None."""
+        return self.wait()._future.exception()
 
     @property
     def logs(self) -> list[str]:
-        """Every log line, START to REPORT, as stored by the server."""
-        if self._logs is None or self.status in ("queued", "running"):
-            rows = self._connection.request("GET", f"/faas/api/invocations/{self.request_id}/logs")
-            self._logs = [r["line"] for r in rows["logs"]]
-        return self._logs
+        """Every log line so far, START to REPORT, as stored by the server."""
+        lines, after = [], 0
+        while True:
+            rows = self._connection.request("GET", f"/faas/api/invocations/{self.request_id}/logs",
+                                            params={"after": after, "limit": 100000})["logs"]
+            lines.extend(r["line"] for r in rows)
+            if len(rows) < 100000:
+                return lines
+            after = rows[-1]["id"]
+
+    def cancel(self) -> bool:
+        """Drop it if queued, kill it if running; False if it had already ended."""
+        reply = self._connection.request("POST", f"/faas/api/invocations/{self.request_id}/cancel")
+        if self._future is None:
+            self.refresh()
+        return reply["cancelled"]
 
     def __repr__(self) -> str:
         return f"<Invocation {self.function} {self.request_id} {self.status}>"
+
+
+def invocations(function: str | None = None, status: str | None = None, limit: int = 100,
+                connection=None) -> list[Invocation]:
+    """The newest invocations the server recorded (from every process), newest first."""
+    from .connection import default_connection
+    conn = connection or default_connection()
+    rows = conn.request("GET", "/faas/api/invocations",
+                        params={"function": function, "status": status, "limit": limit})["invocations"]
+    return [Invocation._from_row(row, conn) for row in rows]

@@ -1,18 +1,31 @@
-"""The client's websocket: submissions in, accepts, live log lines and results out.
+"""The client's websocket: batched submissions in; accepts, live log lines and results out.
 
-Messages are :mod:`kernel_workers.wire` frames in binary websocket messages.
+Messages are :mod:`kernel_workers.wire` frames in binary websocket messages.  Every
+kind carries a list, so a ``map`` of 10,000 items is a handful of frames each way,
+not 10,000 requests.
 
 client -> server
-  ``invoke``  {cid, function, version?, encoding, queue, logs}  body: payload
+  ``invoke``  {function, version?, encoding, queue, logs, items: [[cid, nbytes], ...]}
+              body: the payloads, concatenated in item order
   ``cancel``  {request_ids: [...]}
+  ``watch``   {request_ids: [...], logs}   re-attach: the stored log lines so far, then live
+              lines and ``done``; an invocation that already ended gets its ``done`` at once
 server -> client
-  ``accepted`` {cid, request_id, version}
-  ``rejected`` {cid, error: {errorType, errorMessage}}
-  ``log``      {request_id, lines: [[ts, stream, line], ...]}   (only when ``logs`` was asked)
-  ``done``     {request_id, status, error, report, function, version}  body: result
+  ``accepted`` {version, items: [[cid, request_id], ...]}
+  ``rejected`` {cids: [...], error: {errorType, errorMessage}}
+  ``log``      {logs: {request_id: [[ts, stream, line], ...]}, skipped: {request_id: n}}
+  ``done``     {items: [{request_id, status, error, report, function, version, nbytes}]}
+              body: the results, concatenated in item order
+  ``unknown``  {request_ids: [...]}  (watch of a request id the store does not have)
+
+Back-pressure: log lines are capped per socket (``LOG_LINES_PER_FLUSH`` every
+``FLUSH_S``); the rest are counted in ``skipped`` (platform lines — START, END,
+REPORT — are never skipped).  The store keeps every line either way.  Results are
+never dropped; ``done`` frames are flushed once per loop tick, so a burst of
+finishes shares frames.
 
 Invocations outlive the socket: a client that goes away does not cancel what it
-started (it can re-attach by request id); only ``cancel`` does.
+started (it can re-attach with ``watch``); only ``cancel`` does.
 """
 
 from __future__ import annotations
@@ -26,8 +39,16 @@ from tornado import websocket
 from kernel_workers import wire
 
 from ..errors import FaaSError
+from .lifecycle import TERMINAL
 
 log = logging.getLogger("jupyter_faas.server")
+
+FLUSH_S = 0.05
+#: at most this many handler lines per socket per flush (10,000 lines/s): a kernel that
+#: shows them must stay responsive however fast a function prints.
+LOG_LINES_PER_FLUSH = 500
+#: ``done`` items per frame; a result body can be up to the payload limit.
+DONE_BATCH_BYTES = 8 << 20
 
 
 class InvocationSocket(websocket.WebSocketHandler):
@@ -55,7 +76,11 @@ class InvocationSocket(websocket.WebSocketHandler):
         self.service = self.settings["faas_service"]
         self.closed = False
         self.pending_logs: dict[str, list] = {}
+        self.skipped: dict[str, int] = {}
+        self.budget = LOG_LINES_PER_FLUSH
         self._log_flush = None
+        self.pending_done: list = []
+        self._done_flush = None
 
     def on_close(self):
         self.closed = True
@@ -70,49 +95,144 @@ class InvocationSocket(websocket.WebSocketHandler):
 
     def on_message(self, message):
         if isinstance(message, str):
-            self.send("rejected", cid=None, error={"errorType": "InvalidRequest",
-                                                    "errorMessage": "send binary wire frames"})
+            self.send("rejected", cids=[], error={"errorType": "InvalidRequest",
+                                                  "errorMessage": "send binary wire frames"})
             return
         try:
             header, body = wire.unpack(message)
         except wire.ProtocolError as exc:
-            self.send("rejected", cid=None, error={"errorType": "ProtocolError", "errorMessage": str(exc)})
+            self.send("rejected", cids=[], error={"errorType": "ProtocolError", "errorMessage": str(exc)})
             return
         kind = header["k"]
         if kind == "invoke":
-            self._invoke(header, bytes(body))
+            self._invoke(header, body)
         elif kind == "cancel":
             for rid in header.get("request_ids", []):
                 self.service.cancel(rid)
+        elif kind == "watch":
+            self._watch(header.get("request_ids", []), bool(header.get("logs", True)))
+        else:
+            self.send("rejected", cids=[], error={"errorType": "ProtocolError",
+                                                  "errorMessage": f"unknown frame kind {kind!r}"})
 
-    def _invoke(self, header: dict, body: bytes) -> None:
-        cid = header.get("cid")
-        listener = self._on_log if header.get("logs") else None
-        try:
-            inv = self.service.submit(header.get("function"), body, encoding=header.get("encoding", "pickle"),
-                                      version=header.get("version"), queue=bool(header.get("queue")),
-                                      listener=listener)
-        except FaaSError as exc:
-            self.send("rejected", cid=cid, error={"errorType": exc.error_type, "errorMessage": exc.message})
+    # ---- submissions ----------------------------------------------------------------------
+
+    def _invoke(self, header: dict, body: memoryview) -> None:
+        items = header.get("items") or []
+        cids = [cid for cid, _ in items]
+        if sum(n for _, n in items) != len(body):
+            self.send("rejected", cids=cids, error={
+                "errorType": "ProtocolError",
+                "errorMessage": f"the items' sizes add up to {sum(n for _, n in items)} bytes but the "
+                                f"frame carries {len(body)}"})
             return
-        self.send("accepted", cid=cid, request_id=inv.request_id, version=inv.function["version"])
-        inv.done.add_done_callback(self._on_done)
+        listener = self._on_log if header.get("logs") else None
+        accepted, offset = [], 0
+        version = None
+        for i, (cid, n) in enumerate(items):
+            payload = bytes(body[offset:offset + n])
+            offset += n
+            try:
+                inv = self.service.submit(header.get("function"), payload,
+                                          encoding=header.get("encoding", "pickle"),
+                                          version=header.get("version"), queue=bool(header.get("queue")),
+                                          listener=listener)
+            except FaaSError as exc:
+                # One bad item (too large) must not take its batch with it; a missing
+                # function rejects every item the same way.
+                if accepted:
+                    self.send("accepted", version=version, items=accepted)
+                    accepted = []
+                self.send("rejected", cids=[cid], error={"errorType": exc.error_type,
+                                                         "errorMessage": exc.message})
+                continue
+            version = inv.function["version"]
+            accepted.append([cid, inv.request_id])
+            inv.done.add_done_callback(self._on_done)
+        if accepted:
+            self.send("accepted", version=version, items=accepted)
+
+    # ---- re-attach ------------------------------------------------------------------------
+
+    def _watch(self, request_ids: list, logs: bool) -> None:
+        unknown = []
+        for rid in request_ids:
+            inv = self.service.active.get(rid)
+            if inv is not None:
+                if logs:
+                    # Store the lines still in memory, read them all back, then listen: the
+                    # loop runs none of the invocation's code in between, so no line is
+                    # missed or sent twice.
+                    self.service._flush_one(inv)
+                    for row in self.service.store.logs(rid, 0, 1_000_000):
+                        self._on_log(rid, (row["ts"], row["stream"], row["line"]))
+                    inv.listeners.append(self._on_log)
+                inv.done.add_done_callback(self._on_done)
+                continue
+            row = self.service.store.get_invocation(rid)
+            if row is None:
+                unknown.append(rid)
+                continue
+            if row["status"] not in TERMINAL:
+                # Accepted by a server that died; recover() settles these at start.
+                unknown.append(rid)
+                continue
+            result = self.service.store.get_result(rid)  # a failure's is the pickled exception
+            self._queue_done({"request_id": rid, "status": row["status"], "error": row["error"],
+                              "report": row, "function": row["function"], "version": row["version"]},
+                             result)
+        if unknown:
+            self.send("unknown", request_ids=unknown)
+
+    # ---- log lines ------------------------------------------------------------------------
 
     def _on_log(self, request_id: str, entry: tuple) -> None:
+        if entry[1] != "platform":
+            if self.budget <= 0:
+                self.skipped[request_id] = self.skipped.get(request_id, 0) + 1
+                self._schedule_log_flush()
+                return
+            self.budget -= 1
         self.pending_logs.setdefault(request_id, []).append(entry)
+        self._schedule_log_flush()
+
+    def _schedule_log_flush(self) -> None:
         if self._log_flush is None:
-            self._log_flush = asyncio.get_running_loop().call_later(0.05, self._flush_logs)
+            self._log_flush = asyncio.get_running_loop().call_later(FLUSH_S, self._flush_logs)
 
     def _flush_logs(self) -> None:
+        if self._log_flush is not None:
+            self._log_flush.cancel()
         self._log_flush = None
+        self.budget = LOG_LINES_PER_FLUSH
         pending, self.pending_logs = self.pending_logs, {}
-        for rid, lines in pending.items():
-            self.send("log", request_id=rid, lines=lines)
+        skipped, self.skipped = self.skipped, {}
+        if pending or skipped:
+            self.send("log", logs=pending, skipped=skipped)
+
+    # ---- results --------------------------------------------------------------------------
 
     def _on_done(self, fut: asyncio.Future) -> None:
         done, result = fut.result()
-        if done["request_id"] in self.pending_logs:
-            if self._log_flush is not None:
-                self._log_flush.cancel()
-            self._flush_logs()
-        self.send("done", result or b"", **done)
+        self._queue_done(done, result)
+
+    def _queue_done(self, done: dict, result: bytes | None) -> None:
+        self.pending_done.append((done, result or b""))
+        if self._done_flush is None:
+            self._done_flush = asyncio.get_running_loop().call_soon(self._flush_done)
+
+    def _flush_done(self) -> None:
+        self._done_flush = None
+        pending, self.pending_done = self.pending_done, []
+        # Log lines of these invocations go first, so a client has them before the end.
+        self._flush_logs()
+        items, bodies, size = [], [], 0
+        for done, result in pending:
+            if items and size + len(result) > DONE_BATCH_BYTES:
+                self.send("done", b"".join(bodies), items=items)
+                items, bodies, size = [], [], 0
+            items.append(dict(done, nbytes=len(result)))
+            bodies.append(result)
+            size += len(result)
+        if items:
+            self.send("done", b"".join(bodies), items=items)

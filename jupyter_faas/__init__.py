@@ -8,7 +8,8 @@ does the same from a notebook cell.
 from ._version import __version__
 from .client.connection import connect
 from .client.function import RemoteFunction, function
-from .client.invocation import Invocation, InvocationFuture, Report
+from .client.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
+from .client.invocation import Invocation, InvocationFuture, Report, invocations
 from .errors import (Cancelled, FaaSError, FunctionError, InvalidParameter, InvocationError,
                      InvocationTimeout, OutOfMemory, PayloadTooLarge, ResourceNotFound,
                      RuntimeExited, SerializationError, ServerError, Throttled)
@@ -16,6 +17,7 @@ from .errors import (Cancelled, FaaSError, FunctionError, InvalidParameter, Invo
 __all__ = [
     "__version__",
     "connect", "function", "RemoteFunction", "Invocation", "InvocationFuture", "Report",
+    "invocations", "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
     "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout", "OutOfMemory",
     "RuntimeExited", "Cancelled", "Throttled", "SerializationError", "InvalidParameter",
     "PayloadTooLarge", "ResourceNotFound", "ServerError",

@@ -99,3 +99,40 @@ def test_quickstart_runs_against_a_server(server, monkeypatch, tmp_path):
     assert "isinstance(e, faas.FunctionError): True" in errors
     assert "caught faas.InvocationTimeout: " in errors
     assert "Task timed out after 1.00 seconds" in errors
+
+
+LIVE = QUICKSTART.parent / "live.ipynb"
+
+
+def test_live_notebook_renders_the_map_widget_with_the_handlers_prints(server, monkeypatch, tmp_path):
+    monkeypatch.setenv("JUPYTER_FAAS_URL", server.url)
+    monkeypatch.setenv("JUPYTER_FAAS_TOKEN", server.token)
+    nb = nbformat.read(LIVE, as_version=4)
+    assert all(c.outputs == [] for c in nb.cells if c.cell_type == "code")
+    NotebookClient(nb, kernel_name="python3", timeout=180, store_widget_state=True,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not any(o["output_type"] == "error" for o in cell.outputs), cell.source
+
+    state = nb.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]
+    models = [(m["model_name"], m["state"]) for m in state.values()]
+    html = [s.get("value", "") for name, s in models if name == "HTMLModel"]
+    # the map view counted up to the end: 60 of 60, 3 failed
+    assert any(name == "IntProgressModel" and s["value"] == s["max"] == 60 for name, s in models)
+    assert any("failed <b>3</b>" in v and "succeeded <b>57</b>" in v for v in html)
+    # the handler's prints reached the widget's log pane, tagged by item
+    assert any("[16] scoring 16" in v for v in html)
+    # the long call's view holds its printed lines and its REPORT
+    assert any("epoch 4: loss 0.200" in v for v in html)
+    assert any(name == "ButtonModel" and s["description"] == "Cancel" for name, s in models)
+
+    map_cell = _cell(nb, "@faas.function\ndef score")
+    views = [o for o in map_cell.outputs if o["output_type"] == "display_data"]
+    assert views and "application/vnd.jupyter.widget-view+json" in views[0]["data"]
+    # saved as text too, for renderers without widgets
+    assert "score: 60/60 done · 57 succeeded · 3 failed" in _text(map_cell)
+    assert "failed items: [16, 33, 50]" in _text(map_cell)
+    assert "first square over 200: 225" in _text(_cell(nb, "@faas.function\ndef square"))
+    assert "status now: running" in _text(_cell(nb, "request_id = "))
+    assert "lines stored: 200000" in _text(_cell(nb, "@faas.function(timeout=120)\ndef chatty"))

@@ -178,14 +178,22 @@ class Connection:
         Submissions from any thread gather in an outbox that the IO thread drains into
         batched ``invoke`` frames, so a burst (``map``) costs a few frames, not one each.
         """
-        if len(payload) > self.max_payload_bytes:
-            raise errors.PayloadTooLarge(
-                f"the payload of {function}() is {len(payload)} bytes; the server's limit is "
-                f"{self.max_payload_bytes} bytes. Nothing was sent. Pass less data per call, or "
-                f"raise the limit with --FaaSServer.max_payload_mb=...")
-        item = (next(self._cid), future, (function, version, encoding, bool(queue), bool(logs)), payload)
+        self.submit_many([(future, payload)], function, encoding=encoding, queue=queue, logs=logs,
+                         version=version)
+
+    def submit_many(self, items, function: str, *, encoding: str = "pickle", queue: bool = False,
+                    logs: bool = False, version: int | None = None) -> None:
+        """Send several invocations of one function: ``items`` is ``[(future, payload), ...]``."""
+        for _, payload in items:
+            if len(payload) > self.max_payload_bytes:
+                raise errors.PayloadTooLarge(
+                    f"the payload of {function}() is {len(payload)} bytes; the server's limit is "
+                    f"{self.max_payload_bytes} bytes. Nothing was sent. Pass less data per call, or "
+                    f"raise the limit with --FaaSServer.max_payload_mb=...")
+        key = (function, version, encoding, bool(queue), bool(logs))
+        batch = [(next(self._cid), fut, key, payload) for fut, payload in items]
         with self._outbox_lock:
-            self._outbox.append(item)
+            self._outbox.extend(batch)
             if self._outbox_scheduled:
                 return
             self._outbox_scheduled = True

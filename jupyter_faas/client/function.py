@@ -8,12 +8,15 @@ killed) and leave the handle usable.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import functools
 import hashlib
 import itertools
+import reprlib
 
 from .. import errors, limits
+from ..display import CallView, MapView
 from .connection import default_connection
 from .invocation import Invocation, InvocationFuture
 from .serialization import dumps_call, dumps_function
@@ -22,13 +25,14 @@ from .serialization import dumps_call, dumps_function
 class RemoteFunction:
     def __init__(self, fn, *, name: str | None = None, memory: int = limits.MEMORY_DEFAULT_MB,
                  timeout: float = limits.TIMEOUT_DEFAULT_S, env: dict | None = None,
-                 concurrency: int | None = None, connection=None):
+                 concurrency: int | None = None, show: bool | None = None, connection=None):
         if not callable(fn):
             raise errors.InvalidParameter(f"faas.function wraps a function, not {type(fn).__name__}")
         self._fn = fn
         self.name = limits.check_name(name or getattr(fn, "__name__", ""))
         self.config = limits.check_config(memory, timeout, env, concurrency)
         self._connection = connection
+        self.show = show  # None: a live view for calls longer than a second; True: always; False: never
         self._deployed: tuple | None = None  # (connection, code sha256, version)
         functools.update_wrapper(self, fn)
 
@@ -73,66 +77,185 @@ class RemoteFunction:
 
     def spawn(self, *args, **kwargs) -> InvocationFuture:
         """Start one invocation and return its future at once."""
-        return self._submit(dumps_call(args, kwargs, self.name), queue=False)
+        fut = self._submit(dumps_call(args, kwargs, self.name), queue=False)
+        fut.input_summary = _summary(args, kwargs)
+        return fut
 
     def __call__(self, *args, **kwargs):
         fut = self.spawn(*args, **kwargs)
-        return _wait([fut])[0].result()
+        view = CallView(fut, self.show)
+        try:
+            return _wait([fut])[0].result()
+        finally:
+            view.close()
 
     def invoke(self, *args, **kwargs) -> Invocation:
         """Run once and return the :class:`Invocation` (status, result, logs, report); never raises
         the function's error (read ``.error`` or ``.result``)."""
         fut = self.spawn(*args, **kwargs)
-        _wait([fut], raise_first=False)
+        view = CallView(fut, self.show)
+        try:
+            _wait([fut], raise_first=False)
+        finally:
+            view.close()
         if isinstance(fut.exception(), (errors.ServerError, errors.Throttled)) and fut._request_id is None:
             raise fut.exception()
         return Invocation._from_future(fut)
 
-    def map(self, *iterables, concurrency: int | None = None) -> list:
+    def map(self, *iterables, concurrency: int | None = None, return_exceptions: bool = False,
+            show: bool | None = None) -> list:
         """``[f(*xs) for xs in zip(*iterables)]``, in input order, run in parallel.
 
         Every item is its own invocation.  Items queue on the server (never throttled);
         ``concurrency`` caps how many are in flight.  The first failure is raised, naming
-        the item's index, after cancelling what is still queued or running.
+        the item's index, after cancelling what is still queued or running; with
+        ``return_exceptions=True`` every item runs and failures come back in place.
+        A progress view shows while it runs (``show=False`` turns it off).
         """
-        return self._map((dumps_call(args, {}, self.name) for args in zip(*iterables)), concurrency)
+        return self._map(zip(*iterables), _length(iterables), concurrency, return_exceptions, show)
 
-    def starmap(self, iterable, concurrency: int | None = None) -> list:
+    def starmap(self, iterable, concurrency: int | None = None, return_exceptions: bool = False,
+                show: bool | None = None) -> list:
         """Like :meth:`map` with each item a tuple of arguments."""
-        return self._map((dumps_call(tuple(args), {}, self.name) for args in iterable), concurrency)
+        return self._map((tuple(a) for a in iterable), _length([iterable]), concurrency,
+                         return_exceptions, show)
 
-    def _map(self, payloads, concurrency: int | None) -> list:
-        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
-            raise errors.InvalidParameter(f"concurrency={concurrency!r}: give a whole number >= 1")
+    def _submit_item(self, args: tuple, index: int, view) -> InvocationFuture:
+        return self._submit_items([(index, args)], view)[0]
+
+    def _submit_items(self, indexed_args, view) -> list[InvocationFuture]:
+        """Pickle every item first (an unpicklable one sends nothing), then send them together."""
+        version = self.deploy()
+        conn = self.connection
+        items = []
+        for index, args in indexed_args:
+            payload = dumps_call(args, {}, self.name)
+            fut = InvocationFuture(self.name, conn)
+            fut.index = index
+            fut.input_summary = _summary(args, {})
+            items.append((fut, payload))
+        conn.submit_many(items, self.name, queue=True, logs=True, version=version)
+        for fut, _ in items:
+            view.add(fut)
+        return [fut for fut, _ in items]
+
+    def _map(self, arg_tuples, total, concurrency, return_exceptions, show) -> list:
+        _check_window("concurrency", concurrency)
         self.deploy()
         futures: list[InvocationFuture] = []
-        window = concurrency or 0
-        payloads = iter(payloads)
+        view = MapView(self.name, total, lambda: _cancel(futures, wait=False), show)
         try:
-            if window:
-                for payload in itertools.islice(payloads, window):
-                    futures.append(self._submit(payload, queue=True))
-                for payload in payloads:
-                    # keep `window` in flight: wait for one of the outstanding to finish
-                    outstanding = [f for f in futures if not f.done()]
-                    if len(outstanding) >= window:
+            if concurrency:
+                for index, args in enumerate(arg_tuples):
+                    # keep `concurrency` in flight: wait for one of the outstanding to finish
+                    while len(outstanding := [f for f in futures if not f.done()]) >= concurrency:
                         concurrent.futures.wait(outstanding, return_when=concurrent.futures.FIRST_COMPLETED)
-                    _raise_first_failure(futures)
-                    futures.append(self._submit(payload, queue=True))
+                    if not return_exceptions:
+                        _raise_first_failure(futures)
+                    _check_cancelled(view)
+                    futures.append(self._submit_item(args, index, view))
             else:
-                futures = [self._submit(p, queue=True) for p in payloads]
-            _wait(futures)
+                numbered = enumerate(arg_tuples)
+                while chunk := list(itertools.islice(numbered, SUBMIT_CHUNK)):
+                    _check_cancelled(view)
+                    futures.extend(self._submit_items(chunk, view))
+            _wait(futures, raise_first=not return_exceptions)
+            _check_cancelled(view)
         except BaseException:
             _cancel(futures)
             raise
-        return [f.result() for f in futures]
+        finally:
+            view.close()
+        return [f.exception() or f.result() if return_exceptions else f.result() for f in futures]
+
+    def imap(self, *iterables, max_outstanding: int = 64, ordered: bool = True,
+             return_exceptions: bool = False, show: bool | None = None):
+        """Lazily yield ``f(*xs)`` for ``xs`` in ``zip(*iterables)``, which may be infinite.
+
+        At most ``max_outstanding`` items are submitted and not yet yielded (back-pressure:
+        the input is read only as results are consumed).  Results come in input order, or
+        as they finish with ``ordered=False``.  A failure is raised at its turn (after
+        cancelling what is outstanding) unless ``return_exceptions=True``.  Stopping early
+        (``break``) cancels what is outstanding.
+        """
+        _check_window("max_outstanding", max_outstanding)
+        self.deploy()
+        return self._imap(zip(*iterables), _length(iterables), max_outstanding, ordered,
+                          return_exceptions, show)
+
+    def _imap(self, arg_tuples, total, max_outstanding, ordered, return_exceptions, show):
+        futures: list[InvocationFuture] = []
+        outstanding: "collections.deque[InvocationFuture]" = collections.deque()
+        view = MapView(self.name, total, lambda: _cancel(list(outstanding), wait=False), show)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(outstanding) < max_outstanding:
+                    args = next(arg_tuples, _END)
+                    if args is _END:
+                        exhausted = True
+                        break
+                    _check_cancelled(view)
+                    fut = self._submit_item(args, len(futures), view)
+                    futures.append(fut)
+                    outstanding.append(fut)
+                if not outstanding:
+                    return
+                if ordered:
+                    fut = outstanding[0]
+                    concurrent.futures.wait([fut])
+                else:
+                    done, _ = concurrent.futures.wait(outstanding,
+                                                      return_when=concurrent.futures.FIRST_COMPLETED)
+                    fut = min(done, key=lambda f: f.index)
+                outstanding.remove(fut)
+                _check_cancelled(view)
+                exc = fut.exception()
+                if exc is not None and not return_exceptions:
+                    _raise_first_failure([fut], index=fut.index)
+                yield exc if exc is not None else fut.result()
+        except BaseException:  # includes GeneratorExit when the consumer stops early
+            _cancel(list(outstanding))
+            raise
+        finally:
+            view.close()
 
 
-def _raise_first_failure(futures) -> None:
+_END = object()
+#: ``map`` pickles and sends this many items at a time
+SUBMIT_CHUNK = 500
+
+
+def _summary(args: tuple, kwargs: dict, limit: int = 200) -> str:
+    parts = [reprlib.repr(a) for a in args] + [f"{k}={reprlib.repr(v)}" for k, v in kwargs.items()]
+    text = "(" + ", ".join(parts) + ")"
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _length(iterables) -> int | None:
+    try:
+        return min(len(it) for it in iterables) if iterables else 0
+    except TypeError:
+        return None
+
+
+def _check_window(name: str, value) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise errors.InvalidParameter(f"{name}={value!r}: give a whole number >= 1")
+
+
+def _check_cancelled(view) -> None:
+    if view.cancelled:
+        raise errors.Cancelled(f"{view.progress.function}.map was cancelled from its Cancel button; "
+                               f"queued items were dropped and running ones killed")
+
+
+def _raise_first_failure(futures, index: int | None = None) -> None:
     for i, f in enumerate(futures):
         if f.done() and f.exception() is not None:
             exc = f.exception()
-            if len(futures) > 1:
+            i = f.index if f.index is not None else i
+            if len(futures) > 1 or index is not None:
                 if hasattr(exc, "details"):
                     exc.details["index"] = i
                 if not any(n.startswith("map item") for n in getattr(exc, "__notes__", ())):
@@ -140,7 +263,7 @@ def _raise_first_failure(futures) -> None:
             raise exc
 
 
-def _cancel(futures) -> None:
+def _cancel(futures, wait: bool = True) -> None:
     live = [f for f in futures if not f.done()]
     rids = [f._request_id for f in live if f._request_id]
     if rids:
@@ -148,7 +271,8 @@ def _cancel(futures) -> None:
             live[0]._connection.cancel(rids)
         except Exception:  # noqa: BLE001 - the original error matters more
             pass
-        concurrent.futures.wait(live, timeout=30)
+        if wait:
+            concurrent.futures.wait(live, timeout=30)
 
 
 def _wait(futures, raise_first: bool = True):
@@ -168,15 +292,17 @@ def _wait(futures, raise_first: bool = True):
 
 def function(fn=None, *, name: str | None = None, memory: int = limits.MEMORY_DEFAULT_MB,
              timeout: float = limits.TIMEOUT_DEFAULT_S, env: dict | None = None,
-             concurrency: int | None = None):
+             concurrency: int | None = None, show: bool | None = None):
     """Make ``fn`` a function that runs in isolated execution environments.
 
     ``memory`` in MB (128..10240), ``timeout`` in seconds (1..900), ``env`` environment
-    variables, ``concurrency`` reserved concurrent executions.  Options are keyword-only.
+    variables, ``concurrency`` reserved concurrent executions.  ``show``: a call shows a
+    live view (status, logs as printed, REPORT) once it runs longer than a second;
+    ``True`` shows every call, ``False`` none.  Options are keyword-only.
     """
     def wrap(f):
         return RemoteFunction(f, name=name, memory=memory, timeout=timeout, env=env,
-                              concurrency=concurrency)
+                              concurrency=concurrency, show=show)
     if fn is None:
         return wrap
     if not callable(fn):

@@ -267,9 +267,11 @@ class Environment:
 
     def _pipe_readable(self, fd: int) -> None:
         stream, buf = self._pipes[fd]
-        while True:
+        # A bounded read per wake-up (64 KB is ~5,000 short lines): a function printing
+        # without pause must not starve the loop (other invocations, flushes, websockets).
+        for _ in range(2):
             try:
-                data = os.read(fd, 1 << 16)
+                data = os.read(fd, 1 << 15)
             except BlockingIOError:
                 break
             except OSError:
@@ -284,16 +286,20 @@ class Environment:
             self._emit_lines(stream, buf)
 
     def _emit_lines(self, stream: str, buf: bytearray) -> None:
-        while True:
-            nl = buf.find(b"\n")
-            if nl < 0:
-                if len(buf) >= MAX_LINE:
-                    nl = MAX_LINE - 1
-                else:
-                    return
-            line = bytes(buf[:nl]).decode("utf-8", "replace").rstrip("\r")
-            del buf[:nl + 1]
-            self._line(stream, line)
+        end = buf.rfind(b"\n")
+        if end >= 0:
+            # Split the complete lines in one pass (deleting line by line from the front
+            # of the buffer is quadratic in a 64 KB read of short lines).
+            chunk = bytes(buf[:end])
+            del buf[:end + 1]
+            for raw in chunk.split(b"\n"):
+                while len(raw) > MAX_LINE:
+                    self._line(stream, raw[:MAX_LINE].decode("utf-8", "replace"))
+                    raw = raw[MAX_LINE:]
+                self._line(stream, raw.decode("utf-8", "replace").rstrip("\r"))
+        while len(buf) >= MAX_LINE:  # an unterminated line that is already too long
+            self._line(stream, bytes(buf[:MAX_LINE]).decode("utf-8", "replace"))
+            del buf[:MAX_LINE]
 
     def _emit_partial(self, fd: int) -> None:
         stream, buf = self._pipes[fd]

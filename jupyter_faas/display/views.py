@@ -1,0 +1,344 @@
+"""The call view and the map view, as ipywidgets in a kernel or plain text elsewhere.
+
+Widgets are created and displayed in the caller's thread context (captured with
+``contextvars``) so their output lands in the cell that made the call, even
+when the display thread draws them.  In a widget frontend the map view's
+buttons keep working while the cell blocks: their comm messages are routed to a
+kernel subshell (ipykernel >= 7), see :mod:`.subshell`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import html
+import sys
+import threading
+import time
+
+from . import ticker
+from .progress import LogTail, MapProgress, error_text, fmt_seconds, report_text
+
+CALL_VIEW_AFTER_S = 1.0
+#: at most this many log lines per redraw in text mode; the rest are summarised
+TEXT_LINES_PER_REDRAW = 40
+TEXT_PROGRESS_EVERY_S = 2.0
+
+
+def widget_frontend() -> bool:
+    """True inside a Jupyter kernel with ipywidgets (the frontend renders them, or nbclient
+    records their state); False in a script or terminal IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _pre(lines: list[str], hidden: int, note: str) -> str:
+    head = (f"<div style='color:#888'>… {hidden:,} earlier lines not shown ({note})</div>"
+            if hidden else "")
+    body = html.escape("\n".join(lines)) if lines else "<span style='color:#888'>(no output yet)</span>"
+    return (f"{head}<pre style='max-height:16em;overflow:auto;margin:0;font-size:12px;"
+            f"line-height:1.3'>{body}</pre>")
+
+
+_STATUS_COLOURS = {"succeeded": "#2e7d32", "failed": "#c62828", "timed_out": "#c62828",
+                   "throttled": "#ef6c00", "cancelled": "#6d4c41", "running": "#1565c0",
+                   "queued": "#757575", "submitting": "#757575"}
+
+
+def _badge(status: str) -> str:
+    colour = _STATUS_COLOURS.get(status, "#555")
+    return (f"<span style='background:{colour};color:white;border-radius:3px;padding:0 5px;"
+            f"font-size:11px'>{html.escape(status)}</span>")
+
+
+def _plain_box(text_fn):
+    """A VBox whose text/plain form is our summary, not ``VBox(children=...)`` (for nbconvert
+    and other non-widget renderings of the saved output)."""
+    import ipywidgets
+
+    class SummaryBox(ipywidgets.VBox):
+        def _repr_mimebundle_(self, **kwargs):
+            data = super()._repr_mimebundle_(**kwargs)
+            if isinstance(data, tuple):
+                data[0]["text/plain"] = text_fn()
+            elif isinstance(data, dict):
+                data["text/plain"] = text_fn()
+            return data
+    return SummaryBox
+
+
+class CallView:
+    """One call: appears once it has run ``CALL_VIEW_AFTER_S`` (or at once with ``show=True``)."""
+
+    def __init__(self, fut, show: bool | None = None):
+        self.fut = fut
+        self.show = show
+        self.widgets = widget_frontend()
+        self.ctx = contextvars.copy_context()
+        self.created = time.monotonic()
+        self.tail = LogTail()
+        self.shown = False
+        self._drawn = None
+        self._text_seen = 0
+        self._lock = threading.Lock()  # the display thread and the caller both redraw
+        fut._observers.append(self._on_log)
+        if show is not False:
+            ticker.add(self)
+
+    def _on_log(self, fut, lines, skipped) -> None:
+        self.tail.add([line for _, stream, line in lines if stream != "platform"], "", skipped)
+
+    def _text(self) -> str:
+        fut = self.fut
+        head = f"{fut.function} {fut._request_id or ''} {fut.status}"
+        rep = report_text(fut.report)
+        return head + (f"\n{rep}" if rep else "")
+
+    def redraw(self) -> None:
+        with self._lock:
+            if not self.shown:
+                if not (self.show or time.monotonic() - self.created >= CALL_VIEW_AFTER_S):
+                    return
+                self.shown = True
+                self.ctx.run(self._open)
+            self.ctx.run(self._draw)
+
+    def _open(self) -> None:
+        if self.widgets:
+            import ipywidgets
+            from IPython.display import display
+            self.header = ipywidgets.HTML()
+            self.logs = ipywidgets.HTML()
+            self.footer = ipywidgets.HTML()
+            self.box = _plain_box(self._text)([self.header, self.logs, self.footer])
+            self.handle = display(self.box, display_id=True)
+        else:
+            print(f"[{self.fut.function}] {self.fut._request_id or ''} running…", file=sys.stderr)
+
+    def _draw(self) -> None:
+        fut = self.fut
+        started = fut.started or self.created
+        elapsed = (fut.ended or time.monotonic()) - started
+        if self.widgets:
+            header = (f"<b>{html.escape(fut.function)}</b> {_badge(fut.status)} "
+                      f"<span style='color:#888'>{fmt_seconds(elapsed)} · "
+                      f"{html.escape(fut._request_id or '')}</span>")
+            if header != getattr(self, "_header", None):
+                self.header.value = self._header = header
+            if self.tail.version != self._drawn:
+                self._drawn = self.tail.version
+                lines, hidden = self.tail.snapshot()
+                self.logs.value = _pre(lines, hidden, "all are kept: faas.Invocation.from_id(...).logs")
+            if fut.done():
+                footer = report_text(fut.report)
+                if fut.exception() is not None:
+                    footer += f"<pre style='color:#c62828;white-space:pre-wrap'>" \
+                              f"{html.escape(error_text(fut.exception()))}</pre>"
+                self.footer.value = footer
+        else:
+            lines, _ = self.tail.snapshot()
+            new = self.tail.total - self._text_seen
+            if new > 0:
+                show = lines[-min(new, TEXT_LINES_PER_REDRAW):]
+                if new > len(show):
+                    print(f"[{fut.function}] … {new - len(show)} lines not shown", file=sys.stderr)
+                for line in show:
+                    print(f"[{fut.function}] {line}", file=sys.stderr)
+                self._text_seen = self.tail.total
+            if fut.done():
+                print(f"[{fut.function}] {fut.status} in {fmt_seconds(elapsed)} · "
+                      f"{report_text(fut.report)}", file=sys.stderr)
+
+    def close(self) -> None:
+        """The call ended (or the caller stopped waiting): last redraw, stop updating."""
+        ticker.remove(self)
+        if self.show is False:
+            return
+        if self.show or self.shown:
+            self.redraw()
+            if self.shown and self.widgets:
+                with self._lock:
+                    self.ctx.run(self.handle.update, self.box)
+
+
+class MapView:
+    """The progress of a fan-out: counts, rate, ETA, cost, tagged logs, per-item detail, Cancel."""
+
+    def __init__(self, function: str, total: int | None, cancel, show: bool | None = None):
+        self.progress = MapProgress(function, total)
+        self.cancel_fn = cancel
+        self.cancelled = False
+        self.show = show
+        self.widgets = widget_frontend()
+        self.ctx = contextvars.copy_context()
+        self._drawn_logs = None
+        self._last_text = time.monotonic()  # the first progress line after TEXT_PROGRESS_EVERY_S
+        self._text_seen = 0
+        self._lock = threading.Lock()  # the display thread and the caller both redraw
+        if show is not False:
+            self.ctx.run(self._open)
+            ticker.add(self)
+
+    def add(self, fut) -> None:
+        self.progress.add(fut)
+
+    # ---- widget ----------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        if not self.widgets:
+            return
+        import ipywidgets
+        from IPython.display import display
+
+        from .subshell import route_off_main_thread
+        self.title = ipywidgets.HTML()
+        self.bar = ipywidgets.IntProgress(value=0, min=0, max=max(1, self.progress.total or 1),
+                                          layout=ipywidgets.Layout(width="100%"))
+        self.counts = ipywidgets.HTML()
+        self.cancel_button = ipywidgets.Button(description="Cancel", button_style="danger",
+                                               icon="stop", tooltip="cancel every queued and running item")
+        self.failed_button = ipywidgets.Button(description="Failed (0)", disabled=True,
+                                               tooltip="show the failed items")
+        self.item = ipywidgets.BoundedIntText(value=0, min=0, max=0, description="item",
+                                              layout=ipywidgets.Layout(width="11em"))
+        self.item_button = ipywidgets.Button(description="Show", tooltip="show this item")
+        self.failed_pick = ipywidgets.Dropdown(options=[], description="failed",
+                                               layout=ipywidgets.Layout(display="none", width="16em"))
+        self.logs = ipywidgets.HTML()
+        self.detail = ipywidgets.HTML()
+        self.cancel_button.on_click(lambda _: self.cancel())
+        self.failed_button.on_click(lambda _: self._show_failed())
+        self.item_button.on_click(lambda _: self.show_item(self.item.value))
+        self.failed_pick.observe(lambda ch: ch["new"] is not None and self.show_item(ch["new"]), "value")
+        controls = ipywidgets.HBox([self.cancel_button, self.failed_button, self.failed_pick,
+                                    self.item, self.item_button])
+        for w in (self.cancel_button, self.failed_button, self.item, self.item_button, self.failed_pick):
+            route_off_main_thread(w)
+        self.box = _plain_box(self.progress.summary)(
+            [self.title, self.bar, self.counts, controls, self.logs, self.detail])
+        self.handle = display(self.box, display_id=True)
+        self._draw_widget()
+
+    def _draw_widget(self) -> None:
+        s = self.progress.stats()
+        p = self.progress
+        total = s["total"] if s["total"] is not None else s["submitted"]
+        state = "cancelled" if self.cancelled else ("done" if p.ended else "running")
+        title = (f"<b>{html.escape(p.function)}</b>.map · {total:,} items · {state}")
+        if title != getattr(self, "_title", None):
+            self.title.value = self._title = title
+        self.bar.max = max(1, total)
+        self.bar.value = s["done"]
+        self.bar.bar_style = "danger" if s["failed"] else ("success" if p.ended else "info")
+        eta = f" · ETA {fmt_seconds(s['eta'])}" if s["eta"] is not None else ""
+        counts = " · ".join(
+            f"<span style='color:{_STATUS_COLOURS.get(k, '#555')}'>{k} <b>{s[k]:,}</b></span>"
+            for k in ("queued", "running", "succeeded", "failed", "retrying", "cancelled"))
+        self.counts.value = (f"{counts}<br>{s['rate']:,.0f} items/s · elapsed {fmt_seconds(s['elapsed'])}"
+                             f"{eta} · {s['gb_seconds']:.3f} GB-s ≈ ${s['cost_usd']:.6f}")
+        self.item.max = max(0, s["submitted"] - 1)
+        if len(p.failed) != getattr(self, "_failed_n", 0):
+            self._failed_n = len(p.failed)
+            self.failed_button.description = f"Failed ({len(p.failed):,})"
+            self.failed_button.disabled = not p.failed
+            if self.failed_pick.layout.display != "none":
+                self._fill_failed()
+        if p.logs.version != self._drawn_logs:
+            self._drawn_logs = p.logs.version
+            lines, hidden = p.logs.snapshot()
+            self.logs.value = _pre(lines, hidden, "all are kept; pick an item to see its own")
+        if p.ended or self.cancelled:
+            self.cancel_button.disabled = True
+
+    def _fill_failed(self) -> None:
+        failed = sorted(self.progress.failed)[:1000]
+        self.failed_pick.options = [(f"item {i}", i) for i in failed]
+
+    def _show_failed(self) -> None:
+        self._fill_failed()
+        self.failed_pick.layout.display = ""
+        if self.progress.failed:
+            first = min(self.progress.failed)
+            if self.failed_pick.value == first:
+                self.show_item(first)
+            self.failed_pick.value = first
+
+    def show_item(self, index: int) -> None:
+        """Fill the detail pane with one item: input, status, every log line, REPORT, traceback."""
+        self.detail.value = self.item_html(index)
+
+    def item_html(self, index: int) -> str:
+        futures = self.progress.futures
+        if not 0 <= index < len(futures):
+            return f"<i>no item {index}: the map has {len(futures)} items so far</i>"
+        fut = futures[index]
+        rid = fut._request_id
+        lines = []
+        if rid:
+            from ..client.invocation import Invocation
+            try:
+                lines = Invocation(rid, fut.function, fut._connection).logs
+            except Exception as exc:  # noqa: BLE001 - show what we can
+                lines = [f"(could not load the stored logs: {exc})"]
+        exc = fut.exception() if fut.done() else None
+        parts = [f"<b>item {index}</b> {_badge(fut.status)} <code>{html.escape(rid or '')}</code>",
+                 f"<div><b>input</b> <code>{html.escape(fut.input_summary)}</code></div>"]
+        if fut.report is not None:
+            parts.append(f"<div><b>REPORT</b> {html.escape(report_text(fut.report))}</div>")
+        parts.append(_pre(lines[-500:], max(0, len(lines) - 500), "see faas.Invocation.from_id"))
+        if exc is not None:
+            parts.append(f"<pre style='color:#c62828;white-space:pre-wrap'>"
+                         f"{html.escape(error_text(exc))}</pre>")
+        return "".join(parts)
+
+    # ---- text ------------------------------------------------------------------------------
+
+    def _draw_text(self, final: bool = False) -> None:
+        p = self.progress
+        lines, _ = p.logs.snapshot()
+        new = p.logs.total - self._text_seen
+        if new > 0:
+            show = lines[-min(new, TEXT_LINES_PER_REDRAW):]
+            if new > len(show):
+                print(f"… {new - len(show)} log lines not shown (all are kept in the store)", file=sys.stderr)
+            for line in show:
+                print(line, file=sys.stderr)
+            self._text_seen = p.logs.total
+        now = time.monotonic()
+        if final or now - self._last_text >= TEXT_PROGRESS_EVERY_S:
+            self._last_text = now
+            print(p.summary(), file=sys.stderr)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def redraw(self, final: bool = False) -> None:
+        with self._lock:
+            if self.widgets:
+                self.ctx.run(self._draw_widget)
+            else:
+                self._draw_text(final)
+
+    def cancel(self) -> None:
+        """What Ctrl-C does: drop queued items, kill running ones; the map raises Cancelled."""
+        self.cancelled = True
+        self.cancel_fn()
+
+    def close(self) -> None:
+        ticker.remove(self)
+        if self.progress.ended is None:
+            self.progress.ended = time.monotonic()
+        if self.show is False:
+            return
+        self.redraw(final=True)
+        if self.widgets:
+            with self._lock:
+                self.ctx.run(self.handle.update, self.box)

@@ -47,8 +47,11 @@ FLUSH_S = 0.05
 #: at most this many handler lines per socket per flush (10,000 lines/s): a kernel that
 #: shows them must stay responsive however fast a function prints.
 LOG_LINES_PER_FLUSH = 500
-#: ``done`` items per frame; a result body can be up to the payload limit.
+#: ``done`` items and bytes per frame (a frame's JSON header must stay well under 1 MB)
+DONE_BATCH_ITEMS = 500
 DONE_BATCH_BYTES = 8 << 20
+#: log lines per ``log`` frame (START/END/REPORT of a big map are not rate-capped)
+LOG_FRAME_LINES = 2000
 
 
 class InvocationSocket(websocket.WebSocketHandler):
@@ -207,8 +210,15 @@ class InvocationSocket(websocket.WebSocketHandler):
         self.budget = LOG_LINES_PER_FLUSH
         pending, self.pending_logs = self.pending_logs, {}
         skipped, self.skipped = self.skipped, {}
-        if pending or skipped:
-            self.send("log", logs=pending, skipped=skipped)
+        frame, size = {}, 0
+        for rid, lines in pending.items():
+            if frame and size + len(lines) > LOG_FRAME_LINES:
+                self.send("log", logs=frame, skipped={})
+                frame, size = {}, 0
+            frame[rid] = lines
+            size += len(lines)
+        if frame or skipped:
+            self.send("log", logs=frame, skipped=skipped)
 
     # ---- results --------------------------------------------------------------------------
 
@@ -228,7 +238,7 @@ class InvocationSocket(websocket.WebSocketHandler):
         self._flush_logs()
         items, bodies, size = [], [], 0
         for done, result in pending:
-            if items and size + len(result) > DONE_BATCH_BYTES:
+            if items and (size + len(result) > DONE_BATCH_BYTES or len(items) >= DONE_BATCH_ITEMS):
                 self.send("done", b"".join(bodies), items=items)
                 items, bodies, size = [], [], 0
             items.append(dict(done, nbytes=len(result)))

@@ -265,7 +265,9 @@ def _raise_first_failure(futures, index: int | None = None) -> None:
 
 def _cancel(futures, wait: bool = True) -> None:
     live = [f for f in futures if not f.done()]
-    rids = [f._request_id for f in live if f._request_id]
+    # A future still being submitted gets its request id in a moment (its batch is in flight);
+    # skipping it would leave it to run unobserved.
+    rids = [rid for rid in (f.request_id for f in live) if rid]
     if rids:
         try:
             live[0]._connection.cancel(rids)

@@ -238,6 +238,23 @@ def start_server(timeout: float = 60.0) -> dict:
                                  f"{runtime.parent / 'jupyter_faas-server.log'}")
 
 
+def discover(check=None) -> tuple[str, str]:
+    """The URL and token of this user's FaaS server, starting one if none answers.
+
+    ``JUPYTER_FAAS_URL``/``JUPYTER_FAAS_TOKEN`` first, then the runtime file when its
+    process is alive (and ``check(url, token)``, if given, returns something true), else
+    a newly started background server. Blocks while a server starts: call it from a
+    thread where a loop must not wait (the Jupyter server extension does).
+    """
+    if os.environ.get("JUPYTER_FAAS_URL"):
+        return os.environ["JUPYTER_FAAS_URL"], os.environ.get("JUPYTER_FAAS_TOKEN", "")
+    info = paths.read_runtime_file()
+    if info and _alive(info) and (check is None or check(info["url"], info["token"])):
+        return info["url"], info["token"]
+    info = start_server()
+    return info["url"], info["token"]
+
+
 def connect(url: str | None = None, token: str | None = None) -> Connection:
     """Connect to a FaaS server and make it the default for this process.
 
@@ -248,14 +265,10 @@ def connect(url: str | None = None, token: str | None = None) -> Connection:
     with _lock:
         if url is not None:
             conn = Connection(url, token or os.environ.get("JUPYTER_FAAS_TOKEN", ""))
-        elif os.environ.get("JUPYTER_FAAS_URL"):
-            conn = Connection(os.environ["JUPYTER_FAAS_URL"], os.environ.get("JUPYTER_FAAS_TOKEN", ""))
         else:
-            info = paths.read_runtime_file()
-            conn = _try(info["url"], info["token"]) if info and _alive(info) else None
-            if conn is None:
-                info = start_server()
-                conn = Connection(info["url"], info["token"])
+            tried: list = []  # the runtime file's server, connected while checking it answers
+            url, token = discover(check=lambda u, t: tried.append(_try(u, t)) or tried[-1])
+            conn = tried[-1] if tried and tried[-1] is not None else Connection(url, token)
         if _default is not None:
             _default.close()
         _default = conn

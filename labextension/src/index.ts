@@ -1,10 +1,8 @@
-import {
-  ILayoutRestorer,
-  JupyterFrontEnd,
-  JupyterFrontEndPlugin
-} from '@jupyterlab/application';
-import { Widget } from '@lumino/widgets';
-import { lambdaIcon } from './icon';
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { EventFeed } from './feed';
+import { eventsURL, restAPI } from './handler';
+import { FaaSModel } from './model';
+import { FaaSPanel } from './panel';
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-faas:panel',
@@ -12,10 +10,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
   autoStart: true,
   optional: [ILayoutRestorer],
   activate: (app: JupyterFrontEnd, restorer: ILayoutRestorer | null) => {
-    const panel = new Widget();
-    panel.id = 'jupyter-faas-panel';
-    panel.title.icon = lambdaIcon;
-    panel.title.caption = 'Lambda';
+    const panel = new FaaSPanel(new FaaSModel(restAPI), new EventFeed(eventsURL()));
     app.shell.add(panel, 'left', { rank: 600 });
     restorer?.add(panel, panel.id);
   }

@@ -112,17 +112,18 @@ class Monitoring:
         n = minutes
         invocations, errors, throttles = [0] * n, [0] * n, [0] * n
         durations: list[list[float]] = [[] for _ in range(n)]
-        for row in rows:
-            if row["created_at"] < start:
+        errors_status = ("failed", "timed_out")
+        for created_at, _, _, status, duration_ms in rows:
+            if created_at < start:
                 continue
-            b = int((row["created_at"] - start) // 60)
+            b = int((created_at - start) // 60)
             invocations[b] += 1
-            if row["status"] in ("failed", "timed_out"):
+            if status in errors_status:
                 errors[b] += 1
-            elif row["status"] == "throttled":
+            elif status == "throttled":
                 throttles[b] += 1
-            if row["duration_ms"] is not None:
-                durations[b].append(row["duration_ms"])
+            if duration_ms is not None:
+                durations[b].append(duration_ms)
         series = {"function": function, "start": start, "period_s": 60,
                   "timestamps": [start + 60 * i for i in range(n)],
                   "invocations": invocations, "errors": errors, "throttles": throttles,
@@ -132,15 +133,14 @@ class Monitoring:
         return series
 
 
-def _concurrency(rows: list[dict], start: float, n: int, now: float) -> list[int]:
+def _concurrency(rows: list[tuple], start: float, n: int, now: float) -> list[int]:
     """The peak number of overlapping runs in each minute (a sweep over start/end events)."""
     events = []
-    for row in rows:
-        if row["started_at"] is None:
+    for _, started_at, ended_at, _, _ in rows:
+        if started_at is None:
             continue
-        ended = row["ended_at"] if row["ended_at"] is not None else now
-        events.append((row["started_at"], 1))
-        events.append((ended, -1))
+        events.append((started_at, 1))
+        events.append((ended_at if ended_at is not None else now, -1))
     events.sort(key=lambda e: (e[0], e[1]))  # an end before a start at the same instant
     peaks = [0] * n
     running = 0

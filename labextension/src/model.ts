@@ -46,6 +46,23 @@ export const MAX_ROWS = 500;
 export const MAX_LOG_LINES = 5000;
 /** The function table and charts are re-read at most this often while events stream. */
 export const REFRESH_INTERVAL_MS = 2000;
+/** Longer than the server's log flush interval (0.25 s). */
+export const BACKFILL_DELAY_MS = 800;
+
+/** Stored and live lines as one list in time order, each line once (same ts and text). */
+export function mergeLogs(stored: ILogLine[], live: ILogLine[]): ILogLine[] {
+  const seen = new Set<string>();
+  const out: ILogLine[] = [];
+  for (const line of [...stored, ...live]) {
+    const key = `${line.ts}\u0000${line.line}`;
+    if (!seen.has(key)) {
+      seen.add(key);
+      out.push(line);
+    }
+  }
+  // Stable: lines with the same timestamp keep the order they were printed in.
+  return out.sort((a, b) => a.ts - b.ts).slice(0, MAX_LOG_LINES);
+}
 
 function newer(a: IInvocation, b: IInvocation): boolean {
   return a.created_at > b.created_at || (a.created_at === b.created_at && a.request_id > b.request_id);
@@ -184,8 +201,8 @@ export class FaaSModel {
     }
     const token = ++this._detailToken;
     const current = this._invocations.find(i => i.request_id === requestId);
-    // Show the row at once and ask the feed for live lines before reading the stored ones,
-    // so no line falls between the read and the first push (duplicates are dropped below).
+    // Show the row at once (the panel then asks the feed for its live lines) and read the
+    // stored lines; lines seen both ways are kept once, and backfillLogs closes the gap.
     this._detail = {
       invocation: current ?? ({ request_id: requestId } as IInvocation),
       logs: [],
@@ -201,21 +218,41 @@ export class FaaSModel {
       if (token !== this._detailToken || !this._detail) {
         return;
       }
-      const live = this._detail.logs;
-      const logs = stored.logs;
-      const last = logs.length ? logs[logs.length - 1].ts : -Infinity;
-      const seen = new Set(logs.filter(l => l.ts === last).map(l => l.line));
-      for (const line of live) {
-        if (line.ts > last || (line.ts === last && !seen.has(line.line))) {
-          logs.push(line);
-        }
-      }
       this._detail = {
         invocation: { ...this._detail.invocation, ...invocation },
-        logs: logs.slice(0, MAX_LOG_LINES),
+        logs: mergeLogs(stored.logs, this._detail.logs),
         hiddenLines: stored.logs.length >= MAX_LOG_LINES ? 1 : 0,
         droppedLive: this._detail.droppedLive
       };
+      if (!TERMINAL.has(invocation.status)) {
+        // Lines printed after the read but before the feed had the watch are in neither:
+        // once the server has flushed them (every 0.25 s), read the store again.
+        if (this._backfillTimer !== null) {
+          clearTimeout(this._backfillTimer);
+        }
+        this._backfillTimer = setTimeout(() => {
+          this._backfillTimer = null;
+          void this.backfillLogs();
+        }, BACKFILL_DELAY_MS);
+      }
+      this._changed.emit('detail');
+    });
+  }
+
+  /** Re-read the selected invocation's stored lines and fold in any the feed did not push. */
+  async backfillLogs(): Promise<void> {
+    const d = this._detail;
+    if (!d) {
+      return;
+    }
+    const requestId = d.invocation.request_id;
+    const token = this._detailToken;
+    await this._guard(async () => {
+      const stored = await this._api.logs(requestId, 0, MAX_LOG_LINES);
+      if (token !== this._detailToken || !this._detail) {
+        return;
+      }
+      this._detail = { ...this._detail, logs: mergeLogs(stored.logs, this._detail.logs) };
       this._changed.emit('detail');
     });
   }
@@ -223,6 +260,7 @@ export class FaaSModel {
   async loadMetrics(name: string, minutes: number): Promise<void> {
     this._metricsFunction = name;
     this._metricsMinutes = minutes;
+    this._changed.emit('metrics'); // the choice shows at once; the series follow
     await this._guard(async () => {
       const metrics = await this._api.metrics(name, minutes);
       if (name === this._metricsFunction && minutes === this._metricsMinutes) {
@@ -326,8 +364,10 @@ export class FaaSModel {
   }
 
   dispose(): void {
-    if (this._refreshTimer !== null) {
-      clearTimeout(this._refreshTimer);
+    for (const timer of [this._refreshTimer, this._backfillTimer]) {
+      if (timer !== null) {
+        clearTimeout(timer);
+      }
     }
     Signal.clearData(this);
   }
@@ -415,4 +455,5 @@ export class FaaSModel {
   private _error: string | null = null;
   private _connected = false;
   private _refreshTimer: ReturnType<typeof setTimeout> | null = null;
+  private _backfillTimer: ReturnType<typeof setTimeout> | null = null;
 }

@@ -161,6 +161,23 @@ describe('FaaSModel', () => {
     expect(model.watched).toEqual([]); // a finished invocation needs no live lines
   });
 
+  it('fills the gap between the stored read and the first live line from the store', async () => {
+    const rid = 'r00012';
+    api.rows[12] = inv(12, { status: 'running' });
+    api.logLines[rid] = [
+      { id: 1, ts: 5, stream: 'platform', line: 'START' },
+      { id: 2, ts: 6, stream: 'stdout', line: 'tick 0' }
+    ];
+    await model.select(rid);
+    // 'tick 1' was printed before the watch reached the server and after the read...
+    model.applyEvents([{ type: 'log', request_id: rid, function: 'even', lines: [[8, 'stdout', 'tick 2']], dropped: 0 }]);
+    expect(model.detail!.logs.map(l => l.line)).toEqual(['START', 'tick 0', 'tick 2']);
+    // ...and is in the store by the time the backfill reads it again.
+    api.logLines[rid].push({ id: 3, ts: 7, stream: 'stdout', line: 'tick 1' }, { id: 4, ts: 8, stream: 'stdout', line: 'tick 2' });
+    await model.backfillLogs();
+    expect(model.detail!.logs.map(l => l.line)).toEqual(['START', 'tick 0', 'tick 1', 'tick 2']);
+  });
+
   it('checks the test event is JSON before invoking', async () => {
     await model.invoke('f', '{"a": ');
     expect(model.invokeOutcome!.error).toMatch(/not valid JSON/);

@@ -24,6 +24,7 @@ export class DetailView extends Widget {
     const d = this._model.detail;
     if (!d) {
       fill(this.node);
+      this._shown = null;
       this.hide();
       return;
     }
@@ -83,7 +84,12 @@ export class DetailView extends Widget {
     if (atBottom) {
       logs.scrollTop = logs.scrollHeight;
     }
+    if (inv.request_id !== this._shown) {
+      this._shown = inv.request_id;
+      this.node.scrollIntoView({ block: 'nearest' }); // it opens below the list
+    }
   }
 
   private _model: FaaSModel;
+  private _shown: string | null = null;
 }

@@ -37,8 +37,26 @@ export class MetricsView extends Widget {
     super();
     this.addClass('jp-FaaS-metrics');
     this._model = model;
+    // Built once, like the invocation filters: only the function options change.
+    this._function = h('select', { class: 'jp-FaaS-metricsFunction', 'aria-label': 'Function to chart' });
+    this._window = h('select', { class: 'jp-FaaS-metricsWindow', 'aria-label': 'Window' }, ...WINDOWS.map(([m, label]) => h('option', { value: String(m) }, label)));
+    const load = () => {
+      if (this._function.value) {
+        void model.loadMetrics(this._function.value, Number(this._window.value));
+      }
+    };
+    this._function.addEventListener('change', load);
+    this._window.addEventListener('change', load);
+    this._canvases = [0, 1, 2].map(i => h('canvas', { class: 'jp-FaaS-chart', 'data-chart': String(i) }));
+    fill(
+      this.node,
+      h('h3', { class: 'jp-FaaS-heading' }, 'Metrics'),
+      h('div', { class: 'jp-FaaS-filters' }, this._function, this._window),
+      ...this._canvases.map(c => h('div', { class: 'jp-FaaS-chartBox' }, c))
+    );
     model.changed.connect(this._onChange, this);
-    this._render();
+    this._renderFunctions();
+    this._draw();
   }
 
   dispose(): void {
@@ -48,37 +66,23 @@ export class MetricsView extends Widget {
 
   private _onChange(_: FaaSModel, change: Change): void {
     if (change === 'functions') {
-      this._render();
+      this._renderFunctions();
     } else if (change === 'metrics') {
+      this._renderFunctions();
       this._draw();
     }
   }
 
-  private _render(): void {
+  private _renderFunctions(): void {
     const model = this._model;
-    const fn = h('select', { class: 'jp-FaaS-metricsFunction', 'aria-label': 'Function to chart' }, h('option', { value: '' }, 'Choose a function'));
-    for (const f of model.functions) {
-      fn.append(h('option', { value: f.name }, f.name));
+    const names = model.functions.map(f => f.name);
+    const key = names.join('\n');
+    if (key !== this._functionsKey) {
+      this._functionsKey = key;
+      fill(this._function, h('option', { value: '' }, 'Choose a function'), ...names.map(n => h('option', { value: n }, n)));
     }
-    fn.value = model.metricsFunction ?? '';
-    const win = h('select', { class: 'jp-FaaS-metricsWindow', 'aria-label': 'Window' }, ...WINDOWS.map(([m, label]) => h('option', { value: String(m) }, label)));
-    win.value = String(model.metricsMinutes);
-    const load = () => {
-      if (fn.value) {
-        void model.loadMetrics(fn.value, Number(win.value));
-      }
-    };
-    fn.addEventListener('change', load);
-    win.addEventListener('change', load);
-    this._charts.forEach(c => c.destroy());
-    this._charts = [];
-    this._canvases = [0, 1, 2].map(i => h('canvas', { class: 'jp-FaaS-chart', 'data-chart': String(i) }));
-    fill(this.node, 
-      h('h3', { class: 'jp-FaaS-heading' }, 'Metrics'),
-      h('div', { class: 'jp-FaaS-filters' }, fn, win),
-      ...this._canvases.map(c => h('div', { class: 'jp-FaaS-chartBox' }, c))
-    );
-    this._draw();
+    this._function.value = model.metricsFunction ?? '';
+    this._window.value = String(model.metricsMinutes);
   }
 
   private _draw(): void {
@@ -145,6 +149,9 @@ export class MetricsView extends Widget {
   }
 
   private _model: FaaSModel;
+  private _function: HTMLSelectElement;
+  private _window: HTMLSelectElement;
+  private _functionsKey = '';
   private _charts: Chart[] = [];
-  private _canvases: HTMLCanvasElement[] = [];
+  private _canvases: HTMLCanvasElement[];
 }

@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.parse
 
+import psutil
 from tornado import httpclient, websocket
 
 from kernel_workers import wire
@@ -195,9 +196,9 @@ class Connection:
 
 def _alive(info: dict) -> bool:
     try:
-        os.kill(int(info["pid"]), 0)
-        return True
-    except (OSError, KeyError, ValueError, TypeError):
+        # A zombie (a dead server its parent has not reaped) still answers kill(pid, 0).
+        return psutil.Process(int(info["pid"])).status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, KeyError, ValueError, TypeError):
         return False
 
 
@@ -228,6 +229,9 @@ def start_server(timeout: float = 60.0) -> dict:
         while time.monotonic() < deadline:
             info = paths.read_runtime_file()
             if info and info.get("pid") == proc.pid:
+                # Reap it when it ends, so a long-lived starter (the Jupyter server) keeps
+                # no zombie, which would look alive to the next discovery.
+                threading.Thread(target=proc.wait, name="jupyter_faas-reaper", daemon=True).start()
                 return info
             if proc.poll() is not None:
                 raise errors.ServerError(

@@ -60,13 +60,17 @@ class FaaSBackend:
                 url + path + (f"?{query}" if query else ""), method=method, body=body,
                 headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
                 request_timeout=timeout, allow_nonstandard_methods=True)
-            resp = await self._http.fetch(req, raise_error=False)
-            # Only a refused connection is retried: a timeout may mean an invocation ran.
-            if resp.code != 599 or not isinstance(resp.error, OSError):
-                break
-        if resp.code == 599:
-            raise FaaSUnavailable(f"the jupyter_faas server at {url} did not answer: {resp.error}")
-        return resp
+            try:
+                resp = await self._http.fetch(req, raise_error=False)
+            except OSError as exc:  # refused, reset: the server is gone, look again
+                error = exc
+                continue
+            if resp.code != 599:
+                return resp
+            # A timeout is not retried: the server may have run the invocation.
+            error = resp.error
+            break
+        raise FaaSUnavailable(f"the jupyter_faas server at {url} did not answer: {error}")
 
     async def open_events(self) -> websocket.WebSocketClientConnection:
         for attempt in (0, 1):
@@ -75,7 +79,7 @@ class FaaSBackend:
                                          headers={"Authorization": f"token {token}"})
             try:
                 return await websocket.websocket_connect(req)
-            except OSError as exc:
+            except (OSError, httpclient.HTTPClientError) as exc:  # gone, or a new server's token
                 error = exc
         raise FaaSUnavailable(f"cannot open the event feed of the jupyter_faas server at {url}: {error}")
 

@@ -29,3 +29,13 @@ def load_ipython_extension(ipython) -> None:
     """``%load_ext jupyter_faas``: registers ``%%lambda`` (imported lazily)."""
     from .magics import load
     load(ipython)
+
+
+def _jupyter_labextension_paths() -> list[dict]:
+    """Where the prebuilt side panel is (``jupyter labextension develop`` reads this)."""
+    return [{"src": "labextension", "dest": "jupyter-faas"}]
+
+
+def _jupyter_server_extension_points() -> list[dict]:
+    """The jupyter_server extension that gives the side panel the FaaS server (see .panel)."""
+    return [{"module": "jupyter_faas.panel"}]

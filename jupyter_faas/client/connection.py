@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.parse
 
+import psutil
 from tornado import httpclient, websocket
 
 from kernel_workers import wire
@@ -272,9 +273,9 @@ class Connection:
 
 def _alive(info: dict) -> bool:
     try:
-        os.kill(int(info["pid"]), 0)
-        return True
-    except (OSError, KeyError, ValueError, TypeError):
+        # A zombie (a dead server its parent has not reaped) still answers kill(pid, 0).
+        return psutil.Process(int(info["pid"])).status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, KeyError, ValueError, TypeError):
         return False
 
 
@@ -305,6 +306,9 @@ def start_server(timeout: float = 60.0) -> dict:
         while time.monotonic() < deadline:
             info = paths.read_runtime_file()
             if info and info.get("pid") == proc.pid:
+                # Reap it when it ends, so a long-lived starter (the Jupyter server) keeps
+                # no zombie, which would look alive to the next discovery.
+                threading.Thread(target=proc.wait, name="jupyter_faas-reaper", daemon=True).start()
                 return info
             if proc.poll() is not None:
                 raise errors.ServerError(
@@ -313,6 +317,23 @@ def start_server(timeout: float = 60.0) -> dict:
             time.sleep(0.05)
         raise errors.ServerError(f"the FaaS server did not start within {timeout:g} s; see "
                                  f"{runtime.parent / 'jupyter_faas-server.log'}")
+
+
+def discover(check=None) -> tuple[str, str]:
+    """The URL and token of this user's FaaS server, starting one if none answers.
+
+    ``JUPYTER_FAAS_URL``/``JUPYTER_FAAS_TOKEN`` first, then the runtime file when its
+    process is alive (and ``check(url, token)``, if given, returns something true), else
+    a newly started background server. Blocks while a server starts: call it from a
+    thread where a loop must not wait (the Jupyter server extension does).
+    """
+    if os.environ.get("JUPYTER_FAAS_URL"):
+        return os.environ["JUPYTER_FAAS_URL"], os.environ.get("JUPYTER_FAAS_TOKEN", "")
+    info = paths.read_runtime_file()
+    if info and _alive(info) and (check is None or check(info["url"], info["token"])):
+        return info["url"], info["token"]
+    info = start_server()
+    return info["url"], info["token"]
 
 
 def connect(url: str | None = None, token: str | None = None) -> Connection:
@@ -325,14 +346,10 @@ def connect(url: str | None = None, token: str | None = None) -> Connection:
     with _lock:
         if url is not None:
             conn = Connection(url, token or os.environ.get("JUPYTER_FAAS_TOKEN", ""))
-        elif os.environ.get("JUPYTER_FAAS_URL"):
-            conn = Connection(os.environ["JUPYTER_FAAS_URL"], os.environ.get("JUPYTER_FAAS_TOKEN", ""))
         else:
-            info = paths.read_runtime_file()
-            conn = _try(info["url"], info["token"]) if info and _alive(info) else None
-            if conn is None:
-                info = start_server()
-                conn = Connection(info["url"], info["token"])
+            tried: list = []  # the runtime file's server, connected while checking it answers
+            url, token = discover(check=lambda u, t: tried.append(_try(u, t)) or tried[-1])
+            conn = tried[-1] if tried and tried[-1] is not None else Connection(url, token)
         if _default is not None:
             _default.close()
         _default = conn

@@ -24,9 +24,11 @@ from tornado.netutil import bind_sockets
 from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 
 from .. import __version__, paths
+from . import lifecycle
 from .handlers import routes
 from .invoker import Service
 from .memory import make_enforcer
+from .monitoring import Monitoring
 from .pool import Pool
 from .store import Store
 
@@ -65,6 +67,11 @@ class FaaSServer(JupyterApp):
                               help="How memory limits are enforced: cgroup (v1 memory controller, "
                                    "kernel-enforced), watchdog (RSS sampling + RLIMIT_AS), or auto "
                                    "(cgroup where writable, else watchdog).")
+    price_per_gb_second = Float(lifecycle.PRICE_PER_GB_SECOND, config=True,
+                                help="USD per GB-second for the panel's cost estimate (Lambda x86 "
+                                     "on-demand, first tier, us-east-1 by default).")
+    price_per_request = Float(lifecycle.PRICE_PER_REQUEST, config=True,
+                              help="USD per request for the panel's cost estimate ($0.20 per million).")
     write_runtime_file = Bool(True, config=True, help="Publish URL and token in the runtime file.")
 
     @default("token")
@@ -87,9 +94,16 @@ class FaaSServer(JupyterApp):
         self.service = Service(self.store, pool, memory_budget_mb=self.memory_budget_mb,
                                max_concurrency=self.max_concurrency, throttle_wait=self.throttle_wait,
                                max_payload_bytes=int(self.max_payload_mb * 1024 * 1024))
+<<<<<<< HEAD
         # A frame is one payload or a batch of small ones (the client caps batches at 8 MB).
         max_message = max(int(self.max_payload_mb * 1024 * 1024), 8 << 20) + (2 << 20)
+=======
+        max_message = int(self.max_payload_mb * 1024 * 1024) + (1 << 20)
+        monitoring = Monitoring(self.store, price_per_gb_second=self.price_per_gb_second,
+                                price_per_request=self.price_per_request)
+>>>>>>> panel
         return web.Application(routes(), faas_service=self.service, faas_token=self.token,
+                               faas_monitoring=monitoring,
                                faas_shutdown=self.request_stop, websocket_max_message_size=max_message)
 
     def request_stop(self) -> None:

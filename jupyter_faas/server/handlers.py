@@ -19,6 +19,18 @@ from ..errors import FaaSError, InvalidParameter, ServerError
 from .lifecycle import TERMINAL
 
 
+def token_matches(request, token: str) -> bool:
+    """Whether a request carries ``token``: ``Authorization: token|Bearer <T>`` or ``?token=<T>``."""
+    given = request.headers.get("Authorization", "")
+    if given.lower().startswith("token "):
+        given = given[6:].strip()
+    elif given.lower().startswith("bearer "):
+        given = given[7:].strip()
+    else:
+        given = "".join(v.decode(errors="replace") for v in request.query_arguments.get("token", [])[-1:])
+    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
+
+
 class BaseHandler(web.RequestHandler):
     @property
     def service(self):
@@ -28,15 +40,7 @@ class BaseHandler(web.RequestHandler):
         pass  # token auth only: no cookies are ever issued, so there is nothing to forge
 
     def prepare(self) -> None:
-        token = self.settings["faas_token"]
-        given = self.request.headers.get("Authorization", "")
-        if given.lower().startswith("token "):
-            given = given[6:].strip()
-        elif given.lower().startswith("bearer "):
-            given = given[7:].strip()
-        else:
-            given = self.get_query_argument("token", "")
-        if not given or not hmac.compare_digest(given.encode(), token.encode()):
+        if not token_matches(self.request, self.settings["faas_token"]):
             self.set_status(403)
             self.set_header("x-amzn-ErrorType", "AccessDeniedException")
             self.finish({"Type": "User", "errorType": "AccessDeniedException",
@@ -168,10 +172,17 @@ class InvocationsHandler(BaseHandler):
             before = float(before) if before is not None else None
         except ValueError:
             raise InvalidParameter(f"before={before!r} is not a timestamp") from None
+        before_id = self.get_query_argument("before_id", None)
+        if before_id is not None and before is None:
+            raise InvalidParameter("before_id needs before (the created_at of the same row)")
+        limit = self.int_arg("limit", 100, 1, 1000)
         rows = self.service.store.list_invocations(
             function=self.get_query_argument("function", None), status=status,
-            limit=self.int_arg("limit", 100, 1, 1000), before=before)
-        self.finish({"invocations": rows})
+            limit=limit, before=before, before_id=before_id)
+        last = rows[-1] if len(rows) == limit else None
+        self.finish({"invocations": rows,
+                     "next": {"before": last["created_at"], "before_id": last["request_id"]}
+                     if last else None})
 
 
 class InvocationHandler(BaseHandler):
@@ -204,6 +215,19 @@ class InvocationCancelHandler(BaseHandler):
         self.finish({"request_id": request_id, "cancelled": self.service.cancel(request_id)})
 
 
+class FunctionStatsHandler(BaseHandler):
+    def get(self):
+        monitoring = self.settings["faas_monitoring"]
+        self.finish({"functions": monitoring.function_stats(), "prices": monitoring.prices()})
+
+
+class FunctionMetricsHandler(BaseHandler):
+    def get(self, name):
+        self.service.get_function(name)
+        minutes = self.int_arg("minutes", 60, 1, 10**6)
+        self.finish(self.settings["faas_monitoring"].metrics(name, minutes))
+
+
 class ShutdownHandler(BaseHandler):
     def post(self):
         self.finish({"stopping": True})
@@ -211,6 +235,7 @@ class ShutdownHandler(BaseHandler):
 
 
 def routes() -> list:
+    from .events import EventSocket
     from .websocket import InvocationSocket
     p = "/faas/api"
     name = r"(?P<name>[^/]+)"
@@ -226,6 +251,9 @@ def routes() -> list:
         (rf"{p}/invocations/{rid}/result", InvocationResultHandler),
         (rf"{p}/invocations/{rid}/logs", InvocationLogsHandler),
         (rf"{p}/invocations/{rid}/cancel", InvocationCancelHandler),
+        (rf"{p}/metrics/functions", FunctionStatsHandler),
+        (rf"{p}/metrics/functions/{name}", FunctionMetricsHandler),
         (rf"{p}/shutdown", ShutdownHandler),
         (rf"{p}/ws", InvocationSocket),
+        (rf"{p}/events", EventSocket),
     ]

@@ -24,6 +24,7 @@ from .. import limits
 from ..errors import InvalidParameter, PayloadTooLarge, ResourceNotFound, Throttled
 from . import lifecycle
 from .lifecycle import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, THROTTLED
+from .monitoring import input_summary
 
 log = logging.getLogger("jupyter_faas.server")
 
@@ -167,7 +168,8 @@ class Service:
         self.store.add_invocation({
             "request_id": inv.request_id, "function": function["name"], "version": function["version"],
             "invocation_type": invocation_type, "encoding": encoding, "status": QUEUED,
-            "created_at": inv.created_at, "memory_size_mb": function["memory"]}, payload)
+            "created_at": inv.created_at, "memory_size_mb": function["memory"],
+            "input_summary": input_summary(payload, encoding)}, payload)
         self._enqueue(inv)
         return inv
 

@@ -73,13 +73,33 @@ MIGRATIONS = [
     );
     CREATE INDEX log_lines_request ON log_lines(request_id, id);
     """,
+    # 2: the side panel's queries. Keyset paging orders by (created_at, request_id) so rows
+    # with equal timestamps are neither skipped nor repeated, under each filter; duration
+    # percentiles per function are an OFFSET walk along (function, duration_ms); function
+    # statistics and per-minute metrics read only the covering "metrics" index. The
+    # version-1 indexes are prefixes of these, so they go. The payload is dropped when an
+    # invocation ends, so a short summary of the input is kept for the invocation's detail.
+    """
+    ALTER TABLE invocations ADD COLUMN input_summary TEXT;
+    CREATE INDEX invocations_page ON invocations(created_at DESC, request_id DESC);
+    CREATE INDEX invocations_function_page ON invocations(function, created_at DESC, request_id DESC);
+    CREATE INDEX invocations_status_page ON invocations(status, created_at DESC, request_id DESC);
+    CREATE INDEX invocations_function_status_page
+        ON invocations(function, status, created_at DESC, request_id DESC);
+    CREATE INDEX invocations_function_duration ON invocations(function, duration_ms);
+    CREATE INDEX invocations_function_metrics ON invocations(function, created_at, status,
+        started_at, ended_at, duration_ms, billed_duration_ms, memory_size_mb);
+    DROP INDEX invocations_created;
+    DROP INDEX invocations_function;
+    DROP INDEX invocations_status;
+    """,
 ]
 
 #: Columns of an invocation as the API shows it (payload and result are fetched apart).
 INVOCATION_COLUMNS = (
     "request_id", "function", "version", "invocation_type", "encoding", "status", "error",
     "error_type", "created_at", "started_at", "ended_at", "duration_ms", "billed_duration_ms",
-    "memory_size_mb", "max_memory_used_mb", "init_duration_ms", "environment_id")
+    "memory_size_mb", "max_memory_used_mb", "init_duration_ms", "environment_id", "input_summary")
 TERMINAL = ("succeeded", "failed", "timed_out", "cancelled", "throttled")
 
 
@@ -181,9 +201,11 @@ class Store:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO invocations(request_id, function, version, invocation_type, encoding, "
-                "status, payload, created_at, memory_size_mb) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "status, payload, created_at, memory_size_mb, input_summary) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (inv["request_id"], inv["function"], inv["version"], inv["invocation_type"],
-                 inv["encoding"], inv["status"], payload, inv["created_at"], inv["memory_size_mb"]))
+                 inv["encoding"], inv["status"], payload, inv["created_at"], inv["memory_size_mb"],
+                 inv.get("input_summary")))
 
     def mark_running(self, request_id: str, started_at: float, environment_id: str) -> None:
         with self._tx() as db:
@@ -193,7 +215,7 @@ class Store:
     def finish_invocation(self, request_id: str, fields: dict, result: bytes | None,
                           logs: list) -> None:
         """The terminal state, the result and the remaining log lines, in one transaction."""
-        allowed = set(INVOCATION_COLUMNS) - {"request_id"}
+        allowed = set(INVOCATION_COLUMNS) - {"request_id", "input_summary"}
         cols = [c for c in fields if c in allowed]
         values = [json.dumps(fields[c]) if c == "error" and fields[c] is not None else fields[c]
                   for c in cols]
@@ -224,7 +246,10 @@ class Store:
         return bytes(row[0]) if row and row[0] is not None else b""
 
     def list_invocations(self, function: str | None = None, status: str | None = None,
-                         limit: int = 100, before: float | None = None) -> list[dict]:
+                         limit: int = 100, before: float | None = None,
+                         before_id: str | None = None) -> list[dict]:
+        """Newest first. ``before``/``before_id`` is the keyset cursor: the (created_at,
+        request_id) of the last row of the previous page (``before`` alone: older than it)."""
         clauses, params = [], []
         if function:
             clauses.append("function=?")
@@ -232,14 +257,59 @@ class Store:
         if status:
             clauses.append("status=?")
             params.append(status)
-        if before is not None:
+        if before is not None and before_id is not None:
+            clauses.append("(created_at, request_id) < (?, ?)")
+            params.extend((before, before_id))
+        elif before is not None:
             clauses.append("created_at<?")
             params.append(before)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         rows = self.db.execute(
             f"SELECT {', '.join(INVOCATION_COLUMNS)} FROM invocations {where} "
-            f"ORDER BY created_at DESC LIMIT ?", (*params, int(limit))).fetchall()
+            f"ORDER BY created_at DESC, request_id DESC LIMIT ?", (*params, int(limit))).fetchall()
         return [_invocation_row(r) for r in rows]
+
+    def add_invocations_bulk(self, rows: list[dict]) -> None:
+        """Insert finished invocations in one transaction (imports, and the panel's scale test)."""
+        cols = [c for c in INVOCATION_COLUMNS]
+        with self._tx() as db:
+            db.executemany(
+                f"INSERT INTO invocations({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                [tuple(json.dumps(r[c]) if c == "error" and r.get(c) is not None else r.get(c)
+                       for c in cols) for r in rows])
+
+    # ---- monitoring (the side panel) ---------------------------------------------------------
+
+    def function_stats(self) -> list[dict]:
+        """Per function, over every stored invocation: counts, in-flight, billed MB-ms."""
+        rows = self.db.execute(
+            "SELECT function, COUNT(*) AS invocations, "
+            "SUM(status IN ('failed', 'timed_out')) AS errors, "
+            "SUM(status = 'throttled') AS throttles, "
+            "SUM(status IN ('queued', 'running')) AS in_flight, "
+            "COUNT(billed_duration_ms) AS billed_requests, "
+            "TOTAL(billed_duration_ms * memory_size_mb) AS billed_mb_ms, "
+            "COUNT(duration_ms) AS timed, MAX(created_at) AS last_invoked_at "
+            "FROM invocations GROUP BY function").fetchall()
+        return [dict(r) for r in rows]
+
+    def duration_at_rank(self, function: str, rank: int) -> float | None:
+        """The ``rank``-th smallest (0-based) recorded duration of ``function``."""
+        row = self.db.execute(
+            "SELECT duration_ms FROM invocations WHERE function=? AND duration_ms IS NOT NULL "
+            "ORDER BY duration_ms LIMIT 1 OFFSET ?", (function, int(rank))).fetchone()
+        return row[0] if row else None
+
+    def timeline(self, function: str, since: float, until: float) -> list[tuple]:
+        """(created_at, started_at, ended_at, status, duration_ms) of ``function``'s invocations
+        created in [since, until): what per-minute metrics need. Plain tuples: a day can be
+        100,000 rows, and building a dict per row would double the time."""
+        cur = self.db.cursor()
+        cur.row_factory = None
+        return cur.execute(
+            "SELECT created_at, started_at, ended_at, status, duration_ms FROM invocations "
+            "WHERE function=? AND created_at>=? AND created_at<? ORDER BY created_at",
+            (function, since, until)).fetchall()
 
     def unfinished(self) -> list[dict]:
         rows = self.db.execute(

@@ -1,0 +1,141 @@
+/**
+ * The shapes the jupyter_faas server answers with (see jupyter_faas/server/openapi.yaml).
+ */
+
+export type InvocationStatus =
+  | 'queued'
+  | 'running'
+  | 'succeeded'
+  | 'failed'
+  | 'timed_out'
+  | 'cancelled'
+  | 'throttled';
+
+export const STATUSES: InvocationStatus[] = [
+  'queued',
+  'running',
+  'succeeded',
+  'failed',
+  'timed_out',
+  'cancelled',
+  'throttled'
+];
+
+export const TERMINAL = new Set<InvocationStatus>([
+  'succeeded',
+  'failed',
+  'timed_out',
+  'cancelled',
+  'throttled'
+]);
+
+export interface IFunctionStats {
+  name: string;
+  version: number;
+  memory: number;
+  timeout: number;
+  concurrency: number | null;
+  updated_at: number;
+  invocations: number;
+  errors: number;
+  throttles: number;
+  in_flight: number;
+  duration_p50_ms: number | null;
+  duration_p99_ms: number | null;
+  gb_seconds: number;
+  cost_usd: number;
+  last_invoked_at: number | null;
+}
+
+export interface IFunctionStatsReply {
+  functions: IFunctionStats[];
+  prices: { per_gb_second: number; per_request: number };
+}
+
+export interface IInvocationError {
+  errorType: string;
+  errorMessage: string;
+  stackTrace?: string[] | null;
+  [key: string]: unknown;
+}
+
+export interface IInvocation {
+  request_id: string;
+  function: string;
+  version: number;
+  status: InvocationStatus;
+  created_at: number;
+  started_at?: number | null;
+  ended_at?: number | null;
+  duration_ms?: number | null;
+  billed_duration_ms?: number | null;
+  memory_size_mb?: number | null;
+  max_memory_used_mb?: number | null;
+  init_duration_ms?: number | null;
+  error?: IInvocationError | null;
+  error_type?: string | null;
+  invocation_type?: string;
+  encoding?: string;
+  environment_id?: string | null;
+  input_summary?: string | null;
+}
+
+export interface ICursor {
+  before: number;
+  before_id: string;
+}
+
+export interface IInvocationPage {
+  invocations: IInvocation[];
+  next: ICursor | null;
+}
+
+export interface IInvocationQuery {
+  function?: string;
+  status?: InvocationStatus;
+  limit: number;
+  cursor?: ICursor | null;
+}
+
+/** A stored log line (REST). Live lines from the feed have no id. */
+export interface ILogLine {
+  id?: number;
+  ts: number;
+  stream: string;
+  line: string;
+}
+
+export interface IMetrics {
+  function: string;
+  start: number;
+  period_s: number;
+  timestamps: number[];
+  invocations: number[];
+  errors: number[];
+  throttles: number[];
+  concurrent_executions: number[];
+  duration_p50_ms: (number | null)[];
+  duration_p90_ms: (number | null)[];
+  duration_p99_ms: (number | null)[];
+}
+
+export interface IInvokeResult {
+  request_id: string;
+  status: InvocationStatus;
+  result: unknown;
+  error: IInvocationError | null;
+  logs: string[];
+}
+
+/** Events of the feed (/jupyter-faas/events). */
+export type FeedEvent =
+  | { type: 'function'; name: string; version: number | null; action: 'deployed' | 'deleted' }
+  | ({ type: 'invocation' } & IInvocation)
+  | {
+      type: 'log';
+      request_id: string;
+      function: string;
+      lines: [number, string, string][];
+      dropped: number;
+    }
+  | { type: 'overflow'; dropped: number };

@@ -1,0 +1,360 @@
+"""The side panel end to end: real JupyterLab, real FaaS server, real (headless) Chromium.
+
+The FaaS server's store starts with 100,000 invocations of one function, so every test
+here also runs against a store of a realistic size; ``test_scale_*`` time it. Timings are
+printed (``pytest -s``) and written to tests/artifacts/scale.txt with the screenshots.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+
+from panel_fixtures import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LabProcess, browser_env
+
+BULK = 100_000
+BULK_FUNCTION = "bulk_fn"
+PANEL = "#jupyter-faas-panel"
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _fill_store(path) -> dict:
+    """100,000 finished invocations over the last two days, inserted through the store module."""
+    from jupyter_faas.server.store import Store
+    store = Store(path)
+    store.deploy(BULK_FUNCTION, b"not-called", {"memory": 512, "timeout": 30, "env": {},
+                                                "concurrency": 10})
+    rng = random.Random(7)
+    now = time.time() - 120  # leave the newest two minutes to the live invocations
+    rows = []
+    for i in range(BULK):
+        created = now - rng.random() * 2 * 86400
+        status = rng.choices(["succeeded", "failed", "timed_out", "throttled"], [96, 2, 1, 1])[0]
+        ran = status != "throttled"
+        dur = rng.lognormvariate(3, 1) if ran else None
+        rows.append({"request_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                     "function": BULK_FUNCTION, "version": 1, "invocation_type": "Event",
+                     "encoding": "json", "status": status, "created_at": created,
+                     "started_at": created if ran else None,
+                     "ended_at": created + dur / 1000 if ran else None, "duration_ms": dur,
+                     "billed_duration_ms": int(dur) + 1 if ran else None, "memory_size_mb": 512,
+                     "max_memory_used_mb": 40 if ran else None,
+                     "error_type": "ValueError" if status == "failed" else None,
+                     "input_summary": '{"n":%d}' % i})
+    t0 = time.perf_counter()
+    store.add_invocations_bulk(rows)
+    insert_s = time.perf_counter() - t0
+    timings = {"insert_100k_s": insert_s}
+    t0 = time.perf_counter()
+    first = store.list_invocations(limit=50)
+    timings["first_page_ms"] = (time.perf_counter() - t0) * 1000
+    cursor = first[-1]
+    for _ in range(1000 // 50):  # walk 20 pages deep with the keyset cursor
+        page = store.list_invocations(limit=50, before=cursor["created_at"], before_id=cursor["request_id"])
+        cursor = page[-1]
+    t0 = time.perf_counter()
+    store.list_invocations(limit=50, before=cursor["created_at"], before_id=cursor["request_id"])
+    timings["page_after_1000_rows_ms"] = (time.perf_counter() - t0) * 1000
+    mid = sorted(r["created_at"] for r in rows)[BULK // 2]
+    t0 = time.perf_counter()
+    store.list_invocations(limit=50, before=mid, before_id="")
+    timings["page_at_row_50000_ms"] = (time.perf_counter() - t0) * 1000
+    t0 = time.perf_counter()
+    store.list_invocations(function=BULK_FUNCTION, status="failed", limit=50)
+    timings["filtered_page_ms"] = (time.perf_counter() - t0) * 1000
+    store.close()
+    return timings
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from conftest import ServerProcess
+    base = tmp_path_factory.mktemp("panel")
+    server = ServerProcess(base, "--FaaSServer.throttle_wait=0.5")
+    timings = _fill_store(base / "data" / "faas" / "faas.sqlite")
+    server.start()
+    lab = LabProcess(base, server.env)
+    try:
+        lab.start()
+        yield {"server": server, "lab": lab, "timings": timings}
+    finally:
+        lab.stop()
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def functions(stack):
+    import jupyter_faas as faas
+    from jupyter_faas.client import connection
+    server = stack["server"]
+    faas.connect(server.url, server.token)
+
+    @faas.function(name="e2e_square", memory=256, timeout=10)
+    def square(x):
+        print("squaring", x)
+        return x * x
+
+    @faas.function(name="e2e_slow", memory=128, timeout=30)
+    def slow(n):
+        import time as _t
+        for i in range(n):
+            print("tick", i, flush=True)
+            _t.sleep(0.3)
+        return n
+
+    @faas.function(name="e2e_add", memory=128, timeout=10)
+    def add(event):
+        return event["a"] + event["b"]
+
+    yield {"square": square, "slow": slow, "add": add}
+    connection.reset()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    import os
+    os.environ.update(browser_env())
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(stack, browser, functions):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    seen_bodies: list[bytes] = []
+
+    def record(response):
+        if "/jupyter-faas/" in response.url:
+            try:
+                seen_bodies.append(response.body())
+            except Exception:  # noqa: BLE001 - redirects and aborted requests have no body
+                pass
+    pg.on("response", record)
+    pg.seen_bodies = seen_bodies
+    stack["timings"]["panel_open_s"] = _open_panel(pg, stack["lab"])
+    yield pg
+    ctx.close()
+
+
+def _open_panel(page, lab) -> float:
+    """Load JupyterLab, open the Lambda tab; seconds from the click to rows on screen."""
+    page.goto(f"{lab.url}/lab?token={lab.token}")
+    tab = page.locator('.jp-SideBar [data-id="jupyter-faas-panel"]')
+    tab.wait_for(timeout=60_000)
+    t0 = time.perf_counter()
+    tab.click()
+    page.locator(f"{PANEL} .jp-FaaS-row").first.wait_for(timeout=30_000)
+    page.locator(f'{PANEL} .jp-FaaS-function[data-function="{BULK_FUNCTION}"]').wait_for(timeout=30_000)
+    opened = time.perf_counter() - t0
+    # Widen the sidebar the way a user would, by dragging its edge.
+    handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first
+    box = handle.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 200)
+    page.mouse.down()
+    page.mouse.move(520, box["y"] + 200, steps=5)
+    page.mouse.up()
+    return opened
+
+
+def _stat(page, function, key) -> str:
+    return page.locator(f'{PANEL} .jp-FaaS-function[data-function="{function}"] '
+                        f'[data-stat="{key}"] .jp-FaaS-statValue').inner_text()
+
+
+def test_scale_100k_invocations(stack, page, functions):
+    """The store holds 100,000 invocations: pages stay fast and the panel opens quickly."""
+    timings = stack["timings"]
+    assert _stat(page, BULK_FUNCTION, "invocations") == f"{BULK:,}"
+    assert page.locator(f"{PANEL} .jp-FaaS-row").count() == 50  # one page, not 100,000 rows
+    # Paging older through the panel (keyset cursor through the proxy).
+    t0 = time.perf_counter()
+    page.locator(f"{PANEL} .jp-FaaS-more").click()
+    page.wait_for_function(f"document.querySelectorAll('{PANEL} .jp-FaaS-row').length === 100")
+    timings["panel_older_page_s"] = time.perf_counter() - t0
+    # Filter by status on the server side.
+    t0 = time.perf_counter()
+    page.select_option(f"{PANEL} .jp-FaaS-filterStatus", "failed")
+    page.wait_for_function(
+        f"[...document.querySelectorAll('{PANEL} .jp-FaaS-row .jp-FaaS-status')]"
+        ".every(e => e.textContent === 'failed') && "
+        f"document.querySelectorAll('{PANEL} .jp-FaaS-row').length === 50")
+    timings["panel_filter_s"] = time.perf_counter() - t0
+    page.select_option(f"{PANEL} .jp-FaaS-filterStatus", "")
+    # The REST endpoints the panel calls, through Jupyter, timed from here.
+    lab = stack["lab"]
+    for name, path in (("api_function_stats_ms", "metrics/functions"),
+                       ("api_first_page_ms", "invocations?limit=50"),
+                       ("api_metrics_1day_ms", f"metrics/functions/{BULK_FUNCTION}?minutes=1440")):
+        t0 = time.perf_counter()
+        _lab_get(lab, path)
+        timings[name] = (time.perf_counter() - t0) * 1000
+    ARTIFACTS.mkdir(exist_ok=True)
+    report = "\n".join(f"{k}: {v:.3f}" for k, v in timings.items())
+    (ARTIFACTS / "scale.txt").write_text(report + "\n")
+    print("\n100,000 invocations:\n" + report)
+    assert timings["first_page_ms"] < 50 and timings["page_at_row_50000_ms"] < 50
+    assert timings["filtered_page_ms"] < 50
+    assert timings["panel_open_s"] < 20
+
+
+def _lab_get(lab, path, token=True):
+    url = f"{lab.url}/jupyter-faas/api/{path}"
+    headers = {"Authorization": f"token {lab.token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def test_panel_lists_functions_and_updates_live(stack, page, functions):
+    square = functions["square"]
+    assert [square(i) for i in range(3)] == [0, 1, 4]
+    card = page.locator(f'{PANEL} .jp-FaaS-function[data-function="e2e_square"]')
+    card.wait_for(timeout=30_000)
+    page.wait_for_function(
+        f"document.querySelector('{PANEL} .jp-FaaS-function[data-function=\"e2e_square\"] "
+        f"[data-stat=\"invocations\"] .jp-FaaS-statValue')?.textContent === '3'", timeout=30_000)
+    assert "256 MB · 10 s" in card.inner_text()
+    # A marker on window: if the page reloaded, it would be gone.
+    page.evaluate("window.__faasMarker = 42")
+    inv = square.invoke(12)
+    row = page.locator(f'{PANEL} .jp-FaaS-row[data-request-id="{inv.request_id}"]')
+    row.wait_for(timeout=30_000)
+    assert page.evaluate("window.__faasMarker") == 42
+    assert page.locator(f"{PANEL} .jp-FaaS-row").first.get_attribute("data-request-id") == inv.request_id
+    assert inv.request_id[:8] in row.inner_text() and "succeeded" in row.inner_text()
+    assert page.locator(f"{PANEL} .jp-FaaS-live.jp-mod-live").count() == 1
+
+    # Click: the invocation's detail with every log line and the REPORT.
+    row.click()
+    logs = page.locator(f"{PANEL} .jp-FaaS-logs")
+    page.wait_for_function(f"document.querySelector('{PANEL} .jp-FaaS-logs')?.textContent.includes('squaring 12')")
+    text = logs.inner_text()
+    assert f"START RequestId: {inv.request_id}" in text and "REPORT RequestId:" in text
+    assert "Max Memory Used:" in page.locator(f"{PANEL} .jp-FaaS-report").inner_text()
+    assert inv.request_id in page.locator(f'{PANEL} [data-field="request_id"]').inner_text()
+    assert "pickled arguments" in page.locator(f'{PANEL} [data-field="input"]').inner_text()
+
+
+def test_live_logs_of_a_running_invocation_and_cancel(stack, page, functions):
+    fut = functions["slow"].spawn(60)  # 18 s of ticks unless cancelled
+    deadline = time.monotonic() + 10
+    while fut.request_id is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    row = page.locator(f'{PANEL} .jp-FaaS-row[data-request-id="{fut.request_id}"]')
+    row.wait_for(timeout=30_000)
+    row.click()
+    # Lines arrive while it is still running, without a reload.
+    page.wait_for_function(f"document.querySelector('{PANEL} .jp-FaaS-logs')?.textContent.includes('tick 5')",
+                           timeout=30_000)
+    assert page.locator(f'{PANEL} [data-field="status"]').inner_text().endswith("running")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator(f"{PANEL} .jp-FaaS-detail").screenshot(path=str(ARTIFACTS / "detail-live.png"))
+    page.locator(f"{PANEL} .jp-FaaS-detailHead button", has_text="Cancel").click()
+    page.wait_for_function(f"document.querySelector('{PANEL} [data-field=\"status\"] dd')?.textContent === 'cancelled'",
+                           timeout=30_000)
+    with pytest.raises(Exception) as info:
+        fut.result(30)
+    assert type(info.value).__name__ == "Cancelled"
+    # Every line, stored before the click or pushed after it, once and in order.
+    page.wait_for_function(f"document.querySelector('{PANEL} .jp-FaaS-logs')?.textContent.includes('END RequestId')")
+    lines = page.locator(f"{PANEL} .jp-FaaS-log").all_inner_texts()
+    ticks = [line for line in lines if line.startswith("tick ")]
+    assert 5 < len(ticks) < 60
+    assert ticks == [f"tick {i}" for i in range(len(ticks))]
+    stored = _lab_get(stack["lab"], f"invocations/{fut.request_id}/logs")["logs"]
+    assert lines == [entry["line"] for entry in stored]
+
+
+def test_invoke_with_a_json_test_event_and_metrics(stack, page, functions):
+    assert functions["add"]({"a": 1, "b": 1}) == 2  # deploys it
+    card = page.locator(f'{PANEL} .jp-FaaS-function[data-function="e2e_add"]')
+    card.wait_for(timeout=30_000)
+    card.locator("button", has_text="Invoke").click()
+    box = card.locator("textarea.jp-FaaS-event")
+    box.fill('{"a": 2, "b": ')
+    card.locator("button", has_text="Run").click()
+    assert "not valid JSON" in card.locator(".jp-FaaS-invokeResult").inner_text()
+    box.fill('{"a": 2, "b": 40}')
+    card.locator("button", has_text="Run").click()
+    page.wait_for_function(
+        f"document.querySelector('{PANEL} .jp-FaaS-function[data-function=\"e2e_add\"] .jp-FaaS-invokeResult pre')"
+        "?.textContent === '42'", timeout=30_000)
+    assert "succeeded" in card.locator(".jp-FaaS-invokeResult").inner_text()
+    # The JSON input is kept as the invocation's input summary.
+    rid = card.locator(".jp-FaaS-invokeResult div").first.inner_text().split(" · ")[1]
+    assert _lab_get(stack["lab"], f"invocations/{rid}")["input_summary"] == '{"a":2,"b":40}'
+
+    # Metrics for the bulk function: charts drawn from per-minute series.
+    page.locator(f'{PANEL} .jp-FaaS-function[data-function="{BULK_FUNCTION}"] button', has_text="Metrics").click()
+    with page.expect_response(lambda r: f"metrics/functions/{BULK_FUNCTION}?minutes=1440" in r.url) as answer:
+        page.select_option(f"{PANEL} .jp-FaaS-metricsWindow", "1440")
+    assert answer.value.ok
+    assert page.locator(f"{PANEL} .jp-FaaS-metricsFunction").input_value() == BULK_FUNCTION
+    assert page.locator(f"{PANEL} .jp-FaaS-metricsWindow").input_value() == "1440"
+    canvases = page.locator(f"{PANEL} canvas.jp-FaaS-chart")
+    assert canvases.count() == 3
+    page.wait_for_function(f"""(() => {{
+        const c = document.querySelector('{PANEL} canvas.jp-FaaS-chart');
+        if (!c || !c.width) return false;
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        for (let i = 3; i < d.length; i += 4) if (d[i] !== 0) return true;
+        return false; }})()""", timeout=30_000)
+    metrics = _lab_get(stack["lab"], f"metrics/functions/{BULK_FUNCTION}?minutes=1440")
+    assert len(metrics["timestamps"]) == 1440 and sum(metrics["invocations"]) > 40_000
+    page.locator(f"{PANEL} .jp-FaaS-metrics").scroll_into_view_if_needed()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator(PANEL).screenshot(path=str(ARTIFACTS / "panel-metrics.png"))
+
+
+def test_delete_function_from_the_panel(stack, page, functions):
+    card = page.locator(f'{PANEL} .jp-FaaS-function[data-function="e2e_add"]')
+    card.locator("button", has_text="Delete").click()
+    page.locator(".jp-Dialog button", has_text="Delete").click()
+    card.wait_for(state="detached", timeout=30_000)
+    with pytest.raises(urllib.error.HTTPError) as info:
+        _lab_get(stack["lab"], "functions/e2e_add")
+    assert info.value.code == 404
+
+
+def test_screenshot_and_the_token_never_reaches_the_browser(stack, page, functions):
+    page.locator(f'{PANEL} .jp-FaaS-row').nth(0).click()
+    page.locator(f"{PANEL} .jp-FaaS-logs").wait_for()
+    page.locator(f"{PANEL} .jp-FaaS-title").scroll_into_view_if_needed()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "lab-with-panel.png"))
+    page.locator(PANEL).screenshot(path=str(ARTIFACTS / "panel.png"))
+    assert (ARTIFACTS / "panel.png").stat().st_size > 10_000
+    faas_token = stack["server"].token.encode()
+    assert page.seen_bodies, "the browser made no request to /jupyter-faas/"
+    assert not any(faas_token in body for body in page.seen_bodies)
+    assert faas_token.decode() not in page.content()
+    # Without Jupyter's credentials the relay refuses, REST and websocket alike.
+    with pytest.raises(urllib.error.HTTPError) as info:
+        _lab_get(stack["lab"], "status", token=False)
+    assert info.value.code == 403
+    with pytest.raises(urllib.error.HTTPError) as info:
+        _lab_get(stack["lab"], "shutdown")
+    assert info.value.code in (404, 405)
+    lab = stack["lab"]
+    import asyncio
+    import concurrent.futures
+
+    from tornado import httpclient, websocket
+
+    async def ws_without_token():
+        with pytest.raises(httpclient.HTTPClientError) as denied:
+            await websocket.websocket_connect(f"ws://127.0.0.1:{lab.port}/jupyter-faas/events")
+        return denied.value.code
+    # Playwright's sync API owns this thread's loop: run the websocket client on another.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert pool.submit(asyncio.run, ws_without_token()).result(30) == 403

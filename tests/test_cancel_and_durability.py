@@ -19,6 +19,16 @@ def ctrl_c():
     os.kill(os.getpid(), signal.SIGINT)
 
 
+def ctrl_c_when(ready, timeout=30):
+    """Ctrl-C as soon as ``ready()`` holds (cold starts are slow on a loaded machine)."""
+    def watch():
+        deadline = time.monotonic() + timeout
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ctrl_c()
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _alive(pid):
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -46,7 +56,7 @@ def test_ctrl_c_kills_the_running_invocation_and_client_stays_usable(conn, tmp_p
     long_running = faas.function(record_pid_then_sleep, timeout=60, name="long_running")
 
     started = time.monotonic()
-    threading.Timer(1.5, ctrl_c).start()
+    ctrl_c_when(lambda: marker.exists() and marker.read_text())
     with pytest.raises(KeyboardInterrupt):
         long_running(str(marker))
     assert time.monotonic() - started < 20
@@ -67,7 +77,10 @@ def test_ctrl_c_during_map_drops_queued_and_kills_running(conn):
         time.sleep(30)
         return x
 
-    threading.Timer(2.0, ctrl_c).start()
+    def two_running():
+        rows = conn.request("GET", "/faas/api/invocations", params={"function": "slow_map"})
+        return sum(r["status"] == "running" for r in rows["invocations"]) == 2
+    ctrl_c_when(two_running)
     with pytest.raises(KeyboardInterrupt):
         slow.map(range(6))
     deadline = time.monotonic() + 10
@@ -139,3 +152,39 @@ def test_killing_the_server_loses_no_accepted_invocation(make_server):
     lost = rows[running["request_id"]]
     assert lost["status"] == "failed" and lost["error_type"] == "Runtime.ServerStopped"
     assert "Invoke it again" in lost["error"]["errorMessage"]
+
+
+def test_a_client_reattaches_its_futures_after_the_server_restarts(make_server, monkeypatch):
+    server = make_server("--FaaSServer.max_concurrency=1")
+    # discovered through the runtime file, as a kernel finds it
+    monkeypatch.delenv("JUPYTER_FAAS_URL", raising=False)
+    for key in ("JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR"):
+        monkeypatch.setenv(key, server.env[key])
+    conn = faas.connect()
+    assert conn.url == server.url and conn.rediscover
+    try:
+        @faas.function(timeout=60, name="survivor")
+        def survivor(seconds):
+            time.sleep(seconds)
+            return seconds
+
+        results = []
+        mapper = threading.Thread(target=lambda: results.append(
+            survivor.map([30, 0.1, 0.2], return_exceptions=True, show=False)))
+        mapper.start()
+        deadline = time.monotonic() + 15
+        while {i.status for i in faas.invocations(function="survivor")} != {"running", "queued"}:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+        server.kill()
+        server.start()   # same data dir; a new port and process
+        mapper.join(60)
+        assert not mapper.is_alive(), "the map never learned how its items ended"
+        first, second, third = results[0]
+        # the running item may have run partly: it failed, saying so; the queued ones ran
+        assert isinstance(first, faas.FaaSError) and "Invoke it again" in str(first)
+        assert (second, third) == (0.1, 0.2)
+        assert conn.url == server.url
+    finally:
+        connection.reset()

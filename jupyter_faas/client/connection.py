@@ -34,6 +34,8 @@ _lock = threading.Lock()
 #: an ``invoke`` frame carries at most this many items / payload bytes
 BATCH_ITEMS = 1000
 BATCH_BYTES = 8 << 20
+#: how long a client keeps trying to reconnect to re-attach its accepted invocations
+REATTACH_S = 60.0
 _default: "Connection | None" = None
 
 
@@ -52,6 +54,8 @@ class Connection:
         self._outbox: list = []
         self._outbox_lock = threading.Lock()
         self._outbox_scheduled = False
+        self._closing = False
+        self.rediscover = False  # set by connect() when the server was found, not given
         self._http = None
         self.status = self.request("GET", "/faas/api/status")
         self.max_payload_bytes = self.status.get("max_payload_bytes", 6 * 1024 * 1024)
@@ -160,15 +164,46 @@ class Connection:
                             f"the server has no invocation {rid!r} (or it was accepted by a server "
                             f"that stopped before recording its end; list them with faas.invocations())"))
         self._ws = None
-        lost = list(self._awaiting_accept.values()) + list(self._by_request.values())
+        unsure = list(self._awaiting_accept.values())
         self._awaiting_accept.clear()
-        self._by_request.clear()
-        for fut in lost:
-            rid = getattr(fut, "_request_id", None)
+        for fut in unsure:
             fut._fail(errors.ServerError(
-                f"lost the connection to the FaaS server at {self.url}"
-                + (f"; invocation {rid} may still be running (faas.Invocation.from_id({rid!r}))"
-                   if rid else "; the invocation was not accepted")))
+                f"lost the connection to the FaaS server at {self.url} before it confirmed the "
+                f"invocation; it may or may not have been accepted (faas.invocations() lists what "
+                f"the server has)"))
+        accepted, self._by_request = self._by_request, {}
+        if accepted and not self._closing:
+            asyncio.ensure_future(self._reattach(accepted))
+
+    async def _reattach(self, futures: dict) -> None:
+        """Reconnect (to a restarted server too) and ``watch`` what was accepted.
+
+        The store outlives the server: a restart re-queues what had not started and
+        settles what was running, and ``watch`` tells these futures how each ended.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REATTACH_S
+        while not self._closing:
+            try:
+                if self.rediscover:
+                    info = paths.read_runtime_file()
+                    if info and info.get("url") and info.get("token") and _alive(info):
+                        self.url, self.token = info["url"].rstrip("/"), info["token"]
+                ws = await self._websocket()
+                self._by_request.update(futures)
+                await ws.write_message(wire.pack("watch", request_ids=list(futures), logs=True),
+                                       binary=True)
+                return
+            except Exception:  # noqa: BLE001 - the server may still be starting
+                if loop.time() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+        for rid, fut in futures.items():
+            self._by_request.pop(rid, None)
+            fut._fail(errors.ServerError(
+                f"lost the connection to the FaaS server at {self.url} and could not reconnect "
+                f"within {REATTACH_S:g} s; invocation {rid} may still run: "
+                f"faas.Invocation.from_id({rid!r}) finds it once the server is back"))
 
     # ---- invocations -------------------------------------------------------------------------
 
@@ -261,6 +296,7 @@ class Connection:
         asyncio.run_coroutine_threadsafe(send(), self._loop).result(30)
 
     def close(self) -> None:
+        self._closing = True
         async def shut():
             if self._ws is not None:
                 self._ws.close()
@@ -350,6 +386,8 @@ def connect(url: str | None = None, token: str | None = None) -> Connection:
             tried: list = []  # the runtime file's server, connected while checking it answers
             url, token = discover(check=lambda u, t: tried.append(_try(u, t)) or tried[-1])
             conn = tried[-1] if tried and tried[-1] is not None else Connection(url, token)
+            # found through the runtime file: after a restart, look there for the new server
+            conn.rediscover = not os.environ.get("JUPYTER_FAAS_URL")
         if _default is not None:
             _default.close()
         _default = conn

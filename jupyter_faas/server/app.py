@@ -94,14 +94,10 @@ class FaaSServer(JupyterApp):
         self.service = Service(self.store, pool, memory_budget_mb=self.memory_budget_mb,
                                max_concurrency=self.max_concurrency, throttle_wait=self.throttle_wait,
                                max_payload_bytes=int(self.max_payload_mb * 1024 * 1024))
-<<<<<<< HEAD
         # A frame is one payload or a batch of small ones (the client caps batches at 8 MB).
         max_message = max(int(self.max_payload_mb * 1024 * 1024), 8 << 20) + (2 << 20)
-=======
-        max_message = int(self.max_payload_mb * 1024 * 1024) + (1 << 20)
         monitoring = Monitoring(self.store, price_per_gb_second=self.price_per_gb_second,
                                 price_per_request=self.price_per_request)
->>>>>>> panel
         return web.Application(routes(), faas_service=self.service, faas_token=self.token,
                                faas_monitoring=monitoring,
                                faas_shutdown=self.request_stop, websocket_max_message_size=max_message)

@@ -83,24 +83,30 @@ class RemoteFunction:
 
     def __call__(self, *args, **kwargs):
         fut = self.spawn(*args, **kwargs)
-        view = CallView(fut, self.show)
-        try:
-            return _wait([fut])[0].result()
-        finally:
-            view.close()
+        return self._follow(fut, raise_first=True).result()
 
     def invoke(self, *args, **kwargs) -> Invocation:
         """Run once and return the :class:`Invocation` (status, result, logs, report); never raises
         the function's error (read ``.error`` or ``.result``)."""
         fut = self.spawn(*args, **kwargs)
-        view = CallView(fut, self.show)
-        try:
-            _wait([fut], raise_first=False)
-        finally:
-            view.close()
+        self._follow(fut, raise_first=False)
         if isinstance(fut.exception(), (errors.ServerError, errors.Throttled)) and fut._request_id is None:
             raise fut.exception()
         return Invocation._from_future(fut)
+
+    def _follow(self, fut: InvocationFuture, raise_first: bool) -> InvocationFuture:
+        """Wait for one call with its live view; Ctrl-C at any point cancels it."""
+        view = None
+        try:
+            view = CallView(fut, self.show)
+            _wait([fut], raise_first=raise_first)
+        except BaseException:
+            _cancel([fut])
+            raise
+        finally:
+            if view is not None:
+                view.close()
+        return fut
 
     def map(self, *iterables, concurrency: int | None = None, return_exceptions: bool = False,
             show: bool | None = None) -> list:

@@ -27,11 +27,10 @@ TEXT_PROGRESS_EVERY_S = 2.0
 def widget_frontend() -> bool:
     """True inside a Jupyter kernel with ipywidgets (the frontend renders them, or nbclient
     records their state); False in a script or terminal IPython."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
+    ipython = sys.modules.get("IPython")  # a kernel has imported it; a script need not pay for it
+    if ipython is None:
         return False
-    shell = get_ipython()
+    shell = ipython.get_ipython()
     if shell is None or getattr(shell, "kernel", None) is None:
         return False
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,7 +77,9 @@ class Faas(System):
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(30)
-        self.log.close()
+        if hasattr(self, "log"):
+            self.log.close()
+        shutil.rmtree(self.base, ignore_errors=True)
 
     def server_rss_mb(self) -> float:
         import psutil
@@ -113,6 +116,17 @@ class Faas(System):
 
     def request(self, path: str, **params):
         return self.conn.request("GET", path, params=params)
+
+    def invoke_json(self, fn, event) -> dict:
+        """A sync JSON invocation through the REST Invoke API (the path curl and boto3 use).
+
+        S's log-rate run goes this way rather than through the Python client, whose
+        websocket streams every line back live: see the report for why.
+        """
+        f = self.function(fn)
+        f.deploy()
+        return self.conn.request("POST", f"/faas/api/functions/{f.name}/invocations",
+                                 body=json.dumps(event).encode())
 
     def count_log_lines(self, request_id: str, prefix: str) -> int:
         """Lines of an invocation in the store that start with ``prefix``, read through the REST API."""

@@ -38,6 +38,10 @@ def main(argv=None) -> int:
     except Exception as exc:  # noqa: BLE001 - a peer that cannot start is reported, not fatal
         record["skipped"] = f"failed to start: {type(exc).__name__}: {exc}"
         traceback.print_exc()
+        try:
+            system.close()  # whatever it did start must not outlive this run
+        except Exception:  # noqa: BLE001
+            pass
     else:
         from .workloads import run_all
         try:

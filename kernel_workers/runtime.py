@@ -94,6 +94,7 @@ class Environment:
         rid = header["request_id"]
         encoding = header.get("encoding", "pickle")
         started = time.perf_counter()
+        cpu_started = time.process_time()  # the server tells CPU-bound from I/O-bound work by it
         stage = "unpickle"
         try:
             if encoding == "json":
@@ -123,15 +124,16 @@ class Environment:
                 fields["errorType"] = "Runtime.OutOfMemory"
             elif stage == "pickle" and encoding == "json":
                 fields["errorType"] = "Runtime.MarshalError"
-            self.channel.send("error", _pickled_exception(exc), request_id=rid,
-                              duration_ms=duration, **fields)
+            self.channel.send("error", _pickled_exception(exc), request_id=rid, duration_ms=duration,
+                              cpu_ms=(time.process_time() - cpu_started) * 1000, **fields)
             if isinstance(exc, MemoryError):
                 # The heap may be exhausted or fragmented: never reuse this process.
                 os._exit(137)
             return
         duration = (time.perf_counter() - started) * 1000
         _flush()
-        self.channel.send("result", body, request_id=rid, encoding=encoding, duration_ms=duration)
+        self.channel.send("result", body, request_id=rid, encoding=encoding, duration_ms=duration,
+                          cpu_ms=(time.process_time() - cpu_started) * 1000)
 
     def serve(self) -> None:
         header, body = self.channel.recv()

@@ -10,6 +10,15 @@ invocation::
 
 A sync submission waits at most ``throttle_wait`` seconds for a slot, then ends
 ``throttled``; a queued one (``map``, async) waits as long as it takes.
+
+When a slot is free but no environment of the version is idle, the pool's
+placement may say a busy one will be free sooner than a cold start would be
+ready (short CPU-bound work on few cores): the invocation then stays queued and
+admission looks again when an environment is released or the wait is up.
+
+Fast path: a submission that finds no queue ahead of it, a free slot and an idle
+environment is written to the store already ``running`` (one transaction instead
+of two), and dispatched at once.
 """
 
 from __future__ import annotations
@@ -70,6 +79,7 @@ class Service:
         self.memory_in_use = 0
         self._code_cache: dict[str, bytes] = {}
         self._flusher = None
+        self._recheck_at = None   # TimerHandle: admission looks again when a warm wait is up
         self.subscribers: list = []  # callables(event: dict) told of every change (panel, feeds)
 
     # ---- the event feed --------------------------------------------------------------------
@@ -164,11 +174,28 @@ class Service:
                          queue or invocation_type == "Event")
         if listener is not None:
             inv.listeners.append(listener)
-        self.store.add_invocation({
-            "request_id": inv.request_id, "function": function["name"], "version": function["version"],
-            "invocation_type": invocation_type, "encoding": encoding, "status": QUEUED,
-            "created_at": inv.created_at, "memory_size_mb": function["memory"]}, payload)
-        self._enqueue(inv)
+        row = {"request_id": inv.request_id, "function": function["name"], "version": function["version"],
+               "invocation_type": invocation_type, "encoding": encoding, "status": QUEUED,
+               "created_at": inv.created_at, "memory_size_mb": function["memory"]}
+        env = None
+        if not self.waiting.get(function["name"]) and self._fits(function):
+            env = self.pool.take_idle(function)
+        if env is None:
+            self.store.add_invocation(row, payload)
+            self._enqueue(inv)
+            return inv
+        # Fast path: accepted and running in one write, before the client hears of it.
+        started_at = time.time()
+        try:
+            self.store.add_invocation(dict(row, status=RUNNING, started_at=started_at,
+                                           environment_id=env.id), payload)
+        except BaseException:
+            env.state = "idle"
+            self.pool.release(env)
+            raise
+        self.active[inv.request_id] = inv
+        self._emit_invocation(inv)
+        self._start(inv, env, started_at)
         return inv
 
     def _enqueue(self, inv: Invocation) -> None:
@@ -202,20 +229,42 @@ class Service:
                 if not q:
                     del self.waiting[name]
                     continue
-                if self._fits(q[0].function):
-                    inv = q.popleft()
-                    self.waiting.move_to_end(name)
-                    self._start(inv)
-                    progress = True
+                if not self._fits(q[0].function):
+                    continue
+                env = self.pool.take_idle(q[0].function)
+                if env is None:
+                    wait = self.pool.wait_for_warm(q[0].function)
+                    if wait is not None:
+                        self._recheck_after(wait)
+                        continue
+                    env = self.pool.new_environment(q[0].function)  # started by _run
+                inv = q.popleft()
+                self.waiting.move_to_end(name)
+                self._start(inv, env)
+                progress = True
 
-    def _start(self, inv: Invocation) -> None:
+    def _recheck_after(self, wait: float) -> None:
+        """Run admission again in ``wait`` seconds (if no release comes first), so no wait is lost."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + max(wait, 0.002)
+        if self._recheck_at is not None:
+            if self._recheck_at.when() <= when:
+                return
+            self._recheck_at.cancel()
+        self._recheck_at = loop.call_at(when, self._recheck)
+
+    def _recheck(self) -> None:
+        self._recheck_at = None
+        self._admit()
+
+    def _start(self, inv: Invocation, env, started_at: float | None = None) -> None:
         lifecycle.check_move(inv.status, RUNNING)
         inv.status = RUNNING
         name = inv.function["name"]
         self.running += 1
         self.memory_in_use += inv.function["memory"]
         self.running_by_function[name] = self.running_by_function.get(name, 0) + 1
-        inv.task = asyncio.ensure_future(self._run(inv))
+        inv.task = asyncio.ensure_future(self._run(inv, env, started_at))
 
     def _throttle(self, inv: Invocation) -> None:
         if inv.status != QUEUED:
@@ -236,23 +285,33 @@ class Service:
 
     # ---- run -----------------------------------------------------------------------------
 
-    async def _run(self, inv: Invocation) -> None:
+    async def _run(self, inv: Invocation, env, started_at: float | None = None) -> None:
+        """Run on ``env``: a warm environment already taken, or a new one to start here.
+
+        ``started_at`` is set when the store already has the invocation as running.
+        """
         function = inv.function
-        try:
-            env, failure = await self.pool.acquire(function, self._code)
-        except Exception as exc:  # noqa: BLE001 - the invocation must end, whatever broke
-            log.exception("could not start an environment for %s", function["name"])
-            self._end(inv, FAILED, {"errorType": "Runtime.StartError",
-                                    "errorMessage": f"could not start an execution environment: {exc}"},
-                      None, lifecycle.report(0, function["memory"], 0, None))
-            return
+        failure = None
+        if env.state == "starting":
+            try:
+                failure = await self.pool.start_environment(env, self._code)
+            except Exception as exc:  # noqa: BLE001 - the invocation must end, whatever broke
+                log.exception("could not start an environment for %s", function["name"])
+                env.close()  # never leave a half-started environment counted as starting
+                self._end(inv, FAILED, {"errorType": "Runtime.StartError",
+                                        "errorMessage": f"could not start an execution environment: {exc}"},
+                          None, lifecycle.report(0, function["memory"], 0, None))
+                return
         init_ms = env.init_ms if env.fresh else None
         inv.env = env
         if failure is not None:
             self._end_failure(inv, failure, init_ms)
             return
-        now = time.time()
-        self.store.mark_running(inv.request_id, now, env.id)
+        if started_at is None:
+            started_at = time.time()
+            # Durable before it runs: after a crash a running invocation is failed, never re-run.
+            self.store.mark_running(inv.request_id, started_at, env.id)
+        now = started_at
         self._emit_invocation(inv, started_at=now)
         self._log(inv, "platform", f"START RequestId: {inv.request_id} Version: {function['version']}")
         if inv.cancel_requested:
@@ -461,6 +520,8 @@ class Service:
     async def close(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
+        if self._recheck_at is not None:
+            self._recheck_at.cancel()
         for inv in list(self.active.values()):
             self._flush_one(inv)
         await self.pool.close()

@@ -12,7 +12,9 @@ Actors (all on the server's asyncio loop, no threads):
   server kills the whole process tree), or the process's death (exit status or
   signal from the zygote, OOM from the memory enforcer).
 - ``Pool`` keeps idle environments per function version (warm starts), starts
-  new ones (cold starts), and stops ones idle longer than ``idle_timeout``.
+  new ones (cold starts), and stops ones idle longer than ``idle_timeout``.  When
+  none is idle, :mod:`.placement` decides whether waiting for a busy one beats a
+  cold start.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pathlib import Path
 from kernel_workers import wire
 
 from .memory import kill_tree
+from .placement import DEFAULT_INIT_S, VersionStats, wait_for_warm
 
 log = logging.getLogger("jupyter_faas.server")
 
@@ -176,6 +179,7 @@ class Environment:
         self.pid: int | None = None
         self.state = "starting"
         self.last_used = time.monotonic()
+        self.busy_since = self.last_used  # when it took its current invocation (placement)
         self.init_ms: float | None = None
         self.fresh = True
         self.reader = self.writer = None
@@ -243,6 +247,8 @@ class Environment:
             self.close()
             return Outcome("init_error", header, bytes(body))
         self.init_ms = (time.perf_counter() - started) * 1000
+        self.pool.stats_for(self.key).observe_init(self.init_ms / 1000)
+        self.pool.any_init.observe_init(self.init_ms / 1000)
         self.state = "idle"
         return None
 
@@ -352,6 +358,10 @@ class Environment:
 
     async def _finished(self, header: dict, body: bytes) -> Outcome:
         memory = self.pool.memory
+        cpu_ms, duration_ms = header.get("cpu_ms"), header.get("duration_ms")
+        self.pool.stats_for(self.key).observe_run(
+            time.monotonic() - self.busy_since, None if duration_ms is None else duration_ms / 1000,
+            None if cpu_ms is None else cpu_ms / 1000)
         self.drain()
         self.on_line = None
         outcome = Outcome("result" if header["k"] == "result" else "error", header, body,
@@ -428,6 +438,9 @@ class Pool:
         self._zygote_lock = asyncio.Lock()
         self.idle: dict[tuple, list[Environment]] = defaultdict(list)
         self.all: dict[str, Environment] = {}
+        self.version_stats: dict[tuple, VersionStats] = {}
+        self.any_init = VersionStats()  # cold-start time of any version, for one not yet measured
+        self.cpus = os.cpu_count() or 1
         self._reaper = None
         self._sampler = None
 
@@ -443,21 +456,57 @@ class Pool:
         self._reaper = asyncio.ensure_future(self._reap_idle())
         self._sampler = asyncio.ensure_future(self._sample_memory())
 
-    async def acquire(self, function: dict, code_for) -> tuple[Environment, Outcome | None]:
-        """A warm environment of this version, or a new one (cold start)."""
-        key = (function["name"], function["version"])
-        idle = self.idle.get(key)
+    def stats_for(self, key: tuple) -> VersionStats:
+        stats = self.version_stats.get(key)
+        if stats is None:
+            stats = self.version_stats[key] = VersionStats()
+        return stats
+
+    def take_idle(self, function: dict) -> Environment | None:
+        """A warm environment of this version, now marked busy, or None."""
+        idle = self.idle.get((function["name"], function["version"]))
         while idle:
             env = idle.pop()
             if env.state == "idle":
                 env.state = "busy"
-                return env, None
+                env.busy_since = time.monotonic()
+                return env
+        return None
+
+    def wait_for_warm(self, function: dict) -> float | None:
+        """Seconds until a busy environment is expected free, when that beats a cold start; else None."""
+        key = (function["name"], function["version"])
+        busy, starting = [], []
+        for env in self.all.values():
+            if env.key == key:
+                if env.state == "busy":
+                    busy.append(env.busy_since)
+                elif env.state == "starting":
+                    starting.append(env.busy_since)
+        return wait_for_warm(self.version_stats.get(key), busy, starting, time.monotonic(), self.cpus,
+                             self.any_init.init_s or DEFAULT_INIT_S)
+
+    def new_environment(self, function: dict) -> Environment:
+        """A cold start, counted at once (state ``starting``) so placement sees it before it runs."""
         env = Environment(self, function)
         self.all[env.id] = env
-        failure = await env.start(code_for(function))
+        return env
+
+    async def start_environment(self, env: Environment, code_for) -> Outcome | None:
+        """Fork and load a :meth:`new_environment`; None when it is ready (and busy), else the failure."""
+        failure = await env.start(code_for(env.function))
         if failure is None:
             env.state = "busy"
-        return env, failure
+            env.busy_since = time.monotonic()
+        return failure
+
+    async def acquire(self, function: dict, code_for) -> tuple[Environment, Outcome | None]:
+        """A warm environment of this version, or a new one (cold start)."""
+        env = self.take_idle(function)
+        if env is not None:
+            return env, None
+        env = self.new_environment(function)
+        return env, await self.start_environment(env, code_for)
 
     def release(self, env: Environment) -> None:
         if env.state == "idle":

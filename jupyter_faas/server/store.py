@@ -178,12 +178,15 @@ class Store:
     # ---- invocations -------------------------------------------------------------------
 
     def add_invocation(self, inv: dict, payload: bytes) -> None:
+        """A new invocation: queued, or already running (``started_at``, ``environment_id``)."""
         with self._tx() as db:
             db.execute(
                 "INSERT INTO invocations(request_id, function, version, invocation_type, encoding, "
-                "status, payload, created_at, memory_size_mb) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "status, payload, created_at, memory_size_mb, started_at, environment_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (inv["request_id"], inv["function"], inv["version"], inv["invocation_type"],
-                 inv["encoding"], inv["status"], payload, inv["created_at"], inv["memory_size_mb"]))
+                 inv["encoding"], inv["status"], payload, inv["created_at"], inv["memory_size_mb"],
+                 inv.get("started_at"), inv.get("environment_id")))
 
     def mark_running(self, request_id: str, started_at: float, environment_id: str) -> None:
         with self._tx() as db:

@@ -39,6 +39,8 @@ from .placement import DEFAULT_INIT_S, VersionStats, wait_for_warm
 
 log = logging.getLogger("jupyter_faas.server")
 
+#: A spare's cgroup limit until it is given a function (then lowered to the function's memory).
+SPARE_LIMIT_MB = 10240
 #: Longest line kept whole; longer output is split into lines of this size.
 MAX_LINE = 256 * 1024
 #: Environment variables the zygote (and so every environment) may inherit from the server.
@@ -180,12 +182,13 @@ def _deadline_passed(frame: asyncio.Future) -> None:
 class Environment:
     _ids = itertools.count(1)
 
-    def __init__(self, pool: "Pool", function: dict):
+    def __init__(self, pool: "Pool", function: dict | None):
         self.pool = pool
         self.id = f"env-{os.getpid()}-{next(self._ids)}"
-        self.function = function
-        self.key = (function["name"], function["version"])
+        self.function = function  # None for a spare until assign()
+        self.key = (function["name"], function["version"]) if function else None
         self.pid: int | None = None
+        self.exit: asyncio.Future | None = None
         self.state = "starting"
         self.last_used = time.monotonic()
         self.busy_since = self.last_used  # when it took its current invocation (placement)
@@ -203,13 +206,8 @@ class Environment:
 
     # ---- start ---------------------------------------------------------------------------
 
-    async def start(self, code: bytes) -> Outcome | None:
-        """Fork and load the code; None when ready, else the init failure."""
-        started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        ctl_parent, ctl_child = socket.socketpair()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+    def _setup_fields(self) -> dict:
+        """The process environment of this function's environment (applied in the child)."""
         cfg = self.function
         environ = dict(self.pool.base_environ)
         environ.update({
@@ -224,11 +222,22 @@ class Environment:
             "PYTHONUNBUFFERED": "1",
         })
         environ.update(cfg.get("env") or {})
-        fields = {"environ": environ, "cwd": str(self.workdir), "tmpdir": str(self.workdir / "tmp")}
+        return {"environ": environ, "cwd": str(self.workdir), "tmpdir": str(self.workdir / "tmp")}
+
+    async def _fork(self, fields: dict) -> None:
+        """Fork from the zygote with ``fields`` and connect its control socket and output pipes."""
+        loop = asyncio.get_running_loop()
+        ctl_parent, ctl_child = socket.socketpair()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
         try:
-            fields.update(self.pool.memory.fork_fields(self.id, cfg["memory"]))
             zygote = await self.pool.zygote()
             self.pid = await zygote.fork(self.id, fields, [ctl_child.fileno(), out_w, err_w])
+        except BaseException:
+            ctl_parent.close()
+            os.close(out_r)
+            os.close(err_r)
+            raise
         finally:
             ctl_child.close()
             os.close(out_w)
@@ -240,9 +249,39 @@ class Environment:
             loop.add_reader(fd, self._pipe_readable, fd)
         self.reader, self.writer = await asyncio.open_connection(sock=ctl_parent)
         self._read_task = asyncio.ensure_future(self._read_frames())
+
+    async def spawn_spare(self) -> None:
+        """Fork ahead of need, with no function: joined to its cgroup (the slow part), then waiting."""
+        await self._fork(self.pool.memory.fork_fields(self.id, SPARE_LIMIT_MB))
+        self.state = "spare"
+
+    def assign(self, function: dict) -> bool:
+        """Make this spare an environment of ``function``; False if it cannot be (then close it)."""
+        if self.state != "spare" or self.exit.done():
+            return False
+        self.function = function
+        self.key = (function["name"], function["version"])
+        self.state = "starting"
+        self.busy_since = time.monotonic()
+        return True
+
+    async def start(self, code: bytes) -> Outcome | None:
+        """Fork (or take over a spare) and load the code; None when ready, else the init failure."""
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        cfg = self.function
+        setup = self._setup_fields()
+        if self.pid is None:
+            setup.update(self.pool.memory.fork_fields(self.id, cfg["memory"]))
+            await self._fork(setup)
+            setup = None
+        else:
+            # A spare: lower its cgroup limit (it is already a member) and send the rest with init.
+            limits = self.pool.memory.fork_fields(self.id, cfg["memory"])
+            setup.update({k: v for k, v in limits.items() if k != "cgroup_procs"})
         self._frame = loop.create_future()
         self.writer.write(wire.pack("init", code, function=cfg["name"], version=cfg["version"],
-                                    memory=cfg["memory"]))
+                                    memory=cfg["memory"], setup=setup))
         try:
             header, body = await asyncio.wait_for(asyncio.shield(self._frame), self.pool.init_timeout)
         except (EnvironmentDied, asyncio.TimeoutError):
@@ -404,6 +443,8 @@ class Environment:
         return Outcome(kind, duration_ms=duration, max_memory_mb=peak, returncode=returncode)
 
     async def wait_exit(self) -> int | None:
+        if self.exit is None:
+            return None
         try:
             return await asyncio.wait_for(asyncio.shield(self.exit), 5)
         except (asyncio.TimeoutError, EnvironmentDied):
@@ -440,7 +481,8 @@ class Environment:
 
 class Pool:
     def __init__(self, memory, workdir: Path, preload: list[str], idle_timeout: float,
-                 base_environ: dict | None = None, init_timeout: float = 10.0):
+                 base_environ: dict | None = None, init_timeout: float = 10.0,
+                 spares: int | None = None):
         self.memory = memory
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -455,6 +497,12 @@ class Pool:
         self.version_stats: dict[tuple, VersionStats] = {}
         self.any_init = VersionStats()  # cold-start time of any version, for one not yet measured
         self.cpus = os.cpu_count() or 1
+        # Spares: environments forked before a function needs them, so a cold start is a
+        # code load, not a fork and a cgroup join.  One per core covers back-to-back starts.
+        self.spares_wanted = min(2, self.cpus) if spares is None else spares
+        self.spares: list[Environment] = []
+        self._spare_task = None
+        self._closing = False
         self._reaper = None
         self._sampler = None
 
@@ -469,6 +517,7 @@ class Pool:
     def start_background(self) -> None:
         self._reaper = asyncio.ensure_future(self._reap_idle())
         self._sampler = asyncio.ensure_future(self._sample_memory())
+        self._fill_spares()
 
     def stats_for(self, key: tuple) -> VersionStats:
         stats = self.version_stats.get(key)
@@ -502,9 +551,34 @@ class Pool:
 
     def new_environment(self, function: dict) -> Environment:
         """A cold start, counted at once (state ``starting``) so placement sees it before it runs."""
+        while self.spares:
+            env = self.spares.pop()
+            self._fill_spares()
+            if env.assign(function):
+                return env
+            env.close()
         env = Environment(self, function)
         self.all[env.id] = env
         return env
+
+    def _fill_spares(self) -> None:
+        if self._spare_task is None and not self._closing and len(self.spares) < self.spares_wanted:
+            self._spare_task = asyncio.ensure_future(self._make_spares())
+
+    async def _make_spares(self) -> None:
+        try:
+            while len(self.spares) < self.spares_wanted and not self._closing:
+                env = Environment(self, None)
+                self.all[env.id] = env
+                try:
+                    await env.spawn_spare()
+                except Exception as exc:  # noqa: BLE001 - spares are an optimisation; cold starts still work
+                    log.warning("could not fork a spare environment (%s); cold starts will fork", exc)
+                    env.close()
+                    return
+                self.spares.append(env)
+        finally:
+            self._spare_task = None
 
     async def start_environment(self, env: Environment, code_for) -> Outcome | None:
         """Fork and load a :meth:`new_environment`; None when it is ready (and busy), else the failure."""
@@ -528,6 +602,8 @@ class Pool:
 
     def forget(self, env: Environment) -> None:
         self.all.pop(env.id, None)
+        if env in self.spares:
+            self.spares.remove(env)
         lst = self.idle.get(env.key)
         if lst and env in lst:
             lst.remove(env)
@@ -546,8 +622,9 @@ class Pool:
                 if now - env.last_used > self.idle_timeout:
                     env.close()
             for env in [e for e in self.all.values() if e.state != "dead" and e.pid]:
-                if env.exit.done() and env.state == "idle":
+                if env.exit is not None and env.exit.done() and env.state in ("idle", "spare"):
                     env.close()  # died while idle (e.g. a leftover thread called os._exit)
+            self._fill_spares()
 
     async def _sample_memory(self) -> None:
         """The watchdog: RSS of busy environments, killed over their limit."""
@@ -575,7 +652,8 @@ class Pool:
         return {"environments": len(self.all), **states, "memory_enforcement": self.memory.mode}
 
     async def close(self) -> None:
-        for task in (self._reaper, self._sampler):
+        self._closing = True
+        for task in (self._reaper, self._sampler, self._spare_task):
             if task is not None:
                 task.cancel()
         for env in list(self.all.values()):

@@ -19,6 +19,14 @@ admission looks again when an environment is released or the wait is up.
 Fast path: a submission that finds no queue ahead of it, a free slot and an idle
 environment is written to the store already ``running`` (one transaction instead
 of two), and dispatched at once.
+
+Group commit: starts (``running``) and ends of invocations are queued and written
+in one transaction at the next turn of the loop, for every invocation that
+started or ended in this one.  The durability rules still hold, because nothing
+waits on a timer and nobody is told early: an invocation is sent to its
+environment only after its ``running`` row committed, and its waiters and
+subscribers hear of its end only after its terminal row committed.  Accepting an
+invocation is not deferred: ``submit`` returns only once its row is committed.
 """
 
 from __future__ import annotations
@@ -80,6 +88,9 @@ class Service:
         self._code_cache: dict[str, bytes] = {}
         self._flusher = None
         self._recheck_at = None   # TimerHandle: admission looks again when a warm wait is up
+        self._pending_running: list = []   # (inv, started_at, environment id, future) to commit
+        self._pending_finished: list = []  # (inv, fields, result, logs, report) to commit, then tell
+        self._commit_scheduled = False
         self.subscribers: list = []  # callables(event: dict) told of every change (panel, feeds)
 
     # ---- the event feed --------------------------------------------------------------------
@@ -264,7 +275,51 @@ class Service:
         self.running += 1
         self.memory_in_use += inv.function["memory"]
         self.running_by_function[name] = self.running_by_function.get(name, 0) + 1
-        inv.task = asyncio.ensure_future(self._run(inv, env, started_at))
+        marked = None
+        if started_at is None and env.state != "starting":
+            # Warm: queue the running row now, so it shares the commit of the invocation
+            # that just freed this environment.
+            started_at = time.time()
+            marked = self._queue_running(inv, started_at, env)
+        inv.task = asyncio.ensure_future(self._run(inv, env, started_at, marked))
+
+    # ---- group commit --------------------------------------------------------------------
+
+    def _queue_running(self, inv: Invocation, started_at: float, env) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        self._pending_running.append((inv, started_at, env.id, fut))
+        self._commit_soon()
+        return fut
+
+    def _commit_soon(self) -> None:
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            asyncio.get_running_loop().call_soon(self._commit)
+
+    def _commit(self) -> None:
+        """Write every queued start and end in one transaction, then release who waits on them."""
+        self._commit_scheduled = False
+        running, self._pending_running = self._pending_running, []
+        finished, self._pending_finished = self._pending_finished, []
+        if not running and not finished:
+            return
+        try:
+            self.store.write_batch([(inv.request_id, t, env_id) for inv, t, env_id, _ in running],
+                                   [(inv.request_id, fields, result, logs)
+                                    for inv, fields, result, logs, _ in finished])
+        except Exception as exc:  # noqa: BLE001 - reported to each waiter below
+            log.exception("could not write %d started and %d finished invocations to the store",
+                          len(running), len(finished))
+            for *_, fut in running:
+                if not fut.done():
+                    fut.set_exception(exc)
+            # The ends are not told: the store does not know them (the invariant).
+            return
+        for *_, fut in running:
+            if not fut.done():
+                fut.set_result(None)
+        for inv, fields, result, _, rep in finished:
+            self._tell_finished(inv, fields, result, rep)
 
     def _throttle(self, inv: Invocation) -> None:
         if inv.status != QUEUED:
@@ -285,10 +340,12 @@ class Service:
 
     # ---- run -----------------------------------------------------------------------------
 
-    async def _run(self, inv: Invocation, env, started_at: float | None = None) -> None:
+    async def _run(self, inv: Invocation, env, started_at: float | None = None,
+                   marked: asyncio.Future | None = None) -> None:
         """Run on ``env``: a warm environment already taken, or a new one to start here.
 
-        ``started_at`` is set when the store already has the invocation as running.
+        ``started_at`` is set when the invocation is (``marked`` is None) or is being
+        (``marked`` resolves when committed) written to the store as running.
         """
         function = inv.function
         failure = None
@@ -309,8 +366,10 @@ class Service:
             return
         if started_at is None:
             started_at = time.time()
+            marked = self._queue_running(inv, started_at, env)
+        if marked is not None:
             # Durable before it runs: after a crash a running invocation is failed, never re-run.
-            self.store.mark_running(inv.request_id, started_at, env.id)
+            await marked
         now = started_at
         self._emit_invocation(inv, started_at=now)
         self._log(inv, "platform", f"START RequestId: {inv.request_id} Version: {function['version']}")
@@ -427,11 +486,15 @@ class Service:
         lifecycle.check_move(inv.status, status)
         inv.status = status
         fields = dict(fields, status=status, ended_at=time.time())
-        # The invariant: the store knows the end before anyone is told.
-        self.store.finish_invocation(inv.request_id, fields, result, inv.unflushed)
-        inv.unflushed = []
+        logs, inv.unflushed = inv.unflushed, []
         self.active.pop(inv.request_id, None)
         inv.payload = b""
+        # The invariant: the store knows the end before anyone is told (_commit tells).
+        self._pending_finished.append((inv, fields, result, logs, rep))
+        self._commit_soon()
+
+    def _tell_finished(self, inv: Invocation, fields: dict, result: bytes | None, rep) -> None:
+        status = inv.status
         done = {"request_id": inv.request_id, "status": status, "error": fields.get("error"),
                 "report": rep, "function": inv.function["name"], "version": inv.function["version"]}
         if not inv.done.done():
@@ -522,9 +585,11 @@ class Service:
             self._flusher.cancel()
         if self._recheck_at is not None:
             self._recheck_at.cancel()
+        self._commit()
         for inv in list(self.active.values()):
             self._flush_one(inv)
         await self.pool.close()
+        self._commit()
 
     def stats(self) -> dict:
         return {"running": self.running, "queued": sum(len(q) for q in self.waiting.values()),

@@ -211,28 +211,44 @@ class Store:
                  inv.get("started_at"), inv.get("environment_id")))
 
     def mark_running(self, request_id: str, started_at: float, environment_id: str) -> None:
-        with self._tx() as db:
-            db.execute("UPDATE invocations SET status='running', started_at=?, environment_id=? "
-                       "WHERE request_id=?", (started_at, environment_id, request_id))
+        self.write_batch([(request_id, started_at, environment_id)], [])
 
     def finish_invocation(self, request_id: str, fields: dict, result: bytes | None,
                           logs: list) -> None:
         """The terminal state, the result and the remaining log lines, in one transaction."""
+        self.write_batch([], [(request_id, fields, result, logs)])
+
+    def write_batch(self, running: list, finished: list) -> None:
+        """Invocations started and finished, in one transaction (a group commit).
+
+        ``running``: ``(request_id, started_at, environment_id)``; ``finished``:
+        ``(request_id, fields, result, logs)``: the terminal state, the result and the
+        remaining log lines.  One commit for many invocations writes each touched page
+        (the newest rows of the table and of its indexes) once, not once per invocation.
+        """
         allowed = set(INVOCATION_COLUMNS) - {"request_id"}
-        cols = [c for c in fields if c in allowed]
-        values = [json.dumps(fields[c]) if c == "error" and fields[c] is not None else fields[c]
-                  for c in cols]
-        assignments = ", ".join(f"{c}=?" for c in cols)  # column names from the fixed set above
-        result_file = None
-        if result is not None and len(result) > INLINE_MAX:
-            result_file = self._write_result_file(request_id, result)
-            result = None
+        updates, lines = [], []
+        for request_id, fields, result, logs in finished:
+            cols = [c for c in fields if c in allowed]
+            values = [json.dumps(fields[c]) if c == "error" and fields[c] is not None else fields[c]
+                      for c in cols]
+            assignments = ", ".join(f"{c}=?" for c in cols)  # column names from the fixed set above
+            result_file = None
+            if result is not None and len(result) > INLINE_MAX:
+                result_file = self._write_result_file(request_id, result)  # before the row names it
+                result = None
+            updates.append((f"UPDATE invocations SET {assignments}, result=?, result_file=?, payload=NULL "
+                            f"WHERE request_id=?", (*values, result, result_file, request_id)))
+            lines.extend((request_id, ts, stream, line) for ts, stream, line in logs)
         with self._tx() as db:
-            db.execute(f"UPDATE invocations SET {assignments}, result=?, result_file=?, payload=NULL "
-                       f"WHERE request_id=?", (*values, result, result_file, request_id))
-            if logs:
+            if running:
+                db.executemany("UPDATE invocations SET status='running', started_at=?, environment_id=? "
+                               "WHERE request_id=?", [(t, env, rid) for rid, t, env in running])
+            for sql, params in updates:
+                db.execute(sql, params)
+            if lines:
                 db.executemany("INSERT INTO log_lines(request_id, ts, stream, line) VALUES (?, ?, ?, ?)",
-                               [(request_id, ts, stream, line) for ts, stream, line in logs])
+                               lines)
 
     def add_logs(self, request_id: str, logs: list) -> None:
         with self._tx() as db:

@@ -147,13 +147,17 @@ def seed_store(store_path: Path, count: int, functions: int = SEEDED_FUNCTIONS) 
     store = Store(store_path)
     statuses = ("succeeded",) * 8 + ("failed", "timed_out")
     start = time.time() - count * 0.001
-    for i in range(count):
-        rid, at = str(uuid.uuid4()), start + i * 0.001
-        store.add_invocation({"request_id": rid, "function": f"seeded_{i % functions}", "version": 1,
-                              "invocation_type": "RequestResponse", "encoding": "pickle",
-                              "status": "queued", "created_at": at, "memory_size_mb": 128}, b"")
-        store.finish_invocation(rid, {"status": statuses[i % len(statuses)], "started_at": at,
-                                      "ended_at": at + 0.0005, "duration_ms": 0.5,
-                                      "billed_duration_ms": 1, "max_memory_used_mb": 20}, b"", [])
+    for first in range(0, count, 5000):  # in chunks, through the store's own batched writes
+        added, finished = [], []
+        for i in range(first, min(count, first + 5000)):
+            rid, at = str(uuid.uuid4()), start + i * 0.001
+            added.append(({"request_id": rid, "function": f"seeded_{i % functions}", "version": 1,
+                           "invocation_type": "RequestResponse", "encoding": "pickle",
+                           "status": "queued", "created_at": at, "memory_size_mb": 128}, b""))
+            finished.append((rid, {"status": statuses[i % len(statuses)], "started_at": at,
+                                   "ended_at": at + 0.0005, "duration_ms": 0.5,
+                                   "billed_duration_ms": 1, "max_memory_used_mb": 20}, b"", []))
+        store.add_invocations(added)
+        store.write_batch([], finished)
     store.close()
     return time.perf_counter() - started

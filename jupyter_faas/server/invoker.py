@@ -38,7 +38,7 @@ import uuid
 from collections import OrderedDict, deque
 
 from .. import limits
-from ..errors import InvalidParameter, PayloadTooLarge, ResourceNotFound, Throttled
+from ..errors import FaaSError, InvalidParameter, PayloadTooLarge, ResourceNotFound, Throttled
 from . import lifecycle
 from .lifecycle import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, THROTTLED
 
@@ -173,24 +173,10 @@ class Service:
                invocation_type: str = "RequestResponse", queue: bool = False,
                listener=None) -> Invocation:
         """Accept an invocation: after this returns it is in the store and will run."""
-        if encoding not in ("pickle", "json"):
-            raise InvalidParameter(f"encoding {encoding!r} is not 'pickle' or 'json'")
-        if len(payload) > self.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"the payload is {len(payload)} bytes; the limit is {self.max_payload_bytes} bytes. "
-                f"Pass less data per call (e.g. a path instead of the data), or raise the limit "
-                f"with --FaaSServer.max_payload_mb=...")
-        function = self.get_function(name, version)
-        inv = Invocation(str(uuid.uuid4()), function, payload, encoding, invocation_type,
-                         queue or invocation_type == "Event")
-        if listener is not None:
-            inv.listeners.append(listener)
-        row = {"request_id": inv.request_id, "function": function["name"], "version": function["version"],
-               "invocation_type": invocation_type, "encoding": encoding, "status": QUEUED,
-               "created_at": inv.created_at, "memory_size_mb": function["memory"]}
+        inv, row = self._prepare(name, payload, encoding, version, invocation_type, queue, listener)
         env = None
-        if not self.waiting.get(function["name"]) and self._fits(function):
-            env = self.pool.take_idle(function)
+        if not self.waiting.get(inv.function["name"]) and self._fits(inv.function):
+            env = self.pool.take_idle(inv.function)
         if env is None:
             self.store.add_invocation(row, payload)
             self._enqueue(inv)
@@ -208,6 +194,50 @@ class Service:
         self._emit_invocation(inv)
         self._start(inv, env, started_at)
         return inv
+
+    def submit_many(self, calls: list[dict]) -> list:
+        """Accept many invocations with one store transaction (for a batched ``map`` on the wire).
+
+        Each call is a dict of :meth:`submit`'s arguments (``name`` and ``payload``
+        required).  Returns, per call in order, its :class:`Invocation`, or the
+        :class:`~jupyter_faas.errors.FaaSError` that rejected it; every accepted one is
+        in the store when this returns, so the caller may tell its client at once.
+        """
+        out, accepted = [], []
+        for call in calls:
+            try:
+                inv, row = self._prepare(call["name"], call["payload"], call.get("encoding", "pickle"),
+                                         call.get("version"), call.get("invocation_type", "RequestResponse"),
+                                         call.get("queue", False), call.get("listener"))
+            except FaaSError as exc:
+                out.append(exc)
+                continue
+            out.append(inv)
+            accepted.append((inv, row, call["payload"]))
+        if accepted:
+            self.store.add_invocations([(row, payload) for _, row, payload in accepted])
+            for inv, _, _ in accepted:
+                self._enqueue(inv)
+        return out
+
+    def _prepare(self, name, payload, encoding, version, invocation_type, queue, listener):
+        """Validate a submission; its in-memory :class:`Invocation` and its store row (queued)."""
+        if encoding not in ("pickle", "json"):
+            raise InvalidParameter(f"encoding {encoding!r} is not 'pickle' or 'json'")
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"the payload is {len(payload)} bytes; the limit is {self.max_payload_bytes} bytes. "
+                f"Pass less data per call (e.g. a path instead of the data), or raise the limit "
+                f"with --FaaSServer.max_payload_mb=...")
+        function = self.get_function(name, version)
+        inv = Invocation(str(uuid.uuid4()), function, payload, encoding, invocation_type,
+                         queue or invocation_type == "Event")
+        if listener is not None:
+            inv.listeners.append(listener)
+        row = {"request_id": inv.request_id, "function": function["name"], "version": function["version"],
+               "invocation_type": invocation_type, "encoding": encoding, "status": QUEUED,
+               "created_at": inv.created_at, "memory_size_mb": function["memory"]}
+        return inv, row
 
     def _enqueue(self, inv: Invocation) -> None:
         self.active[inv.request_id] = inv

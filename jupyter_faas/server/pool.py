@@ -41,6 +41,8 @@ log = logging.getLogger("jupyter_faas.server")
 
 #: A spare's cgroup limit until it is given a function (then lowered to the function's memory).
 SPARE_LIMIT_MB = 10240
+#: Stream buffer limit of the control socket (bytes buffered before the reader pauses it).
+READ_LIMIT = 16 * 1024 * 1024
 #: Longest line kept whole; longer output is split into lines of this size.
 MAX_LINE = 256 * 1024
 #: Environment variables the zygote (and so every environment) may inherit from the server.
@@ -247,7 +249,9 @@ class Environment:
             os.set_blocking(fd, False)
             self._pipes[fd] = (stream, bytearray())
             loop.add_reader(fd, self._pipe_readable, fd)
-        self.reader, self.writer = await asyncio.open_connection(sock=ctl_parent)
+        # A large buffer limit: with the default (64 KiB) the reader pauses and resumes the
+        # socket every 128 KiB, and a 100 MB result takes ~800 loop turns to arrive.
+        self.reader, self.writer = await asyncio.open_connection(sock=ctl_parent, limit=READ_LIMIT)
         self._read_task = asyncio.ensure_future(self._read_frames())
 
     async def spawn_spare(self) -> None:
@@ -385,8 +389,15 @@ class Environment:
         self._frame = loop.create_future()
         started = time.perf_counter()
         deadline_ms = int(time.time() * 1000 + timeout * 1000)
-        self.writer.writelines(wire.pack_parts("invoke", payload, request_id=request_id,
-                                               encoding=encoding, deadline_ms=deadline_ms))
+        prefix, body = wire.pack_parts("invoke", payload, request_id=request_id, encoding=encoding,
+                                       deadline_ms=deadline_ms)
+        if len(body) < 65536:
+            self.writer.write(prefix + body)  # one send for the common, small call
+        else:
+            # Two writes, not writelines(): that joins prefix and body, one more copy of a
+            # large payload before the transport buffers what the socket did not take.
+            self.writer.write(prefix)
+            self.writer.write(body)
         # A timer on the frame future itself, not wait_for(shield(...)): that costs two
         # extra tasks per invocation on the warm path.
         deadline = loop.call_later(timeout, _deadline_passed, self._frame)

@@ -199,16 +199,19 @@ class Store:
         One written as running is failed, never re-run, after a crash, so its payload
         would never be read (and for a large one the write is most of the cost).
         """
-        if inv["status"] != "queued":
-            payload = None
+        self.add_invocations([(inv, payload)])
+
+    def add_invocations(self, rows: list) -> None:
+        """Many new invocations, ``(row, payload)`` as for :meth:`add_invocation`, in one transaction."""
         with self._tx() as db:
-            db.execute(
+            db.executemany(
                 "INSERT INTO invocations(request_id, function, version, invocation_type, encoding, "
                 "status, payload, created_at, memory_size_mb, started_at, environment_id) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (inv["request_id"], inv["function"], inv["version"], inv["invocation_type"],
-                 inv["encoding"], inv["status"], payload, inv["created_at"], inv["memory_size_mb"],
-                 inv.get("started_at"), inv.get("environment_id")))
+                [(inv["request_id"], inv["function"], inv["version"], inv["invocation_type"],
+                  inv["encoding"], inv["status"], payload if inv["status"] == "queued" else None,
+                  inv["created_at"], inv["memory_size_mb"], inv.get("started_at"),
+                  inv.get("environment_id")) for inv, payload in rows])
 
     def mark_running(self, request_id: str, started_at: float, environment_id: str) -> None:
         self.write_batch([(request_id, started_at, environment_id)], [])

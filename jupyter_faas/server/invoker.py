@@ -10,6 +10,23 @@ invocation::
 
 A sync submission waits at most ``throttle_wait`` seconds for a slot, then ends
 ``throttled``; a queued one (``map``, async) waits as long as it takes.
+
+When a slot is free but no environment of the version is idle, the pool's
+placement may say a busy one will be free sooner than a cold start would be
+ready (short CPU-bound work on few cores): the invocation then stays queued and
+admission looks again when an environment is released or the wait is up.
+
+Fast path: a submission that finds no queue ahead of it, a free slot and an idle
+environment is written to the store already ``running`` (one transaction instead
+of two), and dispatched at once.
+
+Group commit: starts (``running``) and ends of invocations are queued and written
+in one transaction at the next turn of the loop, for every invocation that
+started or ended in this one.  The durability rules still hold, because nothing
+waits on a timer and nobody is told early: an invocation is sent to its
+environment only after its ``running`` row committed, and its waiters and
+subscribers hear of its end only after its terminal row committed.  Accepting an
+invocation is not deferred: ``submit`` returns only once its row is committed.
 """
 
 from __future__ import annotations
@@ -21,7 +38,7 @@ import uuid
 from collections import OrderedDict, deque
 
 from .. import limits
-from ..errors import InvalidParameter, PayloadTooLarge, ResourceNotFound, Throttled
+from ..errors import FaaSError, InvalidParameter, PayloadTooLarge, ResourceNotFound, Throttled
 from . import lifecycle
 from .lifecycle import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, THROTTLED
 from .monitoring import input_summary
@@ -71,6 +88,10 @@ class Service:
         self.memory_in_use = 0
         self._code_cache: dict[str, bytes] = {}
         self._flusher = None
+        self._recheck_at = None   # TimerHandle: admission looks again when a warm wait is up
+        self._pending_running: list = []   # (inv, started_at, environment id, future) to commit
+        self._pending_finished: list = []  # (inv, fields, result, logs, report) to commit, then tell
+        self._commit_scheduled = False
         self.subscribers: list = []  # callables(event: dict) told of every change (panel, feeds)
 
     # ---- the event feed --------------------------------------------------------------------
@@ -153,6 +174,55 @@ class Service:
                invocation_type: str = "RequestResponse", queue: bool = False,
                listener=None) -> Invocation:
         """Accept an invocation: after this returns it is in the store and will run."""
+        inv, row = self._prepare(name, payload, encoding, version, invocation_type, queue, listener)
+        env = None
+        if not self.waiting.get(inv.function["name"]) and self._fits(inv.function):
+            env = self.pool.take_idle(inv.function)
+        if env is None:
+            self.store.add_invocation(row, payload)
+            self._enqueue(inv)
+            return inv
+        # Fast path: accepted and running in one write, before the client hears of it.
+        started_at = time.time()
+        try:
+            self.store.add_invocation(dict(row, status=RUNNING, started_at=started_at,
+                                           environment_id=env.id), payload)
+        except BaseException:
+            env.state = "idle"
+            self.pool.release(env)
+            raise
+        self.active[inv.request_id] = inv
+        self._emit_invocation(inv)
+        self._start(inv, env, started_at)
+        return inv
+
+    def submit_many(self, calls: list[dict]) -> list:
+        """Accept many invocations with one store transaction (for a batched ``map`` on the wire).
+
+        Each call is a dict of :meth:`submit`'s arguments (``name`` and ``payload``
+        required).  Returns, per call in order, its :class:`Invocation`, or the
+        :class:`~jupyter_faas.errors.FaaSError` that rejected it; every accepted one is
+        in the store when this returns, so the caller may tell its client at once.
+        """
+        out, accepted = [], []
+        for call in calls:
+            try:
+                inv, row = self._prepare(call["name"], call["payload"], call.get("encoding", "pickle"),
+                                         call.get("version"), call.get("invocation_type", "RequestResponse"),
+                                         call.get("queue", False), call.get("listener"))
+            except FaaSError as exc:
+                out.append(exc)
+                continue
+            out.append(inv)
+            accepted.append((inv, row, call["payload"]))
+        if accepted:
+            self.store.add_invocations([(row, payload) for _, row, payload in accepted])
+            for inv, _, _ in accepted:
+                self._enqueue(inv)
+        return out
+
+    def _prepare(self, name, payload, encoding, version, invocation_type, queue, listener):
+        """Validate a submission; its in-memory :class:`Invocation` and its store row (queued)."""
         if encoding not in ("pickle", "json"):
             raise InvalidParameter(f"encoding {encoding!r} is not 'pickle' or 'json'")
         if len(payload) > self.max_payload_bytes:
@@ -165,13 +235,11 @@ class Service:
                          queue or invocation_type == "Event")
         if listener is not None:
             inv.listeners.append(listener)
-        self.store.add_invocation({
-            "request_id": inv.request_id, "function": function["name"], "version": function["version"],
-            "invocation_type": invocation_type, "encoding": encoding, "status": QUEUED,
-            "created_at": inv.created_at, "memory_size_mb": function["memory"],
-            "input_summary": input_summary(payload, encoding)}, payload)
-        self._enqueue(inv)
-        return inv
+        row = {"request_id": inv.request_id, "function": function["name"], "version": function["version"],
+               "invocation_type": invocation_type, "encoding": encoding, "status": QUEUED,
+               "created_at": inv.created_at, "memory_size_mb": function["memory"],
+               "input_summary": input_summary(payload, encoding)}
+        return inv, row
 
     def _enqueue(self, inv: Invocation) -> None:
         self.active[inv.request_id] = inv
@@ -204,20 +272,86 @@ class Service:
                 if not q:
                     del self.waiting[name]
                     continue
-                if self._fits(q[0].function):
-                    inv = q.popleft()
-                    self.waiting.move_to_end(name)
-                    self._start(inv)
-                    progress = True
+                if not self._fits(q[0].function):
+                    continue
+                env = self.pool.take_idle(q[0].function)
+                if env is None:
+                    wait = self.pool.wait_for_warm(q[0].function)
+                    if wait is not None:
+                        self._recheck_after(wait)
+                        continue
+                    env = self.pool.new_environment(q[0].function)  # started by _run
+                inv = q.popleft()
+                self.waiting.move_to_end(name)
+                self._start(inv, env)
+                progress = True
 
-    def _start(self, inv: Invocation) -> None:
+    def _recheck_after(self, wait: float) -> None:
+        """Run admission again in ``wait`` seconds (if no release comes first), so no wait is lost."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + max(wait, 0.002)
+        if self._recheck_at is not None:
+            if self._recheck_at.when() <= when:
+                return
+            self._recheck_at.cancel()
+        self._recheck_at = loop.call_at(when, self._recheck)
+
+    def _recheck(self) -> None:
+        self._recheck_at = None
+        self._admit()
+
+    def _start(self, inv: Invocation, env, started_at: float | None = None) -> None:
         lifecycle.check_move(inv.status, RUNNING)
         inv.status = RUNNING
         name = inv.function["name"]
         self.running += 1
         self.memory_in_use += inv.function["memory"]
         self.running_by_function[name] = self.running_by_function.get(name, 0) + 1
-        inv.task = asyncio.ensure_future(self._run(inv))
+        marked = None
+        if started_at is None and env.state != "starting":
+            # Warm: queue the running row now, so it shares the commit of the invocation
+            # that just freed this environment.
+            started_at = time.time()
+            marked = self._queue_running(inv, started_at, env)
+        inv.task = asyncio.ensure_future(self._run(inv, env, started_at, marked))
+
+    # ---- group commit --------------------------------------------------------------------
+
+    def _queue_running(self, inv: Invocation, started_at: float, env) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        self._pending_running.append((inv, started_at, env.id, fut))
+        self._commit_soon()
+        return fut
+
+    def _commit_soon(self) -> None:
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            asyncio.get_running_loop().call_soon(self._commit)
+
+    def _commit(self) -> None:
+        """Write every queued start and end in one transaction, then release who waits on them."""
+        self._commit_scheduled = False
+        running, self._pending_running = self._pending_running, []
+        finished, self._pending_finished = self._pending_finished, []
+        if not running and not finished:
+            return
+        try:
+            self.store.write_batch([(inv.request_id, t, env_id) for inv, t, env_id, _ in running],
+                                   [(inv.request_id, fields, result, logs)
+                                    for inv, fields, result, logs, _ in finished])
+        except Exception as exc:  # noqa: BLE001 - reported to each waiter below
+            log.exception("could not write %d started and %d finished invocations to the store",
+                          len(running), len(finished))
+            for *_, fut in running:
+                if not fut.done():
+                    fut.set_exception(exc)
+            # The ends are not told: the store does not know them (the invariant).
+            return
+        for *_, fut in running:
+            if not fut.done():
+                fut.set_result(None)
+        for inv, fields, result, _, rep in finished:
+            self._tell_finished(inv, fields, result, rep)
 
     def _throttle(self, inv: Invocation) -> None:
         if inv.status != QUEUED:
@@ -238,23 +372,37 @@ class Service:
 
     # ---- run -----------------------------------------------------------------------------
 
-    async def _run(self, inv: Invocation) -> None:
+    async def _run(self, inv: Invocation, env, started_at: float | None = None,
+                   marked: asyncio.Future | None = None) -> None:
+        """Run on ``env``: a warm environment already taken, or a new one to start here.
+
+        ``started_at`` is set when the invocation is (``marked`` is None) or is being
+        (``marked`` resolves when committed) written to the store as running.
+        """
         function = inv.function
-        try:
-            env, failure = await self.pool.acquire(function, self._code)
-        except Exception as exc:  # noqa: BLE001 - the invocation must end, whatever broke
-            log.exception("could not start an environment for %s", function["name"])
-            self._end(inv, FAILED, {"errorType": "Runtime.StartError",
-                                    "errorMessage": f"could not start an execution environment: {exc}"},
-                      None, lifecycle.report(0, function["memory"], 0, None))
-            return
+        failure = None
+        if env.state == "starting":
+            try:
+                failure = await self.pool.start_environment(env, self._code)
+            except Exception as exc:  # noqa: BLE001 - the invocation must end, whatever broke
+                log.exception("could not start an environment for %s", function["name"])
+                env.close()  # never leave a half-started environment counted as starting
+                self._end(inv, FAILED, {"errorType": "Runtime.StartError",
+                                        "errorMessage": f"could not start an execution environment: {exc}"},
+                          None, lifecycle.report(0, function["memory"], 0, None))
+                return
         init_ms = env.init_ms if env.fresh else None
         inv.env = env
         if failure is not None:
             self._end_failure(inv, failure, init_ms)
             return
-        now = time.time()
-        self.store.mark_running(inv.request_id, now, env.id)
+        if started_at is None:
+            started_at = time.time()
+            marked = self._queue_running(inv, started_at, env)
+        if marked is not None:
+            # Durable before it runs: after a crash a running invocation is failed, never re-run.
+            await marked
+        now = started_at
         self._emit_invocation(inv, started_at=now)
         self._log(inv, "platform", f"START RequestId: {inv.request_id} Version: {function['version']}")
         if inv.cancel_requested:
@@ -370,11 +518,15 @@ class Service:
         lifecycle.check_move(inv.status, status)
         inv.status = status
         fields = dict(fields, status=status, ended_at=time.time())
-        # The invariant: the store knows the end before anyone is told.
-        self.store.finish_invocation(inv.request_id, fields, result, inv.unflushed)
-        inv.unflushed = []
+        logs, inv.unflushed = inv.unflushed, []
         self.active.pop(inv.request_id, None)
         inv.payload = b""
+        # The invariant: the store knows the end before anyone is told (_commit tells).
+        self._pending_finished.append((inv, fields, result, logs, rep))
+        self._commit_soon()
+
+    def _tell_finished(self, inv: Invocation, fields: dict, result: bytes | None, rep) -> None:
+        status = inv.status
         done = {"request_id": inv.request_id, "status": status, "error": fields.get("error"),
                 "report": rep, "function": inv.function["name"], "version": inv.function["version"]}
         if not inv.done.done():
@@ -463,9 +615,13 @@ class Service:
     async def close(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
+        if self._recheck_at is not None:
+            self._recheck_at.cancel()
+        self._commit()
         for inv in list(self.active.values()):
             self._flush_one(inv)
         await self.pool.close()
+        self._commit()
 
     def stats(self) -> dict:
         return {"running": self.running, "queued": sum(len(q) for q in self.waiting.values()),

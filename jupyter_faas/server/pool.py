@@ -12,7 +12,9 @@ Actors (all on the server's asyncio loop, no threads):
   server kills the whole process tree), or the process's death (exit status or
   signal from the zygote, OOM from the memory enforcer).
 - ``Pool`` keeps idle environments per function version (warm starts), starts
-  new ones (cold starts), and stops ones idle longer than ``idle_timeout``.
+  new ones (cold starts), and stops ones idle longer than ``idle_timeout``.  When
+  none is idle, :mod:`.placement` decides whether waiting for a busy one beats a
+  cold start.
 """
 
 from __future__ import annotations
@@ -33,9 +35,14 @@ from pathlib import Path
 from kernel_workers import wire
 
 from .memory import kill_tree
+from .placement import DEFAULT_INIT_S, VersionStats, wait_for_warm
 
 log = logging.getLogger("jupyter_faas.server")
 
+#: A spare's cgroup limit until it is given a function (then lowered to the function's memory).
+SPARE_LIMIT_MB = 10240
+#: Stream buffer limit of the control socket (bytes buffered before the reader pauses it).
+READ_LIMIT = 16 * 1024 * 1024
 #: Longest line kept whole; longer output is split into lines of this size.
 MAX_LINE = 256 * 1024
 #: after a timeout fires, how long to wait for a result that may already be in the socket
@@ -167,17 +174,28 @@ class ZygoteProcess:
                 self.proc.wait()
 
 
+class _DeadlinePassed(Exception):
+    """The invocation's timeout elapsed before its result frame arrived."""
+
+
+def _deadline_passed(frame: asyncio.Future) -> None:
+    if not frame.done():
+        frame.set_exception(_DeadlinePassed())
+
+
 class Environment:
     _ids = itertools.count(1)
 
-    def __init__(self, pool: "Pool", function: dict):
+    def __init__(self, pool: "Pool", function: dict | None):
         self.pool = pool
         self.id = f"env-{os.getpid()}-{next(self._ids)}"
-        self.function = function
-        self.key = (function["name"], function["version"])
+        self.function = function  # None for a spare until assign()
+        self.key = (function["name"], function["version"]) if function else None
         self.pid: int | None = None
+        self.exit: asyncio.Future | None = None
         self.state = "starting"
         self.last_used = time.monotonic()
+        self.busy_since = self.last_used  # when it took its current invocation (placement)
         self.init_ms: float | None = None
         self.fresh = True
         self.reader = self.writer = None
@@ -192,13 +210,8 @@ class Environment:
 
     # ---- start ---------------------------------------------------------------------------
 
-    async def start(self, code: bytes) -> Outcome | None:
-        """Fork and load the code; None when ready, else the init failure."""
-        started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        ctl_parent, ctl_child = socket.socketpair()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+    def _setup_fields(self) -> dict:
+        """The process environment of this function's environment (applied in the child)."""
         cfg = self.function
         environ = dict(self.pool.base_environ)
         environ.update({
@@ -213,11 +226,22 @@ class Environment:
             "PYTHONUNBUFFERED": "1",
         })
         environ.update(cfg.get("env") or {})
-        fields = {"environ": environ, "cwd": str(self.workdir), "tmpdir": str(self.workdir / "tmp")}
+        return {"environ": environ, "cwd": str(self.workdir), "tmpdir": str(self.workdir / "tmp")}
+
+    async def _fork(self, fields: dict) -> None:
+        """Fork from the zygote with ``fields`` and connect its control socket and output pipes."""
+        loop = asyncio.get_running_loop()
+        ctl_parent, ctl_child = socket.socketpair()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
         try:
-            fields.update(self.pool.memory.fork_fields(self.id, cfg["memory"]))
             zygote = await self.pool.zygote()
             self.pid = await zygote.fork(self.id, fields, [ctl_child.fileno(), out_w, err_w])
+        except BaseException:
+            ctl_parent.close()
+            os.close(out_r)
+            os.close(err_r)
+            raise
         finally:
             ctl_child.close()
             os.close(out_w)
@@ -227,11 +251,43 @@ class Environment:
             os.set_blocking(fd, False)
             self._pipes[fd] = (stream, bytearray())
             loop.add_reader(fd, self._pipe_readable, fd)
-        self.reader, self.writer = await asyncio.open_connection(sock=ctl_parent)
+        # A large buffer limit: with the default (64 KiB) the reader pauses and resumes the
+        # socket every 128 KiB, and a 100 MB result takes ~800 loop turns to arrive.
+        self.reader, self.writer = await asyncio.open_connection(sock=ctl_parent, limit=READ_LIMIT)
         self._read_task = asyncio.ensure_future(self._read_frames())
+
+    async def spawn_spare(self) -> None:
+        """Fork ahead of need, with no function: joined to its cgroup (the slow part), then waiting."""
+        await self._fork(self.pool.memory.fork_fields(self.id, SPARE_LIMIT_MB))
+        self.state = "spare"
+
+    def assign(self, function: dict) -> bool:
+        """Make this spare an environment of ``function``; False if it cannot be (then close it)."""
+        if self.state != "spare" or self.exit.done():
+            return False
+        self.function = function
+        self.key = (function["name"], function["version"])
+        self.state = "starting"
+        self.busy_since = time.monotonic()
+        return True
+
+    async def start(self, code: bytes) -> Outcome | None:
+        """Fork (or take over a spare) and load the code; None when ready, else the init failure."""
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        cfg = self.function
+        setup = self._setup_fields()
+        if self.pid is None:
+            setup.update(self.pool.memory.fork_fields(self.id, cfg["memory"]))
+            await self._fork(setup)
+            setup = None
+        else:
+            # A spare: lower its cgroup limit (it is already a member) and send the rest with init.
+            limits = self.pool.memory.fork_fields(self.id, cfg["memory"])
+            setup.update({k: v for k, v in limits.items() if k != "cgroup_procs"})
         self._frame = loop.create_future()
         self.writer.write(wire.pack("init", code, function=cfg["name"], version=cfg["version"],
-                                    memory=cfg["memory"]))
+                                    memory=cfg["memory"], setup=setup))
         try:
             header, body = await asyncio.wait_for(asyncio.shield(self._frame), self.pool.init_timeout)
         except (EnvironmentDied, asyncio.TimeoutError):
@@ -245,6 +301,8 @@ class Environment:
             self.close()
             return Outcome("init_error", header, bytes(body))
         self.init_ms = (time.perf_counter() - started) * 1000
+        self.pool.stats_for(self.key).observe_init(self.init_ms / 1000)
+        self.pool.any_init.observe_init(self.init_ms / 1000)
         self.state = "idle"
         return None
 
@@ -339,26 +397,43 @@ class Environment:
         self._frame = loop.create_future()
         started = time.perf_counter()
         deadline_ms = int(time.time() * 1000 + timeout * 1000)
-        self.writer.writelines(wire.pack_parts("invoke", payload, request_id=request_id,
-                                               encoding=encoding, deadline_ms=deadline_ms))
+        prefix, body = wire.pack_parts("invoke", payload, request_id=request_id, encoding=encoding,
+                                       deadline_ms=deadline_ms)
+        if len(body) < 65536:
+            self.writer.write(prefix + body)  # one send for the common, small call
+        else:
+            # Two writes, not writelines(): that joins prefix and body, one more copy of a
+            # large payload before the transport buffers what the socket did not take.
+            self.writer.write(prefix)
+            self.writer.write(body)
+        # A timer on the frame future itself, not wait_for(shield(...)): that costs two
+        # extra tasks per invocation on the warm path.
+        deadline = loop.call_later(timeout, _deadline_passed, self._frame)
         try:
             try:
-                header, body = await asyncio.wait_for(asyncio.shield(self._frame), timeout)
-            except asyncio.TimeoutError:
+                header, body = await self._frame
+            except _DeadlinePassed:
                 # A busy loop can fire the timer before reading a result that is already
                 # waiting in the socket: give the reader a moment, and believe the
                 # environment's own clock about how long the handler ran.
-                header, body = await asyncio.wait_for(asyncio.shield(self._frame), TIMEOUT_GRACE_S)
+                self._frame = loop.create_future()
+                grace = loop.call_later(TIMEOUT_GRACE_S, _deadline_passed, self._frame)
+                try:
+                    header, body = await self._frame
+                finally:
+                    grace.cancel()
                 if not header.get("duration_ms", float("inf")) <= timeout * 1000:
-                    raise asyncio.TimeoutError from None
-        except asyncio.TimeoutError:
+                    raise _DeadlinePassed from None
+        except _DeadlinePassed:
             self.kill("timeout")
         except EnvironmentDied:
-            pass
+            deadline.cancel()
         except asyncio.CancelledError:
+            deadline.cancel()
             self.kill("cancelled")
             raise
         else:
+            deadline.cancel()
             if memory.oom_killed(self.id):
                 self.kill("oom")  # a child was OOM-killed: the invocation hit the limit
             else:
@@ -368,6 +443,10 @@ class Environment:
 
     async def _finished(self, header: dict, body: bytes) -> Outcome:
         memory = self.pool.memory
+        cpu_ms, duration_ms = header.get("cpu_ms"), header.get("duration_ms")
+        self.pool.stats_for(self.key).observe_run(
+            time.monotonic() - self.busy_since, None if duration_ms is None else duration_ms / 1000,
+            None if cpu_ms is None else cpu_ms / 1000)
         self.drain()
         self.on_line = None
         outcome = Outcome("result" if header["k"] == "result" else "error", header, body,
@@ -396,6 +475,8 @@ class Environment:
         return Outcome(kind, duration_ms=duration, max_memory_mb=peak, returncode=returncode)
 
     async def wait_exit(self) -> int | None:
+        if self.exit is None:
+            return None
         try:
             return await asyncio.wait_for(asyncio.shield(self.exit), 5)
         except (asyncio.TimeoutError, EnvironmentDied):
@@ -432,7 +513,8 @@ class Environment:
 
 class Pool:
     def __init__(self, memory, workdir: Path, preload: list[str], idle_timeout: float,
-                 base_environ: dict | None = None, init_timeout: float = 10.0):
+                 base_environ: dict | None = None, init_timeout: float = 10.0,
+                 spares: int | None = None):
         self.memory = memory
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -444,6 +526,15 @@ class Pool:
         self._zygote_lock = asyncio.Lock()
         self.idle: dict[tuple, list[Environment]] = defaultdict(list)
         self.all: dict[str, Environment] = {}
+        self.version_stats: dict[tuple, VersionStats] = {}
+        self.any_init = VersionStats()  # cold-start time of any version, for one not yet measured
+        self.cpus = os.cpu_count() or 1
+        # Spares: environments forked before a function needs them, so a cold start is a
+        # code load, not a fork and a cgroup join.  One per core covers back-to-back starts.
+        self.spares_wanted = min(2, self.cpus) if spares is None else spares
+        self.spares: list[Environment] = []
+        self._spare_task = None
+        self._closing = False
         self._reaper = None
         self._sampler = None
 
@@ -458,22 +549,84 @@ class Pool:
     def start_background(self) -> None:
         self._reaper = asyncio.ensure_future(self._reap_idle())
         self._sampler = asyncio.ensure_future(self._sample_memory())
+        self._fill_spares()
 
-    async def acquire(self, function: dict, code_for) -> tuple[Environment, Outcome | None]:
-        """A warm environment of this version, or a new one (cold start)."""
-        key = (function["name"], function["version"])
-        idle = self.idle.get(key)
+    def stats_for(self, key: tuple) -> VersionStats:
+        stats = self.version_stats.get(key)
+        if stats is None:
+            stats = self.version_stats[key] = VersionStats()
+        return stats
+
+    def take_idle(self, function: dict) -> Environment | None:
+        """A warm environment of this version, now marked busy, or None."""
+        idle = self.idle.get((function["name"], function["version"]))
         while idle:
             env = idle.pop()
             if env.state == "idle":
                 env.state = "busy"
-                return env, None
+                env.busy_since = time.monotonic()
+                return env
+        return None
+
+    def wait_for_warm(self, function: dict) -> float | None:
+        """Seconds until a busy environment is expected free, when that beats a cold start; else None."""
+        key = (function["name"], function["version"])
+        busy, starting = [], []
+        for env in self.all.values():
+            if env.key == key:
+                if env.state == "busy":
+                    busy.append(env.busy_since)
+                elif env.state == "starting":
+                    starting.append(env.busy_since)
+        return wait_for_warm(self.version_stats.get(key), busy, starting, time.monotonic(), self.cpus,
+                             self.any_init.init_s or DEFAULT_INIT_S)
+
+    def new_environment(self, function: dict) -> Environment:
+        """A cold start, counted at once (state ``starting``) so placement sees it before it runs."""
+        while self.spares:
+            env = self.spares.pop()
+            self._fill_spares()
+            if env.assign(function):
+                return env
+            env.close()
         env = Environment(self, function)
         self.all[env.id] = env
-        failure = await env.start(code_for(function))
+        return env
+
+    def _fill_spares(self) -> None:
+        if self._spare_task is None and not self._closing and len(self.spares) < self.spares_wanted:
+            self._spare_task = asyncio.ensure_future(self._make_spares())
+
+    async def _make_spares(self) -> None:
+        try:
+            while len(self.spares) < self.spares_wanted and not self._closing:
+                env = Environment(self, None)
+                self.all[env.id] = env
+                try:
+                    await env.spawn_spare()
+                except Exception as exc:  # noqa: BLE001 - spares are an optimisation; cold starts still work
+                    log.warning("could not fork a spare environment (%s); cold starts will fork", exc)
+                    env.close()
+                    return
+                self.spares.append(env)
+        finally:
+            self._spare_task = None
+
+    async def start_environment(self, env: Environment, code_for) -> Outcome | None:
+        """Fork and load a :meth:`new_environment`; None when it is ready (and busy), else the failure."""
+        failure = await env.start(code_for(env.function))
         if failure is None:
             env.state = "busy"
-        return env, failure
+            env.busy_since = time.monotonic()
+        return failure
+
+    async def acquire(self, function: dict, code_for) -> tuple[Environment, Outcome | None]:
+        """A warm environment of this version, or a new one (cold start)."""
+        env = self.take_idle(function)
+        if env is not None:
+            return env, None
+        env = self.new_environment(function)
+        return env, await self.start_environment(env, code_for)
 
     def release(self, env: Environment) -> None:
         if env.state == "idle":
@@ -481,6 +634,8 @@ class Pool:
 
     def forget(self, env: Environment) -> None:
         self.all.pop(env.id, None)
+        if env in self.spares:
+            self.spares.remove(env)
         lst = self.idle.get(env.key)
         if lst and env in lst:
             lst.remove(env)
@@ -499,8 +654,9 @@ class Pool:
                 if now - env.last_used > self.idle_timeout:
                     env.close()
             for env in [e for e in self.all.values() if e.state != "dead" and e.pid]:
-                if env.exit.done() and env.state == "idle":
+                if env.exit is not None and env.exit.done() and env.state in ("idle", "spare"):
                     env.close()  # died while idle (e.g. a leftover thread called os._exit)
+            self._fill_spares()
 
     async def _sample_memory(self) -> None:
         """The watchdog: RSS of busy environments, killed over their limit."""
@@ -528,7 +684,8 @@ class Pool:
         return {"environments": len(self.all), **states, "memory_enforcement": self.memory.mode}
 
     async def close(self) -> None:
-        for task in (self._reaper, self._sampler):
+        self._closing = True
+        for task in (self._reaper, self._sampler, self._spare_task):
             if task is not None:
                 task.cancel()
         for env in list(self.all.values()):

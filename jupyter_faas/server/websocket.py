@@ -130,24 +130,28 @@ class InvocationSocket(websocket.WebSocketHandler):
                                 f"frame carries {len(body)}"})
             return
         listener = self._on_log if header.get("logs") else None
-        accepted, offset = [], 0
-        version = None
-        for i, (cid, n) in enumerate(items):
-            payload = bytes(body[offset:offset + n])
+        calls, offset = [], 0
+        for _, n in items:
+            calls.append({"name": header.get("function"), "payload": bytes(body[offset:offset + n]),
+                          "encoding": header.get("encoding", "pickle"), "version": header.get("version"),
+                          "queue": bool(header.get("queue")), "listener": listener})
             offset += n
+        # One store transaction for the whole batch; an item rejected on its own (too large)
+        # does not take the rest with it.
+        if len(calls) == 1:
+            # A single call takes submit()'s fast path: straight into a warm environment.
+            call = calls[0]
             try:
-                inv = self.service.submit(header.get("function"), payload,
-                                          encoding=header.get("encoding", "pickle"),
-                                          version=header.get("version"), queue=bool(header.get("queue")),
-                                          listener=listener)
+                results = [self.service.submit(call.pop("name"), call.pop("payload"), **call)]
             except FaaSError as exc:
-                # One bad item (too large) must not take its batch with it; a missing
-                # function rejects every item the same way.
-                if accepted:
-                    self.send("accepted", version=version, items=accepted)
-                    accepted = []
-                self.send("rejected", cids=[cid], error={"errorType": exc.error_type,
-                                                         "errorMessage": exc.message})
+                results = [exc]
+        else:
+            results = self.service.submit_many(calls)
+        accepted, version = [], None
+        for (cid, _), inv in zip(items, results):
+            if isinstance(inv, FaaSError):
+                self.send("rejected", cids=[cid], error={"errorType": inv.error_type,
+                                                         "errorMessage": inv.message})
                 continue
             version = inv.function["version"]
             accepted.append([cid, inv.request_id])

@@ -1,0 +1,289 @@
+"""Adapters for the peer frameworks, each behind the same small interface as jupyter_faas.
+
+An adapter is started once per run of its system and offers::
+
+    call(fn, *args)                     one synchronous round trip (W1, W4)
+    map(fn, items)                      one task per item, results in order (W2)
+    concurrent_map(fn, items, n)        at most n at once, results in order (W3)
+    cold(tag, with_numpy)               a new worker to its first result (W5): seconds
+
+A method that a framework has no honest equivalent for raises ``NotApplicable``
+with the reason, which the report prints instead of a number.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import tempfile
+import time
+
+from . import tasks
+
+WORKERS = 2  # the machines have 2 cores; every pool gets as many workers as cores
+
+
+class NotApplicable(Exception):
+    """This framework has no honest equivalent of the workload (the message says why)."""
+
+
+class System:
+    name = "?"
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def call(self, fn, *args):
+        raise NotImplementedError
+
+    def map(self, fn, items):
+        raise NotImplementedError
+
+    def concurrent_map(self, fn, items, concurrency):
+        raise NotApplicable("no way to run that many at once")
+
+    def cold(self, tag: str, with_numpy: bool) -> float:
+        raise NotApplicable("no separate worker start to time")
+
+
+def _cold_fn(with_numpy):
+    return tasks.uses_numpy if with_numpy else tasks.inc
+
+
+class ProcessPool(System):
+    """concurrent.futures.ProcessPoolExecutor (fork), the stdlib baseline."""
+
+    name = "ProcessPoolExecutor"
+
+    def _executor(self, workers):
+        return concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("fork"))
+
+    def start(self):
+        self.ex = self._executor(WORKERS)
+
+    def close(self):
+        self.ex.shutdown()
+        if hasattr(self, "wide"):
+            self.wide.shutdown()
+
+    def call(self, fn, *args):
+        return self.ex.submit(fn, *args).result()
+
+    def map(self, fn, items):
+        return list(self.ex.map(fn, items))  # chunksize=1: one task per item
+
+    def concurrent_map(self, fn, items, concurrency):
+        if not hasattr(self, "wide"):
+            self.wide = self._executor(concurrency)
+            list(self.wide.map(tasks.noop, range(concurrency * 2)))  # fork them before timing
+        return list(self.wide.map(fn, items))
+
+    def cold(self, tag, with_numpy):
+        started = time.perf_counter()
+        with self._executor(1) as ex:
+            ex.submit(_cold_fn(with_numpy), 1).result()
+            return time.perf_counter() - started
+
+
+class MultiprocessingPool(System):
+    name = "multiprocessing.Pool"
+
+    def start(self):
+        self.pool = multiprocessing.get_context("fork").Pool(WORKERS)
+
+    def close(self):
+        self.pool.terminate()
+        self.pool.join()
+        if hasattr(self, "wide"):
+            self.wide.terminate()
+            self.wide.join()
+
+    def call(self, fn, *args):
+        return self.pool.apply(fn, args)
+
+    def map(self, fn, items):
+        return self.pool.map(fn, items, chunksize=1)
+
+    def concurrent_map(self, fn, items, concurrency):
+        if not hasattr(self, "wide"):
+            self.wide = multiprocessing.get_context("fork").Pool(concurrency)
+        return self.wide.map(fn, items, chunksize=1)
+
+    def cold(self, tag, with_numpy):
+        started = time.perf_counter()
+        pool = multiprocessing.get_context("fork").Pool(1)
+        try:
+            pool.apply(_cold_fn(with_numpy), (1,))
+            return time.perf_counter() - started
+        finally:
+            pool.terminate()
+            pool.join()
+
+
+class Loky(System):
+    name = "loky"
+
+    def start(self):
+        import loky
+        self.loky = loky
+        self.ex = loky.ProcessPoolExecutor(WORKERS)
+
+    def close(self):
+        self.ex.shutdown()
+        if hasattr(self, "wide"):
+            self.wide.shutdown()
+
+    def call(self, fn, *args):
+        return self.ex.submit(fn, *args).result()
+
+    def map(self, fn, items):
+        return list(self.ex.map(fn, items))
+
+    def concurrent_map(self, fn, items, concurrency):
+        if not hasattr(self, "wide"):
+            self.wide = self.loky.ProcessPoolExecutor(concurrency)
+        return list(self.wide.map(fn, items))
+
+    def cold(self, tag, with_numpy):
+        started = time.perf_counter()
+        ex = self.loky.ProcessPoolExecutor(1)
+        try:
+            ex.submit(_cold_fn(with_numpy), 1).result()
+            return time.perf_counter() - started
+        finally:
+            ex.shutdown()
+
+
+class Dask(System):
+    """dask.distributed LocalCluster: 2 worker processes, 1 thread each."""
+
+    name = "Dask"
+
+    def start(self):
+        from distributed import Client, LocalCluster
+        self.cluster = LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
+                                    dashboard_address=None)
+        self.client = Client(self.cluster)
+
+    def close(self):
+        self.client.close()
+        self.cluster.close()
+        if hasattr(self, "wide"):
+            self.wide_client.close()
+            self.wide.close()
+
+    def call(self, fn, *args):
+        return self.client.submit(fn, *args, pure=False).result()
+
+    def map(self, fn, items):
+        return self.client.gather(self.client.map(fn, items, pure=False))
+
+    def concurrent_map(self, fn, items, concurrency):
+        from distributed import Client, LocalCluster
+        if not hasattr(self, "wide"):
+            # The same 2 processes, with enough threads for the concurrency asked.
+            self.wide = LocalCluster(n_workers=WORKERS, threads_per_worker=concurrency // WORKERS,
+                                     processes=True, dashboard_address=None)
+            self.wide_client = Client(self.wide)
+        return self.wide_client.gather(self.wide_client.map(fn, items, pure=False))
+
+    def cold(self, tag, with_numpy):
+        # A new worker process joins the running cluster; time until it returns a result.
+        before = set(self.client.scheduler_info()["workers"])
+        started = time.perf_counter()
+        self.cluster.scale(len(before) + 1)
+        self.client.wait_for_workers(len(before) + 1)
+        new = sorted(set(self.client.scheduler_info()["workers"]) - before)
+        self.client.submit(_cold_fn(with_numpy), 1, workers=new, pure=False).result()
+        elapsed = time.perf_counter() - started
+        self.cluster.scale(len(before))
+        deadline = time.monotonic() + 30
+        while len(self.client.scheduler_info()["workers"]) > len(before) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return elapsed
+
+
+class IPyParallel(System):
+    """ipyparallel: a controller and 2 engines, load-balanced view; its own IPYTHONDIR."""
+
+    name = "ipyparallel"
+
+    def start(self):
+        os.environ["IPYTHONDIR"] = tempfile.mkdtemp(prefix="bench-ipython-")
+        import ipyparallel
+        self.cluster = ipyparallel.Cluster(n=WORKERS, log_level=40)
+        self.rc = self.cluster.start_and_connect_sync()
+        self.rc.wait_for_engines(WORKERS, timeout=120)
+        self.view = self.rc.load_balanced_view()
+
+    def close(self):
+        self.rc.close()
+        self.cluster.stop_cluster_sync()
+
+    def call(self, fn, *args):
+        return self.view.apply_sync(fn, *args)
+
+    def map(self, fn, items):
+        return list(self.view.map_sync(fn, items))  # load-balanced: chunksize 1, a task per item
+
+    def concurrent_map(self, fn, items, concurrency):
+        raise NotApplicable(f"one task at a time per engine ({WORKERS} engines)")
+
+    def cold(self, tag, with_numpy):
+        raise NotApplicable("engines are started by the cluster, not per task")
+
+
+class Ray(System):
+    name = "Ray"
+
+    def start(self):
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        import ray
+        self.ray = ray
+        ray.init(num_cpus=WORKERS, include_dashboard=False, log_to_driver=False,
+                 _temp_dir=tempfile.mkdtemp(prefix="bench-ray-"))
+        self.remotes = {}
+
+    def close(self):
+        self.ray.shutdown()
+
+    def _remote(self, fn, num_cpus=1):
+        key = (fn, num_cpus)
+        if key not in self.remotes:
+            self.remotes[key] = self.ray.remote(num_cpus=num_cpus)(fn)
+        return self.remotes[key]
+
+    def call(self, fn, *args):
+        return self.ray.get(self._remote(fn).remote(*args))
+
+    def map(self, fn, items):
+        f = self._remote(fn)
+        return self.ray.get([f.remote(x) for x in items])
+
+    def concurrent_map(self, fn, items, concurrency):
+        # Each task claims a share of a CPU so `concurrency` of them run at once.
+        f = self._remote(fn, num_cpus=WORKERS / concurrency)
+        return self.ray.get([f.remote(x) for x in items])
+
+    def cold(self, tag, with_numpy):
+        # A new actor is a new worker process; time it to its first result.
+        fn = _cold_fn(with_numpy)
+
+        class Cold:
+            def run(self, x):
+                return fn(x)
+        actor_cls = self.ray.remote(num_cpus=0)(Cold)
+        started = time.perf_counter()
+        actor = actor_cls.remote()
+        self.ray.get(actor.run.remote(1))
+        elapsed = time.perf_counter() - started
+        self.ray.kill(actor)
+        return elapsed
+
+
+PEERS = {cls.name: cls for cls in (ProcessPool, MultiprocessingPool, Loky, Dask, IPyParallel, Ray)}

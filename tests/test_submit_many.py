@@ -1,0 +1,40 @@
+"""Service.submit_many: many invocations accepted with one store transaction, real environments."""
+
+import asyncio
+
+import cloudpickle
+import pytest
+
+from jupyter_faas.errors import ResourceNotFound
+from jupyter_faas.server.invoker import Service
+from jupyter_faas.server.memory import WatchdogMemory
+from jupyter_faas.server.pool import Pool
+from jupyter_faas.server.store import Store
+
+
+@pytest.mark.timeout(120)
+def test_submit_many_accepts_all_at_once_and_runs_each(tmp_path):
+    async def main():
+        store = Store(tmp_path / "faas.sqlite")
+        pool = Pool(WatchdogMemory(), tmp_path / "envs", [], idle_timeout=60)
+        service = Service(store, pool, memory_budget_mb=4096, max_concurrency=None, throttle_wait=2.0,
+                          max_payload_bytes=1 << 20)
+        service.start_background()
+        try:
+            service.deploy("double", cloudpickle.dumps(lambda x: 2 * x))
+            calls = [{"name": "double", "payload": cloudpickle.dumps(((i,), {})), "queue": True}
+                     for i in range(20)]
+            calls.insert(3, {"name": "missing", "payload": b""})
+            out = service.submit_many(calls)
+            assert isinstance(out[3], ResourceNotFound)  # one bad call rejects only itself
+            invocations = out[:3] + out[4:]
+            # Accepted means in the store, before anyone is told.
+            assert all(store.get_invocation(inv.request_id) for inv in invocations)
+            ends = [await asyncio.wait_for(inv.done, 60) for inv in invocations]
+            assert [done["status"] for done, _ in ends] == ["succeeded"] * 20
+            assert [cloudpickle.loads(result) for _, result in ends] == [2 * i for i in range(20)]
+            assert {store.get_invocation(inv.request_id)["status"] for inv in invocations} == {"succeeded"}
+        finally:
+            await service.close()
+            store.close()
+    asyncio.run(main())

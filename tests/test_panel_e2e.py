@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -113,7 +114,12 @@ def functions(stack):
     def add(event):
         return event["a"] + event["b"]
 
-    yield {"square": square, "slow": slow, "add": add}
+    @faas.function(name="e2e_boom", memory=128, timeout=10)
+    def boom(what):
+        print("about to fail", file=sys.stderr)
+        raise ValueError(f"boom: {what}")
+
+    yield {"square": square, "slow": slow, "add": add, "boom": boom}
     connection.reset()
 
 
@@ -243,6 +249,23 @@ def test_panel_lists_functions_and_updates_live(stack, page, functions):
     assert "Max Memory Used:" in page.locator(f"{PANEL} .jp-FaaS-report").inner_text()
     assert inv.request_id in page.locator(f'{PANEL} [data-field="request_id"]').inner_text()
     assert "pickled arguments" in page.locator(f'{PANEL} [data-field="input"]').inner_text()
+
+
+def test_failed_invocation_shows_error_traceback_and_filters(stack, page, functions):
+    inv = functions["boom"].invoke("kaput")
+    assert inv.status == "failed"
+    page.select_option(f"{PANEL} .jp-FaaS-filterFunction", "e2e_boom")
+    page.wait_for_function(
+        f"[...document.querySelectorAll('{PANEL} .jp-FaaS-row')].map(r => r.dataset.requestId)"
+        f".join() === '{inv.request_id}'", timeout=30_000)
+    page.locator(f'{PANEL} .jp-FaaS-row[data-request-id="{inv.request_id}"]').click()
+    error = page.locator(f"{PANEL} .jp-FaaS-error")
+    error.wait_for(timeout=30_000)
+    assert "ValueError: boom: kaput" in error.locator(".jp-FaaS-errorType").inner_text()
+    assert 'raise ValueError(f"boom: {what}")' in error.locator(".jp-FaaS-traceback").inner_text()
+    assert page.locator(f"{PANEL} .jp-FaaS-log-stderr", has_text="about to fail").count() == 1
+    page.select_option(f"{PANEL} .jp-FaaS-filterFunction", "")
+    page.locator(f"{PANEL} .jp-FaaS-row").nth(1).wait_for(timeout=30_000)
 
 
 def test_live_logs_of_a_running_invocation_and_cancel(stack, page, functions):

@@ -243,7 +243,8 @@ def test_panel_lists_functions_and_updates_live(stack, page, functions):
     # Click: the invocation's detail with every log line and the REPORT.
     row.click()
     logs = page.locator(f"{PANEL} .jp-FaaS-logs")
-    page.wait_for_function(f"document.querySelector('{PANEL} .jp-FaaS-logs')?.textContent.includes('squaring 12')")
+    page.wait_for_function(
+        f"document.querySelector('{PANEL} .jp-FaaS-logs')?.textContent.includes('squaring 12')")
     text = logs.inner_text()
     assert f"START RequestId: {inv.request_id}" in text and "REPORT RequestId:" in text
     assert "Max Memory Used:" in page.locator(f"{PANEL} .jp-FaaS-report").inner_text()
@@ -277,19 +278,21 @@ def test_live_logs_of_a_running_invocation_and_cancel(stack, page, functions):
     row.wait_for(timeout=30_000)
     row.click()
     # Lines arrive while it is still running, without a reload.
-    page.wait_for_function(f"document.querySelector('{PANEL} .jp-FaaS-logs')?.textContent.includes('tick 5')",
-                           timeout=30_000)
+    page.wait_for_function(
+        f"document.querySelector('{PANEL} .jp-FaaS-logs')?.textContent.includes('tick 5')", timeout=30_000)
     assert page.locator(f'{PANEL} [data-field="status"]').inner_text().endswith("running")
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator(f"{PANEL} .jp-FaaS-detail").screenshot(path=str(ARTIFACTS / "detail-live.png"))
     page.locator(f"{PANEL} .jp-FaaS-detailHead button", has_text="Cancel").click()
-    page.wait_for_function(f"document.querySelector('{PANEL} [data-field=\"status\"] dd')?.textContent === 'cancelled'",
-                           timeout=30_000)
+    page.wait_for_function(
+        f"document.querySelector('{PANEL} [data-field=\"status\"] dd')?.textContent === 'cancelled'",
+        timeout=30_000)
     with pytest.raises(Exception) as info:
         fut.result(30)
     assert type(info.value).__name__ == "Cancelled"
     # Every line, stored before the click or pushed after it, once and in order.
-    page.wait_for_function(f"document.querySelector('{PANEL} .jp-FaaS-logs')?.textContent.includes('END RequestId')")
+    page.wait_for_function(
+        f"document.querySelector('{PANEL} .jp-FaaS-logs')?.textContent.includes('END RequestId')")
     lines = page.locator(f"{PANEL} .jp-FaaS-log").all_inner_texts()
     ticks = [line for line in lines if line.startswith("tick ")]
     assert 5 < len(ticks) < 60
@@ -310,15 +313,16 @@ def test_invoke_with_a_json_test_event_and_metrics(stack, page, functions):
     box.fill('{"a": 2, "b": 40}')
     card.locator("button", has_text="Run").click()
     page.wait_for_function(
-        f"document.querySelector('{PANEL} .jp-FaaS-function[data-function=\"e2e_add\"] .jp-FaaS-invokeResult pre')"
-        "?.textContent === '42'", timeout=30_000)
+        f"document.querySelector('{PANEL} .jp-FaaS-function[data-function=\"e2e_add\"] "
+        ".jp-FaaS-invokeResult pre')?.textContent === '42'", timeout=30_000)
     assert "succeeded" in card.locator(".jp-FaaS-invokeResult").inner_text()
     # The JSON input is kept as the invocation's input summary.
     rid = card.locator(".jp-FaaS-invokeResult div").first.inner_text().split(" · ")[1]
     assert _lab_get(stack["lab"], f"invocations/{rid}")["input_summary"] == '{"a":2,"b":40}'
 
     # Metrics for the bulk function: charts drawn from per-minute series.
-    page.locator(f'{PANEL} .jp-FaaS-function[data-function="{BULK_FUNCTION}"] button', has_text="Metrics").click()
+    bulk_card = page.locator(f'{PANEL} .jp-FaaS-function[data-function="{BULK_FUNCTION}"]')
+    bulk_card.locator("button", has_text="Metrics").click()
     with page.expect_response(lambda r: f"metrics/functions/{BULK_FUNCTION}?minutes=1440" in r.url) as answer:
         page.select_option(f"{PANEL} .jp-FaaS-metricsWindow", "1440")
     assert answer.value.ok

@@ -59,7 +59,7 @@ class LabProcess:
                 return self
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"jupyter lab exited: see {self.base / 'lab.log'}")
+                    raise RuntimeError(f"jupyter lab exited: see {self.base / 'lab.log'}") from None
                 time.sleep(0.2)
         raise RuntimeError(f"jupyter lab did not start: see {self.base / 'lab.log'}")
 

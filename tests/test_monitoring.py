@@ -230,6 +230,65 @@ def test_event_feed_pushes_invocations_and_watched_logs(server, conn):
     assert len(lines) + dropped <= len(stored) == 1003
 
 
+def test_event_feed_caps_a_flood_of_log_lines(server, conn):
+    """200,000 lines from one watched invocation: the feed pushes a bounded trickle and
+    counts the rest, the store keeps every line, and the server stays responsive."""
+    import jupyter_faas as faas
+
+    @faas.function(name="mon_flood", memory=256, timeout=60)
+    def flood(n):
+        import sys
+        import time
+        time.sleep(1.0)  # time for the test to watch it before the flood starts
+        write = sys.stdout.write
+        for i in range(n):
+            write(f"flood line {i}\n")
+        return n
+
+    flood(0)
+
+    async def scenario():
+        req = httpclient.HTTPRequest(server.url.replace("http", "ws") + "/faas/api/events",
+                                     headers={"Authorization": f"token {server.token}"})
+        ws = await websocket.websocket_connect(req)
+        fut = flood.spawn(200_000)
+        rid = await asyncio.get_running_loop().run_in_executor(None, lambda: _wait_rid(fut))
+        await ws.write_message(json.dumps({"watch": [rid]}))
+        pushed = dropped = messages = biggest = 0
+        done = False
+        while not done:
+            raw = await asyncio.wait_for(ws.read_message(), 60)
+            messages += 1
+            biggest = max(biggest, len(raw))
+            for ev in json.loads(raw)["events"]:
+                if ev["type"] == "log" and ev["request_id"] == rid:
+                    assert len(ev["lines"]) <= 200
+                    pushed += len(ev["lines"])
+                    dropped += ev["dropped"]
+                elif ev["type"] == "invocation" and ev["request_id"] == rid:
+                    done = ev["status"] == "succeeded"
+            # While the flood runs, the REST API still answers promptly.
+            if messages == 3:
+                t0 = time.monotonic()
+                await asyncio.get_running_loop().run_in_executor(None, _get, server, "/faas/api/status")
+                assert time.monotonic() - t0 < 5
+        ws.close()
+        return rid, pushed, dropped, biggest, messages
+
+    rid, pushed, dropped, biggest, messages = asyncio.run(scenario())
+    print(f"\nflood of 200,000 lines: {pushed} pushed, {dropped} counted as dropped, "
+          f"{messages} messages, largest {biggest} bytes")
+    assert pushed > 0 and dropped > 0
+    assert pushed + dropped <= 200_003 and pushed < 200_000 // 2
+    assert biggest < 64 * 1024  # each message is small, whatever the function prints
+    # The store has every line: START, the 200,000 lines, END, REPORT, in order.
+    first = _get(server, f"/faas/api/invocations/{rid}/logs?limit=1")["logs"][0]
+    assert first["line"].startswith("START RequestId:")
+    tail = _get(server, f"/faas/api/invocations/{rid}/logs?after={first['id'] + 199_999}")["logs"]
+    assert [entry["line"] for entry in tail][:2] == ["flood line 199999", f"END RequestId: {rid}"]
+    assert tail[2]["line"].startswith("REPORT RequestId:") and len(tail) == 3
+
+
 def _wait_rid(fut, timeout=10.0) -> str:
     deadline = time.monotonic() + timeout
     while fut.request_id is None and time.monotonic() < deadline:

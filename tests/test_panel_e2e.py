@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -113,7 +114,12 @@ def functions(stack):
     def add(event):
         return event["a"] + event["b"]
 
-    yield {"square": square, "slow": slow, "add": add}
+    @faas.function(name="e2e_boom", memory=128, timeout=10)
+    def boom(what):
+        print("about to fail", file=sys.stderr)
+        raise ValueError(f"boom: {what}")
+
+    yield {"square": square, "slow": slow, "add": add, "boom": boom}
     connection.reset()
 
 
@@ -237,12 +243,32 @@ def test_panel_lists_functions_and_updates_live(stack, page, functions):
     # Click: the invocation's detail with every log line and the REPORT.
     row.click()
     logs = page.locator(f"{PANEL} .jp-FaaS-logs")
-    page.wait_for_function(f"document.querySelector('{PANEL} .jp-FaaS-logs')?.textContent.includes('squaring 12')")
+    page.wait_for_function(
+        f"document.querySelector('{PANEL} .jp-FaaS-logs')?.textContent.includes('squaring 12')")
     text = logs.inner_text()
     assert f"START RequestId: {inv.request_id}" in text and "REPORT RequestId:" in text
     assert "Max Memory Used:" in page.locator(f"{PANEL} .jp-FaaS-report").inner_text()
     assert inv.request_id in page.locator(f'{PANEL} [data-field="request_id"]').inner_text()
     assert "pickled arguments" in page.locator(f'{PANEL} [data-field="input"]').inner_text()
+
+
+def test_failed_invocation_shows_error_traceback_and_filters(stack, page, functions):
+    inv = functions["boom"].invoke("kaput")
+    assert inv.status == "failed"
+    page.select_option(f"{PANEL} .jp-FaaS-filterFunction", "e2e_boom")
+    try:
+        page.wait_for_function(
+            f"[...document.querySelectorAll('{PANEL} .jp-FaaS-row')].map(r => r.dataset.requestId)"
+            f".join() === '{inv.request_id}'", timeout=30_000)
+        page.locator(f'{PANEL} .jp-FaaS-row[data-request-id="{inv.request_id}"]').click()
+        # The stderr line arrives with the stored logs, after the row's own fields.
+        page.locator(f"{PANEL} .jp-FaaS-log-stderr", has_text="about to fail").wait_for(timeout=30_000)
+        error = page.locator(f"{PANEL} .jp-FaaS-error")
+        assert "ValueError: boom: kaput" in error.locator(".jp-FaaS-errorType").inner_text()
+        assert 'raise ValueError(f"boom: {what}")' in error.locator(".jp-FaaS-traceback").inner_text()
+    finally:
+        page.select_option(f"{PANEL} .jp-FaaS-filterFunction", "")
+    page.locator(f"{PANEL} .jp-FaaS-row").nth(1).wait_for(timeout=30_000)
 
 
 def test_live_logs_of_a_running_invocation_and_cancel(stack, page, functions):
@@ -254,19 +280,21 @@ def test_live_logs_of_a_running_invocation_and_cancel(stack, page, functions):
     row.wait_for(timeout=30_000)
     row.click()
     # Lines arrive while it is still running, without a reload.
-    page.wait_for_function(f"document.querySelector('{PANEL} .jp-FaaS-logs')?.textContent.includes('tick 5')",
-                           timeout=30_000)
+    page.wait_for_function(
+        f"document.querySelector('{PANEL} .jp-FaaS-logs')?.textContent.includes('tick 5')", timeout=30_000)
     assert page.locator(f'{PANEL} [data-field="status"]').inner_text().endswith("running")
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator(f"{PANEL} .jp-FaaS-detail").screenshot(path=str(ARTIFACTS / "detail-live.png"))
     page.locator(f"{PANEL} .jp-FaaS-detailHead button", has_text="Cancel").click()
-    page.wait_for_function(f"document.querySelector('{PANEL} [data-field=\"status\"] dd')?.textContent === 'cancelled'",
-                           timeout=30_000)
+    page.wait_for_function(
+        f"document.querySelector('{PANEL} [data-field=\"status\"] dd')?.textContent === 'cancelled'",
+        timeout=30_000)
     with pytest.raises(Exception) as info:
         fut.result(30)
     assert type(info.value).__name__ == "Cancelled"
     # Every line, stored before the click or pushed after it, once and in order.
-    page.wait_for_function(f"document.querySelector('{PANEL} .jp-FaaS-logs')?.textContent.includes('END RequestId')")
+    page.wait_for_function(
+        f"document.querySelector('{PANEL} .jp-FaaS-logs')?.textContent.includes('END RequestId')")
     lines = page.locator(f"{PANEL} .jp-FaaS-log").all_inner_texts()
     ticks = [line for line in lines if line.startswith("tick ")]
     assert 5 < len(ticks) < 60
@@ -287,15 +315,16 @@ def test_invoke_with_a_json_test_event_and_metrics(stack, page, functions):
     box.fill('{"a": 2, "b": 40}')
     card.locator("button", has_text="Run").click()
     page.wait_for_function(
-        f"document.querySelector('{PANEL} .jp-FaaS-function[data-function=\"e2e_add\"] .jp-FaaS-invokeResult pre')"
-        "?.textContent === '42'", timeout=30_000)
+        f"document.querySelector('{PANEL} .jp-FaaS-function[data-function=\"e2e_add\"] "
+        ".jp-FaaS-invokeResult pre')?.textContent === '42'", timeout=30_000)
     assert "succeeded" in card.locator(".jp-FaaS-invokeResult").inner_text()
     # The JSON input is kept as the invocation's input summary.
     rid = card.locator(".jp-FaaS-invokeResult div").first.inner_text().split(" · ")[1]
     assert _lab_get(stack["lab"], f"invocations/{rid}")["input_summary"] == '{"a":2,"b":40}'
 
     # Metrics for the bulk function: charts drawn from per-minute series.
-    page.locator(f'{PANEL} .jp-FaaS-function[data-function="{BULK_FUNCTION}"] button', has_text="Metrics").click()
+    bulk_card = page.locator(f'{PANEL} .jp-FaaS-function[data-function="{BULK_FUNCTION}"]')
+    bulk_card.locator("button", has_text="Metrics").click()
     with page.expect_response(lambda r: f"metrics/functions/{BULK_FUNCTION}?minutes=1440" in r.url) as answer:
         page.select_option(f"{PANEL} .jp-FaaS-metricsWindow", "1440")
     assert answer.value.ok

@@ -49,3 +49,28 @@ export function clock(ts: number | null | undefined): string {
 export function count(n: number): string {
   return n.toLocaleString('en-US');
 }
+
+/** Lambda's REPORT line for a finished invocation, from its stored figures. */
+export function reportLine(inv: {
+  request_id: string;
+  duration_ms?: number | null;
+  billed_duration_ms?: number | null;
+  memory_size_mb?: number | null;
+  max_memory_used_mb?: number | null;
+  init_duration_ms?: number | null;
+}): string | null {
+  if (inv.duration_ms === null || inv.duration_ms === undefined || !inv.billed_duration_ms) {
+    return null;
+  }
+  const parts = [
+    `REPORT RequestId: ${inv.request_id}`,
+    `Duration: ${inv.duration_ms.toFixed(2)} ms`,
+    `Billed Duration: ${inv.billed_duration_ms} ms`,
+    `Memory Size: ${inv.memory_size_mb} MB`,
+    `Max Memory Used: ${inv.max_memory_used_mb} MB`
+  ];
+  if (inv.init_duration_ms !== null && inv.init_duration_ms !== undefined) {
+    parts.push(`Init Duration: ${inv.init_duration_ms.toFixed(2)} ms`);
+  }
+  return parts.join('  ·  ');
+}

@@ -227,13 +227,7 @@ export class FaaSModel {
       if (!TERMINAL.has(invocation.status)) {
         // Lines printed after the read but before the feed had the watch are in neither:
         // once the server has flushed them (every 0.25 s), read the store again.
-        if (this._backfillTimer !== null) {
-          clearTimeout(this._backfillTimer);
-        }
-        this._backfillTimer = setTimeout(() => {
-          this._backfillTimer = null;
-          void this.backfillLogs();
-        }, BACKFILL_DELAY_MS);
+        this._scheduleBackfill();
       }
       this._changed.emit('detail');
     });
@@ -252,7 +246,15 @@ export class FaaSModel {
       if (token !== this._detailToken || !this._detail) {
         return;
       }
-      this._detail = { ...this._detail, logs: mergeLogs(stored.logs, this._detail.logs) };
+      const logs = mergeLogs(stored.logs, this._detail.logs);
+      // Whatever the feed dropped is now shown, or beyond the list's cap (hiddenLines).
+      const complete = stored.logs.length < MAX_LOG_LINES;
+      this._detail = {
+        ...this._detail,
+        logs,
+        droppedLive: complete ? 0 : this._detail.droppedLive,
+        hiddenLines: complete ? 0 : Math.max(1, this._detail.hiddenLines)
+      };
       this._changed.emit('detail');
     });
   }
@@ -332,6 +334,9 @@ export class FaaSModel {
               invocation: { ...this._detail.invocation, ...fields }
             };
             detail = true;
+            if (TERMINAL.has(fields.status) && this._detail.droppedLive > 0) {
+              this._scheduleBackfill(); // it ended: show what came too fast to push
+            }
           }
           if (TERMINAL.has(fields.status)) {
             stale = true;
@@ -411,6 +416,16 @@ export class FaaSModel {
   private _matches(inv: IInvocation): boolean {
     const f = this._filter;
     return (!f.function || inv.function === f.function) && (!f.status || inv.status === f.status);
+  }
+
+  private _scheduleBackfill(): void {
+    if (this._backfillTimer !== null) {
+      clearTimeout(this._backfillTimer);
+    }
+    this._backfillTimer = setTimeout(() => {
+      this._backfillTimer = null;
+      void this.backfillLogs();
+    }, BACKFILL_DELAY_MS);
   }
 
   private _scheduleRefresh(): void {

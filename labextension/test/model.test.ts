@@ -4,7 +4,7 @@
  */
 import { IFaaSAPI } from '../src/handler';
 import { FaaSModel, MAX_ROWS, PAGE_SIZE } from '../src/model';
-import { cost, duration, shortId } from '../src/format';
+import { cost, duration, reportLine, shortId } from '../src/format';
 import { FeedEvent, IInvocation, IInvocationQuery, ILogLine } from '../src/types';
 
 function inv(i: number, fields: Partial<IInvocation> = {}): IInvocation {
@@ -178,6 +178,26 @@ describe('FaaSModel', () => {
     expect(model.detail!.logs.map(l => l.line)).toEqual(['START', 'tick 0', 'tick 1', 'tick 2']);
   });
 
+  it('re-reads the logs when a watched invocation ends with lines the feed dropped', async () => {
+    jest.useFakeTimers();
+    try {
+      const rid = 'r00014';
+      api.rows[14] = inv(14, { status: 'running' });
+      api.logLines[rid] = [{ id: 1, ts: 1, stream: 'platform', line: 'START' }];
+      await model.select(rid);
+      model.applyEvents([{ type: 'log', request_id: rid, function: 'even', lines: [[2, 'stdout', 'a']], dropped: 500 }]);
+      expect(model.detail!.droppedLive).toBe(500);
+      api.logLines[rid] = [{ id: 1, ts: 1, stream: 'platform', line: 'START' }, { id: 2, ts: 2, stream: 'stdout', line: 'a' },
+        { id: 3, ts: 3, stream: 'stdout', line: 'b' }, { id: 4, ts: 4, stream: 'platform', line: 'REPORT RequestId: r00014' }];
+      model.applyEvents([event(14, { status: 'succeeded' })]);
+      await jest.runAllTimersAsync();
+      expect(model.detail!.logs.map(l => l.line)).toEqual(['START', 'a', 'b', 'REPORT RequestId: r00014']);
+      expect(model.detail!.droppedLive).toBe(0);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
   it('checks the test event is JSON before invoking', async () => {
     await model.invoke('f', '{"a": ');
     expect(model.invokeOutcome!.error).toMatch(/not valid JSON/);
@@ -212,5 +232,8 @@ describe('format', () => {
     expect(duration(null)).toBe('–');
     expect(cost(0.0000012)).toBe('$0.0000012');
     expect(cost(1.5)).toBe('$1.50');
+    expect(reportLine({ request_id: 'r', duration_ms: 2.641, billed_duration_ms: 3, memory_size_mb: 128, max_memory_used_mb: 65, init_duration_ms: 139.52 }))
+      .toBe('REPORT RequestId: r  ·  Duration: 2.64 ms  ·  Billed Duration: 3 ms  ·  Memory Size: 128 MB  ·  Max Memory Used: 65 MB  ·  Init Duration: 139.52 ms');
+    expect(reportLine({ request_id: 'r', duration_ms: null })).toBeNull();
   });
 });

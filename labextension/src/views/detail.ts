@@ -1,8 +1,8 @@
 /** One invocation: identity, input, timing, REPORT, error and traceback, and every log line. */
 import { Widget } from '@lumino/widgets';
-import { clock, duration, megabytes } from '../format';
+import { clock, duration, megabytes, reportLine } from '../format';
 import { Change, FaaSModel, MAX_LOG_LINES } from '../model';
-import { TERMINAL } from '../types';
+import { ILogLine, TERMINAL } from '../types';
 import { button, fill, h } from './dom';
 
 export class DetailView extends Widget {
@@ -10,6 +10,10 @@ export class DetailView extends Widget {
     super();
     this.addClass('jp-FaaS-detail');
     this._model = model;
+    this._top = h('div');
+    this._logs = h('pre', { class: 'jp-FaaS-logs' });
+    this._note = h('div');
+    fill(this.node, this._top, this._logs, this._note);
     model.changed.connect(this._onChange, this);
     this._render();
   }
@@ -23,21 +27,20 @@ export class DetailView extends Widget {
   private _render(): void {
     const d = this._model.detail;
     if (!d) {
-      fill(this.node);
       this._shown = null;
+      this._renderLogs([], true);
       this.hide();
       return;
     }
     this.show();
     const inv = d.invocation;
-    const oldLogs = this.node.querySelector('.jp-FaaS-logs');
-    const atBottom = !oldLogs || oldLogs.scrollTop + oldLogs.clientHeight >= oldLogs.scrollHeight - 4;
     const field = (label: string, value: string | null | undefined, key: string) =>
       h('div', { class: 'jp-FaaS-field', 'data-field': key }, h('dt', {}, label), h('dd', {}, value ?? '–'));
-    const report = d.logs.find(l => l.line.startsWith('REPORT RequestId:'));
     const running = inv.status !== undefined && !TERMINAL.has(inv.status);
-    const logs = h('pre', { class: 'jp-FaaS-logs' }, ...d.logs.map(l => h('div', { class: `jp-FaaS-log jp-FaaS-log-${l.stream}` }, l.line)));
-    fill(this.node, 
+    const fromLogs = d.logs.find(l => l.line.startsWith('REPORT RequestId:'));
+    const report = reportLine(inv) ?? fromLogs?.line.trim().split('\t').join('  ·  ');
+    fill(
+      this._top,
       h(
         'div',
         { class: 'jp-FaaS-detailHead' },
@@ -59,7 +62,7 @@ export class DetailView extends Widget {
         field('Memory', `${megabytes(inv.max_memory_used_mb)} of ${megabytes(inv.memory_size_mb)}`, 'memory'),
         field('Init', inv.init_duration_ms ? duration(inv.init_duration_ms) : 'warm', 'init')
       ),
-      report ? h('div', { class: 'jp-FaaS-report' }, report.line.trim().split('\t').join('  ·  ')) : null,
+      report ? h('div', { class: 'jp-FaaS-report' }, report) : null,
       inv.error
         ? h(
             'div',
@@ -68,28 +71,56 @@ export class DetailView extends Widget {
             inv.error.stackTrace && inv.error.stackTrace.length ? h('pre', { class: 'jp-FaaS-traceback' }, inv.error.stackTrace.join('')) : null
           )
         : null,
-      h('h4', {}, `Logs (${d.logs.length}${running ? ', live' : ''})`),
-      logs,
+      h('h4', {}, `Logs (${d.logs.length}${running ? ', live' : ''})`)
+    );
+    const fresh = inv.request_id !== this._shown;
+    this._renderLogs(d.logs, fresh);
+    fill(
+      this._note,
       d.droppedLive > 0 || d.hiddenLines > 0
         ? h(
             'div',
             { class: 'jp-FaaS-note' },
             d.logs.length >= MAX_LOG_LINES
-              ? `Showing the first ${MAX_LOG_LINES} lines; the store has them all (jupyter faas logs).`
+              ? `Showing the first ${MAX_LOG_LINES} lines; the store has them all (jupyter faas logs). `
               : `${d.droppedLive} lines came too fast to show live. `,
             button('Reload logs', 'Read the logs again from the store', () => void this._model.select(inv.request_id))
           )
         : null
     );
-    if (atBottom) {
-      logs.scrollTop = logs.scrollHeight;
-    }
-    if (inv.request_id !== this._shown) {
+    if (fresh) {
       this._shown = inv.request_id;
       this.node.scrollIntoView({ block: 'nearest' }); // it opens below the list
     }
   }
 
+  /**
+   * Lines only ever grow while an invocation streams, so new ones are appended (a flood
+   * redraws nothing); a reorder (a backfilled gap) or another invocation redraws them all.
+   */
+  private _renderLogs(lines: ILogLine[], fresh: boolean): void {
+    const pre = this._logs;
+    const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+    const n = this._rendered;
+    const extends_ = !fresh && n > 0 && lines.length >= n && lines[n - 1] === this._lastLine;
+    const draw = (l: ILogLine) => h('div', { class: `jp-FaaS-log jp-FaaS-log-${l.stream}` }, l.line);
+    if (extends_) {
+      pre.append(...lines.slice(n).map(draw));
+    } else {
+      fill(pre, ...lines.map(draw));
+    }
+    this._rendered = lines.length;
+    this._lastLine = lines.length ? lines[lines.length - 1] : null;
+    if (atBottom || fresh) {
+      pre.scrollTop = pre.scrollHeight;
+    }
+  }
+
   private _model: FaaSModel;
+  private _top: HTMLDivElement;
+  private _logs: HTMLPreElement;
+  private _note: HTMLDivElement;
   private _shown: string | null = null;
+  private _rendered = 0;
+  private _lastLine: ILogLine | null = null;
 }

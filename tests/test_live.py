@@ -369,3 +369,21 @@ def test_map_submissions_are_batched_on_one_websocket(conn):
     finally:
         conn._send_frames = original
     assert len(frames) <= 20, f"{len(frames)} frames for 2,000 items"
+
+
+def test_huge_log_lines_are_cut_on_the_wire_and_kept_whole_in_the_store(conn):
+    @faas.function(name="wide_lines", timeout=60)
+    def wide_lines(n, width):
+        for i in range(n):
+            print(str(i % 10) * width)
+        return n
+
+    # 600 lines of 100 KB: uncut, one log frame's header would be tens of megabytes
+    fut = wide_lines.spawn(600, 100_000)
+    assert fut.result(timeout=60) == 600
+    streamed = [line for line in fut.logs if line[:1].isdigit()]
+    assert streamed and all(len(line) < 400 and line.endswith("the store has it all]") for line in streamed)
+    stored = [line for line in faas.Invocation.from_id(fut.request_id).logs if line[:1].isdigit()]
+    assert len(stored) == 600 and all(len(line) == 100_000 for line in stored)
+    # the connection is still healthy afterwards
+    assert wide_lines(1, 3) == 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import itertools
+import logging
 import json
 import os
 import subprocess
@@ -30,6 +31,7 @@ from kernel_workers import wire
 
 from .. import errors, paths
 
+log = logging.getLogger("jupyter_faas.client")
 _lock = threading.Lock()
 #: an ``invoke`` frame carries at most this many items / payload bytes
 BATCH_ITEMS = 1000
@@ -120,10 +122,18 @@ class Connection:
             return self._ws
 
     async def _read(self, ws) -> None:
+        try:
+            await self._read_messages(ws)
+        except Exception:  # noqa: BLE001 - a bad message must not strand every pending future
+            log.exception("the FaaS server sent a message this client cannot read; reconnecting")
+            ws.close()
+        self._connection_lost()
+
+    async def _read_messages(self, ws) -> None:
         while True:
             msg = await ws.read_message()
             if msg is None:
-                break
+                return
             header, body = wire.unpack(msg)
             kind = header["k"]
             if kind == "accepted":
@@ -154,6 +164,8 @@ class Connection:
                     n = item["nbytes"]
                     fut = self._by_request.pop(item["request_id"], None)
                     if fut is not None:
+                        if item.get("logs") or item.get("skipped"):
+                            fut._log_lines(item.get("logs") or [], item.get("skipped", 0))
                         fut._done(item, bytes(body[offset:offset + n]))
                     offset += n
             elif kind == "unknown":
@@ -163,6 +175,8 @@ class Connection:
                         fut._fail(errors.ResourceNotFound(
                             f"the server has no invocation {rid!r} (or it was accepted by a server "
                             f"that stopped before recording its end; list them with faas.invocations())"))
+
+    def _connection_lost(self) -> None:
         self._ws = None
         unsure = list(self._awaiting_accept.values())
         self._awaiting_accept.clear()

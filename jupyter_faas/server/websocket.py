@@ -14,8 +14,9 @@ server -> client
   ``accepted`` {version, items: [[cid, request_id], ...]}
   ``rejected`` {cids: [...], error: {errorType, errorMessage}}
   ``log``      {logs: {request_id: [[ts, stream, line], ...]}, skipped: {request_id: n}}
-  ``done``     {items: [{request_id, status, error, report, function, version, nbytes}]}
-              body: the results, concatenated in item order
+  ``done``     {items: [{request_id, status, error, report, function, version, nbytes,
+                        logs?, skipped?}]}  body: the results, concatenated in item order;
+              ``logs`` are the invocation's last lines when few (one message per quick call)
   ``unknown``  {request_ids: [...]}  (watch of a request id the store does not have)
 
 Back-pressure: log lines are capped per socket (``LOG_LINES_PER_FLUSH`` every
@@ -52,6 +53,9 @@ DONE_BATCH_ITEMS = 500
 DONE_BATCH_BYTES = 8 << 20
 #: log lines per ``log`` frame (START/END/REPORT of a big map are not rate-capped)
 LOG_FRAME_LINES = 2000
+#: a streamed line is cut to this many characters (the store keeps it whole), so a frame's
+#: JSON header stays far below the wire's 1 MB header limit
+STREAMED_LINE_CHARS = 300
 
 
 class InvocationSocket(websocket.WebSocketHandler):
@@ -200,6 +204,8 @@ class InvocationSocket(websocket.WebSocketHandler):
                 self._schedule_log_flush()
                 return
             self.budget -= 1
+        if len(entry[2]) > STREAMED_LINE_CHARS:
+            entry = (entry[0], entry[1], entry[2][:STREAMED_LINE_CHARS] + " …[line cut; the store has it all]")
         self.pending_logs.setdefault(request_id, []).append(entry)
         self._schedule_log_flush()
 
@@ -238,13 +244,24 @@ class InvocationSocket(websocket.WebSocketHandler):
     def _flush_done(self) -> None:
         self._done_flush = None
         pending, self.pending_done = self.pending_done, []
-        # Log lines of these invocations go first, so a client has them before the end.
-        self._flush_logs()
+        # An invocation's last log lines (START..REPORT of a quick call) ride in its ``done``
+        # item: one message per call, not two.  Older lines of a chatty one go first.
+        tails = {}
+        for done, _ in pending:
+            rid = done["request_id"]
+            lines = self.pending_logs.get(rid)
+            if lines is not None and len(lines) <= 50:
+                tails[rid] = (self.pending_logs.pop(rid), self.skipped.pop(rid, 0))
+        if self.pending_logs or self.skipped:
+            self._flush_logs()
         items, bodies, size = [], [], 0
         for done, result in pending:
             if items and (size + len(result) > DONE_BATCH_BYTES or len(items) >= DONE_BATCH_ITEMS):
                 self.send("done", b"".join(bodies), items=items)
                 items, bodies, size = [], [], 0
+            lines, skipped = tails.get(done["request_id"], (None, 0))
+            if lines:
+                done = dict(done, logs=lines, skipped=skipped)
             items.append(dict(done, nbytes=len(result)))
             bodies.append(result)
             size += len(result)

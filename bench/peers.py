@@ -13,6 +13,7 @@ with the reason, which the report prints instead of a number.
 
 from __future__ import annotations
 
+import abc
 import concurrent.futures
 import multiprocessing
 import os
@@ -28,7 +29,7 @@ class NotApplicable(Exception):
     """This framework has no honest equivalent of the workload (the message says why)."""
 
 
-class System:
+class System(abc.ABC):
     name = "?"
 
     def start(self) -> None:
@@ -37,11 +38,13 @@ class System:
     def close(self) -> None:
         pass
 
+    @abc.abstractmethod
     def call(self, fn, *args):
-        raise NotImplementedError
+        """One synchronous round trip: ``fn(*args)`` in a worker."""
 
+    @abc.abstractmethod
     def map(self, fn, items):
-        raise NotImplementedError
+        """One task per item, results in order."""
 
     def concurrent_map(self, fn, items, concurrency):
         raise NotApplicable("no way to run that many at once")
@@ -125,38 +128,14 @@ class MultiprocessingPool(System):
             pool.join()
 
 
-class Loky(System):
+class Loky(ProcessPool):
+    """loky's reusable executor: ProcessPoolExecutor's interface, its own process management."""
+
     name = "loky"
 
-    def start(self):
+    def _executor(self, workers):
         import loky
-        self.loky = loky
-        self.ex = loky.ProcessPoolExecutor(WORKERS)
-
-    def close(self):
-        self.ex.shutdown()
-        if hasattr(self, "wide"):
-            self.wide.shutdown()
-
-    def call(self, fn, *args):
-        return self.ex.submit(fn, *args).result()
-
-    def map(self, fn, items):
-        return list(self.ex.map(fn, items))
-
-    def concurrent_map(self, fn, items, concurrency):
-        if not hasattr(self, "wide"):
-            self.wide = self.loky.ProcessPoolExecutor(concurrency)
-        return list(self.wide.map(fn, items))
-
-    def cold(self, tag, with_numpy):
-        started = time.perf_counter()
-        ex = self.loky.ProcessPoolExecutor(1)
-        try:
-            ex.submit(_cold_fn(with_numpy), 1).result()
-            return time.perf_counter() - started
-        finally:
-            ex.shutdown()
+        return loky.ProcessPoolExecutor(workers)
 
 
 class Dask(System):

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pytest
@@ -272,7 +271,7 @@ def test_failed_count_and_item_view_while_the_cell_blocks(kernel):
 
 def test_log_flood_keeps_the_kernel_responsive_and_the_store_complete(kernel):
     lines = 200_000
-    out, err = kernel.run(textwrap.dedent(f"""
+    out, err = kernel.run(textwrap.dedent("""
         @faas.function(name="flood", timeout=120)
         def flood(n):
             for i in range(n):

@@ -48,6 +48,26 @@ def _pre(lines: list[str], hidden: int, note: str) -> str:
             f"line-height:1.3'>{body}</pre>")
 
 
+def _error_pre(exc: BaseException | None) -> str:
+    if exc is None:
+        return ""
+    return f"<pre style='color:#c62828;white-space:pre-wrap'>{html.escape(error_text(exc))}</pre>"
+
+
+def _print_new_lines(tail: LogTail, seen: int, prefix: str = "") -> int:
+    """Print the lines ``tail`` got since ``seen`` (at most a screenful) to stderr; the new count."""
+    lines, _ = tail.snapshot()
+    new = tail.total - seen
+    if new > 0:
+        show = lines[-min(new, TEXT_LINES_PER_REDRAW):]
+        if new > len(show):
+            print(f"{prefix}… {new - len(show)} log lines not shown (all are kept in the store)",
+                  file=sys.stderr)
+        for line in show:
+            print(prefix + line, file=sys.stderr)
+    return tail.total
+
+
 _STATUS_COLOURS = {"succeeded": "#2e7d32", "failed": "#c62828", "timed_out": "#c62828",
                    "throttled": "#ef6c00", "cancelled": "#6d4c41", "running": "#1565c0",
                    "queued": "#757575", "submitting": "#757575"}
@@ -139,20 +159,10 @@ class CallView:
                 self.logs.value = _pre(lines, hidden, "all are kept: faas.Invocation.from_id(...).logs")
             if fut.done():
                 footer = report_text(fut.report)
-                if fut.exception() is not None:
-                    footer += f"<pre style='color:#c62828;white-space:pre-wrap'>" \
-                              f"{html.escape(error_text(fut.exception()))}</pre>"
+                footer += _error_pre(fut.exception())
                 self.footer.value = footer
         else:
-            lines, _ = self.tail.snapshot()
-            new = self.tail.total - self._text_seen
-            if new > 0:
-                show = lines[-min(new, TEXT_LINES_PER_REDRAW):]
-                if new > len(show):
-                    print(f"[{fut.function}] … {new - len(show)} lines not shown", file=sys.stderr)
-                for line in show:
-                    print(f"[{fut.function}] {line}", file=sys.stderr)
-                self._text_seen = self.tail.total
+            self._text_seen = _print_new_lines(self.tail, self._text_seen, f"[{fut.function}] ")
             if fut.done():
                 print(f"[{fut.function}] {fut.status} in {fmt_seconds(elapsed)} · "
                       f"{report_text(fut.report)}", file=sys.stderr)
@@ -294,24 +304,14 @@ class MapView:
         if fut.report is not None:
             parts.append(f"<div><b>REPORT</b> {html.escape(report_text(fut.report))}</div>")
         parts.append(_pre(lines[-500:], max(0, len(lines) - 500), "see faas.Invocation.from_id"))
-        if exc is not None:
-            parts.append(f"<pre style='color:#c62828;white-space:pre-wrap'>"
-                         f"{html.escape(error_text(exc))}</pre>")
+        parts.append(_error_pre(exc))
         return "".join(parts)
 
     # ---- text ------------------------------------------------------------------------------
 
     def _draw_text(self, final: bool = False) -> None:
         p = self.progress
-        lines, _ = p.logs.snapshot()
-        new = p.logs.total - self._text_seen
-        if new > 0:
-            show = lines[-min(new, TEXT_LINES_PER_REDRAW):]
-            if new > len(show):
-                print(f"… {new - len(show)} log lines not shown (all are kept in the store)", file=sys.stderr)
-            for line in show:
-                print(line, file=sys.stderr)
-            self._text_seen = p.logs.total
+        self._text_seen = _print_new_lines(p.logs, self._text_seen)
         now = time.monotonic()
         if final or now - self._last_text >= TEXT_PROGRESS_EVERY_S:
             self._last_text = now

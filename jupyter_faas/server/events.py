@@ -34,7 +34,7 @@ import logging
 
 from tornado import websocket
 
-from .handlers import token_matches
+from .websocket import TokenSocket
 
 log = logging.getLogger("jupyter_faas.server")
 
@@ -44,20 +44,7 @@ MAX_INVOCATIONS_PER_BATCH = 500
 MAX_WATCHED = 16
 
 
-class EventSocket(websocket.WebSocketHandler):
-    def check_xsrf_cookie(self) -> None:
-        pass  # token auth only, no cookies
-
-    def check_origin(self, origin: str) -> bool:
-        return True  # the token, not the origin, authenticates
-
-    async def get(self, *args, **kwargs):
-        if not token_matches(self.request, self.settings["faas_token"]):
-            self.set_status(403)
-            self.finish({"errorType": "AccessDeniedException", "message": "a valid token is required"})
-            return
-        await super().get(*args, **kwargs)
-
+class EventSocket(TokenSocket):
     def open(self):
         self.set_nodelay(True)
         self.watched: set[str] = set()

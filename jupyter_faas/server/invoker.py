@@ -122,13 +122,20 @@ class Service:
                         "function": inv.function["name"], "version": inv.function["version"],
                         "status": inv.status, "created_at": inv.created_at, **fields})
 
-    def watch(self, request_id: str, listener) -> bool:
-        """Add a live-log listener to an invocation still held in memory; False if it is not."""
+    def watch(self, request_id: str, listener) -> list | None:
+        """Follow a queued or running invocation: its log lines so far, as ``(ts, stream, line)``,
+        with ``listener(request_id, entry)`` told of every later line.  None once it has ended.
+
+        The lines still in memory are stored first and read back, and the listener is added
+        before the loop runs any of the invocation's code, so no line is missed or repeated.
+        """
         inv = self.active.get(request_id)
         if inv is None:
-            return False
+            return None
+        self._flush_one(inv)
+        lines = [(r["ts"], r["stream"], r["line"]) for r in self.store.logs(request_id, 0, 10_000_000)]
         inv.listeners.append(listener)
-        return True
+        return lines
 
     # ---- functions -----------------------------------------------------------------------
 

@@ -32,7 +32,6 @@ started (it can re-attach with ``watch``); only ``cancel`` does.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 
 from tornado import websocket
@@ -40,6 +39,7 @@ from tornado import websocket
 from kernel_workers import wire
 
 from ..errors import FaaSError
+from .handlers import token_matches
 from .lifecycle import TERMINAL
 
 log = logging.getLogger("jupyter_faas.server")
@@ -58,25 +58,26 @@ LOG_FRAME_LINES = 2000
 STREAMED_LINE_CHARS = 300
 
 
-class InvocationSocket(websocket.WebSocketHandler):
-    def check_xsrf_cookie(self) -> None:
-        pass
+class TokenSocket(websocket.WebSocketHandler):
+    """A websocket that, like every REST handler, admits only the server's token."""
 
-    def get_compression_options(self):
-        return None
+    def check_xsrf_cookie(self) -> None:
+        pass  # token auth only: no cookies are ever issued, so there is nothing to forge
 
     def check_origin(self, origin: str) -> bool:
-        return True  # the token, not the origin, authenticates (no cookies are used)
+        return True  # the token, not the origin, authenticates
 
     async def get(self, *args, **kwargs):
-        token = self.settings["faas_token"]
-        given = self.request.headers.get("Authorization", "")
-        given = given[6:].strip() if given.lower().startswith("token ") else self.get_query_argument("token", "")
-        if not given or not hmac.compare_digest(given.encode(), token.encode()):
+        if not token_matches(self.request, self.settings["faas_token"]):
             self.set_status(403)
             self.finish({"errorType": "AccessDeniedException", "message": "a valid token is required"})
             return
         await super().get(*args, **kwargs)
+
+
+class InvocationSocket(TokenSocket):
+    def get_compression_options(self):
+        return None
 
     def open(self):
         self.set_nodelay(True)
@@ -171,13 +172,8 @@ class InvocationSocket(websocket.WebSocketHandler):
             inv = self.service.active.get(rid)
             if inv is not None:
                 if logs:
-                    # Store the lines still in memory, read them all back, then listen: the
-                    # loop runs none of the invocation's code in between, so no line is
-                    # missed or sent twice.
-                    self.service._flush_one(inv)
-                    for row in self.service.store.logs(rid, 0, 1_000_000):
-                        self._on_log(rid, (row["ts"], row["stream"], row["line"]))
-                    inv.listeners.append(self._on_log)
+                    for entry in self.service.watch(rid, self._on_log):
+                        self._on_log(rid, entry)
                 inv.done.add_done_callback(self._on_done)
                 continue
             row = self.service.store.get_invocation(rid)

@@ -590,7 +590,8 @@ class Service:
     def get_invocation(self, request_id: str) -> dict:
         row = self.store.get_invocation(request_id)
         if row is None:
-            raise ResourceNotFound(f"no invocation with request id {request_id!r}")
+            raise ResourceNotFound(f"no invocation with request id {request_id!r}; list the recorded ones "
+                                   f"with faas.invocations() or `jupyter faas ls`")
         return row
 
     def recover(self) -> dict:

@@ -591,7 +591,7 @@ class Service:
         row = self.store.get_invocation(request_id)
         if row is None:
             raise ResourceNotFound(f"no invocation with request id {request_id!r}; list the recorded ones "
-                                   f"with faas.invocations() or `jupyter faas ls`")
+                                   f"with faas.invocations()")
         return row
 
     def recover(self) -> dict:

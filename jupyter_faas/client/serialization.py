@@ -12,6 +12,7 @@ where it was found, e.g. ``square.__globals__['conn_lock']: _thread.lock``.
 
 from __future__ import annotations
 
+import functools
 import sys
 import sysconfig
 import types
@@ -36,6 +37,7 @@ def _installed_top_levels() -> set:
     return _INSTALLED_ROOTS
 
 
+@functools.lru_cache(maxsize=None)  # sysconfig rebuilds its paths on every call (ms each)
 def _stdlib_dirs() -> tuple:
     names = ("stdlib", "platstdlib", "purelib", "platlib")
     return tuple({sysconfig.get_path(n) for n in names if sysconfig.get_path(n)})

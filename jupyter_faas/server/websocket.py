@@ -22,8 +22,12 @@ server -> client
 Back-pressure: log lines are capped per socket (``LOG_LINES_PER_FLUSH`` every
 ``FLUSH_S``); the rest are counted in ``skipped`` (platform lines — START, END,
 REPORT — are never skipped).  The store keeps every line either way.  Results are
-never dropped; ``done`` frames are flushed once per loop tick, so a burst of
-finishes shares frames.
+never dropped.  A ``done`` carries its invocation's own pending lines (START..REPORT of a
+quick call: one message per call, not two); other invocations' lines wait for the timed
+log flush.  A lone result goes out on the next loop turn; while other invocations of
+the socket are in flight (a ``map``), results are gathered for up to ``DONE_COALESCE_S``
+so a stream of finishes shares frames instead of costing a frame (and a client wake-up)
+each.
 
 Invocations outlive the socket: a client that goes away does not cancel what it
 started (it can re-attach with ``watch``); only ``cancel`` does.
@@ -51,6 +55,9 @@ LOG_LINES_PER_FLUSH = 500
 #: ``done`` items and bytes per frame (a frame's JSON header must stay well under 1 MB)
 DONE_BATCH_ITEMS = 500
 DONE_BATCH_BYTES = 8 << 20
+#: while more of the socket's invocations are in flight, results wait at most this long
+#: for company (a map item's own cycle is ~1 ms; a lone call never waits)
+DONE_COALESCE_S = 0.002
 #: log lines per ``log`` frame (START/END/REPORT of a big map are not rate-capped)
 LOG_FRAME_LINES = 2000
 #: a streamed line is cut to this many characters (the store keeps it whole), so a frame's
@@ -89,6 +96,7 @@ class InvocationSocket(TokenSocket):
         self._log_flush = None
         self.pending_done: list = []
         self._done_flush = None
+        self.in_flight = 0  # invocations of this socket accepted (or watched) and not yet done
 
     def on_close(self):
         self.closed = True
@@ -160,6 +168,7 @@ class InvocationSocket(TokenSocket):
                 continue
             version = inv.function["version"]
             accepted.append([cid, inv.request_id])
+            self.in_flight += 1
             inv.done.add_done_callback(self._on_done)
         if accepted:
             self.send("accepted", version=version, items=accepted)
@@ -174,6 +183,7 @@ class InvocationSocket(TokenSocket):
                 if logs:
                     for entry in self.service.watch(rid, self._on_log):
                         self._on_log(rid, entry)
+                self.in_flight += 1
                 inv.done.add_done_callback(self._on_done)
                 continue
             row = self.service.store.get_invocation(rid)
@@ -229,36 +239,62 @@ class InvocationSocket(TokenSocket):
     # ---- results --------------------------------------------------------------------------
 
     def _on_done(self, fut: asyncio.Future) -> None:
+        self.in_flight -= 1
         done, result = fut.result()
         self._queue_done(done, result)
 
     def _queue_done(self, done: dict, result: bytes | None) -> None:
         self.pending_done.append((done, result or b""))
-        if self._done_flush is None:
+        if len(self.pending_done) >= DONE_BATCH_ITEMS:
+            self._flush_done()
+        elif self._done_flush is None:
+            loop = asyncio.get_running_loop()
+            if self.in_flight > 0:
+                self._done_flush = loop.call_later(DONE_COALESCE_S, self._flush_done)
+            else:
+                self._done_flush = loop.call_soon(self._flush_done)
+        elif self.in_flight == 0 and isinstance(self._done_flush, asyncio.TimerHandle):
+            # the last one in flight has ended: nothing more to wait for
+            self._done_flush.cancel()
             self._done_flush = asyncio.get_running_loop().call_soon(self._flush_done)
 
     def _flush_done(self) -> None:
-        self._done_flush = None
+        if self._done_flush is not None:
+            self._done_flush.cancel()
+            self._done_flush = None
         pending, self.pending_done = self.pending_done, []
-        # An invocation's last log lines (START..REPORT of a quick call) ride in its ``done``
-        # item: one message per call, not two.  Older lines of a chatty one go first.
-        tails = {}
+        if not pending:
+            return
+        # An invocation's pending lines ride in its own ``done`` item when few; a chatty
+        # one's go first in a ``log`` frame of their own.  Other invocations' lines are
+        # left for the timed log flush.
+        tails, chatty = {}, {}
         for done, _ in pending:
             rid = done["request_id"]
-            lines = self.pending_logs.get(rid)
-            if lines is not None and len(lines) <= 50:
-                tails[rid] = (self.pending_logs.pop(rid), self.skipped.pop(rid, 0))
-        if self.pending_logs or self.skipped:
-            self._flush_logs()
+            lines = self.pending_logs.pop(rid, None)
+            if lines is None:
+                continue
+            if len(lines) <= 50:
+                tails[rid] = lines
+            else:
+                chatty[rid] = lines
+        if chatty:
+            skipped = {rid: self.skipped.pop(rid) for rid in chatty if rid in self.skipped}
+            self.send("log", logs=chatty, skipped=skipped)
         items, bodies, size = [], [], 0
         for done, result in pending:
             if items and (size + len(result) > DONE_BATCH_BYTES or len(items) >= DONE_BATCH_ITEMS):
                 self.send("done", b"".join(bodies), items=items)
                 items, bodies, size = [], [], 0
-            lines, skipped = tails.get(done["request_id"], (None, 0))
+            rid = done["request_id"]
+            item = dict(done, nbytes=len(result))
+            lines = tails.get(rid)
             if lines:
-                done = dict(done, logs=lines, skipped=skipped)
-            items.append(dict(done, nbytes=len(result)))
+                item["logs"] = lines
+            skipped = self.skipped.pop(rid, 0)
+            if skipped:
+                item["skipped"] = skipped
+            items.append(item)
             bodies.append(result)
             size += len(result)
         if items:

@@ -87,6 +87,9 @@ class Service:
         self.running = 0
         self.memory_in_use = 0
         self._code_cache: dict[str, bytes] = {}
+        # (name, version or None for the latest) -> function: a map's every item needs it, and
+        # only deploy and delete (through this service) change it.  Shared, never mutated.
+        self._functions: dict[tuple, dict] = {}
         self._flusher = None
         self._recheck_at = None   # TimerHandle: admission looks again when a warm wait is up
         self._pending_running: list = []   # (inv, started_at, environment id, future) to commit
@@ -146,13 +149,18 @@ class Service:
         if not code:
             raise InvalidParameter("the function's code is empty; deploy a pickled callable")
         version, created = self.store.deploy(name, code, config)
+        self._forget_function(name)
         function = self.store.get_function(name, version)
         function["created"] = created
         self._emit({"type": "function", "name": name, "version": version, "action": "deployed"})
         return function
 
     def get_function(self, name: str, version: int | None = None) -> dict:
-        function = self.store.get_function(name, version)
+        function = self._functions.get((name, version))
+        if function is None:
+            function = self.store.get_function(name, version)
+            if function is not None:
+                self._functions[(name, version)] = function
         if function is None:
             which = f"{name}:{version}" if version is not None else name
             raise ResourceNotFound(f"Function not found: {which}. Deploy it first "
@@ -165,8 +173,13 @@ class Service:
     def delete_function(self, name: str) -> None:
         self.get_function(name)
         self.store.delete_function(name)
+        self._forget_function(name)
         self.pool.stop_function(name)
         self._emit({"type": "function", "name": name, "version": None, "action": "deleted"})
+
+    def _forget_function(self, name: str) -> None:
+        for key in [k for k in self._functions if k[0] == name]:
+            del self._functions[key]
 
     def _code(self, function: dict) -> bytes:
         sha = function["code_sha256"]

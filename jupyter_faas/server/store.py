@@ -114,6 +114,8 @@ INVOCATION_COLUMNS = (
     "request_id", "function", "version", "invocation_type", "encoding", "status", "error",
     "error_type", "created_at", "started_at", "ended_at", "duration_ms", "billed_duration_ms",
     "memory_size_mb", "max_memory_used_mb", "init_duration_ms", "environment_id", "input_summary")
+#: Columns an invocation's end may set.
+_UPDATABLE = frozenset(INVOCATION_COLUMNS) - {"request_id", "input_summary"}
 TERMINAL = ("succeeded", "failed", "timed_out", "cancelled", "throttled")
 
 
@@ -249,26 +251,28 @@ class Store:
         remaining log lines.  One commit for many invocations writes each touched page
         (the newest rows of the table and of its indexes) once, not once per invocation.
         """
-        allowed = set(INVOCATION_COLUMNS) - {"request_id", "input_summary"}
-        updates, lines = [], []
+        allowed = _UPDATABLE
+        # Ends with the same columns (every success of a map) share one executemany.
+        updates: dict[tuple, list] = {}
+        lines = []
         for request_id, fields, result, logs in finished:
-            cols = [c for c in fields if c in allowed]
+            cols = tuple(c for c in fields if c in allowed)
             values = [json.dumps(fields[c]) if c == "error" and fields[c] is not None else fields[c]
                       for c in cols]
-            assignments = ", ".join(f"{c}=?" for c in cols)  # column names from the fixed set above
             result_file = None
             if result is not None and len(result) > INLINE_MAX:
                 result_file = self._write_result_file(request_id, result)  # before the row names it
                 result = None
-            updates.append((f"UPDATE invocations SET {assignments}, result=?, result_file=?, payload=NULL "
-                            f"WHERE request_id=?", (*values, result, result_file, request_id)))
+            updates.setdefault(cols, []).append((*values, result, result_file, request_id))
             lines.extend((request_id, ts, stream, line) for ts, stream, line in logs)
         with self._tx() as db:
             if running:
                 db.executemany("UPDATE invocations SET status='running', started_at=?, environment_id=? "
                                "WHERE request_id=?", [(t, env, rid) for rid, t, env in running])
-            for sql, params in updates:
-                db.execute(sql, params)
+            for cols, params in updates.items():
+                assignments = ", ".join(f"{c}=?" for c in cols)  # column names from the fixed set
+                db.executemany(f"UPDATE invocations SET {assignments}, result=?, result_file=?, "
+                               f"payload=NULL WHERE request_id=?", params)
             if lines:
                 db.executemany("INSERT INTO log_lines(request_id, ts, stream, line) VALUES (?, ?, ?, ?)",
                                lines)

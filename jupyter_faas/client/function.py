@@ -14,6 +14,7 @@ import functools
 import hashlib
 import itertools
 import reprlib
+import threading
 
 from .. import errors, limits
 from ..display import CallView, MapView
@@ -152,14 +153,7 @@ class RemoteFunction:
         view = MapView(self.name, total, lambda: _cancel(futures, wait=False), show)
         try:
             if concurrency:
-                for index, args in enumerate(arg_tuples):
-                    # keep `concurrency` in flight: wait for one of the outstanding to finish
-                    while len(outstanding := [f for f in futures if not f.done()]) >= concurrency:
-                        concurrent.futures.wait(outstanding, return_when=concurrent.futures.FIRST_COMPLETED)
-                    if not return_exceptions:
-                        _raise_first_failure(futures)
-                    _check_cancelled(view)
-                    futures.append(self._submit_item(args, index, view))
+                self._submit_windowed(arg_tuples, concurrency, return_exceptions, futures, view)
             else:
                 numbered = enumerate(arg_tuples)
                 while chunk := list(itertools.islice(numbered, SUBMIT_CHUNK)):
@@ -173,6 +167,39 @@ class RemoteFunction:
         finally:
             view.close()
         return [f.exception() or f.result() if return_exceptions else f.result() for f in futures]
+
+    def _submit_windowed(self, arg_tuples, concurrency, return_exceptions, futures, view) -> None:
+        """Keep ``concurrency`` items in flight: each end frees a slot (a done callback, not a
+        wait over every outstanding future), and the items that fit in the free slots go
+        together in one batch."""
+        slots = threading.Semaphore(concurrency)
+        failed = threading.Event()
+
+        def on_done(fut):
+            if not fut.cancelled() and fut.exception() is not None:
+                failed.set()
+            slots.release()
+
+        batch = []
+
+        def send():
+            for fut in self._submit_items(batch, view):
+                fut.add_done_callback(on_done)
+                futures.append(fut)
+            batch.clear()
+
+        for index, args in enumerate(arg_tuples):
+            if len(batch) >= SUBMIT_CHUNK or not slots.acquire(blocking=False):
+                if batch:
+                    send()
+                while not slots.acquire(timeout=0.5):  # wakes now and then for the Cancel button
+                    _check_cancelled(view)
+                _check_cancelled(view)
+            if not return_exceptions and failed.is_set():
+                _raise_first_failure(futures)
+            batch.append((index, args))
+        if batch:
+            send()
 
     def imap(self, *iterables, max_outstanding: int = 64, ordered: bool = True,
              return_exceptions: bool = False, show: bool | None = None):

@@ -41,8 +41,6 @@ log = logging.getLogger("jupyter_faas.server")
 
 #: A spare's cgroup limit until it is given a function (then lowered to the function's memory).
 SPARE_LIMIT_MB = 10240
-#: Stream buffer limit of the control socket (bytes buffered before the reader pauses it).
-READ_LIMIT = 16 * 1024 * 1024
 #: Longest line kept whole; longer output is split into lines of this size.
 MAX_LINE = 256 * 1024
 #: after a timeout fires, how long to wait for a result that may already be in the socket
@@ -174,6 +172,72 @@ class ZygoteProcess:
                 self.proc.wait()
 
 
+class _FrameReader(asyncio.Protocol):
+    """Frames from an environment's control socket, parsed as the bytes arrive.
+
+    A callback per read, not a reader task awaiting three ``readexactly`` per frame: the
+    frame of a quick call is one read, so the warm path costs no task wake-ups here.  A
+    large body is gathered as a list of chunks and joined once.
+    """
+
+    def __init__(self, env: "Environment"):
+        self.env = env
+        self.buf = bytearray()
+        self.pending: tuple | None = None  # (header, body length) while a large body arrives
+        self.chunks: list = []
+        self.have = 0
+        self.broken = False
+
+    def data_received(self, data: bytes) -> None:
+        if self.broken:
+            return
+        if self.pending is not None:
+            header, blen = self.pending
+            take = min(len(data), blen - self.have)
+            self.chunks.append(data[:take] if take < len(data) else data)
+            self.have += take
+            if self.have < blen:
+                return
+            body = b"".join(self.chunks)
+            self.pending, self.chunks, self.have = None, [], 0
+            self.env._frame_arrived(header, body)
+            data = data[take:]
+            if not data:
+                return
+        buf = self.buf
+        buf += data
+        at, size = 0, len(buf)
+        try:
+            while size - at >= wire.HEADER_SIZE:
+                hlen, blen = wire.lengths(bytes(buf[at:at + wire.HEADER_SIZE]))
+                start = at + wire.HEADER_SIZE + hlen
+                if size < start:
+                    break
+                header = wire.parse_header(buf[at + wire.HEADER_SIZE:start])
+                end = start + blen
+                if size < end:
+                    # a large body: keep its chunks as they come, join them once
+                    self.pending = (header, blen)
+                    self.chunks, self.have = [bytes(buf[start:])], size - start
+                    at = size
+                    break
+                at = end
+                self.env._frame_arrived(header, bytes(buf[start:end]) if blen else b"")
+        except wire.ProtocolError as exc:
+            self.broken = True
+            buf.clear()
+            self.env._link_lost(str(exc), bad_frame=True)
+            return
+        del buf[:at]
+
+    def eof_received(self):
+        return False  # close the transport; connection_lost says the link is gone
+
+    def connection_lost(self, exc) -> None:
+        if not self.broken:
+            self.env._link_lost(str(exc) if exc else "the environment closed its control socket")
+
+
 class _DeadlinePassed(Exception):
     """The invocation's timeout elapsed before its result frame arrived."""
 
@@ -198,9 +262,8 @@ class Environment:
         self.busy_since = self.last_used  # when it took its current invocation (placement)
         self.init_ms: float | None = None
         self.fresh = True
-        self.reader = self.writer = None
+        self.writer = None  # the control socket's transport; frames come in through _FrameReader
         self._frame: asyncio.Future | None = None
-        self._read_task = None
         self._pipes: dict[int, tuple[str, bytearray]] = {}
         self.on_line = None          # callable(stream, line) while an invocation runs
         self.orphan_lines: list = []  # lines printed outside an invocation (e.g. at import)
@@ -251,10 +314,7 @@ class Environment:
             os.set_blocking(fd, False)
             self._pipes[fd] = (stream, bytearray())
             loop.add_reader(fd, self._pipe_readable, fd)
-        # A large buffer limit: with the default (64 KiB) the reader pauses and resumes the
-        # socket every 128 KiB, and a 100 MB result takes ~800 loop turns to arrive.
-        self.reader, self.writer = await asyncio.open_connection(sock=ctl_parent, limit=READ_LIMIT)
-        self._read_task = asyncio.ensure_future(self._read_frames())
+        self.writer, _ = await loop.create_connection(lambda: _FrameReader(self), sock=ctl_parent)
 
     async def spawn_spare(self) -> None:
         """Fork ahead of need, with no function: joined to its cgroup (the slow part), then waiting."""
@@ -306,22 +366,17 @@ class Environment:
         self.state = "idle"
         return None
 
-    async def _read_frames(self) -> None:
-        try:
-            while True:
-                prefix = await self.reader.readexactly(wire.HEADER_SIZE)
-                hlen, blen = wire.lengths(prefix)
-                header = wire.parse_header(await self.reader.readexactly(hlen))
-                body = await self.reader.readexactly(blen) if blen else b""
-                if self._frame is not None and not self._frame.done():
-                    self._frame.set_result((header, body))
-        except (asyncio.IncompleteReadError, ConnectionError, wire.ProtocolError) as exc:
-            if isinstance(exc, wire.ProtocolError):
-                log.error("environment %s sent a bad frame (%s); stopping it", self.id, exc)
-                self.kill("protocol")
-            if self._frame is not None and not self._frame.done():
-                self._frame.set_exception(EnvironmentDied(str(exc)))
-            self._frame = None
+    def _frame_arrived(self, header: dict, body: bytes) -> None:
+        if self._frame is not None and not self._frame.done():
+            self._frame.set_result((header, body))
+
+    def _link_lost(self, why: str, bad_frame: bool = False) -> None:
+        if bad_frame:
+            log.error("environment %s sent a bad frame (%s); stopping it", self.id, why)
+            self.kill("protocol")
+        if self._frame is not None and not self._frame.done():
+            self._frame.set_exception(EnvironmentDied(why))
+        self._frame = None
 
     # ---- output --------------------------------------------------------------------------
 
@@ -504,8 +559,6 @@ class Environment:
         self._pipes.clear()
         if self.writer is not None:
             self.writer.close()
-        if self._read_task is not None:
-            self._read_task.cancel()
         self.pool.memory.release(self.id)
         self.pool.forget(self)
         shutil.rmtree(self.workdir, ignore_errors=True)

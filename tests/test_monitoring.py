@@ -188,6 +188,10 @@ def test_event_feed_pushes_invocations_and_watched_logs(server, conn):
 
     @faas.function(name="mon_events", memory=128, timeout=10)
     def chatty(n):
+        import time
+        if n > 1:
+            # still running when the watch arrives however quick the server has become
+            time.sleep(0.5)
         for i in range(n):
             print("line", i)
         return n

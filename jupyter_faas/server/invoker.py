@@ -238,7 +238,8 @@ class Service:
         if accepted:
             self.store.add_invocations([(row, payload) for _, row, payload in accepted])
             for inv, _, _ in accepted:
-                self._enqueue(inv)
+                self._enqueue(inv, admit=False)
+            self._admit()  # once for the batch, not once per item
         return out
 
     def _prepare(self, name, payload, encoding, version, invocation_type, queue, listener):
@@ -261,14 +262,15 @@ class Service:
                "input_summary": input_summary(payload, encoding)}
         return inv, row
 
-    def _enqueue(self, inv: Invocation) -> None:
+    def _enqueue(self, inv: Invocation, admit: bool = True) -> None:
         self.active[inv.request_id] = inv
         self._emit_invocation(inv)
         if not inv.queue:
             inv.throttle_at = time.monotonic() + self.throttle_wait
             asyncio.get_running_loop().call_later(self.throttle_wait, self._throttle, inv)
         self.waiting.setdefault(inv.function["name"], deque()).append(inv)
-        self._admit()
+        if admit:
+            self._admit()
 
     def _fits(self, function: dict) -> bool:
         if self.max_concurrency is not None and self.running >= self.max_concurrency:

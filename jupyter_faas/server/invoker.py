@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -252,7 +253,7 @@ class Service:
                 f"Pass less data per call (e.g. a path instead of the data), or raise the limit "
                 f"with --FaaSServer.max_payload_mb=...")
         function = self.get_function(name, version)
-        inv = Invocation(str(uuid.uuid4()), function, payload, encoding, invocation_type,
+        inv = Invocation(new_request_id(), function, payload, encoding, invocation_type,
                          queue or invocation_type == "Event")
         if listener is not None:
             inv.listeners.append(listener)
@@ -650,6 +651,19 @@ class Service:
         return {"running": self.running, "queued": sum(len(q) for q in self.waiting.values()),
                 "memory_in_use_mb": self.memory_in_use, "memory_budget_mb": self.memory_budget_mb,
                 "max_concurrency": self.max_concurrency, **self.pool.stats()}
+
+
+def new_request_id() -> str:
+    """A random UUID that starts with the time in ms (UUIDv7's layout).
+
+    Ids of invocations accepted together sort together, so the store's indexes on the
+    request id (the invocation's key, its log lines) grow at their end: a uuid4 put
+    every insert on a random page, and a commit wrote a page per invocation to the WAL.
+    """
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = ((time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64
+             | 0b10 << 62 | rand & ((1 << 62) - 1))
+    return str(uuid.UUID(int=value))
 
 
 def _signal_text(returncode: int) -> str:

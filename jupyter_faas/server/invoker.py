@@ -22,7 +22,8 @@ of two), and dispatched at once.
 
 Group commit: starts (``running``) and ends of invocations are queued and written
 in one transaction at the next turn of the loop, for every invocation that
-started or ended in this one.  The durability rules still hold, because nothing
+started or ended in this one; while every turn adds more (a map in full flow), a
+few more turns, so a transaction carries several.  The durability rules still hold, because nothing
 waits on a timer and nobody is told early: an invocation is sent to its
 environment only after its ``running`` row committed, and its waiters and
 subscribers hear of its end only after its terminal row committed.  Accepting an
@@ -45,6 +46,9 @@ from .lifecycle import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, THROTTLED
 from .monitoring import input_summary
 
 log = logging.getLogger("jupyter_faas.server")
+
+#: loop turns a group commit may wait for more starts and ends while each turn adds some
+COMMIT_DEFER_TURNS = 3
 
 
 class Invocation:
@@ -96,6 +100,8 @@ class Service:
         self._pending_running: list = []   # (inv, started_at, environment id, future) to commit
         self._pending_finished: list = []  # (inv, fields, result, logs, report) to commit, then tell
         self._commit_scheduled = False
+        self._commit_seen = 0      # starts and ends queued when the commit last looked
+        self._commit_deferred = 0  # turns it has waited for more
         self.subscribers: list = []  # callables(event: dict) told of every change (panel, feeds)
 
     # ---- the event feed --------------------------------------------------------------------
@@ -349,7 +355,21 @@ class Service:
     def _commit_soon(self) -> None:
         if not self._commit_scheduled:
             self._commit_scheduled = True
-            asyncio.get_running_loop().call_soon(self._commit)
+            self._commit_seen = len(self._pending_running) + len(self._pending_finished)
+            self._commit_deferred = 0
+            asyncio.get_running_loop().call_soon(self._commit_turn)
+
+    def _commit_turn(self) -> None:
+        # While starts and ends keep coming (each loop turn added some: a map in full
+        # flow), let the next turn's join this transaction, a few turns at most; a lone
+        # call (nothing added since) commits at once.
+        pending = len(self._pending_running) + len(self._pending_finished)
+        if pending > self._commit_seen and self._commit_deferred < COMMIT_DEFER_TURNS:
+            self._commit_seen = pending
+            self._commit_deferred += 1
+            asyncio.get_running_loop().call_soon(self._commit_turn)
+            return
+        self._commit()
 
     def _commit(self) -> None:
         """Write every queued start and end in one transaction, then release who waits on them."""

@@ -386,3 +386,72 @@ def test_huge_log_lines_are_cut_on_the_wire_and_kept_whole_in_the_store(conn):
     assert len(stored) == 600 and all(len(line) == 100_000 for line in stored)
     # the connection is still healthy afterwards
     assert wide_lines(1, 3) == 1
+
+
+def test_map_results_share_frames_and_other_items_start_lines_wait_for_the_log_flush(conn, monkeypatch):
+    """A map's results come back several to a ``done`` frame, and a ``done`` frame is not
+    preceded by a ``log`` frame of the START lines of items still running (those ride in
+    their own ``done`` or the timed log flush), yet every future has its platform lines."""
+    from kernel_workers import wire
+
+    @faas.function(name="noop_frames")
+    def noop_frames(x):
+        return x
+
+    noop_frames(0)  # deployed and warm
+    kinds = []
+    unpack = wire.unpack
+
+    def counting(frame):
+        header, body = unpack(frame)
+        if header["k"] in ("done", "log"):
+            kinds.append((header["k"], len(header.get("items") or header.get("logs") or ())))
+        return header, body
+    monkeypatch.setattr(wire, "unpack", counting)
+    items = 1000
+    futures = [noop_frames.spawn(0)]  # a lone call: its result needs no company
+    assert futures[0].result() == 0
+    assert noop_frames.map(range(items), show=False) == list(range(items))
+    monkeypatch.setattr(wire, "unpack", unpack)
+
+    done = [n for kind, n in kinds if kind == "done"]
+    logs = [n for kind, n in kinds if kind == "log"]
+    assert sum(done) == items + 1
+    assert max(done) > 1, "every result came in a frame of its own"
+    # Before, a log frame (other items' START lines) went before nearly every done frame.
+    assert len(logs) <= items / 4, f"{len(logs)} log frames for {items} items"
+
+
+def test_every_map_item_is_a_recorded_invocation_with_its_platform_lines(conn):
+    @faas.function(name="noop_recorded")
+    def noop_recorded(x):
+        return x * 2
+
+    items = 200
+    futures = []
+    original = noop_recorded._submit_items
+
+    def keep(indexed_args, view):
+        out = original(indexed_args, view)
+        futures.extend(out)
+        return out
+    noop_recorded._submit_items = keep
+    assert noop_recorded.map(range(items), show=False) == [2 * i for i in range(items)]
+    assert len(futures) == items
+    rids = [f.request_id for f in futures]
+    assert len(set(rids)) == items
+    for fut in futures:
+        # the live future has START, END and REPORT (they may have crossed the wire in its done)
+        lines = list(fut.logs)
+        assert lines[0].startswith(f"START RequestId: {fut.request_id}")
+        assert lines[-2] == f"END RequestId: {fut.request_id}"
+        assert lines[-1].startswith(f"REPORT RequestId: {fut.request_id}\tDuration: ")
+        assert fut.report is not None and fut.report.memory_size_mb == 128
+    rows = {inv.request_id: inv for inv in faas.invocations(function="noop_recorded", limit=items + 10)}
+    assert set(rows) == set(rids)
+    for rid in rids[:: 20]:
+        stored = faas.Invocation.from_id(rid)
+        assert stored.status == "succeeded" and stored.report.billed_duration_ms >= 1
+        lines = stored.logs
+        assert lines[0].startswith(f"START RequestId: {rid}") and lines[-2] == f"END RequestId: {rid}"
+        assert lines[-1].startswith(f"REPORT RequestId: {rid}")

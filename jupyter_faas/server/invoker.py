@@ -22,8 +22,8 @@ of two), and dispatched at once.
 
 Group commit: starts (``running``) and ends of invocations are queued and written
 in one transaction at the next turn of the loop, for every invocation that
-started or ended in this one; while every turn adds more (a map in full flow), a
-few more turns, so a transaction carries several.  The durability rules still hold, because nothing
+started or ended in this one; while invocations are queued and every turn adds
+more (a big map in full flow), a few more turns, so a transaction carries several.  The durability rules still hold, because nothing
 waits on a timer and nobody is told early: an invocation is sent to its
 environment only after its ``running`` row committed, and its waiters and
 subscribers hear of its end only after its terminal row committed.  Accepting an
@@ -47,7 +47,8 @@ from .monitoring import input_summary
 
 log = logging.getLogger("jupyter_faas.server")
 
-#: loop turns a group commit may wait for more starts and ends while each turn adds some
+#: loop turns a group commit may wait for more starts and ends, while invocations are
+#: queued and each turn adds some
 COMMIT_DEFER_TURNS = 3
 
 
@@ -360,11 +361,13 @@ class Service:
             asyncio.get_running_loop().call_soon(self._commit_turn)
 
     def _commit_turn(self) -> None:
-        # While starts and ends keep coming (each loop turn added some: a map in full
-        # flow), let the next turn's join this transaction, a few turns at most; a lone
-        # call (nothing added since) commits at once.
+        # With a backlog (invocations waiting for a slot: a big map), throughput is what
+        # counts: while each loop turn adds starts and ends, let the next turn's join this
+        # transaction, a few turns at most.  With none (a lone call, or a client that keeps
+        # a window of N in flight and waits on each end) every turn of delay is latency.
         pending = len(self._pending_running) + len(self._pending_finished)
-        if pending > self._commit_seen and self._commit_deferred < COMMIT_DEFER_TURNS:
+        if (self.waiting and pending > self._commit_seen
+                and self._commit_deferred < COMMIT_DEFER_TURNS):
             self._commit_seen = pending
             self._commit_deferred += 1
             asyncio.get_running_loop().call_soon(self._commit_turn)

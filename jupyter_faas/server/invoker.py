@@ -133,6 +133,11 @@ class Service:
                         "function": inv.function["name"], "version": inv.function["version"],
                         "status": inv.status, "created_at": inv.created_at, **fields})
 
+    @property
+    def backlog(self) -> bool:
+        """Are invocations waiting for a slot (a big map in flow: throughput over latency)?"""
+        return bool(self.waiting)
+
     def watch(self, request_id: str, listener) -> list | None:
         """Follow a queued or running invocation: its log lines so far, as ``(ts, stream, line)``,
         with ``listener(request_id, entry)`` told of every later line.  None once it has ended.
@@ -366,7 +371,7 @@ class Service:
         # transaction, a few turns at most.  With none (a lone call, or a client that keeps
         # a window of N in flight and waits on each end) every turn of delay is latency.
         pending = len(self._pending_running) + len(self._pending_finished)
-        if (self.waiting and pending > self._commit_seen
+        if (self.backlog and pending > self._commit_seen
                 and self._commit_deferred < COMMIT_DEFER_TURNS):
             self._commit_seen = pending
             self._commit_deferred += 1

@@ -342,21 +342,24 @@ class Service:
         self.running += 1
         self.memory_in_use += inv.function["memory"]
         self.running_by_function[name] = self.running_by_function.get(name, 0) + 1
-        marked = None
-        if started_at is None and env.state != "starting":
+        if env.state == "starting":
+            inv.task = asyncio.ensure_future(self._start_cold(inv, env))
+        elif started_at is None:
             # Warm: queue the running row now, so it shares the commit of the invocation
-            # that just freed this environment.
-            started_at = time.time()
-            marked = self._queue_running(inv, started_at, env)
-        inv.task = asyncio.ensure_future(self._run(inv, env, started_at, marked))
+            # that just freed this environment; the commit sends it to the environment.
+            inv.env = env
+            self._queue_running(inv, time.time(), env)
+        else:
+            # submit()'s fast path wrote it as running already.
+            inv.env = env
+            asyncio.get_running_loop().call_soon(self._dispatch, inv, env, started_at)
 
     # ---- group commit --------------------------------------------------------------------
 
-    def _queue_running(self, inv: Invocation, started_at: float, env) -> asyncio.Future:
-        fut = asyncio.get_running_loop().create_future()
-        self._pending_running.append((inv, started_at, env.id, fut))
+    def _queue_running(self, inv: Invocation, started_at: float, env) -> None:
+        """Write it as running with the next group commit, which then sends it to ``env``."""
+        self._pending_running.append((inv, started_at, env))
         self._commit_soon()
-        return fut
 
     def _commit_soon(self) -> None:
         if not self._commit_scheduled:
@@ -387,20 +390,25 @@ class Service:
         if not running and not finished:
             return
         try:
-            self.store.write_batch([(inv.request_id, t, env_id) for inv, t, env_id, _ in running],
+            self.store.write_batch([(inv.request_id, t, env.id) for inv, t, env in running],
                                    [(inv.request_id, fields, result, logs)
                                     for inv, fields, result, logs, _ in finished])
         except Exception as exc:  # noqa: BLE001 - reported to each waiter below
             log.exception("could not write %d started and %d finished invocations to the store",
                           len(running), len(finished))
-            for *_, fut in running:
-                if not fut.done():
-                    fut.set_exception(exc)
+            for inv, _, env in running:
+                # Never run what the store does not know is running.
+                env.state = "idle"
+                self.pool.release(env)
+                self._end(inv, FAILED, {"errorType": "ServerError",
+                                        "errorMessage": f"the server could not record the start of "
+                                                        f"this invocation ({exc}); it did not run"},
+                          None, lifecycle.report(0, inv.function["memory"], 0, None))
             # The ends are not told: the store does not know them (the invariant).
             return
-        for *_, fut in running:
-            if not fut.done():
-                fut.set_result(None)
+        for inv, t, env in running:
+            # Durable before it runs: after a crash a running invocation is failed, never re-run.
+            self._dispatch(inv, env, t)
         for inv, fields, result, _, rep in finished:
             self._tell_finished(inv, fields, result, rep)
 
@@ -423,43 +431,38 @@ class Service:
 
     # ---- run -----------------------------------------------------------------------------
 
-    async def _run(self, inv: Invocation, env, started_at: float | None = None,
-                   marked: asyncio.Future | None = None) -> None:
-        """Run on ``env``: a warm environment already taken, or a new one to start here.
-
-        ``started_at`` is set when the invocation is (``marked`` is None) or is being
-        (``marked`` resolves when committed) written to the store as running.
-        """
+    async def _start_cold(self, inv: Invocation, env) -> None:
+        """Start a new environment for ``inv``; once it is ready, write ``inv`` as running."""
         function = inv.function
-        failure = None
-        if env.state == "starting":
-            try:
-                failure = await self.pool.start_environment(env, self._code)
-            except Exception as exc:  # noqa: BLE001 - the invocation must end, whatever broke
-                log.exception("could not start an environment for %s", function["name"])
-                env.close()  # never leave a half-started environment counted as starting
-                self._end(inv, FAILED, {"errorType": "Runtime.StartError",
-                                        "errorMessage": f"could not start an execution environment: {exc}"},
-                          None, lifecycle.report(0, function["memory"], 0, None))
-                return
-        init_ms = env.init_ms if env.fresh else None
+        try:
+            failure = await self.pool.start_environment(env, self._code)
+        except Exception as exc:  # noqa: BLE001 - the invocation must end, whatever broke
+            log.exception("could not start an environment for %s", function["name"])
+            env.close()  # never leave a half-started environment counted as starting
+            self._end(inv, FAILED, {"errorType": "Runtime.StartError",
+                                    "errorMessage": f"could not start an execution environment: {exc}"},
+                      None, lifecycle.report(0, function["memory"], 0, None))
+            return
         inv.env = env
         if failure is not None:
-            self._end_failure(inv, failure, init_ms)
+            self._end_failure(inv, failure, env.init_ms)
             return
-        if started_at is None:
-            started_at = time.time()
-            marked = self._queue_running(inv, started_at, env)
-        if marked is not None:
-            # Durable before it runs: after a crash a running invocation is failed, never re-run.
-            await marked
-        now = started_at
-        self._emit_invocation(inv, started_at=now)
+        self._queue_running(inv, time.time(), env)
+
+    def _dispatch(self, inv: Invocation, env, started_at: float) -> None:
+        """Send a committed-as-running invocation to its environment; _ran hears how it ended."""
+        function = inv.function
+        init_ms = env.init_ms if env.fresh else None
+        self._emit_invocation(inv, started_at=started_at)
         self._log(inv, "platform", f"START RequestId: {inv.request_id} Version: {function['version']}")
         if inv.cancel_requested:
             env.kill("cancelled")
-        outcome = await env.run(inv.request_id, inv.payload, inv.encoding, function["timeout"],
-                                lambda stream, line: self._log(inv, stream, line))
+        env.run(inv.request_id, inv.payload, inv.encoding, function["timeout"],
+                lambda stream, line: self._log(inv, stream, line),
+                lambda outcome: self._ran(inv, env, outcome, init_ms))
+
+    def _ran(self, inv: Invocation, env, outcome, init_ms) -> None:
+        function = inv.function
         self.pool.release(env)
         if outcome.kind == "result":
             limit = self.max_payload_bytes

@@ -250,13 +250,17 @@ class _FrameReader(asyncio.BufferedProtocol):
             self.env._link_lost(str(exc) if exc else "the environment closed its control socket")
 
 
-class _DeadlinePassed(Exception):
-    """The invocation's timeout elapsed before its result frame arrived."""
+class _Run:
+    """The invocation an environment is running: who to tell, and its deadline."""
 
+    __slots__ = ("done", "started", "timeout", "timer", "grace")
 
-def _deadline_passed(frame: asyncio.Future) -> None:
-    if not frame.done():
-        frame.set_exception(_DeadlinePassed())
+    def __init__(self, done, started: float, timeout: float):
+        self.done = done          # callable(Outcome)
+        self.started = started    # perf_counter() when it was sent
+        self.timeout = timeout
+        self.timer = None         # the deadline, then the grace after it
+        self.grace = False        # the deadline passed; a result is believed by its duration
 
 
 class Environment:
@@ -275,7 +279,9 @@ class Environment:
         self.init_ms: float | None = None
         self.fresh = True
         self.writer = None  # the control socket's transport; frames come in through _FrameReader
-        self._frame: asyncio.Future | None = None
+        self._frame: asyncio.Future | None = None  # the init frame, awaited by start()
+        self._run: _Run | None = None               # the invocation being run
+        self._lost = False                           # the control socket is gone
         self._pipes: dict[int, tuple[str, bytearray]] = {}
         self.on_line = None          # callable(stream, line) while an invocation runs
         self.orphan_lines: list = []  # lines printed outside an invocation (e.g. at import)
@@ -379,13 +385,22 @@ class Environment:
         return None
 
     def _frame_arrived(self, header: dict, body: bytes) -> None:
+        if self._run is not None:
+            try:
+                self._run_frame(header, body)
+            except Exception:  # noqa: BLE001 - never let it reach the transport (it would drop the link)
+                log.exception("environment %s: handling the end of an invocation failed", self.id)
+            return
         if self._frame is not None and not self._frame.done():
             self._frame.set_result((header, body))
 
     def _link_lost(self, why: str, bad_frame: bool = False) -> None:
+        self._lost = True
         if bad_frame:
             log.error("environment %s sent a bad frame (%s); stopping it", self.id, why)
             self.kill("protocol")
+        if self._run is not None:
+            self._run_ended()
         if self._frame is not None and not self._frame.done():
             self._frame.set_exception(EnvironmentDied(why))
         self._frame = None
@@ -450,8 +465,15 @@ class Environment:
 
     # ---- run -----------------------------------------------------------------------------
 
-    async def run(self, request_id: str, payload: bytes, encoding: str, timeout: float,
-                  on_line) -> Outcome:
+    def run(self, request_id: str, payload: bytes, encoding: str, timeout: float, on_line,
+            done) -> None:
+        """Send one invocation; ``done(outcome)`` is called once, with how it ended.
+
+        Callbacks, not a task per invocation: the result frame is settled in the read
+        callback that parsed it, so a warm invocation costs no task wake-ups here.  Only
+        an end that must wait for the process's exit status (timeout, crash, OOM,
+        cancel) runs as a task.
+        """
         loop = asyncio.get_running_loop()
         self.state = "busy"
         self.sampled_peak_mb = 0.0
@@ -459,10 +481,8 @@ class Environment:
         for ts, stream, line in self.orphan_lines:
             on_line(stream, line)
         self.orphan_lines.clear()
-        memory = self.pool.memory
-        memory.before_invoke(self.id, self.pid)
-        self._frame = loop.create_future()
-        started = time.perf_counter()
+        self.pool.memory.before_invoke(self.id, self.pid)
+        run = self._run = _Run(done, time.perf_counter(), timeout)
         deadline_ms = int(time.time() * 1000 + timeout * 1000)
         prefix, body = wire.pack_parts("invoke", payload, request_id=request_id, encoding=encoding,
                                        deadline_ms=deadline_ms)
@@ -473,43 +493,37 @@ class Environment:
             # large payload before the transport buffers what the socket did not take.
             self.writer.write(prefix)
             self.writer.write(body)
-        # A timer on the frame future itself, not wait_for(shield(...)): that costs two
-        # extra tasks per invocation on the warm path.
-        deadline = loop.call_later(timeout, _deadline_passed, self._frame)
-        try:
-            try:
-                header, body = await self._frame
-            except _DeadlinePassed:
-                # A busy loop can fire the timer before reading a result that is already
-                # waiting in the socket: give the reader a moment, and believe the
-                # environment's own clock about how long the handler ran.
-                self._frame = loop.create_future()
-                grace = loop.call_later(TIMEOUT_GRACE_S, _deadline_passed, self._frame)
-                try:
-                    header, body = await self._frame
-                finally:
-                    grace.cancel()
-                if not header.get("duration_ms", float("inf")) <= timeout * 1000:
-                    raise _DeadlinePassed from None
-        except _DeadlinePassed:
-            self.kill("timeout")
-        except EnvironmentDied:
-            deadline.cancel()
-        except asyncio.CancelledError:
-            deadline.cancel()
-            self.kill("cancelled")
-            raise
-        else:
-            deadline.cancel()
-            if memory.oom_killed(self.id):
-                self.kill("oom")  # a child was OOM-killed: the invocation hit the limit
-            else:
-                return await self._finished(header, body)
-        # The process is gone or being killed: wait for its status, then say why it ended.
-        return await self._ended(started)
+        run.timer = loop.call_later(timeout, self._deadline_passed, run)
+        if self._lost:  # it died (or was cancelled) before this was sent
+            self._run_ended()
 
-    async def _finished(self, header: dict, body: bytes) -> Outcome:
+    def _deadline_passed(self, run: _Run) -> None:
+        if self._run is not run:
+            return
+        # A busy loop can fire the timer before reading a result that is already waiting in
+        # the socket: give the reader a moment, and believe the environment's own clock
+        # about how long the handler ran (see _run_frame).
+        run.grace = True
+        run.timer = asyncio.get_running_loop().call_later(TIMEOUT_GRACE_S, self._grace_over, run)
+
+    def _grace_over(self, run: _Run) -> None:
+        if self._run is run:
+            self.kill("timeout")
+            self._run_ended()
+
+    def _run_frame(self, header: dict, body: bytes) -> None:
+        run = self._run
+        run.timer.cancel()
+        if run.grace and not header.get("duration_ms", float("inf")) <= run.timeout * 1000:
+            self.kill("timeout")
+            self._run_ended()
+            return
         memory = self.pool.memory
+        if memory.oom_killed(self.id):
+            self.kill("oom")  # a child was OOM-killed: the invocation hit the limit
+            self._run_ended()
+            return
+        self._run = None
         cpu_ms, duration_ms = header.get("cpu_ms"), header.get("duration_ms")
         self.pool.stats_for(self.key).observe_run(
             time.monotonic() - self.busy_since, None if duration_ms is None else duration_ms / 1000,
@@ -519,15 +533,28 @@ class Environment:
         outcome = Outcome("result" if header["k"] == "result" else "error", header, body,
                           duration_ms=header.get("duration_ms", 0.0))
         outcome.max_memory_mb = memory.peak_mb(self.id, self.pid, self.sampled_peak_mb)
+        self.fresh = False
         if header["k"] == "error" and header.get("errorType") == "Runtime.OutOfMemory":
             self.kill("oom")  # a MemoryError: never reuse this heap
-            await self.wait_exit()
-            self.close()
-        else:
-            self.state = "idle"
-            self.last_used = time.monotonic()
-        self.fresh = False
-        return outcome
+            asyncio.ensure_future(self._retire(outcome, run.done))
+            return
+        self.state = "idle"
+        self.last_used = time.monotonic()
+        run.done(outcome)
+
+    async def _retire(self, outcome: Outcome, done) -> None:
+        await self.wait_exit()
+        self.close()
+        done(outcome)
+
+    def _run_ended(self) -> None:
+        """The process is gone or being killed: wait for its status, then say why it ended."""
+        run, self._run = self._run, None
+        run.timer.cancel()
+
+        async def end():
+            run.done(await self._ended(run.started))
+        asyncio.ensure_future(end())
 
     async def _ended(self, started: float) -> Outcome:
         memory = self.pool.memory

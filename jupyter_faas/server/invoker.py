@@ -248,11 +248,44 @@ class Service:
                 continue
             out.append(inv)
             accepted.append((inv, row, call["payload"]))
-        if accepted:
-            self.store.add_invocations([(row, payload) for _, row, payload in accepted])
-            for inv, _, _ in accepted:
+        if not accepted:
+            return out
+        # Like submit()'s fast path, per item: one that finds a free slot and an idle
+        # environment (and no queue ahead of it) is written already running, and sent
+        # once the batch is committed: no second write, no wait for a group commit.
+        rows, fast, behind = [], [], set()
+        for inv, row, payload in accepted:
+            function = inv.function
+            env = None
+            if (function["name"] not in behind and not self.waiting.get(function["name"])
+                    and self._fits(function)):
+                env = self.pool.take_idle(function)
+            if env is None:
+                behind.add(function["name"])
+                rows.append((row, payload))
+                continue
+            started_at = time.time()
+            self._take_slot(inv)
+            fast.append((inv, env, started_at))
+            rows.append((dict(row, status=RUNNING, started_at=started_at, environment_id=env.id), payload))
+        try:
+            self.store.add_invocations(rows)
+        except BaseException:
+            for inv, env, _ in fast:
+                self._return_slot(inv)
+                env.state = "idle"
+                self.pool.release(env)
+            raise
+        loop = asyncio.get_running_loop()
+        for inv, env, started_at in fast:
+            self.active[inv.request_id] = inv
+            self._emit_invocation(inv)
+            inv.env = env
+            loop.call_soon(self._dispatch, inv, env, started_at)
+        for inv, _, _ in accepted:
+            if inv.status == QUEUED:
                 self._enqueue(inv, admit=False)
-            self._admit()  # once for the batch, not once per item
+        self._admit()  # once for the batch, not once per item
         return out
 
     def _prepare(self, name, payload, encoding, version, invocation_type, queue, listener):
@@ -335,13 +368,23 @@ class Service:
         self._recheck_at = None
         self._admit()
 
-    def _start(self, inv: Invocation, env, started_at: float | None = None) -> None:
+    def _take_slot(self, inv: Invocation) -> None:
         lifecycle.check_move(inv.status, RUNNING)
         inv.status = RUNNING
         name = inv.function["name"]
         self.running += 1
         self.memory_in_use += inv.function["memory"]
         self.running_by_function[name] = self.running_by_function.get(name, 0) + 1
+
+    def _return_slot(self, inv: Invocation) -> None:
+        """Undo :meth:`_take_slot` for an invocation that was never written as running."""
+        inv.status = QUEUED
+        self.running -= 1
+        self.memory_in_use -= inv.function["memory"]
+        self.running_by_function[inv.function["name"]] -= 1
+
+    def _start(self, inv: Invocation, env, started_at: float | None = None) -> None:
+        self._take_slot(inv)
         if env.state == "starting":
             inv.task = asyncio.ensure_future(self._start_cold(inv, env))
         elif started_at is None:
@@ -350,7 +393,7 @@ class Service:
             inv.env = env
             self._queue_running(inv, time.time(), env)
         else:
-            # submit()'s fast path wrote it as running already.
+            # submit()'s fast path wrote it as running already (submit_many's does the same).
             inv.env = env
             asyncio.get_running_loop().call_soon(self._dispatch, inv, env, started_at)
 

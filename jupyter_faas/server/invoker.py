@@ -88,6 +88,9 @@ class Service:
         self.throttle_wait = throttle_wait
         self.max_payload_bytes = max_payload_bytes
         self.active: dict[str, Invocation] = {}
+        # Ended, with the terminal row in the next group commit: not active (nothing to
+        # cancel), not yet final in the store; a re-attach waits for its end here.
+        self.ending: dict[str, Invocation] = {}
         self.waiting: "OrderedDict[str, deque]" = OrderedDict()  # function -> queued invocations
         self.running_by_function: dict[str, int] = {}
         self.running = 0
@@ -617,12 +620,14 @@ class Service:
         fields = dict(fields, status=status, ended_at=time.time())
         logs, inv.unflushed = inv.unflushed, []
         self.active.pop(inv.request_id, None)
+        self.ending[inv.request_id] = inv
         inv.payload = b""
         # The invariant: the store knows the end before anyone is told (_commit tells).
         self._pending_finished.append((inv, fields, result, logs, rep))
         self._commit_soon()
 
     def _tell_finished(self, inv: Invocation, fields: dict, result: bytes | None, rep) -> None:
+        self.ending.pop(inv.request_id, None)
         status = inv.status
         done = {"request_id": inv.request_id, "status": status, "error": fields.get("error"),
                 "report": rep, "function": inv.function["name"], "version": inv.function["version"]}

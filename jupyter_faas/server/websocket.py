@@ -186,6 +186,12 @@ class InvocationSocket(TokenSocket):
                 self.in_flight += 1
                 inv.done.add_done_callback(self._on_done)
                 continue
+            inv = self.service.ending.get(rid)
+            if inv is not None:
+                # Ended, its terminal row not committed yet: its done comes with the commit.
+                self.in_flight += 1
+                inv.done.add_done_callback(self._on_done)
+                continue
             row = self.service.store.get_invocation(rid)
             if row is None:
                 unknown.append(rid)

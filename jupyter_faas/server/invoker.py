@@ -334,9 +334,12 @@ class Service:
     def _admit(self) -> None:
         """Start queued invocations while slots are free, round-robin over functions."""
         progress = True
+        held = set()  # functions placement told to wait: starting others frees none of theirs
         while progress and self.waiting:
             progress = False
             for name in list(self.waiting):
+                if name in held:
+                    continue
                 q = self.waiting[name]
                 while q and q[0].status != QUEUED:
                     q.popleft()
@@ -350,8 +353,9 @@ class Service:
                     wait = self.pool.wait_for_warm(q[0].function)
                     if wait is not None:
                         self._recheck_after(wait)
+                        held.add(name)
                         continue
-                    env = self.pool.new_environment(q[0].function)  # started by _run
+                    env = self.pool.new_environment(q[0].function)  # started by _start_cold
                 inv = q.popleft()
                 self.waiting.move_to_end(name)
                 self._start(inv, env)

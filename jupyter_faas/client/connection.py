@@ -30,6 +30,7 @@ from tornado import httpclient, websocket
 from kernel_workers import wire
 
 from .. import errors, paths
+from .direct import DirectPool, DirectUnavailable
 
 log = logging.getLogger("jupyter_faas.client")
 _lock = threading.Lock()
@@ -59,8 +60,20 @@ class Connection:
         self._closing = False
         self.rediscover = False  # set by connect() when the server was found, not given
         self._http = None
-        self.status = self.request("GET", "/faas/api/status")
-        self.max_payload_bytes = self.status.get("max_payload_bytes", 6 * 1024 * 1024)
+        self._direct: DirectPool | None = None
+        self._last_submitted = None  # the newest future sent over the websocket
+        self._use_status(self.request("GET", "/faas/api/status"))
+
+    def _use_status(self, status: dict) -> None:
+        self.status = status
+        self.max_payload_bytes = status.get("max_payload_bytes", 6 * 1024 * 1024)
+        old, self._direct = self._direct, None
+        if old is not None:
+            old.close()
+        path = status.get("direct_socket")
+        # Only a server on this machine has its socket here (and the hello proves it is this one).
+        if path and os.environ.get("JUPYTER_FAAS_DIRECT", "1") != "0" and os.path.exists(path):
+            self._direct = DirectPool(path, self.token, status.get("instance"))
 
     # ---- plumbing --------------------------------------------------------------------------
 
@@ -207,6 +220,11 @@ class Connection:
                 self._by_request.update(futures)
                 await ws.write_message(wire.pack("watch", request_ids=list(futures), logs=True),
                                        binary=True)
+                try:  # a restarted server has a new direct socket
+                    self._use_status(await self._request("GET", "/faas/api/status", None, None,
+                                                         False, 10))
+                except Exception:  # noqa: BLE001 - the websocket path still works
+                    self._direct = None
                 return
             except Exception:  # noqa: BLE001 - the server may still be starting
                 if loop.time() > deadline:
@@ -220,6 +238,58 @@ class Connection:
                 f"faas.Invocation.from_id({rid!r}) finds it once the server is back"))
 
     # ---- invocations -------------------------------------------------------------------------
+
+    def call(self, future, function: str, payload: bytes, *, encoding: str = "pickle",
+             logs: bool = False, version: int | None = None) -> None:
+        """A sync call: run it to its end over the direct socket when the server is on this
+        machine; else submit it over the websocket (``future`` then ends later, on the IO thread).
+        """
+        pool = self._direct
+        last = self._last_submitted
+        if pool is not None and last is not None and not last._accepted_event.wait(30):
+            pool = None  # keep the order: behind an unconfirmed websocket submission, go the same way
+        if pool is not None:
+            self._check_size(function, payload)
+            try:
+                channel = pool.take()
+            except DirectUnavailable:
+                self._direct = None  # gone (the server stopped); the websocket path re-attaches
+            else:
+                try:
+                    channel.call(future, function, payload, encoding=encoding, version=version, logs=logs)
+                except DirectUnavailable:
+                    channel.close()  # nothing was sent: the websocket takes the call below
+                except ConnectionError:
+                    channel.close()
+                    self._direct_broke(future)
+                    return
+                except BaseException:
+                    channel.close()  # interrupted mid-frame: the socket's state is unknown
+                    raise
+                else:
+                    pool.give_back(channel)
+                    return
+        self.submit(future, function, payload, encoding=encoding, queue=False, logs=logs,
+                    version=version)
+
+    def _direct_broke(self, future) -> None:
+        self._direct = None
+        rid = future._request_id
+        if rid is None:
+            future._fail(errors.ServerError(
+                f"lost the connection to the FaaS server at {self.url} before it confirmed the "
+                f"invocation; it may or may not have been accepted (faas.invocations() lists what "
+                f"the server has)"))
+            return
+        # Accepted: follow it over the websocket, as a websocket call is after a drop.
+        self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._reattach({rid: future})))
+
+    def _check_size(self, function: str, payload: bytes) -> None:
+        if len(payload) > self.max_payload_bytes:
+            raise errors.PayloadTooLarge(
+                f"the payload of {function}() is {len(payload)} bytes; the server's limit is "
+                f"{self.max_payload_bytes} bytes. Nothing was sent. Pass less data per call, or "
+                f"raise the limit with --FaaSServer.max_payload_mb=...")
 
     def submit(self, future, function: str, payload: bytes, *, encoding: str = "pickle",
                queue: bool = False, logs: bool = False, version: int | None = None) -> None:
@@ -235,13 +305,13 @@ class Connection:
                     logs: bool = False, version: int | None = None) -> None:
         """Send several invocations of one function: ``items`` is ``[(future, payload), ...]``."""
         for _, payload in items:
-            if len(payload) > self.max_payload_bytes:
-                raise errors.PayloadTooLarge(
-                    f"the payload of {function}() is {len(payload)} bytes; the server's limit is "
-                    f"{self.max_payload_bytes} bytes. Nothing was sent. Pass less data per call, or "
-                    f"raise the limit with --FaaSServer.max_payload_mb=...")
+            self._check_size(function, payload)
         key = (function, version, encoding, bool(queue), bool(logs))
         batch = [(next(self._cid), fut, key, payload) for fut, payload in items]
+        # A sync call on the direct socket waits until this one is accepted, so calls reach the
+        # server in the order they were made (``f.spawn(1); f(2)`` runs 1 first).
+        if items:
+            self._last_submitted = items[-1][0]
         with self._outbox_lock:
             self._outbox.extend(batch)
             if self._outbox_scheduled:
@@ -323,6 +393,8 @@ class Connection:
 
     def close(self) -> None:
         self._closing = True
+        if self._direct is not None:
+            self._direct.close()
         async def shut():
             if self._ws is not None:
                 self._ws.close()

@@ -25,6 +25,7 @@ from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 
 from .. import __version__, paths
 from . import lifecycle
+from .direct import DirectServer
 from .handlers import routes
 from .invoker import Service
 from .memory import make_enforcer
@@ -72,6 +73,9 @@ class FaaSServer(JupyterApp):
                                      "on-demand, first tier, us-east-1 by default).")
     price_per_request = Float(lifecycle.PRICE_PER_REQUEST, config=True,
                               help="USD per request for the panel's cost estimate ($0.20 per million).")
+    direct_socket = Bool(True, config=True,
+                         help="Also serve invocations on a Unix socket in a private directory, so "
+                              "sync calls from kernels on this machine skip the websocket's hops.")
     write_runtime_file = Bool(True, config=True, help="Publish URL and token in the runtime file.")
 
     @default("token")
@@ -98,8 +102,11 @@ class FaaSServer(JupyterApp):
         max_message = max(int(self.max_payload_mb * 1024 * 1024), 8 << 20) + (2 << 20)
         monitoring = Monitoring(self.store, price_per_gb_second=self.price_per_gb_second,
                                 price_per_request=self.price_per_request)
+        self.instance = secrets.token_hex(8)
+        self.direct = DirectServer(self.service, self.token, self.instance) if self.direct_socket else None
         return web.Application(routes(), faas_service=self.service, faas_token=self.token,
-                               faas_monitoring=monitoring,
+                               faas_monitoring=monitoring, faas_instance=self.instance,
+                               faas_direct=self.direct and self.direct.path,
                                faas_shutdown=self.request_stop, websocket_max_message_size=max_message)
 
     def request_stop(self) -> None:
@@ -114,6 +121,8 @@ class FaaSServer(JupyterApp):
         port = bound[0].getsockname()[1]
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
         self.url = f"http://{host}:{port}"
+        if self.direct is not None:
+            await self.direct.start()
         recovered = self.service.recover()
         self.service.start_background()
         await self.service.pool.zygote()  # the first cold start should not pay for the zygote
@@ -132,6 +141,8 @@ class FaaSServer(JupyterApp):
             if self.write_runtime_file:
                 paths.remove_runtime_file(os.getpid())
             server.stop()
+            if self.direct is not None:
+                self.direct.close()
             await self.service.close()
             self.store.close()
             shutil.rmtree(self.envs_dir, ignore_errors=True)

@@ -99,7 +99,8 @@ class StatusHandler(BaseHandler):
     def get(self):
         from .. import __version__
         self.finish({"version": __version__, "max_payload_bytes": self.service.max_payload_bytes,
-                     **self.service.stats()})
+                     "instance": self.settings.get("faas_instance"),
+                     "direct_socket": self.settings.get("faas_direct"), **self.service.stats()})
 
 
 class FunctionsHandler(BaseHandler):

@@ -75,13 +75,20 @@ class TokenSocket(websocket.WebSocketHandler):
         await super().get(*args, **kwargs)
 
 
-class InvocationSocket(TokenSocket):
-    def get_compression_options(self):
-        return None
+class InvocationSession:
+    """One client's invocation protocol (the frames above), whatever carries the frames.
+
+    Spoken over the websocket (:class:`InvocationSocket`) and over the local direct
+    socket (:mod:`jupyter_faas.server.direct`); a carrier implements :meth:`send`
+    and calls :meth:`open` once, then :meth:`on_message` per frame and :meth:`on_close`.
+    """
+
+    service = None
+
+    def send(self, kind: str, body: bytes = b"", **fields) -> None:
+        raise NotImplementedError
 
     def open(self):
-        self.set_nodelay(True)
-        self.service = self.settings["faas_service"]
         self.closed = False
         self.pending_logs: dict[str, list] = {}
         self.skipped: dict[str, int] = {}
@@ -93,14 +100,6 @@ class InvocationSocket(TokenSocket):
     def on_close(self):
         self.closed = True
 
-    def send(self, kind: str, body: bytes = b"", **fields) -> None:
-        if self.closed:
-            return
-        try:
-            self.write_message(wire.pack(kind, body, **fields), binary=True)
-        except websocket.WebSocketClosedError:
-            self.closed = True
-
     def on_message(self, message):
         if isinstance(message, str):
             self.send("rejected", cids=[], error={"errorType": "InvalidRequest",
@@ -111,6 +110,9 @@ class InvocationSocket(TokenSocket):
         except wire.ProtocolError as exc:
             self.send("rejected", cids=[], error={"errorType": "ProtocolError", "errorMessage": str(exc)})
             return
+        self.on_frame(header, body)
+
+    def on_frame(self, header: dict, body) -> None:
         kind = header["k"]
         if kind == "invoke":
             self._invoke(header, body)
@@ -263,3 +265,23 @@ class InvocationSocket(TokenSocket):
             size += len(result)
         if items:
             self.send("done", b"".join(bodies), items=items)
+
+
+class InvocationSocket(InvocationSession, TokenSocket):
+    """The session over the websocket at ``/faas/api/ws``."""
+
+    def get_compression_options(self):
+        return None
+
+    def open(self):
+        self.set_nodelay(True)
+        self.service = self.settings["faas_service"]
+        super().open()
+
+    def send(self, kind: str, body: bytes = b"", **fields) -> None:
+        if self.closed:
+            return
+        try:
+            self.write_message(wire.pack(kind, body, **fields), binary=True)
+        except websocket.WebSocketClosedError:
+            self.closed = True

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections import OrderedDict, deque
 
 from .. import limits
@@ -238,7 +237,7 @@ class Service:
                 f"Pass less data per call (e.g. a path instead of the data), or raise the limit "
                 f"with --FaaSServer.max_payload_mb=...")
         function = self.get_function(name, version)
-        inv = Invocation(str(uuid.uuid4()), function, payload, encoding, invocation_type,
+        inv = Invocation(lifecycle.new_request_id(), function, payload, encoding, invocation_type,
                          queue or invocation_type == "Event")
         if listener is not None:
             inv.listeners.append(listener)

@@ -63,6 +63,10 @@ def test_the_direct_socket_is_private_and_needs_the_token(conn):
     assert refused["k"] == "rejected" and refused["error"]["errorType"] == "AccessDeniedException"
     skipped_hello = first_answer(wire.pack("invoke", b"x", function="direct_add", items=[[1, 1]]))
     assert skipped_hello["k"] == "rejected"
+    # a stranger cannot make the server buffer a huge frame: only the length prefix is read
+    huge = first_answer(wire.pack("hello", token=conn.token)[:wire.HEADER_SIZE - 4]
+                        + (1 << 30).to_bytes(4, "big"))
+    assert huge["k"] == "rejected" and huge["error"]["errorType"] == "RequestTooLargeException"
 
 
 def test_without_the_direct_socket_calls_go_over_the_websocket(server, monkeypatch):

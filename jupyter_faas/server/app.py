@@ -106,7 +106,8 @@ class FaaSServer(JupyterApp):
         monitoring = Monitoring(self.store, price_per_gb_second=self.price_per_gb_second,
                                 price_per_request=self.price_per_request)
         self.instance = secrets.token_hex(8)
-        self.direct = DirectServer(self.service, self.token, self.instance) if self.direct_socket else None
+        self.direct = (DirectServer(self.service, self.token, self.instance, max_message)
+                       if self.direct_socket else None)
         return web.Application(routes(), faas_service=self.service, faas_token=self.token,
                                faas_monitoring=monitoring, faas_instance=self.instance,
                                faas_direct=self.direct and self.direct.path,

@@ -34,11 +34,14 @@ log = logging.getLogger("jupyter_faas.server")
 
 #: a sync call that has not ended this long after it was accepted is told its request id
 ACCEPTED_DELAY_S = 0.005
+#: a peer that has not said hello yet may send no more than this in a frame
+HELLO_MAX_BYTES = 64 << 10
 
 
 class DirectSession(asyncio.Protocol, InvocationSession):
-    def __init__(self, service, token: str, instance: str):
+    def __init__(self, service, token: str, instance: str, max_frame: int):
         self.service = service
+        self.max_frame = max_frame
         self.token = token
         self.instance = instance
         self.transport = None
@@ -100,6 +103,11 @@ class DirectSession(asyncio.Protocol, InvocationSession):
                 except wire.ProtocolError as exc:
                     return self._refuse("ProtocolError", str(exc))
                 self._need = wire.HEADER_SIZE + header_len + body_len
+                limit = self.max_frame if self.authenticated else HELLO_MAX_BYTES
+                if self._need > limit:
+                    return self._refuse("RequestTooLargeException",
+                                        f"a frame of {self._need} bytes is larger than this socket "
+                                        f"takes ({limit}); raise --FaaSServer.max_payload_mb")
             if len(buf) < self._need:
                 return
             frame = bytes(buf[:self._need]) if len(buf) > self._need else bytes(buf)
@@ -128,10 +136,11 @@ class DirectSession(asyncio.Protocol, InvocationSession):
 class DirectServer:
     """Listens on ``<private dir>/direct.sock`` for this server's lifetime."""
 
-    def __init__(self, service, token: str, instance: str):
+    def __init__(self, service, token: str, instance: str, max_frame: int):
         self.service = service
         self.token = token
         self.instance = instance
+        self.max_frame = max_frame
         self.dir = tempfile.mkdtemp(prefix="jupyter_faas-direct-")  # 0700 by mkdtemp
         self.path = os.path.join(self.dir, "direct.sock")
         self.server = None
@@ -139,7 +148,7 @@ class DirectServer:
     async def start(self) -> str:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_unix_server(
-            lambda: DirectSession(self.service, self.token, self.instance), self.path)
+            lambda: DirectSession(self.service, self.token, self.instance, self.max_frame), self.path)
         os.chmod(self.path, 0o600)
         return self.path
 

@@ -25,6 +25,7 @@ from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 
 from .. import __version__, paths
 from . import lifecycle
+from .buffer_files import BufferFiles
 from .handlers import routes
 from .invoker import Service
 from .memory import make_enforcer
@@ -73,6 +74,11 @@ class FaaSServer(JupyterApp):
     price_per_request = Float(lifecycle.PRICE_PER_REQUEST, config=True,
                               help="USD per request for the panel's cost estimate ($0.20 per million).")
     write_runtime_file = Bool(True, config=True, help="Publish URL and token in the runtime file.")
+    share_buffers = Bool(True, config=True,
+                         help="Pass large buffers (numpy arrays and the like, 1 MB and up) through "
+                              "files in <data dir>/buffers between processes of this machine: "
+                              "written once, mapped without a copy. Off: every byte travels inside "
+                              "messages, as it does for a client on another machine.")
 
     @default("token")
     def _default_token(self):
@@ -88,12 +94,14 @@ class FaaSServer(JupyterApp):
 
     def build(self) -> web.Application:
         self.store = Store(Path(self.faas_data_dir) / "faas.sqlite")
+        files = BufferFiles(Path(self.faas_data_dir) / "buffers") if self.share_buffers else None
         self.envs_dir = tempfile.mkdtemp(prefix="jupyter_faas-envs-")
         memory = make_enforcer(self.memory_enforcement, str(os.getpid()))
-        pool = Pool(memory, Path(self.envs_dir), list(self.preload), self.idle_timeout)
+        pool = Pool(memory, Path(self.envs_dir), list(self.preload), self.idle_timeout,
+                    buffers_dir=str(files.dir) if files else None)
         self.service = Service(self.store, pool, memory_budget_mb=self.memory_budget_mb,
                                max_concurrency=self.max_concurrency, throttle_wait=self.throttle_wait,
-                               max_payload_bytes=int(self.max_payload_mb * 1024 * 1024))
+                               max_payload_bytes=int(self.max_payload_mb * 1024 * 1024), files=files)
         # A frame is one payload or a batch of small ones (the client caps batches at 8 MB).
         max_message = max(int(self.max_payload_mb * 1024 * 1024), 8 << 20) + (2 << 20)
         monitoring = Monitoring(self.store, price_per_gb_second=self.price_per_gb_second,

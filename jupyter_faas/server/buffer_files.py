@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from kernel_workers import buffers
@@ -67,7 +68,10 @@ class BufferFiles:
                 raise buffers.BufferFileError(f"expected the buffer file {expected_name!r}, got {name!r}")
             path = self.path(name)
             end = max((offset + length for offset, length in buffers.spans_of(descriptor)), default=0)
-            size = os.stat(path, follow_symlinks=False).st_size
+            st = os.stat(path, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode):  # a symlink could point anywhere
+                raise buffers.BufferFileError(f"{name!r} is not a regular file")
+            size = st.st_size
         except (buffers.BufferFileError, OSError) as exc:
             raise InvalidParameter(
                 f"the invocation's buffer file is not usable: {exc}. Files are only used between "

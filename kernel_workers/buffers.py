@@ -18,6 +18,12 @@ by an environment, a name the server dictates) and are plain file names: a
 descriptor never carries a path, and :func:`check_name` refuses anything that
 could leave the directory.
 
+Spares: the server keeps a few ``spare-*`` files whose pages are already in the
+page cache (zeros, never anyone's data).  A writer takes one by renaming it to its
+own name and writes over it: overwriting cached pages runs at memory speed, while
+a new file must first get fresh pages from the kernel, which on a VM can cost more
+than the copy itself.  The server makes new spares in the background.
+
 This module does not decide whether files may be used (the client proves it
 shares the server's directory; the server tells environments where it is), and
 never reads a descriptor's file without the caller having checked the name.
@@ -46,6 +52,8 @@ MAX_SPANS = 100_000
 #: read the nonce the status endpoint reports shares the directory.  (A leading dot: no
 #: descriptor can name it.)
 INSTANCE_FILE = ".instance"
+
+SPARE_PREFIX = "spare-"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 
@@ -103,9 +111,35 @@ def dumps(obj, out_of_band: bool) -> tuple[bytes, list]:
     return data, raws
 
 
-def write(path, raws: list) -> list:
-    """Write buffers into a new file (0600, never an existing one); returns their spans."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+def _take_spare(path) -> int | None:
+    """Rename a spare of ``path``'s directory to ``path`` and open it, or None if there is none."""
+    directory = os.path.dirname(path)
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(SPARE_PREFIX) and check_spare(n)]
+    except OSError:
+        return None
+    for name in names:
+        try:
+            os.rename(os.path.join(directory, name), path)  # atomic: one taker wins
+            return os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue  # another writer took it first
+    return None
+
+
+def check_spare(name: str) -> bool:
+    return bool(_NAME.match(name)) and not name.endswith(".tmp")
+
+
+def write(path, raws: list, use_spare: bool = True) -> list:
+    """Write buffers into a new file (0600, never an existing one); returns their spans.
+
+    ``use_spare``: write over a spare of the same directory when there is one.
+    """
+    fd = _take_spare(path) if use_spare else None
+    spare = fd is not None
+    if fd is None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     spans, offset = [], 0
     try:
         for raw in raws:
@@ -115,12 +149,44 @@ def write(path, raws: list) -> list:
             while done < raw.nbytes:  # one call moves at most ~2 GB on Linux
                 done += os.pwrite(fd, raw[done:], offset + done)
             offset += raw.nbytes
+        if spare:
+            os.ftruncate(fd, offset)  # the spare's unused zeros are not part of the data
     except BaseException:
         os.close(fd)
         os.unlink(path)
         raise
     os.close(fd)
     return spans
+
+
+def make_spare(directory, name: str, size: int) -> None:
+    """A spare: ``size`` bytes of zeros, allocated and read once so its pages are cached.
+
+    Reading the allocated (unwritten) blocks fills the page cache with zero pages
+    without writing anything to disk.  ``sendfile`` to /dev/null reads them without
+    copying them out, and (unlike a populated ``mmap``) releases the GIL, so a
+    server thread doing this does not stall the server's loop.
+    """
+    tmp = os.path.join(directory, name + ".tmp")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, size)
+        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            offset = 0
+            while offset < size:
+                sent = os.sendfile(null, fd, offset, size - offset)
+                if sent <= 0:
+                    break
+                offset += sent
+        finally:
+            os.close(null)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, os.path.join(directory, name))
 
 
 def map_views(path, descriptor, writable: bool = True) -> list:

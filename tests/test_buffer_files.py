@@ -263,3 +263,40 @@ def test_a_queued_big_argument_survives_a_server_kill(make_server, monkeypatch):
         assert row["buffers"]["nonce"] != ""  # a new instance, a new nonce, still shared
     finally:
         connection.reset()
+
+
+def test_writers_take_spares_and_the_server_makes_new_ones(conn, server):
+    directory = conn.buffer_dir
+    make = faas.function(make_array, name="make_from_spare", memory=512)
+    make(N)  # the first large buffer passed: the server makes spares from now on
+    wait_for(lambda: len(files_in(directory, "spare-")) == 2)
+    before = set(files_in(directory, "spare-"))
+    inv = make.invoke(N)
+    assert numpy.array_equal(inv.result, numpy.arange(N, dtype="float64"))
+    # The environment wrote over a spare (its zeros past the data cut off) and a new one was made.
+    assert (directory / f"res-{inv.request_id}").stat().st_size == N * 8
+    wait_for(lambda: len(files_in(directory, "spare-")) == 2)
+    assert set(files_in(directory, "spare-")) != before
+
+
+def test_buffer_file_format(tmp_path):
+    from kernel_workers import buffers
+    a, b = numpy.arange(1000, dtype="uint8"), numpy.arange(N, dtype="float64")
+    data, raws = buffers.dumps((a, b), out_of_band=True)
+    assert len(raws) == 2 and len(data) < 1000
+    buffers.make_spare(tmp_path, "spare-x", 1 << 22)
+    spans = buffers.write(tmp_path / "arg-1", raws)
+    assert not (tmp_path / "spare-x").exists()  # taken, and cut to the data's end
+    assert spans == [[0, 1000], [1024, N * 8]] and (tmp_path / "arg-1").stat().st_size == 1024 + N * 8
+    got_a, got_b = pickle.loads(data, buffers=buffers.map_views(tmp_path / "arg-1", {"spans": spans}))
+    assert numpy.array_equal(got_a, a) and numpy.array_equal(got_b, b) and got_b.flags.writeable
+    assert buffers.write(tmp_path / "arg-2", raws) == spans  # no spare left: a new file
+    assert buffers.dumps((numpy.arange(10),), out_of_band=True)[1] == []  # small: in band
+    with pytest.raises(buffers.BufferFileError, match="shorter than its descriptor"):
+        buffers.map_views(tmp_path / "arg-2", {"spans": [[0, 1024 + N * 8 + 1]]})
+    (tmp_path / "arg-link").symlink_to(tmp_path / "arg-2")
+    with pytest.raises(buffers.BufferFileError, match="cannot open"):
+        buffers.map_views(tmp_path / "arg-link", {"spans": [[0, 1]]})
+    for bad in ("../x", "/etc/passwd", ".instance", "a/b", "", None, "x" * 200):
+        with pytest.raises(buffers.BufferFileError):
+            buffers.check_name(bad)

@@ -79,6 +79,11 @@ class FaaSServer(JupyterApp):
                               "files in <data dir>/buffers between processes of this machine: "
                               "written once, mapped without a copy. Off: every byte travels inside "
                               "messages, as it does for a client on another machine.")
+    buffer_spare_mb = Integer(128, config=True,
+                              help="Size of each of the two spare buffer files kept with their pages "
+                                   "cached, which large arguments and results are written over "
+                                   "(faster than into new pages); 0: none. Costs twice this in "
+                                   "reclaimable page cache.")
 
     @default("token")
     def _default_token(self):
@@ -94,7 +99,8 @@ class FaaSServer(JupyterApp):
 
     def build(self) -> web.Application:
         self.store = Store(Path(self.faas_data_dir) / "faas.sqlite")
-        files = BufferFiles(Path(self.faas_data_dir) / "buffers") if self.share_buffers else None
+        files = (BufferFiles(Path(self.faas_data_dir) / "buffers", self.buffer_spare_mb * 1024 * 1024)
+                 if self.share_buffers else None)
         self.envs_dir = tempfile.mkdtemp(prefix="jupyter_faas-envs-")
         memory = make_enforcer(self.memory_enforcement, str(os.getpid()))
         pool = Pool(memory, Path(self.envs_dir), list(self.preload), self.idle_timeout,

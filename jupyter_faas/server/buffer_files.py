@@ -14,7 +14,14 @@ Lifetimes: an argument file lives while its invocation is queued or running (the
 store names it in the row while queued, so a restart runs it); a result file lives
 as long as its row, like the store's large-result files.  Anything else found at
 start (a client that died between writing and sending, a result of an invocation
-the server died under) is deleted.
+the server died under) is deleted, except spares.
+
+Spares (``spare-*``, :data:`SPARES` of ``spare_bytes`` each): zero-filled files
+with their pages already cached, which writers take and write over (see
+:mod:`kernel_workers.buffers`).  A worker thread makes new ones whenever a large
+buffer was passed (so a server that never sees one makes none), and the cost of
+getting fresh pages from the kernel is paid off the invocation's path.  They hold ``SPARES * spare_bytes`` of clean, reclaimable
+page cache.
 
 The server never unpickles these files; it only checks names and sizes, and
 reads the bytes to forward them to a client that cannot map them.
@@ -22,6 +29,7 @@ reads the bytes to forward them to a client that cannot map them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -35,12 +43,16 @@ from ..errors import InvalidParameter, ServerError
 log = logging.getLogger("jupyter_faas.server")
 
 NONCE_FILE = buffers.INSTANCE_FILE
+#: Spare files kept ready: one for a call's argument and one for its result.
+SPARES = 2
 
 
 class BufferFiles:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, spare_bytes: int = 0):
         self.dir = Path(directory)
         self.nonce = secrets.token_hex(16)
+        self.spare_bytes = spare_bytes
+        self._making_spares = False
         try:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.dir, 0o700)  # an existing directory too: the files are the user's data
@@ -96,11 +108,42 @@ class BufferFiles:
         for descriptor in descriptors:
             self.discard(descriptor)
 
+    def replenish(self) -> None:
+        """Make spares in a worker thread until there are :data:`SPARES` (a writer may have taken one)."""
+        if not self.spare_bytes or self._making_spares:
+            return
+        try:
+            have = sum(1 for n in os.listdir(self.dir) if n.startswith(buffers.SPARE_PREFIX)
+                       and buffers.check_spare(n))
+        except OSError:
+            return
+        if have >= SPARES:
+            return
+        self._making_spares = True
+        made = asyncio.get_running_loop().run_in_executor(None, self._make_spares, SPARES - have)
+        made.add_done_callback(self._spares_made)
+
+    def _make_spares(self, count: int) -> None:
+        for _ in range(count):
+            buffers.make_spare(self.dir, buffers.SPARE_PREFIX + secrets.token_hex(8), self.spare_bytes)
+
+    def _spares_made(self, made: asyncio.Future) -> None:
+        self._making_spares = False
+        if made.cancelled():
+            return
+        if made.exception() is not None:
+            log.warning("cannot make spare buffer files in %s (%s); large buffers will be written "
+                        "to new files", self.dir, made.exception())
+            self.spare_bytes = 0
+            return
+        self.replenish()  # more may have been taken meanwhile
+
     def sweep(self, keep: set) -> int:
-        """Delete every buffer file whose name is not in ``keep`` (at start: nothing else runs)."""
+        """Delete every buffer file whose name is not in ``keep``, but spares (at start: nothing else runs)."""
         removed = 0
         for entry in os.scandir(self.dir):
-            if entry.name.startswith(NONCE_FILE) or entry.name in keep:
+            if (entry.name.startswith(NONCE_FILE) or entry.name in keep
+                    or (entry.name.startswith(buffers.SPARE_PREFIX) and buffers.check_spare(entry.name))):
                 continue
             try:
                 os.unlink(entry.path)

@@ -267,6 +267,7 @@ class Service:
                 raise InvalidParameter("this server takes no buffer files (share_buffers is off); "
                                        "send the data inside the payload")
             size += self.files.check(buffers)
+            self.files.replenish()  # the client may have taken a spare
         if size > self.max_payload_bytes:
             raise PayloadTooLarge(
                 f"the payload is {size} bytes; the limit is {self.max_payload_bytes} bytes. "
@@ -469,6 +470,7 @@ class Service:
                     if self.files is None:
                         raise InvalidParameter("this server gave the environment no buffer directory")
                     size += self.files.check(result_buffers, result_name(inv.request_id))
+                    self.files.replenish()  # the environment may have taken a spare
                 except InvalidParameter as exc:
                     error = {"errorType": "Runtime.InvalidResult",
                              "errorMessage": f"the environment described its result's buffers wrongly "

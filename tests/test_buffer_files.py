@@ -201,6 +201,8 @@ def test_payload_limit_counts_the_buffers(make_server):
         assert not files_in(conn.buffer_dir, "res-")
     finally:
         connection.reset()
+    server.stop()
+    assert not files_in(buffer_dir(server), "spare-")  # a stopping server deletes its spares
 
 
 def test_share_buffers_off_sends_everything_in_messages(make_server):
@@ -268,8 +270,7 @@ def test_a_queued_big_argument_survives_a_server_kill(make_server, monkeypatch):
 def test_writers_take_spares_and_the_server_makes_new_ones(conn, server):
     directory = conn.buffer_dir
     make = faas.function(make_array, name="make_from_spare", memory=512)
-    make(N)  # the first large buffer passed: the server makes spares from now on
-    wait_for(lambda: len(files_in(directory, "spare-")) == 2)
+    wait_for(lambda: len(files_in(directory, "spare-")) == 2)  # made at start
     before = set(files_in(directory, "spare-"))
     inv = make.invoke(N)
     assert numpy.array_equal(inv.result, numpy.arange(N, dtype="float64"))

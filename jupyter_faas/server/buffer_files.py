@@ -18,10 +18,11 @@ the server died under) is deleted, except spares.
 
 Spares (``spare-*``, :data:`SPARES` of ``spare_bytes`` each): zero-filled files
 with their pages already cached, which writers take and write over (see
-:mod:`kernel_workers.buffers`).  A worker thread makes new ones whenever a large
-buffer was passed (so a server that never sees one makes none), and the cost of
-getting fresh pages from the kernel is paid off the invocation's path.  They hold ``SPARES * spare_bytes`` of clean, reclaimable
-page cache.
+:mod:`kernel_workers.buffers`).  A worker thread makes them at start and again
+whenever one was taken, so the cost of getting fresh pages from the kernel is paid
+off the invocation's path; they are deleted when the server stops.  They hold
+``SPARES * spare_bytes`` of clean, reclaimable page cache (and as much allocated
+disk, never written).
 
 The server never unpickles these files; it only checks names and sizes, and
 reads the bytes to forward them to a client that cannot map them.
@@ -137,6 +138,15 @@ class BufferFiles:
             self.spare_bytes = 0
             return
         self.replenish()  # more may have been taken meanwhile
+
+    def drop_spares(self) -> None:
+        """Delete the spares (when stopping: they are quick to make, and hold memory and disk)."""
+        for name in os.listdir(self.dir):
+            if name.startswith(buffers.SPARE_PREFIX):
+                try:
+                    os.unlink(self.dir / name)
+                except OSError:
+                    pass
 
     def sweep(self, keep: set) -> int:
         """Delete every buffer file whose name is not in ``keep``, but spares (at start: nothing else runs)."""

@@ -683,6 +683,8 @@ class Service:
 
     def start_background(self) -> None:
         self._flusher = asyncio.ensure_future(self._flush_logs())
+        if self.files is not None:
+            self.files.replenish()
         self.pool.start_background()
 
     async def close(self) -> None:
@@ -695,6 +697,8 @@ class Service:
             self._flush_one(inv)
         await self.pool.close()
         self._commit()
+        if self.files is not None:
+            self.files.drop_spares()
 
     def stats(self) -> dict:
         return {"running": self.running, "queued": sum(len(q) for q in self.waiting.values()),

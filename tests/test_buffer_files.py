@@ -80,6 +80,9 @@ def test_large_argument_and_result_go_by_file_and_round_trip(conn, server):
     assert is_mapped and writable
     assert total == float(arg.sum()) + 1
     assert arg[0] == 0  # the caller's array is untouched
+    (row,) = conn.request("GET", "/faas/api/invocations",
+                          params={"function": "inspect_argument", "limit": 1})["invocations"]
+    assert row["input_summary"] == "pickled arguments, 1.9 MB"  # the buffers count too
 
     inv = make.invoke(N)
     result = inv.result

@@ -263,7 +263,9 @@ class Service:
             raise InvalidParameter(f"encoding {encoding!r} is not 'pickle' or 'json'")
         size = len(payload)
         if buffers is not None:
-            if self.files is None or encoding != "pickle":
+            if encoding != "pickle":
+                raise InvalidParameter("only a pickle payload can have out-of-band buffers")
+            if self.files is None:
                 raise InvalidParameter("this server takes no buffer files (share_buffers is off); "
                                        "send the data inside the payload")
             size += self.files.check(buffers)
@@ -281,7 +283,8 @@ class Service:
         row = {"request_id": inv.request_id, "function": function["name"], "version": function["version"],
                "invocation_type": invocation_type, "encoding": encoding, "status": QUEUED,
                "created_at": inv.created_at, "memory_size_mb": function["memory"],
-               "input_summary": input_summary(payload, encoding), "payload_buffers": buffers}
+               "input_summary": input_summary(payload, encoding, buffer_bytes=size - len(payload)),
+               "payload_buffers": buffers}
         return inv, row
 
     def _enqueue(self, inv: Invocation) -> None:

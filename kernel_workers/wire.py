@@ -16,8 +16,10 @@ Kinds, by link:
 
   server -> zygote       hello_ack, fork (+ 3 fds by SCM_RIGHTS: control, stdout, stderr)
   zygote -> server       hello, forked, exited
-  server -> environment  init (body: the function's pickle), invoke (body: payload)
-  environment -> server  ready, init_error, result (body: result), error (body: pickled exception or empty)
+  server -> environment  init (body: the function's pickle; ``buffers_dir``),
+                         invoke (body: payload; ``buffers``: its out-of-band buffers' file, if any)
+  environment -> server  ready, init_error, result (body: result; ``buffers``: its out-of-band
+                         buffers' file, if any), error (body: pickled exception or empty)
   client <-> server      see jupyter_faas.client.session and jupyter_faas.server.websocket
 
 This module is the only place frames are packed or parsed.
@@ -28,7 +30,8 @@ from __future__ import annotations
 import json
 import struct
 
-PROTOCOL_VERSION = 1
+#: 2: out-of-band pickle buffers in files (``buffers`` descriptors; see kernel_workers.buffers)
+PROTOCOL_VERSION = 2
 
 _LENGTHS = struct.Struct("!II")
 HEADER_SIZE = _LENGTHS.size

@@ -35,12 +35,13 @@ class DirectUnavailable(Exception):
 
 
 class DirectChannel:
-    def __init__(self, path: str, token: str, instance: str | None):
+    def __init__(self, path: str, token: str, instance: str | None, buffer_nonce: str | None = None):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(path)
             self.channel = wire.BlockingChannel(sock)
-            self.channel.send("hello", token=token)
+            # ``buffers``: this client maps the server's buffer files (as the websocket's ?buffers=)
+            self.channel.send("hello", token=token, buffers=buffer_nonce)
             header, _ = self.channel.recv()
         except (OSError, EOFError, wire.ProtocolError) as exc:
             sock.close()
@@ -58,7 +59,7 @@ class DirectChannel:
         except OSError:
             pass
 
-    def call(self, fut, function: str, payload: bytes, *, encoding: str, version, logs: bool) -> None:
+    def call(self, fut, function: str, payload, *, encoding: str, version, logs: bool) -> None:
         """Run one invocation to its end, telling ``fut`` of its acceptance, lines and end.
 
         Raises :class:`DirectUnavailable` if it could not even be sent, and
@@ -66,9 +67,9 @@ class DirectChannel:
         whether the server accepted it).
         """
         cid = next(self._cid)
-        prefix, body = wire.pack_parts("invoke", payload, function=function, version=version,
-                                       encoding=encoding, queue=False, logs=logs,
-                                       items=[[cid, len(payload)]])
+        item = [cid, len(payload.data)] + ([payload.buffers] if payload.buffers else [])
+        prefix, body = wire.pack_parts("invoke", payload.data, function=function, version=version,
+                                       encoding=encoding, queue=False, logs=logs, items=[item])
         try:
             if len(body) < 65536:
                 self.sock.sendall(prefix + bytes(body))
@@ -129,8 +130,8 @@ class DirectChannel:
 class DirectPool:
     """Direct channels to one server, reused across calls (one per concurrently calling thread)."""
 
-    def __init__(self, path: str, token: str, instance: str | None):
-        self.path, self.token, self.instance = path, token, instance
+    def __init__(self, path: str, token: str, instance: str | None, buffer_nonce: str | None = None):
+        self.path, self.token, self.instance, self.buffer_nonce = path, token, instance, buffer_nonce
         self._free: list[DirectChannel] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -141,7 +142,7 @@ class DirectPool:
                 return self._free.pop()
         if not os.path.exists(self.path):
             raise DirectUnavailable(f"{self.path} does not exist")
-        return DirectChannel(self.path, self.token, self.instance)
+        return DirectChannel(self.path, self.token, self.instance, self.buffer_nonce)
 
     def give_back(self, channel: DirectChannel) -> None:
         with self._lock:

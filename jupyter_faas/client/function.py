@@ -68,7 +68,7 @@ class RemoteFunction:
         """Run in this process (for debugging); no limits, no record."""
         return self._fn(*args, **kwargs)
 
-    def _submit(self, payload: bytes, queue: bool, encoding: str = "pickle") -> InvocationFuture:
+    def _submit(self, payload, queue: bool, encoding: str = "pickle") -> InvocationFuture:
         version = self.deploy()
         conn = self.connection
         fut = InvocationFuture(self.name, conn, encoding)
@@ -77,7 +77,9 @@ class RemoteFunction:
 
     def spawn(self, *args, **kwargs) -> InvocationFuture:
         """Start one invocation and return its future at once."""
-        fut = self._submit(dumps_call(args, kwargs, self.name), queue=False)
+        conn = self.connection
+        fut = self._submit(dumps_call(args, kwargs, self.name, conn.buffer_dir, conn.max_payload_bytes),
+                           queue=False)
         fut.input_summary = _summary(args, kwargs)
         return fut
 
@@ -94,9 +96,9 @@ class RemoteFunction:
 
     def _call(self, args: tuple, kwargs: dict, raise_first: bool) -> InvocationFuture:
         """One sync call, waited for by this thread (over the direct socket when it can)."""
-        payload = dumps_call(args, kwargs, self.name)
         version = self.deploy()
         conn = self.connection
+        payload = dumps_call(args, kwargs, self.name, conn.buffer_dir, conn.max_payload_bytes)
         fut = InvocationFuture(self.name, conn)
         fut.input_summary = _summary(args, kwargs)
         return self._follow(fut, raise_first, lambda: conn.call(fut, self.name, payload, logs=True,
@@ -145,7 +147,7 @@ class RemoteFunction:
         conn = self.connection
         items = []
         for index, args in indexed_args:
-            payload = dumps_call(args, {}, self.name)
+            payload = dumps_call(args, {}, self.name, conn.buffer_dir, conn.max_payload_bytes)
             fut = InvocationFuture(self.name, conn)
             fut.index = index
             fut.input_summary = _summary(args, {})

@@ -26,6 +26,7 @@ from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 
 from .. import __version__, paths
 from . import lifecycle
+from .buffer_files import BufferFiles
 from .direct import DirectServer
 from .handlers import routes
 from .invoker import Service
@@ -80,6 +81,16 @@ class FaaSServer(JupyterApp):
                          help="Also serve invocations on a Unix socket in a private directory, so "
                               "sync calls from kernels on this machine skip the websocket's hops.")
     write_runtime_file = Bool(True, config=True, help="Publish URL and token in the runtime file.")
+    share_buffers = Bool(True, config=True,
+                         help="Pass large buffers (numpy arrays and the like, 1 MB and up) through "
+                              "files in <data dir>/buffers between processes of this machine: "
+                              "written once, mapped without a copy. Off: every byte travels inside "
+                              "messages, as it does for a client on another machine.")
+    buffer_spare_mb = Integer(128, config=True,
+                              help="Size of each of the two spare buffer files kept with their pages "
+                                   "cached, which large arguments and results are written over "
+                                   "(faster than into new pages); 0: none. Costs twice this in "
+                                   "reclaimable page cache.")
 
     @default("token")
     def _default_token(self):
@@ -95,12 +106,15 @@ class FaaSServer(JupyterApp):
 
     def build(self) -> web.Application:
         self.store = Store(Path(self.faas_data_dir) / "faas.sqlite")
+        files = (BufferFiles(Path(self.faas_data_dir) / "buffers", self.buffer_spare_mb * 1024 * 1024)
+                 if self.share_buffers else None)
         self.envs_dir = tempfile.mkdtemp(prefix="jupyter_faas-envs-")
         memory = make_enforcer(self.memory_enforcement, str(os.getpid()))
-        pool = Pool(memory, Path(self.envs_dir), list(self.preload), self.idle_timeout)
+        pool = Pool(memory, Path(self.envs_dir), list(self.preload), self.idle_timeout,
+                    buffers_dir=str(files.dir) if files else None)
         self.service = Service(self.store, pool, memory_budget_mb=self.memory_budget_mb,
                                max_concurrency=self.max_concurrency, throttle_wait=self.throttle_wait,
-                               max_payload_bytes=int(self.max_payload_mb * 1024 * 1024))
+                               max_payload_bytes=int(self.max_payload_mb * 1024 * 1024), files=files)
         # A frame is one payload or a batch of small ones (the client caps batches at 8 MB).
         max_message = max(int(self.max_payload_mb * 1024 * 1024), 8 << 20) + (2 << 20)
         monitoring = Monitoring(self.store, price_per_gb_second=self.price_per_gb_second,

@@ -8,7 +8,8 @@ and reads the answer, and the server parses frames straight from the socket.
 The frames and their meaning are exactly the websocket's
 (:class:`~jupyter_faas.server.websocket.InvocationSession`), after one more:
 
-  client -> server  ``hello {token}``      must be the first frame
+  client -> server  ``hello {token, buffers?}``  must be the first frame; ``buffers`` is the
+                    server's buffer-directory nonce when the client maps buffer files
   server -> client  ``hello_ack {instance}``  (or ``rejected`` and the socket closes)
 
 The socket lives in a private directory (0700) made for this server, and the token
@@ -122,6 +123,7 @@ class DirectSession(asyncio.Protocol, InvocationSession):
             elif header["k"] == "hello" and secrets.compare_digest(
                     str(header.get("token", "")).encode(), self.token.encode()):
                 self.authenticated = True
+                self.shares_files(header.get("buffers"))
                 self.send("hello_ack", instance=self.instance)
             else:
                 return self._refuse("AccessDeniedException",

@@ -12,6 +12,12 @@ say exactly what failed:
     run        handler(*args, **kwargs)              (the user's code)
     pickle     result -> bytes                       (serialization of the output)
 
+Large buffers (numpy arrays) come and go by file when the server gives a buffer
+directory (``init``'s ``buffers_dir``): an ``invoke`` whose header has ``buffers``
+maps the argument's file, and a result's buffers are written to the file the
+server's rule names (:func:`kernel_workers.buffers.result_name`) and described in
+the ``result`` header.  See :mod:`kernel_workers.buffers`.
+
 Limits are not policed here: the server enforces timeout and memory from the
 outside (a process is never trusted to police itself).  ``sys.exit`` in user
 code ends this process with that status, as it would on Lambda.
@@ -30,7 +36,7 @@ import traceback
 
 import cloudpickle
 
-from . import wire
+from . import buffers, wire
 from .context import LambdaContext
 
 PICKLE_PROTOCOL = 5
@@ -95,10 +101,12 @@ class Environment:
         self.handler = None
         self.wants_context = False
         self.config: dict = {}
+        self.buffers_dir: str | None = None
 
     def init(self, header: dict, code: bytes) -> bool:
         started = time.perf_counter()
         self.config = header
+        self.buffers_dir = header.get("buffers_dir")
         try:
             handler = cloudpickle.loads(code)
             if not callable(handler):
@@ -127,7 +135,7 @@ class Environment:
             if encoding == "json":
                 args, kwargs = (json.loads(payload) if payload else {},), {}
             else:
-                args, kwargs = cloudpickle.loads(payload)
+                args, kwargs = cloudpickle.loads(payload, buffers=self._argument_buffers(header))
             if self.wants_context and "context" not in kwargs:
                 kwargs["context"] = LambdaContext(
                     rid, self.config.get("function", ""), str(self.config.get("version", "")),
@@ -136,10 +144,11 @@ class Environment:
             stage = "run"
             result = self.handler(*args, **kwargs)
             stage = "pickle"
+            described = {}
             if encoding == "json":
                 body = json.dumps(result).encode()
             else:
-                body = cloudpickle.dumps(result, protocol=PICKLE_PROTOCOL)
+                body, described = self._dumps_result(rid, result)
         except (SystemExit, KeyboardInterrupt):
             _flush()
             raise
@@ -160,7 +169,30 @@ class Environment:
         duration = (time.perf_counter() - started) * 1000
         _flush()
         self.channel.send("result", body, request_id=rid, encoding=encoding, duration_ms=duration,
-                          cpu_ms=(time.process_time() - cpu_started) * 1000)
+                          cpu_ms=(time.process_time() - cpu_started) * 1000, **described)
+
+    def _argument_buffers(self, header: dict) -> list | None:
+        descriptor = header.get("buffers")
+        if descriptor is None:
+            return None
+        if self.buffers_dir is None:
+            raise buffers.BufferFileError("the invocation's buffers are in a file, but this "
+                                          "environment was given no buffer directory")
+        path = os.path.join(self.buffers_dir, buffers.check_name(descriptor.get("file")))
+        return buffers.map_views(path, descriptor)
+
+    def _dumps_result(self, request_id: str, result) -> tuple[bytes, dict]:
+        """The result's pickle, and ``{"buffers": descriptor}`` when its buffers went to a file."""
+        body, raws = buffers.dumps(result, out_of_band=self.buffers_dir is not None)
+        if not raws:
+            return body, {}
+        name = buffers.result_name(request_id)
+        try:
+            spans = buffers.write(os.path.join(self.buffers_dir, name), raws)
+        except OSError:
+            # No room or no access: the server still takes the result in the frame.
+            return cloudpickle.dumps(result, protocol=PICKLE_PROTOCOL), {}
+        return body, {"buffers": {"file": name, "spans": spans}}
 
     def serve(self) -> None:
         header, body = self.channel.recv()

@@ -16,8 +16,10 @@ Kinds, by link:
 
   server -> zygote       hello_ack, fork (+ 3 fds by SCM_RIGHTS: control, stdout, stderr)
   zygote -> server       hello, forked, exited
-  server -> environment  init (body: the function's pickle), invoke (body: payload)
-  environment -> server  ready, init_error, result (body: result), error (body: pickled exception or empty)
+  server -> environment  init (body: the function's pickle; ``buffers_dir``),
+                         invoke (body: payload; ``buffers``: its out-of-band buffers' file, if any)
+  environment -> server  ready, init_error, result (body: result; ``buffers``: its out-of-band
+                         buffers' file, if any), error (body: pickled exception or empty)
   client <-> server      see jupyter_faas.client.session and jupyter_faas.server.websocket
 
 This module is the only place frames are packed or parsed.
@@ -28,7 +30,8 @@ from __future__ import annotations
 import json
 import struct
 
-PROTOCOL_VERSION = 1
+#: 2: out-of-band pickle buffers in files (``buffers`` descriptors; see kernel_workers.buffers)
+PROTOCOL_VERSION = 2
 
 _LENGTHS = struct.Struct("!II")
 HEADER_SIZE = _LENGTHS.size
@@ -94,26 +97,65 @@ def unpack(frame: bytes | memoryview) -> tuple[dict, memoryview]:
 
 
 class BlockingChannel:
-    """Frames over a blocking stream socket (the zygote and environment side)."""
+    """Frames over a blocking stream socket (the zygote, environment and direct-client side).
 
-    def __init__(self, sock):
+    Reads are buffered: one ``recv`` usually brings a whole small frame (or several),
+    instead of one system call for its prefix, one for its header and one for its body.
+    """
+
+    READ_SIZE = 1 << 16
+
+    def __init__(self, sock, buffered: bool = True):
         self.sock = sock
+        self._buf = bytearray()
+        # Unbuffered for a socket that is also select()ed on or carries file descriptors
+        # (the zygote's): a read-ahead would hide a waiting frame, or drop the fds.
+        self._read_size = self.READ_SIZE if buffered else 0
 
-    def _recv_exact(self, n: int) -> bytearray:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            r = self.sock.recv_into(view[got:], n - got)
-            if r == 0:
+    def _fill(self, n: int) -> None:
+        """Read until at least ``n`` bytes are buffered."""
+        buf = self._buf
+        while len(buf) < n:
+            missing = n - len(buf)
+            if missing > self._read_size:
+                # A large body: read it in place rather than through the small buffer.
+                start = len(buf)
+                buf.extend(bytes(missing))
+                view = memoryview(buf)
+                try:
+                    got = start
+                    while got < n:
+                        r = self.sock.recv_into(view[got:], n - got)
+                        if r == 0:
+                            del view
+                            del buf[got:]
+                            raise EOFError("peer closed the channel")
+                        got += r
+                except BaseException:
+                    if len(buf) > got:
+                        del view
+                        del buf[got:]
+                    raise
+                return
+            data = self.sock.recv(self.READ_SIZE)
+            if not data:
                 raise EOFError("peer closed the channel")
-            got += r
-        return buf
+            buf += data
 
     def recv(self) -> tuple[dict, bytearray]:
-        header_len, body_len = lengths(bytes(self._recv_exact(HEADER_SIZE)))
-        header = parse_header(bytes(self._recv_exact(header_len)))
-        body = self._recv_exact(body_len) if body_len else bytearray()
+        self._fill(HEADER_SIZE)
+        header_len, body_len = lengths(bytes(self._buf[:HEADER_SIZE]))
+        end = HEADER_SIZE + header_len + body_len
+        self._fill(end)
+        buf = self._buf
+        header = parse_header(bytes(buf[HEADER_SIZE:HEADER_SIZE + header_len]))
+        if len(buf) == end:
+            # The usual case: this frame is all there is; hand over the buffer, no copy.
+            self._buf = bytearray()
+            del buf[:HEADER_SIZE + header_len]
+            return header, buf
+        body = buf[HEADER_SIZE + header_len:end]
+        del buf[:end]
         return header, body
 
     def send(self, kind: str, body: bytes = b"", **fields) -> None:

@@ -40,7 +40,7 @@ from . import runtime, wire
 
 class Zygote:
     def __init__(self, sock: socket.socket, preloaded: list, failed: dict):
-        self.channel = wire.BlockingChannel(sock)
+        self.channel = wire.BlockingChannel(sock, buffered=False)
         self.sock = sock
         self.children: dict[int, str] = {}
         self.preloaded = preloaded

@@ -35,5 +35,6 @@ def test_wire_version_mismatch_names_both_versions():
     from kernel_workers import wire
     header = json.dumps({"k": "invoke", "v": 99}).encode()
     frame = struct.pack("!II", len(header), 0) + header
-    with pytest.raises(wire.ProtocolError, match="peer speaks 99, this side speaks 1"):
+    with pytest.raises(wire.ProtocolError,
+                       match=f"peer speaks 99, this side speaks {wire.PROTOCOL_VERSION}"):
         wire.unpack(frame)

@@ -31,3 +31,14 @@ def test_large_result_lives_in_a_file_and_reads_back(tmp_path):
     assert [p.name for p in (tmp_path / "results").iterdir()] == ["big.result"]
     store.close()
     assert Store(tmp_path / "faas.sqlite").get_result("big") == big  # the result-file migration is idempotent
+
+
+def test_request_ids_are_uuids_ordered_by_creation():
+    import uuid
+    from jupyter_faas.server.lifecycle import new_request_id
+    first = new_request_id()
+    time.sleep(0.002)
+    later = [new_request_id() for _ in range(1000)]
+    assert len(set(later)) == 1000
+    assert all(uuid.UUID(rid).version == 7 and str(uuid.UUID(rid)) == rid for rid in later)
+    assert all(first < rid for rid in later)  # the primary-key index grows at one end

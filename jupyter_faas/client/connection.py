@@ -8,12 +8,18 @@ started in the background, detached, shared by every kernel of this user.
 All network I/O runs on one daemon thread with its own asyncio loop, so a
 blocking call in a notebook never blocks (or needs) the kernel's own loop.
 Control calls are REST; invocations go over one websocket, multiplexed.
+
+A client on the server's machine shares its buffer directory (it proves so by
+reading back the instance nonce the status endpoint reports): large arguments and
+results then pass through files there, not through the websocket.  Any other
+client sends and receives every byte in its messages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import hmac
 import itertools
 import logging
 import json
@@ -23,13 +29,16 @@ import sys
 import threading
 import time
 import urllib.parse
+from pathlib import Path
 
 import psutil
 from tornado import httpclient, websocket
 
-from kernel_workers import wire
+from kernel_workers import buffers, wire
 
 from .. import errors, paths
+from .direct import DirectPool, DirectUnavailable
+from .serialization import Payload, too_large
 
 log = logging.getLogger("jupyter_faas.client")
 _lock = threading.Lock()
@@ -42,7 +51,13 @@ _default: "Connection | None" = None
 
 
 class Connection:
-    def __init__(self, url: str, token: str):
+    """One server: REST calls and the invocation websocket.
+
+    ``share_files=False`` never uses the server's buffer directory, as a client on
+    another machine could not (every byte then travels in messages).
+    """
+
+    def __init__(self, url: str, token: str, *, share_files: bool = True):
         self.url = url.rstrip("/")
         self.token = token
         self._loop = asyncio.new_event_loop()
@@ -59,8 +74,28 @@ class Connection:
         self._closing = False
         self.rediscover = False  # set by connect() when the server was found, not given
         self._http = None
-        self.status = self.request("GET", "/faas/api/status")
-        self.max_payload_bytes = self.status.get("max_payload_bytes", 6 * 1024 * 1024)
+        self.share_files = share_files
+        self.buffer_dir: Path | None = None  # the server's buffer directory, when shared
+        self._buffer_nonce = None
+        self._connected = False
+        self._direct: DirectPool | None = None
+        self._last_submitted = None  # the newest future sent over the websocket
+        self._learn(self.request("GET", "/faas/api/status"))
+
+    def _learn(self, status: dict) -> None:
+        """What the server's status says about how to reach it: limits, shared files, direct socket."""
+        self.status = status
+        self.max_payload_bytes = status.get("max_payload_bytes", 6 * 1024 * 1024)
+        info = status.get("buffers") if self.share_files else None
+        self.buffer_dir = _shared_buffer_dir(info)
+        self._buffer_nonce = info["nonce"] if self.buffer_dir is not None else None
+        old, self._direct = self._direct, None
+        if old is not None:
+            old.close()
+        path = status.get("direct_socket")
+        # Only a server on this machine has its socket here (and the hello proves it is this one).
+        if path and os.environ.get("JUPYTER_FAAS_DIRECT", "1") != "0" and os.path.exists(path):
+            self._direct = DirectPool(path, self.token, status.get("instance"), self._buffer_nonce)
 
     # ---- plumbing --------------------------------------------------------------------------
 
@@ -109,13 +144,22 @@ class Connection:
             self._ws_lock = asyncio.Lock()
         async with self._ws_lock:
             if self._ws is None:
+                if self._connected:
+                    # A reconnect, maybe to a restarted server: share its directory only if it still is.
+                    try:
+                        self._learn(await self._request("GET", "/faas/api/status", None, None, False, 30))
+                    except errors.FaaSError:
+                        pass  # the websocket connect below fails and says why
                 ws_url = "ws" + self.url[4:] + "/faas/api/ws"
+                if self._buffer_nonce is not None:
+                    ws_url += "?" + urllib.parse.urlencode({"buffers": self._buffer_nonce})
                 req = httpclient.HTTPRequest(ws_url, headers={"Authorization": f"token {self.token}"})
                 try:
                     self._ws = await websocket.websocket_connect(
                         req, max_message_size=max(64 << 20, 2 * self.max_payload_bytes + (1 << 20)))
                 except OSError as exc:
                     raise errors.ServerError(f"cannot open the websocket to {self.url}: {exc}") from exc
+                self._connected = True
                 # Small frames must not wait for Nagle's algorithm (40 ms per round trip).
                 self._ws.protocol.stream.set_nodelay(True)
                 asyncio.ensure_future(self._read(self._ws))
@@ -166,7 +210,9 @@ class Connection:
                     if fut is not None:
                         if item.get("logs") or item.get("skipped"):
                             fut._log_lines(item.get("logs") or [], item.get("skipped", 0))
-                        fut._done(item, bytes(body[offset:offset + n]))
+                        chunk = body[offset:offset + n]
+                        # An item with buffers is unpickled from views of this message (no copy).
+                        fut._done(item, chunk if item.get("buffers") else bytes(chunk))
                     offset += n
             elif kind == "unknown":
                 for rid in header["request_ids"]:
@@ -221,7 +267,59 @@ class Connection:
 
     # ---- invocations -------------------------------------------------------------------------
 
-    def submit(self, future, function: str, payload: bytes, *, encoding: str = "pickle",
+    def call(self, future, function: str, payload: Payload, *, encoding: str = "pickle",
+             logs: bool = False, version: int | None = None) -> None:
+        """A sync call: run it to its end over the direct socket when the server is on this
+        machine; else submit it over the websocket (``future`` then ends later, on the IO thread).
+        """
+        pool = self._direct
+        last = self._last_submitted
+        if pool is not None and last is not None and not last._accepted_event.wait(30):
+            pool = None  # keep the order: behind an unconfirmed websocket submission, go the same way
+        if pool is not None:
+            self._check_size(function, [payload])
+            try:
+                channel = pool.take()
+            except DirectUnavailable:
+                self._direct = None  # gone (the server stopped); the websocket path re-attaches
+            else:
+                try:
+                    channel.call(future, function, payload, encoding=encoding, version=version, logs=logs)
+                except DirectUnavailable:
+                    channel.close()  # nothing was sent: the websocket takes the call below
+                except ConnectionError:
+                    channel.close()
+                    self._direct_broke(future)
+                    return
+                except BaseException:
+                    channel.close()  # interrupted mid-frame: the socket's state is unknown
+                    raise
+                else:
+                    pool.give_back(channel)
+                    return
+        self.submit(future, function, payload, encoding=encoding, queue=False, logs=logs,
+                    version=version)
+
+    def _direct_broke(self, future) -> None:
+        self._direct = None
+        rid = future._request_id
+        if rid is None:
+            future._fail(errors.ServerError(
+                f"lost the connection to the FaaS server at {self.url} before it confirmed the "
+                f"invocation; it may or may not have been accepted (faas.invocations() lists what "
+                f"the server has)"))
+            return
+        # Accepted: follow it over the websocket, as a websocket call is after a drop.
+        self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._reattach({rid: future})))
+
+    def _check_size(self, function: str, payloads: list) -> None:
+        for payload in payloads:
+            if payload.nbytes > self.max_payload_bytes:
+                for p in payloads:
+                    p.discard(self.buffer_dir)
+                raise too_large(function, payload.nbytes, self.max_payload_bytes)
+
+    def submit(self, future, function: str, payload: "bytes | Payload", *, encoding: str = "pickle",
                queue: bool = False, logs: bool = False, version: int | None = None) -> None:
         """Send an invocation; ``future`` is told when it is accepted, logs, and done.
 
@@ -233,15 +331,18 @@ class Connection:
 
     def submit_many(self, items, function: str, *, encoding: str = "pickle", queue: bool = False,
                     logs: bool = False, version: int | None = None) -> None:
-        """Send several invocations of one function: ``items`` is ``[(future, payload), ...]``."""
-        for _, payload in items:
-            if len(payload) > self.max_payload_bytes:
-                raise errors.PayloadTooLarge(
-                    f"the payload of {function}() is {len(payload)} bytes; the server's limit is "
-                    f"{self.max_payload_bytes} bytes. Nothing was sent. Pass less data per call, or "
-                    f"raise the limit with --FaaSServer.max_payload_mb=...")
+        """Send several invocations of one function: ``items`` is ``[(future, payload), ...]``.
+
+        A payload is bytes, or a :class:`~.serialization.Payload` whose buffers may be in a file.
+        """
+        items = [(fut, p if isinstance(p, Payload) else Payload(p, None, len(p))) for fut, p in items]
+        self._check_size(function, [p for _, p in items])
         key = (function, version, encoding, bool(queue), bool(logs))
         batch = [(next(self._cid), fut, key, payload) for fut, payload in items]
+        # A sync call on the direct socket waits until this one is accepted, so calls reach the
+        # server in the order they were made (``f.spawn(1); f(2)`` runs 1 first).
+        if items:
+            self._last_submitted = items[-1][0]
         with self._outbox_lock:
             self._outbox.extend(batch)
             if self._outbox_scheduled:
@@ -258,16 +359,17 @@ class Connection:
         def close_group():
             function, version, encoding, queue, logs = group[0][2]
             frames.append((group, wire.pack_parts(
-                "invoke", b"".join(p for _, _, _, p in group), function=function, version=version,
-                encoding=encoding, queue=queue, logs=logs, items=[[c, len(p)] for c, _, _, p in group])))
+                "invoke", b"".join(p.data for _, _, _, p in group), function=function, version=version,
+                encoding=encoding, queue=queue, logs=logs,
+                items=[[c, len(p.data)] + ([p.buffers] if p.buffers else []) for c, _, _, p in group])))
 
         for item in items:
             if group and (item[2] != group[0][2] or len(group) >= BATCH_ITEMS
-                          or size + len(item[3]) > BATCH_BYTES):
+                          or size + len(item[3].data) > BATCH_BYTES):
                 close_group()
                 group, size = [], 0
             group.append(item)
-            size += len(item[3])
+            size += len(item[3].data)
         if group:
             close_group()
         ws = self._ws
@@ -294,8 +396,9 @@ class Connection:
             except Exception as exc:  # noqa: BLE001 - every failure reaches the caller
                 fut_exc = exc if isinstance(exc, errors.FaaSError) else errors.ServerError(
                     f"could not send the invocation to {self.url}: {exc}")
-                for cid, fut, _, _ in group:
+                for cid, fut, _, payload in group:
                     self._awaiting_accept.pop(cid, None)
+                    payload.discard(self.buffer_dir)
                     fut._fail(fut_exc)
 
     def watch(self, futures: dict, logs: bool = True) -> None:
@@ -323,6 +426,8 @@ class Connection:
 
     def close(self) -> None:
         self._closing = True
+        if self._direct is not None:
+            self._direct.close()
         async def shut():
             if self._ws is not None:
                 self._ws.close()
@@ -331,6 +436,18 @@ class Connection:
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
         self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def _shared_buffer_dir(info) -> Path | None:
+    """The server's buffer directory if this process shares it (reads its nonce back), else None."""
+    try:
+        directory = Path(info["dir"])
+        nonce = (directory / buffers.INSTANCE_FILE).read_text()
+        if hmac.compare_digest(nonce, str(info["nonce"])) and os.access(directory, os.W_OK):
+            return directory
+    except (OSError, KeyError, TypeError, ValueError):
+        pass  # another machine, another container, another user: messages carry the data
+    return None
 
 
 def _alive(info: dict) -> bool:

@@ -69,7 +69,7 @@ class RemoteFunction:
         """Run in this process (for debugging); no limits, no record."""
         return self._fn(*args, **kwargs)
 
-    def _submit(self, payload: bytes, queue: bool, encoding: str = "pickle") -> InvocationFuture:
+    def _submit(self, payload, queue: bool, encoding: str = "pickle") -> InvocationFuture:
         version = self.deploy()
         conn = self.connection
         fut = InvocationFuture(self.name, conn, encoding)
@@ -78,28 +78,40 @@ class RemoteFunction:
 
     def spawn(self, *args, **kwargs) -> InvocationFuture:
         """Start one invocation and return its future at once."""
-        fut = self._submit(dumps_call(args, kwargs, self.name), queue=False)
+        conn = self.connection
+        fut = self._submit(dumps_call(args, kwargs, self.name, conn.buffer_dir, conn.max_payload_bytes),
+                           queue=False)
         fut.input_summary = _summary(args, kwargs)
         return fut
 
     def __call__(self, *args, **kwargs):
-        fut = self.spawn(*args, **kwargs)
-        return self._follow(fut, raise_first=True).result()
+        return self._call(args, kwargs, raise_first=True).result()
 
     def invoke(self, *args, **kwargs) -> Invocation:
         """Run once and return the :class:`Invocation` (status, result, logs, report); never raises
         the function's error (read ``.error`` or ``.result``)."""
-        fut = self.spawn(*args, **kwargs)
-        self._follow(fut, raise_first=False)
+        fut = self._call(args, kwargs, raise_first=False)
         if isinstance(fut.exception(), (errors.ServerError, errors.Throttled)) and fut._request_id is None:
             raise fut.exception()
         return Invocation._from_future(fut)
 
-    def _follow(self, fut: InvocationFuture, raise_first: bool) -> InvocationFuture:
+    def _call(self, args: tuple, kwargs: dict, raise_first: bool) -> InvocationFuture:
+        """One sync call, waited for by this thread (over the direct socket when it can)."""
+        version = self.deploy()
+        conn = self.connection
+        payload = dumps_call(args, kwargs, self.name, conn.buffer_dir, conn.max_payload_bytes)
+        fut = InvocationFuture(self.name, conn)
+        fut.input_summary = _summary(args, kwargs)
+        return self._follow(fut, raise_first, lambda: conn.call(fut, self.name, payload, logs=True,
+                                                                version=version))
+
+    def _follow(self, fut: InvocationFuture, raise_first: bool, start=None) -> InvocationFuture:
         """Wait for one call with its live view; Ctrl-C at any point cancels it."""
         view = None
         try:
             view = CallView(fut, self.show)
+            if start is not None:
+                start()
             _wait([fut], raise_first=raise_first)
         except BaseException:
             _cancel([fut])
@@ -136,7 +148,7 @@ class RemoteFunction:
         conn = self.connection
         items = []
         for index, args in indexed_args:
-            payload = dumps_call(args, {}, self.name)
+            payload = dumps_call(args, {}, self.name, conn.buffer_dir, conn.max_payload_bytes)
             fut = InvocationFuture(self.name, conn)
             fut.index = index
             fut.input_summary = _summary(args, {})

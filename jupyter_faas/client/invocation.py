@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from .. import errors
 from .remote_errors import rebuild
-from .serialization import loads_result
+from .serialization import loads_result, result_buffers
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,9 @@ class InvocationFuture(concurrent.futures.Future):
                 value = json.loads(body) if body else None
             else:
                 try:
-                    value = loads_result(body, self.function, self._request_id)
+                    data, buffers = result_buffers(header.get("buffers"), body, self._connection.buffer_dir,
+                                                   self.function, self._request_id)
+                    value = loads_result(data, self.function, self._request_id, buffers)
                 except errors.SerializationError as exc:
                     self.set_exception(exc)
                     return

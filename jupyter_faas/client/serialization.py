@@ -8,19 +8,33 @@ so the execution environment never needs the user's working directory.
 When something cannot be pickled, :func:`find_unpicklable` walks the function's
 globals, closure and defaults (or the call's arguments) to name the object and
 where it was found, e.g. ``square.__globals__['conn_lock']: _thread.lock``.
+
+A call's large buffers (numpy arrays of 1 MB and more, together) go into a file
+of the server's buffer directory when this process shares it, written once; the
+pickle then only refers to them (:mod:`kernel_workers.buffers`).  A result's
+buffers come back the same way and are mapped, not copied.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import sys
 import sysconfig
 import types
+import uuid
+from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 import cloudpickle
 
-from ..errors import SerializationError
+from kernel_workers import buffers
+
+from ..errors import PayloadTooLarge, SerializationError
+
+log = logging.getLogger("jupyter_faas.client")
 
 PICKLE_PROTOCOL = 5
 _INSTALLED_ROOTS = None
@@ -152,9 +166,37 @@ def dumps_function(fn, name: str) -> bytes:
             f"it, or pass what it needs as an argument.") from exc
 
 
-def dumps_call(args: tuple, kwargs: dict, name: str) -> bytes:
+@dataclass(frozen=True)
+class Payload:
+    """A pickled call: the pickle, and the descriptor of its buffers' file when it has one."""
+
+    data: bytes
+    buffers: dict | None = None
+    nbytes: int = 0  # the pickle and the buffers together: what the payload limit counts
+
+    def discard(self, buffer_dir: Path | None) -> None:
+        """Delete the buffers' file (the call was never accepted)."""
+        if self.buffers is not None and buffer_dir is not None:
+            try:
+                os.unlink(buffer_dir / buffers.check_name(self.buffers["file"]))
+            except (OSError, buffers.BufferFileError):
+                pass
+
+
+def too_large(name: str, size: int, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the payload of {name}() is {size} bytes; the server's limit is {limit} bytes. Nothing "
+        f"was sent. Pass less data per call, or raise the limit with --FaaSServer.max_payload_mb=...")
+
+
+def dumps_call(args: tuple, kwargs: dict, name: str, buffer_dir: Path | None = None,
+               limit: int | None = None) -> Payload:
+    """Pickle a call; with ``buffer_dir`` (shared with the server), large buffers go to a file there.
+
+    ``limit``: the server's payload limit, checked before anything is written.
+    """
     try:
-        return cloudpickle.dumps((args, kwargs), protocol=PICKLE_PROTOCOL)
+        data, raws = buffers.dumps((args, kwargs), out_of_band=buffer_dir is not None)
     except BaseException as exc:  # noqa: BLE001
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -168,11 +210,54 @@ def dumps_call(args: tuple, kwargs: dict, name: str) -> bytes:
             f"cannot send the arguments of {name}(): {where}: {_type_name(culprit)} cannot be "
             f"pickled ({type(exc).__name__}: {exc}). Nothing was sent. Pass plain data (numbers, "
             f"strings, arrays, paths) instead.") from exc
-
-
-def loads_result(body: bytes, name: str, request_id: str):
+    size = len(data) + sum(raw.nbytes for raw in raws)
+    if limit is not None and size > limit:
+        raise too_large(name, size, limit)
+    if not raws:
+        return Payload(data, None, size)
+    file_name = f"arg-{uuid.uuid4().hex}"
     try:
-        return cloudpickle.loads(body)
+        spans = buffers.write(buffer_dir / file_name, raws)
+    except OSError as exc:
+        # Full disk, or the directory went away: send the data inside the message instead.
+        log.info("could not write %s's arguments to %s (%s); sending them inline", name, buffer_dir, exc)
+        return Payload(cloudpickle.dumps((args, kwargs), protocol=PICKLE_PROTOCOL), None, size)
+    return Payload(data, {"file": file_name, "spans": spans}, size)
+
+
+def result_buffers(descriptor: dict | None, body, buffer_dir: Path | None, name: str,
+                   request_id: str) -> tuple:
+    """``(pickle, buffers)`` of a ``done`` item: its buffers mapped from their file or cut from ``body``."""
+    if descriptor is None:
+        return body, None
+    try:
+        if "error" in descriptor:
+            raise buffers.BufferFileError(descriptor["error"])
+        if "lengths" in descriptor:
+            lengths = descriptor["lengths"]
+            start = len(body) - sum(lengths)
+            if start < 0 or any(n < 0 for n in lengths):
+                raise buffers.BufferFileError(f"lengths {lengths} do not fit in {len(body)} bytes")
+            out, at = [], start
+            for n in lengths:
+                # A copy, as unpickling an in-band array makes one: the array is writable.
+                out.append(bytearray(body[at:at + n]))
+                at += n
+            return body[:start], out
+        if buffer_dir is None:
+            raise buffers.BufferFileError(
+                "they are in a file on the server's machine, which this client does not share")
+        path = buffer_dir / buffers.check_name(descriptor.get("file"))
+        return body, buffers.map_views(path, descriptor)
+    except (buffers.BufferFileError, TypeError, ValueError) as exc:
+        raise SerializationError(
+            f"the result of {name} (request {request_id}) could not be read: its buffers: {exc}. "
+            f"Invoke it again; if this persists, restart the FaaS server.") from exc
+
+
+def loads_result(body: bytes, name: str, request_id: str, buffers: list | None = None):
+    try:
+        return cloudpickle.loads(body, buffers=buffers)
     except BaseException as exc:  # noqa: BLE001 - includes a __setstate__ that calls sys.exit
         if isinstance(exc, KeyboardInterrupt):
             raise

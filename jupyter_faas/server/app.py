@@ -9,6 +9,7 @@ runtime file so kernels of the same user find it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import secrets
@@ -25,6 +26,8 @@ from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 
 from .. import __version__, paths
 from . import lifecycle
+from .buffer_files import BufferFiles
+from .direct import DirectServer
 from .handlers import routes
 from .invoker import Service
 from .memory import make_enforcer
@@ -33,6 +36,8 @@ from .pool import Pool
 from .store import Store
 
 log = logging.getLogger("jupyter_faas.server")
+#: allocations between collections of the youngest generation (Python's default is 700)
+GC_YOUNG_THRESHOLD = 20_000
 
 
 class FaaSServer(JupyterApp):
@@ -72,7 +77,20 @@ class FaaSServer(JupyterApp):
                                      "on-demand, first tier, us-east-1 by default).")
     price_per_request = Float(lifecycle.PRICE_PER_REQUEST, config=True,
                               help="USD per request for the panel's cost estimate ($0.20 per million).")
+    direct_socket = Bool(True, config=True,
+                         help="Also serve invocations on a Unix socket in a private directory, so "
+                              "sync calls from kernels on this machine skip the websocket's hops.")
     write_runtime_file = Bool(True, config=True, help="Publish URL and token in the runtime file.")
+    share_buffers = Bool(True, config=True,
+                         help="Pass large buffers (numpy arrays and the like, 1 MB and up) through "
+                              "files in <data dir>/buffers between processes of this machine: "
+                              "written once, mapped without a copy. Off: every byte travels inside "
+                              "messages, as it does for a client on another machine.")
+    buffer_spare_mb = Integer(128, config=True,
+                              help="Size of each of the two spare buffer files kept with their pages "
+                                   "cached, which large arguments and results are written over "
+                                   "(faster than into new pages); 0: none. Costs twice this in "
+                                   "reclaimable page cache.")
 
     @default("token")
     def _default_token(self):
@@ -88,18 +106,25 @@ class FaaSServer(JupyterApp):
 
     def build(self) -> web.Application:
         self.store = Store(Path(self.faas_data_dir) / "faas.sqlite")
+        files = (BufferFiles(Path(self.faas_data_dir) / "buffers", self.buffer_spare_mb * 1024 * 1024)
+                 if self.share_buffers else None)
         self.envs_dir = tempfile.mkdtemp(prefix="jupyter_faas-envs-")
         memory = make_enforcer(self.memory_enforcement, str(os.getpid()))
-        pool = Pool(memory, Path(self.envs_dir), list(self.preload), self.idle_timeout)
+        pool = Pool(memory, Path(self.envs_dir), list(self.preload), self.idle_timeout,
+                    buffers_dir=str(files.dir) if files else None)
         self.service = Service(self.store, pool, memory_budget_mb=self.memory_budget_mb,
                                max_concurrency=self.max_concurrency, throttle_wait=self.throttle_wait,
-                               max_payload_bytes=int(self.max_payload_mb * 1024 * 1024))
+                               max_payload_bytes=int(self.max_payload_mb * 1024 * 1024), files=files)
         # A frame is one payload or a batch of small ones (the client caps batches at 8 MB).
         max_message = max(int(self.max_payload_mb * 1024 * 1024), 8 << 20) + (2 << 20)
         monitoring = Monitoring(self.store, price_per_gb_second=self.price_per_gb_second,
                                 price_per_request=self.price_per_request)
+        self.instance = secrets.token_hex(8)
+        self.direct = (DirectServer(self.service, self.token, self.instance, max_message)
+                       if self.direct_socket else None)
         return web.Application(routes(), faas_service=self.service, faas_token=self.token,
-                               faas_monitoring=monitoring,
+                               faas_monitoring=monitoring, faas_instance=self.instance,
+                               faas_direct=self.direct and self.direct.path,
                                faas_shutdown=self.request_stop, websocket_max_message_size=max_message)
 
     def request_stop(self) -> None:
@@ -114,9 +139,16 @@ class FaaSServer(JupyterApp):
         port = bound[0].getsockname()[1]
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
         self.url = f"http://{host}:{port}"
+        if self.direct is not None:
+            await self.direct.start()
         recovered = self.service.recover()
         self.service.start_background()
         await self.service.pool.zygote()  # the first cold start should not pay for the zygote
+        if os.environ.get("JUPYTER_FAAS_GC_TUNE", "1") != "0":
+            # Every invocation allocates a few hundred short-lived objects: collect the young
+            # generation less often, and never walk the (permanent) startup objects again.
+            gc.freeze()
+            gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
@@ -132,6 +164,8 @@ class FaaSServer(JupyterApp):
             if self.write_runtime_file:
                 paths.remove_runtime_file(os.getpid())
             server.stop()
+            if self.direct is not None:
+                self.direct.close()
             await self.service.close()
             self.store.close()
             shutil.rmtree(self.envs_dir, ignore_errors=True)

@@ -15,6 +15,8 @@ import json
 
 from tornado import web
 
+from kernel_workers import buffers
+
 from ..errors import FaaSError, InvalidParameter, ServerError
 from .lifecycle import TERMINAL
 
@@ -98,7 +100,11 @@ def _function_json(function: dict) -> dict:
 class StatusHandler(BaseHandler):
     def get(self):
         from .. import __version__
+        files = self.service.files
         self.finish({"version": __version__, "max_payload_bytes": self.service.max_payload_bytes,
+                     "instance": self.settings.get("faas_instance"),
+                     "direct_socket": self.settings.get("faas_direct"),
+                     **({"buffers": files.info()} if files is not None else {}),
                      **self.service.stats()})
 
 
@@ -193,11 +199,27 @@ class InvocationHandler(BaseHandler):
 class InvocationResultHandler(BaseHandler):
     def get(self, request_id):
         row = self.service.get_invocation(request_id)
-        result = self.service.store.get_result(request_id)
+        result = self.service.store.get_result(request_id) or b""
+        descriptor = self.service.store.get_result_buffers(request_id)
         self.set_header("Content-Type", "application/octet-stream")
         self.set_header("X-Faas-Encoding", row["encoding"])
         self.set_header("X-Faas-Status", row["status"])
-        self.finish(result or b"")
+        if descriptor is None:
+            self.finish(result)
+            return
+        # The pickle, then its out-of-band buffers (whose lengths the header lists, in order).
+        if self.service.files is None:
+            raise ServerError(f"the result of {request_id} is in a buffer file, but this server runs "
+                              f"with share_buffers off; start it with share_buffers on to read it")
+        try:
+            views = self.service.files.views(descriptor)
+        except buffers.BufferFileError as exc:
+            raise ServerError(f"the result of {request_id} is lost: {exc}") from exc
+        self.set_header("X-Faas-Buffers", ",".join(str(v.nbytes) for v in views))
+        self.write(result)
+        for view in views:
+            self.write(bytes(view))  # tornado writes bytes only; this is the remote path anyway
+        self.finish()
 
 
 class InvocationLogsHandler(BaseHandler):

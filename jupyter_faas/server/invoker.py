@@ -28,16 +28,22 @@ waits on a timer and nobody is told early: an invocation is sent to its
 environment only after its ``running`` row committed, and its waiters and
 subscribers hear of its end only after its terminal row committed.  Accepting an
 invocation is not deferred: ``submit`` returns only once its row is committed.
+
+Large buffers (``files``, a :class:`~.buffer_files.BufferFiles`): an invocation may
+carry the descriptor of its argument buffers' file instead of the bytes; it is
+checked (name, size, the payload limit counts it) when accepted, named in the row
+while queued, passed to the environment, and deleted once the end is committed.
+A result's buffers come back the same way and are named in the row for good.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-import uuid
 from collections import OrderedDict, deque
+
+from kernel_workers.buffers import result_name
 
 from .. import limits
 from ..errors import FaaSError, InvalidParameter, PayloadTooLarge, ResourceNotFound, Throttled
@@ -55,14 +61,15 @@ COMMIT_DEFER_TURNS = 3
 class Invocation:
     """An accepted invocation while the server holds it in memory (queued or running)."""
 
-    __slots__ = ("request_id", "function", "payload", "encoding", "invocation_type", "status",
+    __slots__ = ("request_id", "function", "payload", "buffers", "encoding", "invocation_type", "status",
                  "queue", "throttle_at", "done", "task", "env", "logs", "unflushed", "listeners",
                  "created_at", "cancel_requested")
 
-    def __init__(self, request_id, function, payload, encoding, invocation_type, queue):
+    def __init__(self, request_id, function, payload, encoding, invocation_type, queue, buffers=None):
         self.request_id = request_id
         self.function = function
         self.payload = payload
+        self.buffers = buffers  # the descriptor of the argument buffers' file, or None
         self.encoding = encoding
         self.invocation_type = invocation_type
         self.status = QUEUED
@@ -80,9 +87,10 @@ class Invocation:
 
 class Service:
     def __init__(self, store, pool, *, memory_budget_mb: int, max_concurrency: int | None,
-                 throttle_wait: float, max_payload_bytes: int):
+                 throttle_wait: float, max_payload_bytes: int, files=None):
         self.store = store
         self.pool = pool
+        self.files = files  # BufferFiles, or None: every byte travels in frames
         self.memory_budget_mb = memory_budget_mb
         self.max_concurrency = max_concurrency
         self.throttle_wait = throttle_wait
@@ -208,9 +216,14 @@ class Service:
 
     def submit(self, name: str, payload: bytes, *, encoding: str = "pickle", version: int | None = None,
                invocation_type: str = "RequestResponse", queue: bool = False,
-               listener=None) -> Invocation:
-        """Accept an invocation: after this returns it is in the store and will run."""
-        inv, row = self._prepare(name, payload, encoding, version, invocation_type, queue, listener)
+               listener=None, buffers: dict | None = None) -> Invocation:
+        """Accept an invocation: after this returns it is in the store and will run.
+
+        ``buffers``: the descriptor of a file in the buffer directory holding the
+        payload's out-of-band buffers (the pickle is ``payload``).
+        """
+        inv, row = self._prepare(name, payload, encoding, version, invocation_type, queue, listener,
+                                 buffers)
         env = None
         if not self.waiting.get(inv.function["name"]) and self._fits(inv.function):
             env = self.pool.take_idle(inv.function)
@@ -245,7 +258,8 @@ class Service:
             try:
                 inv, row = self._prepare(call["name"], call["payload"], call.get("encoding", "pickle"),
                                          call.get("version"), call.get("invocation_type", "RequestResponse"),
-                                         call.get("queue", False), call.get("listener"))
+                                         call.get("queue", False), call.get("listener"),
+                                         call.get("buffers"))
             except FaaSError as exc:
                 out.append(exc)
                 continue
@@ -291,24 +305,47 @@ class Service:
         self._admit()  # once for the batch, not once per item
         return out
 
-    def _prepare(self, name, payload, encoding, version, invocation_type, queue, listener):
-        """Validate a submission; its in-memory :class:`Invocation` and its store row (queued)."""
+    def _prepare(self, name, payload, encoding, version, invocation_type, queue, listener,
+                 buffers=None):
+        """Validate a submission; its in-memory :class:`Invocation` and its store row (queued).
+
+        A rejected submission's buffer file is deleted: nothing else would.
+        """
+        try:
+            return self._validate(name, payload, encoding, version, invocation_type, queue, listener,
+                                  buffers)
+        except FaaSError:
+            if buffers is not None and self.files is not None:
+                self.files.discard(buffers)
+            raise
+
+    def _validate(self, name, payload, encoding, version, invocation_type, queue, listener, buffers):
         if encoding not in ("pickle", "json"):
             raise InvalidParameter(f"encoding {encoding!r} is not 'pickle' or 'json'")
-        if len(payload) > self.max_payload_bytes:
+        size = len(payload)
+        if buffers is not None:
+            if encoding != "pickle":
+                raise InvalidParameter("only a pickle payload can have out-of-band buffers")
+            if self.files is None:
+                raise InvalidParameter("this server takes no buffer files (share_buffers is off); "
+                                       "send the data inside the payload")
+            size += self.files.check(buffers)
+            self.files.replenish()  # the client may have taken a spare
+        if size > self.max_payload_bytes:
             raise PayloadTooLarge(
-                f"the payload is {len(payload)} bytes; the limit is {self.max_payload_bytes} bytes. "
+                f"the payload is {size} bytes; the limit is {self.max_payload_bytes} bytes. "
                 f"Pass less data per call (e.g. a path instead of the data), or raise the limit "
                 f"with --FaaSServer.max_payload_mb=...")
         function = self.get_function(name, version)
-        inv = Invocation(new_request_id(), function, payload, encoding, invocation_type,
-                         queue or invocation_type == "Event")
+        inv = Invocation(lifecycle.new_request_id(), function, payload, encoding, invocation_type,
+                         queue or invocation_type == "Event", buffers)
         if listener is not None:
             inv.listeners.append(listener)
         row = {"request_id": inv.request_id, "function": function["name"], "version": function["version"],
                "invocation_type": invocation_type, "encoding": encoding, "status": QUEUED,
                "created_at": inv.created_at, "memory_size_mb": function["memory"],
-               "input_summary": input_summary(payload, encoding)}
+               "input_summary": input_summary(payload, encoding, buffer_bytes=size - len(payload)),
+               "payload_buffers": buffers}
         return inv, row
 
     def _enqueue(self, inv: Invocation, admit: bool = True) -> None:
@@ -461,6 +498,13 @@ class Service:
             self._dispatch(inv, env, t)
         for inv, fields, result, _, rep in finished:
             self._tell_finished(inv, fields, result, rep)
+        spent = [inv.buffers for inv, *_ in finished if inv.buffers is not None]
+        if spent and self.files is not None:
+            # No row names them any more.  Freeing 100 MB of page cache takes milliseconds:
+            # a worker thread does it, after the waiters were told.
+            for inv, *_ in finished:
+                inv.buffers = None
+            asyncio.get_running_loop().run_in_executor(None, self.files.discard_all, spent)
 
     def _throttle(self, inv: Invocation) -> None:
         if inv.status != QUEUED:
@@ -509,31 +553,47 @@ class Service:
             env.kill("cancelled")
         env.run(inv.request_id, inv.payload, inv.encoding, function["timeout"],
                 lambda stream, line: self._log(inv, stream, line),
-                lambda outcome: self._ran(inv, env, outcome, init_ms))
+                lambda outcome: self._ran(inv, env, outcome, init_ms), inv.buffers)
 
     def _ran(self, inv: Invocation, env, outcome, init_ms) -> None:
         function = inv.function
         self.pool.release(env)
         if outcome.kind == "result":
-            limit = self.max_payload_bytes
-            if len(outcome.body) > limit:
-                error = {"errorType": "Function.ResponseSizeTooLarge",
-                         "errorMessage": f"the result is {len(outcome.body)} bytes; the limit is {limit} "
-                                         f"bytes. Return less data (e.g. write it to a file and return "
-                                         f"the path), or raise --FaaSServer.max_payload_mb"}
-                rep = lifecycle.report(outcome.duration_ms, function["memory"],
-                                       round(outcome.max_memory_mb), init_ms)
-                self._end(inv, FAILED, error, None, rep)
-                return
             rep = lifecycle.report(outcome.duration_ms, function["memory"],
                                    round(outcome.max_memory_mb), init_ms)
-            self._end(inv, SUCCEEDED, None, outcome.body, rep)
+            result_buffers = outcome.header.get("buffers")
+            size, error = len(outcome.body), None
+            if result_buffers is not None:
+                try:
+                    if self.files is None:
+                        raise InvalidParameter("this server gave the environment no buffer directory")
+                    size += self.files.check(result_buffers, result_name(inv.request_id))
+                    self.files.replenish()  # the environment may have taken a spare
+                except InvalidParameter as exc:
+                    error = {"errorType": "Runtime.InvalidResult",
+                             "errorMessage": f"the environment described its result's buffers wrongly "
+                                             f"({exc}); the result was dropped. This is a bug in the "
+                                             f"runtime: please report it."}
+            limit = self.max_payload_bytes
+            if error is None and size > limit:
+                error = {"errorType": "Function.ResponseSizeTooLarge",
+                         "errorMessage": f"the result is {size} bytes; the limit is {limit} "
+                                         f"bytes. Return less data (e.g. write it to a file and return "
+                                         f"the path), or raise --FaaSServer.max_payload_mb"}
+            if error is not None:
+                if result_buffers is not None and self.files is not None:
+                    self.files.discard({"file": result_name(inv.request_id)})
+                self._end(inv, FAILED, error, None, rep)
+                return
+            self._end(inv, SUCCEEDED, None, outcome.body, rep, result_buffers)
         else:
             self._end_failure(inv, outcome, init_ms)
 
     def _end_failure(self, inv: Invocation, outcome, init_ms) -> None:
         function = inv.function
         rid = inv.request_id
+        if self.files is not None:  # killed or failed midway through writing its result's buffers
+            self.files.discard({"file": result_name(rid)})
         memory = function["memory"]
         peak = round(outcome.max_memory_mb)
         body = None
@@ -600,7 +660,7 @@ class Service:
         self._end(inv, status, error, body, rep)
 
     def _end(self, inv: Invocation, status: str, error: dict | None, result: bytes | None,
-             rep: dict) -> None:
+             rep: dict, result_buffers: dict | None = None) -> None:
         if error is not None:
             self._log(inv, "platform", f"[ERROR] {error['errorType']}: {error['errorMessage']}")
         self._log(inv, "platform", f"END RequestId: {inv.request_id}")
@@ -610,6 +670,8 @@ class Service:
                                       "max_memory_used_mb", "init_duration_ms")}
         fields["error"] = error
         fields["error_type"] = error and error["errorType"]
+        if result_buffers is not None:
+            fields["result_buffers"] = result_buffers
         name = inv.function["name"]
         self.running -= 1
         self.memory_in_use -= inv.function["memory"]
@@ -635,6 +697,8 @@ class Service:
         status = inv.status
         done = {"request_id": inv.request_id, "status": status, "error": fields.get("error"),
                 "report": rep, "function": inv.function["name"], "version": inv.function["version"]}
+        if fields.get("result_buffers") is not None:
+            done["buffers"] = fields["result_buffers"]
         if not inv.done.done():
             inv.done.set_result((done, result))
         if self.subscribers:
@@ -700,8 +764,9 @@ class Service:
             if row["status"] == QUEUED:
                 function = self.store.get_function(row["function"], row["version"])
                 if function is not None:
-                    inv = Invocation(row["request_id"], function, self.store.get_payload(row["request_id"]),
-                                     row["encoding"], row["invocation_type"], True)
+                    rid = row["request_id"]
+                    inv = Invocation(rid, function, self.store.get_payload(rid), row["encoding"],
+                                     row["invocation_type"], True, self.store.get_payload_buffers(rid))
                     inv.created_at = row["created_at"]
                     self._enqueue(inv)
                     requeued += 1
@@ -713,10 +778,13 @@ class Service:
                 "status": FAILED, "ended_at": time.time(), "error": error,
                 "error_type": error["errorType"]}, None, [])
             failed += 1
-        return {"requeued": requeued, "failed": failed}
+        swept = self.files.sweep(self.store.buffer_files()) if self.files is not None else 0
+        return {"requeued": requeued, "failed": failed, "stale_buffer_files": swept}
 
     def start_background(self) -> None:
         self._flusher = asyncio.ensure_future(self._flush_logs())
+        if self.files is not None:
+            self.files.replenish()
         self.pool.start_background()
 
     async def close(self) -> None:
@@ -729,24 +797,13 @@ class Service:
             self._flush_one(inv)
         await self.pool.close()
         self._commit()
+        if self.files is not None:
+            self.files.drop_spares()
 
     def stats(self) -> dict:
         return {"running": self.running, "queued": sum(len(q) for q in self.waiting.values()),
                 "memory_in_use_mb": self.memory_in_use, "memory_budget_mb": self.memory_budget_mb,
                 "max_concurrency": self.max_concurrency, **self.pool.stats()}
-
-
-def new_request_id() -> str:
-    """A random UUID that starts with the time in ms (UUIDv7's layout).
-
-    Ids of invocations accepted together sort together, so the store's indexes on the
-    request id (the invocation's key, its log lines) grow at their end: a uuid4 put
-    every insert on a random page, and a commit wrote a page per invocation to the WAL.
-    """
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = ((time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64
-             | 0b10 << 62 | rand & ((1 << 62) - 1))
-    return str(uuid.UUID(int=value))
 
 
 def _signal_text(returncode: int) -> str:

@@ -15,6 +15,9 @@ only says which moves are legal and what a finished invocation's REPORT is.
 from __future__ import annotations
 
 import math
+import os
+import time
+import uuid
 
 QUEUED, RUNNING = "queued", "running"
 SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, THROTTLED = (
@@ -79,3 +82,16 @@ def report_line(request_id: str, rep: dict, status: str | None = None,
     elif status == FAILED and error_type and error_type.startswith("Runtime."):
         parts.append(f"Status: error\tError Type: {error_type}")
     return "\t".join(parts) + "\t"
+
+
+def new_request_id() -> str:
+    """A request id: a UUID (as Lambda's are) of version 7, ordered by creation time.
+
+    The store's primary-key index then grows at one end, like the table, instead of
+    taking each new id on a random page: fewer pages written per invocation, and the
+    pages written stay in cache however many invocations are stored.
+    """
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = value & ~(0xF << 76) | 0x7 << 76   # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62   # RFC 4122 variant
+    return str(uuid.UUID(int=value))

@@ -29,10 +29,11 @@ PERCENTILES = (50, 90, 99)
 LONGEST_RUN_S = 900
 
 
-def input_summary(payload: bytes, encoding: str, limit: int = 200) -> str:
+def input_summary(payload: bytes, encoding: str, limit: int = 200, buffer_bytes: int = 0) -> str:
     """A short, safe description of an invocation's input, kept after the payload is dropped.
 
-    JSON is shown (shortened); a pickle is never unpickled here, only measured.
+    JSON is shown (shortened); a pickle is never unpickled here, only measured (with its
+    ``buffer_bytes`` of out-of-band buffers).
     """
     if encoding == "json":
         text = payload.decode("utf-8", errors="replace")
@@ -41,7 +42,7 @@ def input_summary(payload: bytes, encoding: str, limit: int = 200) -> str:
         except ValueError:
             pass
         return text if len(text) <= limit else text[:limit - 1] + "…"
-    return f"pickled arguments, {_size(len(payload))}"
+    return f"pickled arguments, {_size(len(payload) + buffer_bytes)}"
 
 
 def _size(n: int) -> str:

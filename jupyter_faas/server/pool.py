@@ -365,7 +365,7 @@ class Environment:
             setup.update({k: v for k, v in limits.items() if k != "cgroup_procs"})
         self._frame = loop.create_future()
         self.writer.write(wire.pack("init", code, function=cfg["name"], version=cfg["version"],
-                                    memory=cfg["memory"], setup=setup))
+                                    memory=cfg["memory"], setup=setup, buffers_dir=self.pool.buffers_dir))
         try:
             header, body = await asyncio.wait_for(asyncio.shield(self._frame), self.pool.init_timeout)
         except (EnvironmentDied, asyncio.TimeoutError):
@@ -466,8 +466,9 @@ class Environment:
     # ---- run -----------------------------------------------------------------------------
 
     def run(self, request_id: str, payload: bytes, encoding: str, timeout: float, on_line,
-            done) -> None:
+            done, buffers: dict | None = None) -> None:
         """Send one invocation; ``done(outcome)`` is called once, with how it ended.
+        ``buffers`` describes its argument buffers' file, if any.
 
         Callbacks, not a task per invocation: the result frame is settled in the read
         callback that parsed it, so a warm invocation costs no task wake-ups here.  Only
@@ -484,8 +485,9 @@ class Environment:
         self.pool.memory.before_invoke(self.id, self.pid)
         run = self._run = _Run(done, time.perf_counter(), timeout)
         deadline_ms = int(time.time() * 1000 + timeout * 1000)
+        described = {"buffers": buffers} if buffers is not None else {}
         prefix, body = wire.pack_parts("invoke", payload, request_id=request_id, encoding=encoding,
-                                       deadline_ms=deadline_ms)
+                                       deadline_ms=deadline_ms, **described)
         if len(body) < 65536:
             self.writer.write(prefix + body)  # one send for the common, small call
         else:
@@ -606,8 +608,10 @@ class Environment:
 class Pool:
     def __init__(self, memory, workdir: Path, preload: list[str], idle_timeout: float,
                  base_environ: dict | None = None, init_timeout: float = 10.0,
-                 spares: int | None = None):
+                 spares: int | None = None, buffers_dir: str | None = None):
         self.memory = memory
+        #: where environments map argument buffers and write result buffers (None: in frames)
+        self.buffers_dir = buffers_dir
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.preload = preload

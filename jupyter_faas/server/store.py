@@ -14,6 +14,10 @@ database, named in the row's ``result_file``: SQLite writes a 100 MB blob at
 ~100 MB/s through its WAL (and again at checkpoint), a plain file at page-cache
 speed.  The file is written before the transaction that names it commits, so a
 row never points at a missing file (a crash in between leaves an unnamed file).
+
+Large numpy-like buffers never reach the store at all: their files are in the
+buffer directory (:mod:`.buffer_files`), and a row keeps only their descriptor
+(``payload_buffers`` while queued, ``result_buffers``), as JSON.
 """
 
 from __future__ import annotations
@@ -103,6 +107,13 @@ MIGRATIONS = [
     # 3: large results live in files (see the module docstring)
     """
     ALTER TABLE invocations ADD COLUMN result_file TEXT;
+    """,
+    # 4: out-of-band buffers in files of the buffer directory (see server.buffer_files): the
+    # argument's while queued, the result's for good; the partial index finds the latter at start
+    """
+    ALTER TABLE invocations ADD COLUMN payload_buffers TEXT;
+    ALTER TABLE invocations ADD COLUMN result_buffers TEXT;
+    CREATE INDEX invocations_result_buffers ON invocations(result_buffers) WHERE result_buffers IS NOT NULL;
     """,
 ]
 
@@ -228,10 +239,11 @@ class Store:
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO invocations(request_id, function, version, invocation_type, encoding, "
-                "status, payload, created_at, memory_size_mb, started_at, environment_id, "
-                "input_summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "status, payload, payload_buffers, created_at, memory_size_mb, started_at, "
+                "environment_id, input_summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(inv["request_id"], inv["function"], inv["version"], inv["invocation_type"],
                   inv["encoding"], inv["status"], payload if inv["status"] == "queued" else None,
+                  _json_or_null(inv.get("payload_buffers") if inv["status"] == "queued" else None),
                   inv["created_at"], inv["memory_size_mb"], inv.get("started_at"),
                   inv.get("environment_id"), inv.get("input_summary")) for inv, payload in rows])
 
@@ -248,8 +260,9 @@ class Store:
 
         ``running``: ``(request_id, started_at, environment_id)``; ``finished``:
         ``(request_id, fields, result, logs)``: the terminal state, the result and the
-        remaining log lines.  One commit for many invocations writes each touched page
-        (the newest rows of the table and of its indexes) once, not once per invocation.
+        remaining log lines (``fields["result_buffers"]``: the result's buffer descriptor).
+        One commit for many invocations writes each touched page (the newest rows of the
+        table and of its indexes) once, not once per invocation.
         """
         allowed = _UPDATABLE
         # Ends with the same columns (every success of a map) share one executemany.
@@ -263,7 +276,8 @@ class Store:
             if result is not None and len(result) > INLINE_MAX:
                 result_file = self._write_result_file(request_id, result)  # before the row names it
                 result = None
-            updates.setdefault(cols, []).append((*values, result, result_file, request_id))
+            updates.setdefault(cols, []).append(
+                (*values, result, result_file, _json_or_null(fields.get("result_buffers")), request_id))
             lines.extend((request_id, ts, stream, line) for ts, stream, line in logs)
         with self._tx() as db:
             if running:
@@ -272,7 +286,8 @@ class Store:
             for cols, params in updates.items():
                 assignments = ", ".join(f"{c}=?" for c in cols)  # column names from the fixed set
                 db.executemany(f"UPDATE invocations SET {assignments}, result=?, result_file=?, "
-                               f"payload=NULL WHERE request_id=?", params)
+                               f"result_buffers=?, payload=NULL, payload_buffers=NULL "
+                               f"WHERE request_id=?", params)
             if lines:
                 db.executemany("INSERT INTO log_lines(request_id, ts, stream, line) VALUES (?, ?, ?, ?)",
                                lines)
@@ -312,9 +327,28 @@ class Store:
                 return None
         return bytes(row[0]) if row[0] is not None else None
 
+    def get_result_buffers(self, request_id: str) -> dict | None:
+        """The descriptor of the result's out-of-band buffers, if it has any."""
+        row = self.db.execute("SELECT result_buffers FROM invocations WHERE request_id=?",
+                              (request_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
     def get_payload(self, request_id: str) -> bytes:
         row = self.db.execute("SELECT payload FROM invocations WHERE request_id=?", (request_id,)).fetchone()
         return bytes(row[0]) if row and row[0] is not None else b""
+
+    def get_payload_buffers(self, request_id: str) -> dict | None:
+        """The descriptor of a queued invocation's argument buffers, if it has any."""
+        row = self.db.execute("SELECT payload_buffers FROM invocations WHERE request_id=?",
+                              (request_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    def buffer_files(self) -> set:
+        """Every buffer file a row still needs: queued invocations' arguments, and results."""
+        rows = self.db.execute(
+            "SELECT payload_buffers FROM invocations WHERE status='queued' AND payload_buffers IS NOT NULL "
+            "UNION ALL SELECT result_buffers FROM invocations WHERE result_buffers IS NOT NULL").fetchall()
+        return {json.loads(r[0]).get("file") for r in rows}
 
     def list_invocations(self, function: str | None = None, status: str | None = None,
                          limit: int = 100, before: float | None = None,
@@ -428,6 +462,10 @@ def _function_row(row) -> dict:
         "updated_at": row["created_at"],
         **config,
     }
+
+
+def _json_or_null(value) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
 def _invocation_row(row) -> dict:

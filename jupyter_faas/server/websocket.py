@@ -5,8 +5,10 @@ kind carries a list, so a ``map`` of 10,000 items is a handful of frames each wa
 not 10,000 requests.
 
 client -> server
-  ``invoke``  {function, version?, encoding, queue, logs, items: [[cid, nbytes], ...]}
-              body: the payloads, concatenated in item order
+  ``invoke``  {function, version?, encoding, queue, logs, items: [[cid, nbytes, buffers?], ...]}
+              body: the payloads, concatenated in item order; ``buffers`` (optional) describes
+              a file of the server's buffer directory holding the payload's out-of-band
+              buffers, ``{file, spans}`` (see :mod:`kernel_workers.buffers`)
   ``cancel``  {request_ids: [...]}
   ``watch``   {request_ids: [...], logs}   re-attach: the stored log lines so far, then live
               lines and ``done``; an invocation that already ended gets its ``done`` at once
@@ -15,8 +17,12 @@ server -> client
   ``rejected`` {cids: [...], error: {errorType, errorMessage}}
   ``log``      {logs: {request_id: [[ts, stream, line], ...]}, skipped: {request_id: n}}
   ``done``     {items: [{request_id, status, error, report, function, version, nbytes,
-                        logs?, skipped?}]}  body: the results, concatenated in item order;
-              ``logs`` are the invocation's last lines when few (one message per quick call)
+                        buffers?, logs?, skipped?}]}  body: the results, concatenated in item
+              order; ``logs`` are the invocation's last lines when few (one message per quick
+              call).  ``buffers``: the result pickle's out-of-band buffers, either
+              ``{file, spans}`` (a socket opened with ``?buffers=<the server's nonce>``: the
+              client maps the file) or ``{lengths}`` (the buffers follow the pickle in the
+              item's bytes), or ``{error}`` when they could not be read
   ``unknown``  {request_ids: [...]}  (watch of a request id the store does not have)
 
 Back-pressure: log lines are capped per socket (``LOG_LINES_PER_FLUSH`` every
@@ -40,7 +46,7 @@ import logging
 
 from tornado import websocket
 
-from kernel_workers import wire
+from kernel_workers import buffers, wire
 
 from ..errors import FaaSError
 from .handlers import token_matches
@@ -82,13 +88,20 @@ class TokenSocket(websocket.WebSocketHandler):
         await super().get(*args, **kwargs)
 
 
-class InvocationSocket(TokenSocket):
-    def get_compression_options(self):
-        return None
+class InvocationSession:
+    """One client's invocation protocol (the frames above), whatever carries the frames.
+
+    Spoken over the websocket (:class:`InvocationSocket`) and over the local direct
+    socket (:mod:`jupyter_faas.server.direct`); a carrier implements :meth:`send`
+    and calls :meth:`open` once, then :meth:`on_message` per frame and :meth:`on_close`.
+    """
+
+    service = None
+
+    def send(self, kind: str, body: bytes = b"", **fields) -> None:
+        raise NotImplementedError
 
     def open(self):
-        self.set_nodelay(True)
-        self.service = self.settings["faas_service"]
         self.closed = False
         self.pending_logs: dict[str, list] = {}
         self.skipped: dict[str, int] = {}
@@ -97,17 +110,15 @@ class InvocationSocket(TokenSocket):
         self.pending_done: list = []
         self._done_flush = None
         self.in_flight = 0  # invocations of this socket accepted (or watched) and not yet done
+        self.maps_files = False  # the client maps result buffers from their files (see shares_files)
+
+    def shares_files(self, nonce: str | None) -> None:
+        """The client proved it shares the buffer directory: results' buffers stay in their files."""
+        files = self.service.files
+        self.maps_files = files is not None and nonce is not None and nonce == files.nonce
 
     def on_close(self):
         self.closed = True
-
-    def send(self, kind: str, body: bytes = b"", **fields) -> None:
-        if self.closed:
-            return
-        try:
-            self.write_message(wire.pack(kind, body, **fields), binary=True)
-        except websocket.WebSocketClosedError:
-            self.closed = True
 
     def on_message(self, message):
         if isinstance(message, str):
@@ -119,6 +130,9 @@ class InvocationSocket(TokenSocket):
         except wire.ProtocolError as exc:
             self.send("rejected", cids=[], error={"errorType": "ProtocolError", "errorMessage": str(exc)})
             return
+        self.on_frame(header, body)
+
+    def on_frame(self, header: dict, body) -> None:
         kind = header["k"]
         if kind == "invoke":
             self._invoke(header, body)
@@ -135,19 +149,20 @@ class InvocationSocket(TokenSocket):
 
     def _invoke(self, header: dict, body: memoryview) -> None:
         items = header.get("items") or []
-        cids = [cid for cid, _ in items]
-        if sum(n for _, n in items) != len(body):
+        cids = [item[0] for item in items]
+        if sum(item[1] for item in items) != len(body):
             self.send("rejected", cids=cids, error={
                 "errorType": "ProtocolError",
-                "errorMessage": f"the items' sizes add up to {sum(n for _, n in items)} bytes but the "
-                                f"frame carries {len(body)}"})
+                "errorMessage": f"the items' sizes add up to {sum(item[1] for item in items)} bytes but "
+                                f"the frame carries {len(body)}"})
             return
         listener = self._on_log if header.get("logs") else None
         calls, offset = [], 0
-        for _, n in items:
+        for _, n, *described in items:
             calls.append({"name": header.get("function"), "payload": bytes(body[offset:offset + n]),
                           "encoding": header.get("encoding", "pickle"), "version": header.get("version"),
-                          "queue": bool(header.get("queue")), "listener": listener})
+                          "queue": bool(header.get("queue")), "listener": listener,
+                          "buffers": described[0] if described else None})
             offset += n
         # One store transaction for the whole batch; an item rejected on its own (too large)
         # does not take the rest with it.
@@ -161,7 +176,7 @@ class InvocationSocket(TokenSocket):
         else:
             results = self.service.submit_many(calls)
         accepted, version = [], None
-        for (cid, _), inv in zip(items, results):
+        for (cid, *_), inv in zip(items, results):
             if isinstance(inv, FaaSError):
                 self.send("rejected", cids=[cid], error={"errorType": inv.error_type,
                                                          "errorMessage": inv.message})
@@ -201,9 +216,12 @@ class InvocationSocket(TokenSocket):
                 unknown.append(rid)
                 continue
             result = self.service.store.get_result(rid)  # a failure's is the pickled exception
-            self._queue_done({"request_id": rid, "status": row["status"], "error": row["error"],
-                              "report": row, "function": row["function"], "version": row["version"]},
-                             result)
+            done = {"request_id": rid, "status": row["status"], "error": row["error"],
+                    "report": row, "function": row["function"], "version": row["version"]}
+            descriptor = self.service.store.get_result_buffers(rid)
+            if descriptor is not None:
+                done["buffers"] = descriptor
+            self._queue_done(done, result)
         if unknown:
             self.send("unknown", request_ids=unknown)
 
@@ -250,7 +268,19 @@ class InvocationSocket(TokenSocket):
         self._queue_done(done, result)
 
     def _queue_done(self, done: dict, result: bytes | None) -> None:
-        self.pending_done.append((done, result or b""))
+        parts = [result or b""]
+        descriptor = done.get("buffers")
+        if descriptor is not None and not self.maps_files:
+            # A client that cannot map the file gets the buffers after the pickle.
+            try:
+                views = self.service.files.views(descriptor)
+            except (buffers.BufferFileError, AttributeError) as exc:
+                done = dict(done, buffers={"error": f"the result's buffers could not be read on "
+                                                    f"the server: {exc}"})
+            else:
+                done = dict(done, buffers={"lengths": [v.nbytes for v in views]})
+                parts.extend(views)
+        self.pending_done.append((done, parts))
         if len(self.pending_done) >= DONE_BATCH_ITEMS:
             self._flush_done()
         elif self._done_flush is None:
@@ -288,12 +318,13 @@ class InvocationSocket(TokenSocket):
             skipped = {rid: self.skipped.pop(rid) for rid in chatty if rid in self.skipped}
             self.send("log", logs=chatty, skipped=skipped)
         items, bodies, size = [], [], 0
-        for done, result in pending:
-            if items and (size + len(result) > DONE_BATCH_BYTES or len(items) >= DONE_BATCH_ITEMS):
+        for done, parts in pending:
+            nbytes = sum(len(p) for p in parts)
+            if items and (size + nbytes > DONE_BATCH_BYTES or len(items) >= DONE_BATCH_ITEMS):
                 self.send("done", b"".join(bodies), items=items)
                 items, bodies, size = [], [], 0
             rid = done["request_id"]
-            item = dict(done, nbytes=len(result))
+            item = dict(done, nbytes=nbytes)
             lines = tails.get(rid)
             if lines:
                 item["logs"] = lines
@@ -301,7 +332,28 @@ class InvocationSocket(TokenSocket):
             if skipped:
                 item["skipped"] = skipped
             items.append(item)
-            bodies.append(result)
-            size += len(result)
+            bodies.extend(parts)
+            size += nbytes
         if items:
             self.send("done", b"".join(bodies), items=items)
+
+
+class InvocationSocket(InvocationSession, TokenSocket):
+    """The session over the websocket at ``/faas/api/ws``."""
+
+    def get_compression_options(self):
+        return None
+
+    def open(self):
+        self.set_nodelay(True)
+        self.service = self.settings["faas_service"]
+        super().open()
+        self.shares_files(self.get_query_argument("buffers", None))
+
+    def send(self, kind: str, body: bytes = b"", **fields) -> None:
+        if self.closed:
+            return
+        try:
+            self.write_message(wire.pack(kind, body, **fields), binary=True)
+        except websocket.WebSocketClosedError:
+            self.closed = True

@@ -1,0 +1,160 @@
+"""The direct socket: the invocation protocol over a Unix socket, for clients on this machine.
+
+A sync call is what users feel most: the notebook thread waits for it.  Over the
+websocket it crosses the client's IO thread twice and pays tornado's websocket
+framing both ways; over this socket the calling thread itself writes the frame
+and reads the answer, and the server parses frames straight from the socket.
+
+The frames and their meaning are exactly the websocket's
+(:class:`~jupyter_faas.server.websocket.InvocationSession`), after one more:
+
+  client -> server  ``hello {token, buffers?}``  must be the first frame; ``buffers`` is the
+                    server's buffer-directory nonce when the client maps buffer files
+  server -> client  ``hello_ack {instance}``  (or ``rejected`` and the socket closes)
+
+The socket lives in a private directory (0700) made for this server, and the token
+is checked as on every other endpoint: a process of another user cannot connect,
+and one of this user still needs the token.  Its path is published by the
+authenticated status endpoint, never in a world-readable place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+
+from kernel_workers import wire
+
+from .websocket import InvocationSession
+
+log = logging.getLogger("jupyter_faas.server")
+
+#: a sync call that has not ended this long after it was accepted is told its request id
+ACCEPTED_DELAY_S = 0.005
+#: a peer that has not said hello yet may send no more than this in a frame
+HELLO_MAX_BYTES = 64 << 10
+
+
+class DirectSession(asyncio.Protocol, InvocationSession):
+    def __init__(self, service, token: str, instance: str, max_frame: int):
+        self.service = service
+        self.max_frame = max_frame
+        self.token = token
+        self.instance = instance
+        self.transport = None
+        self.authenticated = False
+        self._buf = bytearray()
+        self._need = 0  # bytes of the frame being read (0: its length prefix is not in yet)
+        self._held = None  # an ``accepted`` not sent yet, and its timer
+        self._held_timer = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.open()
+
+    def connection_lost(self, exc) -> None:
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+        self.on_close()
+
+    def send(self, kind: str, body: bytes = b"", **fields) -> None:
+        if self.closed or self.transport.is_closing():
+            return
+        if kind == "accepted":
+            # Most sync calls end within a few ms: then ``done`` (which names the request)
+            # is the only frame, one write and one read instead of two.  A longer call hears
+            # of its acceptance after ACCEPTED_DELAY_S (for Ctrl-C and re-attach).
+            self._held = (body, fields)
+            self._held_timer = asyncio.get_running_loop().call_later(ACCEPTED_DELAY_S, self._send_held)
+            return
+        if self._held is not None:
+            self._held_timer.cancel()
+            if kind == "done":
+                self._held = None  # the done item names the request
+            else:
+                self._send_held()  # log lines: the client must know the call is accepted first
+        self._write(kind, body, fields)
+
+    def _send_held(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self.closed and not self.transport.is_closing():
+            self._write("accepted", held[0], held[1])
+
+    def _write(self, kind: str, body, fields: dict) -> None:
+        prefix, payload = wire.pack_parts(kind, body, **fields)
+        if len(payload) < 65536:
+            self.transport.write(prefix + bytes(payload))  # one send for the usual small frame
+        else:
+            self.transport.write(prefix)
+            self.transport.write(payload)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        while not self.closed:
+            if not self._need:
+                if len(buf) < wire.HEADER_SIZE:
+                    return
+                try:
+                    header_len, body_len = wire.lengths(bytes(buf[:wire.HEADER_SIZE]))
+                except wire.ProtocolError as exc:
+                    return self._refuse("ProtocolError", str(exc))
+                self._need = wire.HEADER_SIZE + header_len + body_len
+                limit = self.max_frame if self.authenticated else HELLO_MAX_BYTES
+                if self._need > limit:
+                    return self._refuse("RequestTooLargeException",
+                                        f"a frame of {self._need} bytes is larger than this socket "
+                                        f"takes ({limit}); raise --FaaSServer.max_payload_mb")
+            if len(buf) < self._need:
+                return
+            frame = bytes(buf[:self._need]) if len(buf) > self._need else bytes(buf)
+            del buf[:self._need]
+            self._need = 0
+            try:
+                header, body = wire.unpack(frame)
+            except wire.ProtocolError as exc:
+                return self._refuse("ProtocolError", str(exc))
+            if self.authenticated:
+                self.on_frame(header, body)
+            elif header["k"] == "hello" and secrets.compare_digest(
+                    str(header.get("token", "")).encode(), self.token.encode()):
+                self.authenticated = True
+                self.shares_files(header.get("buffers"))
+                self.send("hello_ack", instance=self.instance)
+            else:
+                return self._refuse("AccessDeniedException",
+                                    "a valid token is required: send hello {token} first")
+
+    def _refuse(self, error_type: str, message: str) -> None:
+        self.send("rejected", cids=[], error={"errorType": error_type, "errorMessage": message})
+        self.closed = True
+        self.transport.close()
+
+
+class DirectServer:
+    """Listens on ``<private dir>/direct.sock`` for this server's lifetime."""
+
+    def __init__(self, service, token: str, instance: str, max_frame: int):
+        self.service = service
+        self.token = token
+        self.instance = instance
+        self.max_frame = max_frame
+        self.dir = tempfile.mkdtemp(prefix="jupyter_faas-direct-")  # 0700 by mkdtemp
+        self.path = os.path.join(self.dir, "direct.sock")
+        self.server = None
+
+    async def start(self) -> str:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_unix_server(
+            lambda: DirectSession(self.service, self.token, self.instance, self.max_frame), self.path)
+        os.chmod(self.path, 0o600)
+        return self.path
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,306 @@
+"""Large arrays pass through files of the server's buffer directory, mapped without a copy.
+
+Each test looks at *how* the data went (a mapped file, or bytes in a message), never at
+how long it took: an array that arrived by file is backed by an ``mmap``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mmap
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy
+import pytest
+from tornado import httpclient, websocket
+
+import jupyter_faas as faas
+from jupyter_faas.client import connection
+from kernel_workers import wire
+
+MB = 1_000_000
+#: float64s in a 2 MB array: out of band (over 1 MB), within the default 6 MB payload limit
+N = 250_000
+
+
+def mapped(array) -> bool:
+    """Whether an array's memory is a mapped file (it came by file, not in a message)."""
+    base = array
+    while isinstance(base, numpy.ndarray) and base.base is not None:
+        base = base.base
+    return isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
+
+
+def inspect_argument(a):
+    """What the environment got: whether the array is a mapped file, its sum, writability."""
+    base = a
+    while isinstance(base, numpy.ndarray) and base.base is not None:
+        base = base.base
+    is_mapped = isinstance(base, memoryview) and type(base.obj).__name__ == "mmap"
+    a[0] += 1  # copy-on-write: the caller's file is not changed
+    return is_mapped, float(a.sum()), a.flags.writeable
+
+
+def make_array(n):
+    import numpy
+    return numpy.arange(n, dtype="float64")
+
+
+def files_in(directory: Path, prefix: str) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith(prefix))
+
+
+def wait_for(condition, seconds=15):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def buffer_dir(server) -> Path:
+    return server.base / "data" / "faas" / "buffers"
+
+
+def test_large_argument_and_result_go_by_file_and_round_trip(conn, server):
+    assert conn.buffer_dir == buffer_dir(server)
+    assert oct(conn.buffer_dir.stat().st_mode & 0o777) == "0o700"
+    inspect = faas.function(inspect_argument, name="inspect_argument", memory=512)
+    make = faas.function(make_array, name="make_array", memory=512)
+
+    arg = numpy.arange(N, dtype="float64")
+    is_mapped, total, writable = inspect(arg)
+    assert is_mapped and writable
+    assert total == float(arg.sum()) + 1
+    assert arg[0] == 0  # the caller's array is untouched
+    (row,) = conn.request("GET", "/faas/api/invocations",
+                          params={"function": "inspect_argument", "limit": 1})["invocations"]
+    assert row["input_summary"] == "pickled arguments, 1.9 MB"  # the buffers count too
+
+    inv = make.invoke(N)
+    result = inv.result
+    assert numpy.array_equal(result, numpy.arange(N, dtype="float64"))
+    assert mapped(result) and result.flags.writeable
+    result[:] = -1  # copy-on-write: the stored result stays as it was
+    assert (conn.buffer_dir / f"res-{inv.request_id}").stat().st_mode & 0o777 == 0o600
+    again = faas.Invocation.from_id(inv.request_id).result
+    assert again[1] == 1 and mapped(again)
+
+    # The argument's file goes once the invocation has ended; the result's stays with its row.
+    wait_for(lambda: not files_in(conn.buffer_dir, "arg-"))
+    assert f"res-{inv.request_id}" in files_in(conn.buffer_dir, "res-")
+
+
+def test_small_arrays_stay_in_the_message(conn):
+    make = faas.function(make_array, name="make_small_array")
+    inv = make.invoke(1000)  # 8 KB: below the threshold
+    assert not mapped(inv.result) and inv.result.flags.writeable
+    assert not (conn.buffer_dir / f"res-{inv.request_id}").exists()
+
+
+def test_result_is_readable_from_another_process(conn, server):
+    make = faas.function(make_array, name="make_for_another")
+    rid = make.invoke(N).request_id
+    script = (
+        "import sys, mmap, numpy, jupyter_faas as faas\n"
+        "faas.connect(sys.argv[1], sys.argv[2])\n"
+        "r = faas.Invocation.from_id(sys.argv[3]).result\n"
+        "b = r\n"
+        "while isinstance(b, numpy.ndarray) and b.base is not None: b = b.base\n"
+        "print(float(r.sum()), isinstance(getattr(b, 'obj', None), mmap.mmap))\n")
+    out = subprocess.run([sys.executable, "-c", script, server.url, server.token, rid],
+                         capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(float(numpy.arange(N, dtype="float64").sum())), "True"]
+
+
+def test_a_client_that_does_not_share_the_directory_gets_the_same_results_in_messages(conn, server):
+    remote = connection.Connection(server.url, server.token, share_files=False)
+    try:
+        assert remote.buffer_dir is None
+        inspect = faas.RemoteFunction(inspect_argument, name="inspect_remote", memory=512,
+                                      connection=remote)
+        make = faas.RemoteFunction(make_array, name="make_remote", memory=512, connection=remote)
+        before = set(files_in(buffer_dir(server), "arg-"))
+        arg = numpy.arange(N, dtype="float64")
+        assert inspect(arg) == (False, float(arg.sum()) + 1, True)
+        assert set(files_in(buffer_dir(server), "arg-")) <= before  # never wrote one
+        inv = make.invoke(N)
+        result = inv.result
+        assert numpy.array_equal(result, arg) and not mapped(result) and result.flags.writeable
+    finally:
+        remote.close()
+
+    # The environment still wrote the result's buffers to a file; REST sends them after the pickle.
+    req = urllib.request.Request(f"{server.url}/faas/api/invocations/{inv.request_id}/result",
+                                 headers={"Authorization": f"token {server.token}"})
+    with urllib.request.urlopen(req) as resp:
+        body, lengths = resp.read(), [int(n) for n in resp.headers["X-Faas-Buffers"].split(",")]
+    end = len(body) - sum(lengths)
+    views, at = [], end
+    for n in lengths:
+        views.append(body[at:at + n])
+        at += n
+    assert numpy.array_equal(pickle.loads(body[:end], buffers=views), arg)
+
+
+def _send_invoke(server, descriptor) -> dict:
+    """One raw ``invoke`` frame naming ``descriptor``; the server's answer's header."""
+    async def go():
+        req = httpclient.HTTPRequest(server.url.replace("http", "ws") + "/faas/api/ws",
+                                     headers={"Authorization": f"token {server.token}"})
+        ws = await websocket.websocket_connect(req)
+        payload = pickle.dumps(((), {}))
+        ws.write_message(wire.pack("invoke", payload, function="inspect_argument", encoding="pickle",
+                                   queue=False, logs=False, items=[[1, len(payload), descriptor]]),
+                         binary=True)
+        header, _ = wire.unpack(await asyncio.wait_for(ws.read_message(), 30))
+        ws.close()
+        return header
+    return asyncio.run(go())
+
+
+def test_a_descriptor_naming_anything_outside_the_directory_is_rejected(conn, server, tmp_path):
+    faas.function(inspect_argument, name="inspect_argument", memory=512).deploy()
+    directory = buffer_dir(server)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s" * 4096)
+    (directory / "arg-link").symlink_to(secret)
+    for name, why in (("../faas.sqlite", "is not a buffer file name"),
+                      (str(secret), "is not a buffer file name"),
+                      (".instance", "is not a buffer file name"),
+                      ("arg-link", "is not a regular file"),
+                      ("arg-missing", "No such file")):
+        header = _send_invoke(server, {"file": name, "spans": [[0, 10]]})
+        assert header["k"] == "rejected", (name, header)
+        assert header["error"]["errorType"] == "InvalidParameterValueException"
+        assert why in header["error"]["errorMessage"], header["error"]
+    (directory / "arg-short").write_bytes(b"x" * 10)
+    header = _send_invoke(server, {"file": "arg-short", "spans": [[0, 11]]})
+    assert header["k"] == "rejected" and "has 10 bytes" in header["error"]["errorMessage"]
+    assert not (directory / "arg-short").exists()  # a rejected call's file is deleted
+    assert secret.read_bytes() == b"s" * 4096
+
+
+def test_payload_limit_counts_the_buffers(make_server):
+    server = make_server("--FaaSServer.max_payload_mb=1")
+    conn = faas.connect(server.url, server.token)
+    try:
+        total = faas.function(lambda a: float(a.sum()), name="total")
+        make = faas.function(make_array, name="make_too_big", memory=512)
+        with pytest.raises(faas.PayloadTooLarge, match=r"limit is 1048576 bytes.*max_payload_mb"):
+            total(numpy.ones(2 * MB, dtype="uint8"))
+        assert not files_in(conn.buffer_dir, "arg-")  # nothing was written
+        assert total(numpy.ones(1000)) == 1000.0
+        with pytest.raises(faas.FunctionError, match="the result is .* bytes; the limit is 1048576"):
+            make(N)
+        assert not files_in(conn.buffer_dir, "res-")
+    finally:
+        connection.reset()
+    server.stop()
+    assert not files_in(buffer_dir(server), "spare-")  # a stopping server deletes its spares
+
+
+def test_share_buffers_off_sends_everything_in_messages(make_server):
+    server = make_server("--FaaSServer.share_buffers=False")
+    conn = faas.connect(server.url, server.token)
+    try:
+        assert conn.buffer_dir is None and "buffers" not in conn.status
+        inspect = faas.function(inspect_argument, name="inspect_inline", memory=512)
+        make = faas.function(make_array, name="make_inline", memory=512)
+        arg = numpy.arange(N, dtype="float64")
+        assert inspect(arg) == (False, float(arg.sum()) + 1, True)
+        result = make(N)
+        assert numpy.array_equal(result, arg) and not mapped(result)
+        assert not buffer_dir(server).exists()
+    finally:
+        connection.reset()
+
+
+def test_a_100_mb_argument_fits_a_256_mb_function_under_the_watchdog(make_server):
+    # The mapped file is not copied into the environment's heap, and RLIMIT_AS (2x + 1 GB)
+    # leaves room for the mapping.
+    server = make_server("--FaaSServer.memory_enforcement=watchdog", "--FaaSServer.max_payload_mb=200")
+    faas.connect(server.url, server.token)
+    try:
+        total = faas.function(lambda a: int(a.sum()), name="total_watchdog", memory=256)
+        assert total(numpy.ones(100 * MB, dtype="uint8")) == 100 * MB
+    finally:
+        connection.reset()
+
+
+@pytest.mark.timeout(180)
+def test_a_queued_big_argument_survives_a_server_kill(make_server, monkeypatch):
+    server = make_server("--FaaSServer.max_concurrency=1")
+    monkeypatch.delenv("JUPYTER_FAAS_URL", raising=False)
+    for key in ("JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR"):
+        monkeypatch.setenv(key, server.env[key])
+    conn = faas.connect()  # through the runtime file, so it finds the restarted server
+    try:
+        sleeper = faas.function(lambda s: time.sleep(s), name="sleeper", timeout=60)
+        total = faas.function(lambda a: float(a.sum()), name="total_after_restart", memory=512)
+        sleeper.spawn(30)
+        wait_for(lambda: {i.status for i in faas.invocations(function="sleeper")} == {"running"})
+        arg = numpy.arange(N, dtype="float64")
+        results = []
+        mapper = threading.Thread(target=lambda: results.append(total.map([arg], show=False)))
+        mapper.start()
+        wait_for(lambda: {i.status for i in faas.invocations(function="total_after_restart")} == {"queued"})
+        (queued_file,) = files_in(conn.buffer_dir, "arg-")
+
+        server.kill()
+        (conn.buffer_dir / "arg-left-by-a-dead-client").write_bytes(b"x")
+        server.start()  # same data dir
+        mapper.join(90)
+        assert not mapper.is_alive(), "the map never learned how its item ended"
+        assert results == [[float(arg.sum())]]
+        assert not (conn.buffer_dir / "arg-left-by-a-dead-client").exists()  # swept at start
+        wait_for(lambda: queued_file not in files_in(conn.buffer_dir, "arg-"))
+        row = json.loads(urllib.request.urlopen(urllib.request.Request(
+            f"{server.url}/faas/api/status", headers={"Authorization": f"token {server.token}"})).read())
+        assert row["buffers"]["nonce"] != ""  # a new instance, a new nonce, still shared
+    finally:
+        connection.reset()
+
+
+def test_writers_take_spares_and_the_server_makes_new_ones(conn, server):
+    directory = conn.buffer_dir
+    make = faas.function(make_array, name="make_from_spare", memory=512)
+    wait_for(lambda: len(files_in(directory, "spare-")) == 2)  # made at start
+    before = set(files_in(directory, "spare-"))
+    inv = make.invoke(N)
+    assert numpy.array_equal(inv.result, numpy.arange(N, dtype="float64"))
+    # The environment wrote over a spare (its zeros past the data cut off) and a new one was made.
+    assert (directory / f"res-{inv.request_id}").stat().st_size == N * 8
+    wait_for(lambda: len(files_in(directory, "spare-")) == 2)
+    assert set(files_in(directory, "spare-")) != before
+
+
+def test_buffer_file_format(tmp_path):
+    from kernel_workers import buffers
+    a, b = numpy.arange(1000, dtype="uint8"), numpy.arange(N, dtype="float64")
+    data, raws = buffers.dumps((a, b), out_of_band=True)
+    assert len(raws) == 2 and len(data) < 1000
+    buffers.make_spare(tmp_path, "spare-x", 1 << 22)
+    spans = buffers.write(tmp_path / "arg-1", raws)
+    assert not (tmp_path / "spare-x").exists()  # taken, and cut to the data's end
+    assert spans == [[0, 1000], [1024, N * 8]] and (tmp_path / "arg-1").stat().st_size == 1024 + N * 8
+    got_a, got_b = pickle.loads(data, buffers=buffers.map_views(tmp_path / "arg-1", {"spans": spans}))
+    assert numpy.array_equal(got_a, a) and numpy.array_equal(got_b, b) and got_b.flags.writeable
+    assert buffers.write(tmp_path / "arg-2", raws) == spans  # no spare left: a new file
+    assert buffers.dumps((numpy.arange(10),), out_of_band=True)[1] == []  # small: in band
+    with pytest.raises(buffers.BufferFileError, match="shorter than its descriptor"):
+        buffers.map_views(tmp_path / "arg-2", {"spans": [[0, 1024 + N * 8 + 1]]})
+    (tmp_path / "arg-link").symlink_to(tmp_path / "arg-2")
+    with pytest.raises(buffers.BufferFileError, match="cannot open"):
+        buffers.map_views(tmp_path / "arg-link", {"spans": [[0, 1]]})
+    for bad in ("../x", "/etc/passwd", ".instance", "a/b", "", None, "x" * 200):
+        with pytest.raises(buffers.BufferFileError):
+            buffers.check_name(bad)

@@ -138,3 +138,17 @@ def test_idle_environments_scale_to_zero(make_server):
         assert brief() != pid  # a cold start again
     finally:
         connection.reset()
+
+
+def test_a_limit_file_that_is_reset_and_read_has_a_descriptor_for_each(tmp_path):
+    # memory.max_usage_in_bytes is reset (written) before an invocation and read after it:
+    # one cached write-only descriptor made every read fail, so the cgroup's peak never
+    # reached Max Memory Used.
+    from jupyter_faas.server.memory import _OpenFiles
+    path = tmp_path / "memory.max_usage_in_bytes"
+    path.write_text("123456")
+    files = _OpenFiles()
+    files.write("env", str(path), b"0")
+    assert files.read("env", str(path)) == b"023456"
+    files.close("env")
+    assert files.fds == {}

@@ -73,13 +73,15 @@ class _OpenFiles:
     """The files of each environment, opened on first use and closed on :meth:`close`."""
 
     def __init__(self):
-        self.fds: dict[str, dict[str, int]] = {}
+        self.fds: dict[str, dict[tuple, int]] = {}
 
     def fd(self, env_id: str, path: str, flags: int) -> int:
+        # Keyed by flags too: a file both reset (written) and read, such as
+        # memory.max_usage_in_bytes, needs a descriptor for each.
         files = self.fds.setdefault(env_id, {})
-        fd = files.get(path)
+        fd = files.get((path, flags))
         if fd is None:
-            fd = files[path] = os.open(path, flags | os.O_CLOEXEC)
+            fd = files[(path, flags)] = os.open(path, flags | os.O_CLOEXEC)
         return fd
 
     def read(self, env_id: str, path: str) -> bytes:

@@ -1,6 +1,7 @@
 """The user verbs against a real server: call, local, spawn, map, starmap, invoke, versions."""
 
 import os
+import time
 
 import pytest
 
@@ -117,3 +118,37 @@ def test_every_exception_subclasses_faas_error():
         obj = getattr(faas, name)
         if isinstance(obj, type) and issubclass(obj, BaseException):
             assert issubclass(obj, faas.FaaSError), name
+
+
+def test_map_concurrency_is_kept_by_the_server(conn):
+    @faas.function(name="capped", timeout=30)
+    def capped(x):
+        time.sleep(0.3)
+        return x
+
+    assert capped.map(range(12), concurrency=3) == list(range(12))
+    rows = conn.request("GET", "/faas/api/invocations", params={"function": "capped", "limit": 100})
+    spans = [(r["started_at"], r["ended_at"]) for r in rows["invocations"]]
+    assert len(spans) == 12
+    # every item was recorded when the map began, not as slots freed
+    created = sorted(r["created_at"] for r in rows["invocations"])
+    assert created[-1] - created[0] < 1.0
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most == 3, spans
+
+
+def test_a_bad_group_is_refused_with_a_clear_error(conn):
+    from jupyter_faas.errors import InvalidParameter
+    from jupyter_faas.client.invocation import InvocationFuture
+    from jupyter_faas.client.serialization import dumps_call
+
+    @faas.function(name="grouped")
+    def grouped(x):
+        return x
+
+    grouped.deploy()
+    fut = InvocationFuture("grouped", conn)
+    conn.submit_many([(fut, dumps_call((1,), {}, "grouped"))], "grouped", queue=True,
+                     group=("g", 0))
+    with pytest.raises(InvalidParameter, match="group limit 0"):
+        fut.result(30)

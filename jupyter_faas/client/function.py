@@ -14,7 +14,7 @@ import functools
 import hashlib
 import itertools
 import reprlib
-import threading
+import uuid
 
 from .. import errors, limits
 from ..display import CallView, MapView
@@ -126,7 +126,8 @@ class RemoteFunction:
         """``[f(*xs) for xs in zip(*iterables)]``, in input order, run in parallel.
 
         Every item is its own invocation.  Items queue on the server (never throttled);
-        ``concurrency`` caps how many are in flight.  The first failure is raised, naming
+        ``concurrency`` caps how many run at once (the server keeps the cap, so all items are
+        recorded at once and queued ones run the moment a slot frees).  The first failure is raised, naming
         the item's index, after cancelling what is still queued or running; with
         ``return_exceptions=True`` every item runs and failures come back in place.
         A progress view shows while it runs (``show=False`` turns it off).
@@ -142,7 +143,7 @@ class RemoteFunction:
     def _submit_item(self, args: tuple, index: int, view) -> InvocationFuture:
         return self._submit_items([(index, args)], view)[0]
 
-    def _submit_items(self, indexed_args, view) -> list[InvocationFuture]:
+    def _submit_items(self, indexed_args, view, group: tuple | None = None) -> list[InvocationFuture]:
         """Pickle every item first (an unpicklable one sends nothing), then send them together."""
         version = self.deploy()
         conn = self.connection
@@ -153,7 +154,7 @@ class RemoteFunction:
             fut.index = index
             fut.input_summary = _summary(args, {})
             items.append((fut, payload))
-        conn.submit_many(items, self.name, queue=True, logs=True, version=version)
+        conn.submit_many(items, self.name, queue=True, logs=True, version=version, group=group)
         for fut, _ in items:
             view.add(fut)
         return [fut for fut, _ in items]
@@ -163,14 +164,14 @@ class RemoteFunction:
         self.deploy()
         futures: list[InvocationFuture] = []
         view = MapView(self.name, total, lambda: _cancel(futures, wait=False), show)
+        # ``concurrency`` is kept by the server: every item is sent (and recorded) at once, and
+        # the server starts the next the moment one ends, with no round trip to this kernel.
+        group = (uuid.uuid4().hex, concurrency) if concurrency else None
         try:
-            if concurrency:
-                self._submit_windowed(arg_tuples, concurrency, return_exceptions, futures, view)
-            else:
-                numbered = enumerate(arg_tuples)
-                while chunk := list(itertools.islice(numbered, SUBMIT_CHUNK)):
-                    _check_cancelled(view)
-                    futures.extend(self._submit_items(chunk, view))
+            numbered = enumerate(arg_tuples)
+            while chunk := list(itertools.islice(numbered, SUBMIT_CHUNK)):
+                _check_cancelled(view)
+                futures.extend(self._submit_items(chunk, view, group))
             _wait(futures, raise_first=not return_exceptions)
             _check_cancelled(view)
         except BaseException:
@@ -179,39 +180,6 @@ class RemoteFunction:
         finally:
             view.close()
         return [f.exception() or f.result() if return_exceptions else f.result() for f in futures]
-
-    def _submit_windowed(self, arg_tuples, concurrency, return_exceptions, futures, view) -> None:
-        """Keep ``concurrency`` items in flight: each end frees a slot (a done callback, not a
-        wait over every outstanding future), and the items that fit in the free slots go
-        together in one batch."""
-        slots = threading.Semaphore(concurrency)
-        failed = threading.Event()
-
-        def on_done(fut):
-            if not fut.cancelled() and fut.exception() is not None:
-                failed.set()
-            slots.release()
-
-        batch = []
-
-        def send():
-            for fut in self._submit_items(batch, view):
-                fut.add_done_callback(on_done)
-                futures.append(fut)
-            batch.clear()
-
-        for index, args in enumerate(arg_tuples):
-            if len(batch) >= SUBMIT_CHUNK or not slots.acquire(blocking=False):
-                if batch:
-                    send()
-                while not slots.acquire(timeout=0.5):  # wakes now and then for the Cancel button
-                    _check_cancelled(view)
-                _check_cancelled(view)
-            if not return_exceptions and failed.is_set():
-                _raise_first_failure(futures)
-            batch.append((index, args))
-        if batch:
-            send()
 
     def imap(self, *iterables, max_outstanding: int = 64, ordered: bool = True,
              return_exceptions: bool = False, show: bool | None = None):

@@ -63,13 +63,14 @@ class Invocation:
 
     __slots__ = ("request_id", "function", "payload", "buffers", "encoding", "invocation_type", "status",
                  "queue", "throttle_at", "done", "task", "env", "logs", "unflushed", "listeners",
-                 "created_at", "cancel_requested")
+                 "created_at", "cancel_requested", "group")
 
     def __init__(self, request_id, function, payload, encoding, invocation_type, queue, buffers=None):
         self.request_id = request_id
         self.function = function
         self.payload = payload
         self.buffers = buffers  # the descriptor of the argument buffers' file, or None
+        self.group = None  # (group id, limit): at most ``limit`` of its group run at once
         self.encoding = encoding
         self.invocation_type = invocation_type
         self.status = QUEUED
@@ -101,6 +102,7 @@ class Service:
         self.ending: dict[str, Invocation] = {}
         self.waiting: "OrderedDict[str, deque]" = OrderedDict()  # function -> queued invocations
         self.running_by_function: dict[str, int] = {}
+        self.running_by_group: dict[str, int] = {}  # a map's concurrency, kept by the server
         self.running = 0
         self.memory_in_use = 0
         self._code_cache: dict[str, bytes] = {}
@@ -216,16 +218,18 @@ class Service:
 
     def submit(self, name: str, payload: bytes, *, encoding: str = "pickle", version: int | None = None,
                invocation_type: str = "RequestResponse", queue: bool = False,
-               listener=None, buffers: dict | None = None) -> Invocation:
+               listener=None, buffers: dict | None = None, group=None) -> Invocation:
         """Accept an invocation: after this returns it is in the store and will run.
 
         ``buffers``: the descriptor of a file in the buffer directory holding the
-        payload's out-of-band buffers (the pickle is ``payload``).
+        payload's out-of-band buffers (the pickle is ``payload``).  ``group``:
+        ``(id, limit)``, at most ``limit`` invocations of the group run at once (a map's
+        ``concurrency``: the server starts the next item the moment one ends).
         """
         inv, row = self._prepare(name, payload, encoding, version, invocation_type, queue, listener,
-                                 buffers)
+                                 buffers, group)
         env = None
-        if not self.waiting.get(inv.function["name"]) and self._fits(inv.function):
+        if not self.waiting.get(inv.function["name"]) and self._fits(inv.function, inv.group):
             env = self.pool.take_idle(inv.function)
         if env is None:
             self.store.add_invocation(row, payload)
@@ -259,7 +263,7 @@ class Service:
                 inv, row = self._prepare(call["name"], call["payload"], call.get("encoding", "pickle"),
                                          call.get("version"), call.get("invocation_type", "RequestResponse"),
                                          call.get("queue", False), call.get("listener"),
-                                         call.get("buffers"))
+                                         call.get("buffers"), call.get("group"))
             except FaaSError as exc:
                 out.append(exc)
                 continue
@@ -275,7 +279,7 @@ class Service:
             function = inv.function
             env = None
             if (function["name"] not in behind and not self.waiting.get(function["name"])
-                    and self._fits(function)):
+                    and self._fits(function, inv.group)):
                 env = self.pool.take_idle(function)
             if env is None:
                 behind.add(function["name"])
@@ -306,14 +310,17 @@ class Service:
         return out
 
     def _prepare(self, name, payload, encoding, version, invocation_type, queue, listener,
-                 buffers=None):
+                 buffers=None, group=None):
         """Validate a submission; its in-memory :class:`Invocation` and its store row (queued).
 
         A rejected submission's buffer file is deleted: nothing else would.
         """
         try:
-            return self._validate(name, payload, encoding, version, invocation_type, queue, listener,
-                                  buffers)
+            inv, row = self._validate(name, payload, encoding, version, invocation_type, queue,
+                                      listener, buffers)
+            if group is not None:
+                inv.group = _check_group(group)
+            return inv, row
         except FaaSError:
             if buffers is not None and self.files is not None:
                 self.files.discard(buffers)
@@ -358,8 +365,10 @@ class Service:
         if admit:
             self._admit()
 
-    def _fits(self, function: dict) -> bool:
+    def _fits(self, function: dict, group=None) -> bool:
         if self.max_concurrency is not None and self.running >= self.max_concurrency:
+            return False
+        if group is not None and self.running_by_group.get(group[0], 0) >= group[1]:
             return False
         if self.running and self.memory_in_use + function["memory"] > self.memory_budget_mb:
             return False
@@ -383,7 +392,7 @@ class Service:
                 if not q:
                     del self.waiting[name]
                     continue
-                if not self._fits(q[0].function):
+                if not self._fits(q[0].function, q[0].group):
                     continue
                 env = self.pool.take_idle(q[0].function)
                 if env is None:
@@ -419,6 +428,9 @@ class Service:
         self.running += 1
         self.memory_in_use += inv.function["memory"]
         self.running_by_function[name] = self.running_by_function.get(name, 0) + 1
+        if inv.group is not None:
+            gid = inv.group[0]
+            self.running_by_group[gid] = self.running_by_group.get(gid, 0) + 1
 
     def _return_slot(self, inv: Invocation) -> None:
         """Undo :meth:`_take_slot` for an invocation that was never written as running."""
@@ -426,6 +438,16 @@ class Service:
         self.running -= 1
         self.memory_in_use -= inv.function["memory"]
         self.running_by_function[inv.function["name"]] -= 1
+        self._leave_group(inv)
+
+    def _leave_group(self, inv: Invocation) -> None:
+        if inv.group is not None:
+            gid = inv.group[0]
+            left = self.running_by_group[gid] - 1
+            if left:
+                self.running_by_group[gid] = left
+            else:
+                del self.running_by_group[gid]  # groups come and go with maps: keep none idle
 
     def _start(self, inv: Invocation, env, started_at: float | None = None) -> None:
         self._take_slot(inv)
@@ -676,6 +698,7 @@ class Service:
         self.running -= 1
         self.memory_in_use -= inv.function["memory"]
         self.running_by_function[name] -= 1
+        self._leave_group(inv)
         self._finish(inv, status, fields, result, rep)
         self._admit()
 
@@ -813,3 +836,15 @@ def _signal_text(returncode: int) -> str:
     except ValueError:
         return f"signal {-returncode}"
 
+
+def _check_group(group) -> tuple:
+    """``[id, limit]`` from the wire, checked: a map's concurrency cap."""
+    try:
+        gid, limit = group
+    except (TypeError, ValueError):
+        raise InvalidParameter(f"group {group!r} is not [id, limit]") from None
+    if not isinstance(gid, str) or not gid or len(gid) > 100:
+        raise InvalidParameter("a group id is a non-empty string of at most 100 characters")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise InvalidParameter(f"group limit {limit!r} is not a whole number >= 1")
+    return gid, limit

@@ -5,10 +5,12 @@ kind carries a list, so a ``map`` of 10,000 items is a handful of frames each wa
 not 10,000 requests.
 
 client -> server
-  ``invoke``  {function, version?, encoding, queue, logs, items: [[cid, nbytes, buffers?], ...]}
+  ``invoke``  {function, version?, encoding, queue, logs, group?, items: [[cid, nbytes, buffers?], ...]}
               body: the payloads, concatenated in item order; ``buffers`` (optional) describes
               a file of the server's buffer directory holding the payload's out-of-band
-              buffers, ``{file, spans}`` (see :mod:`kernel_workers.buffers`)
+              buffers, ``{file, spans}`` (see :mod:`kernel_workers.buffers`); ``group``:
+              ``[id, limit]``, at most ``limit`` invocations of the group run at once
+              (``map(concurrency=)``), for every frame that names it
   ``cancel``  {request_ids: [...]}
   ``watch``   {request_ids: [...], logs}   re-attach: the stored log lines so far, then live
               lines and ``done``; an invocation that already ended gets its ``done`` at once
@@ -162,6 +164,7 @@ class InvocationSession:
             calls.append({"name": header.get("function"), "payload": bytes(body[offset:offset + n]),
                           "encoding": header.get("encoding", "pickle"), "version": header.get("version"),
                           "queue": bool(header.get("queue")), "listener": listener,
+                          "group": header.get("group"),
                           "buffers": described[0] if described else None})
             offset += n
         # One store transaction for the whole batch; an item rejected on its own (too large)

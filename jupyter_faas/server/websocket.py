@@ -224,7 +224,7 @@ class InvocationSession:
             descriptor = self.service.store.get_result_buffers(rid)
             if descriptor is not None:
                 done["buffers"] = descriptor
-            self._queue_done(done, result)
+            self._queue_done(done, result, coalesce=True)
         if unknown:
             self.send("unknown", request_ids=unknown)
 
@@ -270,7 +270,8 @@ class InvocationSession:
         done, result = fut.result()
         self._queue_done(done, result)
 
-    def _queue_done(self, done: dict, result: bytes | None) -> None:
+    def _queue_done(self, done: dict, result: bytes | None, coalesce: bool = False) -> None:
+        """Queue a ``done`` item; ``coalesce``: more are coming in this turn (a watch of many)."""
         parts = [result or b""]
         descriptor = done.get("buffers")
         if descriptor is not None and not self.maps_files:
@@ -286,16 +287,14 @@ class InvocationSession:
         self.pending_done.append((done, parts))
         if len(self.pending_done) >= DONE_BATCH_ITEMS:
             self._flush_done()
+        elif self.in_flight == 0 and not coalesce:
+            # The last one in flight has ended: nothing more to wait for, so no turn of the
+            # loop either (a lone sync call's answer goes out now).
+            self._flush_done()
         elif self._done_flush is None:
             loop = asyncio.get_running_loop()
-            if self.in_flight > 0:
-                self._done_flush = loop.call_later(DONE_COALESCE_S, self._flush_done)
-            else:
-                self._done_flush = loop.call_soon(self._flush_done)
-        elif self.in_flight == 0 and isinstance(self._done_flush, asyncio.TimerHandle):
-            # the last one in flight has ended: nothing more to wait for
-            self._done_flush.cancel()
-            self._done_flush = asyncio.get_running_loop().call_soon(self._flush_done)
+            self._done_flush = (loop.call_soon(self._flush_done) if self.in_flight == 0
+                                else loop.call_later(DONE_COALESCE_S, self._flush_done))
 
     def _flush_done(self) -> None:
         if self._done_flush is not None:

@@ -169,9 +169,12 @@ class RemoteFunction:
         group = (uuid.uuid4().hex, concurrency) if concurrency else None
         try:
             numbered = enumerate(arg_tuples)
-            while chunk := list(itertools.islice(numbered, SUBMIT_CHUNK)):
+            # A small first chunk: the server starts work while the rest is still being pickled.
+            size = max(FIRST_CHUNK, concurrency or 0)
+            while chunk := list(itertools.islice(numbered, min(size, SUBMIT_CHUNK))):
                 _check_cancelled(view)
                 futures.extend(self._submit_items(chunk, view, group))
+                size = SUBMIT_CHUNK
             _wait(futures, raise_first=not return_exceptions)
             _check_cancelled(view)
         except BaseException:
@@ -237,6 +240,8 @@ class RemoteFunction:
 _END = object()
 #: ``map`` pickles and sends this many items at a time
 SUBMIT_CHUNK = 500
+#: … but the first chunk is this small (or ``concurrency`` items), so the first items start early
+FIRST_CHUNK = 32
 
 
 def _summary(args: tuple, kwargs: dict, limit: int = 200) -> str:

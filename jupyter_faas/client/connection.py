@@ -274,7 +274,7 @@ class Connection:
         """
         pool = self._direct
         last = self._last_submitted
-        if pool is not None and last is not None and not last._accepted_event.wait(30):
+        if pool is not None and last is not None and not last.wait_accepted(30):
             pool = None  # keep the order: behind an unconfirmed websocket submission, go the same way
         if pool is not None:
             self._check_size(function, [payload])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -48,7 +47,9 @@ class InvocationFuture(concurrent.futures.Future):
         self._connection = connection
         self._encoding = encoding
         self._request_id: str | None = None
-        self._accepted_event = threading.Event()
+        # Accepted, failed or done: what ``request_id`` waits for.  Waited on with the
+        # Future's own condition (an Event per future cost a second Condition per map item).
+        self._settled = False
         self.version = None
         self.status = "submitting"
         self.report: Report | None = None
@@ -64,8 +65,21 @@ class InvocationFuture(concurrent.futures.Future):
     @property
     def request_id(self) -> str | None:
         """The request id; waits (briefly) for the server to accept the invocation."""
-        self._accepted_event.wait(30)
+        self.wait_accepted(30)
         return self._request_id
+
+    def wait_accepted(self, timeout: float | None = None) -> bool:
+        """Wait until the server accepted (or refused) it; False if ``timeout`` passed first."""
+        if self._settled:
+            return True
+        with self._condition:
+            return self._condition.wait_for(lambda: self._settled, timeout)
+
+    def _settle(self) -> None:
+        if not self._settled:
+            with self._condition:
+                self._settled = True
+                self._condition.notify_all()
 
     # -- called from the IO thread --
     def _accepted(self, request_id: str, version) -> None:
@@ -73,7 +87,7 @@ class InvocationFuture(concurrent.futures.Future):
         self.version = version
         self.status = "queued"
         self.set_running_or_notify_cancel()
-        self._accepted_event.set()
+        self._settle()
 
     def _log_lines(self, lines, skipped: int = 0) -> None:
         for _, stream, line in lines:
@@ -86,14 +100,14 @@ class InvocationFuture(concurrent.futures.Future):
             observer(self, lines, skipped)
 
     def _fail(self, exc: BaseException) -> None:
-        self._accepted_event.set()
+        self._settle()
         if not self.done():
             self.status = "failed"
             self.ended = time.monotonic()
             self.set_exception(exc)
 
     def _done(self, header: dict, body: bytes) -> None:
-        self._accepted_event.set()
+        self._settle()
         if self.done():
             return
         self.status = header["status"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ class Report:
 
 
 TERMINAL = frozenset({"succeeded", "failed", "timed_out", "cancelled", "throttled"})
+_settle_lock = threading.Lock()  # orders _settle against a waiter making its Event
 #: lines of live log a future keeps in memory (the store keeps every line)
 LOG_LINES_KEPT = 10_000
 
@@ -47,9 +49,10 @@ class InvocationFuture(concurrent.futures.Future):
         self._connection = connection
         self._encoding = encoding
         self._request_id: str | None = None
-        # Accepted, failed or done: what ``request_id`` waits for.  Waited on with the
-        # Future's own condition (an Event per future cost a second Condition per map item).
+        # Accepted, failed or done: what ``request_id`` waits for.  The Event is made only
+        # for a waiter that comes early (one per future cost a second Condition per map item).
         self._settled = False
+        self._settled_event: threading.Event | None = None
         self.version = None
         self.status = "submitting"
         self.report: Report | None = None
@@ -72,14 +75,22 @@ class InvocationFuture(concurrent.futures.Future):
         """Wait until the server accepted (or refused) it; False if ``timeout`` passed first."""
         if self._settled:
             return True
-        with self._condition:
-            return self._condition.wait_for(lambda: self._settled, timeout)
+        with _settle_lock:
+            if self._settled:
+                return True
+            if self._settled_event is None:
+                self._settled_event = threading.Event()
+            event = self._settled_event
+        return event.wait(timeout)
 
     def _settle(self) -> None:
-        if not self._settled:
-            with self._condition:
-                self._settled = True
-                self._condition.notify_all()
+        # Not the Future's condition: a notify there wakes result(timeout) waiters, which
+        # would then time out early.
+        with _settle_lock:
+            self._settled = True
+            event = self._settled_event
+        if event is not None:
+            event.set()
 
     # -- called from the IO thread --
     def _accepted(self, request_id: str, version) -> None:

@@ -273,7 +273,9 @@ def test_a_queued_big_argument_survives_a_server_kill(make_server, monkeypatch):
 def test_writers_take_spares_and_the_server_makes_new_ones(conn, server):
     directory = conn.buffer_dir
     make = faas.function(make_array, name="make_from_spare", memory=512)
-    wait_for(lambda: len(files_in(directory, "spare-")) == 2)  # made at start
+    # Spares are made once buffer files are in use (a server that never sees one pays nothing).
+    assert numpy.array_equal(make.invoke(N).result, numpy.arange(N, dtype="float64"))
+    wait_for(lambda: len(files_in(directory, "spare-")) == 2)
     before = set(files_in(directory, "spare-"))
     inv = make.invoke(N)
     assert numpy.array_equal(inv.result, numpy.arange(N, dtype="float64"))
@@ -304,3 +306,17 @@ def test_buffer_file_format(tmp_path):
     for bad in ("../x", "/etc/passwd", ".instance", "a/b", "", None, "x" * 200):
         with pytest.raises(buffers.BufferFileError):
             buffers.check_name(bad)
+
+
+def test_a_server_that_never_sees_a_large_buffer_makes_no_spares(make_server):
+    server = make_server()
+    conn = faas.connect(server.url, server.token)
+    try:
+        @faas.function(name="small_only")
+        def small_only(x):
+            return x + 1
+        assert small_only.map(range(20)) == list(range(1, 21))
+        time.sleep(0.5)  # a spare would be on its way by now
+        assert conn.buffer_dir is not None and not files_in(conn.buffer_dir, "spare-")
+    finally:
+        connection.reset()

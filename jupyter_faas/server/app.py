@@ -89,7 +89,8 @@ class FaaSServer(JupyterApp):
     buffer_spare_mb = Integer(128, config=True,
                               help="Size of each of the two spare buffer files kept with their pages "
                                    "cached, which large arguments and results are written over "
-                                   "(faster than into new pages); 0: none. Costs twice this in "
+                                   "(faster than into new pages); 0: none. Made once a client "
+                                   "first sends or gets a large buffer; then costs twice this in "
                                    "reclaimable page cache.")
 
     @default("token")

@@ -18,11 +18,12 @@ the server died under) is deleted, except spares.
 
 Spares (``spare-*``, :data:`SPARES` of ``spare_bytes`` each): zero-filled files
 with their pages already cached, which writers take and write over (see
-:mod:`kernel_workers.buffers`).  A worker thread makes them at start and again
-whenever one was taken, so the cost of getting fresh pages from the kernel is paid
-off the invocation's path; they are deleted when the server stops.  They hold
-``SPARES * spare_bytes`` of clean, reclaimable page cache (and as much allocated
-disk, never written).
+:mod:`kernel_workers.buffers`).  A worker thread makes them once buffer files are
+first used, and again whenever one was taken, so the cost of getting fresh pages
+from the kernel is paid off the invocation's path; they are deleted when the server
+stops.  They hold ``SPARES * spare_bytes`` of clean, reclaimable page cache (and as
+much allocated disk, never written) only on a server whose clients send large
+buffers: one that never sees an array pays nothing.
 
 The server never unpickles these files; it only checks names and sizes, and
 reads the bytes to forward them to a client that cannot map them.

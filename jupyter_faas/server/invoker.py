@@ -806,8 +806,6 @@ class Service:
 
     def start_background(self) -> None:
         self._flusher = asyncio.ensure_future(self._flush_logs())
-        if self.files is not None:
-            self.files.replenish()
         self.pool.start_background()
 
     async def close(self) -> None:

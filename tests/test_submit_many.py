@@ -1,6 +1,7 @@
 """Service.submit_many: many invocations accepted with one store transaction, real environments."""
 
 import asyncio
+import contextlib
 
 import cloudpickle
 import pytest
@@ -12,15 +13,25 @@ from jupyter_faas.server.pool import Pool
 from jupyter_faas.server.store import Store
 
 
+@contextlib.asynccontextmanager
+async def running_service(tmp_path):
+    """A Service over a real store and pool (real environments), closed afterwards."""
+    store = Store(tmp_path / "faas.sqlite")
+    pool = Pool(WatchdogMemory(), tmp_path / "envs", [], idle_timeout=60)
+    service = Service(store, pool, memory_budget_mb=4096, max_concurrency=None, throttle_wait=2.0,
+                      max_payload_bytes=1 << 20)
+    service.start_background()
+    try:
+        yield service, store
+    finally:
+        await service.close()
+        store.close()
+
+
 @pytest.mark.timeout(120)
 def test_submit_many_accepts_all_at_once_and_runs_each(tmp_path):
     async def main():
-        store = Store(tmp_path / "faas.sqlite")
-        pool = Pool(WatchdogMemory(), tmp_path / "envs", [], idle_timeout=60)
-        service = Service(store, pool, memory_budget_mb=4096, max_concurrency=None, throttle_wait=2.0,
-                          max_payload_bytes=1 << 20)
-        service.start_background()
-        try:
+        async with running_service(tmp_path) as (service, store):
             service.deploy("double", cloudpickle.dumps(lambda x: 2 * x))
             calls = [{"name": "double", "payload": cloudpickle.dumps(((i,), {})), "queue": True}
                      for i in range(20)]
@@ -34,9 +45,6 @@ def test_submit_many_accepts_all_at_once_and_runs_each(tmp_path):
             assert [done["status"] for done, _ in ends] == ["succeeded"] * 20
             assert [cloudpickle.loads(result) for _, result in ends] == [2 * i for i in range(20)]
             assert {store.get_invocation(inv.request_id)["status"] for inv in invocations} == {"succeeded"}
-        finally:
-            await service.close()
-            store.close()
     asyncio.run(main())
 
 
@@ -46,12 +54,7 @@ def test_batch_items_with_idle_environments_are_written_running_and_an_end_waits
     an invocation that ended but whose terminal row is not committed yet is findable in
     ``ending`` (a re-attach then waits for its done), never reported before the commit."""
     async def main():
-        store = Store(tmp_path / "faas.sqlite")
-        pool = Pool(WatchdogMemory(), tmp_path / "envs", [], idle_timeout=60)
-        service = Service(store, pool, memory_budget_mb=4096, max_concurrency=None, throttle_wait=2.0,
-                          max_payload_bytes=1 << 20)
-        service.start_background()
-        try:
+        async with running_service(tmp_path) as (service, store):
             service.deploy("double", cloudpickle.dumps(lambda x: 2 * x))
             first = service.submit_many([{"name": "double", "payload": cloudpickle.dumps(((1,), {})),
                                           "queue": True}])[0]
@@ -72,7 +75,4 @@ def test_batch_items_with_idle_environments_are_written_running_and_an_end_waits
             done, result = inv.done.result()
             assert done["status"] == "succeeded" and cloudpickle.loads(result) == 8
             assert store.get_invocation(inv.request_id)["status"] == "succeeded"
-        finally:
-            await service.close()
-            store.close()
     asyncio.run(main())

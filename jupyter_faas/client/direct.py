@@ -68,14 +68,9 @@ class DirectChannel:
         """
         cid = next(self._cid)
         item = [cid, len(payload.data)] + ([payload.buffers] if payload.buffers else [])
-        prefix, body = wire.pack_parts("invoke", payload.data, function=function, version=version,
-                                       encoding=encoding, queue=False, logs=logs, items=[item])
         try:
-            if len(body) < 65536:
-                self.sock.sendall(prefix + bytes(body))
-            else:
-                self.sock.sendall(prefix)
-                self.sock.sendall(body)
+            self.channel.send("invoke", payload.data, function=function, version=version,
+                              encoding=encoding, queue=False, logs=logs, items=[item])
         except OSError as exc:
             raise DirectUnavailable(f"could not send: {exc}") from exc
         cancelling = None   # the KeyboardInterrupt to re-raise once the end is known

@@ -435,12 +435,13 @@ class Service:
     def _return_slot(self, inv: Invocation) -> None:
         """Undo :meth:`_take_slot` for an invocation that was never written as running."""
         inv.status = QUEUED
+        self._release_slot(inv)
+
+    def _release_slot(self, inv: Invocation) -> None:
+        """Give back what :meth:`_take_slot` counted (the invocation ended, or never ran)."""
         self.running -= 1
         self.memory_in_use -= inv.function["memory"]
         self.running_by_function[inv.function["name"]] -= 1
-        self._leave_group(inv)
-
-    def _leave_group(self, inv: Invocation) -> None:
         if inv.group is not None:
             gid = inv.group[0]
             left = self.running_by_group[gid] - 1
@@ -694,11 +695,7 @@ class Service:
         fields["error_type"] = error and error["errorType"]
         if result_buffers is not None:
             fields["result_buffers"] = result_buffers
-        name = inv.function["name"]
-        self.running -= 1
-        self.memory_in_use -= inv.function["memory"]
-        self.running_by_function[name] -= 1
-        self._leave_group(inv)
+        self._release_slot(inv)
         self._finish(inv, status, fields, result, rep)
         self._admit()
 

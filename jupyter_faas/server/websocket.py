@@ -43,6 +43,7 @@ started (it can re-attach with ``watch``); only ``cancel`` does.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 
@@ -90,7 +91,7 @@ class TokenSocket(websocket.WebSocketHandler):
         await super().get(*args, **kwargs)
 
 
-class InvocationSession:
+class InvocationSession(abc.ABC):
     """One client's invocation protocol (the frames above), whatever carries the frames.
 
     Spoken over the websocket (:class:`InvocationSocket`) and over the local direct
@@ -100,8 +101,9 @@ class InvocationSession:
 
     service = None
 
+    @abc.abstractmethod
     def send(self, kind: str, body: bytes = b"", **fields) -> None:
-        raise NotImplementedError
+        """Write one frame to the client (each carrier its own way)."""
 
     def open(self):
         self.closed = False

@@ -29,7 +29,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from ..errors import ServerError
+from ...errors import ServerError
 
 MIGRATIONS = [
     # 1: the core schema

@@ -18,6 +18,7 @@ import math
 import time
 
 from ...errors import InvalidParameter
+from ...vocabulary import ERROR_STATUSES
 from ..model import DEFAULT_PRICING, Pricing
 
 #: How far back a metrics window may reach (Lambda's console offers up to weeks; a local
@@ -113,7 +114,7 @@ class Monitoring:
         n = minutes
         invocations, errors, throttles = [0] * n, [0] * n, [0] * n
         durations: list[list[float]] = [[] for _ in range(n)]
-        errors_status = ("failed", "timed_out")
+        errors_status = ERROR_STATUSES
         for created_at, _, _, status, duration_ms in rows:
             if created_at < start:
                 continue

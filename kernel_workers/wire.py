@@ -20,9 +20,12 @@ Kinds, by link:
                          invoke (body: payload; ``buffers``: its out-of-band buffers' file, if any)
   environment -> server  ready, init_error, result (body: result; ``buffers``: its out-of-band
                          buffers' file, if any), error (body: pickled exception or empty)
-  client <-> server      see jupyter_faas.client.session and jupyter_faas.server.websocket
+  client <-> server      see jupyter_faas.server.protocol.session (both carriers)
 
-This module is the only place frames are packed or parsed.
+This module is the only place frames are packed or parsed: :class:`FrameDecoder` is the
+one incremental parser every stream reader uses (environment and zygote links, the
+direct socket on both ends, the runtime); a websocket message is one whole frame
+(:func:`unpack`).
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ MIGRATIONS = [
     """
     ALTER TABLE invocations ADD COLUMN result_file TEXT;
     """,
-    # 4: out-of-band buffers in files of the buffer directory (see server.buffer_files): the
+    # 4: out-of-band buffers in files of the buffer directory (see backends/local/buffer_files.py): the
     # argument's while queued, the result's for good; the partial index finds the latter at start
     """
     ALTER TABLE invocations ADD COLUMN payload_buffers TEXT;

@@ -75,11 +75,26 @@ def check_env(env) -> dict:
     return out
 
 
-def check_config(memory, timeout, env, concurrency) -> dict:
-    """The validated function configuration, as stored and sent on the wire."""
-    return {
+BACKENDS = ("local", "dask")
+
+
+def check_backend(backend):
+    if backend is None or backend in BACKENDS:
+        return backend
+    raise InvalidParameter(f"backend={backend!r} is not one of {', '.join(BACKENDS)} (or None: "
+                           f"the server's default, --FaaSServer.backend)")
+
+
+def check_config(memory, timeout, env, concurrency, backend=None) -> dict:
+    """The validated function configuration, as stored and sent on the wire.
+
+    ``backend`` is in it only when given, so a function that names none keeps its version."""
+    config = {
         "memory": check_memory(memory),
         "timeout": check_timeout(timeout),
         "env": check_env(env),
         "concurrency": check_concurrency(concurrency),
     }
+    if check_backend(backend) is not None:
+        config["backend"] = backend
+    return config

@@ -26,12 +26,13 @@ from .serialization import dumps_call, dumps_function
 class RemoteFunction:
     def __init__(self, fn, *, name: str | None = None, memory: int = limits.MEMORY_DEFAULT_MB,
                  timeout: float = limits.TIMEOUT_DEFAULT_S, env: dict | None = None,
-                 concurrency: int | None = None, show: bool | None = None, connection=None):
+                 concurrency: int | None = None, show: bool | None = None, connection=None,
+                 backend: str | None = None):
         if not callable(fn):
             raise errors.InvalidParameter(f"faas.function wraps a function, not {type(fn).__name__}")
         self._fn = fn
         self.name = limits.check_name(name or getattr(fn, "__name__", ""))
-        self.config = limits.check_config(memory, timeout, env, concurrency)
+        self.config = limits.check_config(memory, timeout, env, concurrency, backend)
         self._connection = connection
         self.show = show  # None: a live view for calls longer than a second; True: always; False: never
         self._deployed: tuple | None = None  # (connection, code sha256, version)
@@ -312,17 +313,18 @@ def _wait(futures, raise_first: bool = True):
 
 def function(fn=None, *, name: str | None = None, memory: int = limits.MEMORY_DEFAULT_MB,
              timeout: float = limits.TIMEOUT_DEFAULT_S, env: dict | None = None,
-             concurrency: int | None = None, show: bool | None = None):
+             concurrency: int | None = None, show: bool | None = None, backend: str | None = None):
     """Make ``fn`` a function that runs in isolated execution environments.
 
     ``memory`` in MB (128..10240), ``timeout`` in seconds (1..900), ``env`` environment
-    variables, ``concurrency`` reserved concurrent executions.  ``show``: a call shows a
+    variables, ``concurrency`` reserved concurrent executions, ``backend`` where it runs
+    (``"local"`` or ``"dask"``; None: the server's default).  ``show``: a call shows a
     live view (status, logs as printed, REPORT) once it runs longer than a second;
     ``True`` shows every call, ``False`` none.  Options are keyword-only.
     """
     def wrap(f):
         return RemoteFunction(f, name=name, memory=memory, timeout=timeout, env=env,
-                              concurrency=concurrency, show=show)
+                              concurrency=concurrency, show=show, backend=backend)
     if fn is None:
         return wrap
     if not callable(fn):

@@ -27,6 +27,7 @@ from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 from .. import __version__, paths
 from .api import make_app
 from .backends.local import BufferFiles, Pool, make_enforcer
+from .backends.router import Router
 from .engine import Monitoring, Service
 from .model import DEFAULT_PRICING, Pricing
 from .protocol import DirectServer
@@ -90,6 +91,17 @@ class FaaSServer(JupyterApp):
                                    "first sends or gets a large buffer; then costs twice this in "
                                    "reclaimable page cache.")
 
+    backend = Enum(["local", "dask"], "local", config=True,
+                   help="Where a function that names no backend runs: local (execution environments "
+                        "on this machine) or dask (on the workers of dask_scheduler). A function "
+                        "chooses its own with @faas.function(backend=...).")
+    dask_scheduler = Unicode("", config=True,
+                             help="The Dask cluster of the dask backend: a scheduler address "
+                                  "(tcp://host:8786), or local:N for a LocalCluster of N single-"
+                                  "threaded worker processes started with the server. Empty: "
+                                  "local:2 when backend=dask, else no Dask backend. The workers "
+                                  "need jupyter_faas installed (its kernel_workers package).")
+
     @default("token")
     def _default_token(self):
         return os.environ.get("JUPYTER_FAAS_TOKEN") or secrets.token_urlsafe(32)
@@ -112,7 +124,16 @@ class FaaSServer(JupyterApp):
                     buffers_dir=str(files.dir) if files else None)
         pricing = Pricing(self.price_per_gb_second, self.price_per_request)
         self.pool = pool
-        self.service = Service(self.store, pool, memory_budget_mb=self.memory_budget_mb,
+        self.dask = None
+        backends = {"local": pool}
+        if self.backend == "dask" or self.dask_scheduler:
+            from .backends.dask import DaskBackend  # imports distributed: only when configured
+            self.dask = backends["dask"] = DaskBackend(
+                self.dask_scheduler or "local:2", secrets.token_hex(6), preload=list(self.preload),
+                idle_timeout=self.idle_timeout, buffers_dir=str(files.dir) if files else None)
+        # Each function runs on the backend it names, else on the default.
+        backend = Router(backends, default=self.backend)
+        self.service = Service(self.store, backend, memory_budget_mb=self.memory_budget_mb,
                                max_concurrency=self.max_concurrency, throttle_wait=self.throttle_wait,
                                max_payload_bytes=int(self.max_payload_mb * 1024 * 1024), files=files,
                                pricing=pricing)
@@ -144,6 +165,13 @@ class FaaSServer(JupyterApp):
         recovered = self.service.recover()
         self.service.start_background()
         await self.pool.zygote()  # the first cold start should not pay for the zygote
+        if self.dask is not None:
+            try:
+                await self.dask.connect()
+            except Exception as exc:  # noqa: BLE001 - the local backend serves on; dask retries per call
+                self.dask.last_error = str(exc)
+                log.warning("could not connect to the Dask cluster %s (%s); Dask functions fail "
+                            "until it is reachable", self.dask.address, exc)
         if os.environ.get("JUPYTER_FAAS_GC_TUNE", "1") != "0":
             # Every invocation allocates a few hundred short-lived objects: collect the young
             # generation less often, and never walk the (permanent) startup objects again.

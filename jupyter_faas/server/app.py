@@ -101,6 +101,9 @@ class FaaSServer(JupyterApp):
                                   "threaded worker processes started with the server. Empty: "
                                   "local:2 when backend=dask, else no Dask backend. The workers "
                                   "need jupyter_faas installed (its kernel_workers package).")
+    dask_connect_timeout = Float(10.0, config=True,
+                                 help="Seconds to wait for the Dask scheduler when connecting (at "
+                                      "start, and again at an invocation after it was lost).")
 
     @default("token")
     def _default_token(self):
@@ -130,7 +133,8 @@ class FaaSServer(JupyterApp):
             from .backends.dask import DaskBackend  # imports distributed: only when configured
             self.dask = backends["dask"] = DaskBackend(
                 self.dask_scheduler or "local:2", secrets.token_hex(6), preload=list(self.preload),
-                idle_timeout=self.idle_timeout, buffers_dir=str(files.dir) if files else None)
+                idle_timeout=self.idle_timeout, buffers_dir=str(files.dir) if files else None,
+                connect_timeout=self.dask_connect_timeout)
         # Each function runs on the backend it names, else on the default.
         backend = Router(backends, default=self.backend)
         self.service = Service(self.store, backend, memory_budget_mb=self.memory_budget_mb,

@@ -2,7 +2,7 @@
 
 ::
 
-    engine ─► DaskBackend.run ─► client.submit(dask_worker.invoke, ...) ─► scheduler ─► worker
+    engine ─► DaskBackend.run ─► client.submit(remote.invoke, ...) ─► scheduler ─► worker
                  ▲    ▲                                                              │ task thread
                  │    └── log events "jupyter_faas-<server>" (subscribe_topic) ◄──────┤ live lines
                  └─────── the task's result: how it ended, REPORT figures ◄───────────┘
@@ -38,6 +38,7 @@ from collections import defaultdict
 from concurrent.futures import CancelledError
 
 from ..base import Backend, Outcome
+from . import remote
 from .cluster import open_cluster
 
 log = logging.getLogger("jupyter_faas.server")
@@ -223,8 +224,6 @@ class DaskBackend(Backend):
     async def start_environment(self, env: DaskEnvironment, code_for) -> Outcome | None:
         """INIT as a Dask task; the worker it ran on is the environment's.  A cluster that cannot
         be reached ends it with a ServiceException outcome (the client's ServerError)."""
-        from kernel_workers import dask_worker
-
         env.code = code_for(env.function)
         try:
             await self.connect()
@@ -232,8 +231,10 @@ class DaskBackend(Backend):
             self.discard(env)
             self.last_error = str(exc)
             return _service_error(self._lost_message(f"{type(exc).__name__}: {exc}"))
-        future = self.client.submit(dask_worker.start, self.server_id, env.id, self._fields(env.function),
-                                    env.code, self.preload, key=f"faas-init-{env.id}", pure=False)
+        target = env.worker = self._least_loaded()  # provisional: the next cold start sees it
+        future = self.client.submit(remote.start, self.server_id, env.id, self._fields(env.function),
+                                    env.code, self.preload, key=f"faas-init-{env.id}", pure=False,
+                                    workers=[target] if target else None, allow_other_workers=True)
         try:
             result = await future
         except BaseException as exc:  # noqa: BLE001 - every way a task can fail, named below
@@ -252,6 +253,19 @@ class DaskBackend(Backend):
         env.state = "busy"
         return None
 
+    def _least_loaded(self) -> str | None:
+        """The worker with the fewest of this server's environments busy (then in all), so a
+        version's environments spread over the cluster rather than queue on one worker's
+        threads; Dask still places the task elsewhere if that worker is gone."""
+        if not self.workers:
+            return None
+        load = {w: [0, 0] for w in self.workers}
+        for env in self.all.values():
+            if env.worker in load:
+                load[env.worker][0] += env.state in ("busy", "starting")
+                load[env.worker][1] += 1
+        return min(load, key=lambda w: load[w])
+
     def _fields(self, function: dict) -> dict:
         return {k: function[k] for k in ("name", "version", "memory", "timeout", "env")}
 
@@ -259,9 +273,9 @@ class DaskBackend(Backend):
         from distributed import KilledWorker
 
         text = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, ImportError) and "kernel_workers" in str(exc):
-            return _service_error(f"a Dask worker of {self.scheduler_address} cannot import "
-                                  f"kernel_workers ({text}): {INSTALL_HINT}.")
+        if isinstance(exc, ImportError) and remote.MISSING in str(exc):
+            return _service_error(f"a worker of the Dask cluster {self.scheduler_address} cannot "
+                                  f"import kernel_workers ({exc}): {INSTALL_HINT}.")
         if isinstance(exc, KilledWorker):
             return _service_error(f"the Dask workers of {self.scheduler_address} kept dying while "
                                   f"running this invocation ({text}); it was not retried further.")
@@ -288,8 +302,6 @@ class DaskBackend(Backend):
         run.done(outcome)
 
     async def _invoke(self, env, run, payload, encoding, buffers) -> Outcome:
-        from kernel_workers import dask_worker
-
         if not self.connected:
             env.state = "dead"
             return _service_error(self._lost_message("not connected"))
@@ -298,7 +310,7 @@ class DaskBackend(Backend):
             with open(os.path.join(self.buffers_dir, os.path.basename(buffers["file"])), "rb") as f:
                 buffer_bytes = f.read()
         run.future = self.client.submit(
-            dask_worker.invoke, self.server_id, self.topic, env.id, self._fields(env.function), env.code,
+            remote.invoke, self.server_id, self.topic, env.id, self._fields(env.function), env.code,
             self.preload, run.request_id, payload, encoding, buffers, buffer_bytes,
             key=f"faas-{run.request_id}", pure=False,
             workers=[env.worker] if env.worker else None, allow_other_workers=True)
@@ -354,10 +366,9 @@ class DaskBackend(Backend):
             self.spawn(self._cancel(run))
 
     async def _cancel(self, run: _Run) -> None:
-        from kernel_workers import dask_worker
         try:
             # Kill it where it runs (or refuse it where it arrives), then drop it if still queued.
-            await self.client.run(dask_worker.cancel, self.server_id, run.request_id)
+            await self.client.run(remote.cancel, self.server_id, run.request_id)
         except Exception as exc:  # noqa: BLE001 - the task's own end still comes
             log.warning("Dask backend: could not cancel %s on the workers: %s", run.request_id, exc)
 
@@ -396,10 +407,9 @@ class DaskBackend(Backend):
             self.spawn(self._stop_on_workers(by_worker))
 
     async def _stop_on_workers(self, by_worker: dict) -> None:
-        from kernel_workers import dask_worker
         for worker, ids in by_worker.items():
             try:
-                await self.client.run(dask_worker.stop, self.server_id, ids, workers=[worker], on_error="ignore")
+                await self.client.run(remote.stop, self.server_id, ids, workers=[worker], on_error="ignore")
             except Exception as exc:  # noqa: BLE001 - the worker may be gone; its envs went with it
                 log.info("Dask backend: could not stop environments on %s: %s", worker, exc)
 
@@ -433,11 +443,10 @@ class DaskBackend(Backend):
         self._closing = True
         if self._reaper is not None:
             self._reaper.cancel()
-        from kernel_workers import dask_worker
         if self.connected:
             try:
                 # Stops every environment (the runs in flight end as crashes), then the plugin.
-                await asyncio.wait_for(self.client.run(dask_worker.shutdown, self.server_id,
+                await asyncio.wait_for(self.client.run(remote.shutdown, self.server_id,
                                                        on_error="ignore"), 10)
             except Exception as exc:  # noqa: BLE001 - closing anyway
                 log.warning("Dask backend: could not stop the environments on the workers: %s", exc)

@@ -1,0 +1,324 @@
+"""The Dask backend against real clusters: a LocalCluster of worker processes started by the
+server (``--FaaSServer.dask_scheduler=local:1``), and ``dask scheduler`` + ``dask worker``
+started as separate processes.  Clusters are small (one thread per worker, one or two
+workers): the machine has two cores.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+import jupyter_faas as faas
+from conftest import SEEN, ServerProcess
+from dask_clusters import ExternalCluster
+from failures import fail
+from jupyter_faas.client import connection
+
+pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def dask_server(tmp_path_factory):
+    """A server whose default backend is a LocalCluster of one single-threaded worker process."""
+    s = ServerProcess(tmp_path_factory.mktemp("faas-dask"), "--FaaSServer.backend=dask",
+                      "--FaaSServer.dask_scheduler=local:1", "--FaaSServer.throttle_wait=30").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def dconn(dask_server):
+    c = faas.connect(dask_server.url, dask_server.token)
+    yield c
+    connection.reset()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = ExternalCluster(tmp_path / "cluster")
+    yield c
+    SEEN.extend(c.descendants())
+    c.stop()
+
+
+def _where(inv) -> str:
+    """The process that ran it, printed by the functions below."""
+    return next(line for line in inv.logs if line.startswith("pid "))
+
+
+@faas.function(name="dask_square", memory=128, timeout=10, backend="dask")
+def square(x):
+    print("pid", os.getpid(), "ppid", os.getppid())
+    return x * x
+
+
+@faas.function(name="dask_fail", memory=128, timeout=2, backend="dask")
+def fails(how):
+    print("pid", os.getpid())
+    return fail(how)
+
+
+# ---- on a LocalCluster the server started -------------------------------------------------------
+
+def test_result_logs_report_cold_then_warm(dconn, dask_server):
+    first = square.invoke(7)
+    assert first.result == 49
+    assert first.report.init_duration_ms is not None and first.report.init_duration_ms > 0
+    assert first.report.max_memory_used_mb > 0
+    assert any(line.startswith("REPORT RequestId") and "Init Duration" in line for line in first.logs)
+    second = square.invoke(8)
+    assert second.result == 64
+    assert second.report.init_duration_ms is None              # warm: the same environment
+    assert _where(second).split()[1] == _where(first).split()[1]
+    # The environment is not a process of the server: it runs on the Dask worker, forked
+    # from a zygote the worker started (the worker is a child of the server's LocalCluster).
+    env_pid = int(_where(first).split()[1])
+    chain = [p.name() for p in psutil.Process(env_pid).parents()]
+    server_children = {p.pid for p in psutil.Process(dask_server.proc.pid).children()}
+    assert not server_children & {env_pid, psutil.Process(env_pid).ppid()}
+    assert len(chain) >= 3
+
+
+def test_a_local_function_still_runs_locally(dconn, dask_server):
+    @faas.function(name="dask_router_local", backend="local")
+    def here():
+        return os.getppid()
+
+    zygote = here()
+    # the local backend's zygote is the server's own child
+    assert zygote in {p.pid for p in psutil.Process(dask_server.proc.pid).children()}
+
+
+def test_backend_option_is_validated():
+    with pytest.raises(faas.InvalidParameter, match="backend='ray' is not one of local, dask"):
+        faas.function(backend="ray", name="bad")(lambda: 1)
+
+
+@pytest.mark.parametrize("how, error, text", [
+    ("exception", ValueError, "boom"),
+    ("timeout", faas.InvocationTimeout, "Task timed out after 2.00 seconds"),
+    ("memory", faas.OutOfMemory, "limit of 128 MB"),
+    ("segfault", faas.RuntimeExited, "SIGSEGV"),
+    ("sys.exit", faas.RuntimeExited, "exit status 3"),
+])
+def test_failure_matrix_on_dask(dconn, how, error, text):
+    fut = fails.spawn(how)
+    with pytest.raises(error, match=text) as info:
+        fut.result(timeout=60)
+    if how == "exception":
+        assert isinstance(info.value, faas.FunctionError)
+    if how == "memory":
+        assert "at its peak" in str(info.value)
+        assert fut.report.max_memory_used_mb >= 128
+    assert fut.report is not None
+    # the worker's environment replaced, the next call works
+    assert square(3) == 9
+
+
+def test_timeout_kills_the_environments_children_on_the_worker(dconn):
+    @faas.function(name="dask_orphan_maker", timeout=1, backend="dask")
+    def orphan_maker():
+        import subprocess
+        child = subprocess.Popen(["sleep", "300"])
+        print("child", child.pid, flush=True)
+        time.sleep(60)
+
+    fut = orphan_maker.spawn()
+    with pytest.raises(faas.InvocationTimeout):
+        fut.result(timeout=60)
+    child = int(next(line for line in fut.logs if line.startswith("child")).split()[1])
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the environment's child outlived its timeout"
+        time.sleep(0.05)
+
+
+def test_logs_stream_live_from_the_worker(dconn):
+    @faas.function(name="dask_live", timeout=30, backend="dask")
+    def live():
+        print("first line", flush=True)
+        time.sleep(2)
+        print("second line")
+        return "ok"
+
+    fut = live.spawn()
+    deadline = time.monotonic() + 30
+    while "first line" not in fut.logs:
+        assert time.monotonic() < deadline, f"no live line; status {fut.status}, logs {list(fut.logs)}"
+        time.sleep(0.02)
+    assert not fut.done() and "second line" not in fut.logs   # streamed while it sleeps
+    assert fut.result(timeout=30) == "ok"
+    stored = faas.Invocation.from_id(fut.request_id).logs
+    assert stored.index("first line") < stored.index("second line") < next(
+        i for i, line in enumerate(stored) if line.startswith("END"))
+
+
+def test_a_flood_is_kept_whole(dconn):
+    @faas.function(name="dask_flood", timeout=60, backend="dask")
+    def flood(n):
+        for i in range(n):
+            print(i)
+        return n
+
+    n = 30_000   # more than a worker sends live (20,000): the rest comes with the result
+    fut = flood.spawn(n)
+    assert fut.result(timeout=60) == n
+    stored = [line for line in faas.Invocation.from_id(fut.request_id).logs if line.isdigit()]
+    assert stored == [str(i) for i in range(n)]
+
+
+def test_cancel_kills_the_environment_on_the_worker(dconn):
+    @faas.function(name="dask_sleeper", timeout=60, backend="dask")
+    def sleeper():
+        print("pid", os.getpid(), flush=True)
+        time.sleep(60)
+
+    fut = sleeper.spawn()
+    deadline = time.monotonic() + 30
+    while not any(line.startswith("pid ") for line in fut.logs):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    pid = int(next(line for line in fut.logs if line.startswith("pid ")).split()[1])
+    started = time.monotonic()
+    assert fut.cancel()
+    with pytest.raises(faas.Cancelled):
+        fut.result(timeout=30)
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() - started < 5, "the cancelled environment still runs on the worker"
+        time.sleep(0.05)
+    assert faas.Invocation.from_id(fut.request_id).status == "cancelled"
+
+
+def test_map_in_order_and_status_reports_the_cluster(dconn):
+    assert square.map(range(50), concurrency=8) == [x * x for x in range(50)]
+    status = dconn.request("GET", "/faas/api/status")
+    dask = status["backends"]["dask"]
+    assert dask["connected"] and dask["worker_threads"] == 1 and dask["scheduler"].startswith("tcp://")
+
+
+# ---- on `dask scheduler` + `dask worker` processes ---------------------------------------------
+
+def _all_invocations(conn, function: str) -> list:
+    rows, params = [], {"function": function, "limit": 1000}
+    while True:
+        page = conn.request("GET", "/faas/api/invocations", params=params)
+        rows += page["invocations"]
+        if not page.get("next") or not page["invocations"]:
+            return rows
+        params = dict(params, **page["next"])
+
+
+def _serve_on(make_server, address, *options):
+    server = make_server("--FaaSServer.backend=dask", f"--FaaSServer.dask_scheduler={address}",
+                         "--FaaSServer.throttle_wait=30", *options)
+    return faas.connect(server.url, server.token), server
+
+
+def test_separate_processes_and_a_worker_killed_during_a_map(make_server, cluster):
+    address = cluster.start_scheduler()
+    cluster.add_worker("w1")
+    cluster.add_worker("w2")
+    cluster.wait_workers(2)
+    conn, _ = _serve_on(make_server, address)
+    try:
+        @faas.function(name="dask_kill_map", timeout=30, backend="dask")
+        def slow_double(x):
+            if x == 600:  # the worker running this one is killed while it sleeps
+                print("slow item in zygote", os.getppid(), flush=True)
+                time.sleep(3)
+            time.sleep(0.005)
+            return 2 * x
+
+        n = 2000
+        killed = {}
+
+        def kill_the_worker_running_item_600():
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                logs = conn.request("GET", "/faas/api/functions/dask_kill_map/logs",
+                                    params={"limit": 500})["logs"]
+                found = [e["line"] for e in logs if e["line"].startswith("slow item in zygote")]
+                if found:
+                    worker_pid = psutil.Process(int(found[0].split()[-1])).ppid()
+                    victim = next(w for w in cluster.workers if w.pid == worker_pid)
+                    killed["kids"] = cluster.kill_worker(victim)
+                    return
+                time.sleep(0.1)
+
+        import threading
+        slow_double.deploy()
+        killer = threading.Thread(target=kill_the_worker_running_item_600)
+        killer.start()
+        results = slow_double.map(range(n), concurrency=32)
+        killer.join()
+        assert "kids" in killed, "the worker running item 600 was not found"
+        assert results == [2 * x for x in range(n)]                       # all, in order
+        rows = _all_invocations(conn, "dask_kill_map")
+        assert len(rows) == n and {r["status"] for r in rows} == {"succeeded"}  # each item once
+        assert len({r["request_id"] for r in rows}) == n
+        lines = conn.request("GET", "/faas/api/functions/dask_kill_map/logs",
+                             params={"limit": 100_000})["logs"]
+        retries = [entry for entry in lines if entry["line"].startswith("RETRY RequestId")]
+        assert retries, "no invocation recorded a retry after its worker died"
+        assert "attempt 2" in retries[0]["line"] and "left the cluster" in retries[0]["line"]
+        # a retried invocation ended once: one END, one REPORT
+        retried = {entry["request_id"] for entry in retries}
+        ends = [e for e in lines if e["request_id"] in retried and e["line"].startswith("END RequestId")]
+        assert len(ends) == len(retried)
+        slow = [e for e in lines if e["line"].startswith("slow item")]
+        assert len(slow) == 2 and slow[0]["request_id"] == slow[1]["request_id"]  # ran twice, one row
+        # the killed worker's zygote and environments died with it
+        gone, alive = psutil.wait_procs(killed["kids"], timeout=10)
+        assert not alive
+    finally:
+        connection.reset()
+
+
+def test_scheduler_killed_fails_in_flight_with_its_address_and_local_still_serves(make_server, cluster):
+    address = cluster.start_scheduler()
+    cluster.add_worker("w1")
+    cluster.wait_workers(1)
+    conn, server = _serve_on(make_server, address, "--FaaSServer.dask_connect_timeout=3")
+    try:
+        @faas.function(name="dask_long", timeout=60, backend="dask")
+        def long():
+            print("started", flush=True)
+            time.sleep(30)
+
+        @faas.function(name="dask_then_local", backend="local")
+        def local_one(x):
+            return x + 1
+
+        fut = long.spawn()
+        deadline = time.monotonic() + 30
+        while "started" not in fut.logs:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        cluster.scheduler.send_signal(signal.SIGKILL)
+        cluster.scheduler.wait(10)
+        with pytest.raises(faas.ServerError, match=address.replace(".", r"\.")) as info:
+            fut.result(timeout=60)
+        assert "unreachable" in str(info.value)
+        assert local_one(1) == 2                                 # the server serves on
+        with pytest.raises(faas.ServerError, match="unreachable"):
+            long()                                               # and names the cluster again
+        assert server.proc.poll() is None
+    finally:
+        connection.reset()
+
+
+def test_a_worker_without_kernel_workers_says_what_to_install(make_server, cluster):
+    address = cluster.start_scheduler()
+    cluster.add_worker("bare", without_kernel_workers=True)
+    cluster.wait_workers(1)
+    conn, _ = _serve_on(make_server, address)
+    try:
+        with pytest.raises(faas.ServerError, match=r"cannot import kernel_workers.*tcp://127.*pip install jupyter_faas"):
+            square(2)
+    finally:
+        connection.reset()

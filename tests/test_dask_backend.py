@@ -201,6 +201,38 @@ def test_map_in_order_and_status_reports_the_cluster(dconn):
     assert dask["connected"] and dask["worker_threads"] == 1 and dask["scheduler"].startswith("tcp://")
 
 
+def test_large_arrays_go_and_come_back(dconn):
+    np = pytest.importorskip("numpy")
+
+    @faas.function(name="dask_numpy", memory=512, timeout=30, backend="dask")
+    def double(a):
+        return a * 2
+
+    a = np.arange(400_000, dtype="float64")          # 3.2 MB: a buffer file on this machine
+    assert np.array_equal(double(a), a * 2)
+
+
+def test_a_function_on_a_backend_the_server_does_not_run(conn):
+    @faas.function(name="dask_nowhere", backend="dask")
+    def nowhere():
+        return 1
+
+    with pytest.raises(faas.ServerError, match="does not run; start it with --FaaSServer.backend=dask"):
+        nowhere()
+
+
+def test_the_worker_module_loads_distributed_only_when_used():
+    import subprocess
+    import sys
+    code = ("import sys, kernel_workers.runtime, kernel_workers.zygote, kernel_workers.wire;"
+            "assert 'kernel_workers.dask_worker' not in sys.modules;"
+            "import kernel_workers.dask_worker;"
+            "print(','.join(m for m in sys.modules if m.split('.')[0] in "
+            "('distributed', 'dask', 'psutil', 'jupyter_faas', 'tornado')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
 # ---- on `dask scheduler` + `dask worker` processes ---------------------------------------------
 
 def _all_invocations(conn, function: str) -> list:

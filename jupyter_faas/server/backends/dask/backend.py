@@ -22,9 +22,11 @@ the invocation ends once, with the new attempt's outcome.  If the scheduler goes
 every invocation in flight fails with a ``ServiceException`` naming its address; the
 backend reconnects at the next cold start.
 
-Placement: a version gets at most as many environments busy or starting as the cluster
-has worker threads (a task per invocation holds a thread); past that, the engine waits for
-one to come free.
+Placement: a version gets at most two environments busy or starting per worker thread of
+the cluster (a task per invocation holds a thread while it runs; the second is queued on
+the worker, so no thread waits for a round trip through the scheduler); past that, the
+engine waits for one to come free.  Cold starts go to the worker with the fewest of this
+server's environments busy.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ log = logging.getLogger("jupyter_faas.server")
 LINES_GRACE_S = 2.0
 #: a busy version waits this long before admission looks again (a release looks at once)
 WAIT_S = 0.05
+#: invocations of a version in flight per worker thread: one running, one queued on the
+#: worker, so a thread never waits for the round trip through the scheduler between two
+PER_THREAD = 2
 
 INSTALL_HINT = ("install jupyter_faas on every Dask worker (`pip install jupyter_faas`: the "
                 "workers need its kernel_workers package and cloudpickle, nothing else of it), "
@@ -211,7 +216,7 @@ class DaskBackend(Backend):
     def wait_for_warm(self, function: dict) -> float | None:
         key = (function["name"], function["version"])
         busy = sum(1 for e in self.all.values() if e.key == key and e.state in ("busy", "starting"))
-        return WAIT_S if busy >= self.threads else None
+        return WAIT_S if busy >= PER_THREAD * self.threads else None
 
     def new_environment(self, function: dict) -> DaskEnvironment:
         env = DaskEnvironment(function)

@@ -64,6 +64,9 @@ MAX_LIVE_LINES = 20_000
 #: longest line kept whole (as on the local backend)
 MAX_LINE = 256 * 1024
 INIT_TIMEOUT_S = 30.0
+#: an idle environment older than this is stopped here even if the server never says so (it
+#: died, or lost the scheduler); the server's own reaper normally stops it much sooner
+BACKSTOP_IDLE_S = 900.0
 
 _HOSTS: dict[str, "Host"] = {}
 _HOSTS_LOCK = threading.Lock()
@@ -133,9 +136,13 @@ class ZygoteLink:
 
     def stop(self) -> None:
         try:
-            self.sock.close()  # the zygote kills its environments when this closes
+            # shutdown() first: it wakes the reader thread's recv (a close alone would not, and
+            # the zygote would not see the end until it returned); the zygote then kills its
+            # environments and exits.
+            self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        self.sock.close()
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
@@ -479,9 +486,10 @@ class Environment:
 # ---- the host: one zygote and its environments, per server, per worker ---------------------
 
 class Host:
-    def __init__(self, server_id: str, preload: list):
+    def __init__(self, server_id: str, preload: list, idle_s: float = BACKSTOP_IDLE_S):
         self.server_id = server_id
         self.preload = preload
+        self.idle_s = idle_s
         self.workdir = tempfile.mkdtemp(prefix=f"jupyter_faas-dask-{server_id}-")
         self.buffers_dir = os.path.join(self.workdir, "buffers")
         os.makedirs(self.buffers_dir, mode=0o700, exist_ok=True)
@@ -491,6 +499,21 @@ class Host:
         self.running: dict[str, Environment] = {}
         self.cancelled: dict[str, float] = {}  # request id -> when; bounded
         self._attempts = itertools.count(1)
+        self._closed = threading.Event()
+        self._reaper = threading.Thread(target=self._reap, name="faas-idle-reaper", daemon=True)
+        self._reaper.start()
+
+    def _reap(self) -> None:
+        """The backstop: stop environments idle longer than ``idle_s``."""
+        while not self._closed.wait(min(30.0, max(1.0, self.idle_s / 4))):
+            now = time.monotonic()
+            with self.lock:
+                stale = [e for e in self.envs.values()
+                         if e.state == "idle" and now - e.last_used > self.idle_s]
+                for env in stale:
+                    env.state = "closing"  # take() no longer hands it out
+            for env in stale:
+                env.close()
 
     def zygote(self) -> ZygoteLink:
         with self.lock:
@@ -539,6 +562,7 @@ class Host:
                 env.close()
 
     def shutdown(self) -> None:
+        self._closed.set()
         for env in list(self.envs.values()):
             env.close()
         if self._zygote is not None:
@@ -552,11 +576,11 @@ class Host:
         return {"environments": len(self.envs), **states}
 
 
-def host(server_id: str, preload: list | None = None) -> Host:
+def host(server_id: str, preload: list | None = None, idle_s: float = BACKSTOP_IDLE_S) -> Host:
     with _HOSTS_LOCK:
         h = _HOSTS.get(server_id)
         if h is None:
-            h = _HOSTS[server_id] = Host(server_id, list(preload or []))
+            h = _HOSTS[server_id] = Host(server_id, list(preload or []), idle_s)
         return h
 
 
@@ -652,7 +676,7 @@ def stats(server_id: str) -> dict:
     return h.stats() if h is not None else {"environments": 0}
 
 
-def plugin(server_id: str, preload: list):
+def plugin(server_id: str, preload: list, idle_s: float = BACKSTOP_IDLE_S):
     """The worker plugin that starts a :class:`Host` (and its zygote) on each worker and stops
     it with the worker.  Its class is made here (``distributed`` is imported only now) and
     ships by value, so a worker that lacks ``kernel_workers`` can still take it: it logs why,
@@ -665,6 +689,7 @@ def plugin(server_id: str, preload: list):
         def __init__(self):
             self.server_id = server_id
             self.preload = list(preload)
+            self.idle_s = idle_s
 
         def setup(self, worker):
             try:
@@ -675,7 +700,7 @@ def plugin(server_id: str, preload: list):
                     "jupyter_faas: this worker cannot import kernel_workers (%s); install "
                     "jupyter_faas on it to run FaaS functions here", exc)
                 return
-            dw.host(self.server_id, self.preload).zygote()
+            dw.host(self.server_id, self.preload, self.idle_s).zygote()
 
         def teardown(self, worker):
             try:

@@ -151,7 +151,9 @@ class DaskBackend(Backend):
             self.cluster = self.cluster or cluster
             self.scheduler_address = self.client.scheduler.address
             self.client.subscribe_topic(self.topic, self._on_event)
-            await self.client.register_plugin(dask_worker.plugin(self.server_id, self.preload))
+            # The workers stop idle environments themselves too, in case this server dies.
+            backstop = max(2 * self.idle_timeout, 60.0)
+            await self.client.register_plugin(dask_worker.plugin(self.server_id, self.preload, backstop))
             await self._refresh_threads()
             self.last_error = None
             log.info("Dask backend connected to %s (%d worker threads)", self.scheduler_address, self.threads)

@@ -1,0 +1,94 @@
+"""The Dask worker's side (kernel_workers.dask_worker) in this process, without a cluster:
+the task functions' results for each way an invocation ends, and the worker's own reaper."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+import cloudpickle
+import psutil
+import pytest
+
+from kernel_workers import dask_worker
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the environment cannot import tests/
+FUNCTION = {"name": "unit", "version": 1, "memory": 128, "timeout": 2, "env": {}}
+
+
+@pytest.fixture
+def server_id():
+    sid = f"unit-{os.getpid()}-{time.monotonic_ns()}"
+    dask_worker.host(sid, [], idle_s=1.0)
+    yield sid
+    dask_worker.shutdown(sid)
+
+
+def handler(how, arg=None):
+    print("in", os.getpid(), flush=True)
+    if how == "ok":
+        return arg * 2
+    if how == "raise":
+        raise KeyError("nope")
+    if how == "sleep":
+        time.sleep(30)
+    if how == "kill":
+        os.kill(os.getpid(), 9)
+    if how == "hog":
+        hog = bytearray(300 * 1024 * 1024)
+        for i in range(0, len(hog), 4096):
+            hog[i] = 1
+        time.sleep(5)
+
+
+def _invoke(sid, *args, env_id="e1"):
+    payload = cloudpickle.dumps((args, {}))
+    return dask_worker.invoke(sid, None, env_id, FUNCTION, cloudpickle.dumps(handler), [],
+                              f"r-{time.monotonic_ns()}", payload, "pickle")
+
+
+def test_cold_then_warm_result_and_lines(server_id):
+    first = _invoke(server_id, "ok", 21)
+    assert first["kind"] == "result" and cloudpickle.loads(first["body"]) == 42
+    assert first["init_ms"] > 0 and first["max_memory_mb"] > 0 and first["reusable"]
+    assert [s for s, line in first["lines"] if line.startswith("in ")] == ["stdout"]
+    second = _invoke(server_id, "ok", 1)
+    assert second["init_ms"] is None                              # warm
+    assert second["lines"][0][1] == first["lines"][0][1]          # the same process
+
+
+@pytest.mark.parametrize("how, kind, code", [("raise", "error", None), ("sleep", "timeout", -9),
+                                             ("kill", "crash", -9), ("hog", "oom", -9)])
+def test_each_end(server_id, how, kind, code):
+    out = _invoke(server_id, how)
+    assert out["kind"] == kind
+    if kind == "error":
+        assert out["header"]["errorType"] == "KeyError" and out["reusable"]
+    else:
+        assert out["returncode"] == code and not out["reusable"]
+    if kind == "oom":
+        assert out["max_memory_mb"] > 128
+
+
+def test_cancel_from_another_thread(server_id):
+    rid = "r-cancel"
+    payload = cloudpickle.dumps((("sleep",), {}))
+    threading.Timer(0.5, dask_worker.cancel, (server_id, rid)).start()
+    out = dask_worker.invoke(server_id, None, "e1", FUNCTION, cloudpickle.dumps(handler), [], rid,
+                             payload, "pickle")
+    assert out["kind"] == "cancelled"
+    # a cancelled request that arrives later is refused at once
+    assert dask_worker.invoke(server_id, None, "e1", FUNCTION, b"", [], rid, payload, "pickle")["kind"] \
+        == "cancelled"
+
+
+def test_the_worker_stops_idle_environments_itself(server_id):
+    out = _invoke(server_id, "ok", 1)
+    pid = int(out["lines"][0][1].split()[1])
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the idle environment was not stopped"
+        time.sleep(0.1)
+    assert dask_worker.stats(server_id)["environments"] == 0

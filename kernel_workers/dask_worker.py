@@ -381,7 +381,8 @@ class Environment:
         """Read output and frames until a frame comes (returned), the control socket closes
         (``"eof"``) or the deadline passes (``"deadline"``); sample memory if ``sampled``."""
         limit = self.function["memory"]
-        sampled_at = 0.0
+        # The first sample after one tick: a quick invocation's peak is its VmHWM, read at its end.
+        sampled_at = time.monotonic()
         while True:
             now = time.monotonic()
             if now >= deadline:

@@ -82,6 +82,9 @@ def test_result_logs_report_cold_then_warm(dconn, dask_server):
     server_children = {p.pid for p in psutil.Process(dask_server.proc.pid).children()}
     assert not server_children & {env_pid, psutil.Process(env_pid).ppid()}
     assert len(chain) >= 3
+    # the row names the worker that ran it
+    row = dconn.request("GET", f"/faas/api/invocations/{second.request_id}")
+    assert "@tcp://127.0.0.1:" in row["environment_id"]
 
 
 def test_a_local_function_still_runs_locally(dconn, dask_server):

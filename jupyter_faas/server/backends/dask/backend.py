@@ -75,7 +75,7 @@ class DaskEnvironment:
     _ids = itertools.count(1)
 
     def __init__(self, function: dict):
-        self.id = f"dask-{os.getpid()}-{next(self._ids)}"
+        self.name = f"dask-{os.getpid()}-{next(self._ids)}"  # its name on the worker
         self.function = function
         self.key = (function["name"], function["version"])
         self.state = "starting"     # starting | idle | busy | dead
@@ -85,6 +85,11 @@ class DaskEnvironment:
         self.code: bytes = b""
         self.last_used = time.monotonic()
         self.run = None
+
+    @property
+    def id(self) -> str:
+        """What the invocation's row records: the environment and the worker it is on."""
+        return f"{self.name}@{self.worker}" if self.worker else self.name
 
 
 class _Run:
@@ -222,7 +227,7 @@ class DaskBackend(Backend):
 
     def new_environment(self, function: dict) -> DaskEnvironment:
         env = DaskEnvironment(function)
-        self.all[env.id] = env
+        self.all[env.name] = env
         return env
 
     def is_starting(self, env: DaskEnvironment) -> bool:
@@ -239,8 +244,8 @@ class DaskBackend(Backend):
             self.last_error = str(exc)
             return _service_error(self._lost_message(f"{type(exc).__name__}: {exc}"))
         target = env.worker = self._least_loaded()  # provisional: the next cold start sees it
-        future = self.client.submit(remote.start, self.server_id, env.id, self._fields(env.function),
-                                    env.code, self.preload, key=f"faas-init-{env.id}", pure=False,
+        future = self.client.submit(remote.start, self.server_id, env.name, self._fields(env.function),
+                                    env.code, self.preload, key=f"faas-init-{env.name}", pure=False,
                                     workers=[target] if target else None, allow_other_workers=True)
         try:
             result = await future
@@ -317,7 +322,7 @@ class DaskBackend(Backend):
             with open(os.path.join(self.buffers_dir, os.path.basename(buffers["file"])), "rb") as f:
                 buffer_bytes = f.read()
         run.future = self.client.submit(
-            remote.invoke, self.server_id, self.topic, env.id, self._fields(env.function), env.code,
+            remote.invoke, self.server_id, self.topic, env.name, self._fields(env.function), env.code,
             self.preload, run.request_id, payload, encoding, buffers, buffer_bytes,
             key=f"faas-{run.request_id}", pure=False,
             workers=[env.worker] if env.worker else None, allow_other_workers=True)
@@ -385,7 +390,7 @@ class DaskBackend(Backend):
         if env.state == "idle":
             self.idle[env.key].append(env)
         elif env.state == "dead":
-            self.all.pop(env.id, None)
+            self.all.pop(env.name, None)
 
     def unreserve(self, env: DaskEnvironment) -> None:
         env.state = "idle"
@@ -393,7 +398,7 @@ class DaskBackend(Backend):
 
     def discard(self, env: DaskEnvironment) -> None:
         env.state = "dead"
-        self.all.pop(env.id, None)
+        self.all.pop(env.name, None)
 
     def stop_function(self, name: str) -> None:
         gone = []
@@ -407,9 +412,9 @@ class DaskBackend(Backend):
         by_worker = defaultdict(list)
         for env in envs:
             env.state = "dead"
-            self.all.pop(env.id, None)
+            self.all.pop(env.name, None)
             if env.worker:
-                by_worker[env.worker].append(env.id)
+                by_worker[env.worker].append(env.name)
         if by_worker and self.connected:
             self.spawn(self._stop_on_workers(by_worker))
 
@@ -440,7 +445,14 @@ class DaskBackend(Backend):
         states = defaultdict(int)
         for env in self.all.values():
             states[env.state] += 1
+        dashboard = None
+        if self.connected:
+            try:
+                dashboard = self.client.dashboard_link
+            except Exception:  # noqa: BLE001 - no dashboard (bokeh missing, or disabled)
+                dashboard = None
         return {"backend": "dask", "scheduler": self.scheduler_address or self.address,
+                "dashboard": dashboard,
                 "connected": self.connected, "worker_threads": self.threads,
                 "workers": sorted(self.workers), "environments": len(self.all),
                 **states, "memory_enforcement": "watchdog (on the Dask workers)",

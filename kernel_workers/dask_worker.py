@@ -609,10 +609,7 @@ def invoke(server_id: str, topic: str | None, env_id: str, function: dict, code:
     any more, e.g. the task was re-run after its worker died, a new one: a cold start)."""
     h = host(server_id, preload)
     worker = _address()
-    attempt = f"{worker}#{os.getpid()}#{time.monotonic_ns()}"
-    w = _current_worker()
-    if w is not None and topic:
-        w.log_event(topic, {"r": request_id, "a": attempt, "start": worker})
+    attempt = f"{worker}#{os.getpid()}#{time.monotonic_ns()}"  # its live lines' tag
     lines = Lines(topic, request_id, attempt)
     base = {"worker": worker, "attempt": attempt}
     if request_id in h.cancelled:

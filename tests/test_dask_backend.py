@@ -301,6 +301,8 @@ def test_separate_processes_and_a_worker_killed_during_a_map(make_server, cluste
         retries = [entry for entry in lines if entry["line"].startswith("RETRY RequestId")]
         assert retries, "no invocation recorded a retry after its worker died"
         assert "attempt 2" in retries[0]["line"] and "left the cluster" in retries[0]["line"]
+        slow_rid = next(e["request_id"] for e in lines if e["line"].startswith("slow item"))
+        assert slow_rid in {e["request_id"] for e in retries}
         # a retried invocation ended once: one END, one REPORT
         retried = {entry["request_id"] for entry in retries}
         ends = [e for e in lines if e["request_id"] in retried and e["line"].startswith("END RequestId")]

@@ -100,7 +100,7 @@ class _Run:
         self.future = None
         self.task = None
         self.cancel_requested = False
-        self.attempts: list = []                 # (attempt id, worker), in order
+        self.attempts = 0                        # workers it was on that left the cluster
         self.received: dict = defaultdict(int)   # attempt id -> live lines heard
         self.heard = asyncio.Event()
 
@@ -156,6 +156,7 @@ class DaskBackend(Backend):
             self.cluster = self.cluster or cluster
             self.scheduler_address = self.client.scheduler.address
             self.client.subscribe_topic(self.topic, self._on_event)
+            self.client.subscribe_topic("all", self._on_cluster_event)
             # The workers stop idle environments themselves too, in case this server dies.
             backstop = max(2 * self.idle_timeout, 60.0)
             await self.client.register_plugin(dask_worker.plugin(self.server_id, self.preload, backstop))
@@ -187,24 +188,33 @@ class DaskBackend(Backend):
     # ---- events: live lines and attempts -------------------------------------------------------
 
     def _on_event(self, event) -> None:
+        """Live lines of a running invocation, from the worker running it."""
         _, msg = event
         run = self.runs.get(msg.get("r"))
         if run is None:
             return
-        attempt = msg.get("a")
-        if "start" in msg:
-            worker = msg["start"]
-            if run.attempts:
-                prev = run.attempts[-1][1]
-                run.on_line("platform", f"RETRY RequestId: {run.request_id} attempt {len(run.attempts) + 1} "
-                                        f"on Dask worker {worker}: the worker {prev} running attempt "
-                                        f"{len(run.attempts)} left the cluster")
-            run.attempts.append((attempt, worker))
-            return
-        for stream, line in msg.get("l", ()):
+        lines = msg.get("l", ())
+        for stream, line in lines:
             run.on_line(stream, line)
-        run.received[attempt] += len(msg.get("l", ()))
+        run.received[msg.get("a")] += len(lines)
         run.heard.set()
+
+    def _on_cluster_event(self, event) -> None:
+        """The scheduler's own events: a worker that left with invocations on it (Dask sends
+        them to other workers) is each one's next attempt, recorded as a platform line."""
+        _, msg = event
+        if not isinstance(msg, dict) or msg.get("action") != "remove-worker":
+            return
+        worker = msg.get("worker", "?")
+        for key in msg.get("processing-tasks") or ():
+            key = key if isinstance(key, str) else str(key)
+            run = self.runs.get(key[len("faas-"):]) if key.startswith("faas-") else None
+            if run is None:
+                continue
+            run.attempts += 1
+            run.on_line("platform", f"RETRY RequestId: {run.request_id} attempt {run.attempts + 1}: the "
+                                    f"Dask worker {worker} it was on left the cluster; Dask runs it "
+                                    f"again on another worker (it may have run partly there)")
 
     # ---- the engine's contract -----------------------------------------------------------------
 

@@ -34,6 +34,38 @@ main()
 """
 
 
+class NetNamespace:
+    """A network namespace joined to this one by a veth pair: ``host_ip`` here, ``ip`` inside.
+    Needs root (``ip netns``); :meth:`create` returns None where the machine does not allow it."""
+
+    def __init__(self, name: str, subnet: int):
+        self.name = name
+        self.host_ip, self.ip = f"10.231.{subnet}.1", f"10.231.{subnet}.2"
+        self.veth = f"{name[:8]}h"
+
+    @classmethod
+    def create(cls) -> "NetNamespace | None":
+        ns = cls(f"faas{os.getpid() % 100000}", os.getpid() % 250 + 1)
+        peer = f"{ns.veth[:-1]}w"
+        steps = [["ip", "netns", "add", ns.name],
+                 ["ip", "link", "add", ns.veth, "type", "veth", "peer", "name", peer],
+                 ["ip", "link", "set", peer, "netns", ns.name],
+                 ["ip", "addr", "add", f"{ns.host_ip}/24", "dev", ns.veth],
+                 ["ip", "link", "set", ns.veth, "up"],
+                 ["ip", "netns", "exec", ns.name, "ip", "addr", "add", f"{ns.ip}/24", "dev", peer],
+                 ["ip", "netns", "exec", ns.name, "ip", "link", "set", peer, "up"],
+                 ["ip", "netns", "exec", ns.name, "ip", "link", "set", "lo", "up"]]
+        for step in steps:
+            if subprocess.run(step, capture_output=True).returncode != 0:
+                ns.delete()
+                return None
+        return ns
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "link", "del", self.veth], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
 class ExternalCluster:
     def __init__(self, base: Path):
         self.base = base
@@ -46,9 +78,9 @@ class ExternalCluster:
     def _log(self, name: str):
         return open(self.base / f"{name}-{time.monotonic_ns()}.log", "wb")
 
-    def start_scheduler(self) -> str:
+    def start_scheduler(self, host: str = "127.0.0.1") -> str:
         self.scheduler = subprocess.Popen(
-            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+            [str(BIN / "dask"), "scheduler", "--host", host, "--port", "0", "--no-dashboard",
              "--scheduler-file", str(self.file)], stdout=self._log("scheduler"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -59,13 +91,16 @@ class ExternalCluster:
                 time.sleep(0.1)
         raise RuntimeError("dask scheduler did not start")
 
-    def add_worker(self, name: str, without_kernel_workers: bool = False) -> subprocess.Popen:
+    def add_worker(self, name: str, without_kernel_workers: bool = False,
+                   netns: NetNamespace | None = None) -> subprocess.Popen:
         args = ["--scheduler-file", str(self.file), "--nthreads", "1", "--no-nanny",
-                "--no-dashboard", "--name", name, "--host", "127.0.0.1"]
+                "--no-dashboard", "--name", name, "--host", netns.ip if netns else "127.0.0.1"]
         if without_kernel_workers:
             cmd = [sys.executable, "-c", NO_KERNEL_WORKERS, *args]
         else:
             cmd = [str(BIN / "dask"), "worker", *args]
+        if netns is not None:
+            cmd = ["ip", "netns", "exec", netns.name, *cmd]
         env = dict(os.environ)
         env.pop("JUPYTER_FAAS_TOKEN", None)
         proc = subprocess.Popen(cmd, stdout=self._log(name), stderr=subprocess.STDOUT, env=env)

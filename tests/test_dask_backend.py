@@ -15,7 +15,7 @@ import pytest
 
 import jupyter_faas as faas
 from conftest import SEEN, ServerProcess
-from dask_clusters import ExternalCluster
+from dask_clusters import ExternalCluster, NetNamespace
 from failures import fail
 from jupyter_faas.client import connection
 
@@ -359,3 +359,28 @@ def test_a_worker_without_kernel_workers_says_what_to_install(make_server, clust
             square(2)
     finally:
         connection.reset()
+
+
+def test_a_worker_in_its_own_network_namespace(make_server, cluster):
+    """Scheduler, worker and server on separate addresses: the worker is in another network
+    namespace and reaches the scheduler (and the server reaches it) over a veth pair."""
+    ns = NetNamespace.create()
+    if ns is None:
+        pytest.skip("network namespaces need root and `ip netns` here")
+    try:
+        address = cluster.start_scheduler(host=ns.host_ip)
+        cluster.add_worker("netns", netns=ns)
+        cluster.wait_workers(1)
+        conn, _ = _serve_on(make_server, address)
+        try:
+            fut = square.spawn(12)
+            assert fut.result(timeout=60) == 144
+            assert any(line.startswith("pid ") for line in fut.logs)            # lines came live
+            row = conn.request("GET", f"/faas/api/invocations/{fut.request_id}")
+            assert f"@tcp://{ns.ip}:" in row["environment_id"]                   # ran in the namespace
+        finally:
+            connection.reset()
+    finally:
+        SEEN.extend(cluster.descendants())
+        cluster.stop()
+        ns.delete()

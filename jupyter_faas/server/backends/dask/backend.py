@@ -179,11 +179,12 @@ class DaskBackend(Backend):
         self.threads = max(1, sum(w.get("nthreads", 1) for w in workers.values()))
         self.workers = set(workers)
 
-    def _lost_message(self, why: str) -> str:
+    def _lost_message(self, why: str, ran: bool = True) -> str:
         where = self.scheduler_address or self.address
-        return (f"the Dask scheduler at {where} is unreachable ({why}); the invocation may have "
-                f"run partly. Functions on the local backend still run; this server reconnects "
-                f"to the cluster at the next invocation of a Dask function.")
+        what = "the invocation may have run partly" if ran else "the invocation did not run"
+        return (f"the Dask scheduler at {where} is unreachable ({why}); {what}. Functions on the "
+                f"local backend still run; this server reconnects to the cluster at the next "
+                f"invocation of a Dask function.")
 
     # ---- events: live lines and attempts -------------------------------------------------------
 
@@ -252,7 +253,7 @@ class DaskBackend(Backend):
         except Exception as exc:  # noqa: BLE001 - reported to the caller, named
             self.discard(env)
             self.last_error = str(exc)
-            return _service_error(self._lost_message(f"{type(exc).__name__}: {exc}"))
+            return _service_error(self._lost_message(f"{type(exc).__name__}: {exc}", ran=False))
         target = env.worker = self._least_loaded()  # provisional: the next cold start sees it
         future = self.client.submit(remote.start, self.server_id, env.name, self._fields(env.function),
                                     env.code, self.preload, key=f"faas-init-{env.name}", pure=False,
@@ -270,6 +271,10 @@ class DaskBackend(Backend):
             self.discard(env)
             return Outcome(result["kind"], result.get("header", {}), result.get("body", b""),
                            returncode=result.get("returncode"))
+        if result["env_id"] != env.name:  # the worker had the name in use: it chose another
+            self.all.pop(env.name, None)
+            env.name = result["env_id"]
+            self.all[env.name] = env
         env.worker = result["worker"]
         env.init_ms = result["init_ms"]
         env.state = "busy"
@@ -326,7 +331,7 @@ class DaskBackend(Backend):
     async def _invoke(self, env, run, payload, encoding, buffers) -> Outcome:
         if not self.connected:
             env.state = "dead"
-            return _service_error(self._lost_message("not connected"))
+            return _service_error(self._lost_message("not connected", ran=False))
         buffer_bytes = None
         if buffers is not None:
             with open(os.path.join(self.buffers_dir, os.path.basename(buffers["file"])), "rb") as f:

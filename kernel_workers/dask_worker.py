@@ -460,6 +460,13 @@ class Environment:
                 on_line((time.time(), stream, bytes(buf).decode("utf-8", "replace")))
                 buf.clear()
 
+    def alive(self) -> bool:
+        """An idle environment sends nothing: a readable control socket means it is gone."""
+        try:
+            return not select.select([self.ctl], [], [], 0)[0]
+        except (OSError, ValueError):
+            return False
+
     def kill(self, reason: str) -> None:
         if self.killed_for is None:
             self.killed_for = reason
@@ -494,7 +501,7 @@ class Host:
         self.workdir = tempfile.mkdtemp(prefix=f"jupyter_faas-dask-{server_id}-")
         self.buffers_dir = os.path.join(self.workdir, "buffers")
         os.makedirs(self.buffers_dir, mode=0o700, exist_ok=True)
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # close() (under it in take) calls forget()
         self._zygote: ZygoteLink | None = None
         self.envs: dict[str, Environment] = {}
         self.running: dict[str, Environment] = {}
@@ -526,12 +533,16 @@ class Host:
         """The environment ``env_id`` if it is here and idle, else any idle one of the version."""
         key = (function["name"], function["version"])
         with self.lock:
-            env = self.envs.get(env_id)
-            if env is None or env.state != "idle":
-                env = next((e for e in self.envs.values() if e.key == key and e.state == "idle"), None)
-            if env is not None:
+            candidates = [self.envs.get(env_id)] + [e for e in self.envs.values() if e.key == key]
+            for env in candidates:
+                if env is None or env.state != "idle":
+                    continue
+                if not env.alive():  # died while idle (e.g. a leftover thread called os._exit)
+                    env.close()
+                    continue
                 env.state = "busy"
-            return env
+                return env
+            return None
 
     def new(self, env_id: str, function: dict) -> Environment:
         with self.lock:

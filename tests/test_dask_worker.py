@@ -92,3 +92,13 @@ def test_the_worker_stops_idle_environments_itself(server_id):
         assert time.monotonic() < deadline, "the idle environment was not stopped"
         time.sleep(0.1)
     assert dask_worker.stats(server_id)["environments"] == 0
+
+
+def test_an_environment_that_died_while_idle_is_not_used(server_id):
+    first = _invoke(server_id, "ok", 1)
+    pid = int(first["lines"][0][1].split()[1])
+    os.kill(pid, 9)
+    time.sleep(0.2)
+    second = _invoke(server_id, "ok", 2)
+    assert second["kind"] == "result" and cloudpickle.loads(second["body"]) == 4
+    assert second["init_ms"] is not None                          # a new one, cold

@@ -199,7 +199,7 @@ def test_payload_limit_counts_the_buffers(make_server):
             total(numpy.ones(2 * MB, dtype="uint8"))
         assert not files_in(conn.buffer_dir, "arg-")  # nothing was written
         assert total(numpy.ones(1000)) == 1000.0
-        with pytest.raises(faas.FunctionError, match="the result is .* bytes; the limit is 1048576"):
+        with pytest.raises(faas.ResponseSizeTooLarge, match="the result is .* bytes; the limit is 1048576"):
             make(N)
         assert not files_in(conn.buffer_dir, "res-")
     finally:

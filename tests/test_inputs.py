@@ -80,8 +80,15 @@ def test_result_too_large_fails_clearly(conn):
     def bigresult():
         return b"x" * (7 * 1024 * 1024)
 
-    with pytest.raises(faas.FunctionError, match="the result is .* bytes; the limit is 6291456"):
+    # The handler returned: its own class, never FunctionError ("the handler raised").
+    with pytest.raises(faas.ResponseSizeTooLarge,
+                       match="the result is .* bytes; the limit is 6291456") as info:
         bigresult()
+    assert not isinstance(info.value, faas.FunctionError)
+    assert isinstance(info.value, faas.InvocationError) and info.value.request_id
+    inv = bigresult.invoke()
+    assert inv.status == "failed" and isinstance(inv.error, faas.ResponseSizeTooLarge)
+    assert isinstance(faas.Invocation.from_id(inv.request_id).error, faas.ResponseSizeTooLarge)
 
 
 conn_lock = threading.Lock()

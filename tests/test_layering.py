@@ -21,7 +21,8 @@ def test_public_api_is_pinned():
         "invocations", "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
         "Report", "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout",
         "OutOfMemory", "RuntimeExited", "Cancelled", "Throttled", "SerializationError",
-        "InvalidParameter", "PayloadTooLarge", "ResourceNotFound", "ServerError",
+        "InvalidParameter", "PayloadTooLarge", "ResponseSizeTooLarge", "ResourceNotFound",
+        "ServerError",
         "load_ipython_extension"])
     for name in jupyter_faas.__all__:
         assert hasattr(jupyter_faas, name)

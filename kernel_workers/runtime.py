@@ -37,7 +37,7 @@ import traceback
 import cloudpickle
 
 from . import buffers, wire
-from .context import LambdaContext
+from .context import LambdaContext, call_with_context, context_parameter
 
 PICKLE_PROTOCOL = 5
 
@@ -99,7 +99,7 @@ class Environment:
     def __init__(self, channel: wire.BlockingChannel):
         self.channel = channel
         self.handler = None
-        self.wants_context = False
+        self.context_parameter: str | None = None  # how the handler takes Lambda's context
         self.config: dict = {}
         self.buffers_dir: str | None = None
 
@@ -111,11 +111,7 @@ class Environment:
             handler = cloudpickle.loads(code)
             if not callable(handler):
                 raise TypeError(f"the deployed object is a {type(handler).__name__}, not a function")
-            try:
-                params = inspect.signature(handler).parameters
-                self.wants_context = "context" in params
-            except (TypeError, ValueError):
-                self.wants_context = False
+            self.context_parameter = context_parameter(handler)
             self.handler = handler
         except BaseException as exc:  # noqa: BLE001 - any failure to load is an init error
             _flush()
@@ -136,13 +132,9 @@ class Environment:
                 args, kwargs = (json.loads(payload) if payload else {},), {}
             else:
                 args, kwargs = cloudpickle.loads(payload, buffers=self._argument_buffers(header))
-            if self.wants_context and "context" not in kwargs:
-                kwargs["context"] = LambdaContext(
-                    rid, self.config.get("function", ""), str(self.config.get("version", "")),
-                    self.config.get("memory", 128), header.get("deadline_ms", 0),
-                    os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", ""))
             stage = "run"
-            result = self.handler(*args, **kwargs)
+            result = call_with_context(self.handler, self.context_parameter, args, kwargs,
+                                       lambda: self._context(header))
             stage = "pickle"
             described = {}
             if encoding == "json":
@@ -170,6 +162,12 @@ class Environment:
         _flush()
         self.channel.send("result", body, request_id=rid, encoding=encoding, duration_ms=duration,
                           cpu_ms=(time.process_time() - cpu_started) * 1000, **described)
+
+    def _context(self, header: dict) -> LambdaContext:
+        return LambdaContext(header["request_id"], self.config.get("function", ""),
+                             str(self.config.get("version", "")), self.config.get("memory", 128),
+                             header.get("deadline_ms", 0),
+                             os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", ""))
 
     def _argument_buffers(self, header: dict) -> list | None:
         descriptor = header.get("buffers")

@@ -25,3 +25,44 @@ def test_report_prints_as_lambdas_report_line(conn):
     fut = reported.spawn(2)
     fut.result(timeout=30)
     assert str(fut.report).startswith(f"REPORT RequestId: {fut.request_id}\t")
+
+
+def test_local_call_of_a_lambda_handler_gets_a_local_context(conn):
+    @faas.function(memory=256, timeout=5, name="ctx_local")
+    def handler(event, context):
+        return {"id": context.aws_request_id, "name": context.function_name,
+                "version": context.function_version, "memory": context.memory_limit_in_mb,
+                "remaining": context.get_remaining_time_in_millis(), "event": event}
+
+    local = handler.local({"k": 1})
+    remote = handler({"k": 1})
+    assert local.keys() == remote.keys()
+    assert local["name"] == remote["name"] == "ctx_local"
+    assert local["memory"] == remote["memory"] == "256"
+    assert local["version"] == "$LATEST" and remote["version"] == str(handler.version)
+    assert len(local["id"]) == 36 and local["id"] != remote["id"]
+    assert 0 < local["remaining"] <= 5000 and local["event"] == {"k": 1}
+
+
+def test_context_only_for_lambda_shaped_calls(conn):
+    @faas.function(name="render")
+    def render(template, context):
+        return template.format(**context)
+
+    # Two arguments: exactly them, locally and remotely, never an injected context.
+    assert render("hi {name}", {"name": "ada"}) == "hi ada"
+    assert render.local("hi {name}", {"name": "ada"}) == "hi ada"
+    assert render.map(["a {x}", "b {x}"], [{"x": 1}, {"x": 2}]) == ["a 1", "b 2"]
+
+    @faas.function(name="kwctx")
+    def kwctx(event, *, context=None, flag=False):
+        return type(context).__name__, flag
+
+    assert kwctx(1) == ("LambdaContext", False)
+    assert kwctx(1, flag=True) == ("NoneType", True)  # keyword arguments: not Lambda-shaped
+
+    @faas.function(name="firstctx")
+    def firstctx(context=None):
+        return context
+
+    assert firstctx() is None and firstctx(5) == 5  # only a *second* parameter named context

@@ -16,8 +16,11 @@ import itertools
 import marshal
 import re
 import reprlib
+import time
 import types
 import uuid
+
+from kernel_workers.context import LambdaContext, call_with_context, context_parameter
 
 from .. import errors, limits
 from ..display import CallView, MapView
@@ -89,8 +92,18 @@ class RemoteFunction:
     # ---- calls -------------------------------------------------------------------------------
 
     def local(self, *args, **kwargs):
-        """Run in this process (for debugging); no limits, no record."""
-        return self._fn(*args, **kwargs)
+        """Run in this process (for debugging); no limits, no record.
+
+        A Lambda-shaped call (``f.local(event)`` on ``def handler(event, context)``) gets a
+        local context with the remote one's attributes (``function_version`` is ``$LATEST``).
+        """
+        return call_with_context(self._fn, context_parameter(self._fn), args, kwargs,
+                                 self._local_context)
+
+    def _local_context(self) -> LambdaContext:
+        deadline_ms = int((time.time() + self.config["timeout"]) * 1000)
+        return LambdaContext(str(uuid.uuid4()), self.name, "$LATEST", self.config["memory"],
+                             deadline_ms)
 
     def _submit(self, payload, queue: bool, encoding: str = "pickle") -> InvocationFuture:
         version = self.deploy()

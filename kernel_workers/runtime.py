@@ -62,6 +62,16 @@ def _pickled_exception(exc: BaseException) -> bytes:
         return b""
 
 
+def _check_not_lazy(result) -> None:
+    """A generator cannot travel back; say what to do instead of a pickling error."""
+    if inspect.isgenerator(result) or inspect.isasyncgen(result):
+        kind = "an async generator" if inspect.isasyncgen(result) else "a generator"
+        name = getattr(result, "__qualname__", "")
+        raise TypeError(f"the handler returned {kind} (from {name}()), which cannot be "
+                        f"sent back: return a list instead (return list(...)), or use .imap() "
+                        f"to get many results as they come")
+
+
 def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -102,6 +112,7 @@ class Environment:
         self.context_parameter: str | None = None  # how the handler takes Lambda's context
         self.config: dict = {}
         self.buffers_dir: str | None = None
+        self.loop = None  # the event loop of async handlers, kept across warm invocations
 
     def init(self, header: dict, code: bytes) -> bool:
         started = time.perf_counter()
@@ -135,7 +146,10 @@ class Environment:
             stage = "run"
             result = call_with_context(self.handler, self.context_parameter, args, kwargs,
                                        lambda: self._context(header))
+            if inspect.isawaitable(result):  # an ``async def`` handler
+                result = self._await(result)
             stage = "pickle"
+            _check_not_lazy(result)
             described = {}
             if encoding == "json":
                 body = json.dumps(result).encode()
@@ -162,6 +176,18 @@ class Environment:
         _flush()
         self.channel.send("result", body, request_id=rid, encoding=encoding, duration_ms=duration,
                           cpu_ms=(time.process_time() - cpu_started) * 1000, **described)
+
+    def _await(self, awaitable):
+        """Run an async handler's coroutine to its end on this environment's event loop.
+
+        One loop for the environment's life, so what a warm handler keeps in its globals
+        (a client session, a connection pool) stays bound to a live loop.
+        """
+        if self.loop is None:
+            import asyncio  # only async handlers pay for it
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+        return self.loop.run_until_complete(awaitable)
 
     def _context(self, header: dict) -> LambdaContext:
         return LambdaContext(header["request_id"], self.config.get("function", ""),

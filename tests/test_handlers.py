@@ -66,3 +66,37 @@ def test_context_only_for_lambda_shaped_calls(conn):
         return context
 
     assert firstctx() is None and firstctx(5) == 5  # only a *second* parameter named context
+
+
+def test_async_handlers_are_awaited_in_the_environment(conn):
+    @faas.function(name="fetch_async")
+    async def fetch(x):
+        import asyncio
+        await asyncio.sleep(0.001)
+        return x * 2
+
+    assert fetch(21) == 42
+    assert fetch.map([1, 2, 3]) == [2, 4, 6]  # warm environments reuse their event loop
+
+    @faas.function(name="async_ctx")
+    async def handler(event, context):
+        return event, context.function_name
+
+    assert handler("e") == ("e", "async_ctx")
+
+
+def test_a_generator_result_says_to_return_a_list(conn):
+    @faas.function(name="lazy")
+    def lazy(n):
+        yield from range(n)
+
+    with pytest.raises(faas.SerializationError, match=r"returned a generator .*return a list"):
+        lazy(3)
+
+    @faas.function(name="lazy_async")
+    async def lazy_async(n):
+        for i in range(n):
+            yield i
+
+    with pytest.raises(faas.SerializationError, match=r"returned an async generator .*return a list"):
+        lazy_async(3)

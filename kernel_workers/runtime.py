@@ -32,34 +32,14 @@ import resource
 import sys
 import tempfile  # imported here so the zygote has it: a cold start then does not pay ~5 ms
 import time
-import traceback
 
 import cloudpickle
 
-from . import buffers, wire
+from . import buffers, exceptions, wire
 from .context import LambdaContext, call_with_context, context_parameter
+from .tracebacks import error_fields
 
 PICKLE_PROTOCOL = 5
-
-
-def _error_fields(exc: BaseException, stage: str) -> dict:
-    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    return {
-        "errorType": type(exc).__name__,
-        "errorMessage": str(exc),
-        "errorModule": type(exc).__module__,
-        "stackTrace": tb,
-        "stage": stage,
-    }
-
-
-def _pickled_exception(exc: BaseException) -> bytes:
-    """The exception itself, so the client can re-raise it as its own type."""
-    try:
-        exc.__traceback__ = None
-        return cloudpickle.dumps(exc, protocol=PICKLE_PROTOCOL)
-    except BaseException:  # noqa: BLE001 - unpicklable exceptions are reported by text only
-        return b""
 
 
 def _check_not_lazy(result) -> None:
@@ -126,8 +106,8 @@ class Environment:
             self.handler = handler
         except BaseException as exc:  # noqa: BLE001 - any failure to load is an init error
             _flush()
-            fields = _error_fields(exc, "init")
-            self.channel.send("init_error", _pickled_exception(exc), **fields)
+            fields = error_fields(exc, "init")
+            self.channel.send("init_error", exceptions.dumps(exc), **fields)
             return False
         self.channel.send("ready", init_ms=(time.perf_counter() - started) * 1000, pid=os.getpid())
         return True
@@ -161,12 +141,12 @@ class Environment:
         except BaseException as exc:  # noqa: BLE001 - everything else is the invocation's error
             duration = (time.perf_counter() - started) * 1000
             _flush()
-            fields = _error_fields(exc, stage)
+            fields = error_fields(exc, stage)
             if isinstance(exc, MemoryError):
                 fields["errorType"] = "Runtime.OutOfMemory"
             elif stage == "pickle" and encoding == "json":
                 fields["errorType"] = "Runtime.MarshalError"
-            self.channel.send("error", _pickled_exception(exc), request_id=rid, duration_ms=duration,
+            self.channel.send("error", exceptions.dumps(exc), request_id=rid, duration_ms=duration,
                               cpu_ms=(time.process_time() - cpu_started) * 1000, **fields)
             if isinstance(exc, MemoryError):
                 # The heap may be exhausted or fragmented: never reuse this process.

@@ -1,7 +1,8 @@
 """Pickling for the client: functions by value, and errors that name the culprit.
 
 Code defined in ``__main__`` (a notebook), closures and lambdas are pickled by
-value by cloudpickle already.  Modules that are *not installed* (a
+value by cloudpickle already; :class:`FunctionPickler` keeps their file names and
+a cell's source, for remote tracebacks (:mod:`kernel_workers.tracebacks`).  Modules that are *not installed* (a
 ``mylocalhelpers.py`` next to the notebook) are registered to ship by value too,
 so the execution environment never needs the user's working directory.
 
@@ -17,7 +18,10 @@ buffers come back the same way and are mapped, not copied.
 
 from __future__ import annotations
 
+import collections
 import functools
+import io
+import linecache
 import logging
 import os
 import sys
@@ -30,7 +34,7 @@ from pathlib import Path
 
 import cloudpickle
 
-from kernel_workers import buffers
+from kernel_workers import buffers, tracebacks
 
 from ..errors import PayloadTooLarge, SerializationError
 
@@ -152,10 +156,46 @@ def find_unpicklable(obj, path: str, depth: int = 6, _seen=None) -> tuple[str, o
     return path, obj
 
 
+class FunctionPickler(cloudpickle.Pickler):
+    """cloudpickle's pickler, but code shipped by value keeps its file name and brings its source.
+
+    Each code object travels as a :func:`kernel_workers.tracebacks.load_code` call, so remote
+    tracebacks name the real file (the cell, the script) and show the line, whatever
+    cloudpickle's version does to ``co_filename``.  A file that is not on disk (a notebook
+    cell) brings its lines from this process's :mod:`linecache`, once per pickle.
+    """
+
+    def __init__(self, file, protocol: int = PICKLE_PROTOCOL):
+        self._sources: dict[str, tuple | None] = {}
+        # The C pickler reads dispatch_table when it is initialised.
+        self.dispatch_table = collections.ChainMap({types.CodeType: self._reduce_code},
+                                                   cloudpickle.Pickler.dispatch_table)
+        super().__init__(file, protocol=protocol)
+
+    def _reduce_code(self, code: types.CodeType):
+        return tracebacks.load_code, (tracebacks.dump_code(code), self._source(code.co_filename))
+
+    def _source(self, filename: str) -> tuple | None:
+        if filename not in self._sources:
+            lines = None
+            if not os.path.isfile(filename):
+                # The same tuple object for every code object of the file: pickled once.
+                lines = tuple(linecache.getlines(filename)) or None
+            self._sources[filename] = lines
+        return self._sources[filename]
+
+
+def pickle_function(fn) -> bytes:
+    """``fn`` pickled by value with :class:`FunctionPickler`."""
+    with io.BytesIO() as file:
+        FunctionPickler(file).dump(fn)
+        return file.getvalue()
+
+
 def dumps_function(fn, name: str) -> bytes:
     register_local_modules()
     try:
-        return cloudpickle.dumps(fn, protocol=PICKLE_PROTOCOL)
+        return pickle_function(fn)
     except BaseException as exc:  # noqa: BLE001 - includes a __reduce__ that calls sys.exit
         if isinstance(exc, KeyboardInterrupt):
             raise

@@ -100,3 +100,45 @@ def test_a_generator_result_says_to_return_a_list(conn):
 
     with pytest.raises(faas.SerializationError, match=r"returned an async generator .*return a list"):
         lazy_async(3)
+
+
+def _notebook(code: str, ns: dict | None = None) -> dict:
+    """Run ``code`` as a notebook cell would: in ``__main__``'s namespace, so it ships by value."""
+    ns = ns if ns is not None else {"__name__": "__main__", "__builtins__": __builtins__}
+    exec(compile(code, "<cell>", "exec"), ns)
+    return ns
+
+
+def test_a_call_runs_the_code_as_it_is_now(conn):
+    ns = _notebook("LIMIT = 4\ndef capped(x):\n    return helper(x)\n")
+    _notebook("def helper(x):\n    return x * LIMIT\n", ns)
+    capped = faas.function(ns["capped"], name="capped")
+    assert capped(1) == 4
+    first = capped.version
+    deployed = capped._deployed
+    assert capped(1) == 4 and capped._deployed is deployed  # nothing changed: nothing pickled again
+
+    _notebook("LIMIT = 20", ns)  # a global the helper reads is rebound
+    assert (capped(1), capped.local(1)) == (20, 20)
+    assert capped.version == first + 1
+
+    _notebook("def helper(x):\n    return x + 100\n", ns)  # the helper is redefined
+    assert (capped(1), capped.local(1)) == (101, 101)
+    assert capped.version == first + 2
+
+    _notebook("def helper(x):\n    return x * LIMIT\n", ns)  # back as it was: its version again
+    assert capped(1) == 20 and capped.version == first + 1
+
+
+def test_a_change_to_a_class_closure_or_default_is_a_new_version(conn):
+    ns = _notebook("class Scaler:\n    def scale(self, x):\n        return 2 * x\n"
+                   "def make(k):\n    def scaled(x, offset=0):\n        return Scaler().scale(x) * k + offset\n"
+                   "    return scaled\n")
+    scaled = faas.function(ns["make"](1), name="scaled")
+    assert scaled(5) == 10
+    _notebook("Scaler.scale = lambda self, x: 3 * x", ns)  # a method replaced on the class
+    assert scaled(5) == 15
+    scaled.__wrapped__.__defaults__ = (1,)
+    assert scaled(5) == 16
+    scaled.__wrapped__.__closure__[0].cell_contents = 2  # the closure's k
+    assert scaled(5) == 31 == scaled.local(5)

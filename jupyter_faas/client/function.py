@@ -8,6 +8,7 @@ killed) and leave the handle usable.
 
 from __future__ import annotations
 
+import base64
 import collections
 import concurrent.futures
 import functools
@@ -18,12 +19,14 @@ import re
 import reprlib
 import time
 import types
+import typing
 import uuid
 
 from kernel_workers.context import LambdaContext, call_with_context, context_parameter
 
 from .. import errors, limits
 from ..display import CallView, MapView
+from . import dependencies
 from .connection import default_connection
 from .invocation import Invocation, InvocationFuture
 from .serialization import dumps_call, dumps_function
@@ -58,7 +61,7 @@ class RemoteFunction:
         self.show = checked.pop("show")  # None: a live view for calls over a second; True: always; False: never
         self.config = checked
         self._connection = connection
-        self._deployed: tuple | None = None  # (connection, code sha256, version)
+        self._deployed: _Deployed | None = None
         # Only the function's identity: a callable object's own attributes (``self.name``,
         # ``self.config`` of a model) must not replace this handle's.
         functools.update_wrapper(self, fn, updated=())
@@ -73,17 +76,30 @@ class RemoteFunction:
 
     # ---- deploy ------------------------------------------------------------------------------
 
-    def deploy(self) -> int:
-        """Deploy (idempotent) and return the version."""
+    def deploy(self, force: bool = False) -> int:
+        """Deploy the function as it is now and return its version.
+
+        Nothing is sent while nothing it reads has changed (an identity check of its globals,
+        helpers, closure and defaults: see :mod:`.dependencies`).  Redefining a helper or
+        rebinding a global makes a new pickle, and so a new version; the same pickle keeps its
+        version.  ``force=True`` pickles again even so (after changing an object in place).
+        Raises :class:`~jupyter_faas.SerializationError` when something it needs cannot be pickled.
+        """
         conn = self.connection
-        if self._deployed and self._deployed[0] is conn:
-            return self._deployed[2]
+        deployed = self._deployed
+        if deployed is not None and deployed.connection is conn and not force \
+                and not deployed.snapshot.changed():
+            return deployed.version
         code = dumps_function(self._fn, self.name)
-        import base64
-        body = {"name": self.name, "code": base64.b64encode(code).decode(), **self.config}
-        info = conn.request("POST", "/faas/api/functions", body)
-        self._deployed = (conn, hashlib.sha256(code).hexdigest(), info["version"])
-        return info["version"]
+        snapshot = dependencies.snapshot(self._fn)  # after: pickling registers local modules
+        sha = hashlib.sha256(code).hexdigest()
+        if deployed is not None and deployed.connection is conn and deployed.sha256 == sha:
+            version = deployed.version
+        else:
+            body = {"name": self.name, "code": base64.b64encode(code).decode(), **self.config}
+            version = conn.request("POST", "/faas/api/functions", body)["version"]
+        self._deployed = _Deployed(conn, sha, version, snapshot)
+        return version
 
     @property
     def version(self) -> int:
@@ -271,6 +287,15 @@ class RemoteFunction:
             raise
         finally:
             view.close()
+
+
+class _Deployed(typing.NamedTuple):
+    """What was deployed last: to which server, the pickle's hash, its version, what it read."""
+
+    connection: object
+    sha256: str
+    version: int
+    snapshot: dependencies.Snapshot
 
 
 _END = object()

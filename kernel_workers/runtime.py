@@ -37,6 +37,7 @@ import cloudpickle
 
 from . import buffers, exceptions, wire
 from .context import LambdaContext, call_with_context, context_parameter
+from . import tracebacks
 from .tracebacks import error_fields
 
 PICKLE_PROTOCOL = 5
@@ -195,7 +196,7 @@ class Environment:
             spans = buffers.write(os.path.join(self.buffers_dir, name), raws)
         except OSError:
             # No room or no access: the server still takes the result in the frame.
-            return cloudpickle.dumps(result, protocol=PICKLE_PROTOCOL), {}
+            return tracebacks.dumps(result, PICKLE_PROTOCOL), {}
         return body, {"buffers": {"file": name, "spans": spans}}
 
     def serve(self) -> None:

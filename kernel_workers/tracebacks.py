@@ -2,9 +2,8 @@
 
 Two halves, one on each side of the pickle:
 
-- Code objects shipped by value travel as :func:`load_code` calls (the client's
-  pickler, :class:`jupyter_faas.client.serialization.FunctionPickler`, makes them):
-  the code marshalled whole, so it keeps its ``co_filename`` whatever cloudpickle
+- Code objects shipped by value travel as :func:`load_code` calls (:func:`dumps`,
+  used for functions, arguments and results alike, makes them): the code marshalled whole, so it keeps its ``co_filename`` whatever cloudpickle
   does (3.1.3 renames every by-value code object's file to ``"<dynamic-code>"``),
   and, for a file that is not on disk (a notebook cell), its source lines, which
   :func:`load_code` puts in :mod:`linecache` here.  A traceback then reads as it
@@ -19,11 +18,15 @@ frames of code that some other pickler shipped keep whatever name it gave them.
 
 from __future__ import annotations
 
+import collections
+import io
 import linecache
 import marshal
 import os
 import traceback
 import types
+
+import cloudpickle
 
 #: frames of these directories that come before the user's code are the runtime's, not theirs
 _RUNTIME_DIRS = (os.path.dirname(os.path.abspath(__file__)) + os.sep,
@@ -45,6 +48,40 @@ def load_code(data: bytes, lines: tuple | None = None) -> types.CodeType:
         linecache.cache[code.co_filename] = (sum(map(len, lines)), None, list(lines),
                                              code.co_filename)
     return code
+
+
+def _reduce_code(code: types.CodeType):
+    return load_code, (dump_code(code), _source(code.co_filename))
+
+
+#: file name -> (its linecache entry, its lines as shipped): the same tuple each time, so a
+#: pickle carries a cell's lines once however many of its code objects it holds
+_SOURCES: dict[str, tuple] = {}
+
+
+def _source(filename: str) -> tuple | None:
+    """The lines of a file that is not on disk (a notebook cell), from this process's linecache."""
+    entry = linecache.cache.get(filename)
+    known = _SOURCES.get(filename)
+    if known is not None and known[0] is entry:
+        return known[1]
+    lines = None if os.path.isfile(filename) else tuple(linecache.getlines(filename)) or None
+    _SOURCES[filename] = (linecache.cache.get(filename), lines)
+    return lines
+
+
+class Pickler(cloudpickle.Pickler):
+    """cloudpickle's pickler, but code shipped by value keeps its file name and brings its source."""
+
+    dispatch_table = collections.ChainMap({types.CodeType: _reduce_code},
+                                          cloudpickle.Pickler.dispatch_table)
+
+
+def dumps(obj, protocol: int, buffer_callback=None) -> bytes:
+    """``cloudpickle.dumps``, with :class:`Pickler`."""
+    with io.BytesIO() as file:
+        Pickler(file, protocol, buffer_callback).dump(obj)
+        return file.getvalue()
 
 
 def user_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:

@@ -119,6 +119,18 @@ def test_a_remote_traceback_starts_in_the_users_code_with_file_line_and_source(c
             assert "kernel_workers" not in trace and "<dynamic-code>" not in trace
 
 
+def test_a_function_passed_as_an_argument_keeps_its_file_too(conn):
+    @faas.function(name="apply")
+    def apply(fn, x):
+        return fn(x)
+
+    err = apply.invoke(lambda x: 1 / x, 0).error
+    assert isinstance(err, ZeroDivisionError)
+    frames = re.findall(r'File "([^"]+)", line \d+, in (\S+)\n +(.*)', err.remote_traceback)
+    assert frames == [(HERE, "apply", "return fn(x)"),
+                      (HERE, "<lambda>", "err = apply.invoke(lambda x: 1 / x, 0).error")]
+
+
 def test_a_cells_remote_traceback_shows_the_cell_and_its_source(server, conn, tmp_path):
     from kernels import RawKernel
     env = dict(os.environ, JUPYTER_FAAS_URL=server.url, JUPYTER_FAAS_TOKEN=server.token)

@@ -1,8 +1,8 @@
 """Pickling for the client: functions by value, and errors that name the culprit.
 
 Code defined in ``__main__`` (a notebook), closures and lambdas are pickled by
-value by cloudpickle already; :class:`FunctionPickler` keeps their file names and
-a cell's source, for remote tracebacks (:mod:`kernel_workers.tracebacks`).  Modules that are *not installed* (a
+value by cloudpickle already; :func:`kernel_workers.tracebacks.dumps` keeps their
+file names and a cell's source, for remote tracebacks.  Modules that are *not installed* (a
 ``mylocalhelpers.py`` next to the notebook) are registered to ship by value too,
 so the execution environment never needs the user's working directory.
 
@@ -18,10 +18,7 @@ buffers come back the same way and are mapped, not copied.
 
 from __future__ import annotations
 
-import collections
 import functools
-import io
-import linecache
 import logging
 import os
 import sys
@@ -156,40 +153,9 @@ def find_unpicklable(obj, path: str, depth: int = 6, _seen=None) -> tuple[str, o
     return path, obj
 
 
-class FunctionPickler(cloudpickle.Pickler):
-    """cloudpickle's pickler, but code shipped by value keeps its file name and brings its source.
-
-    Each code object travels as a :func:`kernel_workers.tracebacks.load_code` call, so remote
-    tracebacks name the real file (the cell, the script) and show the line, whatever
-    cloudpickle's version does to ``co_filename``.  A file that is not on disk (a notebook
-    cell) brings its lines from this process's :mod:`linecache`, once per pickle.
-    """
-
-    def __init__(self, file, protocol: int = PICKLE_PROTOCOL):
-        self._sources: dict[str, tuple | None] = {}
-        # The C pickler reads dispatch_table when it is initialised.
-        self.dispatch_table = collections.ChainMap({types.CodeType: self._reduce_code},
-                                                   cloudpickle.Pickler.dispatch_table)
-        super().__init__(file, protocol=protocol)
-
-    def _reduce_code(self, code: types.CodeType):
-        return tracebacks.load_code, (tracebacks.dump_code(code), self._source(code.co_filename))
-
-    def _source(self, filename: str) -> tuple | None:
-        if filename not in self._sources:
-            lines = None
-            if not os.path.isfile(filename):
-                # The same tuple object for every code object of the file: pickled once.
-                lines = tuple(linecache.getlines(filename)) or None
-            self._sources[filename] = lines
-        return self._sources[filename]
-
-
 def pickle_function(fn) -> bytes:
-    """``fn`` pickled by value with :class:`FunctionPickler`."""
-    with io.BytesIO() as file:
-        FunctionPickler(file).dump(fn)
-        return file.getvalue()
+    """``fn`` pickled by value, its code keeping its file names (:func:`kernel_workers.tracebacks.dumps`)."""
+    return tracebacks.dumps(fn, protocol=PICKLE_PROTOCOL)
 
 
 def dumps_function(fn, name: str) -> bytes:
@@ -261,7 +227,7 @@ def dumps_call(args: tuple, kwargs: dict, name: str, buffer_dir: Path | None = N
     except OSError as exc:
         # Full disk, or the directory went away: send the data inside the message instead.
         log.info("could not write %s's arguments to %s (%s); sending them inline", name, buffer_dir, exc)
-        return Payload(cloudpickle.dumps((args, kwargs), protocol=PICKLE_PROTOCOL), None, size)
+        return Payload(tracebacks.dumps((args, kwargs), PICKLE_PROTOCOL), None, size)
     return Payload(data, {"file": file_name, "spans": spans}, size)
 
 

@@ -132,7 +132,8 @@ def test_a_call_runs_the_code_as_it_is_now(conn):
 
 def test_a_change_to_a_class_closure_or_default_is_a_new_version(conn):
     ns = _notebook("class Scaler:\n    def scale(self, x):\n        return 2 * x\n"
-                   "def make(k):\n    def scaled(x, offset=0):\n        return Scaler().scale(x) * k + offset\n"
+                   "def make(k):\n    def scaled(x, offset=0):\n"
+                   "        return Scaler().scale(x) * k + offset\n"
                    "    return scaled\n")
     scaled = faas.function(ns["make"](1), name="scaled")
     assert scaled(5) == 10

@@ -58,7 +58,8 @@ class RemoteFunction:
             show=(_check_show, show))
         self._fn = fn
         self.name = checked.pop("name")
-        self.show = checked.pop("show")  # None: a live view for calls over a second; True: always; False: never
+        # None: a live view for calls over a second; True: always; False: never
+        self.show = checked.pop("show")
         self.config = checked
         self._connection = connection
         self._deployed: _Deployed | None = None

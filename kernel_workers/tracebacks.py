@@ -4,8 +4,9 @@ Two halves, one on each side of the pickle:
 
 - Code objects shipped by value travel as :func:`load_code` calls (:func:`dumps`,
   used for functions, arguments and results alike, makes them): the code
-  marshalled whole, so it keeps its ``co_filename`` whatever cloudpickle does (3.1.3 renames every by-value code object's file to ``"<dynamic-code>"``),
-  and, for a file that is not on disk (a notebook cell), its source lines, which
+  marshalled whole, so it keeps its ``co_filename`` whatever cloudpickle does
+  (3.1.3 renames every by-value code object's file to ``"<dynamic-code>"``), and,
+  for a file that is not on disk (a notebook cell), its source lines, which
   :func:`load_code` puts in :mod:`linecache` here.  A traceback then reads as it
   would locally: ``File "/tmp/ipykernel_…/….py", line 6, in score`` and the line.
 - :func:`error_fields` formats an invocation's error from the first frame of the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...errors import ResourceNotFound
+from ..model import InvocationRow
 
 
 class StoredQueries:
@@ -10,14 +11,14 @@ class StoredQueries:
 
     store = None
 
-    def get_invocation(self, request_id: str) -> dict:
+    def get_invocation(self, request_id: str) -> InvocationRow:
         row = self.store.get_invocation(request_id)
         if row is None:
             raise ResourceNotFound(f"no invocation with request id {request_id!r}; list the recorded ones "
                                    f"with faas.invocations()")
         return row
 
-    def stored_invocation(self, request_id: str) -> dict | None:
+    def stored_invocation(self, request_id: str) -> InvocationRow | None:
         """The stored row (:class:`~..model.InvocationRow`), or None."""
         return self.store.get_invocation(request_id)
 
@@ -29,7 +30,7 @@ class StoredQueries:
         """The descriptor of the result's out-of-band buffers' file, or None."""
         return self.store.get_result_buffers(request_id)
 
-    def list_invocations(self, **query) -> list[dict]:
+    def list_invocations(self, **query) -> list[InvocationRow]:
         """Newest first; ``function``, ``status``, ``limit``, ``before``/``before_id`` (a keyset page)."""
         return self.store.list_invocations(**query)
 

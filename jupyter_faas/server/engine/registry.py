@@ -12,6 +12,7 @@ from collections import OrderedDict
 
 from ... import limits
 from ...errors import InvalidParameter, ResourceNotFound
+from ..model import FunctionVersion
 
 #: code blobs kept in memory (each is one function's pickle, usually a few KB)
 CODE_CACHE_ENTRIES = 256
@@ -41,7 +42,7 @@ class Registry:
         self.feed.function(name, version, "deployed")
         return function
 
-    def get(self, name: str, version: int | None = None) -> dict:
+    def get(self, name: str, version: int | None = None) -> FunctionVersion:
         """A version (None: the latest); raises ResourceNotFound."""
         function = self._functions.get((name, version))
         if function is None:
@@ -54,7 +55,7 @@ class Registry:
                                    f"(@faas.function or %%lambda), or check `jupyter faas ls`.")
         return function
 
-    def list(self) -> list[dict]:
+    def list(self) -> list[FunctionVersion]:
         return self.store.list_functions()
 
     def delete(self, name: str) -> None:

@@ -131,10 +131,10 @@ class Service(InvocationLogs, StoredQueries):
     def deploy(self, name: str, code: bytes, **config) -> dict:
         return self.registry.deploy(name, code, **config)
 
-    def get_function(self, name: str, version: int | None = None) -> dict:
+    def get_function(self, name: str, version: int | None = None) -> model.FunctionVersion:
         return self.registry.get(name, version)
 
-    def list_functions(self) -> list[dict]:
+    def list_functions(self) -> list[model.FunctionVersion]:
         return self.registry.list()
 
     def delete_function(self, name: str) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import time
 
+from ..model import FunctionVersion
 from .rows import _function_row
 
 
@@ -35,7 +36,7 @@ class FunctionsTable:
                        (name, version, content, code_sha, config_json, now))
             return version, True
 
-    def get_function(self, name: str, version: int | None = None) -> dict | None:
+    def get_function(self, name: str, version: int | None = None) -> FunctionVersion | None:
         if version is None:
             row = self.db.execute(
                 "SELECT v.*, f.created_at AS function_created_at FROM functions f JOIN versions v "
@@ -46,7 +47,7 @@ class FunctionsTable:
                 "ON v.function=f.name WHERE f.name=? AND v.version=?", (name, version)).fetchone()
         return _function_row(row) if row else None
 
-    def list_functions(self) -> list[dict]:
+    def list_functions(self) -> list[FunctionVersion]:
         rows = self.db.execute(
             "SELECT v.*, f.created_at AS function_created_at FROM functions f JOIN versions v "
             "ON v.function=f.name AND v.version=f.latest_version ORDER BY f.name").fetchall()

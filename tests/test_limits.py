@@ -50,7 +50,7 @@ def test_timeout_kills_environment_and_its_children(conn, tmp_path):
 
 @pytest.mark.parametrize("mode", ["cgroup", "watchdog"])
 def test_memory_limit_kills_with_peak_and_limit(make_server, mode, tmp_path):
-    from jupyter_faas.server.memory import CgroupV1Memory
+    from jupyter_faas.server.backends.local.memory import CgroupV1Memory
     if mode == "cgroup" and CgroupV1Memory.create("probe-test") is None:
         pytest.fail("this machine has no writable cgroup v1 memory controller; "
                     "run with memory_enforcement=watchdog only where that is expected")
@@ -144,7 +144,7 @@ def test_a_limit_file_that_is_reset_and_read_has_a_descriptor_for_each(tmp_path)
     # memory.max_usage_in_bytes is reset (written) before an invocation and read after it:
     # one cached write-only descriptor made every read fail, so the cgroup's peak never
     # reached Max Memory Used.
-    from jupyter_faas.server.memory import _OpenFiles
+    from jupyter_faas.server.backends.local.memory import _OpenFiles
     path = tmp_path / "memory.max_usage_in_bytes"
     path.write_text("123456")
     files = _OpenFiles()

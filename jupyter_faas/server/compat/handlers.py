@@ -189,7 +189,7 @@ class InvokeHandler(LambdaHandler):
             text = "".join(line + "\n" for _, _, line in inv.logs).encode()
             self.set_header("X-Amz-Log-Result", base64.b64encode(text[-TAIL_BYTES:]).decode())
         if done["status"] == SUCCEEDED:
-            self.finish(result or b"null")
+            self.finish(bytes(result) if result else b"null")
             return
         self.set_header("X-Amz-Function-Error", "Unhandled")
         self.finish(json.dumps(error_payload(done["error"] or {}, inv.request_id)))

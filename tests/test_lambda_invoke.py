@@ -201,3 +201,19 @@ def test_a_notebook_function_gets_the_decoded_json_event(lam, conn):
     inv = faas.Invocation.from_id(rid)
     assert inv.status == "succeeded" and inv.report.memory_size_mb == 128
     assert any(line.startswith("REPORT RequestId: " + rid) for line in inv.logs)
+
+
+def test_aws_env_and_boto3_client_point_at_the_server(lam, conn, server, monkeypatch):
+    env = faas.aws_env()
+    assert env == {"AWS_ENDPOINT_URL_LAMBDA": server.url, "AWS_ACCESS_KEY_ID": "jupyter-faas",
+                   "AWS_SECRET_ACCESS_KEY": server.token, "AWS_REGION": "us-east-1",
+                   "AWS_DEFAULT_REGION": "us-east-1"}
+    assert _json(faas.boto3_client().invoke(FunctionName="hello", Payload=b"7"))["event"] == 7
+    # a user's unmodified script: boto3.client("lambda") reads the same environment
+    import boto3
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    plain = boto3.client("lambda")
+    assert _json(plain.invoke(FunctionName="hello", Payload=b'"plain"'))["event"] == "plain"

@@ -6,6 +6,7 @@ does the same from a notebook cell.
 """
 
 from ._version import __version__
+from .client.aws import aws_env, boto3_client
 from .client.connection import connect
 from .client.function import RemoteFunction, function
 from .client.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
@@ -16,7 +17,7 @@ from .errors import (Cancelled, FaaSError, FunctionError, InvalidParameter, Invo
 
 __all__ = [
     "__version__",
-    "connect", "function", "RemoteFunction", "Invocation", "InvocationFuture", "Report",
+    "connect", "aws_env", "boto3_client", "function", "RemoteFunction", "Invocation", "InvocationFuture", "Report",
     "invocations", "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
     "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout", "OutOfMemory",
     "RuntimeExited", "Cancelled", "Throttled", "SerializationError", "InvalidParameter",

@@ -27,6 +27,8 @@ from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 from .. import __version__, paths
 from .api import make_app
 from .backends.local import BufferFiles, Pool, make_enforcer
+from .compat import LambdaAPI, Packages
+from .compat import routes as lambda_routes
 from .engine import Monitoring, Service
 from .model import DEFAULT_PRICING, Pricing
 from .protocol import DirectServer
@@ -77,6 +79,14 @@ class FaaSServer(JupyterApp):
     direct_socket = Bool(True, config=True,
                          help="Also serve invocations on a Unix socket in a private directory, so "
                               "sync calls from kernels on this machine skip the websocket's hops.")
+    lambda_api = Bool(True, config=True,
+                      help="Serve Lambda's REST API (/2015-03-31/functions...) for boto3 and the AWS "
+                           "CLI, SigV4-signed with the token as the secret access key.")
+    lambda_zip_max_mb = Float(50.0, config=True,
+                              help="Largest zip a Lambda API CreateFunction/UpdateFunctionCode takes, "
+                                   "in MB (Lambda's direct-upload limit is 50).")
+    lambda_unzipped_max_mb = Float(250.0, config=True,
+                                   help="Largest unzipped size of a zip package, in MB (Lambda's is 250).")
     write_runtime_file = Bool(True, config=True, help="Publish URL and token in the runtime file.")
     share_buffers = Bool(True, config=True,
                          help="Pass large buffers (numpy arrays and the like, 1 MB and up) through "
@@ -122,10 +132,24 @@ class FaaSServer(JupyterApp):
         self.instance = secrets.token_hex(8)
         self.direct = (DirectServer(self.service, self.token, self.instance, max_message)
                        if self.direct_socket else None)
-        return make_app(faas_service=self.service, faas_token=self.token,
-                               faas_monitoring=monitoring, faas_instance=self.instance,
-                               faas_direct=self.direct and self.direct.path,
-                               faas_shutdown=self.request_stop, websocket_max_message_size=max_message)
+        lambda_api = None
+        if self.lambda_api:
+            packages = Packages(Path(self.faas_data_dir) / "lambda" / "code",
+                                int(self.lambda_zip_max_mb * 1024 * 1024),
+                                int(self.lambda_unzipped_max_mb * 1024 * 1024))
+            lambda_api = LambdaAPI(self.service, packages)
+        return make_app(lambda_routes() if lambda_api else [],
+                        faas_service=self.service, faas_token=self.token,
+                        faas_monitoring=monitoring, faas_instance=self.instance,
+                        faas_direct=self.direct and self.direct.path, faas_lambda=lambda_api,
+                        faas_shutdown=self.request_stop, websocket_max_message_size=max_message)
+
+    def max_body_size(self) -> int:
+        """The largest request body: a payload, or a base64 zip in CreateFunction's JSON."""
+        largest = self.max_payload_mb
+        if self.lambda_api:
+            largest = max(largest, self.lambda_zip_max_mb * 4 / 3)
+        return int(largest * 1024 * 1024) + (1 << 20)
 
     def request_stop(self) -> None:
         asyncio.get_running_loop().call_soon(self._stopping.set)
@@ -134,7 +158,7 @@ class FaaSServer(JupyterApp):
         self._stopping = asyncio.Event()
         app = self.build()
         bound = bind_sockets(self.port, self.ip)
-        server = httpserver.HTTPServer(app, max_body_size=int(self.max_payload_mb * 1024 * 1024) + (1 << 20))
+        server = httpserver.HTTPServer(app, max_body_size=self.max_body_size())
         server.add_sockets(bound)
         port = bound[0].getsockname()[1]
         host = f"[{self.ip}]" if ":" in self.ip else self.ip

@@ -42,7 +42,9 @@ def routes() -> list:
     ]
 
 
-def make_app(**settings) -> web.Application:
-    """The tornado application of :func:`routes`; ``settings`` are the handlers' (``faas_service``,
-    ``faas_token``, ``faas_monitoring``, ``faas_instance``, ``faas_direct``, ``faas_shutdown``)."""
-    return web.Application(routes(), **settings)
+def make_app(extra_routes: list = (), **settings) -> web.Application:
+    """The tornado application of :func:`routes` (then ``extra_routes``: the Lambda API's, which
+    ``app.py`` passes in, so this layer imports no other room); ``settings`` are the handlers'
+    (``faas_service``, ``faas_token``, ``faas_monitoring``, ``faas_instance``, ``faas_direct``,
+    ``faas_shutdown``, and the extra routes' own)."""
+    return web.Application(routes() + list(extra_routes), **settings)

@@ -28,11 +28,17 @@ class Registry:
         self._code: "OrderedDict[str, bytes]" = OrderedDict()
 
     def deploy(self, name: str, code: bytes, memory=limits.MEMORY_DEFAULT_MB,
-               timeout=limits.TIMEOUT_DEFAULT_S, env=None, concurrency=None) -> dict:
+               timeout=limits.TIMEOUT_DEFAULT_S, env=None, concurrency=None,
+               lambda_config: dict | None = None) -> dict:
         """Store a version (the same code and config: the same version); returns it with
-        ``created`` (a new version or not).  Raises InvalidParameter for a bad name or option."""
+        ``created`` (a new version or not).  Raises InvalidParameter for a bad name or option.
+
+        ``lambda_config``: what the Lambda API keeps of a function (handler, runtime, role,
+        description, package hash), stored with the version as ``config["lambda"]``."""
         limits.check_name(name)
         config = limits.check_config(memory, timeout, env, concurrency)
+        if lambda_config is not None:
+            config["lambda"] = lambda_config
         if not code:
             raise InvalidParameter("the function's code is empty; deploy a pickled callable")
         version, created = self.store.deploy(name, code, config)

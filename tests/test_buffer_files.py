@@ -23,6 +23,7 @@ import pytest
 from tornado import httpclient, websocket
 
 import jupyter_faas as faas
+from conftest import wait_for
 from jupyter_faas.client import connection
 from kernel_workers import wire
 
@@ -56,13 +57,6 @@ def make_array(n):
 
 def files_in(directory: Path, prefix: str) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.startswith(prefix))
-
-
-def wait_for(condition, seconds=15):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
 
 
 def buffer_dir(server) -> Path:

@@ -10,6 +10,7 @@ import time
 import psutil
 
 import jupyter_faas as faas
+from conftest import wait_for
 from jupyter_faas.client import connection
 
 
@@ -69,5 +70,5 @@ def test_first_use_autostarts_one_shared_detached_server(tmp_path):
     finally:
         out = run_cli(env, "stop")
         assert "stopped" in out.stdout
-    time.sleep(0.2)
-    assert not psutil.pid_exists(info["pid"]) or psutil.Process(info["pid"]).status() == psutil.STATUS_ZOMBIE
+    wait_for(lambda: not psutil.pid_exists(info["pid"])
+             or psutil.Process(info["pid"]).status() == psutil.STATUS_ZOMBIE, what="the server to exit")

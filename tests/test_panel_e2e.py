@@ -1,8 +1,9 @@
 """The side panel end to end: real JupyterLab, real FaaS server, real (headless) Chromium.
 
 The FaaS server's store starts with 100,000 invocations of one function, so every test
-here also runs against a store of a realistic size; ``test_scale_*`` time it. Timings are
-printed (``pytest -s``) and written to tests/artifacts/scale.txt with the screenshots.
+here also runs against a store of a realistic size. Timings are printed (``pytest -s``) and
+written to tests/artifacts/scale.txt with the screenshots, for a look; no test asserts on
+them (the figures that matter are the benchmark's S: ``python -m bench``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import uuid
 
 import pytest
 
+from conftest import wait_for
 from panel_fixtures import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LabProcess, browser_env
 
 BULK = 100_000
@@ -179,7 +181,7 @@ def _stat(page, function, key) -> str:
 
 
 def test_scale_100k_invocations(stack, page, functions):
-    """The store holds 100,000 invocations: pages stay fast and the panel opens quickly."""
+    """The store holds 100,000 invocations: the panel shows one page, pages older and filters."""
     timings = stack["timings"]
     assert _stat(page, BULK_FUNCTION, "invocations") == f"{BULK:,}"
     assert page.locator(f"{PANEL} .jp-FaaS-row").count() == 50  # one page, not 100,000 rows
@@ -209,9 +211,6 @@ def test_scale_100k_invocations(stack, page, functions):
     report = "\n".join(f"{k}: {v:.3f}" for k, v in timings.items())
     (ARTIFACTS / "scale.txt").write_text(report + "\n")
     print("\n100,000 invocations:\n" + report)
-    assert timings["first_page_ms"] < 50 and timings["page_at_row_50000_ms"] < 50
-    assert timings["filtered_page_ms"] < 50
-    assert timings["panel_open_s"] < 20
 
 
 def _lab_get(lab, path, token=True):
@@ -273,9 +272,7 @@ def test_failed_invocation_shows_error_traceback_and_filters(stack, page, functi
 
 def test_live_logs_of_a_running_invocation_and_cancel(stack, page, functions):
     fut = functions["slow"].spawn(60)  # 18 s of ticks unless cancelled
-    deadline = time.monotonic() + 10
-    while fut.request_id is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: fut.request_id, what="the invocation's request id")
     row = page.locator(f'{PANEL} .jp-FaaS-row[data-request-id="{fut.request_id}"]')
     row.wait_for(timeout=30_000)
     row.click()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...errors import ResourceNotFound
+from .. import model
 from ..model import InvocationRow
 
 
@@ -42,3 +43,7 @@ class StoredQueries:
         """The newest stored log lines of a function's invocations."""
         return self.store.function_logs(name, limit)
 
+
+    def stored_report(self, row: InvocationRow) -> dict | None:
+        """A stored invocation's REPORT figures, its cost at this server's prices."""
+        return model.stored_report(row, self.pricing)

@@ -65,6 +65,8 @@ log = logging.getLogger("jupyter_faas.server")
 #: loop turns a group commit may wait for more starts and ends, while invocations are
 #: queued and each turn adds some
 COMMIT_DEFER_TURNS = 3
+#: how long a REST cancel waits for the cancelled invocation's end to be stored
+CANCEL_WAIT_S = 10.0
 
 
 class Service(InvocationLogs, StoredQueries):
@@ -554,6 +556,20 @@ class Service(InvocationLogs, StoredQueries):
                                   max_memory_used_mb=fields.get("max_memory_used_mb"))
 
     # ---- cancel, queries, lifecycle of the service ---------------------------------------
+
+    async def cancel_and_wait(self, request_id: str, wait_s: float = CANCEL_WAIT_S) -> bool:
+        """:meth:`cancel`, then wait (at most ``wait_s`` seconds) until its end is stored, so a
+        read right after the answer sees it cancelled (or however it ended first)."""
+        inv = self.active.get(request_id)
+        if not self.cancel(request_id):
+            return False
+        if inv is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(inv.done), wait_s)
+            except asyncio.TimeoutError:
+                log.warning("invocation %s was asked to cancel but has not ended after %s s",
+                            request_id, wait_s)
+        return True
 
     def cancel(self, request_id: str) -> bool:
         """Drop a queued invocation or kill a running one; True if it was not finished."""

@@ -205,7 +205,8 @@ class InvocationSession(abc.ABC):
                 continue
             result = self.service.stored_result(rid)  # a failure's is the pickled exception
             done = {"request_id": rid, "status": row["status"], "error": row["error"],
-                    "report": row, "function": row["function"], "version": row["version"]}
+                    "report": self.service.stored_report(row), "function": row["function"],
+                    "version": row["version"]}
             descriptor = self.service.stored_result_buffers(rid)
             if descriptor is not None:
                 done["buffers"] = descriptor

@@ -9,7 +9,8 @@
     │   ├── InvocationTimeout          Sandbox.Timedout: "Task timed out after N seconds"
     │   ├── OutOfMemory                Runtime.OutOfMemory: over the function's memory
     │   ├── RuntimeExited              Runtime.ExitError: sys.exit, os._exit, a signal (SIGSEGV)
-    │   └── Cancelled                  cancelled by the caller (Ctrl-C, ``cancel()``)
+    │   └── Cancelled                  cancelled by the caller (Ctrl-C, ``cancel()``); also a
+    │                                  ``concurrent.futures.CancelledError``
     ├── Throttled                      TooManyRequestsException: over a concurrency limit
     ├── SerializationError             a value could not be pickled or unpickled (names it)
     ├── InvalidParameter               InvalidParameterValueException: a bad option or name
@@ -22,6 +23,8 @@ the REST API; :func:`from_wire` turns a wire error back into the right class.
 """
 
 from __future__ import annotations
+
+import concurrent.futures
 
 
 class FaaSError(Exception):
@@ -87,7 +90,9 @@ class RuntimeExited(InvocationError):
     error_type = "Runtime.ExitError"
 
 
-class Cancelled(InvocationError):
+class Cancelled(InvocationError, concurrent.futures.CancelledError):
+    """Also a ``concurrent.futures.CancelledError``, what a cancelled future's ``result()`` raises."""
+
     error_type = "Cancelled"
 
 

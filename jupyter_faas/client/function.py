@@ -18,7 +18,7 @@ import uuid
 
 from .. import errors, limits
 from ..display import CallView, MapView
-from .connection import default_connection
+from .discovery import default_connection
 from .invocation import Invocation, InvocationFuture
 from .serialization import dumps_call, dumps_function
 

@@ -180,15 +180,22 @@ def test_cancel_after_sending_but_before_acceptance_reaches_the_server(conn, tmp
     gate, effect = tmp_path / "gate", tmp_path / "effect"
     slow = faas.function(wait_for_file, name="cancel_wait_for_gate", timeout=60, show=False)
     slow.deploy()
-    # The websocket is open, so the spawn below is written at once on the IO thread's next turn.
+    # Open the websocket first, so draining the outbox writes the spawn's frame itself.
     assert faas.function(step, name="cancel_opens_websocket", show=False).spawn(1).result(60) == 2
-    held, release = threading.Event(), threading.Event()
+    go, held, release = threading.Event(), threading.Event(), threading.Event()
+
+    def send_then_hold():
+        # On the IO thread: write the spawn's frame, then hold the thread before it can read
+        # the server's ``accepted`` (both in one callback: no I/O is handled in between).
+        go.wait(60)
+        conn._drain_outbox()
+        held.set()
+        release.wait(60)
+    conn._io_loop().call_soon_threadsafe(send_then_hold)
     fut = slow.spawn(str(gate), str(effect))
-    # The spawn's frame is written on the IO thread's next turn; hold the turn after it,
-    # so the server's ``accepted`` cannot be read before cancel() has started.
-    conn._io_loop().call_soon_threadsafe(lambda: (held.set(), release.wait(60)))
+    go.set()
     assert held.wait(60)
-    assert fut._request_id is None
+    assert fut._request_id is None and not conn.withdraw(fut), "sent, and not accepted yet"
     result: "queue.Queue" = queue.Queue()
     canceller = threading.Thread(target=lambda: result.put(fut.cancel()))
     canceller.start()
@@ -197,7 +204,6 @@ def test_cancel_after_sending_but_before_acceptance_reaches_the_server(conn, tmp
     assert result.get(timeout=60) is True
     canceller.join(10)
     assert fut.cancelled()
-    gate.write_text("go")  # too late: the invocation was stopped before it could pass the gate
     record = faas.Invocation.from_id(fut.request_id)
     assert record.status == "cancelled"
     assert not effect.exists()

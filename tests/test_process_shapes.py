@@ -47,7 +47,7 @@ def square(x):
     return x * x
 
 
-_SQUARE = faas.function(square, name="fork_square", show=False)
+_SQUARE = faas.function(square, name="fork_square")
 
 
 def _square_in_child(x):

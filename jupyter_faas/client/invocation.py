@@ -298,6 +298,15 @@ class InvocationFuture(concurrent.futures.Future):
         return f"<InvocationFuture {self.function} {self._request_id or '(not accepted yet)'} {self.status}>"
 
 
+def _after_fork_in_child() -> None:
+    global _settle_lock
+    _settle_lock = threading.Lock()  # the parent's IO thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _off_the_io_thread(fn, fut) -> None:
     if threads.on_io_thread():
         threads.call_soon(fn, fut)

@@ -12,7 +12,7 @@ from .client.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_
 from .client.invocation import Invocation, InvocationFuture, Report, invocations
 from .errors import (Cancelled, FaaSError, FunctionError, InvalidParameter, InvocationError,
                      InvocationTimeout, OutOfMemory, PayloadTooLarge, ResourceNotFound,
-                     RuntimeExited, SerializationError, ServerError, Throttled)
+                     ResponseSizeTooLarge, RuntimeExited, SerializationError, ServerError, Throttled)
 
 __all__ = [
     "__version__",
@@ -20,7 +20,7 @@ __all__ = [
     "invocations", "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
     "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout", "OutOfMemory",
     "RuntimeExited", "Cancelled", "Throttled", "SerializationError", "InvalidParameter",
-    "PayloadTooLarge", "ResourceNotFound", "ServerError",
+    "PayloadTooLarge", "ResponseSizeTooLarge", "ResourceNotFound", "ServerError",
     "load_ipython_extension",
 ]
 

@@ -60,26 +60,46 @@ def check_env(env) -> dict:
         return {}
     if not isinstance(env, dict):
         raise InvalidParameter(f"env must be a dict of str to str, not {type(env).__name__}")
-    out = {}
+    out, problems = {}, []
     for key, value in env.items():
         if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-            raise InvalidParameter(f"env key {key!r} is not a valid environment variable name")
-        if key in RESERVED_ENV:
-            raise InvalidParameter(f"env key {key!r} is reserved by the runtime; choose another name")
-        if not isinstance(value, str):
-            raise InvalidParameter(f"env[{key!r}] must be a str, not {type(value).__name__}")
-        out[key] = value
+            problems.append(f"env key {key!r} is not a valid environment variable name")
+        elif key in RESERVED_ENV:
+            problems.append(f"env key {key!r} is reserved by the runtime; choose another name")
+        elif not isinstance(value, str):
+            problems.append(f"env[{key!r}] must be a str, not {type(value).__name__}")
+        else:
+            out[key] = value
     size = sum(len(k) + len(v) for k, v in out.items())
     if size > ENV_MAX_BYTES:
-        raise InvalidParameter(f"env is {size} bytes; the limit is {ENV_MAX_BYTES} bytes in total")
+        problems.append(f"env is {size} bytes; the limit is {ENV_MAX_BYTES} bytes in total")
+    if problems:
+        raise InvalidParameter("; ".join(problems))
+    return out
+
+
+def check_options(**checks) -> dict:
+    """Run every ``name=(check, value)`` and return ``{name: checked value}``.
+
+    Raises one :class:`InvalidParameter` that lists every problem, not just the first.
+    """
+    out, problems = {}, []
+    for key, (check, value) in checks.items():
+        try:
+            out[key] = check(value)
+        except InvalidParameter as exc:
+            problems.append(str(exc))
+    if len(problems) == 1:
+        raise InvalidParameter(problems[0])
+    if problems:
+        raise InvalidParameter(f"{len(problems)} invalid options: " + "; ".join(problems))
     return out
 
 
 def check_config(memory, timeout, env, concurrency) -> dict:
-    """The validated function configuration, as stored and sent on the wire."""
-    return {
-        "memory": check_memory(memory),
-        "timeout": check_timeout(timeout),
-        "env": check_env(env),
-        "concurrency": check_concurrency(concurrency),
-    }
+    """The validated function configuration, as stored and sent on the wire.
+
+    Raises :class:`InvalidParameter` naming every bad option at once.
+    """
+    return check_options(memory=(check_memory, memory), timeout=(check_timeout, timeout),
+                         env=(check_env, env), concurrency=(check_concurrency, concurrency))

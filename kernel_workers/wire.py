@@ -20,9 +20,12 @@ Kinds, by link:
                          invoke (body: payload; ``buffers``: its out-of-band buffers' file, if any)
   environment -> server  ready, init_error, result (body: result; ``buffers``: its out-of-band
                          buffers' file, if any), error (body: pickled exception or empty)
-  client <-> server      see jupyter_faas.client.session and jupyter_faas.server.websocket
+  client <-> server      see jupyter_faas.server.protocol.session (both carriers)
 
-This module is the only place frames are packed or parsed.
+This module is the only place frames are packed or parsed: :class:`FrameDecoder` is the
+one incremental parser every stream reader uses (environment and zygote links, the
+direct socket on both ends, the runtime); a websocket message is one whole frame
+(:func:`unpack`).
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def pack_parts(kind: str, body: bytes | memoryview = b"", **fields) -> list:
 
 def lengths(prefix: bytes) -> tuple[int, int]:
     """(header length, body length) from the first :data:`HEADER_SIZE` bytes."""
-    header_len, body_len = _LENGTHS.unpack(prefix)
+    header_len, body_len = _LENGTHS.unpack_from(prefix)
     if header_len > MAX_HEADER_BYTES:
         raise ProtocolError(f"frame header of {header_len} bytes is larger than {MAX_HEADER_BYTES}")
     return header_len, body_len
@@ -96,67 +99,163 @@ def unpack(frame: bytes | memoryview) -> tuple[dict, memoryview]:
     return parse_header(view[HEADER_SIZE:end]), view[end:]
 
 
+class FrameDecoder:
+    """The one incremental frame parser (sans-I/O, like h11): bytes in, whole frames out.
+
+    Every reader of frames uses it, whatever carries the bytes: a blocking socket
+    (:class:`BlockingChannel`), an asyncio protocol (the server's links to the zygote,
+    to each environment and to direct clients).  Two ways to give it bytes:
+
+    - ``feed(data)``: a copy of ``data`` is taken;
+    - ``get_buffer()`` then ``buffer_updated(n)`` (asyncio's ``BufferedProtocol`` shape):
+      the carrier reads straight into the decoder's memory, and a body too large for
+      the scratch buffer is read straight into a buffer of its own size (no copy).
+
+    Then ``next_frame()`` returns ``(header, body)`` for each complete frame in order,
+    or None.  ``body`` is ``bytes``, or for a large body its own ``bytearray``.
+    ``max_frame`` (bytes, prefix included; None: no limit) refuses a frame from its
+    length prefix, before its bytes are read.  Raises :class:`ProtocolError` for bytes
+    that are not a frame of this protocol version.
+    """
+
+    SCRATCH = 64 * 1024
+
+    def __init__(self, max_frame: int | None = None, scratch: int = SCRATCH):
+        self.max_frame = max_frame
+        self._buf = bytearray(scratch)
+        self._end = 0                        # bytes of _buf holding data
+        self._header: dict | None = None     # the frame whose large body is arriving
+        self._body: bytearray | None = None
+        self._have = 0
+        self._frames: list = []
+        self._next = 0
+
+    # ---- input -----------------------------------------------------------------------------
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Where the next bytes go (at least one byte long)."""
+        if self._body is not None:
+            return memoryview(self._body)[self._have:]
+        if self._end == len(self._buf):  # a header larger than the buffer: grow it
+            self._buf.extend(bytes(len(self._buf)))
+        return memoryview(self._buf)[self._end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` were written at the start of the last :meth:`get_buffer`."""
+        if self._body is not None:
+            self._have += nbytes
+            if self._have == len(self._body):
+                self._frames.append((self._header, self._body))
+                self._header = self._body = None
+            return
+        self._end += nbytes
+        self._parse()
+
+    def feed(self, data) -> None:
+        """Take a copy of ``data`` (bytes-like)."""
+        view = memoryview(data).cast("B")
+        while view.nbytes:
+            target = self.get_buffer()
+            n = min(target.nbytes, view.nbytes)
+            target[:n] = view[:n]
+            del target
+            view = view[n:]
+            self.buffer_updated(n)
+
+    # ---- output ----------------------------------------------------------------------------
+
+    def next_frame(self) -> tuple[dict, bytes | bytearray] | None:
+        """The oldest complete frame not yet returned, or None."""
+        frames = self._frames
+        if self._next < len(frames):
+            frame = frames[self._next]
+            self._next += 1
+            if self._next == len(frames):
+                frames.clear()
+                self._next = 0
+            return frame
+        return None
+
+    def missing(self) -> int:
+        """Bytes still to come before the next frame is complete (0 when one is ready)."""
+        if self._next < len(self._frames):
+            return 0
+        if self._body is not None:
+            return len(self._body) - self._have
+        if self._end < HEADER_SIZE:
+            return HEADER_SIZE - self._end
+        header_len, body_len = _LENGTHS.unpack_from(self._buf, 0)
+        return HEADER_SIZE + header_len + body_len - self._end
+
+    # ---- parsing ---------------------------------------------------------------------------
+
+    def _parse(self) -> None:
+        buf, at, size = self._buf, 0, self._end
+        try:
+            while size - at >= HEADER_SIZE:
+                header_len, body_len = lengths(buf[at:at + HEADER_SIZE])
+                if self.max_frame is not None and HEADER_SIZE + header_len + body_len > self.max_frame:
+                    raise FrameTooLarge(HEADER_SIZE + header_len + body_len, self.max_frame)
+                start = at + HEADER_SIZE + header_len
+                if size < start:
+                    break
+                end = start + body_len
+                if size < end and end - at > len(buf):
+                    # Will not fit: the rest of the body goes into a buffer of its own.
+                    self._header = parse_header(buf[at + HEADER_SIZE:start])
+                    self._body = bytearray(body_len)
+                    self._have = size - start
+                    self._body[:self._have] = buf[start:size]
+                    at = size
+                    break
+                if size < end:
+                    break
+                header = parse_header(buf[at + HEADER_SIZE:start])
+                self._frames.append((header, bytes(buf[start:end]) if body_len else b""))
+                at = end
+        finally:
+            if at:  # keep the partial frame at the front
+                buf[:size - at] = buf[at:size]
+                self._end = size - at
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame's length prefix says it is larger than the reader takes."""
+
+    def __init__(self, size: int, limit: int):
+        super().__init__(f"a frame of {size} bytes is larger than this link takes ({limit} bytes)")
+        self.size, self.limit = size, limit
+
+
 class BlockingChannel:
     """Frames over a blocking stream socket (the zygote, environment and direct-client side).
 
     Reads are buffered: one ``recv`` usually brings a whole small frame (or several),
     instead of one system call for its prefix, one for its header and one for its body.
+    Unbuffered (``buffered=False``), it reads no byte past the frame it is reading: for a
+    socket that is also ``select()``ed on or carries file descriptors (the zygote's),
+    where a read-ahead would hide a waiting frame or drop the descriptors.
     """
-
-    READ_SIZE = 1 << 16
 
     def __init__(self, sock, buffered: bool = True):
         self.sock = sock
-        self._buf = bytearray()
-        # Unbuffered for a socket that is also select()ed on or carries file descriptors
-        # (the zygote's): a read-ahead would hide a waiting frame, or drop the fds.
-        self._read_size = self.READ_SIZE if buffered else 0
+        self._decoder = FrameDecoder()
+        self._buffered = buffered
 
-    def _fill(self, n: int) -> None:
-        """Read until at least ``n`` bytes are buffered."""
-        buf = self._buf
-        while len(buf) < n:
-            missing = n - len(buf)
-            if missing > self._read_size:
-                # A large body: read it in place rather than through the small buffer.
-                start = len(buf)
-                buf.extend(bytes(missing))
-                view = memoryview(buf)
-                try:
-                    got = start
-                    while got < n:
-                        r = self.sock.recv_into(view[got:], n - got)
-                        if r == 0:
-                            del view
-                            del buf[got:]
-                            raise EOFError("peer closed the channel")
-                        got += r
-                except BaseException:
-                    if len(buf) > got:
-                        del view
-                        del buf[got:]
-                    raise
-                return
-            data = self.sock.recv(self.READ_SIZE)
-            if not data:
+    def recv(self) -> tuple[dict, bytes | bytearray]:
+        """The next frame; raises EOFError when the peer closed, ProtocolError on bad bytes."""
+        decoder = self._decoder
+        while True:
+            frame = decoder.next_frame()
+            if frame is not None:
+                return frame
+            target = decoder.get_buffer()
+            want = target.nbytes if self._buffered else min(target.nbytes, decoder.missing())
+            got = self.sock.recv_into(target, want)
+            del target
+            if not got:
                 raise EOFError("peer closed the channel")
-            buf += data
-
-    def recv(self) -> tuple[dict, bytearray]:
-        self._fill(HEADER_SIZE)
-        header_len, body_len = lengths(bytes(self._buf[:HEADER_SIZE]))
-        end = HEADER_SIZE + header_len + body_len
-        self._fill(end)
-        buf = self._buf
-        header = parse_header(bytes(buf[HEADER_SIZE:HEADER_SIZE + header_len]))
-        if len(buf) == end:
-            # The usual case: this frame is all there is; hand over the buffer, no copy.
-            self._buf = bytearray()
-            del buf[:HEADER_SIZE + header_len]
-            return header, buf
-        body = buf[HEADER_SIZE + header_len:end]
-        del buf[:end]
-        return header, body
+            decoder.buffer_updated(got)
 
     def send(self, kind: str, body: bytes = b"", **fields) -> None:
         prefix, payload = pack_parts(kind, body, **fields)

@@ -23,7 +23,7 @@ import pytest
 from tornado import httpclient, websocket
 
 import jupyter_faas as faas
-from jupyter_faas.client import connection
+from jupyter_faas.client import connection, discovery
 from kernel_workers import wire
 
 MB = 1_000_000
@@ -199,11 +199,11 @@ def test_payload_limit_counts_the_buffers(make_server):
             total(numpy.ones(2 * MB, dtype="uint8"))
         assert not files_in(conn.buffer_dir, "arg-")  # nothing was written
         assert total(numpy.ones(1000)) == 1000.0
-        with pytest.raises(faas.FunctionError, match="the result is .* bytes; the limit is 1048576"):
+        with pytest.raises(faas.ResponseSizeTooLarge, match="the result is .* bytes; the limit is 1048576"):
             make(N)
         assert not files_in(conn.buffer_dir, "res-")
     finally:
-        connection.reset()
+        discovery.reset()
     server.stop()
     assert not files_in(buffer_dir(server), "spare-")  # a stopping server deletes its spares
 
@@ -221,7 +221,7 @@ def test_share_buffers_off_sends_everything_in_messages(make_server):
         assert numpy.array_equal(result, arg) and not mapped(result)
         assert not buffer_dir(server).exists()
     finally:
-        connection.reset()
+        discovery.reset()
 
 
 def test_a_100_mb_argument_fits_a_256_mb_function_under_the_watchdog(make_server):
@@ -233,7 +233,7 @@ def test_a_100_mb_argument_fits_a_256_mb_function_under_the_watchdog(make_server
         total = faas.function(lambda a: int(a.sum()), name="total_watchdog", memory=256)
         assert total(numpy.ones(100 * MB, dtype="uint8")) == 100 * MB
     finally:
-        connection.reset()
+        discovery.reset()
 
 
 @pytest.mark.timeout(180)
@@ -267,7 +267,7 @@ def test_a_queued_big_argument_survives_a_server_kill(make_server, monkeypatch):
             f"{server.url}/faas/api/status", headers={"Authorization": f"token {server.token}"})).read())
         assert row["buffers"]["nonce"] != ""  # a new instance, a new nonce, still shared
     finally:
-        connection.reset()
+        discovery.reset()
 
 
 def test_writers_take_spares_and_the_server_makes_new_ones(conn, server):
@@ -319,4 +319,4 @@ def test_a_server_that_never_sees_a_large_buffer_makes_no_spares(make_server):
         time.sleep(0.5)  # a spare would be on its way by now
         assert conn.buffer_dir is not None and not files_in(conn.buffer_dir, "spare-")
     finally:
-        connection.reset()
+        discovery.reset()

@@ -7,7 +7,7 @@ import psutil
 import pytest
 
 import jupyter_faas as faas
-from jupyter_faas.client import connection
+from jupyter_faas.client import discovery
 
 
 def _pid_alive(pid: int) -> bool:
@@ -50,14 +50,14 @@ def test_timeout_kills_environment_and_its_children(conn, tmp_path):
 
 @pytest.mark.parametrize("mode", ["cgroup", "watchdog"])
 def test_memory_limit_kills_with_peak_and_limit(make_server, mode, tmp_path):
-    from jupyter_faas.server.memory import CgroupV1Memory
+    from jupyter_faas.server.backends.local.memory import CgroupV1Memory
     if mode == "cgroup" and CgroupV1Memory.create("probe-test") is None:
         pytest.fail("this machine has no writable cgroup v1 memory controller; "
                     "run with memory_enforcement=watchdog only where that is expected")
     server = make_server(f"--FaaSServer.memory_enforcement={mode}")
     faas.connect(server.url, server.token)
     try:
-        status = connection.default_connection().request("GET", "/faas/api/status")
+        status = discovery.default_connection().request("GET", "/faas/api/status")
         assert status["memory_enforcement"] == mode
 
         @faas.function(memory=128, timeout=20, name=f"hog_{mode}")
@@ -103,7 +103,7 @@ def test_memory_limit_kills_with_peak_and_limit(make_server, mode, tmp_path):
         assert big.report.max_memory_used_mb >= 200
         assert small2.report.max_memory_used_mb < 150, (small1.report, big.report, small2.report)
     finally:
-        connection.reset()
+        discovery.reset()
 
 
 def test_reserved_concurrency_throttles_sync_calls_but_map_queues(conn):
@@ -137,14 +137,14 @@ def test_idle_environments_scale_to_zero(make_server):
         assert not _pid_alive(pid)
         assert brief() != pid  # a cold start again
     finally:
-        connection.reset()
+        discovery.reset()
 
 
 def test_a_limit_file_that_is_reset_and_read_has_a_descriptor_for_each(tmp_path):
     # memory.max_usage_in_bytes is reset (written) before an invocation and read after it:
     # one cached write-only descriptor made every read fail, so the cgroup's peak never
     # reached Max Memory Used.
-    from jupyter_faas.server.memory import _OpenFiles
+    from jupyter_faas.server.backends.local.memory import _OpenFiles
     path = tmp_path / "memory.max_usage_in_bytes"
     path.write_text("123456")
     files = _OpenFiles()

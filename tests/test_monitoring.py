@@ -11,7 +11,8 @@ import urllib.request
 import pytest
 from tornado import httpclient, websocket
 
-from jupyter_faas.server.monitoring import Monitoring, input_summary, percentile
+from jupyter_faas.server.engine.monitoring import Monitoring, input_summary, percentile
+from jupyter_faas.server.model import Pricing
 from jupyter_faas.server.store import Store
 
 
@@ -69,7 +70,7 @@ def test_function_stats_counts_costs_and_percentiles(store):
              _row(102, status="throttled", duration_ms=None),
              _row(103, function="g", duration_ms=2.0, memory=128)]
     store.add_invocations_bulk(rows)
-    mon = Monitoring(store, price_per_gb_second=0.0000166667, price_per_request=0.0000002)
+    mon = Monitoring(store, Pricing(0.0000166667, 0.0000002))
     stats = {s["name"]: s for s in mon.function_stats()}
     f = stats["f"]
     assert (f["invocations"], f["errors"], f["throttles"], f["in_flight"]) == (103, 2, 1, 0)
@@ -84,7 +85,7 @@ def test_function_stats_counts_costs_and_percentiles(store):
     assert (g["invocations"], g["concurrency"], g["memory"]) == (1, 2, 128)
     assert g["gb_seconds"] == pytest.approx(128 / 1024 * 2 / 1000)
     # A different price (the traitlet) changes the estimate.
-    dear = Monitoring(store, price_per_gb_second=1.0, price_per_request=0.0)
+    dear = Monitoring(store, Pricing(1.0, 0.0))
     assert {s["name"]: s for s in dear.function_stats()}["f"]["cost_usd"] == pytest.approx(f["gb_seconds"])
 
 
@@ -103,7 +104,7 @@ def test_metrics_per_minute(store):
         _row(8, created_at=start - 3600, duration_ms=1.0),    # long before the window
     ]
     store.add_invocations_bulk(rows)
-    m = Monitoring(store, price_per_gb_second=0, price_per_request=0).metrics("f", 5, now=now)
+    m = Monitoring(store, Pricing(0, 0)).metrics("f", 5, now=now)
     assert m["start"] == start and m["timestamps"][-1] == start + 240
     assert m["invocations"] == [2, 2, 1, 2, 0]
     assert m["errors"] == [0, 1, 0, 0, 0]
@@ -116,7 +117,7 @@ def test_metrics_per_minute(store):
 def test_metrics_window_is_bounded(store):
     from jupyter_faas.errors import InvalidParameter
     with pytest.raises(InvalidParameter, match="out of range 1..1440"):
-        Monitoring(store, price_per_gb_second=0, price_per_request=0).metrics("f", 100000)
+        Monitoring(store, Pricing(0, 0)).metrics("f", 100000)
 
 
 def test_input_summary_shows_json_and_never_unpickles():
@@ -129,7 +130,7 @@ def test_input_summary_shows_json_and_never_unpickles():
 def test_migration_2_upgrades_a_version_1_store(tmp_path):
     import sqlite3
 
-    from jupyter_faas.server import store as store_module
+    from jupyter_faas.server.store import sqlite as store_module
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
     db.executescript(store_module.MIGRATIONS[0] + "; PRAGMA user_version = 1;")

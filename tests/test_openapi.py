@@ -14,7 +14,7 @@ from pathlib import Path
 from tornado import web, websocket
 
 import jupyter_faas.server
-from jupyter_faas.server.handlers import routes
+from jupyter_faas.server.api import routes
 
 SPEC = Path(jupyter_faas.server.__file__).with_name("openapi.yaml")
 METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
@@ -164,7 +164,7 @@ def test_yaml_path_parameters_are_declared():
 
 
 def test_yaml_error_and_object_schemas_match_the_code():
-    from jupyter_faas.server.lifecycle import TERMINAL, report
+    from jupyter_faas.server.model import TERMINAL, report
     from jupyter_faas.server.store import INVOCATION_COLUMNS
 
     schemas = _load()["components"]["schemas"]

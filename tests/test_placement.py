@@ -1,6 +1,6 @@
 """Placement: when waiting for a busy warm environment beats a cold start (pure, no processes)."""
 
-from jupyter_faas.server.placement import VersionStats, wait_for_warm
+from jupyter_faas.server.backends.local.placement import VersionStats, wait_for_warm
 
 NOW = 100.0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import jupyter_faas as faas
-from jupyter_faas.client import connection
+from jupyter_faas.client import discovery
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "jupyter_faas"
@@ -38,7 +38,7 @@ def any_conn(request, server, monkeypatch):
     c = faas.connect(server.url, server.token)
     assert (c._direct is not None) == (request.param == "direct")
     yield c
-    connection.reset()
+    discovery.reset()
 
 
 # ---- fork ---------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def test_large_result_lives_in_a_file_and_reads_back(tmp_path):
 
 def test_request_ids_are_uuids_ordered_by_creation():
     import uuid
-    from jupyter_faas.server.lifecycle import new_request_id
+    from jupyter_faas.server.model import new_request_id
     first = new_request_id()
     time.sleep(0.002)
     later = [new_request_id() for _ in range(1000)]

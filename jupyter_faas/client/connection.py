@@ -35,10 +35,9 @@ from tornado import httpclient, websocket
 
 from kernel_workers import buffers, wire
 
-from .. import errors, paths
+from .. import errors
 from . import threads
 from .direct import DirectPool, DirectUnavailable
-from .discovery import alive, connect, default_connection, discover, reset, start_server  # noqa: F401
 from .dispatch import Dispatcher
 from .serialization import Payload, too_large
 
@@ -67,7 +66,9 @@ class Connection:
         self.token = token
         self._cid = itertools.count(1)
         self._closing = False
-        self.rediscover = False  # set by connect() when the server was found, not given
+        # () -> (url, token) of the server to reconnect to after a drop (a restart may move it),
+        # or None; connect() sets it when it found the server, rather than being given it
+        self.rediscover = None
         self.share_files = share_files
         self.buffer_dir: Path | None = None  # the server's buffer directory, when shared
         self._buffer_nonce = None
@@ -271,10 +272,9 @@ class Connection:
         deadline = loop.time() + REATTACH_S
         while not self._closing:
             try:
-                if self.rediscover:
-                    info = paths.read_runtime_file()
-                    if info and info.get("url") and info.get("token") and alive(info):
-                        self.url, self.token = info["url"].rstrip("/"), info["token"]
+                found = self.rediscover() if self.rediscover is not None else None
+                if found:
+                    self.url, self.token = found[0].rstrip("/"), found[1]
                 ws = await self._websocket()
                 self._dispatcher.following.update(futures)
                 await ws.write_message(wire.pack("watch", request_ids=list(futures), logs=True),

@@ -4,7 +4,7 @@ The websocket path hands a call to the client's IO thread and the answer back
 (two thread wake-ups per call, each costly on a busy 2-core laptop).  Here the
 thread that waits for the result does the I/O: it writes one ``invoke`` frame and
 reads ``accepted``, any ``log`` frames and ``done`` (the server side is
-:mod:`jupyter_faas.server.direct`); what they do to the future is the websocket's
+:mod:`jupyter_faas.server.protocol.direct`); what they do to the future is the websocket's
 :class:`~.dispatch.Dispatcher`.  One call at a time per socket; a small free
 list keeps sockets for reuse, one per thread that calls concurrently.
 

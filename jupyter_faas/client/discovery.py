@@ -90,6 +90,14 @@ def discover(check=None) -> tuple[str, str]:
     return info["url"], info["token"]
 
 
+def _runtime_file_server() -> tuple[str, str] | None:
+    """The runtime file's server, if its process is alive."""
+    info = paths.read_runtime_file()
+    if info and info.get("url") and info.get("token") and alive(info):
+        return info["url"], info["token"]
+    return None
+
+
 def connect(url: str | None = None, token: str | None = None):
     """Connect to a FaaS server and make it the default for this process; returns the
     :class:`~.connection.Connection`.
@@ -115,7 +123,7 @@ def connect(url: str | None = None, token: str | None = None):
             url, token = discover(check=lambda u, t: tried.append(attempt(u, t)) or tried[-1])
             conn = tried[-1] if tried and tried[-1] is not None else Connection(url, token)
             # found through the runtime file: after a restart, look there for the new server
-            conn.rediscover = not os.environ.get("JUPYTER_FAAS_URL")
+            conn.rediscover = None if os.environ.get("JUPYTER_FAAS_URL") else _runtime_file_server
         if _default is not None:
             _default.close()
         _default = conn

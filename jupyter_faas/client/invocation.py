@@ -25,9 +25,15 @@ from .remote_errors import rebuild
 from .serialization import loads_result, result_buffers
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Report:
-    """The REPORT figures of one invocation (``init_duration_ms`` is None when warm)."""
+    """The REPORT figures of one invocation (``init_duration_ms`` is None when warm).
+
+    ``str()`` and ``repr()`` give Lambda's REPORT line (``REPORT RequestId: ... Duration:
+    1.23 ms Billed Duration: 2 ms Memory Size: 128 MB Max Memory Used: 13 MB``, then ``Init
+    Duration`` on a cold start), followed by the estimated cost.  ``gb_seconds`` and
+    ``cost_usd`` are rounded to 4 significant digits.
+    """
 
     duration_ms: float
     billed_duration_ms: int
@@ -36,12 +42,33 @@ class Report:
     init_duration_ms: float | None
     gb_seconds: float = 0.0
     cost_usd: float = 0.0
+    request_id: str | None = None
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "Report | None":
+    def from_dict(cls, d: dict | None, request_id: str | None = None) -> "Report | None":
         if not d or d.get("duration_ms") is None:
             return None
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+        fields = {k: d.get(k) for k in cls.__dataclass_fields__ if k in d}
+        for k in ("gb_seconds", "cost_usd"):
+            if fields.get(k) is not None:
+                fields[k] = float(f"{fields[k]:.4g}")
+        if request_id is not None:
+            fields["request_id"] = request_id
+        return cls(**fields)
+
+    def __str__(self) -> str:
+        parts = [f"REPORT RequestId: {self.request_id or '-'}",
+                 f"Duration: {self.duration_ms:.2f} ms",
+                 f"Billed Duration: {self.billed_duration_ms} ms",
+                 f"Memory Size: {self.memory_size_mb} MB",
+                 f"Max Memory Used: {self.max_memory_used_mb} MB"]
+        if self.init_duration_ms is not None:
+            parts.append(f"Init Duration: {self.init_duration_ms:.2f} ms")
+        if self.gb_seconds:
+            parts.append(f"Cost: ${self.cost_usd:.3g} ({self.gb_seconds:.4g} GB-s)")
+        return "\t".join(parts)
+
+    __repr__ = __str__
 
 
 TERMINAL = frozenset({"succeeded", "failed", "timed_out", "cancelled", "throttled"})
@@ -156,7 +183,7 @@ class InvocationFuture(concurrent.futures.Future):
         if self.done():
             return
         self.status = header["status"]
-        self.report = Report.from_dict(header.get("report"))
+        self.report = Report.from_dict(header.get("report"), self._request_id)
         self.error = header.get("error")
         self.ended = time.monotonic()
         if self.status == "succeeded":

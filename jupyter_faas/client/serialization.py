@@ -1,7 +1,8 @@
 """Pickling for the client: functions by value, and errors that name the culprit.
 
 Code defined in ``__main__`` (a notebook), closures and lambdas are pickled by
-value by cloudpickle already.  Modules that are *not installed* (a
+value by cloudpickle already; :func:`kernel_workers.tracebacks.dumps` keeps their
+file names and a cell's source, for remote tracebacks.  Modules that are *not installed* (a
 ``mylocalhelpers.py`` next to the notebook) are registered to ship by value too,
 so the execution environment never needs the user's working directory.
 
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import cloudpickle
 
-from kernel_workers import buffers
+from kernel_workers import buffers, tracebacks
 
 from ..errors import PayloadTooLarge, SerializationError
 
@@ -152,10 +153,15 @@ def find_unpicklable(obj, path: str, depth: int = 6, _seen=None) -> tuple[str, o
     return path, obj
 
 
+def pickle_function(fn) -> bytes:
+    """``fn`` pickled by value, its code keeping its file names (:func:`kernel_workers.tracebacks.dumps`)."""
+    return tracebacks.dumps(fn, protocol=PICKLE_PROTOCOL)
+
+
 def dumps_function(fn, name: str) -> bytes:
     register_local_modules()
     try:
-        return cloudpickle.dumps(fn, protocol=PICKLE_PROTOCOL)
+        return pickle_function(fn)
     except BaseException as exc:  # noqa: BLE001 - includes a __reduce__ that calls sys.exit
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -221,7 +227,7 @@ def dumps_call(args: tuple, kwargs: dict, name: str, buffer_dir: Path | None = N
     except OSError as exc:
         # Full disk, or the directory went away: send the data inside the message instead.
         log.info("could not write %s's arguments to %s (%s); sending them inline", name, buffer_dir, exc)
-        return Payload(cloudpickle.dumps((args, kwargs), protocol=PICKLE_PROTOCOL), None, size)
+        return Payload(tracebacks.dumps((args, kwargs), PICKLE_PROTOCOL), None, size)
     return Payload(data, {"file": file_name, "spans": spans}, size)
 
 

@@ -1,6 +1,9 @@
-"""The FaaS server: tornado handlers over a service layer over the store and the pool.
+"""The FaaS server, in layers (see docs/architecture.md)::
 
-Layers, each its own module: ``handlers``/``websocket`` (HTTP) -> ``invoker`` (service:
-admission, lifecycle, logs) -> ``store`` (SQLite) and ``pool`` (zygote and execution
-environments) -> ``memory`` (cgroup or watchdog limits). ``app`` wires them up.
+    api/ (tornado handlers)  ─►  protocol/ (the client session; direct socket)  ─►  engine/
+    engine/ (service: submit, admission, group commit, outcomes, registry, feed)
+        ─► store/ (SQLite: the only SQL)      ─► backends/ (base contract; local/ zygote pool)
+    model.py (lifecycle moves, typed records, pricing, REPORT)     app.py (traitlets + wiring)
+
+Each arrow is an import; none points back.  ``app`` is the only module that knows them all.
 """

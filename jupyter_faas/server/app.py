@@ -20,19 +20,16 @@ from pathlib import Path
 
 import psutil
 from jupyter_core.application import JupyterApp
-from tornado import httpserver, web
+from tornado import httpserver
 from tornado.netutil import bind_sockets
 from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 
 from .. import __version__, paths
-from . import lifecycle
-from .buffer_files import BufferFiles
-from .direct import DirectServer
-from .handlers import routes
-from .invoker import Service
-from .memory import make_enforcer
-from .monitoring import Monitoring
-from .pool import Pool
+from .api import make_app
+from .backends.local import BufferFiles, Pool, make_enforcer
+from .engine import Monitoring, Service
+from .model import DEFAULT_PRICING, Pricing
+from .protocol import DirectServer
 from .store import Store
 
 log = logging.getLogger("jupyter_faas.server")
@@ -72,11 +69,11 @@ class FaaSServer(JupyterApp):
                               help="How memory limits are enforced: cgroup (v1 memory controller, "
                                    "kernel-enforced), watchdog (RSS sampling + RLIMIT_AS), or auto "
                                    "(cgroup where writable, else watchdog).")
-    price_per_gb_second = Float(lifecycle.PRICE_PER_GB_SECOND, config=True,
-                                help="USD per GB-second for the panel's cost estimate (Lambda x86 "
+    price_per_gb_second = Float(DEFAULT_PRICING.per_gb_second, config=True,
+                                help="USD per GB-second for every REPORT's cost and the panel's estimates (Lambda x86 "
                                      "on-demand, first tier, us-east-1 by default).")
-    price_per_request = Float(lifecycle.PRICE_PER_REQUEST, config=True,
-                              help="USD per request for the panel's cost estimate ($0.20 per million).")
+    price_per_request = Float(DEFAULT_PRICING.per_request, config=True,
+                              help="USD per request for every REPORT's cost and the panel's estimates ($0.20 per million).")
     direct_socket = Bool(True, config=True,
                          help="Also serve invocations on a Unix socket in a private directory, so "
                               "sync calls from kernels on this machine skip the websocket's hops.")
@@ -105,7 +102,7 @@ class FaaSServer(JupyterApp):
     def _default_budget(self):
         return int(psutil.virtual_memory().total / 1024 / 1024 * 0.8)
 
-    def build(self) -> web.Application:
+    def build(self):
         self.store = Store(Path(self.faas_data_dir) / "faas.sqlite")
         files = (BufferFiles(Path(self.faas_data_dir) / "buffers", self.buffer_spare_mb * 1024 * 1024)
                  if self.share_buffers else None)
@@ -113,17 +110,19 @@ class FaaSServer(JupyterApp):
         memory = make_enforcer(self.memory_enforcement, str(os.getpid()))
         pool = Pool(memory, Path(self.envs_dir), list(self.preload), self.idle_timeout,
                     buffers_dir=str(files.dir) if files else None)
+        pricing = Pricing(self.price_per_gb_second, self.price_per_request)
+        self.pool = pool
         self.service = Service(self.store, pool, memory_budget_mb=self.memory_budget_mb,
                                max_concurrency=self.max_concurrency, throttle_wait=self.throttle_wait,
-                               max_payload_bytes=int(self.max_payload_mb * 1024 * 1024), files=files)
+                               max_payload_bytes=int(self.max_payload_mb * 1024 * 1024), files=files,
+                               pricing=pricing)
         # A frame is one payload or a batch of small ones (the client caps batches at 8 MB).
         max_message = max(int(self.max_payload_mb * 1024 * 1024), 8 << 20) + (2 << 20)
-        monitoring = Monitoring(self.store, price_per_gb_second=self.price_per_gb_second,
-                                price_per_request=self.price_per_request)
+        monitoring = Monitoring(self.store, pricing)
         self.instance = secrets.token_hex(8)
         self.direct = (DirectServer(self.service, self.token, self.instance, max_message)
                        if self.direct_socket else None)
-        return web.Application(routes(), faas_service=self.service, faas_token=self.token,
+        return make_app(faas_service=self.service, faas_token=self.token,
                                faas_monitoring=monitoring, faas_instance=self.instance,
                                faas_direct=self.direct and self.direct.path,
                                faas_shutdown=self.request_stop, websocket_max_message_size=max_message)
@@ -144,7 +143,7 @@ class FaaSServer(JupyterApp):
             await self.direct.start()
         recovered = self.service.recover()
         self.service.start_background()
-        await self.service.pool.zygote()  # the first cold start should not pay for the zygote
+        await self.pool.zygote()  # the first cold start should not pay for the zygote
         if os.environ.get("JUPYTER_FAAS_GC_TUNE", "1") != "0":
             # Every invocation allocates a few hundred short-lived objects: collect the young
             # generation less often, and never walk the (permanent) startup objects again.
@@ -157,7 +156,7 @@ class FaaSServer(JupyterApp):
             paths.write_runtime_file({"url": self.url, "token": self.token, "pid": os.getpid(),
                                       "version": __version__, "data_dir": self.faas_data_dir})
         log.info("jupyter_faas %s serving at %s (memory limits: %s; store: %s; recovered: %s)",
-                 __version__, self.url, self.service.pool.memory.mode, self.store.path, recovered)
+                 __version__, self.url, self.pool.memory.mode, self.store.path, recovered)
         print(f"jupyter_faas serving at {self.url}", flush=True)
         try:
             await self._stopping.wait()

@@ -6,7 +6,7 @@ framing both ways; over this socket the calling thread itself writes the frame
 and reads the answer, and the server parses frames straight from the socket.
 
 The frames and their meaning are exactly the websocket's
-(:class:`~jupyter_faas.server.websocket.InvocationSession`), after one more:
+(:class:`~jupyter_faas.server.protocol.session.InvocationSession`), after one more:
 
   client -> server  ``hello {token, buffers?}``  must be the first frame; ``buffers`` is the
                     server's buffer-directory nonce when the client maps buffer files
@@ -29,7 +29,7 @@ import tempfile
 
 from kernel_workers import wire
 
-from .websocket import InvocationSession
+from .session import InvocationSession
 
 log = logging.getLogger("jupyter_faas.server")
 
@@ -47,8 +47,8 @@ class DirectSession(asyncio.Protocol, InvocationSession):
         self.instance = instance
         self.transport = None
         self.authenticated = False
-        self._buf = bytearray()
-        self._need = 0  # bytes of the frame being read (0: its length prefix is not in yet)
+        # Until hello, a frame may be at most HELLO_MAX_BYTES (refused from its length prefix).
+        self._decoder = wire.FrameDecoder(max_frame=HELLO_MAX_BYTES)
         self._held = None  # an ``accepted`` not sent yet, and its timer
         self._held_timer = None
 
@@ -93,36 +93,26 @@ class DirectSession(asyncio.Protocol, InvocationSession):
             self.transport.write(payload)
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
+        decoder = self._decoder
+        try:
+            decoder.feed(data)
+        except wire.FrameTooLarge as exc:
+            return self._refuse("RequestTooLargeException",
+                                f"a frame of {exc.size} bytes is larger than this socket takes "
+                                f"({exc.limit}); raise --FaaSServer.max_payload_mb")
+        except wire.ProtocolError as exc:
+            return self._refuse("ProtocolError", str(exc))
         while not self.closed:
-            if not self._need:
-                if len(buf) < wire.HEADER_SIZE:
-                    return
-                try:
-                    header_len, body_len = wire.lengths(bytes(buf[:wire.HEADER_SIZE]))
-                except wire.ProtocolError as exc:
-                    return self._refuse("ProtocolError", str(exc))
-                self._need = wire.HEADER_SIZE + header_len + body_len
-                limit = self.max_frame if self.authenticated else HELLO_MAX_BYTES
-                if self._need > limit:
-                    return self._refuse("RequestTooLargeException",
-                                        f"a frame of {self._need} bytes is larger than this socket "
-                                        f"takes ({limit}); raise --FaaSServer.max_payload_mb")
-            if len(buf) < self._need:
+            frame = decoder.next_frame()
+            if frame is None:
                 return
-            frame = bytes(buf[:self._need]) if len(buf) > self._need else bytes(buf)
-            del buf[:self._need]
-            self._need = 0
-            try:
-                header, body = wire.unpack(frame)
-            except wire.ProtocolError as exc:
-                return self._refuse("ProtocolError", str(exc))
+            header, body = frame
             if self.authenticated:
-                self.on_frame(header, body)
+                self.on_frame(header, memoryview(body))
             elif header["k"] == "hello" and secrets.compare_digest(
                     str(header.get("token", "")).encode(), self.token.encode()):
                 self.authenticated = True
+                decoder.max_frame = self.max_frame
                 self.shares_files(header.get("buffers"))
                 self.send("hello_ack", instance=self.instance)
             else:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from kernel_workers import buffers
 
-from ..errors import InvalidParameter, ServerError
+from ....errors import InvalidParameter, ServerError
 
 log = logging.getLogger("jupyter_faas.server")
 

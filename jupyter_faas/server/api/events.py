@@ -34,7 +34,7 @@ import logging
 
 from tornado import websocket
 
-from .websocket import TokenSocket
+from .auth import TokenSocket
 
 log = logging.getLogger("jupyter_faas.server")
 

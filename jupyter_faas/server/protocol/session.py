@@ -1,4 +1,7 @@
-"""The client's websocket: batched submissions in; accepts, live log lines and results out.
+"""The client's invocation session: batched submissions in; accepts, live log lines and results out.
+
+Carrier-neutral (no tornado here): the websocket carrier (:mod:`..api.invocations_ws`) and the
+direct Unix socket (:mod:`.direct`) both speak it.
 
 Messages are :mod:`kernel_workers.wire` frames in binary websocket messages.  Every
 kind carries a list, so a ``map`` of 10,000 items is a handful of frames each way,
@@ -47,13 +50,10 @@ import abc
 import asyncio
 import logging
 
-from tornado import websocket
-
 from kernel_workers import buffers, wire
 
-from ..errors import FaaSError
-from .handlers import token_matches
-from .lifecycle import TERMINAL
+from ...errors import FaaSError
+from ...vocabulary import TERMINAL
 
 log = logging.getLogger("jupyter_faas.server")
 
@@ -74,28 +74,11 @@ LOG_FRAME_LINES = 2000
 STREAMED_LINE_CHARS = 300
 
 
-class TokenSocket(websocket.WebSocketHandler):
-    """A websocket that, like every REST handler, admits only the server's token."""
-
-    def check_xsrf_cookie(self) -> None:
-        pass  # token auth only: no cookies are ever issued, so there is nothing to forge
-
-    def check_origin(self, origin: str) -> bool:
-        return True  # the token, not the origin, authenticates
-
-    async def get(self, *args, **kwargs):
-        if not token_matches(self.request, self.settings["faas_token"]):
-            self.set_status(403)
-            self.finish({"errorType": "AccessDeniedException", "message": "a valid token is required"})
-            return
-        await super().get(*args, **kwargs)
-
-
 class InvocationSession(abc.ABC):
     """One client's invocation protocol (the frames above), whatever carries the frames.
 
-    Spoken over the websocket (:class:`InvocationSocket`) and over the local direct
-    socket (:mod:`jupyter_faas.server.direct`); a carrier implements :meth:`send`
+    Spoken over the websocket (:mod:`jupyter_faas.server.api.invocations_ws`) and over the
+    local direct socket (:mod:`jupyter_faas.server.protocol.direct`); a carrier implements :meth:`send`
     and calls :meth:`open` once, then :meth:`on_message` per frame and :meth:`on_close`.
     """
 
@@ -212,7 +195,7 @@ class InvocationSession(abc.ABC):
                 self.in_flight += 1
                 inv.done.add_done_callback(self._on_done)
                 continue
-            row = self.service.store.get_invocation(rid)
+            row = self.service.stored_invocation(rid)
             if row is None:
                 unknown.append(rid)
                 continue
@@ -220,10 +203,10 @@ class InvocationSession(abc.ABC):
                 # Accepted by a server that died; recover() settles these at start.
                 unknown.append(rid)
                 continue
-            result = self.service.store.get_result(rid)  # a failure's is the pickled exception
+            result = self.service.stored_result(rid)  # a failure's is the pickled exception
             done = {"request_id": rid, "status": row["status"], "error": row["error"],
                     "report": row, "function": row["function"], "version": row["version"]}
-            descriptor = self.service.store.get_result_buffers(rid)
+            descriptor = self.service.stored_result_buffers(rid)
             if descriptor is not None:
                 done["buffers"] = descriptor
             self._queue_done(done, result, coalesce=True)
@@ -340,24 +323,3 @@ class InvocationSession(abc.ABC):
             size += nbytes
         if items:
             self.send("done", b"".join(bodies), items=items)
-
-
-class InvocationSocket(InvocationSession, TokenSocket):
-    """The session over the websocket at ``/faas/api/ws``."""
-
-    def get_compression_options(self):
-        return None
-
-    def open(self):
-        self.set_nodelay(True)
-        self.service = self.settings["faas_service"]
-        super().open()
-        self.shares_files(self.get_query_argument("buffers", None))
-
-    def send(self, kind: str, body: bytes = b"", **fields) -> None:
-        if self.closed:
-            return
-        try:
-            self.write_message(wire.pack(kind, body, **fields), binary=True)
-        except websocket.WebSocketClosedError:
-            self.closed = True

@@ -3,7 +3,7 @@
 What the side panel's Functions table and Metrics charts read. Everything is derived from
 the invocations in the store (the store runs the SQL; this module does the arithmetic), so
 the figures survive a restart and agree with the invocation list. It does not keep
-counters of its own, and it does not push anything: the event feed is ``events.py``.
+counters of its own, and it does not push anything: the event feed is :mod:`.feed`.
 
 Cost is an estimate with Lambda's public on-demand prices (x86, first tier; configurable
 with ``FaaSServer.price_per_gb_second`` and ``FaaSServer.price_per_request``): a request
@@ -17,7 +17,9 @@ import json
 import math
 import time
 
-from ..errors import InvalidParameter
+from ...errors import InvalidParameter
+from ...vocabulary import ERROR_STATUSES
+from ..model import DEFAULT_PRICING, Pricing
 
 #: How far back a metrics window may reach (Lambda's console offers up to weeks; a local
 #: store is read per minute in Python, so one day keeps a request well under a second).
@@ -62,10 +64,9 @@ def percentile(sorted_values: list[float], p: float) -> float | None:
 
 
 class Monitoring:
-    def __init__(self, store, *, price_per_gb_second: float, price_per_request: float):
+    def __init__(self, store, pricing: Pricing = DEFAULT_PRICING):
         self.store = store
-        self.price_per_gb_second = price_per_gb_second
-        self.price_per_request = price_per_request
+        self.pricing = pricing  # the same prices as every REPORT's cost
 
     def function_stats(self) -> list[dict]:
         """Every deployed function with its configuration and its invocations' figures."""
@@ -88,13 +89,13 @@ class Monitoring:
                 "throttles": row.get("throttles", 0), "in_flight": row.get("in_flight", 0),
                 "duration_p50_ms": p50, "duration_p99_ms": p99,
                 "gb_seconds": gb_seconds,
-                "cost_usd": requests * self.price_per_request + gb_seconds * self.price_per_gb_second,
+                "cost_usd": requests * self.pricing.per_request + gb_seconds * self.pricing.per_gb_second,
                 "last_invoked_at": row.get("last_invoked_at"),
             })
         return out
 
     def prices(self) -> dict:
-        return {"per_gb_second": self.price_per_gb_second, "per_request": self.price_per_request}
+        return {"per_gb_second": self.pricing.per_gb_second, "per_request": self.pricing.per_request}
 
     def metrics(self, function: str, minutes: int, now: float | None = None) -> dict:
         """Per-minute series over the last ``minutes`` minutes, oldest first.
@@ -113,7 +114,7 @@ class Monitoring:
         n = minutes
         invocations, errors, throttles = [0] * n, [0] * n, [0] * n
         durations: list[list[float]] = [[] for _ in range(n)]
-        errors_status = ("failed", "timed_out")
+        errors_status = ERROR_STATUSES
         for created_at, _, _, status, duration_ms in rows:
             if created_at < start:
                 continue

@@ -1,0 +1,48 @@
+"""The HTTP layer: tornado handlers only, one module per resource (like jupyter_server's services).
+
+Handlers parse and authorise (:mod:`.auth`), call the engine's service, and serialise;
+errors are raised and rendered in one place (:mod:`.errors`).  The REST API is written
+down in ``jupyter_faas/server/openapi.yaml``.  This is the only layer that imports
+``tornado.web``.
+"""
+
+from __future__ import annotations
+
+from tornado import web
+
+from .events import EventSocket
+from .functions import FunctionHandler, FunctionLogsHandler, FunctionsHandler, InvokeHandler
+from .invocations import (InvocationCancelHandler, InvocationHandler, InvocationLogsHandler,
+                          InvocationResultHandler, InvocationsHandler)
+from .invocations_ws import InvocationSocket
+from .metrics import FunctionMetricsHandler, FunctionStatsHandler
+from .status import ShutdownHandler, StatusHandler
+
+
+def routes() -> list:
+    p = "/faas/api"
+    name = r"(?P<name>[^/]+)"
+    rid = r"(?P<request_id>[^/]+)"
+    return [
+        (rf"{p}/status", StatusHandler),
+        (rf"{p}/functions", FunctionsHandler),
+        (rf"{p}/functions/{name}", FunctionHandler),
+        (rf"{p}/functions/{name}/logs", FunctionLogsHandler),
+        (rf"{p}/functions/{name}/invocations", InvokeHandler),
+        (rf"{p}/invocations", InvocationsHandler),
+        (rf"{p}/invocations/{rid}", InvocationHandler),
+        (rf"{p}/invocations/{rid}/result", InvocationResultHandler),
+        (rf"{p}/invocations/{rid}/logs", InvocationLogsHandler),
+        (rf"{p}/invocations/{rid}/cancel", InvocationCancelHandler),
+        (rf"{p}/metrics/functions", FunctionStatsHandler),
+        (rf"{p}/metrics/functions/{name}", FunctionMetricsHandler),
+        (rf"{p}/shutdown", ShutdownHandler),
+        (rf"{p}/ws", InvocationSocket),
+        (rf"{p}/events", EventSocket),
+    ]
+
+
+def make_app(**settings) -> web.Application:
+    """The tornado application of :func:`routes`; ``settings`` are the handlers' (``faas_service``,
+    ``faas_token``, ``faas_monitoring``, ``faas_instance``, ``faas_direct``, ``faas_shutdown``)."""
+    return web.Application(routes(), **settings)

@@ -1,0 +1,111 @@
+"""What the engine may ask of a backend, and what it gets back.
+
+A backend runs invocations in execution environments: the local one
+(:mod:`.local`, a zygote and forked processes on this machine) today; a Dask
+cluster and exec'd custom runtimes are siblings to come.  The engine never
+touches a process, a socket or an environment's state: it holds opaque
+environment handles and calls these methods, all on the server's event loop.
+
+The engine's side of the contract, per invocation::
+
+    env = take_idle(fn)            # a warm environment, now reserved, or None
+       | wait_for_warm(fn)         # seconds worth waiting for one to come free, or None
+       | new_environment(fn)       # a cold start, counted at once
+    failure = await start_environment(env, code_for)   # cold only: INIT; None when ready
+    run(env, request_id, payload, ...)                  # done(Outcome) is called once
+    cancel(env)                                         # kill it; done() still comes
+    release(env)                                        # after done(): warm again, or gone
+    unreserve(env)                                      # reserved but never run: warm again
+
+An :class:`Outcome` says how an invocation ended in its environment; the engine
+turns it into a status, an error and a REPORT (:mod:`..engine.outcomes`).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Outcome:
+    """How one invocation (or an environment's INIT) ended in its environment.
+
+    ``kind``: ``result`` | ``error`` (the handler raised; ``header`` has Lambda's error
+    fields, ``body`` the pickled exception) | ``init_error`` | ``timeout`` | ``oom`` |
+    ``crash`` (``returncode``: exit status, or -signal) | ``cancelled``.
+    ``duration_ms`` is the handler's run time; ``max_memory_mb`` the peak measured.
+    """
+
+    kind: str
+    header: dict = field(default_factory=dict)
+    body: bytes = b""
+    duration_ms: float = 0.0
+    max_memory_mb: float = 0.0
+    returncode: int | None = None
+
+
+class Backend(abc.ABC):
+    """The operations above; environments are the backend's own objects (``env.id``,
+    ``env.init_ms`` and ``env.fresh`` are the only attributes the engine reads)."""
+
+    @abc.abstractmethod
+    def take_idle(self, function: dict):
+        """A warm environment of this function version, reserved for one invocation, or None."""
+
+    @abc.abstractmethod
+    def wait_for_warm(self, function: dict) -> float | None:
+        """Seconds until a busy environment of the version is expected free, when waiting
+        beats a cold start; None to start one now."""
+
+    @abc.abstractmethod
+    def new_environment(self, function: dict):
+        """A new environment for the version, reserved and counted as starting (not yet INIT)."""
+
+    @abc.abstractmethod
+    def is_starting(self, env) -> bool:
+        """Whether ``env`` still needs :meth:`start_environment` (a cold start)."""
+
+    @abc.abstractmethod
+    async def start_environment(self, env, code_for) -> Outcome | None:
+        """Start ``env`` and run INIT with ``code_for(function)``'s code: None when it is
+        ready to run (still reserved), else the failure (``init_error`` or ``crash``;
+        the environment is then gone)."""
+
+    @abc.abstractmethod
+    def run(self, env, request_id: str, payload: bytes, encoding: str, timeout: float,
+            on_line, done, buffers: dict | None = None) -> None:
+        """Run one invocation; ``on_line(stream, line)`` per output line while it runs, and
+        ``done(outcome)`` exactly once when it ended (never before this returns)."""
+
+    @abc.abstractmethod
+    def cancel(self, env) -> None:
+        """Kill what ``env`` runs (and every process it started); ``done`` says ``cancelled``."""
+
+    @abc.abstractmethod
+    def release(self, env) -> None:
+        """An invocation's ``done`` came: keep ``env`` warm if it can serve again."""
+
+    @abc.abstractmethod
+    def unreserve(self, env) -> None:
+        """``env`` was reserved (``take_idle``) but nothing was run on it: warm again."""
+
+    @abc.abstractmethod
+    def discard(self, env) -> None:
+        """``env`` could not be started: forget it and free what it holds."""
+
+    @abc.abstractmethod
+    def stop_function(self, name: str) -> None:
+        """Stop the idle environments of every version of ``name`` (deleted or replaced)."""
+
+    @abc.abstractmethod
+    def stats(self) -> dict:
+        """Counts for the status endpoint: environments by state, and how limits are enforced."""
+
+    @abc.abstractmethod
+    def start_background(self) -> None:
+        """Start the backend's own housekeeping (reaping idle environments, sampling memory)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop every environment; nothing the backend started outlives this."""

@@ -1,0 +1,234 @@
+"""The local backend's pool: warm environments per function version, cold starts, spares, reaping.
+
+``Pool`` keeps idle environments per function version (warm starts), starts new
+ones (cold starts, from a spare forked ahead of need when there is one), and stops
+ones idle longer than ``idle_timeout``.  When none is idle, :mod:`.placement` decides
+whether waiting for a busy one beats a cold start.  It is the local implementation
+of :class:`~jupyter_faas.server.backends.base.Backend`; all of it runs on the
+server's asyncio loop, with no threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from ..base import Backend, Outcome
+from .environment import Environment
+from .placement import DEFAULT_INIT_S, VersionStats, wait_for_warm
+from .zygote import ZygoteProcess
+
+log = logging.getLogger("jupyter_faas.server")
+
+
+class Pool(Backend):
+    def __init__(self, memory, workdir: Path, preload: list[str], idle_timeout: float,
+                 base_environ: dict | None = None, init_timeout: float = 10.0,
+                 spares: int | None = None, buffers_dir: str | None = None):
+        self.memory = memory
+        #: where environments map argument buffers and write result buffers (None: in frames)
+        self.buffers_dir = buffers_dir
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.preload = preload
+        self.idle_timeout = idle_timeout
+        self.init_timeout = init_timeout
+        self.base_environ = base_environ or {}
+        self._zygote: ZygoteProcess | None = None
+        self._zygote_lock = asyncio.Lock()
+        self.idle: dict[tuple, list[Environment]] = defaultdict(list)
+        self.all: dict[str, Environment] = {}
+        self.version_stats: dict[tuple, VersionStats] = {}
+        self.any_init = VersionStats()  # cold-start time of any version, for one not yet measured
+        self.cpus = os.cpu_count() or 1
+        # Spares: environments forked before a function needs them, so a cold start is a
+        # code load, not a fork and a cgroup join.  One per core covers back-to-back starts.
+        self.spares_wanted = min(2, self.cpus) if spares is None else spares
+        self.spares: list[Environment] = []
+        self._spare_task = None
+        self._closing = False
+        self._reaper = None
+        self._sampler = None
+        #: tasks of its own (an environment's end, a retirement): owned until done, so the
+        #: loop cannot collect one mid-run (it keeps only weak references to tasks)
+        self.tasks: set = set()
+
+    def spawn(self, coro) -> asyncio.Task:
+        """Run ``coro`` as a task the pool owns until it is done."""
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def zygote(self) -> ZygoteProcess:
+        async with self._zygote_lock:
+            if self._zygote is None or not self._zygote.alive:
+                z = ZygoteProcess(self.preload)
+                await z.start()
+                self._zygote = z
+            return self._zygote
+
+    def start_background(self) -> None:
+        self._reaper = self.spawn(self._reap_idle())
+        self._sampler = self.spawn(self._sample_memory())
+        self._fill_spares()
+
+    def stats_for(self, key: tuple) -> VersionStats:
+        stats = self.version_stats.get(key)
+        if stats is None:
+            stats = self.version_stats[key] = VersionStats()
+        return stats
+
+    def take_idle(self, function: dict) -> Environment | None:
+        """A warm environment of this version, now marked busy, or None."""
+        idle = self.idle.get((function["name"], function["version"]))
+        while idle:
+            env = idle.pop()
+            if env.state == "idle":
+                env.state = "busy"
+                env.busy_since = time.monotonic()
+                return env
+        return None
+
+    def wait_for_warm(self, function: dict) -> float | None:
+        """Seconds until a busy environment is expected free, when that beats a cold start; else None."""
+        key = (function["name"], function["version"])
+        busy, starting = [], []
+        for env in self.all.values():
+            if env.key == key:
+                if env.state == "busy":
+                    busy.append(env.busy_since)
+                elif env.state == "starting":
+                    starting.append(env.busy_since)
+        return wait_for_warm(self.version_stats.get(key), busy, starting, time.monotonic(), self.cpus,
+                             self.any_init.init_s or DEFAULT_INIT_S)
+
+    def new_environment(self, function: dict) -> Environment:
+        """A cold start, counted at once (state ``starting``) so placement sees it before it runs."""
+        while self.spares:
+            env = self.spares.pop()
+            self._fill_spares()
+            if env.assign(function):
+                return env
+            env.close()
+        env = Environment(self, function)
+        self.all[env.id] = env
+        return env
+
+    def _fill_spares(self) -> None:
+        if self._spare_task is None and not self._closing and len(self.spares) < self.spares_wanted:
+            self._spare_task = self.spawn(self._make_spares())
+
+    async def _make_spares(self) -> None:
+        try:
+            while len(self.spares) < self.spares_wanted and not self._closing:
+                env = Environment(self, None)
+                self.all[env.id] = env
+                try:
+                    await env.spawn_spare()
+                except Exception as exc:  # noqa: BLE001 - spares are an optimisation; cold starts still work
+                    log.warning("could not fork a spare environment (%s); cold starts will fork", exc)
+                    env.close()
+                    return
+                self.spares.append(env)
+        finally:
+            self._spare_task = None
+
+    async def start_environment(self, env: Environment, code_for) -> Outcome | None:
+        """Fork and load a :meth:`new_environment`; None when it is ready (and busy), else the failure."""
+        failure = await env.start(code_for(env.function))
+        if failure is None:
+            env.state = "busy"
+            env.busy_since = time.monotonic()
+        return failure
+
+    def is_starting(self, env: Environment) -> bool:
+        return env.state == "starting"
+
+    def run(self, env: Environment, request_id: str, payload: bytes, encoding: str, timeout: float,
+            on_line, done, buffers: dict | None = None) -> None:
+        env.run(request_id, payload, encoding, timeout, on_line, done, buffers)
+
+    def cancel(self, env: Environment) -> None:
+        env.kill("cancelled")
+
+    def release(self, env: Environment) -> None:
+        if env.state == "idle":
+            self.idle[env.key].append(env)
+
+    def unreserve(self, env: Environment) -> None:
+        env.state = "idle"
+        self.release(env)
+
+    def discard(self, env: Environment) -> None:
+        env.close()
+
+    def forget(self, env: Environment) -> None:
+        self.all.pop(env.id, None)
+        if env in self.spares:
+            self.spares.remove(env)
+        lst = self.idle.get(env.key)
+        if lst and env in lst:
+            lst.remove(env)
+
+    def stop_function(self, name: str) -> None:
+        """Stop the idle environments of every version of a function (it was deleted or replaced)."""
+        for key in [k for k in self.idle if k[0] == name]:
+            for env in self.idle.pop(key):
+                env.close()
+
+    async def _reap_idle(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, max(0.05, self.idle_timeout / 4)))
+            now = time.monotonic()
+            for env in [e for e in self.all.values() if e.state == "idle"]:
+                if now - env.last_used > self.idle_timeout:
+                    env.close()
+            for env in [e for e in self.all.values() if e.state != "dead" and e.pid]:
+                if env.exit is not None and env.exit.done() and env.state in ("idle", "spare"):
+                    env.close()  # died while idle (e.g. a leftover thread called os._exit)
+            self._fill_spares()
+
+    async def _sample_memory(self) -> None:
+        """The watchdog: RSS of busy environments, killed over their limit."""
+        interval = self.memory.interval
+        while True:
+            await asyncio.sleep(interval)
+            for env in [e for e in self.all.values() if e.state == "busy" and e.pid]:
+                if self.memory.mode == "cgroup":
+                    # The kernel enforces; if it killed a child of the environment, the
+                    # invocation is over the limit all the same: end it now.
+                    if self.memory.oom_killed(env.id):
+                        env.kill("oom")
+                    continue
+                used = self.memory.sample_mb(env.id, env.pid)
+                env.sampled_peak_mb = max(env.sampled_peak_mb, used)
+                if used > env.function["memory"]:
+                    log.info("environment %s uses %.0f MB over its %d MB limit; killing it",
+                             env.id, used, env.function["memory"])
+                    env.kill("oom")
+
+    def stats(self) -> dict:
+        states = defaultdict(int)
+        for env in self.all.values():
+            states[env.state] += 1
+        return {"environments": len(self.all), **states, "memory_enforcement": self.memory.mode}
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in (self._reaper, self._sampler, self._spare_task):
+            if task is not None:
+                task.cancel()
+        for env in list(self.all.values()):
+            env.kill("stopped")
+        for env in list(self.all.values()):
+            await env.wait_exit()
+            env.close()
+        if self._zygote is not None:
+            self._zygote.stop()
+        self.memory.close()
+

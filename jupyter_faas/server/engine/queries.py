@@ -1,0 +1,44 @@
+"""Reads of what the store keeps, for the API and the protocol (which never touch the store)."""
+
+from __future__ import annotations
+
+from ...errors import ResourceNotFound
+from ..model import InvocationRow
+
+
+class StoredQueries:
+    """Mixed into :class:`~.service.Service`; ``self.store`` is the injected store."""
+
+    store = None
+
+    def get_invocation(self, request_id: str) -> InvocationRow:
+        row = self.store.get_invocation(request_id)
+        if row is None:
+            raise ResourceNotFound(f"no invocation with request id {request_id!r}; list the recorded ones "
+                                   f"with faas.invocations()")
+        return row
+
+    def stored_invocation(self, request_id: str) -> InvocationRow | None:
+        """The stored row (:class:`~..model.InvocationRow`), or None."""
+        return self.store.get_invocation(request_id)
+
+    def stored_result(self, request_id: str) -> bytes | None:
+        """A finished invocation's result (or pickled exception) bytes, or None."""
+        return self.store.get_result(request_id)
+
+    def stored_result_buffers(self, request_id: str) -> dict | None:
+        """The descriptor of the result's out-of-band buffers' file, or None."""
+        return self.store.get_result_buffers(request_id)
+
+    def list_invocations(self, **query) -> list[InvocationRow]:
+        """Newest first; ``function``, ``status``, ``limit``, ``before``/``before_id`` (a keyset page)."""
+        return self.store.list_invocations(**query)
+
+    def invocation_logs(self, request_id: str, after: int = 0, limit: int = 10000) -> list[dict]:
+        """Stored log lines of an invocation, ``after`` a line number, at most ``limit``."""
+        return self.store.logs(request_id, after, limit)
+
+    def function_logs(self, name: str, limit: int = 200) -> list[dict]:
+        """The newest stored log lines of a function's invocations."""
+        return self.store.function_logs(name, limit)
+

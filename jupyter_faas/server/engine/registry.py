@@ -1,0 +1,83 @@
+"""The registry: deployed functions and their code, read through a small cache.
+
+A map's every item needs its function version, and only deploy and delete (through
+this registry) change one, so versions are cached in memory and dropped on change.
+Code blobs are cached by hash, bounded (least recently used out), so a server that
+has run thousands of versions does not hold every one of them.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from ... import limits
+from ...errors import InvalidParameter, ResourceNotFound
+from ..model import FunctionVersion
+
+#: code blobs kept in memory (each is one function's pickle, usually a few KB)
+CODE_CACHE_ENTRIES = 256
+
+
+class Registry:
+    def __init__(self, store, feed, backend):
+        self.store = store
+        self.feed = feed
+        self.backend = backend
+        # (name, version or None for the latest) -> function version.  Shared, never mutated.
+        self._functions: dict[tuple, dict] = {}
+        self._code: "OrderedDict[str, bytes]" = OrderedDict()
+
+    def deploy(self, name: str, code: bytes, memory=limits.MEMORY_DEFAULT_MB,
+               timeout=limits.TIMEOUT_DEFAULT_S, env=None, concurrency=None) -> dict:
+        """Store a version (the same code and config: the same version); returns it with
+        ``created`` (a new version or not).  Raises InvalidParameter for a bad name or option."""
+        limits.check_name(name)
+        config = limits.check_config(memory, timeout, env, concurrency)
+        if not code:
+            raise InvalidParameter("the function's code is empty; deploy a pickled callable")
+        version, created = self.store.deploy(name, code, config)
+        self._forget(name)
+        function = dict(self.store.get_function(name, version))
+        function["created"] = created
+        self.feed.function(name, version, "deployed")
+        return function
+
+    def get(self, name: str, version: int | None = None) -> FunctionVersion:
+        """A version (None: the latest); raises ResourceNotFound."""
+        function = self._functions.get((name, version))
+        if function is None:
+            function = self.store.get_function(name, version)
+            if function is not None:
+                self._functions[(name, version)] = function
+        if function is None:
+            which = f"{name}:{version}" if version is not None else name
+            raise ResourceNotFound(f"Function not found: {which}. Deploy it first "
+                                   f"(@faas.function or %%lambda), or check `jupyter faas ls`.")
+        return function
+
+    def list(self) -> list[FunctionVersion]:
+        return self.store.list_functions()
+
+    def delete(self, name: str) -> None:
+        """Delete every version (its invocations and logs stay in the store); raises ResourceNotFound."""
+        self.get(name)
+        self.store.delete_function(name)
+        self._forget(name)
+        self.backend.stop_function(name)
+        self.feed.function(name, None, "deleted")
+
+    def code(self, function: dict) -> bytes:
+        """The version's code (pickled callable), from the cache or the store."""
+        sha = function["code_sha256"]
+        code = self._code.get(sha)
+        if code is None:
+            code = self._code[sha] = self.store.code(sha)
+            while len(self._code) > CODE_CACHE_ENTRIES:
+                self._code.popitem(last=False)
+        else:
+            self._code.move_to_end(sha)
+        return code
+
+    def _forget(self, name: str) -> None:
+        for key in [k for k in self._functions if k[0] == name]:
+            del self._functions[key]

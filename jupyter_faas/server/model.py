@@ -1,0 +1,141 @@
+"""The server's model: the lifecycle's legal moves, typed records, pricing and the REPORT.
+
+::
+
+    queued ──► running ──► succeeded | failed | timed_out | cancelled
+      │
+      └──────► cancelled | throttled | failed
+
+Invariant: an invocation's row is in the store (``queued``) before it can run,
+and its terminal state is written to the store before any caller or
+subscriber is told it ended.  The engine drives this machine; this module
+only says which moves are legal and what a finished invocation's REPORT is.
+The statuses themselves, and the table from outcome kind to status, errorType and
+exception class, are the shared vocabulary (:mod:`jupyter_faas.vocabulary`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TypedDict
+
+from ..vocabulary import (CANCELLED, FAILED, OUTCOMES, QUEUED, RUNNING, STATUSES, SUCCEEDED,  # noqa: F401
+                          TERMINAL, THROTTLED, TIMED_OUT)
+
+_MOVES = {
+    QUEUED: frozenset({RUNNING, CANCELLED, THROTTLED, FAILED}),
+    RUNNING: frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED}),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A move the lifecycle does not allow (a bug in the engine, never a user's error)."""
+
+
+def check_move(current: str, new: str) -> None:
+    if new not in _MOVES.get(current, ()):
+        raise IllegalTransition(f"an invocation cannot go from {current!r} to {new!r}")
+
+
+class FunctionVersion(TypedDict, total=False):
+    """A deployed function version, as the store returns it and the API shows it."""
+
+    name: str
+    version: int                  # content-addressed: the same code and config, the same version
+    code_sha256: str
+    created_at: float             # the function's first deploy (s since the epoch)
+    updated_at: float             # this version's deploy
+    memory: int                   # MB, 128..10240
+    timeout: float                # s, 1..900
+    env: dict                     # the function's environment variables
+    concurrency: int | None       # reserved concurrency
+
+
+class InvocationRow(TypedDict, total=False):
+    """An invocation as stored and shown (``GET /faas/api/invocations/{id}``); times in s, sizes in MB."""
+
+    request_id: str
+    function: str
+    version: int
+    invocation_type: str          # RequestResponse | Event
+    encoding: str                 # pickle | json
+    status: str                   # one of vocabulary.STATUSES
+    error: dict | None            # Lambda's error body
+    error_type: str | None
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    duration_ms: float | None
+    billed_duration_ms: int | None
+    memory_size_mb: int
+    max_memory_used_mb: int | None
+    init_duration_ms: float | None
+    environment_id: str | None
+    input_summary: str
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """USD prices for the REPORT's cost and the panel's estimates: one source, configured once
+    (``FaaSServer.price_per_gb_second``, ``price_per_request``).  Defaults: Lambda's
+    us-east-1 x86_64 on-demand first tier (reference/lambda.md §7)."""
+
+    per_gb_second: float = 0.0000166667
+    per_request: float = 0.0000002
+
+    def cost(self, gb_seconds: float) -> float:
+        return self.per_request + gb_seconds * self.per_gb_second
+
+
+DEFAULT_PRICING = Pricing()
+
+
+def report(duration_ms: float, memory_size_mb: int, max_memory_used_mb: int,
+           init_duration_ms: float | None, pricing: Pricing = DEFAULT_PRICING) -> dict:
+    """REPORT figures as Lambda computes them: billed = ceil(init + duration) to 1 ms;
+    ``cost_usd`` at ``pricing`` (the server's configured prices)."""
+    billed = max(1, math.ceil(duration_ms + (init_duration_ms or 0.0)))
+    gb_seconds = memory_size_mb / 1024 * billed / 1000
+    return {
+        "duration_ms": round(duration_ms, 2),
+        "billed_duration_ms": billed,
+        "memory_size_mb": memory_size_mb,
+        "max_memory_used_mb": max_memory_used_mb,
+        "init_duration_ms": None if init_duration_ms is None else round(init_duration_ms, 2),
+        "gb_seconds": gb_seconds,
+        "cost_usd": pricing.cost(gb_seconds),
+    }
+
+
+def report_line(request_id: str, rep: dict, status: str | None = None,
+                error_type: str | None = None) -> str:
+    """The REPORT log line, tab-separated as Lambda writes it."""
+    parts = [f"REPORT RequestId: {request_id}",
+             f"Duration: {rep['duration_ms']:.2f} ms",
+             f"Billed Duration: {rep['billed_duration_ms']} ms",
+             f"Memory Size: {rep['memory_size_mb']} MB",
+             f"Max Memory Used: {rep['max_memory_used_mb']} MB"]
+    if rep.get("init_duration_ms") is not None:
+        parts.append(f"Init Duration: {rep['init_duration_ms']:.2f} ms")
+    if status == TIMED_OUT:
+        parts.append("Status: timeout")
+    elif status == FAILED and error_type and error_type.startswith("Runtime."):
+        parts.append(f"Status: error\tError Type: {error_type}")
+    return "\t".join(parts) + "\t"
+
+
+def new_request_id() -> str:
+    """A request id: a UUID (as Lambda's are) of version 7, ordered by creation time.
+
+    The store's primary-key index then grows at one end, like the table, instead of
+    taking each new id on a random page: fewer pages written per invocation, and the
+    pages written stay in cache however many invocations are stored.
+    """
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = value & ~(0xF << 76) | 0x7 << 76   # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62   # RFC 4122 variant
+    return str(uuid.UUID(int=value))

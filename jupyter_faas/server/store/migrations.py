@@ -1,0 +1,112 @@
+"""The schema: numbered migrations, applied in order and recorded in ``PRAGMA user_version``.
+
+A migration is never edited once released: a change is a new one at the end.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS = [
+    # 1: the core schema
+    """
+    CREATE TABLE blobs (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL);
+    CREATE TABLE functions (
+        name TEXT PRIMARY KEY,
+        latest_version INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE versions (
+        function TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        content_sha256 TEXT NOT NULL,
+        code_sha256 TEXT NOT NULL REFERENCES blobs(sha256),
+        config TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (function, version)
+    );
+    CREATE UNIQUE INDEX versions_content ON versions(function, content_sha256);
+    CREATE TABLE invocations (
+        request_id TEXT PRIMARY KEY,
+        function TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        invocation_type TEXT NOT NULL,
+        encoding TEXT NOT NULL,
+        status TEXT NOT NULL,
+        payload BLOB,
+        result BLOB,
+        error TEXT,
+        error_type TEXT,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        ended_at REAL,
+        duration_ms REAL,
+        billed_duration_ms INTEGER,
+        memory_size_mb INTEGER,
+        max_memory_used_mb INTEGER,
+        init_duration_ms REAL,
+        environment_id TEXT
+    );
+    CREATE INDEX invocations_created ON invocations(created_at DESC);
+    CREATE INDEX invocations_function ON invocations(function, created_at DESC);
+    CREATE INDEX invocations_status ON invocations(status, created_at DESC);
+    CREATE TABLE log_lines (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT NOT NULL,
+        ts REAL NOT NULL,
+        stream TEXT NOT NULL,
+        line TEXT NOT NULL
+    );
+    CREATE INDEX log_lines_request ON log_lines(request_id, id);
+    """,
+    # 2: the side panel's queries. Keyset paging orders by (created_at, request_id) so rows
+    # with equal timestamps are neither skipped nor repeated, under each filter; duration
+    # percentiles per function are an OFFSET walk along (function, duration_ms); function
+    # statistics and per-minute metrics read only the covering "metrics" index. The
+    # version-1 indexes are prefixes of these, so they go. The payload is dropped when an
+    # invocation ends, so a short summary of the input is kept for the invocation's detail.
+    """
+    ALTER TABLE invocations ADD COLUMN input_summary TEXT;
+    CREATE INDEX invocations_page ON invocations(created_at DESC, request_id DESC);
+    CREATE INDEX invocations_function_page ON invocations(function, created_at DESC, request_id DESC);
+    CREATE INDEX invocations_status_page ON invocations(status, created_at DESC, request_id DESC);
+    CREATE INDEX invocations_function_status_page
+        ON invocations(function, status, created_at DESC, request_id DESC);
+    CREATE INDEX invocations_function_duration ON invocations(function, duration_ms);
+    CREATE INDEX invocations_function_metrics ON invocations(function, created_at, status,
+        started_at, ended_at, duration_ms, billed_duration_ms, memory_size_mb);
+    DROP INDEX invocations_created;
+    DROP INDEX invocations_function;
+    DROP INDEX invocations_status;
+    """,
+    # 3: large results live in files (see the module docstring)
+    """
+    ALTER TABLE invocations ADD COLUMN result_file TEXT;
+    """,
+    # 4: out-of-band buffers in files of the buffer directory (see backends/local/buffer_files.py): the
+    # argument's while queued, the result's for good; the partial index finds the latter at start
+    """
+    ALTER TABLE invocations ADD COLUMN payload_buffers TEXT;
+    ALTER TABLE invocations ADD COLUMN result_buffers TEXT;
+    CREATE INDEX invocations_result_buffers ON invocations(result_buffers) WHERE result_buffers IS NOT NULL;
+    """,
+]
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Apply the migrations ``db`` lacks, each in its own transaction."""
+    current = db.execute("PRAGMA user_version").fetchone()[0]
+    for number, script in enumerate(MIGRATIONS, start=1):
+        if number <= current:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in script.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {int(number)}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise

@@ -47,8 +47,8 @@ def main(n: int = 300) -> None:
             q = statistics.quantiles(times, n=20)
             print(f"{label:<28} median {statistics.median(times):6.2f} ms   p95 {q[18]:6.2f} ms   (n={n})")
     finally:
-        from jupyter_faas.client import connection
-        connection.reset()
+        from jupyter_faas.client import discovery
+        discovery.reset()
         server.stop()
 
 

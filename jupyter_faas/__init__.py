@@ -7,7 +7,7 @@ does the same from a notebook cell.
 
 from ._version import __version__
 from .client.aws import aws_env, boto3_client
-from .client.connection import connect
+from .client.discovery import connect
 from .client.function import RemoteFunction, function
 from .client.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from .client.invocation import Invocation, InvocationFuture, Report, invocations

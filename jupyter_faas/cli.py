@@ -90,7 +90,7 @@ def cmd_aws_env(args) -> int:
     import shlex
 
     from .client.aws import ACCESS_KEY_ID
-    from .client.connection import discover
+    from .client.discovery import discover
     url, token = discover()
     env = {"AWS_ENDPOINT_URL_LAMBDA": url, "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
            "AWS_SECRET_ACCESS_KEY": token, "AWS_REGION": args.region, "AWS_DEFAULT_REGION": args.region}

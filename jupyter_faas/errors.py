@@ -11,7 +11,8 @@
     │   ├── RuntimeExited              Runtime.ExitError: sys.exit, os._exit, a signal (SIGSEGV)
     │   ├── ResponseSizeTooLarge       Function.ResponseSizeTooLarge: the handler returned, but
     │   │                              its result is over the server's payload limit
-    │   └── Cancelled                  cancelled by the caller (Ctrl-C, ``cancel()``)
+    │   └── Cancelled                  cancelled by the caller (Ctrl-C, ``cancel()``); also a
+    │                                  ``concurrent.futures.CancelledError``
     ├── Throttled                      TooManyRequestsException: over a concurrency limit
     ├── SerializationError             a value could not be pickled or unpickled (names it)
     ├── InvalidParameter               InvalidParameterValueException: a bad option or name
@@ -24,6 +25,8 @@ the REST API; :func:`from_wire` turns a wire error back into the right class.
 """
 
 from __future__ import annotations
+
+import concurrent.futures
 
 
 class FaaSError(Exception):
@@ -98,7 +101,9 @@ class ResponseSizeTooLarge(InvocationError):
     error_type = "Function.ResponseSizeTooLarge"
 
 
-class Cancelled(InvocationError):
+class Cancelled(InvocationError, concurrent.futures.CancelledError):
+    """Also a ``concurrent.futures.CancelledError``, what a cancelled future's ``result()`` raises."""
+
     error_type = "Cancelled"
 
 

@@ -106,7 +106,7 @@ class FaaSMagics(Magics):
 
     @line_magic("faas")
     def faas_line(self, line: str):
-        from .client.connection import default_connection
+        from .client.discovery import default_connection
         try:
             words = shlex.split(line)
         except ValueError as exc:

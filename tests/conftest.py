@@ -121,10 +121,10 @@ def server(tmp_path_factory):
 @pytest.fixture
 def conn(server):
     import jupyter_faas as faas
-    from jupyter_faas.client import connection
+    from jupyter_faas.client import discovery
     c = faas.connect(server.url, server.token)
     yield c
-    connection.reset()
+    discovery.reset()
 
 
 @pytest.fixture(scope="session", autouse=True)

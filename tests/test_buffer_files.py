@@ -24,7 +24,7 @@ from tornado import httpclient, websocket
 
 import jupyter_faas as faas
 from conftest import wait_for
-from jupyter_faas.client import connection
+from jupyter_faas.client import connection, discovery
 from kernel_workers import wire
 
 MB = 1_000_000
@@ -197,7 +197,7 @@ def test_payload_limit_counts_the_buffers(make_server):
             make(N)
         assert not files_in(conn.buffer_dir, "res-")
     finally:
-        connection.reset()
+        discovery.reset()
     server.stop()
     assert not files_in(buffer_dir(server), "spare-")  # a stopping server deletes its spares
 
@@ -215,7 +215,7 @@ def test_share_buffers_off_sends_everything_in_messages(make_server):
         assert numpy.array_equal(result, arg) and not mapped(result)
         assert not buffer_dir(server).exists()
     finally:
-        connection.reset()
+        discovery.reset()
 
 
 def test_a_100_mb_argument_fits_a_256_mb_function_under_the_watchdog(make_server):
@@ -227,7 +227,7 @@ def test_a_100_mb_argument_fits_a_256_mb_function_under_the_watchdog(make_server
         total = faas.function(lambda a: int(a.sum()), name="total_watchdog", memory=256)
         assert total(numpy.ones(100 * MB, dtype="uint8")) == 100 * MB
     finally:
-        connection.reset()
+        discovery.reset()
 
 
 @pytest.mark.timeout(180)
@@ -261,7 +261,7 @@ def test_a_queued_big_argument_survives_a_server_kill(make_server, monkeypatch):
             f"{server.url}/faas/api/status", headers={"Authorization": f"token {server.token}"})).read())
         assert row["buffers"]["nonce"] != ""  # a new instance, a new nonce, still shared
     finally:
-        connection.reset()
+        discovery.reset()
 
 
 def test_writers_take_spares_and_the_server_makes_new_ones(conn, server):
@@ -313,4 +313,4 @@ def test_a_server_that_never_sees_a_large_buffer_makes_no_spares(make_server):
         time.sleep(0.5)  # a spare would be on its way by now
         assert conn.buffer_dir is not None and not files_in(conn.buffer_dir, "spare-")
     finally:
-        connection.reset()
+        discovery.reset()

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 import jupyter_faas as faas
-from jupyter_faas.client import connection
+from jupyter_faas.client import discovery
 
 
 def ctrl_c():
@@ -125,7 +125,7 @@ def test_killing_the_server_loses_no_accepted_invocation(make_server):
             return {"slept": event["s"]}
         durable.deploy()
     finally:
-        connection.reset()
+        discovery.reset()
     running = _rest(server, "POST", "/faas/api/functions/durable/invocations?type=Event", b'{"s": 20}')
     queued = [_rest(server, "POST", "/faas/api/functions/durable/invocations?type=Event",
                     json.dumps({"s": 0.1}).encode()) for _ in range(2)]
@@ -185,4 +185,4 @@ def test_a_client_reattaches_its_futures_after_the_server_restarts(make_server, 
         assert (second, third) == (0.1, 0.2)
         assert conn.url == server.url
     finally:
-        connection.reset()
+        discovery.reset()

@@ -144,7 +144,7 @@ def unshared_server(tmp_path_factory):
 @pytest.fixture
 def path_conn(request, server, monkeypatch):
     """A connection that calls the way the test's ``path`` says."""
-    from jupyter_faas.client import connection
+    from jupyter_faas.client import discovery
     path = request.node.callspec.params["path"]
     if path == "websocket":
         monkeypatch.setenv("JUPYTER_FAAS_DIRECT", "0")
@@ -154,7 +154,7 @@ def path_conn(request, server, monkeypatch):
     assert status["direct_socket"], "the direct and websocket paths must differ"
     assert ("buffers" in status) == (path != "unshared")
     yield conn
-    connection.reset()
+    discovery.reset()
 
 
 @pytest.mark.parametrize("stage,how,error,text", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])

@@ -8,7 +8,7 @@ import pytest
 
 import jupyter_faas as faas
 from conftest import wait_for
-from jupyter_faas.client import connection
+from jupyter_faas.client import discovery
 
 
 def _pid_alive(pid: int) -> bool:
@@ -54,7 +54,7 @@ def test_memory_limit_kills_with_peak_and_limit(make_server, mode, tmp_path):
     server = make_server(f"--FaaSServer.memory_enforcement={mode}")
     faas.connect(server.url, server.token)
     try:
-        status = connection.default_connection().request("GET", "/faas/api/status")
+        status = discovery.default_connection().request("GET", "/faas/api/status")
         assert status["memory_enforcement"] == mode
 
         @faas.function(memory=128, timeout=20, name=f"hog_{mode}")
@@ -100,7 +100,7 @@ def test_memory_limit_kills_with_peak_and_limit(make_server, mode, tmp_path):
         assert big.report.max_memory_used_mb >= 200
         assert small2.report.max_memory_used_mb < 150, (small1.report, big.report, small2.report)
     finally:
-        connection.reset()
+        discovery.reset()
 
 
 def test_reserved_concurrency_throttles_sync_calls_but_map_queues(conn):
@@ -131,7 +131,7 @@ def test_idle_environments_scale_to_zero(make_server):
         wait_for(lambda: not _pid_alive(pid), what="the idle environment to stop")
         assert brief() != pid  # a cold start again
     finally:
-        connection.reset()
+        discovery.reset()
 
 
 def test_a_limit_file_that_is_reset_and_read_has_a_descriptor_for_each(tmp_path):

@@ -325,8 +325,8 @@ def _(api, server, echoed, **_):
             faas.function(lambda: int("x"), name="oa_pickled")()
         failed = faas.invocations(function="oa_pickled", limit=1)[0]
     finally:
-        from jupyter_faas.client import connection
-        connection.reset()
+        from jupyter_faas.client import discovery
+        discovery.reset()
     row = api.get(f"/faas/api/invocations/{failed.request_id}").json()
     assert row["status"] == "failed" and row["encoding"] == "pickle"
     assert row["error"]["errorType"] == "ValueError" and row["error"]["stackTrace"]
@@ -353,8 +353,8 @@ def _(api, server, echoed, **_):
         inv = big.invoke()
         assert inv.status == "succeeded"
     finally:
-        from jupyter_faas.client import connection
-        connection.reset()
+        from jupyter_faas.client import discovery
+        discovery.reset()
     resp = api.get(f"/faas/api/invocations/{inv.request_id}/result")
     lengths = [int(n) for n in resp.headers["X-Faas-Buffers"].split(",")]
     assert lengths == [300_000 * 8]

@@ -95,7 +95,7 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="module")
 def functions(stack):
     import jupyter_faas as faas
-    from jupyter_faas.client import connection
+    from jupyter_faas.client import discovery
     server = stack["server"]
     faas.connect(server.url, server.token)
 
@@ -122,7 +122,7 @@ def functions(stack):
         raise ValueError(f"boom: {what}")
 
     yield {"square": square, "slow": slow, "add": add, "boom": boom}
-    connection.reset()
+    discovery.reset()
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from kernel_workers.context import LambdaContext, call_with_context, context_par
 from .. import errors, limits
 from ..display import CallView, MapView
 from . import dependencies
-from .connection import default_connection
+from .discovery import default_connection
 from .invocation import Invocation, InvocationFuture
 from .serialization import dumps_call, dumps_function
 

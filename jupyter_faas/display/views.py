@@ -109,7 +109,7 @@ class CallView:
         self._drawn = None
         self._text_seen = 0
         self._lock = threading.Lock()  # the display thread and the caller both redraw
-        fut._observers.append(self._on_log)
+        fut.add_observer(self._on_log)
         if show is not False:
             ticker.add(self)
 
@@ -118,7 +118,7 @@ class CallView:
 
     def _text(self) -> str:
         fut = self.fut
-        head = f"{fut.function} {fut._request_id or ''} {fut.status}"
+        head = f"{fut.function} {fut.accepted_request_id or ''} {fut.status}"
         rep = report_text(fut.report)
         return head + (f"\n{rep}" if rep else "")
 
@@ -141,7 +141,7 @@ class CallView:
             self.box = _plain_box(self._text)([self.header, self.logs, self.footer])
             self.handle = display(self.box, display_id=True)
         else:
-            print(f"[{self.fut.function}] {self.fut._request_id or ''} running…", file=sys.stderr)
+            print(f"[{self.fut.function}] {self.fut.accepted_request_id or ''} running…", file=sys.stderr)
 
     def _draw(self) -> None:
         fut = self.fut
@@ -150,7 +150,7 @@ class CallView:
         if self.widgets:
             header = (f"<b>{html.escape(fut.function)}</b> {_badge(fut.status)} "
                       f"<span style='color:#888'>{fmt_seconds(elapsed)} · "
-                      f"{html.escape(fut._request_id or '')}</span>")
+                      f"{html.escape(fut.accepted_request_id or '')}</span>")
             if header != getattr(self, "_header", None):
                 self.header.value = self._header = header
             if self.tail.version != self._drawn:
@@ -159,7 +159,7 @@ class CallView:
                 self.logs.value = _pre(lines, hidden, "all are kept: faas.Invocation.from_id(...).logs")
             if fut.done():
                 footer = report_text(fut.report)
-                footer += _error_pre(fut.exception())
+                footer += _error_pre(None if fut.cancelled() else fut.exception())
                 self.footer.value = footer
         else:
             self._text_seen = _print_new_lines(self.tail, self._text_seen, f"[{fut.function}] ")
@@ -290,15 +290,12 @@ class MapView:
         if not 0 <= index < len(futures):
             return f"<i>no item {index}: the map has {len(futures)} items so far</i>"
         fut = futures[index]
-        rid = fut._request_id
-        lines = []
-        if rid:
-            from ..client.invocation import Invocation
-            try:
-                lines = Invocation(rid, fut.function, fut._connection).logs
-            except Exception as exc:  # noqa: BLE001 - show what we can
-                lines = [f"(could not load the stored logs: {exc})"]
-        exc = fut.exception() if fut.done() else None
+        rid = fut.accepted_request_id
+        try:
+            lines = fut.stored_logs()
+        except Exception as exc:  # noqa: BLE001 - show what we can
+            lines = [f"(could not load the stored logs: {exc})"]
+        exc = fut.exception() if fut.done() and not fut.cancelled() else None
         parts = [f"<b>item {index}</b> {_badge(fut.status)} <code>{html.escape(rid or '')}</code>",
                  f"<div><b>input</b> <code>{html.escape(fut.input_summary)}</code></div>"]
         if fut.report is not None:

@@ -19,6 +19,7 @@ from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED
 from dataclasses import dataclass
 
 from .. import errors
+from ..vocabulary import TERMINAL
 from . import threads
 from .discovery import default_connection
 from .remote_errors import rebuild
@@ -71,7 +72,6 @@ class Report:
     __repr__ = __str__
 
 
-TERMINAL = frozenset({"succeeded", "failed", "timed_out", "cancelled", "throttled"})
 _settle_lock = threading.Lock()  # orders _settle against a waiter making its Event
 log = logging.getLogger("jupyter_faas.client")
 #: lines of live log a future keeps in memory (the store keeps every line)

@@ -9,10 +9,13 @@ import threading
 import time
 from collections import deque
 
+from ..vocabulary import FAILED, THROTTLED, TIMED_OUT
+
 #: lines a log pane holds; older ones are counted, not kept (the store keeps them all)
 TAIL_LINES = 200
 
-FAILED_STATUSES = frozenset({"failed", "timed_out", "throttled"})
+#: statuses the map view counts as failed (a throttled item never ran: for a map, a failure)
+FAILED_STATUSES = frozenset({FAILED, TIMED_OUT, THROTTLED})
 
 
 class LogTail:

@@ -15,7 +15,7 @@ DEFAULT_REGION = "us-east-1"
 def aws_env(region: str = DEFAULT_REGION) -> dict:
     """The environment variables that point boto3 and the AWS CLI at the FaaS server
     (started if none runs): ``AWS_ENDPOINT_URL_LAMBDA``, the credentials and the region."""
-    from .connection import default_connection
+    from .discovery import default_connection
     conn = default_connection()
     return {"AWS_ENDPOINT_URL_LAMBDA": conn.url, "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
             "AWS_SECRET_ACCESS_KEY": conn.token, "AWS_REGION": region, "AWS_DEFAULT_REGION": region}

@@ -204,6 +204,11 @@ class Pool(Backend):
                     # invocation is over the limit all the same: end it now.
                     if self.memory.oom_killed(env.id):
                         env.kill("oom")
+                        continue
+                    # The process's own peak, for an invocation whose process dies on its own
+                    # (a crash leaves no VmHWM to read; the cgroup counts only the pages it
+                    # did not share with the zygote).
+                    env.sampled_peak_mb = max(env.sampled_peak_mb, self.memory.hwm_mb(env.id, env.pid))
                     continue
                 used = self.memory.sample_mb(env.id, env.pid)
                 env.sampled_peak_mb = max(env.sampled_peak_mb, used)

@@ -1,0 +1,113 @@
+"""A killed or crashed invocation reports its real peak (Max Memory Used).
+
+Both memory enforcement paths (cgroup v1 and the RSS watchdog) are run: they find the
+processes to kill differently (``cgroup.procs`` against the process tree).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+import pytest
+
+import jupyter_faas as faas
+from jupyter_faas.client import connection
+
+MODES = ["cgroup", "watchdog"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_for(condition, seconds=15):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def final(request_id):
+    """The invocation's row once it has ended (a cancelled future may be told before the end is stored)."""
+    inv = faas.Invocation.from_id(request_id)
+    wait_for(lambda: inv.refresh().done)
+    return inv
+
+
+def _require(mode):
+    from jupyter_faas.server.backends.local.memory import CgroupV1Memory
+    if mode == "cgroup" and CgroupV1Memory.create("probe-tree") is None:
+        pytest.fail("this machine has no writable cgroup v1 memory controller")
+
+
+@pytest.fixture(params=MODES)
+def mode_server(request, make_server):
+    _require(request.param)
+    server = make_server(f"--FaaSServer.memory_enforcement={request.param}")
+    faas.connect(server.url, server.token)
+    status = connection.default_connection().request("GET", "/faas/api/status")
+    assert status["memory_enforcement"] == request.param
+    yield request.param
+    connection.reset()
+
+
+def hold_memory_and_sleep(mb, path):
+    import os
+    import time
+    data = bytearray(mb * 2**20)  # touched: zero-filled pages are written
+    for i in range(0, len(data), 4096):
+        data[i] = 1
+    open(path, "w").close()
+    time.sleep(60)
+    return len(data)
+
+
+def test_timed_out_and_cancelled_invocations_report_their_real_peak(mode_server, tmp_path):
+    f = faas.function(hold_memory_and_sleep, name=f"holder_{mode_server}", memory=256, timeout=2)
+    with pytest.raises(faas.InvocationTimeout) as info:
+        f(40, str(tmp_path / "t"))
+    timed_out = final(info.value.request_id).report
+    assert timed_out.max_memory_used_mb >= 40, timed_out
+
+    g = faas.function(hold_memory_and_sleep, name=f"holder_c_{mode_server}", memory=256, timeout=60)
+    started = tmp_path / "c"
+    fut = g.spawn(40, str(started))
+    wait_for(started.exists)
+    fut.cancel()
+    with pytest.raises(faas.Cancelled):
+        fut.result(30)
+    cancelled = final(fut.request_id)
+    assert cancelled.status == "cancelled"
+    assert cancelled.report.max_memory_used_mb >= 40, cancelled.report
+
+    # An idle Python process is more than 5 MB: a killed handler that allocated nothing of
+    # its own (its pages are the zygote's, shared) does not report 1 MB either.
+    idle = faas.function(hold_memory_and_sleep, name=f"idle_{mode_server}", timeout=1)
+    with pytest.raises(faas.InvocationTimeout) as info:
+        idle(0, str(tmp_path / "i"))
+    assert final(info.value.request_id).report.max_memory_used_mb > 5
+    idle = faas.function(hold_memory_and_sleep, name=f"idle_c_{mode_server}", timeout=60)
+    started = tmp_path / "ic"
+    fut = idle.spawn(0, str(started))
+    wait_for(started.exists)
+    fut.cancel()
+    with pytest.raises(faas.Cancelled):
+        fut.result(30)
+    assert final(fut.request_id).report.max_memory_used_mb > 5
+
+
+def test_a_crashed_invocation_reports_its_real_peak(mode_server, tmp_path):
+    @faas.function(name=f"crasher_{mode_server}")
+    def crasher():
+        import os
+        import time
+        time.sleep(0.5)  # the server samples the peak while it runs; a dead process has none
+        os._exit(3)
+    inv = crasher.invoke()
+    assert inv.status == "failed"
+    assert inv.report.max_memory_used_mb > 5, inv.report

@@ -1,4 +1,4 @@
-"""A killed or crashed invocation reports its real peak (Max Memory Used).
+"""Every process an invocation started dies with it, and a killed invocation reports its real peak.
 
 Both memory enforcement paths (cgroup v1 and the RSS watchdog) are run: they find the
 processes to kill differently (``cgroup.procs`` against the process tree).
@@ -54,6 +54,47 @@ def mode_server(request, make_server):
     assert status["memory_enforcement"] == request.param
     yield request.param
     connection.reset()
+
+
+def daemonize_and_sleep(path):
+    """A handler that leaves a daemon behind (setsid + double fork), then outlives its timeout."""
+    import os
+    import time
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        if os.fork() == 0:
+            with open(path + ".tmp", "w") as f:
+                f.write(str(os.getpid()))
+            os.replace(path + ".tmp", path)
+            time.sleep(300)
+        os._exit(0)
+    os.waitpid(pid, 0)  # the daemon is now an orphan: not a child of the environment any more
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    time.sleep(60)
+
+
+def test_a_daemon_started_by_a_timed_out_invocation_dies_with_it(mode_server, tmp_path):
+    marker = tmp_path / f"daemon-{mode_server}.pid"
+    f = faas.function(daemonize_and_sleep, name=f"daemonize_{mode_server}", timeout=2)
+    with pytest.raises(faas.InvocationTimeout):
+        f(str(marker))
+    daemon = int(marker.read_text())
+    wait_for(lambda: not _alive(daemon))
+
+
+def test_a_daemon_started_by_a_cancelled_invocation_dies_with_it(mode_server, tmp_path):
+    marker = tmp_path / f"daemon-c-{mode_server}.pid"
+    f = faas.function(daemonize_and_sleep, name=f"daemonize_c_{mode_server}", timeout=60)
+    fut = f.spawn(str(marker))
+    wait_for(marker.exists)
+    daemon = int(marker.read_text())
+    assert _alive(daemon)
+    fut.cancel()
+    with pytest.raises(faas.Cancelled):
+        fut.result(30)
+    wait_for(lambda: not _alive(daemon))
 
 
 def hold_memory_and_sleep(mb, path):

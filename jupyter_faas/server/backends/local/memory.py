@@ -48,7 +48,12 @@ def _own_memory_cgroup() -> Path | None:
 
 
 def kill_tree(pids: list[int], leader: int | None) -> None:
-    """SIGKILL the environment's process group and every listed process."""
+    """SIGKILL the environment's process group and every listed process.
+
+    ``pids`` (from :meth:`WatchdogMemory.pids`) holds every process the environment
+    started, daemons too: environments are child subreapers (see
+    :mod:`kernel_workers.zygote`), so an orphan stays in their process tree.
+    """
     if leader:
         try:
             os.killpg(leader, signal.SIGKILL)

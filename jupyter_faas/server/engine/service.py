@@ -33,9 +33,16 @@ invocation is not deferred: ``submit`` returns only once its row is committed.
 
 Large buffers (``files``, a :class:`~..backends.local.buffer_files.BufferFiles`): an invocation may
 carry the descriptor of its argument buffers' file instead of the bytes; it is
-checked (name, size, the payload limit counts it) when accepted, named in the row
-while queued, passed to the environment, and deleted once the end is committed.
-A result's buffers come back the same way and are named in the row for good.
+checked (name, size) when accepted, named in the row while queued, passed to the
+environment, and deleted once the end is committed.  A result's buffers come back
+the same way and are named in the row for good.
+
+Two size limits: the bytes inside messages (the pickle, and every buffer of a client
+that does not share the buffer directory) are held to ``max_payload_bytes``,
+Lambda's 6 MB; the buffers in files are held to ``max_buffer_bytes``, by default
+(None) the function's memory, which is what its environment can hold anyway.  A
+file costs the server nothing, so a caller with a big array raises the function's
+memory, not a server option.
 """
 
 from __future__ import annotations
@@ -65,6 +72,11 @@ log = logging.getLogger("jupyter_faas.server")
 #: loop turns a group commit may wait for more starts and ends, while invocations are
 #: queued and each turn adds some
 COMMIT_DEFER_TURNS = 3
+MB = 1024 * 1024
+
+
+def _mb(n: int) -> str:
+    return f"{n / MB:.1f} MB"
 
 
 class Service(InvocationLogs, StoredQueries):
@@ -73,7 +85,7 @@ class Service(InvocationLogs, StoredQueries):
 
     def __init__(self, store, backend, *, memory_budget_mb: int, max_concurrency: int | None,
                  throttle_wait: float, max_payload_bytes: int, files=None, clock=None,
-                 pricing: model.Pricing = model.DEFAULT_PRICING):
+                 pricing: model.Pricing = model.DEFAULT_PRICING, max_buffer_bytes: int | None = None):
         self.store = store
         self.backend = backend
         self.clock = clock or LoopClock()
@@ -81,7 +93,8 @@ class Service(InvocationLogs, StoredQueries):
         self.files = files  # BufferFiles, or None: every byte travels in frames
         self.slots = Slots(memory_budget_mb, max_concurrency)
         self.throttle_wait = throttle_wait
-        self.max_payload_bytes = max_payload_bytes
+        self.max_payload_bytes = max_payload_bytes  # bytes inside messages (Lambda's 6 MB)
+        self.max_buffer_bytes = max_buffer_bytes    # bytes in buffer files; None: the function's memory
         self.feed = Feed()
         self.registry = Registry(store, self.feed, backend)
         self.active: dict[str, Invocation] = {}
@@ -251,24 +264,42 @@ class Service(InvocationLogs, StoredQueries):
                 self.files.discard(buffers)
             raise
 
+    def buffer_limit(self, function: dict) -> tuple[int, str]:
+        """The most bytes of out-of-band buffers in files an invocation of ``function`` may
+        pass or return, and how to raise it (for the error)."""
+        if self.max_buffer_bytes is not None:
+            return self.max_buffer_bytes, "raise --FaaSServer.max_buffer_mb on the server"
+        return (function["memory"] * MB,
+                f"give {function['name']} more memory (memory= in @faas.function or %%lambda, "
+                f"up to 10240 MB: an environment must hold what it is passed)")
+
     def _validate(self, name, payload, encoding, version, invocation_type, queue, listener, buffers):
         if encoding not in ("pickle", "json"):
             raise InvalidParameter(f"encoding {encoding!r} is not 'pickle' or 'json'")
         size = len(payload)
+        if size > self.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"the payload is {size} bytes inside the message; the limit is "
+                f"{self.max_payload_bytes} bytes (Lambda's). Pass less data per call (e.g. a path "
+                f"instead of the data), or raise the limit with --FaaSServer.max_payload_mb=... "
+                f"(large arrays from a client on the server's machine travel in files instead)")
+        function = self.get_function(name, version)
+        buffer_bytes = 0
         if buffers is not None:
             if encoding != "pickle":
                 raise InvalidParameter("only a pickle payload can have out-of-band buffers")
             if self.files is None:
                 raise InvalidParameter("this server takes no buffer files (share_buffers is off); "
                                        "send the data inside the payload")
-            size += self.files.check(buffers)
+            buffer_bytes = self.files.check(buffers)
+            limit, remedy = self.buffer_limit(function)
+            if buffer_bytes > limit:
+                raise PayloadTooLarge(
+                    f"the arguments of {function['name']}() hold {_mb(buffer_bytes)} of arrays "
+                    f"(out-of-band buffers, passed in a file); an invocation of {function['name']} "
+                    f"(memory={function['memory']} MB) takes at most {_mb(limit)} of them. "
+                    f"Nothing ran. Pass less data per call (e.g. a path to the data), or {remedy}.")
             self.files.replenish()  # the client may have taken a spare
-        if size > self.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"the payload is {size} bytes; the limit is {self.max_payload_bytes} bytes. "
-                f"Pass less data per call (e.g. a path instead of the data), or raise the limit "
-                f"with --FaaSServer.max_payload_mb=...")
-        function = self.get_function(name, version)
         inv = Invocation(model.new_request_id(), function, payload, encoding, invocation_type,
                          queue or invocation_type == "Event", self.clock.time(), buffers)
         if listener is not None:
@@ -276,7 +307,7 @@ class Service(InvocationLogs, StoredQueries):
         row = {"request_id": inv.request_id, "function": function["name"], "version": function["version"],
                "invocation_type": invocation_type, "encoding": encoding, "status": QUEUED,
                "created_at": inv.created_at, "memory_size_mb": function["memory"],
-               "input_summary": input_summary(payload, encoding, buffer_bytes=size - len(payload)),
+               "input_summary": input_summary(payload, encoding, buffer_bytes=buffer_bytes),
                "payload_buffers": buffers}
         return inv, row
 
@@ -470,24 +501,20 @@ class Service(InvocationLogs, StoredQueries):
             rep = self._report(outcome.duration_ms, function["memory"],
                                    round(outcome.max_memory_mb), init_ms)
             result_buffers = outcome.header.get("buffers")
-            size, error = len(outcome.body), None
+            size, buffer_bytes, error = len(outcome.body), 0, None
             if result_buffers is not None:
                 try:
                     if self.files is None:
                         raise InvalidParameter("this server gave the environment no buffer directory")
-                    size += self.files.check(result_buffers, result_name(inv.request_id))
+                    buffer_bytes = self.files.check(result_buffers, result_name(inv.request_id))
                     self.files.replenish()  # the environment may have taken a spare
                 except InvalidParameter as exc:
                     error = {"errorType": "Runtime.InvalidResult",
                              "errorMessage": f"the environment described its result's buffers wrongly "
                                              f"({exc}); the result was dropped. This is a bug in the "
                                              f"runtime: please report it."}
-            limit = self.max_payload_bytes
-            if error is None and size > limit:
-                error = {"errorType": "Function.ResponseSizeTooLarge",
-                         "errorMessage": f"the result is {size} bytes; the limit is {limit} "
-                                         f"bytes. Return less data (e.g. write it to a file and return "
-                                         f"the path), or raise --FaaSServer.max_payload_mb"}
+            if error is None:
+                error = self._result_too_large(function, size, buffer_bytes)
             if error is not None:
                 if result_buffers is not None and self.files is not None:
                     self.files.discard({"file": result_name(inv.request_id)})
@@ -496,6 +523,24 @@ class Service(InvocationLogs, StoredQueries):
             self._end(inv, SUCCEEDED, None, outcome.body, rep, result_buffers)
         else:
             self._end_failure(inv, outcome, init_ms)
+
+    def _result_too_large(self, function: dict, size: int, buffer_bytes: int) -> dict | None:
+        """The error of a result over a limit (its pickle's bytes, or its buffers' in a file), or None."""
+        limit = self.max_payload_bytes
+        if size > limit:
+            return {"errorType": "Function.ResponseSizeTooLarge",
+                    "errorMessage": f"the result is {size} bytes; the limit is {limit} bytes "
+                                    f"inside a message (Lambda's). Return less data (e.g. write it to a "
+                                    f"file and return the path), or raise --FaaSServer.max_payload_mb"}
+        limit, remedy = self.buffer_limit(function)
+        if buffer_bytes > limit:
+            return {"errorType": "Function.ResponseSizeTooLarge",
+                    "errorMessage": f"the result holds {_mb(buffer_bytes)} of arrays (out-of-band "
+                                    f"buffers, passed in a file); an invocation of {function['name']} "
+                                    f"(memory={function['memory']} MB) may return at most {_mb(limit)} "
+                                    f"of them. Return less data (e.g. write it to a file and return "
+                                    f"the path), or {remedy}."}
+        return None
 
     def _end_failure(self, inv: Invocation, outcome, init_ms) -> None:
         if self.files is not None:  # killed or failed midway through writing its result's buffers

@@ -223,6 +223,29 @@ def test_the_payload_limit_counts_bytes_in_messages_and_buffers_in_files_have_th
     assert not files_in(buffer_dir(server), "spare-")  # a stopping server deletes its spares
 
 
+def test_buffer_files_no_row_names_are_swept_at_start_and_stored_results_kept(make_server):
+    server = make_server()
+    faas.connect(server.url, server.token)
+    try:
+        kept = faas.function(make_array, name="make_kept", memory=512).invoke(N).request_id
+    finally:
+        connection.reset()
+    server.stop()
+    directory = buffer_dir(server)
+    assert f"res-{kept}" in files_in(directory, "res-")
+    # What a crash leaves: a client's argument never sent, a result whose row never ended.
+    (directory / "arg-of-a-dead-client").write_bytes(b"x")
+    (directory / "res-01900000-0000-7000-8000-000000000000").write_bytes(b"x")
+    server.start()
+    assert files_in(directory, "arg-") == []
+    assert files_in(directory, "res-") == [f"res-{kept}"]
+    faas.connect(server.url, server.token)
+    try:
+        assert numpy.array_equal(faas.Invocation.from_id(kept).result, numpy.arange(N, dtype="float64"))
+    finally:
+        connection.reset()
+
+
 def test_share_buffers_off_sends_everything_in_messages(make_server):
     server = make_server("--FaaSServer.share_buffers=False")
     conn = faas.connect(server.url, server.token)

@@ -36,13 +36,7 @@ carry the descriptor of its argument buffers' file instead of the bytes; it is
 checked (name, size) when accepted, named in the row while queued, passed to the
 environment, and deleted once the end is committed.  A result's buffers come back
 the same way and are named in the row for good.
-
-Two size limits: the bytes inside messages (the pickle, and every buffer of a client
-that does not share the buffer directory) are held to ``max_payload_bytes``,
-Lambda's 6 MB; the buffers in files are held to ``max_buffer_bytes``, by default
-(None) the function's memory, which is what its environment can hold anyway.  A
-file costs the server nothing, so a caller with a big array raises the function's
-memory, not a server option.
+Their sizes: :mod:`.sizes` (the bytes in messages, and the buffers in files, apart).
 """
 
 from __future__ import annotations
@@ -53,7 +47,7 @@ from collections import OrderedDict, deque
 
 from kernel_workers.buffers import result_name
 
-from ...errors import FaaSError, InvalidParameter, PayloadTooLarge, Throttled
+from ...errors import FaaSError, InvalidParameter, Throttled
 from .. import model
 from ..model import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, THROTTLED
 from .admission import Slots
@@ -66,17 +60,13 @@ from .outcomes import failure
 from .queries import StoredQueries
 from .recovery import recover
 from .registry import Registry
+from .sizes import SizeLimits
 
 log = logging.getLogger("jupyter_faas.server")
 
 #: loop turns a group commit may wait for more starts and ends, while invocations are
 #: queued and each turn adds some
 COMMIT_DEFER_TURNS = 3
-MB = 1024 * 1024
-
-
-def _mb(n: int) -> str:
-    return f"{n / MB:.1f} MB"
 
 
 class Service(InvocationLogs, StoredQueries):
@@ -93,8 +83,7 @@ class Service(InvocationLogs, StoredQueries):
         self.files = files  # BufferFiles, or None: every byte travels in frames
         self.slots = Slots(memory_budget_mb, max_concurrency)
         self.throttle_wait = throttle_wait
-        self.max_payload_bytes = max_payload_bytes  # bytes inside messages (Lambda's 6 MB)
-        self.max_buffer_bytes = max_buffer_bytes    # bytes in buffer files; None: the function's memory
+        self.sizes = SizeLimits(max_payload_bytes, max_buffer_bytes)
         self.feed = Feed()
         self.registry = Registry(store, self.feed, backend)
         self.active: dict[str, Invocation] = {}
@@ -112,6 +101,11 @@ class Service(InvocationLogs, StoredQueries):
         #: tasks of the engine's own (cold starts, the log flusher), owned until done: the
         #: loop keeps only weak references, and a collected task would lose an invocation
         self.tasks: set = set()
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """The most bytes an invocation's payload or result may have inside a message."""
+        return self.sizes.max_payload_bytes
 
     @property
     def running(self) -> int:
@@ -264,25 +258,10 @@ class Service(InvocationLogs, StoredQueries):
                 self.files.discard(buffers)
             raise
 
-    def buffer_limit(self, function: dict) -> tuple[int, str]:
-        """The most bytes of out-of-band buffers in files an invocation of ``function`` may
-        pass or return, and how to raise it (for the error)."""
-        if self.max_buffer_bytes is not None:
-            return self.max_buffer_bytes, "raise --FaaSServer.max_buffer_mb on the server"
-        return (function["memory"] * MB,
-                f"give {function['name']} more memory (memory= in @faas.function or %%lambda, "
-                f"up to 10240 MB: an environment must hold what it is passed)")
-
     def _validate(self, name, payload, encoding, version, invocation_type, queue, listener, buffers):
         if encoding not in ("pickle", "json"):
             raise InvalidParameter(f"encoding {encoding!r} is not 'pickle' or 'json'")
-        size = len(payload)
-        if size > self.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"the payload is {size} bytes inside the message; the limit is "
-                f"{self.max_payload_bytes} bytes (Lambda's). Pass less data per call (e.g. a path "
-                f"instead of the data), or raise the limit with --FaaSServer.max_payload_mb=... "
-                f"(large arrays from a client on the server's machine travel in files instead)")
+        self.sizes.check_message(len(payload))
         function = self.get_function(name, version)
         buffer_bytes = 0
         if buffers is not None:
@@ -292,13 +271,7 @@ class Service(InvocationLogs, StoredQueries):
                 raise InvalidParameter("this server takes no buffer files (share_buffers is off); "
                                        "send the data inside the payload")
             buffer_bytes = self.files.check(buffers)
-            limit, remedy = self.buffer_limit(function)
-            if buffer_bytes > limit:
-                raise PayloadTooLarge(
-                    f"the arguments of {function['name']}() hold {_mb(buffer_bytes)} of arrays "
-                    f"(out-of-band buffers, passed in a file); an invocation of {function['name']} "
-                    f"(memory={function['memory']} MB) takes at most {_mb(limit)} of them. "
-                    f"Nothing ran. Pass less data per call (e.g. a path to the data), or {remedy}.")
+            self.sizes.check_buffers(function, buffer_bytes)
             self.files.replenish()  # the client may have taken a spare
         inv = Invocation(model.new_request_id(), function, payload, encoding, invocation_type,
                          queue or invocation_type == "Event", self.clock.time(), buffers)
@@ -514,7 +487,7 @@ class Service(InvocationLogs, StoredQueries):
                                              f"({exc}); the result was dropped. This is a bug in the "
                                              f"runtime: please report it."}
             if error is None:
-                error = self._result_too_large(function, size, buffer_bytes)
+                error = self.sizes.result_error(function, size, buffer_bytes)
             if error is not None:
                 if result_buffers is not None and self.files is not None:
                     self.files.discard({"file": result_name(inv.request_id)})
@@ -523,24 +496,6 @@ class Service(InvocationLogs, StoredQueries):
             self._end(inv, SUCCEEDED, None, outcome.body, rep, result_buffers)
         else:
             self._end_failure(inv, outcome, init_ms)
-
-    def _result_too_large(self, function: dict, size: int, buffer_bytes: int) -> dict | None:
-        """The error of a result over a limit (its pickle's bytes, or its buffers' in a file), or None."""
-        limit = self.max_payload_bytes
-        if size > limit:
-            return {"errorType": "Function.ResponseSizeTooLarge",
-                    "errorMessage": f"the result is {size} bytes; the limit is {limit} bytes "
-                                    f"inside a message (Lambda's). Return less data (e.g. write it to a "
-                                    f"file and return the path), or raise --FaaSServer.max_payload_mb"}
-        limit, remedy = self.buffer_limit(function)
-        if buffer_bytes > limit:
-            return {"errorType": "Function.ResponseSizeTooLarge",
-                    "errorMessage": f"the result holds {_mb(buffer_bytes)} of arrays (out-of-band "
-                                    f"buffers, passed in a file); an invocation of {function['name']} "
-                                    f"(memory={function['memory']} MB) may return at most {_mb(limit)} "
-                                    f"of them. Return less data (e.g. write it to a file and return "
-                                    f"the path), or {remedy}."}
-        return None
 
     def _end_failure(self, inv: Invocation, outcome, init_ms) -> None:
         if self.files is not None:  # killed or failed midway through writing its result's buffers

@@ -62,7 +62,15 @@ class FaaSServer(JupyterApp):
                           help="Seconds a sync invocation waits for a free slot before it is "
                                "throttled (TooManyRequestsException). map() and async calls queue.")
     max_payload_mb = Float(6.0, config=True,
-                           help="Largest request and response payload in MB (Lambda's sync limit is 6).")
+                           help="Largest request and response payload in MB (Lambda's sync limit is 6), "
+                                "counted in the bytes that travel inside messages. Large arrays "
+                                "that a client on this machine passes through buffer files are "
+                                "held to max_buffer_mb instead.")
+    max_buffer_mb = Integer(0, config=True,
+                            help="Largest total of the out-of-band buffers (numpy arrays and the like) "
+                                 "an invocation's arguments or result may pass through files of "
+                                 "<data dir>/buffers, in MB. 0 (the default): the function's memory, "
+                                 "what its environment can hold; raising memory= raises it.")
     idle_timeout = Float(300.0, config=True,
                          help="Seconds an idle execution environment is kept warm before it is stopped.")
     preload = List(Unicode(), default_value=[], config=True,
@@ -125,7 +133,8 @@ class FaaSServer(JupyterApp):
         self.service = Service(self.store, pool, memory_budget_mb=self.memory_budget_mb,
                                max_concurrency=self.max_concurrency, throttle_wait=self.throttle_wait,
                                max_payload_bytes=int(self.max_payload_mb * 1024 * 1024), files=files,
-                               pricing=pricing)
+                               pricing=pricing,
+                               max_buffer_bytes=self.max_buffer_mb * 1024 * 1024 or None)
         # A frame is one payload or a batch of small ones (the client caps batches at 8 MB).
         max_message = max(int(self.max_payload_mb * 1024 * 1024), 8 << 20) + (2 << 20)
         monitoring = Monitoring(self.store, pricing)

@@ -41,7 +41,6 @@ class FunctionHandler(BaseHandler):
 
 class FunctionLogsHandler(BaseHandler):
     def get(self, name):
-        self.service.get_function(name)
         limit = self.int_arg("limit", 200, 1, 100000)
         self.finish({"logs": self.service.function_logs(name, limit)})
 

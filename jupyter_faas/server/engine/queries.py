@@ -11,6 +11,7 @@ class StoredQueries:
     """Mixed into :class:`~.service.Service`; ``self.store`` is the injected store."""
 
     store = None
+    registry = None
 
     def get_invocation(self, request_id: str) -> InvocationRow:
         row = self.store.get_invocation(request_id)
@@ -40,7 +41,9 @@ class StoredQueries:
         return self.store.logs(request_id, after, limit)
 
     def function_logs(self, name: str, limit: int = 200) -> list[dict]:
-        """The newest stored log lines of a function's invocations."""
+        """The newest stored log lines of a function's invocations, deleted or not; raises
+        ResourceNotFound for a name never deployed."""
+        self.registry.require_known(name)
         return self.store.function_logs(name, limit)
 
 

@@ -8,6 +8,7 @@ has run thousands of versions does not hold every one of them.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 
 from ... import limits
@@ -56,16 +57,31 @@ class Registry:
             if function is not None:
                 self._functions[(name, version)] = function
         if function is None:
-            which = f"{name}:{version}" if version is not None else name
-            raise ResourceNotFound(f"Function not found: {which}. Deploy it first "
-                                   f"(@faas.function or %%lambda), or check `jupyter faas ls`.")
+            raise self._not_found(name, version)
         return function
+
+    def require_known(self, name: str) -> None:
+        """Raise ResourceNotFound unless ``name`` is deployed or was (deleted: its invocations
+        and logs are still stored)."""
+        if (name, None) not in self._functions and not self.store.known_function(name):
+            raise self._not_found(name, None)
+
+    def _not_found(self, name: str, version: int | None) -> ResourceNotFound:
+        deleted = self.store.deleted_at(name)
+        if deleted is not None:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(deleted))
+            return ResourceNotFound(f"Function {name} was deleted at {when}; redeploy it "
+                                    f"(@faas.function or %%lambda) to call it again")
+        which = f"{name}:{version}" if version is not None else name
+        return ResourceNotFound(f"Function not found: {which}. Deploy it first "
+                                f"(@faas.function or %%lambda), or check `jupyter faas ls`.")
 
     def list(self) -> list[FunctionVersion]:
         return self.store.list_functions()
 
     def delete(self, name: str) -> None:
-        """Delete every version (its invocations and logs stay in the store); raises ResourceNotFound."""
+        """Delete the function (its invocations and logs stay in the store, and it is remembered
+        as deleted until the name is deployed again); raises ResourceNotFound."""
         self.get(name)
         self.store.delete_function(name)
         self._forget(name)

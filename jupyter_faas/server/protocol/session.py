@@ -268,8 +268,19 @@ class InvocationSession(abc.ABC):
                 done = dict(done, buffers={"error": f"the result's buffers could not be read on "
                                                     f"the server: {exc}"})
             else:
-                done = dict(done, buffers={"lengths": [v.nbytes for v in views]})
-                parts.extend(views)
+                size = len(parts[0]) + sum(v.nbytes for v in views)
+                limit = self.service.max_payload_bytes
+                if size > limit:
+                    # Inside a message, Lambda's limit holds (the client's websocket caps
+                    # messages too); the result stays in the store, readable over REST.
+                    done = dict(done, buffers={"error": (
+                        f"the result is {size} bytes with its arrays, over the {limit} bytes "
+                        f"(max_payload_mb) a client that does not share the server's machine gets "
+                        f"in a message. Read it on the server's machine (faas.Invocation.from_id"
+                        f"(request_id).result), or GET /faas/api/invocations/<request_id>/result")})
+                else:
+                    done = dict(done, buffers={"lengths": [v.nbytes for v in views]})
+                    parts.extend(views)
         self.pending_done.append((done, parts))
         if len(self.pending_done) >= DONE_BATCH_ITEMS:
             self._flush_done()

@@ -91,6 +91,12 @@ MIGRATIONS = [
     ALTER TABLE invocations ADD COLUMN result_buffers TEXT;
     CREATE INDEX invocations_result_buffers ON invocations(result_buffers) WHERE result_buffers IS NOT NULL;
     """,
+    # 5: a deleted function is remembered, not forgotten: its row stays with deleted_at set
+    # (and its versions and code, so the same name deployed again keeps counting versions
+    # and its invocations keep naming versions that exist); deploying the name clears it
+    """
+    ALTER TABLE functions ADD COLUMN deleted_at REAL;
+    """,
 ]
 
 

@@ -27,7 +27,7 @@ from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 from .. import __version__, paths
 from .api import make_app
 from .backends.local import BufferFiles, Pool, make_enforcer
-from .engine import Monitoring, Service
+from .engine import AsyncService, Monitoring
 from .model import DEFAULT_PRICING, Pricing
 from .protocol import DirectServer
 from .store import Store
@@ -112,7 +112,7 @@ class FaaSServer(JupyterApp):
                     buffers_dir=str(files.dir) if files else None)
         pricing = Pricing(self.price_per_gb_second, self.price_per_request)
         self.pool = pool
-        self.service = Service(self.store, pool, memory_budget_mb=self.memory_budget_mb,
+        self.service = AsyncService(self.store, pool, memory_budget_mb=self.memory_budget_mb,
                                max_concurrency=self.max_concurrency, throttle_wait=self.throttle_wait,
                                max_payload_bytes=int(self.max_payload_mb * 1024 * 1024), files=files,
                                pricing=pricing)

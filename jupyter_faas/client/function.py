@@ -18,6 +18,7 @@ import uuid
 
 from .. import errors, limits
 from ..display import CallView, MapView
+from . import events
 from .connection import default_connection
 from .invocation import Invocation, InvocationFuture
 from .serialization import dumps_call, dumps_function
@@ -26,12 +27,17 @@ from .serialization import dumps_call, dumps_function
 class RemoteFunction:
     def __init__(self, fn, *, name: str | None = None, memory: int = limits.MEMORY_DEFAULT_MB,
                  timeout: float = limits.TIMEOUT_DEFAULT_S, env: dict | None = None,
-                 concurrency: int | None = None, show: bool | None = None, connection=None):
+                 concurrency: int | None = None, show: bool | None = None, connection=None,
+                 retries: int | None = None, retry_delay: float | None = None,
+                 max_event_age: int | None = None, on_success=None, on_failure=None):
         if not callable(fn):
             raise errors.InvalidParameter(f"faas.function wraps a function, not {type(fn).__name__}")
         self._fn = fn
         self.name = limits.check_name(name or getattr(fn, "__name__", ""))
         self.config = limits.check_config(memory, timeout, env, concurrency)
+        # Lambda's event invoke config (invoke_async and triggers): per function, not per version
+        self.event_config = events.event_config(retries, retry_delay, max_event_age, on_success, on_failure)
+        self._destinations = events.destination_handles(on_success, on_failure)
         self._connection = connection
         self.show = show  # None: a live view for calls longer than a second; True: always; False: never
         self._deployed: tuple | None = None  # (connection, code sha256, version)
@@ -56,6 +62,9 @@ class RemoteFunction:
         import base64
         body = {"name": self.name, "code": base64.b64encode(code).decode(), **self.config}
         info = conn.request("POST", "/faas/api/functions", body)
+        for handle in self._destinations:
+            handle.deploy()
+        conn.request("PUT", f"/faas/api/functions/{self.name}/event-config", self.event_config)
         self._deployed = (conn, hashlib.sha256(code).hexdigest(), info["version"])
         return info["version"]
 
@@ -94,6 +103,15 @@ class RemoteFunction:
         if isinstance(fut.exception(), (errors.ServerError, errors.Throttled)) and fut._request_id is None:
             raise fut.exception()
         return Invocation._from_future(fut)
+
+    def invoke_async(self, event) -> Invocation:
+        """Lambda's ``Event`` invocation: returns once the server has the JSON ``event`` on disk
+        (status ``queued``); retried on failure per ``retries``; ``inv.wait()``, ``inv.attempts``."""
+        return events.invoke_async(self.connection, self.name, self.deploy(), [event])[0]
+
+    def invoke_async_many(self, batch) -> list[Invocation]:
+        """Many events, accepted in one request and one store transaction."""
+        return events.invoke_async(self.connection, self.name, self.deploy(), list(batch))
 
     def _call(self, args: tuple, kwargs: dict, raise_first: bool) -> InvocationFuture:
         """One sync call, waited for by this thread (over the direct socket when it can)."""
@@ -312,17 +330,26 @@ def _wait(futures, raise_first: bool = True):
 
 def function(fn=None, *, name: str | None = None, memory: int = limits.MEMORY_DEFAULT_MB,
              timeout: float = limits.TIMEOUT_DEFAULT_S, env: dict | None = None,
-             concurrency: int | None = None, show: bool | None = None):
+             concurrency: int | None = None, show: bool | None = None, retries: int | None = None,
+             retry_delay: float | None = None, max_event_age: int | None = None,
+             on_success=None, on_failure=None):
     """Make ``fn`` a function that runs in isolated execution environments.
 
     ``memory`` in MB (128..10240), ``timeout`` in seconds (1..900), ``env`` environment
     variables, ``concurrency`` reserved concurrent executions.  ``show``: a call shows a
     live view (status, logs as printed, REPORT) once it runs longer than a second;
     ``True`` shows every call, ``False`` none.  Options are keyword-only.
+
+    Asynchronous invocation (``invoke_async``, triggers): ``retries`` (0..10, default 2),
+    ``retry_delay`` (s before the first retry, doubling; default 1.0), ``max_event_age``
+    (60..21600 s), ``on_success`` / ``on_failure`` destinations (a handle or function name,
+    a queue, or a directory path).
     """
     def wrap(f):
         return RemoteFunction(f, name=name, memory=memory, timeout=timeout, env=env,
-                              concurrency=concurrency, show=show)
+                              concurrency=concurrency, show=show, retries=retries,
+                              retry_delay=retry_delay, max_event_age=max_event_age,
+                              on_success=on_success, on_failure=on_failure)
     if fn is None:
         return wrap
     if not callable(fn):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from tornado import web
 
+from .async_events import (AttemptsHandler, DeadLettersHandler, EventConfigHandler, EventsHandler,
+                           RedriveHandler)
 from .events import EventSocket
 from .functions import FunctionHandler, FunctionLogsHandler, FunctionsHandler, InvokeHandler
 from .invocations import (InvocationCancelHandler, InvocationHandler, InvocationLogsHandler,
@@ -36,6 +38,11 @@ def routes() -> list:
         (rf"{p}/invocations/{rid}/cancel", InvocationCancelHandler),
         (rf"{p}/metrics/functions", FunctionStatsHandler),
         (rf"{p}/metrics/functions/{name}", FunctionMetricsHandler),
+        (rf"{p}/functions/{name}/events", EventsHandler),
+        (rf"{p}/functions/{name}/event-config", EventConfigHandler),
+        (rf"{p}/invocations/{rid}/attempts", AttemptsHandler),
+        (rf"{p}/dead-letters", DeadLettersHandler),
+        (rf"{p}/dead-letters/redrive", RedriveHandler),
         (rf"{p}/shutdown", ShutdownHandler),
         (rf"{p}/ws", InvocationSocket),
         (rf"{p}/events", EventSocket),

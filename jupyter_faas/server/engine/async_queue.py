@@ -348,10 +348,10 @@ class AsyncService(Service):
         out = []
         for entry_id, name, payload in self.store.dead_letter_payloads(ids):
             inv = self.invoke_async(name, payload, triggered_by="redrive")
-            out.append((entry_id, inv.request_id))
+            out.append((entry_id, inv.request_id, name))
         if out:
-            self.store.mark_redriven(out, self.clock.time())
-        return [{"id": i, "request_id": rid} for i, rid in out]
+            self.store.mark_redriven([(i, rid) for i, rid, _ in out], self.clock.time())
+        return [{"id": i, "request_id": rid, "function": name} for i, rid, name in out]
 
     def attempts(self, request_id: str) -> list[dict]:
         self.get_invocation(request_id)

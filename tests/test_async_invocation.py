@@ -164,3 +164,31 @@ def test_sigkill_with_1000_queued_events_loses_none_and_reruns_none_that_ended(m
 def server_attempts(server, rid):
     conn = faas.connect(server.url, server.token)
     return conn.request("GET", f"/faas/api/invocations/{rid}/attempts")["attempts"]
+
+
+def test_a_schedule_fires_every_second_and_can_be_disabled_listed_and_deleted(conn):
+    def tick(event):
+        return event["detail-type"]
+
+    f = faas.function(tick, name="ticker")
+    with pytest.raises(faas.InvalidParameter, match="exactly one of Day-of-month"):
+        f.schedule("cron(0 12 * * * *)")
+    t = f.schedule("rate(1 second)")
+    assert t.enabled and t.kind == "schedule" and t.next_at
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(faas.invocations(function="ticker")) < 2:
+        time.sleep(0.1)
+    rows = faas.invocations(function="ticker")
+    assert len(rows) >= 2 and {r._row["triggered_by"] for r in rows} == {"schedule"}
+    rows[-1].wait(30)
+    assert rows[-1].result == "Scheduled Event"
+    assert [x.id for x in faas.triggers(function=f)] == [t.id]
+    t.disable()
+    assert not t.enabled and t.next_at is None
+    time.sleep(0.3)
+    count = len(faas.invocations(function="ticker"))
+    time.sleep(1.5)
+    assert len(faas.invocations(function="ticker")) == count
+    assert t.refresh().fired >= 2
+    t.delete()
+    assert faas.triggers(function=f) == []

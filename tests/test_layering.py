@@ -18,7 +18,7 @@ def test_kernel_workers_imports_only_stdlib_and_cloudpickle():
 def test_public_api_is_pinned():
     assert sorted(jupyter_faas.__all__) == sorted([
         "__version__", "connect", "function", "RemoteFunction", "Invocation", "InvocationFuture",
-        "invocations", "dead_letters", "redrive", "DeadLetter", "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
+        "invocations", "dead_letters", "redrive", "DeadLetter", "triggers", "Trigger", "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
         "Report", "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout",
         "OutOfMemory", "RuntimeExited", "Cancelled", "Throttled", "SerializationError",
         "InvalidParameter", "PayloadTooLarge", "ResourceNotFound", "ServerError",
@@ -88,6 +88,7 @@ def test_dependencies_point_one_way_between_the_layers():
         "engine": {"model"},
         "store": {"model"},
         "backends": {"model"},
+        "triggers": {"engine", "model"},
         "model": set(),
     }
     for module, deps in g.items():

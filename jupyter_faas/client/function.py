@@ -18,7 +18,7 @@ import uuid
 
 from .. import errors, limits
 from ..display import CallView, MapView
-from . import events
+from . import events, triggers
 from .connection import default_connection
 from .invocation import Invocation, InvocationFuture
 from .serialization import dumps_call, dumps_function
@@ -112,6 +112,12 @@ class RemoteFunction:
     def invoke_async_many(self, batch) -> list[Invocation]:
         """Many events, accepted in one request and one store transaction."""
         return events.invoke_async(self.connection, self.name, self.deploy(), list(batch))
+
+    def schedule(self, expression: str) -> "triggers.Trigger":
+        """Run on a schedule: ``rate(5 minutes)`` (also ``rate(N seconds)`` here) or EventBridge's
+        ``cron(0 12 * * ? *)`` (UTC); each firing is an async invocation with a Scheduled Event."""
+        self.deploy()
+        return triggers.create(self.connection, "schedule", self.name, {"expression": expression})
 
     def _call(self, args: tuple, kwargs: dict, raise_first: bool) -> InvocationFuture:
         """One sync call, waited for by this thread (over the direct socket when it can)."""

@@ -31,6 +31,7 @@ from .engine import AsyncService, Monitoring
 from .model import DEFAULT_PRICING, Pricing
 from .protocol import DirectServer
 from .store import Store
+from .triggers import Triggers
 
 log = logging.getLogger("jupyter_faas.server")
 #: allocations between collections of the youngest generation (Python's default is 700)
@@ -119,13 +120,15 @@ class FaaSServer(JupyterApp):
         # A frame is one payload or a batch of small ones (the client caps batches at 8 MB).
         max_message = max(int(self.max_payload_mb * 1024 * 1024), 8 << 20) + (2 << 20)
         monitoring = Monitoring(self.store, pricing)
+        self.triggers = Triggers(self.service)
         self.instance = secrets.token_hex(8)
         self.direct = (DirectServer(self.service, self.token, self.instance, max_message)
                        if self.direct_socket else None)
         return make_app(faas_service=self.service, faas_token=self.token,
                                faas_monitoring=monitoring, faas_instance=self.instance,
                                faas_direct=self.direct and self.direct.path,
-                               faas_shutdown=self.request_stop, websocket_max_message_size=max_message)
+                               faas_shutdown=self.request_stop, websocket_max_message_size=max_message,
+                               faas_triggers=self.triggers)
 
     def request_stop(self) -> None:
         asyncio.get_running_loop().call_soon(self._stopping.set)
@@ -143,6 +146,7 @@ class FaaSServer(JupyterApp):
             await self.direct.start()
         recovered = self.service.recover()
         self.service.start_background()
+        recovered.update(self.triggers.reconcile())
         await self.pool.zygote()  # the first cold start should not pay for the zygote
         if os.environ.get("JUPYTER_FAAS_GC_TUNE", "1") != "0":
             # Every invocation allocates a few hundred short-lived objects: collect the young
@@ -164,6 +168,7 @@ class FaaSServer(JupyterApp):
             if self.write_runtime_file:
                 paths.remove_runtime_file(os.getpid())
             server.stop()
+            self.triggers.close()
             if self.direct is not None:
                 self.direct.close()
             await self.service.close()

@@ -19,6 +19,7 @@ from .invocations import (InvocationCancelHandler, InvocationHandler, Invocation
 from .invocations_ws import InvocationSocket
 from .metrics import FunctionMetricsHandler, FunctionStatsHandler
 from .status import ShutdownHandler, StatusHandler
+from .triggers import TriggerHandler, TriggersHandler
 
 
 def routes() -> list:
@@ -43,6 +44,8 @@ def routes() -> list:
         (rf"{p}/invocations/{rid}/attempts", AttemptsHandler),
         (rf"{p}/dead-letters", DeadLettersHandler),
         (rf"{p}/dead-letters/redrive", RedriveHandler),
+        (rf"{p}/triggers", TriggersHandler),
+        (rf"{p}/triggers/(?P<trigger_id>[^/]+)", TriggerHandler),
         (rf"{p}/shutdown", ShutdownHandler),
         (rf"{p}/ws", InvocationSocket),
         (rf"{p}/events", EventSocket),

@@ -119,6 +119,13 @@ class RemoteFunction:
         self.deploy()
         return triggers.create(self.connection, "schedule", self.name, {"expression": expression})
 
+    def url(self, auth: str = "token") -> "triggers.Trigger":
+        """A function URL (``.url`` is the address): any HTTP request on it invokes the function with
+        API Gateway's payload 2.0 event.  ``auth="token"`` needs the server's token as a Bearer
+        header (never passed to the function); ``auth="none"`` is open on the server's address."""
+        self.deploy()
+        return triggers.create(self.connection, "url", self.name, {"auth": auth})
+
     def _call(self, args: tuple, kwargs: dict, raise_first: bool) -> InvocationFuture:
         """One sync call, waited for by this thread (over the direct socket when it can)."""
         version = self.deploy()

@@ -142,6 +142,7 @@ class FaaSServer(JupyterApp):
         port = bound[0].getsockname()[1]
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
         self.url = f"http://{host}:{port}"
+        self.triggers.base_url = self.url
         if self.direct is not None:
             await self.direct.start()
         recovered = self.service.recover()

@@ -13,6 +13,7 @@ from tornado import web
 from .async_events import (AttemptsHandler, DeadLettersHandler, EventConfigHandler, EventsHandler,
                            RedriveHandler)
 from .events import EventSocket
+from .function_urls import FunctionUrlHandler
 from .functions import FunctionHandler, FunctionLogsHandler, FunctionsHandler, InvokeHandler
 from .invocations import (InvocationCancelHandler, InvocationHandler, InvocationLogsHandler,
                           InvocationResultHandler, InvocationsHandler)
@@ -52,7 +53,12 @@ def routes() -> list:
     ]
 
 
+def url_routes() -> list:
+    """Function URLs: the user's endpoints, beside (not in) the REST API."""
+    return [(r"/url/(?P<name>[^/]+)(?P<path>/.*)?", FunctionUrlHandler)]
+
+
 def make_app(**settings) -> web.Application:
     """The tornado application of :func:`routes`; ``settings`` are the handlers' (``faas_service``,
     ``faas_token``, ``faas_monitoring``, ``faas_instance``, ``faas_direct``, ``faas_shutdown``)."""
-    return web.Application(routes(), **settings)
+    return web.Application(routes() + url_routes(), **settings)

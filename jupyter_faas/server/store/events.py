@@ -199,3 +199,8 @@ class EventsTable:
     def delete_trigger(self, trigger_id: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM triggers WHERE id=?", (trigger_id,))
+
+    def set_triggered_by(self, request_id: str, what: str) -> None:
+        """Name what made an invocation that was submitted as a direct call (a function URL)."""
+        with self._tx() as db:
+            db.execute("UPDATE invocations SET triggered_by=? WHERE request_id=?", (what, request_id))

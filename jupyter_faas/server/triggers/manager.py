@@ -13,10 +13,11 @@ import uuid
 
 from ...errors import InvalidParameter, ResourceNotFound
 from .schedules import Schedules
+from .urls import Urls
 
 log = logging.getLogger("jupyter_faas.server")
 
-KINDS = ("schedule",)
+KINDS = ("schedule", "url")
 
 
 class Triggers:
@@ -25,7 +26,8 @@ class Triggers:
     def __init__(self, service):
         self.service = service
         self.store = service.store
-        self.runners = {"schedule": Schedules(service)}
+        self.base_url = ""  # the server's URL, once it is bound (for function URLs)
+        self.runners = {"schedule": Schedules(service), "url": Urls(service, lambda: self.base_url)}
 
     def reconcile(self) -> dict:
         """At start: every enabled trigger runs again (a schedule due while the server was down
@@ -48,6 +50,12 @@ class Triggers:
             raise InvalidParameter("a trigger's spec is a JSON object")
         self.service.get_function(function)
         runner = self.runners[kind]
+        if kind == "url":  # one URL per function (Lambda's rule)
+            for existing in self.store.triggers(function, "url"):
+                if existing["spec"] == runner.check(spec):
+                    return self._view(existing)
+                raise InvalidParameter(f"{function} already has a function URL with auth="
+                                       f"{existing['spec']['auth']!r}; delete it first")
         row = {"id": f"{kind}-{uuid.uuid4().hex[:12]}", "kind": kind, "function": function,
                "spec": runner.check(spec), "enabled": True, "created_at": self.service.clock.time()}
         row["state"] = runner.initial_state(row)
@@ -84,6 +92,11 @@ class Triggers:
         row = self.get(trigger_id)
         self.runners[row["kind"]].stop(trigger_id)
         self.store.delete_trigger(trigger_id)
+
+    def url_config(self, function: str) -> dict | None:
+        """The function's URL trigger (enabled or not), or None."""
+        rows = self.store.triggers(function, "url")
+        return rows[0] if rows else None
 
     def close(self) -> None:
         for runner in self.runners.values():

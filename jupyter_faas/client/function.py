@@ -26,7 +26,7 @@ from kernel_workers.context import LambdaContext, call_with_context, context_par
 
 from .. import errors, limits
 from ..display import CallView, MapView
-from . import dependencies
+from . import dependencies, events, triggers
 from .discovery import default_connection
 from .invocation import Invocation, InvocationFuture
 from .serialization import dumps_call, dumps_function
@@ -37,7 +37,9 @@ class RemoteFunction:
 
     def __init__(self, fn, *, name: str | None = None, memory: int | None = None,
                  timeout: float | None = None, env: dict | None = None,
-                 concurrency: int | None = None, show: bool | None = None, connection=None):
+                 concurrency: int | None = None, show: bool | None = None, connection=None,
+                 retries: int | None = None, retry_delay: float | None = None,
+                 max_event_age: int | None = None, on_success=None, on_failure=None):
         if not callable(fn):
             raise errors.InvalidParameter(f"faas.function wraps a function, not {type(fn).__name__}")
         if isinstance(fn, RemoteFunction):
@@ -50,6 +52,10 @@ class RemoteFunction:
             concurrency = base.config["concurrency"] if concurrency is None else concurrency
             show = base.show if show is None else show
             connection = base._connection if connection is None else connection
+            given = {"retries": retries, "retry_delay": retry_delay, "max_event_age": max_event_age,
+                     "on_success": on_success, "on_failure": on_failure}
+            kept = {k: v if v is not None else base._event_options[k] for k, v in given.items()}
+            retries, retry_delay, max_event_age, on_success, on_failure = kept.values()
         checked = limits.check_options(
             name=(limits.check_name, default_name(fn) if name is None else name),
             memory=(limits.check_memory, limits.MEMORY_DEFAULT_MB if memory is None else memory),
@@ -61,6 +67,12 @@ class RemoteFunction:
         # None: a live view for calls over a second; True: always; False: never
         self.show = checked.pop("show")
         self.config = checked
+        # Lambda's event invoke config (invoke_async and triggers): per function, not per version
+        self._event_options = {"retries": retries, "retry_delay": retry_delay,
+                               "max_event_age": max_event_age, "on_success": on_success,
+                               "on_failure": on_failure}
+        self.event_config = events.event_config(retries, retry_delay, max_event_age, on_success, on_failure)
+        self._destinations = events.destination_handles(on_success, on_failure)
         self._connection = connection
         self._deployed: _Deployed | None = None
         # Only the function's identity: a callable object's own attributes (``self.name``,
@@ -99,6 +111,9 @@ class RemoteFunction:
         else:
             body = {"name": self.name, "code": base64.b64encode(code).decode(), **self.config}
             version = conn.request("POST", "/faas/api/functions", body)["version"]
+            for handle in self._destinations:
+                handle.deploy()
+            conn.request("PUT", f"/faas/api/functions/{self.name}/event-config", self.event_config)
         self._deployed = _Deployed(conn, sha, version, snapshot)
         return version
 
@@ -147,6 +162,28 @@ class RemoteFunction:
         if isinstance(fut.exception(), (errors.ServerError, errors.Throttled)) and fut._request_id is None:
             raise fut.exception()
         return Invocation._from_future(fut)
+
+    def invoke_async(self, event) -> Invocation:
+        """Lambda's ``Event`` invocation: returns once the server has the JSON ``event`` on disk
+        (status ``queued``); retried on failure per ``retries``; ``inv.wait()``, ``inv.attempts``."""
+        return events.invoke_async(self.connection, self.name, self.deploy(), [event])[0]
+
+    def invoke_async_many(self, batch) -> list[Invocation]:
+        """Many events, accepted in one request and one store transaction."""
+        return events.invoke_async(self.connection, self.name, self.deploy(), list(batch))
+
+    def schedule(self, expression: str) -> "triggers.Trigger":
+        """Run on a schedule: ``rate(5 minutes)`` (also ``rate(N seconds)`` here) or EventBridge's
+        ``cron(0 12 * * ? *)`` (UTC); each firing is an async invocation with a Scheduled Event."""
+        self.deploy()
+        return triggers.create(self.connection, "schedule", self.name, {"expression": expression})
+
+    def url(self, auth: str = "token") -> "triggers.Trigger":
+        """A function URL (``.url`` is the address): any HTTP request on it invokes the function with
+        API Gateway's payload 2.0 event.  ``auth="token"`` needs the server's token as a Bearer
+        header (never passed to the function); ``auth="none"`` is open on the server's address."""
+        self.deploy()
+        return triggers.create(self.connection, "url", self.name, {"auth": auth})
 
     def _call(self, args: tuple, kwargs: dict, raise_first: bool) -> InvocationFuture:
         """One sync call, waited for by this thread (over the direct socket when it can)."""
@@ -407,7 +444,9 @@ def _essence(code: types.CodeType) -> tuple:
 
 def function(fn=None, *, name: str | None = None, memory: int | None = None,
              timeout: float | None = None, env: dict | None = None,
-             concurrency: int | None = None, show: bool | None = None):
+             concurrency: int | None = None, show: bool | None = None, retries: int | None = None,
+             retry_delay: float | None = None, max_event_age: int | None = None,
+             on_success=None, on_failure=None):
     """Make ``fn`` a function that runs in isolated execution environments.
 
     ``memory`` in MB (128..10240, default 128), ``timeout`` in seconds (1..900, default 3),
@@ -419,10 +458,17 @@ def function(fn=None, *, name: str | None = None, memory: int | None = None,
     ``lambda_<code hash>`` (see :func:`default_name`).  Wrapping a :class:`RemoteFunction`
     again applies the options given and keeps its others.  Every bad option is named in one
     :class:`~jupyter_faas.InvalidParameter`.
+
+    Asynchronous invocation (``invoke_async``, triggers): ``retries`` (0..10, default 2),
+    ``retry_delay`` (s before the first retry, doubling; default 1.0), ``max_event_age``
+    (60..21600 s), ``on_success`` / ``on_failure`` destinations (a handle or function name,
+    or a directory path).
     """
     def wrap(f):
         return RemoteFunction(f, name=name, memory=memory, timeout=timeout, env=env,
-                              concurrency=concurrency, show=show)
+                              concurrency=concurrency, show=show, retries=retries,
+                              retry_delay=retry_delay, max_event_age=max_event_age,
+                              on_success=on_success, on_failure=on_failure)
     if fn is None:
         return wrap
     if not callable(fn):

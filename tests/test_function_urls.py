@@ -13,6 +13,7 @@ import urllib.request
 import pytest
 
 import jupyter_faas as faas
+from conftest import wait_for
 from jupyter_faas.server.triggers.urls import http_event, http_response
 
 
@@ -91,7 +92,8 @@ def test_timeouts_throttles_unknown_and_disabled(conn, server):
     assert fetch(u.url + "?s=3")[0] == 504
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         first = pool.submit(fetch, u.url + "?s=0.9")
-        time.sleep(0.3)
+        wait_for(lambda: [r for r in faas.invocations(function="slow_url", status="running")],
+                 what="the first request running")
         second = pool.submit(fetch, u.url + "?s=0")
         codes = sorted([first.result()[0], second.result()[0]])
     assert codes == [200, 429]

@@ -169,14 +169,19 @@ class InvokeHandler(LambdaHandler):
             self.set_status(204)
             self.finish()
             return
+        if kind == "Event":
+            # Lambda's async path: the durable queue, with retries and destinations
+            inv = self.service.invoke_async(f["name"], payload, version=f["version"],
+                                            triggered_by="lambda-api")
+            self.request_id = inv.request_id
+            self.set_header("x-amzn-RequestId", inv.request_id)
+            self.set_status(202)
+            self.finish()
+            return
         inv = self.service.submit(f["name"], payload, encoding="json", version=f["version"],
                                   invocation_type=kind)
         self.request_id = inv.request_id
         self.set_header("x-amzn-RequestId", inv.request_id)
-        if kind == "Event":
-            self.set_status(202)
-            self.finish()
-            return
         done, result = await inv.done
         if done["status"] == THROTTLED:
             error = done["error"] or {}

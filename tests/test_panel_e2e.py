@@ -353,6 +353,24 @@ def test_invoke_with_a_json_test_event_and_metrics(stack, page, functions):
     page.locator(PANEL).screenshot(path=str(ARTIFACTS / "panel-metrics.png"))
 
 
+def test_metrics_open_on_the_window_the_data_needs(stack, page, functions):
+    """A function invoked just now is charted over 15 minutes, not as a sliver of an hour;
+    one with invocations over two days, over a day."""
+    assert functions["square"](3) == 9
+    window = f"{PANEL} .jp-FaaS-metricsWindow"
+    for name, minutes in (("e2e_square", "15"), (BULK_FUNCTION, "1440")):
+        card = page.locator(f'{PANEL} .jp-FaaS-function[data-function="{name}"]')
+        card.wait_for(timeout=30_000)
+        card.locator("button", has_text="Metrics").click()
+        page.wait_for_function(
+            f"document.querySelector('{PANEL} .jp-FaaS-metricsFunction')?.value === '{name}' && "
+            f"document.querySelector('{window}')?.value === '{minutes}'", timeout=30_000)
+    # A window the user picks is kept.
+    with page.expect_response(lambda r: f"metrics/functions/{BULK_FUNCTION}?minutes=60" in r.url) as answer:
+        page.select_option(window, "60")
+    assert answer.value.ok and page.locator(window).input_value() == "60"
+
+
 def test_delete_function_from_the_panel(stack, page, functions):
     card = page.locator(f'{PANEL} .jp-FaaS-function[data-function="e2e_add"]')
     card.locator("button", has_text="Delete").click()

@@ -49,6 +49,41 @@ export const REFRESH_INTERVAL_MS = 2000;
 /** Longer than the server's log flush interval (0.25 s). */
 export const BACKFILL_DELAY_MS = 800;
 
+/** The metrics windows the panel offers, in minutes, shortest first. */
+export const METRICS_WINDOWS = [15, 60, 360, 1440];
+
+/**
+ * The shortest window that holds every invocation of a series (the longest when none
+ * does, the shortest when there are none): a function deployed a minute ago is charted
+ * over 15 minutes, not as a sliver at the right edge of an hour.
+ */
+export function windowFor(series: IMetrics): number {
+  const first = series.invocations.findIndex(n => n > 0);
+  if (first < 0) {
+    return METRICS_WINDOWS[0];
+  }
+  const span = series.invocations.length - first; // minutes from its first busy one to now
+  return METRICS_WINDOWS.find(w => w >= span) ?? METRICS_WINDOWS[METRICS_WINDOWS.length - 1];
+}
+
+/** The last `minutes` of a series (its buckets are whole minutes ending now, whatever its window). */
+export function lastMinutes(series: IMetrics, minutes: number): IMetrics {
+  const skip = Math.max(0, series.timestamps.length - minutes);
+  const cut = <T>(values: T[]) => values.slice(skip);
+  return {
+    ...series,
+    start: series.timestamps[skip] ?? series.start,
+    timestamps: cut(series.timestamps),
+    invocations: cut(series.invocations),
+    errors: cut(series.errors),
+    throttles: cut(series.throttles),
+    concurrent_executions: cut(series.concurrent_executions),
+    duration_p50_ms: cut(series.duration_p50_ms),
+    duration_p90_ms: cut(series.duration_p90_ms),
+    duration_p99_ms: cut(series.duration_p99_ms)
+  };
+}
+
 /** Stored and live lines as one list in time order, each line once (same ts and text). */
 export function mergeLogs(stored: ILogLine[], live: ILogLine[]): ILogLine[] {
   const seen = new Set<string>();
@@ -259,13 +294,32 @@ export class FaaSModel {
     });
   }
 
+  /** Chart a function over the window its invocations need (see windowFor). */
+  async openMetrics(name: string): Promise<void> {
+    const token = ++this._metricsToken;
+    this._metricsFunction = name;
+    this._changed.emit('metrics');
+    await this._guard(async () => {
+      // One read of the longest window; the chosen window is its tail.
+      const longest = METRICS_WINDOWS[METRICS_WINDOWS.length - 1];
+      const day = await this._api.metrics(name, longest);
+      if (token === this._metricsToken) {
+        this._metricsMinutes = windowFor(day);
+        this._metrics = lastMinutes(day, this._metricsMinutes);
+        this._changed.emit('metrics');
+      }
+    });
+  }
+
+  /** Chart a function over the window the user chose (and re-read it as events come). */
   async loadMetrics(name: string, minutes: number): Promise<void> {
+    const token = ++this._metricsToken;
     this._metricsFunction = name;
     this._metricsMinutes = minutes;
     this._changed.emit('metrics'); // the choice shows at once; the series follow
     await this._guard(async () => {
       const metrics = await this._api.metrics(name, minutes);
-      if (name === this._metricsFunction && minutes === this._metricsMinutes) {
+      if (token === this._metricsToken) {
         this._metrics = metrics;
         this._changed.emit('metrics');
       }
@@ -465,7 +519,8 @@ export class FaaSModel {
   private _detailToken = 0;
   private _metrics: IMetrics | null = null;
   private _metricsFunction: string | null = null;
-  private _metricsMinutes = 60;
+  private _metricsMinutes = METRICS_WINDOWS[1];
+  private _metricsToken = 0;
   private _invokeOutcome: IInvokeOutcome | null = null;
   private _error: string | null = null;
   private _connected = false;

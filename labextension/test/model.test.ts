@@ -3,9 +3,9 @@
  * (The real server is exercised end to end by tests/test_panel_e2e.py.)
  */
 import { IFaaSAPI } from '../src/handler';
-import { FaaSModel, MAX_ROWS, PAGE_SIZE } from '../src/model';
+import { FaaSModel, MAX_ROWS, PAGE_SIZE, windowFor } from '../src/model';
 import { cost, duration, reportLine, shortId } from '../src/format';
-import { FeedEvent, IInvocation, IInvocationQuery, ILogLine } from '../src/types';
+import { FeedEvent, IInvocation, IInvocationQuery, ILogLine, IMetrics } from '../src/types';
 
 function inv(i: number, fields: Partial<IInvocation> = {}): IInvocation {
   return {
@@ -55,7 +55,7 @@ class MemoryAPI implements IFaaSAPI {
   async logs(id: string) {
     return { logs: this.logLines[id] ?? [] };
   }
-  async metrics(name: string, minutes: number) {
+  async metrics(name: string, minutes: number): Promise<IMetrics> {
     return {
       function: name, start: 0, period_s: 60, timestamps: new Array(minutes).fill(0), invocations: [],
       errors: [], throttles: [], concurrent_executions: [], duration_p50_ms: [], duration_p90_ms: [], duration_p99_ms: []
@@ -220,6 +220,44 @@ describe('FaaSModel', () => {
     model.applyEvents([{ type: 'overflow', dropped: 900 }]);
     await new Promise(r => setTimeout(r, 0));
     expect(api.queries.length).toBe(before + 1);
+  });
+});
+
+describe('metrics window', () => {
+  const busy = (minutes: number, agoMinutes: number[]): IMetrics => {
+    const invocations: number[] = new Array(minutes).fill(0);
+    agoMinutes.forEach(a => (invocations[minutes - 1 - a] += 1));
+    return {
+      function: 'f', start: 0, period_s: 60, timestamps: invocations.map((_, i) => i * 60), invocations,
+      errors: [], throttles: [], concurrent_executions: [], duration_p50_ms: [], duration_p90_ms: [], duration_p99_ms: []
+    };
+  };
+
+  it('is the shortest window that holds every invocation', () => {
+    expect(windowFor(busy(1440, []))).toBe(15);
+    expect(windowFor(busy(1440, [0, 1]))).toBe(15);
+    expect(windowFor(busy(1440, [0, 14]))).toBe(15);
+    expect(windowFor(busy(1440, [15]))).toBe(60);
+    expect(windowFor(busy(1440, [200]))).toBe(360);
+    expect(windowFor(busy(1440, [1439]))).toBe(1440);
+  });
+
+  it('opens a new function on 15 minutes, its series the tail of one read of a day', async () => {
+    const api = new MemoryAPI();
+    const asked: number[] = [];
+    api.metrics = async (name: string, minutes: number) => {
+      asked.push(minutes);
+      return { ...busy(minutes, [0, 3]), function: name };
+    };
+    const model = new FaaSModel(api);
+    await model.openMetrics('f');
+    expect(asked).toEqual([1440]);
+    expect(model.metricsMinutes).toBe(15);
+    expect(model.metrics!.timestamps.length).toBe(15);
+    expect(model.metrics!.invocations.reduce((a, b) => a + b, 0)).toBe(2);
+    await model.loadMetrics('f', 360); // a window the user picks is read as such
+    expect(asked).toEqual([1440, 360]);
+    expect(model.metricsMinutes).toBe(360);
   });
 });
 

@@ -488,3 +488,37 @@ def test_panel_fits_its_default_sidebar_width(stack, browser, functions):
         assert not detail["panelScrolls"]
     finally:
         ctx.close()
+
+
+@pytest.mark.parametrize("reported, advice", [
+    ({"extension": "0.0.1", "server": "0.0.1"}, "Restart JupyterLab"),
+    ({"extension": None, "server": "0.0.2"}, "jupyter faas stop"),
+])
+def test_panel_says_so_when_the_python_side_is_another_version(stack, browser, functions, reported, advice):
+    """After an upgrade the browser can load a panel newer than the code JupyterLab's server
+    (or the background FaaS server) runs: the panel names both versions and what to do."""
+    import jupyter_faas
+    reported = {k: v or jupyter_faas.__version__ for k, v in reported.items()}
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = ctx.new_page()
+        # JupyterLab adds a cache-busting query to every request.
+        page.route("**/jupyter-faas/api/version?*", lambda route: route.fulfill(json=reported))
+        page.goto(f"{stack['lab'].url}/lab?token={stack['lab'].token}")
+        tab = page.locator('.jp-SideBar [data-id="jupyter-faas-panel"]')
+        tab.wait_for(timeout=60_000)
+        tab.click()
+        banner = page.locator(f"{PANEL} .jp-FaaS-versionProblem")
+        banner.wait_for(timeout=30_000)
+        text = banner.inner_text()
+        other = "0.0.1" if reported["extension"] == "0.0.1" else "0.0.2"
+        assert jupyter_faas.__version__ in text and other in text and advice in text, text
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator(PANEL).screenshot(path=str(ARTIFACTS / f"panel-version-{other}.png"))
+    finally:
+        ctx.close()
+
+
+def test_no_version_note_when_the_versions_agree(stack, page, functions):
+    page.locator(f"{PANEL} .jp-FaaS-row").first.wait_for(timeout=30_000)
+    assert page.locator(f"{PANEL} .jp-FaaS-versionProblem").count() == 0

@@ -99,6 +99,14 @@ export function mergeLogs(stored: ILogLine[], live: ILogLine[]): ILogLine[] {
   return out.sort((a, b) => a.ts - b.ts).slice(0, MAX_LOG_LINES);
 }
 
+function versionAdvice(panel: string, other: string): string {
+  return (
+    `This Lambda panel is version ${panel}, but ${other}: jupyter_faas was upgraded while ` +
+    'JupyterLab was running. Restart JupyterLab and reload this page. If they still differ, ' +
+    "reinstall jupyter_faas in JupyterLab's environment (pip install --force-reinstall jupyter_faas)."
+  );
+}
+
 function newer(a: IInvocation, b: IInvocation): boolean {
   return a.created_at > b.created_at || (a.created_at === b.created_at && a.request_id > b.request_id);
 }
@@ -145,6 +153,10 @@ export class FaaSModel {
   get invokeOutcome(): IInvokeOutcome | null {
     return this._invokeOutcome;
   }
+  /** What to do when this panel and the Python side are different versions; null when they agree. */
+  get versionProblem(): string | null {
+    return this._versionProblem;
+  }
   /** The last error, for the status line; null when the last action worked. */
   get error(): string | null {
     return this._error;
@@ -167,6 +179,36 @@ export class FaaSModel {
     if (this._metricsFunction) {
       await this.loadMetrics(this._metricsFunction, this._metricsMinutes);
     }
+  }
+
+  /**
+   * This panel's version against the package the Jupyter server runs and the FaaS server's.
+   * After an upgrade the browser loads the new panel while JupyterLab's server (until
+   * restarted) or a background FaaS server (until stopped) still runs the old code, and
+   * requests fail in ways that say nothing: this names the versions and what to do.
+   */
+  async checkVersions(panel: string): Promise<void> {
+    let problem: string | null = null;
+    try {
+      const v = await this._api.versions();
+      if (v.extension !== panel) {
+        problem = versionAdvice(panel, `JupyterLab's server runs jupyter_faas ${v.extension}`);
+      } else if (v.server !== null && v.server !== panel) {
+        problem =
+          `The jupyter_faas server running is version ${v.server}, but this panel and the package ` +
+          `are ${panel}. Stop the old server with "jupyter faas stop"; the next call (or this panel) ` +
+          'starts the new one.';
+      }
+    } catch (error) {
+      if (error instanceof APIError && error.status === 404) {
+        // A Jupyter server extension older than this endpoint.
+        problem = versionAdvice(panel, "JupyterLab's server runs an older jupyter_faas");
+      } else {
+        this._error = message(error);
+      }
+    }
+    this._versionProblem = problem;
+    this._changed.emit('status');
   }
 
   setConnected(connected: boolean): void {
@@ -523,6 +565,7 @@ export class FaaSModel {
   private _metricsToken = 0;
   private _invokeOutcome: IInvokeOutcome | null = null;
   private _error: string | null = null;
+  private _versionProblem: string | null = null;
   private _connected = false;
   private _refreshTimer: ReturnType<typeof setTimeout> | null = null;
   private _backfillTimer: ReturnType<typeof setTimeout> | null = null;

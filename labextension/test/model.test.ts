@@ -25,6 +25,10 @@ class MemoryAPI implements IFaaSAPI {
   invoked: [string, string][] = [];
   queries: IInvocationQuery[] = [];
 
+  versionsReply = { extension: '1.0.0', server: '1.0.0' as string | null };
+  async versions() {
+    return this.versionsReply;
+  }
   async functionStats() {
     return { functions: [], prices: { per_gb_second: 0, per_request: 0 } };
   }
@@ -220,6 +224,26 @@ describe('FaaSModel', () => {
     model.applyEvents([{ type: 'overflow', dropped: 900 }]);
     await new Promise(r => setTimeout(r, 0));
     expect(api.queries.length).toBe(before + 1);
+  });
+});
+
+describe('versions', () => {
+  it('says nothing when the panel, the package and the server agree', async () => {
+    const model = new FaaSModel(new MemoryAPI());
+    await model.checkVersions('1.0.0');
+    expect(model.versionProblem).toBeNull();
+  });
+
+  it('names both versions and what to do when they differ', async () => {
+    const api = new MemoryAPI();
+    const model = new FaaSModel(api);
+    api.versionsReply = { extension: '0.9.0', server: '0.9.0' };
+    await model.checkVersions('1.0.0');
+    expect(model.versionProblem).toMatch(/panel is version 1\.0\.0, but JupyterLab's server runs jupyter_faas 0\.9\.0/);
+    expect(model.versionProblem).toMatch(/Restart JupyterLab/);
+    api.versionsReply = { extension: '1.0.0', server: '0.9.0' };
+    await model.checkVersions('1.0.0');
+    expect(model.versionProblem).toMatch(/server running is version 0\.9\.0.*jupyter faas stop/);
   });
 });
 

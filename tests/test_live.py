@@ -278,6 +278,29 @@ def test_failed_count_and_item_view_while_the_cell_blocks(kernel):
     assert kernel.error(msg_id) is None
 
 
+def test_ended_views_say_what_ran_and_their_cancel_is_off(kernel):
+    """imap's view is titled imap; a finished pane with no output says "(no output)", not
+    "(no output yet)"; once a map has ended its Cancel is disabled and no longer red."""
+    for call, kind in (("list(quiet.imap(range(3)))", "imap"), ("quiet.map(range(3))", "map")):
+        before = set(kernel.widgets)
+        out, err = kernel.run(textwrap.dedent(f"""
+            @faas.function(name="quiet", timeout=30)
+            def quiet(x):
+                return x
+            print({call})
+        """))
+        assert err is None and "[0, 1, 2]" in out, (out, err)
+        new = {c: w for c, w in kernel.widgets.items() if c not in before}
+        htmls = [w["state"].get("value", "") for w in new.values() if w["model"] == "HTMLModel"]
+        assert any(f"<b>quiet</b>.{kind} · 3 items · done" in v for v in htmls), htmls
+        assert not any("no output yet" in v for v in htmls), htmls
+        assert any("(no output)" in v for v in htmls), htmls
+        cancel = [w["state"] for w in new.values()
+                  if w["model"] == "ButtonModel" and w["state"].get("description") == "Cancel"]
+        assert len(cancel) == 1 and cancel[0]["disabled"] is True, cancel
+        assert cancel[0]["button_style"] == "", cancel
+
+
 def test_log_flood_keeps_the_kernel_responsive_and_the_store_complete(kernel):
     lines = 200_000
     out, err = kernel.run(textwrap.dedent("""

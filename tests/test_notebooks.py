@@ -136,3 +136,23 @@ def test_live_notebook_renders_the_map_widget_with_the_handlers_prints(server, m
     assert "first square over 200: 225" in _text(_cell(nb, "@faas.function\ndef square"))
     assert "status now: running" in _text(_cell(nb, "request_id = "))
     assert "lines stored: 200000" in _text(_cell(nb, "@faas.function(timeout=120)\ndef chatty"))
+
+
+def test_run_notebook_prints_the_cells_and_no_kernel_transport_warning(server, tmp_path):
+    """scripts/run_notebook.py (the quickstart's runner) starts its kernel over IPC, so the
+    kernel has nothing to warn about (ipykernel 7 warns about plain-text TCP on stderr)."""
+    import os
+    import subprocess
+    import sys
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('hello from', 6 * 7)")])
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(nb, path)
+    env = dict(os.environ, JUPYTER_FAAS_URL=server.url, JUPYTER_FAAS_TOKEN=server.token)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "run_notebook.py"
+    done = subprocess.run([sys.executable, str(script), str(path)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "hello from 42" in done.stdout and "every cell succeeded" in done.stdout
+    assert "without encryption" not in done.stdout + done.stderr, done.stderr
+    assert "WARNING" not in done.stderr, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.ipynb"]  # no stray socket files

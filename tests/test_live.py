@@ -7,7 +7,9 @@ sends, while the cell is still blocking.
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -337,6 +339,12 @@ def test_log_flood_keeps_the_kernel_responsive_and_the_store_complete(kernel):
              if w["model"] == "HTMLModel" and "flood line" in w["state"].get("value", "")]
     assert panes and all(p.count("flood line") <= 200 for p in panes)
     assert "earlier lines not shown" in panes[-1]
+    # The pane's count and its last line agree: the newest lines are the ones shown.
+    final = html.unescape(re.sub(r"<[^>]+>", "", panes[-1].split("<pre", 1)[1].split(">", 1)[1]))
+    shown = final.strip().splitlines()
+    assert shown[-1] == f"[0] flood line {lines - 1}", shown[-3:]
+    assert shown == [f"[0] flood line {i}" for i in range(lines - len(shown), lines)], shown[:3]
+    assert f"{lines - len(shown):,} earlier lines not shown" in panes[-1]
     # Every line is in the store.
     out, err = kernel.run("print(sum(1 for l in faas.Invocation.from_id(rid).logs "
                           "if l.startswith('flood line')))", timeout=60)

@@ -271,6 +271,7 @@ def test_failed_count_and_item_view_while_the_cell_blocks(kernel):
     assert "item three divides by zero" in text and "(3)" in text    # error and input
     assert "input was 3" in text and "REPORT" in text                # its own logs and REPORT
     assert "line 5, in third_fails" in text                          # the remote traceback
+    assert "white-space:pre;overflow-x:auto" in text                 # not wrapped at ^^^^ markers
     # pick another item by number
     kernel.set_value(kernel.find("BoundedIntTextModel", description="item"), 1)
     kernel.click(kernel.find("ButtonModel", description="Show"))

@@ -52,7 +52,9 @@ def _pre(lines: list[str], hidden: int, note: str, ended: bool = False) -> str:
 def _error_pre(exc: BaseException | None) -> str:
     if exc is None:
         return ""
-    return f"<pre style='color:#c62828;white-space:pre-wrap'>{html.escape(error_text(exc))}</pre>"
+    # Lines kept whole (a traceback's ^^^^ markers point at columns): it scrolls sideways.
+    return (f"<pre style='color:#c62828;white-space:pre;overflow-x:auto;margin:0'>"
+            f"{html.escape(error_text(exc))}</pre>")
 
 
 def _print_new_lines(tail: LogTail, seen: int, prefix: str = "") -> int:

@@ -159,9 +159,13 @@ def page(stack, browser, functions):
     ctx.close()
 
 
-def _open_panel(page, lab, widen: bool = True) -> float:
-    """Load JupyterLab, open the Lambda tab; seconds from the click to rows on screen."""
-    page.goto(f"{lab.url}/lab?token={lab.token}")
+def _open_panel(page, lab, widen: bool = True, workspace: str | None = None) -> float:
+    """Load JupyterLab, open the Lambda tab; seconds from the click to rows on screen.
+
+    ``workspace``: a fresh one, so the layout is JupyterLab's default (the default workspace
+    remembers the panel open and its width from the pages before).
+    """
+    page.goto(f"{lab.url}/lab" + (f"/workspaces/{workspace}" if workspace else "") + f"?token={lab.token}")
     tab = page.locator('.jp-SideBar [data-id="jupyter-faas-panel"]')
     tab.wait_for(timeout=60_000)
     t0 = time.perf_counter()
@@ -446,9 +450,10 @@ def test_panel_fits_its_default_sidebar_width(stack, browser, functions):
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     try:
         page = ctx.new_page()
-        _open_panel(page, stack["lab"], widen=False)
+        _open_panel(page, stack["lab"], widen=False, workspace=f"default-width-{uuid.uuid4().hex[:8]}")
         page.locator(f'{PANEL} .jp-FaaS-row[data-request-id="{failed.request_id}"]').wait_for(timeout=30_000)
         ARTIFACTS.mkdir(exist_ok=True)
+        page.locator(f"{PANEL} .jp-FaaS-invocations").scroll_into_view_if_needed()
         page.locator(PANEL).screenshot(path=str(ARTIFACTS / "panel-default-width.png"))
         layout = page.evaluate(_LAYOUT_JS, PANEL)
         assert [h["text"] for h in layout["heads"]][-1] == "Start"
@@ -504,7 +509,7 @@ def test_panel_says_so_when_the_python_side_is_another_version(stack, browser, f
         page = ctx.new_page()
         # JupyterLab adds a cache-busting query to every request.
         page.route("**/jupyter-faas/api/version?*", lambda route: route.fulfill(json=reported))
-        page.goto(f"{stack['lab'].url}/lab?token={stack['lab'].token}")
+        page.goto(f"{stack['lab'].url}/lab/workspaces/version-{uuid.uuid4().hex[:8]}?token={stack['lab'].token}")
         tab = page.locator('.jp-SideBar [data-id="jupyter-faas-panel"]')
         tab.wait_for(timeout=60_000)
         tab.click()

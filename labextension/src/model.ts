@@ -176,9 +176,7 @@ export class FaaSModel {
     if (this._detail) {
       await this.select(this._detail.invocation.request_id);
     }
-    if (this._metricsFunction) {
-      await this.loadMetrics(this._metricsFunction, this._metricsMinutes);
-    }
+    await this.refreshMetrics();
   }
 
   /**
@@ -340,6 +338,7 @@ export class FaaSModel {
   async openMetrics(name: string): Promise<void> {
     const token = ++this._metricsToken;
     this._metricsFunction = name;
+    this._opening = token;
     this._changed.emit('metrics');
     await this._guard(async () => {
       // One read of the longest window; the chosen window is its tail.
@@ -351,6 +350,20 @@ export class FaaSModel {
         this._changed.emit('metrics');
       }
     });
+    if (this._opening === token) {
+      this._opening = null;
+    }
+  }
+
+  /**
+   * Re-read the charted function over its window (events came, or the feed reconnected).
+   * An open still choosing its window is left alone: its answer is as fresh, and a re-read
+   * over the previous window would overtake it.
+   */
+  async refreshMetrics(): Promise<void> {
+    if (this._metricsFunction && this._opening === null) {
+      await this.loadMetrics(this._metricsFunction, this._metricsMinutes);
+    }
   }
 
   /** Chart a function over the window the user chose (and re-read it as events come). */
@@ -531,9 +544,7 @@ export class FaaSModel {
     this._refreshTimer = setTimeout(() => {
       this._refreshTimer = null;
       void this.refreshFunctions();
-      if (this._metricsFunction) {
-        void this.loadMetrics(this._metricsFunction, this._metricsMinutes);
-      }
+      void this.refreshMetrics();
     }, REFRESH_INTERVAL_MS);
   }
 
@@ -563,6 +574,8 @@ export class FaaSModel {
   private _metricsFunction: string | null = null;
   private _metricsMinutes = METRICS_WINDOWS[1];
   private _metricsToken = 0;
+  /** The token of an openMetrics still waiting for its series. */
+  private _opening: number | null = null;
   private _invokeOutcome: IInvokeOutcome | null = null;
   private _error: string | null = null;
   private _versionProblem: string | null = null;

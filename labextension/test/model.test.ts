@@ -283,6 +283,24 @@ describe('metrics window', () => {
     expect(asked).toEqual([1440, 360]);
     expect(model.metricsMinutes).toBe(360);
   });
+
+  it('keeps the window it chose when a refresh comes while it opens', async () => {
+    const api = new MemoryAPI();
+    const asked: number[] = [];
+    api.metrics = async (name: string, minutes: number) => {
+      asked.push(minutes);
+      return { ...busy(minutes, [0]), function: name };
+    };
+    const model = new FaaSModel(api);
+    await model.loadMetrics('old', 1440); // the window the last function was charted over
+    const opening = model.openMetrics('f');
+    await model.refreshMetrics(); // events came meanwhile
+    await opening;
+    expect(model.metricsFunction).toBe('f');
+    expect(model.metricsMinutes).toBe(15);
+    await model.refreshMetrics(); // afterwards a refresh re-reads the chosen window
+    expect(asked).toEqual([1440, 1440, 15]);
+  });
 });
 
 describe('format', () => {

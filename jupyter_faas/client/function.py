@@ -292,7 +292,8 @@ class RemoteFunction:
     def _imap(self, arg_tuples, total, max_outstanding, ordered, return_exceptions, show):
         futures: list[InvocationFuture] = []
         outstanding: "collections.deque[InvocationFuture]" = collections.deque()
-        view = MapView(self.name, total, lambda: _cancel(list(outstanding), wait=False), show)
+        view = MapView(self.name, total, lambda: _cancel(list(outstanding), wait=False), show,
+                       kind="imap")
         exhausted = False
         try:
             while True:

@@ -72,8 +72,8 @@ class Faas(System):
         self.conn = faas.connect(info["url"], self.token)
 
     def close(self):
-        from jupyter_faas.client import connection
-        connection.reset()
+        from jupyter_faas.client import discovery
+        discovery.reset()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(30)

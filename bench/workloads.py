@@ -39,6 +39,7 @@ METRICS = [
     ("S", "list_newest_ms", "ms", "lower", "list the newest 100 of the seeded invocations (REST)"),
     ("S", "list_function_ms", "ms", "lower", "… filtered by function"),
     ("S", "list_status_ms", "ms", "lower", "… filtered by status"),
+    ("S", "list_deep_ms", "ms", "lower", "… a page halfway down the store (keyset cursor)"),
     ("S", "server_rss_first_mb", "MB", "lower", "server RSS after the first W2 repetition"),
     ("S", "server_rss_growth_mb", "MB", "lower", "server RSS growth over the later W2 repetitions"),
     ("S", "log_lines_per_s", "lines/s", "higher", "lines one invocation prints and the store keeps"),
@@ -130,9 +131,13 @@ def scale(system, sizes):
     # Seeded: s_invocations rows over 10 functions, one in ten failed (bench.faas.seed_store).
     tenth = min(100, sizes["s_invocations"] // 10)
     expect = {"list_newest_ms": min(100, sizes["s_invocations"]), "list_function_ms": tenth,
-              "list_status_ms": tenth}
+              "list_status_ms": tenth, "list_deep_ms": min(100, sizes["s_invocations"] // 2)}
+    # seeded 1 ms apart: halfway down is half the count's milliseconds before the newest
+    newest = system.request("/faas/api/invocations", limit=1)["invocations"][0]
+    halfway = {"before": newest["created_at"] - sizes["s_invocations"] * 0.0005,
+               "before_id": newest["request_id"]}
     for metric, params in (("list_newest_ms", {}), ("list_function_ms", {"function": "seeded_3"}),
-                           ("list_status_ms", {"status": "failed"})):
+                           ("list_status_ms", {"status": "failed"}), ("list_deep_ms", halfway)):
         times = []
         for _ in range(sizes["s_list_calls"]):
             started = time.perf_counter()

@@ -6,21 +6,25 @@ does the same from a notebook cell.
 """
 
 from ._version import __version__
-from .client.connection import connect
+from .client.aws import aws_env, boto3_client
+from .client.discovery import connect
+from .client.events import DeadLetter, dead_letters, redrive
+from .client.triggers import Trigger, triggers
 from .client.function import RemoteFunction, function
 from .client.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from .client.invocation import Invocation, InvocationFuture, Report, invocations
 from .errors import (Cancelled, FaaSError, FunctionError, InvalidParameter, InvocationError,
                      InvocationTimeout, OutOfMemory, PayloadTooLarge, ResourceNotFound,
-                     RuntimeExited, SerializationError, ServerError, Throttled)
+                     ResponseSizeTooLarge, RuntimeExited, SerializationError, ServerError, Throttled)
 
 __all__ = [
     "__version__",
-    "connect", "function", "RemoteFunction", "Invocation", "InvocationFuture", "Report",
-    "invocations", "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
+    "connect", "aws_env", "boto3_client", "function", "RemoteFunction", "Invocation", "InvocationFuture", "Report",
+    "invocations", "dead_letters", "redrive", "DeadLetter", "triggers", "Trigger",
+    "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
     "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout", "OutOfMemory",
     "RuntimeExited", "Cancelled", "Throttled", "SerializationError", "InvalidParameter",
-    "PayloadTooLarge", "ResourceNotFound", "ServerError",
+    "PayloadTooLarge", "ResponseSizeTooLarge", "ResourceNotFound", "ServerError",
     "load_ipython_extension",
 ]
 

@@ -1,4 +1,4 @@
-"""``jupyter faas serve|stop|ls|invoke|logs`` (also ``python -m jupyter_faas ...``).
+"""``jupyter faas serve|stop|ls|invoke|logs|aws-env`` (also ``python -m jupyter_faas ...``).
 
 ``serve`` is the traitlets application (so ``--FaaSServer.x=...`` and
 ``jupyter_faas_config.py`` work); the others are thin REST clients.
@@ -85,6 +85,20 @@ def cmd_logs(args) -> int:
     return 0
 
 
+def cmd_aws_env(args) -> int:
+    """Shell exports that point boto3 and the AWS CLI at this user's server (started if none runs)."""
+    import shlex
+
+    from .client.aws import ACCESS_KEY_ID
+    from .client.discovery import discover
+    url, token = discover()
+    env = {"AWS_ENDPOINT_URL_LAMBDA": url, "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+           "AWS_SECRET_ACCESS_KEY": token, "AWS_REGION": args.region, "AWS_DEFAULT_REGION": args.region}
+    for key, value in env.items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":
@@ -104,6 +118,10 @@ def main(argv=None) -> None:
     p.add_argument("name")
     p.add_argument("--limit", type=int, default=200)
     p.set_defaults(func=cmd_logs)
+    p = sub.add_parser("aws-env", help="print shell exports for boto3 and the AWS CLI: "
+                                       'eval "$(jupyter faas aws-env)"')
+    p.add_argument("--region", default="us-east-1")
+    p.set_defaults(func=cmd_aws_env)
     args = parser.parse_args(argv)
     try:
         code = args.func(args)

@@ -9,7 +9,10 @@
     │   ├── InvocationTimeout          Sandbox.Timedout: "Task timed out after N seconds"
     │   ├── OutOfMemory                Runtime.OutOfMemory: over the function's memory
     │   ├── RuntimeExited              Runtime.ExitError: sys.exit, os._exit, a signal (SIGSEGV)
-    │   └── Cancelled                  cancelled by the caller (Ctrl-C, ``cancel()``)
+    │   ├── ResponseSizeTooLarge       Function.ResponseSizeTooLarge: the handler returned, but
+    │   │                              its result is over the server's payload limit
+    │   └── Cancelled                  cancelled by the caller (Ctrl-C, ``cancel()``); also a
+    │                                  ``concurrent.futures.CancelledError``
     ├── Throttled                      TooManyRequestsException: over a concurrency limit
     ├── SerializationError             a value could not be pickled or unpickled (names it)
     ├── InvalidParameter               InvalidParameterValueException: a bad option or name
@@ -22,6 +25,8 @@ the REST API; :func:`from_wire` turns a wire error back into the right class.
 """
 
 from __future__ import annotations
+
+import concurrent.futures
 
 
 class FaaSError(Exception):
@@ -87,7 +92,18 @@ class RuntimeExited(InvocationError):
     error_type = "Runtime.ExitError"
 
 
-class Cancelled(InvocationError):
+class ResponseSizeTooLarge(InvocationError):
+    """The handler returned normally, but its result is over the payload limit; it was dropped.
+
+    Not a :class:`FunctionError`: the handler did not raise.
+    """
+
+    error_type = "Function.ResponseSizeTooLarge"
+
+
+class Cancelled(InvocationError, concurrent.futures.CancelledError):
+    """Also a ``concurrent.futures.CancelledError``, what a cancelled future's ``result()`` raises."""
+
     error_type = "Cancelled"
 
 
@@ -122,8 +138,8 @@ class ServerError(FaaSError):
 
 
 _BY_TYPE = {cls.error_type: cls for cls in (
-    InvocationTimeout, OutOfMemory, RuntimeExited, Cancelled, Throttled, SerializationError,
-    InvalidParameter, PayloadTooLarge, ResourceNotFound, ServerError)}
+    InvocationTimeout, OutOfMemory, RuntimeExited, ResponseSizeTooLarge, Cancelled, Throttled,
+    SerializationError, InvalidParameter, PayloadTooLarge, ResourceNotFound, ServerError)}
 _BY_TYPE["InvalidRequestContentException"] = InvalidParameter
 _BY_TYPE["Runtime.MarshalError"] = SerializationError
 _BY_TYPE["Runtime.UnmarshalError"] = SerializationError

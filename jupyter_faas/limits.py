@@ -60,18 +60,39 @@ def check_env(env) -> dict:
         return {}
     if not isinstance(env, dict):
         raise InvalidParameter(f"env must be a dict of str to str, not {type(env).__name__}")
-    out = {}
+    out, problems = {}, []
     for key, value in env.items():
         if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-            raise InvalidParameter(f"env key {key!r} is not a valid environment variable name")
-        if key in RESERVED_ENV:
-            raise InvalidParameter(f"env key {key!r} is reserved by the runtime; choose another name")
-        if not isinstance(value, str):
-            raise InvalidParameter(f"env[{key!r}] must be a str, not {type(value).__name__}")
-        out[key] = value
+            problems.append(f"env key {key!r} is not a valid environment variable name")
+        elif key in RESERVED_ENV:
+            problems.append(f"env key {key!r} is reserved by the runtime; choose another name")
+        elif not isinstance(value, str):
+            problems.append(f"env[{key!r}] must be a str, not {type(value).__name__}")
+        else:
+            out[key] = value
     size = sum(len(k) + len(v) for k, v in out.items())
     if size > ENV_MAX_BYTES:
-        raise InvalidParameter(f"env is {size} bytes; the limit is {ENV_MAX_BYTES} bytes in total")
+        problems.append(f"env is {size} bytes; the limit is {ENV_MAX_BYTES} bytes in total")
+    if problems:
+        raise InvalidParameter("; ".join(problems))
+    return out
+
+
+def check_options(**checks) -> dict:
+    """Run every ``name=(check, value)`` and return ``{name: checked value}``.
+
+    Raises one :class:`InvalidParameter` that lists every problem, not just the first.
+    """
+    out, problems = {}, []
+    for key, (check, value) in checks.items():
+        try:
+            out[key] = check(value)
+        except InvalidParameter as exc:
+            problems.append(str(exc))
+    if len(problems) == 1:
+        raise InvalidParameter(problems[0])
+    if problems:
+        raise InvalidParameter(f"{len(problems)} invalid options: " + "; ".join(problems))
     return out
 
 
@@ -88,13 +109,78 @@ def check_backend(backend):
 def check_config(memory, timeout, env, concurrency, backend=None) -> dict:
     """The validated function configuration, as stored and sent on the wire.
 
-    ``backend`` is in it only when given, so a function that names none keeps its version."""
-    config = {
-        "memory": check_memory(memory),
-        "timeout": check_timeout(timeout),
-        "env": check_env(env),
-        "concurrency": check_concurrency(concurrency),
-    }
-    if check_backend(backend) is not None:
-        config["backend"] = backend
+    Raises :class:`InvalidParameter` naming every bad option at once.  ``backend`` is in it
+    only when given, so a function that names none keeps its version.
+    """
+    config = check_options(memory=(check_memory, memory), timeout=(check_timeout, timeout),
+                           env=(check_env, env), concurrency=(check_concurrency, concurrency),
+                           backend=(check_backend, backend))
+    if config["backend"] is None:
+        del config["backend"]
     return config
+
+
+# ---- asynchronous invocation (Lambda's event invoke config; reference/lambda.md §5.1) ----------
+#: Lambda allows 0..2 retries; locally up to 10, so a flaky dependency can be ridden out
+RETRIES_MIN, RETRIES_MAX, RETRIES_DEFAULT = 0, 10, 2
+RETRY_DELAY_MIN_S, RETRY_DELAY_MAX_S, RETRY_DELAY_DEFAULT_S = 0.0, 3600.0, 1.0
+EVENT_AGE_MIN_S, EVENT_AGE_MAX_S, EVENT_AGE_DEFAULT_S = 60, 21600, 21600
+#: a destination: ``function:<name>``, ``queue:<name>`` or ``dir:<absolute path>``
+DESTINATION_KINDS = ("function", "queue", "dir")
+
+
+def check_retries(retries) -> int:
+    if isinstance(retries, bool) or not isinstance(retries, int) or not (
+            RETRIES_MIN <= retries <= RETRIES_MAX):
+        raise InvalidParameter(
+            f"retries={retries!r} is out of range: give a whole number from {RETRIES_MIN} to "
+            f"{RETRIES_MAX} (Lambda allows 0 to 2; this server allows up to {RETRIES_MAX})")
+    return retries
+
+
+def check_retry_delay(delay) -> float:
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not (
+            RETRY_DELAY_MIN_S <= delay <= RETRY_DELAY_MAX_S):
+        raise InvalidParameter(
+            f"retry_delay={delay!r} is out of range: give seconds from {RETRY_DELAY_MIN_S:g} to "
+            f"{RETRY_DELAY_MAX_S:g} before the first retry (it doubles after each)")
+    return float(delay)
+
+
+def check_max_event_age(age) -> int:
+    if isinstance(age, bool) or not isinstance(age, (int, float)) or not (
+            EVENT_AGE_MIN_S <= age <= EVENT_AGE_MAX_S):
+        raise InvalidParameter(
+            f"max_event_age={age!r} is out of range: give seconds from {EVENT_AGE_MIN_S} to "
+            f"{EVENT_AGE_MAX_S} (Lambda's MaximumEventAgeInSeconds)")
+    return int(age)
+
+
+def check_destination(which: str, target) -> str | None:
+    """``None`` or ``'function:<name>'``, ``'queue:<name>'``, ``'dir:<absolute path>'``."""
+    if target is None:
+        return None
+    kind, _, rest = target.partition(":") if isinstance(target, str) else ("", "", "")
+    if kind not in DESTINATION_KINDS or not rest:
+        raise InvalidParameter(
+            f"{which}={target!r} is not a destination: give a function (a handle or its name), "
+            f"a queue (faas.queue(...)) or a directory path")
+    if kind in ("function", "queue"):
+        if not NAME_RE.match(rest):
+            raise InvalidParameter(f"{which}={target!r}: {rest!r} is not a valid {kind} name")
+    elif not rest.startswith("/"):
+        raise InvalidParameter(f"{which}={target!r}: a directory destination needs an absolute path")
+    return target
+
+
+def check_event_config(retries=RETRIES_DEFAULT, retry_delay=RETRY_DELAY_DEFAULT_S,
+                       max_event_age=EVENT_AGE_DEFAULT_S, on_success=None, on_failure=None) -> dict:
+    """A function's validated event invoke config (what ``invoke_async`` and triggers obey).
+
+    Raises :class:`InvalidParameter` naming every bad option at once.
+    """
+    return check_options(
+        retries=(check_retries, retries), retry_delay=(check_retry_delay, retry_delay),
+        max_event_age=(check_max_event_age, max_event_age),
+        on_success=(lambda t: check_destination("on_success", t), on_success),
+        on_failure=(lambda t: check_destination("on_failure", t), on_failure))

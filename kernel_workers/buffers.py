@@ -36,7 +36,7 @@ import os
 import re
 import stat
 
-import cloudpickle
+from . import tracebacks
 
 PICKLE_PROTOCOL = 5
 #: Out-of-band buffers that add up to less than this travel inside the pickle: a file
@@ -97,9 +97,9 @@ def dumps(obj, out_of_band: bool) -> tuple[bytes, list]:
     ``buffers`` is empty when everything is in the pickle (the usual small call).
     """
     if not out_of_band:
-        return cloudpickle.dumps(obj, protocol=PICKLE_PROTOCOL), []
+        return tracebacks.dumps(obj, PICKLE_PROTOCOL), []
     found: list = []
-    data = cloudpickle.dumps(obj, protocol=PICKLE_PROTOCOL, buffer_callback=found.append)
+    data = tracebacks.dumps(obj, PICKLE_PROTOCOL, buffer_callback=found.append)
     if not found:
         return data, []
     try:
@@ -107,7 +107,7 @@ def dumps(obj, out_of_band: bool) -> tuple[bytes, list]:
     except BufferError:  # a non-contiguous buffer: it can only go in band
         raws = None
     if raws is None or sum(r.nbytes for r in raws) < THRESHOLD:
-        return cloudpickle.dumps(obj, protocol=PICKLE_PROTOCOL), []
+        return tracebacks.dumps(obj, PICKLE_PROTOCOL), []
     return data, raws
 
 

@@ -257,6 +257,7 @@ class Environment:
         self.orphans: list = []  # lines printed outside an invocation (at import, at INIT)
         self.workdir = os.path.join(host.workdir, env_id)
         self.killed_for: str | None = None
+        self.peak_before_kill_mb = 0.0  # Max Memory Used, read as it was killed
         self.last_used = time.monotonic()
 
     def _fields(self) -> dict:
@@ -319,6 +320,7 @@ class Environment:
             buffers: dict | None) -> dict:
         self.state = "busy"
         self.killed_for = None
+        self.peak_before_kill_mb = 0.0
         self.host.running[request_id] = self
         if request_id in self.host.cancelled:  # cancelled between the check and now
             self.kill("cancelled")
@@ -370,7 +372,7 @@ class Environment:
     def _ended(self, started: float, sampled: float | None, lines: Lines | None = None) -> dict:
         """The process is gone or being killed: its exit status, and why it ended."""
         duration = (time.perf_counter() - started) * 1000
-        peak = max(_hwm_mb(self.pid), sampled or 0.0)
+        peak = max(_hwm_mb(self.pid), sampled or 0.0, self.peak_before_kill_mb)
         returncode = self.host.zygote().wait_exit(self.pid)
         self._drain((lambda e: lines.add(e[1], e[2])) if lines else self.orphans.append)
         kind = {"timeout": "timeout", "cancelled": "cancelled", "oom": "oom"}.get(self.killed_for, "crash")
@@ -471,6 +473,8 @@ class Environment:
         if self.killed_for is None:
             self.killed_for = reason
         if self.pid:
+            if not self.peak_before_kill_mb:  # a dead process has no VmHWM: read it first
+                self.peak_before_kill_mb = _hwm_mb(self.pid)
             _kill_tree(self.pid)
 
     def close(self) -> None:

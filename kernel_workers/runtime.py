@@ -32,34 +32,25 @@ import resource
 import sys
 import tempfile  # imported here so the zygote has it: a cold start then does not pay ~5 ms
 import time
-import traceback
 
 import cloudpickle
 
-from . import buffers, wire
-from .context import LambdaContext
+from . import buffers, exceptions, wire
+from .context import LambdaContext, call_with_context, context_parameter
+from . import tracebacks
+from .tracebacks import error_fields
 
 PICKLE_PROTOCOL = 5
 
 
-def _error_fields(exc: BaseException, stage: str) -> dict:
-    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    return {
-        "errorType": type(exc).__name__,
-        "errorMessage": str(exc),
-        "errorModule": type(exc).__module__,
-        "stackTrace": tb,
-        "stage": stage,
-    }
-
-
-def _pickled_exception(exc: BaseException) -> bytes:
-    """The exception itself, so the client can re-raise it as its own type."""
-    try:
-        exc.__traceback__ = None
-        return cloudpickle.dumps(exc, protocol=PICKLE_PROTOCOL)
-    except BaseException:  # noqa: BLE001 - unpicklable exceptions are reported by text only
-        return b""
+def _check_not_lazy(result) -> None:
+    """A generator cannot travel back; say what to do instead of a pickling error."""
+    if inspect.isgenerator(result) or inspect.isasyncgen(result):
+        kind = "an async generator" if inspect.isasyncgen(result) else "a generator"
+        name = getattr(result, "__qualname__", "")
+        raise TypeError(f"the handler returned {kind} (from {name}()), which cannot be "
+                        f"sent back: return a list instead (return list(...)), or use .imap() "
+                        f"to get many results as they come")
 
 
 def _flush() -> None:
@@ -99,9 +90,10 @@ class Environment:
     def __init__(self, channel: wire.BlockingChannel):
         self.channel = channel
         self.handler = None
-        self.wants_context = False
+        self.context_parameter: str | None = None  # how the handler takes Lambda's context
         self.config: dict = {}
         self.buffers_dir: str | None = None
+        self.loop = None  # the event loop of async handlers, kept across warm invocations
 
     def init(self, header: dict, code: bytes) -> bool:
         started = time.perf_counter()
@@ -111,16 +103,12 @@ class Environment:
             handler = cloudpickle.loads(code)
             if not callable(handler):
                 raise TypeError(f"the deployed object is a {type(handler).__name__}, not a function")
-            try:
-                params = inspect.signature(handler).parameters
-                self.wants_context = "context" in params
-            except (TypeError, ValueError):
-                self.wants_context = False
+            self.context_parameter = context_parameter(handler)
             self.handler = handler
         except BaseException as exc:  # noqa: BLE001 - any failure to load is an init error
             _flush()
-            fields = _error_fields(exc, "init")
-            self.channel.send("init_error", _pickled_exception(exc), **fields)
+            fields = error_fields(exc, "init")
+            self.channel.send("init_error", exceptions.dumps(exc), **fields)
             return False
         self.channel.send("ready", init_ms=(time.perf_counter() - started) * 1000, pid=os.getpid())
         return True
@@ -136,14 +124,13 @@ class Environment:
                 args, kwargs = (json.loads(payload) if payload else {},), {}
             else:
                 args, kwargs = cloudpickle.loads(payload, buffers=self._argument_buffers(header))
-            if self.wants_context and "context" not in kwargs:
-                kwargs["context"] = LambdaContext(
-                    rid, self.config.get("function", ""), str(self.config.get("version", "")),
-                    self.config.get("memory", 128), header.get("deadline_ms", 0),
-                    os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", ""))
             stage = "run"
-            result = self.handler(*args, **kwargs)
+            result = call_with_context(self.handler, self.context_parameter, args, kwargs,
+                                       lambda: self._context(header))
+            if inspect.isawaitable(result):  # an ``async def`` handler
+                result = self._await(result)
             stage = "pickle"
+            _check_not_lazy(result)
             described = {}
             if encoding == "json":
                 body = json.dumps(result).encode()
@@ -155,12 +142,12 @@ class Environment:
         except BaseException as exc:  # noqa: BLE001 - everything else is the invocation's error
             duration = (time.perf_counter() - started) * 1000
             _flush()
-            fields = _error_fields(exc, stage)
+            fields = error_fields(exc, stage)
             if isinstance(exc, MemoryError):
                 fields["errorType"] = "Runtime.OutOfMemory"
             elif stage == "pickle" and encoding == "json":
                 fields["errorType"] = "Runtime.MarshalError"
-            self.channel.send("error", _pickled_exception(exc), request_id=rid, duration_ms=duration,
+            self.channel.send("error", exceptions.dumps(exc), request_id=rid, duration_ms=duration,
                               cpu_ms=(time.process_time() - cpu_started) * 1000, **fields)
             if isinstance(exc, MemoryError):
                 # The heap may be exhausted or fragmented: never reuse this process.
@@ -170,6 +157,24 @@ class Environment:
         _flush()
         self.channel.send("result", body, request_id=rid, encoding=encoding, duration_ms=duration,
                           cpu_ms=(time.process_time() - cpu_started) * 1000, **described)
+
+    def _await(self, awaitable):
+        """Run an async handler's coroutine to its end on this environment's event loop.
+
+        One loop for the environment's life, so what a warm handler keeps in its globals
+        (a client session, a connection pool) stays bound to a live loop.
+        """
+        if self.loop is None:
+            import asyncio  # only async handlers pay for it
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+        return self.loop.run_until_complete(awaitable)
+
+    def _context(self, header: dict) -> LambdaContext:
+        return LambdaContext(header["request_id"], self.config.get("function", ""),
+                             str(self.config.get("version", "")), self.config.get("memory", 128),
+                             header.get("deadline_ms", 0),
+                             os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", ""))
 
     def _argument_buffers(self, header: dict) -> list | None:
         descriptor = header.get("buffers")
@@ -191,7 +196,7 @@ class Environment:
             spans = buffers.write(os.path.join(self.buffers_dir, name), raws)
         except OSError:
             # No room or no access: the server still takes the result in the frame.
-            return cloudpickle.dumps(result, protocol=PICKLE_PROTOCOL), {}
+            return tracebacks.dumps(result, PICKLE_PROTOCOL), {}
         return body, {"buffers": {"file": name, "spans": spans}}
 
     def serve(self) -> None:

@@ -22,11 +22,27 @@ from its ``init`` frame when the server gives it a function.
 
 When the server's socket closes (the server stopped or died), the zygote kills
 every environment it forked and exits: no process outlives the server.
+
+Orphans (a handler that daemonizes: ``setsid`` and a double fork) cannot escape the
+environment that started them, whatever the memory enforcement.  Each environment
+is a *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)``): a process whose parent
+exits is re-parented to the environment, not to init, so it stays in the
+environment's process tree, where the server's watchdog counts its memory and a kill
+finds it (with a cgroup, ``cgroup.procs`` lists it anyway).  The zygote is a
+subreaper too: what an environment left behind when it died (a process forked while
+the tree was being killed) is re-parented to the zygote, which kills it at once; it
+never forks anything else, so any child that is not an environment is such an orphan.
+A session id or process group would not do (the daemon leaves both with ``setsid``),
+nor a marker environment variable (a forked child's ``/proc/PID/environ`` is the
+zygote's, and an ``exec`` may clear it).  An orphan that exits while its environment
+lives stays a zombie until the environment stops: the environment cannot tell an
+adopted child from one the handler waits for itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib
 import os
 import select
@@ -36,6 +52,48 @@ import sys
 import time
 
 from . import runtime, wire
+
+#: prctl option: orphaned descendants are re-parented to this process (Linux 3.4+)
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants of this process its children (False where the OS cannot)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def children() -> list[int]:
+    """The pids of this process's children (its own forks and the orphans it adopted)."""
+    found: list[int] = []
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children") as f:
+                found.extend(int(p) for p in f.read().split())
+        return found
+    except (OSError, ValueError):
+        pass
+    me = os.getpid()  # a kernel without /proc/.../children: read every process's parent
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+                if int(stat[stat.rindex(b")") + 2:].split()[1]) == me:
+                    found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
+
+
+def _sigkill(pid: int) -> None:
+    for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        try:
+            target()
+        except OSError:
+            pass
 
 
 class Zygote:
@@ -47,6 +105,7 @@ class Zygote:
         self.failed = failed
 
     def run(self) -> None:
+        become_subreaper()
         rfd, wfd = os.pipe()
         os.set_blocking(wfd, False)
         os.set_blocking(rfd, False)
@@ -75,15 +134,28 @@ class Zygote:
                     self.fork(header, fds)
 
     def reap(self) -> None:
-        while self.children:
+        reaped = False
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
-            self.children.pop(pid, None)
-            self.channel.send("exited", pid=pid, returncode=os.waitstatus_to_exitcode(status))
+                break
+            reaped = True
+            if self.children.pop(pid, None) is not None:
+                self.channel.send("exited", pid=pid, returncode=os.waitstatus_to_exitcode(status))
+            # else: an adopted orphan (see the module docstring), killed when it was adopted
+        if reaped:
+            # A dead process's orphans were re-parented here before the zygote heard of its
+            # exit; an environment's or an orphan's alike, they are killed.
+            self.kill_orphans()
+
+    def kill_orphans(self) -> None:
+        """Kill every child that is not an environment: what a dead environment left behind."""
+        for pid in children():
+            if pid not in self.children:
+                _sigkill(pid)
 
     def fork(self, header: dict, fds: list) -> None:
         sys.stdout.flush()
@@ -118,6 +190,7 @@ class Zygote:
             signal.signal(sig, signal.SIG_DFL)
         self.sock.close()
         os.setsid()
+        become_subreaper()  # what the handler orphans stays in this environment's tree
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(out_fd, 1)
@@ -133,14 +206,13 @@ class Zygote:
         return 0
 
     def shutdown(self) -> None:
-        for pid in list(self.children):
-            for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
-                try:
-                    target()
-                except OSError:
-                    pass
+        # Environments and adopted orphans alike; each death may re-parent more orphans
+        # here, so kill whatever is a child until nothing is (or the time is up).
         deadline = time.monotonic() + 2
-        while self.children and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            pids = set(children()) | set(self.children)
+            for pid in pids:
+                _sigkill(pid)
             try:
                 pid, _ = os.waitpid(-1, 0)
                 self.children.pop(pid, None)

@@ -22,6 +22,24 @@ ROOT = Path(__file__).resolve().parent.parent
 SEEN: list = []
 
 
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.02, what: str | None = None):
+    """Poll ``predicate()`` until it returns something truthy, and return that.
+
+    The tests' one way to wait for something to happen: a condition with a deadline,
+    never a sleep that hopes it was long enough.  Fails the test (naming ``what``, or
+    the predicate) when ``timeout`` seconds pass first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for "
+                                 f"{what or getattr(predicate, '__name__', predicate)}")
+        time.sleep(interval)
+
+
 class ServerProcess:
     def __init__(self, base: Path, *options: str, env: dict | None = None):
         self.base = base
@@ -103,10 +121,10 @@ def server(tmp_path_factory):
 @pytest.fixture
 def conn(server):
     import jupyter_faas as faas
-    from jupyter_faas.client import connection
+    from jupyter_faas.client import discovery
     c = faas.connect(server.url, server.token)
     yield c
-    connection.reset()
+    discovery.reset()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,6 +13,8 @@ MB = 1024 * 1024
 
 
 def fail(how: str):
+    if how == "ok":
+        return "ok"
     if how == "exception":
         raise ValueError("boom")
     if how == "sys.exit":
@@ -38,6 +40,7 @@ class FailOnPickle:
 
     def __reduce__(self):
         fail(self.how)
+        return (str, (self.how,))  # "ok": pickles as the string
 
 
 class FailOnUnpickle:

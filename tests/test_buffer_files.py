@@ -23,7 +23,8 @@ import pytest
 from tornado import httpclient, websocket
 
 import jupyter_faas as faas
-from jupyter_faas.client import connection
+from conftest import wait_for
+from jupyter_faas.client import connection, discovery
 from kernel_workers import wire
 
 MB = 1_000_000
@@ -56,13 +57,6 @@ def make_array(n):
 
 def files_in(directory: Path, prefix: str) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.startswith(prefix))
-
-
-def wait_for(condition, seconds=15):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
 
 
 def buffer_dir(server) -> Path:
@@ -189,23 +183,61 @@ def test_a_descriptor_naming_anything_outside_the_directory_is_rejected(conn, se
     assert secret.read_bytes() == b"s" * 4096
 
 
-def test_payload_limit_counts_the_buffers(make_server):
+def test_the_payload_limit_counts_bytes_in_messages_and_buffers_in_files_have_their_own(make_server):
     server = make_server("--FaaSServer.max_payload_mb=1")
     conn = faas.connect(server.url, server.token)
     try:
         total = faas.function(lambda a: float(a.sum()), name="total")
-        make = faas.function(make_array, name="make_too_big", memory=512)
+        make = faas.function(make_array, name="make_big", memory=512)
+        # 2 MB of array in a file: over max_payload_mb, within the function's memory.
+        assert total(numpy.ones(2 * MB, dtype="uint8")) == 2 * MB
+        assert numpy.array_equal(make(N), numpy.arange(N, dtype="float64"))
+        # The same bytes inside the message are held to max_payload_mb.
         with pytest.raises(faas.PayloadTooLarge, match=r"limit is 1048576 bytes.*max_payload_mb"):
-            total(numpy.ones(2 * MB, dtype="uint8"))
-        assert not files_in(conn.buffer_dir, "arg-")  # nothing was written
+            total(b"x" * (2 * MB))
         assert total(numpy.ones(1000)) == 1000.0
-        with pytest.raises(faas.FunctionError, match="the result is .* bytes; the limit is 1048576"):
-            make(N)
-        assert not files_in(conn.buffer_dir, "res-")
+        with pytest.raises(faas.ResponseSizeTooLarge, match="the result is .* bytes; the limit is 1048576 bytes inside a message"):
+            faas.function(lambda: b"x" * (2 * MB), name="make_bytes")()
+
+        # A client elsewhere gets every byte in its messages: Lambda's limit, both ways.
+        remote = connection.Connection(server.url, server.token, share_files=False)
+        try:
+            total_remote = faas.RemoteFunction(lambda a: float(a.sum()), name="total", connection=remote)
+            with pytest.raises(faas.PayloadTooLarge, match=r"limit is 1048576 bytes"):
+                total_remote(numpy.ones(2 * MB, dtype="uint8"))
+            make_remote = faas.RemoteFunction(make_array, name="make_big", memory=512, connection=remote)
+            with pytest.raises(faas.SerializationError, match=r"over the 1048576 bytes \(max_payload_mb\)"):
+                make_remote(N)
+        finally:
+            remote.close()
+        assert not files_in(conn.buffer_dir, "arg-")
     finally:
-        connection.reset()
+        discovery.reset()
     server.stop()
     assert not files_in(buffer_dir(server), "spare-")  # a stopping server deletes its spares
+
+
+def test_buffer_files_no_row_names_are_swept_at_start_and_stored_results_kept(make_server):
+    server = make_server()
+    faas.connect(server.url, server.token)
+    try:
+        kept = faas.function(make_array, name="make_kept", memory=512).invoke(N).request_id
+    finally:
+        discovery.reset()
+    server.stop()
+    directory = buffer_dir(server)
+    assert f"res-{kept}" in files_in(directory, "res-")
+    # What a crash leaves: a client's argument never sent, a result whose row never ended.
+    (directory / "arg-of-a-dead-client").write_bytes(b"x")
+    (directory / "res-01900000-0000-7000-8000-000000000000").write_bytes(b"x")
+    server.start()
+    assert files_in(directory, "arg-") == []
+    assert files_in(directory, "res-") == [f"res-{kept}"]
+    faas.connect(server.url, server.token)
+    try:
+        assert numpy.array_equal(faas.Invocation.from_id(kept).result, numpy.arange(N, dtype="float64"))
+    finally:
+        discovery.reset()
 
 
 def test_share_buffers_off_sends_everything_in_messages(make_server):
@@ -221,7 +253,7 @@ def test_share_buffers_off_sends_everything_in_messages(make_server):
         assert numpy.array_equal(result, arg) and not mapped(result)
         assert not buffer_dir(server).exists()
     finally:
-        connection.reset()
+        discovery.reset()
 
 
 def test_a_100_mb_argument_fits_a_256_mb_function_under_the_watchdog(make_server):
@@ -233,7 +265,7 @@ def test_a_100_mb_argument_fits_a_256_mb_function_under_the_watchdog(make_server
         total = faas.function(lambda a: int(a.sum()), name="total_watchdog", memory=256)
         assert total(numpy.ones(100 * MB, dtype="uint8")) == 100 * MB
     finally:
-        connection.reset()
+        discovery.reset()
 
 
 @pytest.mark.timeout(180)
@@ -267,7 +299,7 @@ def test_a_queued_big_argument_survives_a_server_kill(make_server, monkeypatch):
             f"{server.url}/faas/api/status", headers={"Authorization": f"token {server.token}"})).read())
         assert row["buffers"]["nonce"] != ""  # a new instance, a new nonce, still shared
     finally:
-        connection.reset()
+        discovery.reset()
 
 
 def test_writers_take_spares_and_the_server_makes_new_ones(conn, server):
@@ -319,4 +351,4 @@ def test_a_server_that_never_sees_a_large_buffer_makes_no_spares(make_server):
         time.sleep(0.5)  # a spare would be on its way by now
         assert conn.buffer_dir is not None and not files_in(conn.buffer_dir, "spare-")
     finally:
-        connection.reset()
+        discovery.reset()

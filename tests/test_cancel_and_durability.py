@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 import jupyter_faas as faas
-from jupyter_faas.client import connection
+from jupyter_faas.client import discovery
 
 
 def ctrl_c():
@@ -55,11 +55,9 @@ def test_ctrl_c_kills_the_running_invocation_and_client_stays_usable(conn, tmp_p
 
     long_running = faas.function(record_pid_then_sleep, timeout=60, name="long_running")
 
-    started = time.monotonic()
     ctrl_c_when(lambda: marker.exists() and marker.read_text())
     with pytest.raises(KeyboardInterrupt):
-        long_running(str(marker))
-    assert time.monotonic() - started < 20
+        long_running(str(marker))  # it sleeps 50 s: ending now, cancelled, is the point
     assert _wait_dead(int(marker.read_text()))
     rows = conn.request("GET", "/faas/api/invocations", params={"function": "long_running"})
     assert [r["status"] for r in rows["invocations"]] == ["cancelled"]
@@ -121,13 +119,15 @@ def test_killing_the_server_loses_no_accepted_invocation(make_server):
     server = make_server("--FaaSServer.max_concurrency=1")
     faas.connect(server.url, server.token)
     try:
-        @faas.function(timeout=30, name="durable")
+        # retries=0: an Event invocation running at a kill is otherwise retried (Lambda's
+        # at-least-once; tests/test_async_invocation.py); with none left it is failed
+        @faas.function(timeout=30, name="durable", retries=0)
         def durable(event):
             time.sleep(event["s"])
             return {"slept": event["s"]}
         durable.deploy()
     finally:
-        connection.reset()
+        discovery.reset()
     running = _rest(server, "POST", "/faas/api/functions/durable/invocations?type=Event", b'{"s": 20}')
     queued = [_rest(server, "POST", "/faas/api/functions/durable/invocations?type=Event",
                     json.dumps({"s": 0.1}).encode()) for _ in range(2)]
@@ -187,4 +187,4 @@ def test_a_client_reattaches_its_futures_after_the_server_restarts(make_server, 
         assert (second, third) == (0.1, 0.2)
         assert conn.url == server.url
     finally:
-        connection.reset()
+        discovery.reset()

@@ -5,12 +5,12 @@ import os
 import stat
 import subprocess
 import sys
-import time
 
 import psutil
 
 import jupyter_faas as faas
-from jupyter_faas.client import connection
+from conftest import wait_for
+from jupyter_faas.client import discovery
 
 
 def run_cli(env, *args, check=True):
@@ -30,7 +30,7 @@ def test_cli_ls_invoke_logs_and_errors(server):
             return {"echo": event}
         handler.deploy()
     finally:
-        connection.reset()
+        discovery.reset()
     env = dict(server.env)
     assert "cli_echo" in run_cli(env, "ls").stdout
     out = run_cli(env, "invoke", "cli_echo", '{"a": 1}')
@@ -55,7 +55,7 @@ def test_first_use_autostarts_one_shared_detached_server(tmp_path):
     env.update(JUPYTER_DATA_DIR=str(tmp_path / "data"), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"))
     script = ("import jupyter_faas as faas, os\n"
               "f = faas.function(lambda x: x * 2, name='auto')\n"
-              "print(f(21), faas.client.connection.default_connection().url)\n")
+              "print(f(21), faas.client.discovery.default_connection().url)\n")
     try:
         first = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                                text=True, timeout=90)
@@ -69,5 +69,5 @@ def test_first_use_autostarts_one_shared_detached_server(tmp_path):
     finally:
         out = run_cli(env, "stop")
         assert "stopped" in out.stdout
-    time.sleep(0.2)
-    assert not psutil.pid_exists(info["pid"]) or psutil.Process(info["pid"]).status() == psutil.STATUS_ZOMBIE
+    wait_for(lambda: not psutil.pid_exists(info["pid"])
+             or psutil.Process(info["pid"]).status() == psutil.STATUS_ZOMBIE, what="the server to exit")

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import jupyter_faas as faas
-from jupyter_faas.client import connection
+from jupyter_faas.client import discovery
 from kernel_workers import wire
 
 
@@ -80,7 +80,7 @@ def test_without_the_direct_socket_calls_go_over_the_websocket(server, monkeypat
             return x + 1
         assert inc(1) == 2
     finally:
-        connection.reset()
+        discovery.reset()
 
 
 def test_a_sync_call_waits_behind_a_spawn_made_before_it(conn):
@@ -129,4 +129,4 @@ def test_a_direct_call_reattaches_after_the_server_restarts(make_server, monkeyp
         assert nap(0) == 0  # and later calls use the new server's socket
         assert len(conn._direct._free) == 1
     finally:
-        connection.reset()
+        discovery.reset()

@@ -1,5 +1,6 @@
 """Bad input gets a clear error and loses nothing; values that can't be pickled are named."""
 
+import re
 import threading
 
 import pytest
@@ -24,6 +25,66 @@ def test_bad_options_fail_at_the_call_site(options, text):
 def test_positional_options_are_refused():
     with pytest.raises(faas.InvalidParameter, match="keyword-only"):
         faas.function(256)
+
+
+def test_every_bad_option_is_named_in_one_error():
+    # The memory is what is wrong, not the lambda's name.
+    with pytest.raises(faas.InvalidParameter, match="memory=64 is out of range") as info:
+        faas.function(memory=64, timeout=10)(lambda: 1)
+    assert "name" not in str(info.value)
+    with pytest.raises(faas.InvalidParameter) as info:
+        faas.function(lambda: 1, name="bad name!", memory=64, timeout=0, concurrency=-1,
+                      env={"AWS_REGION": "x", "1BAD": "y"}, show="yes")
+    text = str(info.value)
+    assert text.startswith("6 invalid options: ")
+    for part in ("invalid function name 'bad name!'", "memory=64", "timeout=0", "concurrency=-1",
+                 "'AWS_REGION' is reserved", "'1BAD' is not a valid", "show='yes'"):
+        assert part in text, part
+
+
+def test_lambdas_and_nameless_callables_get_usable_names(conn):
+    inc = faas.function(lambda x: x + 1)
+    assert re.fullmatch(r"lambda_[0-9a-f]{8}", inc.name)
+    assert faas.function(lambda x: x + 1).name == inc.name  # the same code, the same name
+    assert faas.function(lambda x: x + 2).name != inc.name
+    assert inc(1) == 2
+
+    class Scaler:
+        def __call__(self, x):
+            return 3 * x
+    scale = faas.function(Scaler())
+    assert re.fullmatch(r"Scaler_[0-9a-f]{8}", scale.name)
+    assert scale(2) == 6
+
+
+def test_a_callable_objects_own_name_and_config_do_not_override_the_options(conn):
+    class Model:
+        def __init__(self):
+            self.name = "resnet"
+            self.config = {"memory": 1, "timeout": 1000}
+
+        def __call__(self, x):
+            return f"{self.name}:{x}"
+
+    model = faas.function(Model(), name="classify", memory=256, timeout=7)
+    assert model.name == "classify"
+    assert model.config["memory"] == 256 and model.config["timeout"] == 7.0
+    inv = model.invoke("cat")
+    assert inv.result == "resnet:cat" and inv.function == "classify"
+    assert inv.report.memory_size_mb == 256
+
+
+def test_rewrapping_applies_the_new_options(conn):
+    def double(x):
+        return 2 * x
+
+    small = faas.function(double, name="rewrapped", timeout=7)
+    big = faas.function(memory=512)(small)
+    assert big.name == "rewrapped" and big.config["memory"] == 512 and big.config["timeout"] == 7.0
+    assert big.__wrapped__ is double
+    inv = big.invoke(21)
+    assert inv.result == 42 and inv.report.memory_size_mb == 512
+    assert faas.function(small, name="renamed").name == "renamed"
 
 
 @pytest.mark.parametrize("body,status,error_type", [
@@ -80,8 +141,15 @@ def test_result_too_large_fails_clearly(conn):
     def bigresult():
         return b"x" * (7 * 1024 * 1024)
 
-    with pytest.raises(faas.FunctionError, match="the result is .* bytes; the limit is 6291456"):
+    # The handler returned: its own class, never FunctionError ("the handler raised").
+    with pytest.raises(faas.ResponseSizeTooLarge,
+                       match="the result is .* bytes; the limit is 6291456") as info:
         bigresult()
+    assert not isinstance(info.value, faas.FunctionError)
+    assert isinstance(info.value, faas.InvocationError) and info.value.request_id
+    inv = bigresult.invoke()
+    assert inv.status == "failed" and isinstance(inv.error, faas.ResponseSizeTooLarge)
+    assert isinstance(faas.Invocation.from_id(inv.request_id).error, faas.ResponseSizeTooLarge)
 
 
 conn_lock = threading.Lock()

@@ -17,11 +17,13 @@ def test_kernel_workers_imports_only_stdlib_and_cloudpickle():
 
 def test_public_api_is_pinned():
     assert sorted(jupyter_faas.__all__) == sorted([
-        "__version__", "connect", "function", "RemoteFunction", "Invocation", "InvocationFuture",
-        "invocations", "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
+        "__version__", "connect", "aws_env", "boto3_client", "function", "RemoteFunction", "Invocation",
+        "InvocationFuture", "invocations", "dead_letters", "redrive", "DeadLetter", "triggers", "Trigger",
+        "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
         "Report", "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout",
         "OutOfMemory", "RuntimeExited", "Cancelled", "Throttled", "SerializationError",
-        "InvalidParameter", "PayloadTooLarge", "ResourceNotFound", "ServerError",
+        "InvalidParameter", "PayloadTooLarge", "ResponseSizeTooLarge", "ResourceNotFound",
+        "ServerError",
         "load_ipython_extension"])
     for name in jupyter_faas.__all__:
         assert hasattr(jupyter_faas, name)
@@ -66,28 +68,31 @@ def test_the_engine_imports_no_tornado_no_sqlite3_and_no_subprocesses():
         assert not tops & {"tornado", "sqlite3", "subprocess", "socket"}, module
 
 
-def test_only_api_imports_tornado_web_and_only_the_store_imports_sqlite3():
+def test_only_api_and_compat_import_tornado_web_and_only_the_store_imports_sqlite3():
+    """compat/ (Lambda's REST API) is a room of tornado handlers like api/."""
     for module in import_graph.modules():
         if not module.startswith(SERVER):
             continue
         names = import_graph.external(module)
         if any(n == "tornado.web" or n.startswith("tornado.web.") or n == "tornado.websocket"
                for n in names):
-            assert module.startswith(f"{SERVER}.api"), module
+            assert module.startswith((f"{SERVER}.api", f"{SERVER}.compat")), module
         if "sqlite3" in names:
             assert module.startswith(f"{SERVER}.store"), module
 
 
 def test_dependencies_point_one_way_between_the_layers():
-    """api -> protocol -> engine -> model; store and backends are injected, never imported
-    by the engine; nothing imports the api or app but app."""
+    """api -> protocol -> engine -> model; compat -> engine -> model; store and backends are
+    injected, never imported by the engine; nothing imports the api, compat or app but app."""
     g = import_graph.graph()
     allowed = {
-        "api": {"protocol", "engine", "model"},
+        "api": {"protocol", "engine", "model", "triggers"},
+        "compat": {"engine", "model"},
         "protocol": {"engine", "model"},
         "engine": {"model"},
         "store": {"model"},
         "backends": {"model"},
+        "triggers": {"engine", "model"},
         "model": set(),
     }
     for module, deps in g.items():

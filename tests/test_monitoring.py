@@ -15,6 +15,8 @@ from jupyter_faas.server.engine.monitoring import Monitoring, input_summary, per
 from jupyter_faas.server.model import Pricing
 from jupyter_faas.server.store import Store
 
+from conftest import wait_for
+
 
 def _row(i: int, function: str = "f", status: str = "succeeded", created_at: float = 1000.0,
          duration_ms: float | None = 10.0, memory: int = 1024) -> dict:
@@ -184,15 +186,14 @@ def test_stats_metrics_and_paging_over_http(server, conn):
     assert info.value.code == 400
 
 
-def test_event_feed_pushes_invocations_and_watched_logs(server, conn):
+def test_event_feed_pushes_invocations_and_watched_logs(server, conn, tmp_path):
     import jupyter_faas as faas
+    go = tmp_path / "go"
 
     @faas.function(name="mon_events", memory=128, timeout=10)
-    def chatty(n):
-        import time
-        if n > 1:
-            # still running when the watch arrives however quick the server has become
-            time.sleep(0.5)
+    def chatty(n, go=None):
+        if go:  # prints once the test is watching it
+            _wait_for_file(go)
         for i in range(n):
             print("line", i)
         return n
@@ -209,9 +210,10 @@ def test_event_feed_pushes_invocations_and_watched_logs(server, conn):
         ws = await websocket.websocket_connect(req)
         await ws.write_message("not json")
         assert "error" in json.loads(await ws.read_message())
-        fut = chatty.spawn(1000)
+        fut = chatty.spawn(1000, str(go))
         rid = await asyncio.get_running_loop().run_in_executor(None, lambda: _wait_rid(fut))
         await ws.write_message(json.dumps({"watch": [rid]}))
+        go.touch()
         statuses, lines, dropped = [], [], 0
         deadline = time.monotonic() + 30
         while "succeeded" not in statuses and time.monotonic() < deadline:
@@ -235,19 +237,23 @@ def test_event_feed_pushes_invocations_and_watched_logs(server, conn):
     assert len(lines) + dropped <= len(stored) == 1003
 
 
-def test_event_feed_caps_a_flood_of_log_lines(server, conn):
+def test_event_feed_caps_a_flood_of_log_lines(server, conn, tmp_path):
     """200,000 lines from one watched invocation: the feed pushes a bounded trickle and
     counts the rest, the store keeps every line, and the server stays responsive."""
     import jupyter_faas as faas
+    go, release = tmp_path / "go", tmp_path / "release"
 
     @faas.function(name="mon_flood", memory=256, timeout=60)
-    def flood(n):
+    def flood(n, go=None, release=None):
         import sys
-        import time
-        time.sleep(1.0)  # time for the test to watch it before the flood starts
+        if go:
+            _wait_for_file(go)  # the test watches it before the flood starts
         write = sys.stdout.write
         for i in range(n):
             write(f"flood line {i}\n")
+        sys.stdout.flush()
+        if release:
+            _wait_for_file(release)  # still running while the test asks the REST API
         return n
 
     flood(0)
@@ -256,9 +262,10 @@ def test_event_feed_caps_a_flood_of_log_lines(server, conn):
         req = httpclient.HTTPRequest(server.url.replace("http", "ws") + "/faas/api/events",
                                      headers={"Authorization": f"token {server.token}"})
         ws = await websocket.websocket_connect(req)
-        fut = flood.spawn(200_000)
+        fut = flood.spawn(200_000, str(go), str(release))
         rid = await asyncio.get_running_loop().run_in_executor(None, lambda: _wait_rid(fut))
         await ws.write_message(json.dumps({"watch": [rid]}))
+        go.touch()
         pushed = dropped = messages = biggest = 0
         done = False
         while not done:
@@ -272,11 +279,12 @@ def test_event_feed_caps_a_flood_of_log_lines(server, conn):
                     dropped += ev["dropped"]
                 elif ev["type"] == "invocation" and ev["request_id"] == rid:
                     done = ev["status"] == "succeeded"
-            # While the flood runs, the REST API still answers promptly.
-            if messages == 3:
-                t0 = time.monotonic()
-                await asyncio.get_running_loop().run_in_executor(None, _get, server, "/faas/api/status")
-                assert time.monotonic() - t0 < 5
+            # While the flood runs, the REST API still answers (the flood waits for the answer).
+            if pushed and not release.exists():
+                row = await asyncio.get_running_loop().run_in_executor(
+                    None, _get, server, f"/faas/api/invocations/{rid}")
+                assert row["status"] == "running"
+                release.touch()
         ws.close()
         return rid, pushed, dropped, biggest, messages
 
@@ -295,10 +303,18 @@ def test_event_feed_caps_a_flood_of_log_lines(server, conn):
 
 
 def _wait_rid(fut, timeout=10.0) -> str:
+    return wait_for(lambda: fut.request_id, timeout, what="the invocation's request id")
+
+
+def _wait_for_file(path, timeout=30.0):
+    """In an environment: wait until the test creates ``path`` (ships by value with the handler)."""
+    import os
+    import time
     deadline = time.monotonic() + timeout
-    while fut.request_id is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return fut.request_id
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.005)
 
 
 def _last_rid(server) -> str:

@@ -64,7 +64,7 @@ def test_quickstart_runs_against_a_server(server, monkeypatch, tmp_path):
 
     invoked = _text(_cell(nb, "inv = square.invoke(12)"))
     assert "status: succeeded" in invoked and "result: 144" in invoked
-    assert "report: Report(duration_ms=" in invoked and "memory_size_mb=256" in invoked
+    assert "report: REPORT RequestId: " in invoked and "Memory Size: 256 MB" in invoked
     rid = re.search(r"START RequestId: ([0-9a-f-]{36}) Version: \d+", invoked).group(1)
     assert "squaring 12" in invoked
     assert f"END RequestId: {rid}" in invoked
@@ -136,3 +136,51 @@ def test_live_notebook_renders_the_map_widget_with_the_handlers_prints(server, m
     assert "first square over 200: 225" in _text(_cell(nb, "@faas.function\ndef square"))
     assert "status now: running" in _text(_cell(nb, "request_id = "))
     assert "lines stored: 200000" in _text(_cell(nb, "@faas.function(timeout=120)\ndef chatty"))
+
+
+LAMBDA_API = QUICKSTART.parent / "lambda_api.ipynb"
+
+
+def test_lambda_api_notebook_creates_and_invokes_with_boto3_and_the_cli(server, monkeypatch, tmp_path):
+    monkeypatch.setenv("JUPYTER_FAAS_URL", server.url)
+    monkeypatch.setenv("JUPYTER_FAAS_TOKEN", server.token)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    nb = nbformat.read(LAMBDA_API, as_version=4)
+    assert all(c.outputs == [] for c in nb.cells if c.cell_type == "code")
+    NotebookClient(nb, kernel_name="python3", timeout=120,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert _text(cell).strip(), f"cell printed nothing:\n{cell.source}"
+            assert not any(o["output_type"] == "error" for o in cell.outputs), cell.source
+    assert f"endpoint: {server.url}" in _text(_cell(nb, "import base64"))
+    assert "hello Active Successful CodeSha256" in _text(_cell(nb, "lam = faas.boto3_client()"))
+    invoked = _text(_cell(nb, "r = lam.invoke"))
+    assert "status 200 version $LATEST result {'message': 'hello, Ada'" in invoked
+    assert "greeting Ada" in invoked and "REPORT RequestId: " in invoked
+    cli = _text(_cell(nb, "aws = Path"))
+    assert '"StatusCode": 200' in cli and "hello, CLI" in cli
+    stored = _text(_cell(nb, "inv = faas.Invocation.from_id"))
+    assert "status: succeeded" in stored and "Memory Size: 256 MB" in stored
+    assert "Function not found" in _text(_cell(nb, "try:\n    lam.invoke"))
+
+
+def test_run_notebook_prints_the_cells_and_no_kernel_transport_warning(server, tmp_path):
+    """scripts/run_notebook.py (the quickstart's runner) starts its kernel over IPC, so the
+    kernel has nothing to warn about (ipykernel 7 warns about plain-text TCP on stderr)."""
+    import os
+    import subprocess
+    import sys
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('hello from', 6 * 7)")])
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(nb, path)
+    env = dict(os.environ, JUPYTER_FAAS_URL=server.url, JUPYTER_FAAS_TOKEN=server.token)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "run_notebook.py"
+    done = subprocess.run([sys.executable, str(script), str(path)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "hello from 42" in done.stdout and "every cell succeeded" in done.stdout
+    assert "without encryption" not in done.stdout + done.stderr, done.stderr
+    assert "WARNING" not in done.stderr, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.ipynb"]  # no stray socket files

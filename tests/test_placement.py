@@ -40,3 +40,18 @@ def test_running_averages_track_cpu_share_of_the_handler_not_the_round_trip():
     stats = VersionStats()
     stats.observe_run(cycle_s=0.004, handler_s=0.00001, cpu_s=0.00001)
     assert stats.cpu_fraction == 1.0 and stats.cycle_s == 0.004
+
+
+def test_the_pool_keeps_statistics_of_the_versions_run_lately_not_of_every_version_ever(tmp_path):
+    from jupyter_faas.server.backends.local import pool
+    from jupyter_faas.server.backends.local.memory import WatchdogMemory
+    p = pool.Pool(WatchdogMemory(), tmp_path, [], idle_timeout=60)
+    kept = pool.VERSION_STATS_KEPT
+    p.stats_for(("often", 1)).observe_init(0.5)
+    for version in range(3 * kept):
+        p.stats_for(("f", version)).observe_init(0.01)
+        if version % 100 == 0:
+            p.stats_for(("often", 1))  # run now and then: stays
+    assert len(p.version_stats) == kept
+    assert p.version_stats[("often", 1)].init_s == 0.5
+    assert ("f", 3 * kept - 1) in p.version_stats and ("f", 0) not in p.version_stats

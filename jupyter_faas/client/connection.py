@@ -1,13 +1,16 @@
-"""The client's connection to the FaaS server: discovery, autostart, one IO thread.
+"""The client's connection to one FaaS server: REST calls and the invocation websocket.
 
-Discovery order: :func:`connect` (explicit URL and token), then the
-``JUPYTER_FAAS_URL``/``JUPYTER_FAAS_TOKEN`` environment variables, then the
-runtime file (0600) in Jupyter's runtime dir; if none answers, a server is
-started in the background, detached, shared by every kernel of this user.
+Finding the server (or starting it) is :mod:`.discovery`; what the server's frames do to
+futures is :mod:`.dispatch`, shared with the direct socket (:mod:`.direct`).
 
-All network I/O runs on one daemon thread with its own asyncio loop, so a
-blocking call in a notebook never blocks (or needs) the kernel's own loop.
-Control calls are REST; invocations go over one websocket, multiplexed.
+All network I/O runs on one daemon thread with its own asyncio loop (started on first
+use), so a blocking call in a notebook never blocks (or needs) the kernel's own loop.
+Control calls are REST; invocations go over one websocket, multiplexed.  See
+:mod:`.threads` for what may run on that thread.
+
+A forked child gets its own loop, thread, websocket and direct sockets on first use,
+never the parent's (``os.register_at_fork``): the parent's sockets are shared file
+descriptions, so a child reading them would take the parent's answers.
 
 A client on the server's machine shares its buffer directory (it proves so by
 reading back the instance nonce the status endpoint reports): large arguments and
@@ -18,36 +21,37 @@ client sends and receives every byte in its messages.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import hmac
 import itertools
-import logging
 import json
+import logging
 import os
-import subprocess
-import sys
 import threading
-import time
 import urllib.parse
+import weakref
 from pathlib import Path
 
-import psutil
 from tornado import httpclient, websocket
 
 from kernel_workers import buffers, wire
 
-from .. import errors, paths
+from .. import errors
+from . import threads
 from .direct import DirectPool, DirectUnavailable
+from .dispatch import Dispatcher
 from .serialization import Payload, too_large
 
 log = logging.getLogger("jupyter_faas.client")
-_lock = threading.Lock()
 #: an ``invoke`` frame carries at most this many items / payload bytes
 BATCH_ITEMS = 1000
 BATCH_BYTES = 8 << 20
 #: how long a client keeps trying to reconnect to re-attach its accepted invocations
 REATTACH_S = 60.0
-_default: "Connection | None" = None
+#: every Connection of this process, so a forked child can give each its own sockets
+_connections: "weakref.WeakSet[Connection]" = weakref.WeakSet()
+#: what a forked child inherited and must neither use nor close through its loop (kept, so
+#: no finaliser runs: the parent's epoll set is shared with the child)
+_inherited: list = []
 
 
 class Connection:
@@ -60,27 +64,78 @@ class Connection:
     def __init__(self, url: str, token: str, *, share_files: bool = True):
         self.url = url.rstrip("/")
         self.token = token
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="jupyter_faas-io", daemon=True)
-        self._thread.start()
-        self._ws = None
-        self._ws_lock = None
         self._cid = itertools.count(1)
-        self._awaiting_accept: dict[int, object] = {}
-        self._by_request: dict[str, object] = {}
-        self._outbox: list = []
-        self._outbox_lock = threading.Lock()
-        self._outbox_scheduled = False
         self._closing = False
-        self.rediscover = False  # set by connect() when the server was found, not given
-        self._http = None
+        # () -> (url, token) of the server to reconnect to after a drop (a restart may move it),
+        # or None; connect() sets it when it found the server, rather than being given it
+        self.rediscover = None
         self.share_files = share_files
         self.buffer_dir: Path | None = None  # the server's buffer directory, when shared
         self._buffer_nonce = None
-        self._connected = False
         self._direct: DirectPool | None = None
-        self._last_submitted = None  # the newest future sent over the websocket
+        self._process_state()
+        _connections.add(self)
         self._learn(self.request("GET", "/faas/api/status"))
+
+    def _process_state(self) -> None:
+        """What belongs to this process alone: the IO thread and loop, sockets, pending calls."""
+        self._loop: asyncio.AbstractEventLoop | None = None  # made, with its thread, on first use
+        self._thread: threading.Thread | None = None
+        self._io_lock = threading.Lock()
+        self._ws = None
+        self._ws_lock = None
+        self._http = None
+        self._connected = False
+        self._dispatcher = Dispatcher(cancel=self._cancel_accepted)
+        self._outbox: list = []
+        self._outbox_lock = threading.Lock()
+        self._outbox_scheduled = False
+        self._last_submitted = None  # the newest future sent over the websocket
+        self._tasks: set = set()     # tasks of the IO loop, kept until done (the loop keeps weak refs)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: leave the parent's thread, loop and sockets, and start afresh.
+
+        Only the forking thread survives a fork, and every socket here is shared with the
+        parent: a child using them would read the parent's answers (and the parent the
+        child's), and closing them through the loop would unregister the parent's sockets
+        from the epoll set the two share.  So the child keeps those objects untouched,
+        closes its own descriptors of the sockets, and fails its copies of the parent's
+        pending futures (the parent follows them).  The next call makes new ones.
+        """
+        pending = (list(self._dispatcher.awaiting.values()) + list(self._dispatcher.following.values())
+                   + [fut for _, fut, _, _ in self._outbox])
+        ws_socket = getattr(getattr(getattr(self._ws, "protocol", None), "stream", None), "socket", None)
+        _close_inherited(ws_socket)
+        if self._direct is not None:
+            for channel in self._direct._free:
+                _close_inherited(channel.sock)
+            self._direct = DirectPool(self._direct.path, self.token, self._direct.instance,
+                                      self._direct.buffer_nonce)
+        _inherited.append((self._loop, self._thread, self._ws, self._http, self._tasks))
+        self._process_state()
+        for fut in pending:
+            fut._orphaned_by_fork()
+
+    def _io_loop(self) -> asyncio.AbstractEventLoop:
+        """The IO thread's loop, started on first use."""
+        loop = self._loop
+        if loop is None:
+            with self._io_lock:
+                loop = self._loop
+                if loop is None:
+                    loop = asyncio.new_event_loop()
+                    self._thread = threading.Thread(target=_run_io_loop, args=(loop,),
+                                                    name="jupyter_faas-io", daemon=True)
+                    self._thread.start()
+                    self._loop = loop
+        return loop
+
+    def _start(self, coro) -> None:
+        """Run ``coro`` as a task of the IO loop (call on the IO thread), owned until it ends."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _learn(self, status: dict) -> None:
         """What the server's status says about how to reach it: limits, shared files, direct socket."""
@@ -100,8 +155,15 @@ class Connection:
     # ---- plumbing --------------------------------------------------------------------------
 
     def run(self, coro, timeout: float | None = None):
-        """Run a coroutine on the IO thread and wait for it (Ctrl-C interrupts the wait)."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        """Run a coroutine on the IO thread and wait for it (Ctrl-C interrupts the wait).
+
+        Raises :class:`~jupyter_faas.errors.FaaSError` at once when called on the IO thread
+        itself, which could never answer.
+        """
+        if threads.on_io_thread():
+            coro.close()
+            threads.check_may_block("a jupyter_faas call that waits for the server")
+        return asyncio.run_coroutine_threadsafe(coro, self._io_loop()).result(timeout)
 
     def request(self, method: str, path: str, body=None, params: dict | None = None,
                 raw: bool = False, timeout: float = 120):
@@ -162,7 +224,7 @@ class Connection:
                 self._connected = True
                 # Small frames must not wait for Nagle's algorithm (40 ms per round trip).
                 self._ws.protocol.stream.set_nodelay(True)
-                asyncio.ensure_future(self._read(self._ws))
+                self._start(self._read(self._ws))
             return self._ws
 
     async def _read(self, ws) -> None:
@@ -178,62 +240,27 @@ class Connection:
             msg = await ws.read_message()
             if msg is None:
                 return
-            header, body = wire.unpack(msg)
-            kind = header["k"]
-            if kind == "accepted":
-                for cid, rid in header["items"]:
-                    fut = self._awaiting_accept.pop(cid, None)
-                    if fut is not None:
-                        self._by_request[rid] = fut
-                        fut._accepted(rid, header["version"])
-            elif kind == "rejected":
-                err = header["error"]
-                for cid in header.get("cids") or []:
-                    fut = self._awaiting_accept.pop(cid, None)
-                    if fut is not None:
-                        fut._fail(errors.class_for(err["errorType"])(err["errorMessage"]))
-            elif kind == "log":
-                skipped = header.get("skipped") or {}
-                for rid, lines in header["logs"].items():
-                    fut = self._by_request.get(rid)
-                    if fut is not None:
-                        fut._log_lines(lines, skipped.pop(rid, 0))
-                for rid, n in skipped.items():
-                    fut = self._by_request.get(rid)
-                    if fut is not None:
-                        fut._log_lines([], n)
-            elif kind == "done":
-                offset = 0
-                for item in header["items"]:
-                    n = item["nbytes"]
-                    fut = self._by_request.pop(item["request_id"], None)
-                    if fut is not None:
-                        if item.get("logs") or item.get("skipped"):
-                            fut._log_lines(item.get("logs") or [], item.get("skipped", 0))
-                        chunk = body[offset:offset + n]
-                        # An item with buffers is unpickled from views of this message (no copy).
-                        fut._done(item, chunk if item.get("buffers") else bytes(chunk))
-                    offset += n
-            elif kind == "unknown":
-                for rid in header["request_ids"]:
-                    fut = self._by_request.pop(rid, None)
-                    if fut is not None:
-                        fut._fail(errors.ResourceNotFound(
-                            f"the server has no invocation {rid!r} (or it was accepted by a server "
-                            f"that stopped before recording its end; list them with faas.invocations())"))
+            self._dispatcher.dispatch(*wire.unpack(msg))
+
+    def _cancel_accepted(self, request_ids: list) -> None:
+        """The dispatcher's ``cancel``: futures cancelled before the server accepted them."""
+        try:
+            self._ws.write_message(wire.pack("cancel", request_ids=request_ids), binary=True)
+        except websocket.WebSocketClosedError:
+            pass  # the futures are re-attached or failed with the connection; cancel() says so
 
     def _connection_lost(self) -> None:
         self._ws = None
-        unsure = list(self._awaiting_accept.values())
-        self._awaiting_accept.clear()
+        unsure = list(self._dispatcher.awaiting.values())
+        self._dispatcher.awaiting.clear()
         for fut in unsure:
             fut._fail(errors.ServerError(
                 f"lost the connection to the FaaS server at {self.url} before it confirmed the "
                 f"invocation; it may or may not have been accepted (faas.invocations() lists what "
                 f"the server has)"))
-        accepted, self._by_request = self._by_request, {}
+        accepted, self._dispatcher.following = self._dispatcher.following, {}
         if accepted and not self._closing:
-            asyncio.ensure_future(self._reattach(accepted))
+            self._start(self._reattach(accepted))
 
     async def _reattach(self, futures: dict) -> None:
         """Reconnect (to a restarted server too) and ``watch`` what was accepted.
@@ -245,12 +272,11 @@ class Connection:
         deadline = loop.time() + REATTACH_S
         while not self._closing:
             try:
-                if self.rediscover:
-                    info = paths.read_runtime_file()
-                    if info and info.get("url") and info.get("token") and _alive(info):
-                        self.url, self.token = info["url"].rstrip("/"), info["token"]
+                found = self.rediscover() if self.rediscover is not None else None
+                if found:
+                    self.url, self.token = found[0].rstrip("/"), found[1]
                 ws = await self._websocket()
-                self._by_request.update(futures)
+                self._dispatcher.following.update(futures)
                 await ws.write_message(wire.pack("watch", request_ids=list(futures), logs=True),
                                        binary=True)
                 return
@@ -259,7 +285,7 @@ class Connection:
                     break
                 await asyncio.sleep(0.5)
         for rid, fut in futures.items():
-            self._by_request.pop(rid, None)
+            self._dispatcher.following.pop(rid, None)
             fut._fail(errors.ServerError(
                 f"lost the connection to the FaaS server at {self.url} and could not reconnect "
                 f"within {REATTACH_S:g} s; invocation {rid} may still run: "
@@ -272,6 +298,7 @@ class Connection:
         """A sync call: run it to its end over the direct socket when the server is on this
         machine; else submit it over the websocket (``future`` then ends later, on the IO thread).
         """
+        threads.check_may_block("a sync call")
         pool = self._direct
         last = self._last_submitted
         if pool is not None and last is not None and not last.wait_accepted(30):
@@ -310,7 +337,7 @@ class Connection:
                 f"the server has)"))
             return
         # Accepted: follow it over the websocket, as a websocket call is after a drop.
-        self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._reattach({rid: future})))
+        self._io_loop().call_soon_threadsafe(self._start, self._reattach({rid: future}))
 
     def _check_size(self, function: str, payloads: list) -> None:
         for payload in payloads:
@@ -348,12 +375,26 @@ class Connection:
             if self._outbox_scheduled:
                 return
             self._outbox_scheduled = True
-        self._loop.call_soon_threadsafe(self._drain_outbox)
+        self._io_loop().call_soon_threadsafe(self._drain_outbox)
+
+    def withdraw(self, future) -> bool:
+        """Take ``future`` back if it has not been sent yet; True if it was still waiting to be."""
+        with self._outbox_lock:
+            for i, item in enumerate(self._outbox):
+                if item[1] is future:
+                    del self._outbox[i]
+                    break
+            else:
+                return False
+        item[3].discard(self.buffer_dir)
+        return True
 
     def _drain_outbox(self) -> None:
         with self._outbox_lock:
             items, self._outbox = self._outbox, []
             self._outbox_scheduled = False
+        if not items:
+            return  # every one was withdrawn (cancelled before it was sent)
         frames, group, size = [], [], 0
 
         def close_group():
@@ -379,26 +420,26 @@ class Connection:
             # next loop turn (the warm round trip is the number users feel).
             (group, (prefix, body)), = frames
             (cid, fut, _, _), = group
-            self._awaiting_accept[cid] = fut
+            self._dispatcher.expect(cid, fut)
             try:
                 ws.write_message(prefix + body, binary=True)
                 return
             except websocket.WebSocketClosedError:
-                self._awaiting_accept.pop(cid, None)  # the task below reconnects or fails it
-        asyncio.ensure_future(self._send_frames(frames))
+                self._dispatcher.awaiting.pop(cid, None)  # the task below reconnects or fails it
+        self._start(self._send_frames(frames))
 
     async def _send_frames(self, frames) -> None:
         for group, (prefix, body) in frames:
             try:
                 ws = await self._websocket()
                 for cid, fut, _, _ in group:
-                    self._awaiting_accept[cid] = fut
+                    self._dispatcher.expect(cid, fut)
                 await ws.write_message(prefix + body, binary=True)
             except Exception as exc:  # noqa: BLE001 - every failure reaches the caller
                 fut_exc = exc if isinstance(exc, errors.FaaSError) else errors.ServerError(
                     f"could not send the invocation to {self.url}: {exc}")
                 for cid, fut, _, payload in group:
-                    self._awaiting_accept.pop(cid, None)
+                    self._dispatcher.awaiting.pop(cid, None)
                     payload.discard(self.buffer_dir)
                     fut._fail(fut_exc)
 
@@ -411,11 +452,12 @@ class Connection:
         async def send():
             ws = await self._websocket()
             for rid, fut in futures.items():
-                self._by_request[rid] = fut
+                self._dispatcher.follow(rid, fut)
             await ws.write_message(frame, binary=True)
         self.run(send(), 30)
 
     def cancel(self, request_ids: list[str]) -> None:
+        """Ask the server to cancel these invocations (it drops queued ones, kills running ones)."""
         if not request_ids:
             return
         frame = wire.pack("cancel", request_ids=list(request_ids))
@@ -423,7 +465,7 @@ class Connection:
         async def send():
             ws = await self._websocket()
             await ws.write_message(frame, binary=True)
-        asyncio.run_coroutine_threadsafe(send(), self._loop).result(30)
+        self.run(send(), 30)
 
     def close(self) -> None:
         self._closing = True
@@ -432,11 +474,14 @@ class Connection:
         async def shut():
             if self._ws is not None:
                 self._ws.close()
+        loop = self._loop
+        if loop is None:
+            return  # never used in this process
         try:
             self.run(shut(), 5)
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        loop.call_soon_threadsafe(loop.stop)
 
 
 def _shared_buffer_dir(info) -> Path | None:
@@ -451,104 +496,24 @@ def _shared_buffer_dir(info) -> Path | None:
     return None
 
 
-def _alive(info: dict) -> bool:
+def _run_io_loop(loop: asyncio.AbstractEventLoop) -> None:
+    threads.mark_io_thread()
+    loop.run_forever()
+
+
+def _close_inherited(sock) -> None:
+    """Close this process's descriptor of a socket the parent still uses (never the parent's)."""
     try:
-        # A zombie (a dead server its parent has not reaped) still answers kill(pid, 0).
-        return psutil.Process(int(info["pid"])).status() != psutil.STATUS_ZOMBIE
-    except (psutil.Error, KeyError, ValueError, TypeError):
-        return False
+        if sock is not None and sock.fileno() >= 0:
+            os.close(sock.detach())
+    except OSError:
+        pass
 
 
-def _try(url: str, token: str) -> Connection | None:
-    try:
-        return Connection(url, token)
-    except errors.FaaSError:
-        return None
+def _after_fork_in_child() -> None:
+    for conn in list(_connections):
+        conn._after_fork_in_child()
 
 
-def start_server(timeout: float = 60.0) -> dict:
-    """Start a detached server for this user (unless one is already up) and return its info."""
-    runtime = paths.runtime_file()
-    runtime.parent.mkdir(parents=True, exist_ok=True)
-    with open(runtime.parent / "jupyter_faas-start.lock", "w") as lockf:
-        fcntl.flock(lockf, fcntl.LOCK_EX)
-        info = paths.read_runtime_file()
-        if info and _alive(info):
-            return info
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("JUPYTER_FAAS_URL", "JUPYTER_FAAS_TOKEN")}
-        logfile = open(runtime.parent / "jupyter_faas-server.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "jupyter_faas", "serve"], env=env,
-                                stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True)
-        logfile.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            info = paths.read_runtime_file()
-            if info and info.get("pid") == proc.pid:
-                # Reap it when it ends, so a long-lived starter (the Jupyter server) keeps
-                # no zombie, which would look alive to the next discovery.
-                threading.Thread(target=proc.wait, name="jupyter_faas-reaper", daemon=True).start()
-                return info
-            if proc.poll() is not None:
-                raise errors.ServerError(
-                    f"the FaaS server exited at start with status {proc.returncode}; see "
-                    f"{runtime.parent / 'jupyter_faas-server.log'}")
-            time.sleep(0.05)
-        raise errors.ServerError(f"the FaaS server did not start within {timeout:g} s; see "
-                                 f"{runtime.parent / 'jupyter_faas-server.log'}")
-
-
-def discover(check=None) -> tuple[str, str]:
-    """The URL and token of this user's FaaS server, starting one if none answers.
-
-    ``JUPYTER_FAAS_URL``/``JUPYTER_FAAS_TOKEN`` first, then the runtime file when its
-    process is alive (and ``check(url, token)``, if given, returns something true), else
-    a newly started background server. Blocks while a server starts: call it from a
-    thread where a loop must not wait (the Jupyter server extension does).
-    """
-    if os.environ.get("JUPYTER_FAAS_URL"):
-        return os.environ["JUPYTER_FAAS_URL"], os.environ.get("JUPYTER_FAAS_TOKEN", "")
-    info = paths.read_runtime_file()
-    if info and _alive(info) and (check is None or check(info["url"], info["token"])):
-        return info["url"], info["token"]
-    info = start_server()
-    return info["url"], info["token"]
-
-
-def connect(url: str | None = None, token: str | None = None) -> Connection:
-    """Connect to a FaaS server and make it the default for this process.
-
-    With no arguments: ``JUPYTER_FAAS_URL``/``JUPYTER_FAAS_TOKEN``, then the runtime
-    file, then a newly started background server.
-    """
-    global _default
-    with _lock:
-        if url is not None:
-            conn = Connection(url, token or os.environ.get("JUPYTER_FAAS_TOKEN", ""))
-        else:
-            tried: list = []  # the runtime file's server, connected while checking it answers
-            url, token = discover(check=lambda u, t: tried.append(_try(u, t)) or tried[-1])
-            conn = tried[-1] if tried and tried[-1] is not None else Connection(url, token)
-            # found through the runtime file: after a restart, look there for the new server
-            conn.rediscover = not os.environ.get("JUPYTER_FAAS_URL")
-        if _default is not None:
-            _default.close()
-        _default = conn
-        return conn
-
-
-def default_connection() -> Connection:
-    conn = _default
-    if conn is None:
-        conn = connect()
-    return conn
-
-
-def reset() -> None:
-    """Forget the default connection (tests, or after the server was restarted)."""
-    global _default
-    with _lock:
-        if _default is not None:
-            _default.close()
-        _default = None
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -4,7 +4,8 @@ The websocket path hands a call to the client's IO thread and the answer back
 (two thread wake-ups per call, each costly on a busy 2-core laptop).  Here the
 thread that waits for the result does the I/O: it writes one ``invoke`` frame and
 reads ``accepted``, any ``log`` frames and ``done`` (the server side is
-:mod:`jupyter_faas.server.protocol.direct`).  One call at a time per socket; a small free
+:mod:`jupyter_faas.server.protocol.direct`); what they do to the future is the websocket's
+:class:`~.dispatch.Dispatcher`.  One call at a time per socket; a small free
 list keeps sockets for reuse, one per thread that calls concurrently.
 
 Failure handling keeps the websocket path's promises:
@@ -24,7 +25,7 @@ import threading
 
 from kernel_workers import wire
 
-from .. import errors
+from .dispatch import Dispatcher
 
 #: how long Ctrl-C waits for the server to confirm a cancel before giving up on the socket
 CANCEL_WAIT_S = 30.0
@@ -67,6 +68,8 @@ class DirectChannel:
         whether the server accepted it).
         """
         cid = next(self._cid)
+        dispatcher = Dispatcher(cancel=lambda rids: self.channel.send("cancel", request_ids=rids))
+        dispatcher.expect(cid, fut)
         item = [cid, len(payload.data)] + ([payload.buffers] if payload.buffers else [])
         try:
             self.channel.send("invoke", payload.data, function=function, version=version,
@@ -89,37 +92,18 @@ class DirectChannel:
                 continue
             except (OSError, EOFError, wire.ProtocolError) as exc:
                 raise ConnectionError(f"the direct socket broke: {exc}") from exc
-            if self._dispatch(fut, header, body):
+            kind = header["k"]
+            if kind == "done" and fut._request_id is None:
+                # A quick call: the server held its ``accepted`` back; the done names the request.
+                item = header["items"][0]
+                dispatcher.accepted([[cid, item["request_id"]]], item.get("version"))
+            elif kind == "rejected" and not header.get("cids"):
+                header = dict(header, cids=[cid])  # the socket itself was refused
+            dispatcher.dispatch(header, body)
+            if fut.done():
                 if cancelling is not None:
                     raise cancelling
                 return
-
-    @staticmethod
-    def _dispatch(fut, header: dict, body) -> bool:
-        """Apply one frame to ``fut``; True once it has ended."""
-        kind = header["k"]
-        if kind == "accepted":
-            (_, rid), = header["items"]
-            fut._accepted(rid, header["version"])
-        elif kind == "log":
-            skipped = header.get("skipped") or {}
-            for rid, lines in header["logs"].items():
-                fut._log_lines(lines, skipped.pop(rid, 0))
-            for rid, n in skipped.items():
-                fut._log_lines([], n)
-        elif kind == "done":
-            item = header["items"][0]
-            if fut._request_id is None:  # a quick call: the server sent no separate ``accepted``
-                fut._accepted(item["request_id"], item.get("version"))
-            if item.get("logs") or item.get("skipped"):
-                fut._log_lines(item.get("logs") or [], item.get("skipped", 0))
-            fut._done(item, bytes(body))
-            return True
-        elif kind == "rejected":
-            err = header["error"]
-            fut._fail(errors.class_for(err["errorType"])(err["errorMessage"]))
-            return True
-        return False
 
 
 class DirectPool:

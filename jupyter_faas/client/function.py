@@ -8,35 +8,80 @@ killed) and leave the handle usable.
 
 from __future__ import annotations
 
+import base64
 import collections
 import concurrent.futures
 import functools
 import hashlib
 import itertools
+import marshal
+import re
 import reprlib
+import time
+import types
+import typing
 import uuid
+
+from kernel_workers.context import LambdaContext, call_with_context, context_parameter
 
 from .. import errors, limits
 from ..display import CallView, MapView
-from .connection import default_connection
+from . import dependencies, events, triggers
+from .discovery import default_connection
 from .invocation import Invocation, InvocationFuture
 from .serialization import dumps_call, dumps_function
 
 
 class RemoteFunction:
-    def __init__(self, fn, *, name: str | None = None, memory: int = limits.MEMORY_DEFAULT_MB,
-                 timeout: float = limits.TIMEOUT_DEFAULT_S, env: dict | None = None,
+    """A function that runs in execution environments; made by :func:`function`."""
+
+    def __init__(self, fn, *, name: str | None = None, memory: int | None = None,
+                 timeout: float | None = None, env: dict | None = None,
                  concurrency: int | None = None, show: bool | None = None, connection=None,
+                 retries: int | None = None, retry_delay: float | None = None,
+                 max_event_age: int | None = None, on_success=None, on_failure=None,
                  backend: str | None = None):
         if not callable(fn):
             raise errors.InvalidParameter(f"faas.function wraps a function, not {type(fn).__name__}")
+        if isinstance(fn, RemoteFunction):
+            # Re-wrapping: the new options win; the ones not given are the wrapped handle's.
+            base, fn = fn, fn._fn
+            name = base.name if name is None else name
+            memory = base.config["memory"] if memory is None else memory
+            timeout = base.config["timeout"] if timeout is None else timeout
+            env = base.config["env"] if env is None else env
+            concurrency = base.config["concurrency"] if concurrency is None else concurrency
+            show = base.show if show is None else show
+            backend = base.config.get("backend") if backend is None else backend
+            connection = base._connection if connection is None else connection
+            given = {"retries": retries, "retry_delay": retry_delay, "max_event_age": max_event_age,
+                     "on_success": on_success, "on_failure": on_failure}
+            kept = {k: v if v is not None else base._event_options[k] for k, v in given.items()}
+            retries, retry_delay, max_event_age, on_success, on_failure = kept.values()
+        checked = limits.check_options(
+            name=(limits.check_name, default_name(fn) if name is None else name),
+            memory=(limits.check_memory, limits.MEMORY_DEFAULT_MB if memory is None else memory),
+            timeout=(limits.check_timeout, limits.TIMEOUT_DEFAULT_S if timeout is None else timeout),
+            env=(limits.check_env, env), concurrency=(limits.check_concurrency, concurrency),
+            show=(_check_show, show), backend=(limits.check_backend, backend))
         self._fn = fn
-        self.name = limits.check_name(name or getattr(fn, "__name__", ""))
-        self.config = limits.check_config(memory, timeout, env, concurrency, backend)
+        self.name = checked.pop("name")
+        # None: a live view for calls over a second; True: always; False: never
+        self.show = checked.pop("show")
+        if checked["backend"] is None:  # a function that names none keeps its version
+            del checked["backend"]
+        self.config = checked
+        # Lambda's event invoke config (invoke_async and triggers): per function, not per version
+        self._event_options = {"retries": retries, "retry_delay": retry_delay,
+                               "max_event_age": max_event_age, "on_success": on_success,
+                               "on_failure": on_failure}
+        self.event_config = events.event_config(retries, retry_delay, max_event_age, on_success, on_failure)
+        self._destinations = events.destination_handles(on_success, on_failure)
         self._connection = connection
-        self.show = show  # None: a live view for calls longer than a second; True: always; False: never
-        self._deployed: tuple | None = None  # (connection, code sha256, version)
-        functools.update_wrapper(self, fn)
+        self._deployed: _Deployed | None = None
+        # Only the function's identity: a callable object's own attributes (``self.name``,
+        # ``self.config`` of a model) must not replace this handle's.
+        functools.update_wrapper(self, fn, updated=())
 
     def __repr__(self) -> str:
         return (f"<RemoteFunction {self.name} memory={self.config['memory']} "
@@ -48,17 +93,33 @@ class RemoteFunction:
 
     # ---- deploy ------------------------------------------------------------------------------
 
-    def deploy(self) -> int:
-        """Deploy (idempotent) and return the version."""
+    def deploy(self, force: bool = False) -> int:
+        """Deploy the function as it is now and return its version.
+
+        Nothing is sent while nothing it reads has changed (an identity check of its globals,
+        helpers, closure and defaults: see :mod:`.dependencies`).  Redefining a helper or
+        rebinding a global makes a new pickle, and so a new version; the same pickle keeps its
+        version.  ``force=True`` pickles again even so (after changing an object in place).
+        Raises :class:`~jupyter_faas.SerializationError` when something it needs cannot be pickled.
+        """
         conn = self.connection
-        if self._deployed and self._deployed[0] is conn:
-            return self._deployed[2]
+        deployed = self._deployed
+        if deployed is not None and deployed.connection is conn and not force \
+                and not deployed.snapshot.changed():
+            return deployed.version
         code = dumps_function(self._fn, self.name)
-        import base64
-        body = {"name": self.name, "code": base64.b64encode(code).decode(), **self.config}
-        info = conn.request("POST", "/faas/api/functions", body)
-        self._deployed = (conn, hashlib.sha256(code).hexdigest(), info["version"])
-        return info["version"]
+        snapshot = dependencies.snapshot(self._fn)  # after: pickling registers local modules
+        sha = hashlib.sha256(code).hexdigest()
+        if deployed is not None and deployed.connection is conn and deployed.sha256 == sha:
+            version = deployed.version
+        else:
+            body = {"name": self.name, "code": base64.b64encode(code).decode(), **self.config}
+            version = conn.request("POST", "/faas/api/functions", body)["version"]
+            for handle in self._destinations:
+                handle.deploy()
+            conn.request("PUT", f"/faas/api/functions/{self.name}/event-config", self.event_config)
+        self._deployed = _Deployed(conn, sha, version, snapshot)
+        return version
 
     @property
     def version(self) -> int:
@@ -67,8 +128,18 @@ class RemoteFunction:
     # ---- calls -------------------------------------------------------------------------------
 
     def local(self, *args, **kwargs):
-        """Run in this process (for debugging); no limits, no record."""
-        return self._fn(*args, **kwargs)
+        """Run in this process (for debugging); no limits, no record.
+
+        A Lambda-shaped call (``f.local(event)`` on ``def handler(event, context)``) gets a
+        local context with the remote one's attributes (``function_version`` is ``$LATEST``).
+        """
+        return call_with_context(self._fn, context_parameter(self._fn), args, kwargs,
+                                 self._local_context)
+
+    def _local_context(self) -> LambdaContext:
+        deadline_ms = int((time.time() + self.config["timeout"]) * 1000)
+        return LambdaContext(str(uuid.uuid4()), self.name, "$LATEST", self.config["memory"],
+                             deadline_ms)
 
     def _submit(self, payload, queue: bool, encoding: str = "pickle") -> InvocationFuture:
         version = self.deploy()
@@ -95,6 +166,28 @@ class RemoteFunction:
         if isinstance(fut.exception(), (errors.ServerError, errors.Throttled)) and fut._request_id is None:
             raise fut.exception()
         return Invocation._from_future(fut)
+
+    def invoke_async(self, event) -> Invocation:
+        """Lambda's ``Event`` invocation: returns once the server has the JSON ``event`` on disk
+        (status ``queued``); retried on failure per ``retries``; ``inv.wait()``, ``inv.attempts``."""
+        return events.invoke_async(self.connection, self.name, self.deploy(), [event])[0]
+
+    def invoke_async_many(self, batch) -> list[Invocation]:
+        """Many events, accepted in one request and one store transaction."""
+        return events.invoke_async(self.connection, self.name, self.deploy(), list(batch))
+
+    def schedule(self, expression: str) -> "triggers.Trigger":
+        """Run on a schedule: ``rate(5 minutes)`` (also ``rate(N seconds)`` here) or EventBridge's
+        ``cron(0 12 * * ? *)`` (UTC); each firing is an async invocation with a Scheduled Event."""
+        self.deploy()
+        return triggers.create(self.connection, "schedule", self.name, {"expression": expression})
+
+    def url(self, auth: str = "token") -> "triggers.Trigger":
+        """A function URL (``.url`` is the address): any HTTP request on it invokes the function with
+        API Gateway's payload 2.0 event.  ``auth="token"`` needs the server's token as a Bearer
+        header (never passed to the function); ``auth="none"`` is open on the server's address."""
+        self.deploy()
+        return triggers.create(self.connection, "url", self.name, {"auth": auth})
 
     def _call(self, args: tuple, kwargs: dict, raise_first: bool) -> InvocationFuture:
         """One sync call, waited for by this thread (over the direct socket when it can)."""
@@ -139,7 +232,7 @@ class RemoteFunction:
                 show: bool | None = None) -> list:
         """Like :meth:`map` with each item a tuple of arguments."""
         return self._map((tuple(a) for a in iterable), _length([iterable]), concurrency,
-                         return_exceptions, show)
+                         return_exceptions, show, kind="starmap")
 
     def _submit_item(self, args: tuple, index: int, view) -> InvocationFuture:
         return self._submit_items([(index, args)], view)[0]
@@ -160,11 +253,11 @@ class RemoteFunction:
             view.add(fut)
         return [fut for fut, _ in items]
 
-    def _map(self, arg_tuples, total, concurrency, return_exceptions, show) -> list:
+    def _map(self, arg_tuples, total, concurrency, return_exceptions, show, kind: str = "map") -> list:
         _check_window("concurrency", concurrency)
         self.deploy()
         futures: list[InvocationFuture] = []
-        view = MapView(self.name, total, lambda: _cancel(futures, wait=False), show)
+        view = MapView(self.name, total, lambda: _cancel(futures, wait=False), show, kind=kind)
         # ``concurrency`` is kept by the server: every item is sent (and recorded) at once, and
         # the server starts the next the moment one ends, with no round trip to this kernel.
         group = (uuid.uuid4().hex, concurrency) if concurrency else None
@@ -203,7 +296,8 @@ class RemoteFunction:
     def _imap(self, arg_tuples, total, max_outstanding, ordered, return_exceptions, show):
         futures: list[InvocationFuture] = []
         outstanding: "collections.deque[InvocationFuture]" = collections.deque()
-        view = MapView(self.name, total, lambda: _cancel(list(outstanding), wait=False), show)
+        view = MapView(self.name, total, lambda: _cancel(list(outstanding), wait=False), show,
+                       kind="imap")
         exhausted = False
         try:
             while True:
@@ -238,6 +332,15 @@ class RemoteFunction:
             view.close()
 
 
+class _Deployed(typing.NamedTuple):
+    """What was deployed last: to which server, the pickle's hash, its version, what it read."""
+
+    connection: object
+    sha256: str
+    version: int
+    snapshot: dependencies.Snapshot
+
+
 _END = object()
 #: ``map`` pickles and sends this many items at a time
 SUBMIT_CHUNK = 500
@@ -270,16 +373,20 @@ def _check_cancelled(view) -> None:
 
 
 def _raise_first_failure(futures, index: int | None = None) -> None:
-    for i, f in enumerate(futures):
-        if f.done() and f.exception() is not None:
-            exc = f.exception()
-            i = f.index if f.index is not None else i
-            if len(futures) > 1 or index is not None:
-                if hasattr(exc, "details"):
-                    exc.details["index"] = i
-                if not any(n.startswith("map item") for n in getattr(exc, "__notes__", ())):
-                    exc.add_note(f"map item {i} failed (request {f._request_id})")
-            raise exc
+    """Raise the first item's failure, preferring a real one to the ``Cancelled`` of an item the
+    map itself cancelled because of it (which may end first)."""
+    failed = [(i, f) for i, f in enumerate(futures)
+              if f.done() and not f.cancelled() and f.exception() is not None]
+    real = [(i, f) for i, f in failed if not isinstance(f.exception(), errors.Cancelled)]
+    for i, f in (real or failed)[:1]:
+        exc = f.exception()
+        i = f.index if f.index is not None else i
+        if len(futures) > 1 or index is not None:
+            if hasattr(exc, "details"):
+                exc.details["index"] = i
+            if not any(n.startswith("map item") for n in getattr(exc, "__notes__", ())):
+                exc.add_note(f"map item {i} failed (request {f._request_id})")
+        raise exc
 
 
 def _cancel(futures, wait: bool = True) -> None:
@@ -311,20 +418,67 @@ def _wait(futures, raise_first: bool = True):
     return futures
 
 
-def function(fn=None, *, name: str | None = None, memory: int = limits.MEMORY_DEFAULT_MB,
-             timeout: float = limits.TIMEOUT_DEFAULT_S, env: dict | None = None,
-             concurrency: int | None = None, show: bool | None = None, backend: str | None = None):
+def _check_show(show):
+    if show is not None and not isinstance(show, bool):
+        raise errors.InvalidParameter(f"show={show!r} is invalid: give True, False or None")
+    return show
+
+
+def default_name(fn) -> str:
+    """The name a function gets without ``name=``: its ``__name__``, or for a lambda or another
+    nameless callable ``lambda_<hash>`` / ``<Type>_<hash>``, the hash of its code (stable across
+    kernels: the file name and line are left out)."""
+    name = getattr(fn, "__name__", None)
+    if isinstance(name, str) and limits.NAME_RE.match(name):
+        return name
+    code = getattr(fn, "__code__", None) or getattr(getattr(type(fn), "__call__", None), "__code__", None)
+    if name == "<lambda>":
+        stem = "lambda"
+    else:
+        stem = re.sub(r"[^A-Za-z0-9_]+", "_", name if isinstance(name, str) else type(fn).__name__)
+        stem = stem.strip("_")[:48] or "function"
+    if isinstance(code, types.CodeType):
+        data = marshal.dumps(_essence(code), 2)  # version 2: no refs, so deterministic
+    else:
+        data = f"{type(fn).__module__}.{type(fn).__qualname__}".encode()
+    return f"{stem}_{hashlib.sha256(data).hexdigest()[:8]}"
+
+
+def _essence(code: types.CodeType) -> tuple:
+    """What the code does, without where it is (file, lines, columns)."""
+    consts = tuple(_essence(c) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    return (code.co_code, consts, code.co_names, code.co_varnames, code.co_freevars,
+            code.co_argcount, code.co_kwonlyargcount, code.co_flags)
+
+
+def function(fn=None, *, name: str | None = None, memory: int | None = None,
+             timeout: float | None = None, env: dict | None = None,
+             concurrency: int | None = None, show: bool | None = None, retries: int | None = None,
+             retry_delay: float | None = None, max_event_age: int | None = None,
+             on_success=None, on_failure=None, backend: str | None = None):
     """Make ``fn`` a function that runs in isolated execution environments.
 
-    ``memory`` in MB (128..10240), ``timeout`` in seconds (1..900), ``env`` environment
-    variables, ``concurrency`` reserved concurrent executions, ``backend`` where it runs
-    (``"local"`` or ``"dask"``; None: the server's default).  ``show``: a call shows a
-    live view (status, logs as printed, REPORT) once it runs longer than a second;
-    ``True`` shows every call, ``False`` none.  Options are keyword-only.
+    ``memory`` in MB (128..10240, default 128), ``timeout`` in seconds (1..900, default 3),
+    ``env`` environment variables, ``concurrency`` reserved concurrent executions, ``backend``
+    where it runs (``"local"`` or ``"dask"``; None: the server's default).  ``show``:
+    a call shows a live view (status, logs as printed, REPORT) once it runs longer than a
+    second; ``True`` shows every call, ``False`` none.  Options are keyword-only.
+
+    ``name`` defaults to ``fn.__name__``; a lambda or a nameless callable gets
+    ``lambda_<code hash>`` (see :func:`default_name`).  Wrapping a :class:`RemoteFunction`
+    again applies the options given and keeps its others.  Every bad option is named in one
+    :class:`~jupyter_faas.InvalidParameter`.
+
+    Asynchronous invocation (``invoke_async``, triggers): ``retries`` (0..10, default 2),
+    ``retry_delay`` (s before the first retry, doubling; default 1.0), ``max_event_age``
+    (60..21600 s), ``on_success`` / ``on_failure`` destinations (a handle or function name,
+    or a directory path).
     """
     def wrap(f):
         return RemoteFunction(f, name=name, memory=memory, timeout=timeout, env=env,
-                              concurrency=concurrency, show=show, backend=backend)
+                              concurrency=concurrency, show=show, retries=retries,
+                              retry_delay=retry_delay, max_event_age=max_event_age,
+                              on_success=on_success, on_failure=on_failure, backend=backend)
     if fn is None:
         return wrap
     if not callable(fn):

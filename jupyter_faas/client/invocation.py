@@ -1,21 +1,40 @@
-"""What a caller holds: an ``InvocationFuture`` while it runs, an ``Invocation`` record after."""
+"""What a caller holds: an ``InvocationFuture`` while it runs, an ``Invocation`` record after.
+
+Which thread runs what: the client's IO thread tells futures of acceptance, log lines and
+ends; observers (:meth:`InvocationFuture.add_observer`, for live views) run there and must
+not block; done callbacks (``add_done_callback``) run on the client's callback thread and
+may use the whole API (see :mod:`.threads`).
+"""
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
+import logging
+import os
 import threading
 import time
 from collections import deque
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED
 from dataclasses import dataclass
 
 from .. import errors
+from ..vocabulary import TERMINAL
+from . import threads
+from .discovery import default_connection
 from .remote_errors import rebuild
 from .serialization import loads_result, result_buffers
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Report:
-    """The REPORT figures of one invocation (``init_duration_ms`` is None when warm)."""
+    """The REPORT figures of one invocation (``init_duration_ms`` is None when warm).
+
+    ``str()`` and ``repr()`` give Lambda's REPORT line (``REPORT RequestId: ... Duration:
+    1.23 ms Billed Duration: 2 ms Memory Size: 128 MB Max Memory Used: 13 MB``, then ``Init
+    Duration`` on a cold start), followed by the estimated cost.  ``gb_seconds`` and
+    ``cost_usd`` are rounded to 4 significant digits.
+    """
 
     duration_ms: float
     billed_duration_ms: int
@@ -24,16 +43,37 @@ class Report:
     init_duration_ms: float | None
     gb_seconds: float = 0.0
     cost_usd: float = 0.0
+    request_id: str | None = None
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "Report | None":
+    def from_dict(cls, d: dict | None, request_id: str | None = None) -> "Report | None":
         if not d or d.get("duration_ms") is None:
             return None
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+        fields = {k: d.get(k) for k in cls.__dataclass_fields__ if k in d}
+        for k in ("gb_seconds", "cost_usd"):
+            if fields.get(k) is not None:
+                fields[k] = float(f"{fields[k]:.4g}")
+        if request_id is not None:
+            fields["request_id"] = request_id
+        return cls(**fields)
+
+    def __str__(self) -> str:
+        parts = [f"REPORT RequestId: {self.request_id or '-'}",
+                 f"Duration: {self.duration_ms:.2f} ms",
+                 f"Billed Duration: {self.billed_duration_ms} ms",
+                 f"Memory Size: {self.memory_size_mb} MB",
+                 f"Max Memory Used: {self.max_memory_used_mb} MB"]
+        if self.init_duration_ms is not None:
+            parts.append(f"Init Duration: {self.init_duration_ms:.2f} ms")
+        if self.gb_seconds:
+            parts.append(f"Cost: ${self.cost_usd:.3g} ({self.gb_seconds:.4g} GB-s)")
+        return "\t".join(parts)
+
+    __repr__ = __str__
 
 
-TERMINAL = frozenset({"succeeded", "failed", "timed_out", "cancelled", "throttled"})
 _settle_lock = threading.Lock()  # orders _settle against a waiter making its Event
+log = logging.getLogger("jupyter_faas.client")
 #: lines of live log a future keeps in memory (the store keeps every line)
 LOG_LINES_KEPT = 10_000
 
@@ -41,6 +81,16 @@ LOG_LINES_KEPT = 10_000
 class InvocationFuture(concurrent.futures.Future):
     """A ``concurrent.futures.Future`` for one invocation, with ``request_id``, ``status`` and
     live ``logs`` (the newest lines; ``Invocation.from_id(request_id).logs`` has all of them).
+
+    Attributes a view may read at any time (none waits): ``function``, ``status``
+    (``submitting``, ``queued``, ``running``, then the end's), ``accepted_request_id`` (None
+    until the server accepted it), ``version``, ``index`` (its position in a ``map``),
+    ``input_summary``, ``started``/``ended`` (``time.monotonic()``), ``report``, ``logs``,
+    ``logs_skipped``, ``error`` (the server's error record).
+
+    ``cancel()`` keeps :class:`concurrent.futures.Future`'s promise: once it returns True,
+    ``cancelled()`` is True, and ``result()`` raises :class:`~jupyter_faas.errors.Cancelled`
+    (also a ``concurrent.futures.CancelledError``).
     """
 
     def __init__(self, function: str, connection, encoding: str = "pickle"):
@@ -63,7 +113,9 @@ class InvocationFuture(concurrent.futures.Future):
         self.input_summary: str = ""
         self.started: float | None = None  # time.monotonic() when it began running
         self.ended: float | None = None
-        self._observers: list = []         # callables(future, lines) for live views
+        self._observers: list = []         # on_logs callables of add_observer
+        self._cancel_requested = False     # cancel() was called: cancel it once accepted
+        self._cancel_error: BaseException | None = None  # what result() raises once cancelled
 
     @property
     def request_id(self) -> str | None:
@@ -71,10 +123,16 @@ class InvocationFuture(concurrent.futures.Future):
         self.wait_accepted(30)
         return self._request_id
 
+    @property
+    def accepted_request_id(self) -> str | None:
+        """The request id once the server accepted the invocation, else None (never waits)."""
+        return self._request_id
+
     def wait_accepted(self, timeout: float | None = None) -> bool:
         """Wait until the server accepted (or refused) it; False if ``timeout`` passed first."""
         if self._settled:
             return True
+        threads.check_may_block("waiting for a request id")
         with _settle_lock:
             if self._settled:
                 return True
@@ -108,7 +166,10 @@ class InvocationFuture(concurrent.futures.Future):
         self.logs.extend(line for _, _, line in lines)
         self.logs_skipped += skipped
         for observer in self._observers:
-            observer(self, lines, skipped)
+            try:
+                observer(self, lines, skipped)
+            except Exception:  # noqa: BLE001 - a broken view must not break the connection
+                log.exception("an observer of %r failed", self)
 
     def _fail(self, exc: BaseException) -> None:
         self._settle()
@@ -122,7 +183,7 @@ class InvocationFuture(concurrent.futures.Future):
         if self.done():
             return
         self.status = header["status"]
-        self.report = Report.from_dict(header.get("report"))
+        self.report = Report.from_dict(header.get("report"), self._request_id)
         self.error = header.get("error")
         self.ended = time.monotonic()
         if self.status == "succeeded":
@@ -139,25 +200,145 @@ class InvocationFuture(concurrent.futures.Future):
                     return
             self.set_result(value)
         else:
-            self.set_exception(rebuild(self.error, body, self._request_id, self.function,
-                                       list(self.logs)[-50:]))
+            exc = rebuild(self.error, body, self._request_id, self.function, list(self.logs)[-50:])
+            if self.status == "cancelled" and self._cancel_requested:
+                self._finish_cancelled(exc)
+            else:
+                self.set_exception(exc)
+
+    def _finish_cancelled(self, exc: BaseException) -> None:
+        """End as cancelled (``cancelled()`` True), from any state but an end."""
+        self._settle()
+        with self._condition:
+            if self._state in (FINISHED, CANCELLED_AND_NOTIFIED):
+                return
+            self.status = "cancelled"
+            self.ended = time.monotonic()
+            self._cancel_error = exc
+            # What Future.cancel() and set_running_or_notify_cancel() do between them; cancel()
+            # itself refuses a RUNNING future, and an accepted invocation is one.
+            self._state = CANCELLED_AND_NOTIFIED
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()
+
+    def _orphaned_by_fork(self) -> None:
+        """In a forked child, this copy of the parent's future: it can never end here."""
+        # The parent's threads may have held these at the fork; only this thread is left.
+        self._condition = threading.Condition()
+        self._waiters = []
+        self._done_callbacks = []   # registered in the parent, and run there
+        self._observers = []
+        self._settled = True
+        self._settled_event = None
+        rid = self._request_id
+        follow = (f"faas.Invocation.from_id({rid!r}) follows it from any process" if rid else
+                  "it had not been accepted yet; faas.invocations() lists what the server has")
+        if not self.done():
+            self.status = "failed"
+            self.set_exception(errors.ServerError(
+                f"this future of {self.function} belongs to process {os.getppid()}, which forked "
+                f"this one ({os.getpid()}); only that process follows it: {follow}"))
 
     # -- public --
+    def add_done_callback(self, fn) -> None:
+        """Call ``fn(fut)`` when it ends (at once, in this thread, if it has already ended).
+
+        Callbacks run on the client's callback thread, in the order futures end, never on
+        its IO thread: ``fn`` may use the whole API, blocking calls included.  An exception
+        in ``fn`` is logged and ignored, as ``concurrent.futures`` does.
+        """
+        super().add_done_callback(functools.partial(_off_the_io_thread, fn))
+
+    def add_observer(self, on_logs=None, *, on_done=None) -> None:
+        """Watch it live (for views): called on the client's IO thread, so keep them quick.
+
+        ``on_logs(fut, lines, skipped)`` for every batch of live log lines (``lines`` is
+        ``[[ts, stream, line], ...]``, ``stream`` ``stdout``, ``stderr`` or ``platform``;
+        ``skipped``: lines the server counted but did not stream).  ``on_done(fut)`` once when
+        it ends, before done callbacks (at once if it has ended).  A jupyter_faas call that
+        waits, made from either, raises :class:`~jupyter_faas.errors.FaaSError` at once; an
+        exception they raise is logged and ignored.
+        """
+        if on_logs is not None:
+            self._observers.append(on_logs)
+        if on_done is not None:
+            super().add_done_callback(on_done)
+
+    def stored_logs(self) -> list[str]:
+        """Every log line the server stored for it so far (one REST call); [] before it was
+        accepted.  Raises :class:`~jupyter_faas.errors.ServerError` if the server is gone."""
+        if self._request_id is None:
+            return []
+        return Invocation(self._request_id, self.function, self._connection).logs
+
+    def result(self, timeout: float | None = None):
+        """The return value, waiting up to ``timeout`` s; raises the invocation's error,
+        :class:`~jupyter_faas.errors.Cancelled` if cancelled, ``TimeoutError``."""
+        if not self.done():
+            threads.check_may_block("fut.result()")
+        if self.cancelled():
+            raise self._cancelled_error()
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None):
+        """The invocation's error or None, waiting up to ``timeout`` s; raises
+        :class:`~jupyter_faas.errors.Cancelled` if cancelled, ``TimeoutError``."""
+        if not self.done():
+            threads.check_may_block("fut.exception()")
+        if self.cancelled():
+            raise self._cancelled_error()
+        return super().exception(timeout)
+
+    def _cancelled_error(self) -> BaseException:
+        return self._cancel_error or errors.Cancelled(f"{self.function}: cancelled",
+                                                      request_id=self._request_id)
+
     def cancel(self) -> bool:
-        """Cancel: drop it if queued, kill its environment if running. False once finished."""
+        """Cancel it; True if it will not run to its end, False if it already ended.
+
+        Not sent yet: it never is.  Sent: the server is told (the moment it accepts it, if it
+        has not yet), drops it if queued and kills its environment if running.  Waits up to
+        30 s for the server's word; then ``cancelled()`` is True and ``result()`` raises
+        :class:`~jupyter_faas.errors.Cancelled`.  Raises
+        :class:`~jupyter_faas.errors.ServerError` if the server cannot be reached.
+        """
+        if self.cancelled():
+            return True
         if self.done():
             return False
-        if self._request_id is not None:
-            self._connection.cancel([self._request_id])
-            try:
-                self.exception(timeout=30)
-            except concurrent.futures.TimeoutError:
-                pass
-            return self.status == "cancelled"
-        return super().cancel()
+        if self._connection.withdraw(self):
+            self._finish_cancelled(errors.Cancelled(
+                f"{self.function}: cancelled before it was sent; it never ran"))
+            return True
+        threads.check_may_block("fut.cancel()")
+        self._cancel_requested = True
+        rid = self._request_id
+        if rid is not None:
+            self._connection.cancel([rid])
+        # else: its ``accepted`` is on its way; the dispatcher cancels it on arrival
+        concurrent.futures.wait([self], timeout=30)
+        return self.cancelled()
 
     def __repr__(self) -> str:
         return f"<InvocationFuture {self.function} {self._request_id or '(not accepted yet)'} {self.status}>"
+
+
+def _after_fork_in_child() -> None:
+    global _settle_lock
+    _settle_lock = threading.Lock()  # the parent's IO thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _off_the_io_thread(fn, fut) -> None:
+    if threads.on_io_thread():
+        threads.call_soon(fn, fut)
+    else:
+        fn(fut)
 
 
 class Invocation:
@@ -182,7 +363,6 @@ class Invocation:
 
     @classmethod
     def from_id(cls, request_id: str, connection=None) -> "Invocation":
-        from .connection import default_connection
         conn = connection or default_connection()
         row = conn.request("GET", f"/faas/api/invocations/{request_id}")
         return cls(request_id, row["function"], conn, row)
@@ -208,6 +388,15 @@ class Invocation:
     @property
     def done(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def attempts(self) -> int:
+        """Attempts that ran (an async invocation's first try plus its retries so far)."""
+        if self._row.get("attempts") is None or self._row.get("status") not in TERMINAL:
+            self.refresh()
+        if self._row.get("attempts") is None:  # a direct call: one attempt once it started
+            return int(self._row.get("started_at") is not None)
+        return self._row["attempts"]
 
     @property
     def report(self) -> "Report | None":
@@ -274,7 +463,6 @@ class Invocation:
 def invocations(function: str | None = None, status: str | None = None, limit: int = 100,
                 connection=None) -> list[Invocation]:
     """The newest invocations the server recorded (from every process), newest first."""
-    from .connection import default_connection
     conn = connection or default_connection()
     rows = conn.request("GET", "/faas/api/invocations",
                         params={"function": function, "status": status, "limit": limit})["invocations"]

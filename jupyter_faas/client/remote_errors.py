@@ -1,13 +1,17 @@
 """Turn an invocation's error (as the server reports it) into the exception to raise.
 
 A handler's own exception comes back as an instance of *both* its type and
-:class:`~jupyter_faas.FunctionError` (a subclass made once per type), with the
-remote traceback as ``__cause__``, the way ``concurrent.futures`` does it.
+:class:`~jupyter_faas.FunctionError` (a subclass made once per type), with its
+attributes (whatever its ``__init__`` takes: see :mod:`kernel_workers.exceptions`)
+and the remote traceback as ``__cause__``, the way ``concurrent.futures`` does it.
+When its class cannot be loaded here, a plain ``FunctionError`` names the type.
 """
 
 from __future__ import annotations
 
 import cloudpickle
+
+from kernel_workers import exceptions
 
 from .. import errors
 
@@ -33,7 +37,9 @@ def _dual_class(remote_type: type) -> type | None:
                 "__module__": remote_type.__module__,
                 "__qualname__": remote_type.__qualname__,
                 "__str__": errors.FaaSError.__str__,
-                "__reduce__": lambda self: (remote_type, self.args),
+                # Pickled again (sent on), it is the handler's own type once more.
+                "__reduce__": lambda self: (exceptions.rebuild, (remote_type, self.args, {
+                    k: v for k, v in self.__dict__.items() if k not in ("message", "details")})),
             })
         except TypeError:  # layout conflict with an exotic exception type
             return None
@@ -70,9 +76,8 @@ def rebuild(error: dict, body: bytes, request_id: str, function: str, logs=None)
             if isinstance(original, BaseException):
                 dual = _dual_class(type(original))
                 if dual is not None:
-                    exc = dual.__new__(dual, *original.args)
+                    exc = exceptions.new_instance(dual, original.args)
                     exc.__dict__.update(getattr(original, "__dict__", {}))
-                    exc.args = original.args
                     exc.message = str(original)
                     exc.details = details
         if exc is None:

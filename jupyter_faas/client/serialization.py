@@ -1,7 +1,8 @@
 """Pickling for the client: functions by value, and errors that name the culprit.
 
 Code defined in ``__main__`` (a notebook), closures and lambdas are pickled by
-value by cloudpickle already.  Modules that are *not installed* (a
+value by cloudpickle already; :func:`kernel_workers.tracebacks.dumps` keeps their
+file names and a cell's source, for remote tracebacks.  Modules that are *not installed* (a
 ``mylocalhelpers.py`` next to the notebook) are registered to ship by value too,
 so the execution environment never needs the user's working directory.
 
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import cloudpickle
 
-from kernel_workers import buffers
+from kernel_workers import buffers, tracebacks
 
 from ..errors import PayloadTooLarge, SerializationError
 
@@ -152,10 +153,15 @@ def find_unpicklable(obj, path: str, depth: int = 6, _seen=None) -> tuple[str, o
     return path, obj
 
 
+def pickle_function(fn) -> bytes:
+    """``fn`` pickled by value, its code keeping its file names (:func:`kernel_workers.tracebacks.dumps`)."""
+    return tracebacks.dumps(fn, protocol=PICKLE_PROTOCOL)
+
+
 def dumps_function(fn, name: str) -> bytes:
     register_local_modules()
     try:
-        return cloudpickle.dumps(fn, protocol=PICKLE_PROTOCOL)
+        return pickle_function(fn)
     except BaseException as exc:  # noqa: BLE001 - includes a __reduce__ that calls sys.exit
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -172,7 +178,7 @@ class Payload:
 
     data: bytes
     buffers: dict | None = None
-    nbytes: int = 0  # the pickle and the buffers together: what the payload limit counts
+    nbytes: int = 0  # the bytes inside the message, what the payload limit counts (not the file's)
 
     def discard(self, buffer_dir: Path | None) -> None:
         """Delete the buffers' file (the call was never accepted)."""
@@ -193,7 +199,9 @@ def dumps_call(args: tuple, kwargs: dict, name: str, buffer_dir: Path | None = N
                limit: int | None = None) -> Payload:
     """Pickle a call; with ``buffer_dir`` (shared with the server), large buffers go to a file there.
 
-    ``limit``: the server's payload limit, checked before anything is written.
+    ``limit``: the server's payload limit, checked before anything is written.  It counts
+    the bytes inside the message; buffers in a file have the server's own limit (the
+    function's memory), which the server checks.
     """
     try:
         data, raws = buffers.dumps((args, kwargs), out_of_band=buffer_dir is not None)
@@ -210,19 +218,21 @@ def dumps_call(args: tuple, kwargs: dict, name: str, buffer_dir: Path | None = N
             f"cannot send the arguments of {name}(): {where}: {_type_name(culprit)} cannot be "
             f"pickled ({type(exc).__name__}: {exc}). Nothing was sent. Pass plain data (numbers, "
             f"strings, arrays, paths) instead.") from exc
-    size = len(data) + sum(raw.nbytes for raw in raws)
-    if limit is not None and size > limit:
-        raise too_large(name, size, limit)
+    if limit is not None and len(data) > limit:
+        raise too_large(name, len(data), limit)
     if not raws:
-        return Payload(data, None, size)
+        return Payload(data, None, len(data))
     file_name = f"arg-{uuid.uuid4().hex}"
     try:
         spans = buffers.write(buffer_dir / file_name, raws)
     except OSError as exc:
         # Full disk, or the directory went away: send the data inside the message instead.
         log.info("could not write %s's arguments to %s (%s); sending them inline", name, buffer_dir, exc)
-        return Payload(cloudpickle.dumps((args, kwargs), protocol=PICKLE_PROTOCOL), None, size)
-    return Payload(data, {"file": file_name, "spans": spans}, size)
+        data = tracebacks.dumps((args, kwargs), PICKLE_PROTOCOL)
+        if limit is not None and len(data) > limit:
+            raise too_large(name, len(data), limit) from exc
+        return Payload(data, None, len(data))
+    return Payload(data, {"file": file_name, "spans": spans}, len(data))
 
 
 def result_buffers(descriptor: dict | None, body, buffer_dir: Path | None, name: str,

@@ -9,10 +9,13 @@ import threading
 import time
 from collections import deque
 
+from ..vocabulary import FAILED, THROTTLED, TIMED_OUT
+
 #: lines a log pane holds; older ones are counted, not kept (the store keeps them all)
 TAIL_LINES = 200
 
-FAILED_STATUSES = frozenset({"failed", "timed_out", "throttled"})
+#: statuses the map view counts as failed (a throttled item never ran: for a map, a failure)
+FAILED_STATUSES = frozenset({FAILED, TIMED_OUT, THROTTLED})
 
 
 class LogTail:
@@ -56,8 +59,7 @@ class MapProgress:
 
     def add(self, fut) -> None:
         self.futures.append(fut)
-        fut._observers.append(self._on_log)
-        fut.add_done_callback(self._on_done)
+        fut.add_observer(self._on_log, on_done=self._on_done)
 
     def _on_log(self, fut, lines, skipped) -> None:
         self.logs.add([line for _, stream, line in lines if stream != "platform"],
@@ -68,7 +70,7 @@ class MapProgress:
             if fut.report is not None:
                 self.gb_seconds += fut.report.gb_seconds
                 self.cost_usd += fut.report.cost_usd
-            if fut.status in FAILED_STATUSES or (fut.exception() is not None and fut.status != "cancelled"):
+            if fut.status in FAILED_STATUSES or (fut.status != "cancelled" and fut.exception() is not None):
                 self.failed.append(fut.index)
 
     def counts(self) -> dict:

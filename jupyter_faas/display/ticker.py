@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -41,3 +42,15 @@ def _run() -> None:
             except Exception:  # noqa: BLE001 - a broken view must not stop the others
                 log.exception("a live view failed to redraw; dropping it")
                 remove(view)
+
+
+def _after_fork_in_child() -> None:
+    global _lock, _thread
+    # The parent's display thread may have held the lock at the fork; the child has no such
+    # thread, and the parent's views are the parent's to draw.
+    _lock, _thread = threading.Lock(), None
+    _views.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,6 +1,6 @@
 """The FaaS server as the Jupyter server extension reaches it.
 
-Located lazily with the client's own discovery (:func:`jupyter_faas.client.connection.discover`:
+Located lazily with the client's own discovery (:func:`jupyter_faas.client.discovery.discover`:
 env vars, the runtime file, else start a server), in a thread so a starting server never
 blocks Jupyter's loop, and located again when it stops answering (``jupyter faas stop``,
 a crash): the next request finds or starts its successor. The token stays in this process.
@@ -15,7 +15,7 @@ import urllib.request
 
 from tornado import httpclient, websocket
 
-from ..client.connection import discover
+from ..client.discovery import discover
 
 
 class FaaSUnavailable(Exception):

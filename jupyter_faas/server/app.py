@@ -28,10 +28,13 @@ from .. import __version__, paths
 from .api import make_app
 from .backends.local import BufferFiles, Pool, make_enforcer
 from .backends.router import Router
-from .engine import Monitoring, Service
+from .compat import LambdaAPI, Packages
+from .compat import routes as lambda_routes
+from .engine import AsyncService, Monitoring
 from .model import DEFAULT_PRICING, Pricing
 from .protocol import DirectServer
 from .store import Store
+from .triggers import Triggers
 
 log = logging.getLogger("jupyter_faas.server")
 #: allocations between collections of the youngest generation (Python's default is 700)
@@ -61,7 +64,15 @@ class FaaSServer(JupyterApp):
                           help="Seconds a sync invocation waits for a free slot before it is "
                                "throttled (TooManyRequestsException). map() and async calls queue.")
     max_payload_mb = Float(6.0, config=True,
-                           help="Largest request and response payload in MB (Lambda's sync limit is 6).")
+                           help="Largest request and response payload in MB (Lambda's sync limit is 6), "
+                                "counted in the bytes that travel inside messages. Large arrays "
+                                "that a client on this machine passes through buffer files are "
+                                "held to max_buffer_mb instead.")
+    max_buffer_mb = Integer(0, config=True,
+                            help="Largest total of the out-of-band buffers (numpy arrays and the like) "
+                                 "an invocation's arguments or result may pass through files of "
+                                 "<data dir>/buffers, in MB. 0 (the default): the function's memory, "
+                                 "what its environment can hold; raising memory= raises it.")
     idle_timeout = Float(300.0, config=True,
                          help="Seconds an idle execution environment is kept warm before it is stopped.")
     preload = List(Unicode(), default_value=[], config=True,
@@ -78,6 +89,14 @@ class FaaSServer(JupyterApp):
     direct_socket = Bool(True, config=True,
                          help="Also serve invocations on a Unix socket in a private directory, so "
                               "sync calls from kernels on this machine skip the websocket's hops.")
+    lambda_api = Bool(True, config=True,
+                      help="Serve Lambda's REST API (/2015-03-31/functions...) for boto3 and the AWS "
+                           "CLI, SigV4-signed with the token as the secret access key.")
+    lambda_zip_max_mb = Float(50.0, config=True,
+                              help="Largest zip a Lambda API CreateFunction/UpdateFunctionCode takes, "
+                                   "in MB (Lambda's direct-upload limit is 50).")
+    lambda_unzipped_max_mb = Float(250.0, config=True,
+                                   help="Largest unzipped size of a zip package, in MB (Lambda's is 250).")
     write_runtime_file = Bool(True, config=True, help="Publish URL and token in the runtime file.")
     share_buffers = Bool(True, config=True,
                          help="Pass large buffers (numpy arrays and the like, 1 MB and up) through "
@@ -137,20 +156,37 @@ class FaaSServer(JupyterApp):
                 connect_timeout=self.dask_connect_timeout)
         # Each function runs on the backend it names, else on the default.
         backend = Router(backends, default=self.backend)
-        self.service = Service(self.store, backend, memory_budget_mb=self.memory_budget_mb,
+        self.service = AsyncService(self.store, backend, memory_budget_mb=self.memory_budget_mb,
                                max_concurrency=self.max_concurrency, throttle_wait=self.throttle_wait,
                                max_payload_bytes=int(self.max_payload_mb * 1024 * 1024), files=files,
-                               pricing=pricing)
+                               pricing=pricing,
+                               max_buffer_bytes=self.max_buffer_mb * 1024 * 1024 or None)
         # A frame is one payload or a batch of small ones (the client caps batches at 8 MB).
         max_message = max(int(self.max_payload_mb * 1024 * 1024), 8 << 20) + (2 << 20)
         monitoring = Monitoring(self.store, pricing)
+        self.triggers = Triggers(self.service)
         self.instance = secrets.token_hex(8)
         self.direct = (DirectServer(self.service, self.token, self.instance, max_message)
                        if self.direct_socket else None)
-        return make_app(faas_service=self.service, faas_token=self.token,
-                               faas_monitoring=monitoring, faas_instance=self.instance,
-                               faas_direct=self.direct and self.direct.path,
-                               faas_shutdown=self.request_stop, websocket_max_message_size=max_message)
+        lambda_api = None
+        if self.lambda_api:
+            packages = Packages(Path(self.faas_data_dir) / "lambda" / "code",
+                                int(self.lambda_zip_max_mb * 1024 * 1024),
+                                int(self.lambda_unzipped_max_mb * 1024 * 1024))
+            lambda_api = LambdaAPI(self.service, packages)
+        return make_app(lambda_routes() if lambda_api else [],
+                        faas_service=self.service, faas_token=self.token,
+                        faas_monitoring=monitoring, faas_instance=self.instance,
+                        faas_direct=self.direct and self.direct.path, faas_lambda=lambda_api,
+                        faas_shutdown=self.request_stop, websocket_max_message_size=max_message,
+                        faas_triggers=self.triggers)
+
+    def max_body_size(self) -> int:
+        """The largest request body: a payload, or a base64 zip in CreateFunction's JSON."""
+        largest = self.max_payload_mb
+        if self.lambda_api:
+            largest = max(largest, self.lambda_zip_max_mb * 4 / 3)
+        return int(largest * 1024 * 1024) + (1 << 20)
 
     def request_stop(self) -> None:
         asyncio.get_running_loop().call_soon(self._stopping.set)
@@ -159,15 +195,17 @@ class FaaSServer(JupyterApp):
         self._stopping = asyncio.Event()
         app = self.build()
         bound = bind_sockets(self.port, self.ip)
-        server = httpserver.HTTPServer(app, max_body_size=int(self.max_payload_mb * 1024 * 1024) + (1 << 20))
+        server = httpserver.HTTPServer(app, max_body_size=self.max_body_size())
         server.add_sockets(bound)
         port = bound[0].getsockname()[1]
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
         self.url = f"http://{host}:{port}"
+        self.triggers.base_url = self.url
         if self.direct is not None:
             await self.direct.start()
         recovered = self.service.recover()
         self.service.start_background()
+        recovered.update(self.triggers.reconcile())
         await self.pool.zygote()  # the first cold start should not pay for the zygote
         if self.dask is not None:
             try:
@@ -196,6 +234,7 @@ class FaaSServer(JupyterApp):
             if self.write_runtime_file:
                 paths.remove_runtime_file(os.getpid())
             server.stop()
+            self.triggers.close()
             if self.direct is not None:
                 self.direct.close()
             await self.service.close()

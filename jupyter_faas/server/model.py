@@ -111,6 +111,19 @@ def report(duration_ms: float, memory_size_mb: int, max_memory_used_mb: int,
     }
 
 
+def stored_report(row: dict, pricing: Pricing = DEFAULT_PRICING) -> dict | None:
+    """The REPORT of a stored invocation (``row``: an :class:`InvocationRow`), as :func:`report`
+    gave it when it ended; None for one that never ran (throttled, cancelled while queued)."""
+    billed = row.get("billed_duration_ms")
+    if billed is None:
+        return None
+    gb_seconds = row["memory_size_mb"] / 1024 * billed / 1000
+    return {"duration_ms": row["duration_ms"], "billed_duration_ms": billed,
+            "memory_size_mb": row["memory_size_mb"], "max_memory_used_mb": row["max_memory_used_mb"],
+            "init_duration_ms": row["init_duration_ms"], "gb_seconds": gb_seconds,
+            "cost_usd": pricing.cost(gb_seconds)}
+
+
 def report_line(request_id: str, rep: dict, status: str | None = None,
                 error_type: str | None = None) -> str:
     """The REPORT log line, tab-separated as Lambda writes it."""

@@ -34,7 +34,7 @@ import logging
 
 from tornado import websocket
 
-from .auth import TokenSocket
+from .sockets import TokenSocket
 
 log = logging.getLogger("jupyter_faas.server")
 

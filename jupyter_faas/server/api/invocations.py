@@ -74,6 +74,7 @@ class InvocationLogsHandler(BaseHandler):
 
 
 class InvocationCancelHandler(BaseHandler):
-    def post(self, request_id):
+    async def post(self, request_id):
         self.service.get_invocation(request_id)
-        self.finish({"request_id": request_id, "cancelled": self.service.cancel(request_id)})
+        cancelled = await self.service.cancel_and_wait(request_id)
+        self.finish({"request_id": request_id, "cancelled": cancelled})

@@ -11,7 +11,7 @@ from tornado import websocket
 from kernel_workers import wire
 
 from ..protocol import InvocationSession
-from .auth import TokenSocket
+from .sockets import TokenSocket
 
 
 class InvocationSocket(InvocationSession, TokenSocket):

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from ...errors import ResourceNotFound
+from .. import model
+from ..model import InvocationRow
 
 
 class StoredQueries:
     """Mixed into :class:`~.service.Service`; ``self.store`` is the injected store."""
 
     store = None
+    registry = None
 
-    def get_invocation(self, request_id: str) -> dict:
+    def get_invocation(self, request_id: str) -> InvocationRow:
         row = self.store.get_invocation(request_id)
         if row is None:
             raise ResourceNotFound(f"no invocation with request id {request_id!r}; list the recorded ones "
                                    f"with faas.invocations()")
         return row
 
-    def stored_invocation(self, request_id: str) -> dict | None:
+    def stored_invocation(self, request_id: str) -> InvocationRow | None:
         """The stored row (:class:`~..model.InvocationRow`), or None."""
         return self.store.get_invocation(request_id)
 
@@ -29,7 +32,7 @@ class StoredQueries:
         """The descriptor of the result's out-of-band buffers' file, or None."""
         return self.store.get_result_buffers(request_id)
 
-    def list_invocations(self, **query) -> list[dict]:
+    def list_invocations(self, **query) -> list[InvocationRow]:
         """Newest first; ``function``, ``status``, ``limit``, ``before``/``before_id`` (a keyset page)."""
         return self.store.list_invocations(**query)
 
@@ -38,6 +41,12 @@ class StoredQueries:
         return self.store.logs(request_id, after, limit)
 
     def function_logs(self, name: str, limit: int = 200) -> list[dict]:
-        """The newest stored log lines of a function's invocations."""
+        """The newest stored log lines of a function's invocations, deleted or not; raises
+        ResourceNotFound for a name never deployed."""
+        self.registry.require_known(name)
         return self.store.function_logs(name, limit)
 
+
+    def stored_report(self, row: InvocationRow) -> dict | None:
+        """A stored invocation's REPORT figures, its cost at this server's prices."""
+        return model.stored_report(row, self.pricing)

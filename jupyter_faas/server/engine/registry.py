@@ -8,10 +8,12 @@ has run thousands of versions does not hold every one of them.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 
 from ... import limits
 from ...errors import InvalidParameter, ResourceNotFound
+from ..model import FunctionVersion
 
 #: code blobs kept in memory (each is one function's pickle, usually a few KB)
 CODE_CACHE_ENTRIES = 256
@@ -27,11 +29,17 @@ class Registry:
         self._code: "OrderedDict[str, bytes]" = OrderedDict()
 
     def deploy(self, name: str, code: bytes, memory=limits.MEMORY_DEFAULT_MB,
-               timeout=limits.TIMEOUT_DEFAULT_S, env=None, concurrency=None, backend=None) -> dict:
+               timeout=limits.TIMEOUT_DEFAULT_S, env=None, concurrency=None,
+               lambda_config: dict | None = None, backend=None) -> dict:
         """Store a version (the same code and config: the same version); returns it with
-        ``created`` (a new version or not).  Raises InvalidParameter for a bad name or option."""
+        ``created`` (a new version or not).  Raises InvalidParameter for a bad name or option.
+
+        ``lambda_config``: what the Lambda API keeps of a function (handler, runtime, role,
+        description, package hash), stored with the version as ``config["lambda"]``."""
         limits.check_name(name)
         config = limits.check_config(memory, timeout, env, concurrency, backend)
+        if lambda_config is not None:
+            config["lambda"] = lambda_config
         if not code:
             raise InvalidParameter("the function's code is empty; deploy a pickled callable")
         version, created = self.store.deploy(name, code, config)
@@ -41,7 +49,7 @@ class Registry:
         self.feed.function(name, version, "deployed")
         return function
 
-    def get(self, name: str, version: int | None = None) -> dict:
+    def get(self, name: str, version: int | None = None) -> FunctionVersion:
         """A version (None: the latest); raises ResourceNotFound."""
         function = self._functions.get((name, version))
         if function is None:
@@ -49,16 +57,31 @@ class Registry:
             if function is not None:
                 self._functions[(name, version)] = function
         if function is None:
-            which = f"{name}:{version}" if version is not None else name
-            raise ResourceNotFound(f"Function not found: {which}. Deploy it first "
-                                   f"(@faas.function or %%lambda), or check `jupyter faas ls`.")
+            raise self._not_found(name, version)
         return function
 
-    def list(self) -> list[dict]:
+    def require_known(self, name: str) -> None:
+        """Raise ResourceNotFound unless ``name`` is deployed or was (deleted: its invocations
+        and logs are still stored)."""
+        if (name, None) not in self._functions and not self.store.known_function(name):
+            raise self._not_found(name, None)
+
+    def _not_found(self, name: str, version: int | None) -> ResourceNotFound:
+        deleted = self.store.deleted_at(name)
+        if deleted is not None:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(deleted))
+            return ResourceNotFound(f"Function {name} was deleted at {when}; redeploy it "
+                                    f"(@faas.function or %%lambda) to call it again")
+        which = f"{name}:{version}" if version is not None else name
+        return ResourceNotFound(f"Function not found: {which}. Deploy it first "
+                                f"(@faas.function or %%lambda), or check `jupyter faas ls`.")
+
+    def list(self) -> list[FunctionVersion]:
         return self.store.list_functions()
 
     def delete(self, name: str) -> None:
-        """Delete every version (its invocations and logs stay in the store); raises ResourceNotFound."""
+        """Delete the function (its invocations and logs stay in the store, and it is remembered
+        as deleted until the name is deployed again); raises ResourceNotFound."""
         self.get(name)
         self.store.delete_function(name)
         self._forget(name)

@@ -33,9 +33,10 @@ invocation is not deferred: ``submit`` returns only once its row is committed.
 
 Large buffers (``files``, a :class:`~..backends.local.buffer_files.BufferFiles`): an invocation may
 carry the descriptor of its argument buffers' file instead of the bytes; it is
-checked (name, size, the payload limit counts it) when accepted, named in the row
-while queued, passed to the environment, and deleted once the end is committed.
-A result's buffers come back the same way and are named in the row for good.
+checked (name, size) when accepted, named in the row while queued, passed to the
+environment, and deleted once the end is committed.  A result's buffers come back
+the same way and are named in the row for good.
+Their sizes: :mod:`.sizes` (the bytes in messages, and the buffers in files, apart).
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ from collections import OrderedDict, deque
 
 from kernel_workers.buffers import result_name
 
-from ...errors import FaaSError, InvalidParameter, PayloadTooLarge, Throttled
+from ...errors import FaaSError, InvalidParameter, Throttled
 from .. import model
-from ..model import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, THROTTLED
+from ..model import FAILED, QUEUED, RUNNING, SUCCEEDED, THROTTLED
 from .admission import Slots
+from .cancel import Cancellation
 from .clock import LoopClock
 from .feed import Feed
 from .invocation import Invocation, check_group
@@ -59,6 +61,7 @@ from .outcomes import failure
 from .queries import StoredQueries
 from .recovery import recover
 from .registry import Registry
+from .sizes import SizeLimits
 
 log = logging.getLogger("jupyter_faas.server")
 
@@ -67,13 +70,13 @@ log = logging.getLogger("jupyter_faas.server")
 COMMIT_DEFER_TURNS = 3
 
 
-class Service(InvocationLogs, StoredQueries):
+class Service(Cancellation, InvocationLogs, StoredQueries):
     """Submit, admission, group commit, outcomes, cancel and recovery over an injected
     ``store`` (:mod:`..store`), ``backend`` (:class:`..backends.base.Backend`) and ``clock``."""
 
     def __init__(self, store, backend, *, memory_budget_mb: int, max_concurrency: int | None,
                  throttle_wait: float, max_payload_bytes: int, files=None, clock=None,
-                 pricing: model.Pricing = model.DEFAULT_PRICING):
+                 pricing: model.Pricing = model.DEFAULT_PRICING, max_buffer_bytes: int | None = None):
         self.store = store
         self.backend = backend
         self.clock = clock or LoopClock()
@@ -81,7 +84,7 @@ class Service(InvocationLogs, StoredQueries):
         self.files = files  # BufferFiles, or None: every byte travels in frames
         self.slots = Slots(memory_budget_mb, max_concurrency)
         self.throttle_wait = throttle_wait
-        self.max_payload_bytes = max_payload_bytes
+        self.sizes = SizeLimits(max_payload_bytes, max_buffer_bytes)
         self.feed = Feed()
         self.registry = Registry(store, self.feed, backend)
         self.active: dict[str, Invocation] = {}
@@ -99,6 +102,11 @@ class Service(InvocationLogs, StoredQueries):
         #: tasks of the engine's own (cold starts, the log flusher), owned until done: the
         #: loop keeps only weak references, and a collected task would lose an invocation
         self.tasks: set = set()
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """The most bytes an invocation's payload or result may have inside a message."""
+        return self.sizes.max_payload_bytes
 
     @property
     def running(self) -> int:
@@ -131,10 +139,10 @@ class Service(InvocationLogs, StoredQueries):
     def deploy(self, name: str, code: bytes, **config) -> dict:
         return self.registry.deploy(name, code, **config)
 
-    def get_function(self, name: str, version: int | None = None) -> dict:
+    def get_function(self, name: str, version: int | None = None) -> model.FunctionVersion:
         return self.registry.get(name, version)
 
-    def list_functions(self) -> list[dict]:
+    def list_functions(self) -> list[model.FunctionVersion]:
         return self.registry.list()
 
     def delete_function(self, name: str) -> None:
@@ -254,21 +262,18 @@ class Service(InvocationLogs, StoredQueries):
     def _validate(self, name, payload, encoding, version, invocation_type, queue, listener, buffers):
         if encoding not in ("pickle", "json"):
             raise InvalidParameter(f"encoding {encoding!r} is not 'pickle' or 'json'")
-        size = len(payload)
+        self.sizes.check_message(len(payload))
+        function = self.get_function(name, version)
+        buffer_bytes = 0
         if buffers is not None:
             if encoding != "pickle":
                 raise InvalidParameter("only a pickle payload can have out-of-band buffers")
             if self.files is None:
                 raise InvalidParameter("this server takes no buffer files (share_buffers is off); "
                                        "send the data inside the payload")
-            size += self.files.check(buffers)
+            buffer_bytes = self.files.check(buffers)
+            self.sizes.check_buffers(function, buffer_bytes)
             self.files.replenish()  # the client may have taken a spare
-        if size > self.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"the payload is {size} bytes; the limit is {self.max_payload_bytes} bytes. "
-                f"Pass less data per call (e.g. a path instead of the data), or raise the limit "
-                f"with --FaaSServer.max_payload_mb=...")
-        function = self.get_function(name, version)
         inv = Invocation(model.new_request_id(), function, payload, encoding, invocation_type,
                          queue or invocation_type == "Event", self.clock.time(), buffers)
         if listener is not None:
@@ -276,7 +281,7 @@ class Service(InvocationLogs, StoredQueries):
         row = {"request_id": inv.request_id, "function": function["name"], "version": function["version"],
                "invocation_type": invocation_type, "encoding": encoding, "status": QUEUED,
                "created_at": inv.created_at, "memory_size_mb": function["memory"],
-               "input_summary": input_summary(payload, encoding, buffer_bytes=size - len(payload)),
+               "input_summary": input_summary(payload, encoding, buffer_bytes=buffer_bytes),
                "payload_buffers": buffers}
         return inv, row
 
@@ -470,24 +475,20 @@ class Service(InvocationLogs, StoredQueries):
             rep = self._report(outcome.duration_ms, function["memory"],
                                    round(outcome.max_memory_mb), init_ms)
             result_buffers = outcome.header.get("buffers")
-            size, error = len(outcome.body), None
+            size, buffer_bytes, error = len(outcome.body), 0, None
             if result_buffers is not None:
                 try:
                     if self.files is None:
                         raise InvalidParameter("this server gave the environment no buffer directory")
-                    size += self.files.check(result_buffers, result_name(inv.request_id))
+                    buffer_bytes = self.files.check(result_buffers, result_name(inv.request_id))
                     self.files.replenish()  # the environment may have taken a spare
                 except InvalidParameter as exc:
                     error = {"errorType": "Runtime.InvalidResult",
                              "errorMessage": f"the environment described its result's buffers wrongly "
                                              f"({exc}); the result was dropped. This is a bug in the "
                                              f"runtime: please report it."}
-            limit = self.max_payload_bytes
-            if error is None and size > limit:
-                error = {"errorType": "Function.ResponseSizeTooLarge",
-                         "errorMessage": f"the result is {size} bytes; the limit is {limit} "
-                                         f"bytes. Return less data (e.g. write it to a file and return "
-                                         f"the path), or raise --FaaSServer.max_payload_mb"}
+            if error is None:
+                error = self.sizes.result_error(function, size, buffer_bytes)
             if error is not None:
                 if result_buffers is not None and self.files is not None:
                     self.files.discard({"file": result_name(inv.request_id)})
@@ -553,22 +554,7 @@ class Service(InvocationLogs, StoredQueries):
                                   duration_ms=fields.get("duration_ms"),
                                   max_memory_used_mb=fields.get("max_memory_used_mb"))
 
-    # ---- cancel, queries, lifecycle of the service ---------------------------------------
-
-    def cancel(self, request_id: str) -> bool:
-        """Drop a queued invocation or kill a running one; True if it was not finished."""
-        inv = self.active.get(request_id)
-        if inv is None:
-            return False
-        if inv.status == QUEUED:
-            self._finish(inv, CANCELLED, {"error": {"errorType": "Cancelled",
-                                                    "errorMessage": "cancelled before it started"},
-                                          "error_type": "Cancelled"}, None)
-            return True
-        inv.cancel_requested = True
-        if inv.env is not None:
-            self.backend.cancel(inv.env)
-        return True
+    # ---- recovery and the lifecycle of the service ----------------------------------------
 
     def recover(self) -> dict:
         """After a restart: re-queue what never started; fail what was running when the server

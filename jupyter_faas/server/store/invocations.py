@@ -7,6 +7,7 @@ import os
 
 from ...errors import ServerError
 from ...vocabulary import QUEUED, RUNNING
+from ..model import InvocationRow
 from .rows import _UPDATABLE, INLINE_MAX, INVOCATION_COLUMNS, _invocation_row, _json_or_null
 
 
@@ -78,7 +79,7 @@ class InvocationsTable:
                 db.executemany("INSERT INTO log_lines(request_id, ts, stream, line) VALUES (?, ?, ?, ?)",
                                lines)
 
-    def get_invocation(self, request_id: str) -> dict | None:
+    def get_invocation(self, request_id: str) -> InvocationRow | None:
         row = self.db.execute(f"SELECT {', '.join(INVOCATION_COLUMNS)} FROM invocations "
                               f"WHERE request_id=?", (request_id,)).fetchone()
         return _invocation_row(row) if row else None
@@ -165,7 +166,7 @@ class InvocationsTable:
                 [tuple(json.dumps(r[c]) if c == "error" and r.get(c) is not None else r.get(c)
                        for c in cols) for r in rows])
 
-    def unfinished(self) -> list[dict]:
+    def unfinished(self) -> list[InvocationRow]:
         rows = self.db.execute(
             f"SELECT {', '.join(INVOCATION_COLUMNS)} FROM invocations "
             f"WHERE status IN (?, ?) ORDER BY created_at", (QUEUED, RUNNING)).fetchall()

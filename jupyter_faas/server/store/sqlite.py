@@ -26,6 +26,7 @@ import sqlite3
 from pathlib import Path
 
 from ...errors import ServerError
+from .events import EventsTable
 from .functions import FunctionsTable
 from .invocations import InvocationsTable
 from .logs import LogsTable
@@ -34,7 +35,7 @@ from .migrations import MIGRATIONS, migrate  # noqa: F401 - MIGRATIONS: tests re
 from .rows import INLINE_MAX, INVOCATION_COLUMNS, _Transaction  # noqa: F401
 
 
-class Store(FunctionsTable, InvocationsTable, LogsTable, MetricsTable):
+class Store(FunctionsTable, InvocationsTable, LogsTable, MetricsTable, EventsTable):
     """The store: one SQLite connection; its tables' methods come from one module per family."""
 
     def __init__(self, path: Path):

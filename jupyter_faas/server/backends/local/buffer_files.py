@@ -36,6 +36,7 @@ import logging
 import os
 import secrets
 import stat
+import threading
 from pathlib import Path
 
 from kernel_workers import buffers
@@ -55,6 +56,10 @@ class BufferFiles:
         self.nonce = secrets.token_hex(16)
         self.spare_bytes = spare_bytes
         self._making_spares = False
+        # Spares are made in a worker thread: the lock keeps one from landing after
+        # drop_spares (the server stopping), which would leave it behind for good.
+        self._spares_lock = threading.Lock()
+        self._stopped = False
         try:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.dir, 0o700)  # an existing directory too: the files are the user's data
@@ -112,7 +117,7 @@ class BufferFiles:
 
     def replenish(self) -> None:
         """Make spares in a worker thread until there are :data:`SPARES` (a writer may have taken one)."""
-        if not self.spare_bytes or self._making_spares:
+        if not self.spare_bytes or self._making_spares or self._stopped:
             return
         try:
             have = sum(1 for n in os.listdir(self.dir) if n.startswith(buffers.SPARE_PREFIX)
@@ -127,7 +132,10 @@ class BufferFiles:
 
     def _make_spares(self, count: int) -> None:
         for _ in range(count):
-            buffers.make_spare(self.dir, buffers.SPARE_PREFIX + secrets.token_hex(8), self.spare_bytes)
+            with self._spares_lock:
+                if self._stopped:
+                    return
+                buffers.make_spare(self.dir, buffers.SPARE_PREFIX + secrets.token_hex(8), self.spare_bytes)
 
     def _spares_made(self, made: asyncio.Future) -> None:
         self._making_spares = False
@@ -141,7 +149,10 @@ class BufferFiles:
         self.replenish()  # more may have been taken meanwhile
 
     def drop_spares(self) -> None:
-        """Delete the spares (when stopping: they are quick to make, and hold memory and disk)."""
+        """Delete the spares and make no more (when stopping: they are quick to make, and hold
+        memory and disk)."""
+        with self._spares_lock:
+            self._stopped = True
         for name in os.listdir(self.dir):
             if name.startswith(buffers.SPARE_PREFIX):
                 try:

@@ -107,6 +107,7 @@ class Environment:
         self.on_line = None          # callable(stream, line) while an invocation runs
         self.orphan_lines: list = []  # lines printed outside an invocation (e.g. at import)
         self.sampled_peak_mb = 0.0
+        self.peak_before_kill_mb = 0.0  # Max Memory Used, read as the invocation was killed
         self.killed_for: str | None = None  # 'timeout' | 'oom' | 'cancelled'
         self.workdir = pool.workdir / self.id
 
@@ -299,6 +300,7 @@ class Environment:
         loop = asyncio.get_running_loop()
         self.state = "busy"
         self.sampled_peak_mb = 0.0
+        self.peak_before_kill_mb = 0.0
         self.on_line = on_line
         for ts, stream, line in self.orphan_lines:
             on_line(stream, line)
@@ -382,7 +384,7 @@ class Environment:
     async def _ended(self, started: float) -> Outcome:
         memory = self.pool.memory
         duration = (time.perf_counter() - started) * 1000
-        peak = memory.peak_mb(self.id, self.pid, self.sampled_peak_mb)
+        peak = max(memory.peak_mb(self.id, self.pid, self.sampled_peak_mb), self.peak_before_kill_mb)
         returncode = await self.wait_exit()
         self.drain()
         self.on_line = None
@@ -403,6 +405,12 @@ class Environment:
         if self.killed_for is None:
             self.killed_for = reason
         if self.pid:
+            if self._run is not None and not self.peak_before_kill_mb:
+                # Max Memory Used must be read while the process lives: a dead one has no
+                # VmHWM, and its cgroup was charged only for the pages it allocated itself
+                # (not those it shares with the zygote), which is ~1 MB for a small handler.
+                self.peak_before_kill_mb = self.pool.memory.peak_mb(self.id, self.pid,
+                                                                    self.sampled_peak_mb)
             kill_tree(self.pool.memory.pids(self.id, self.pid), self.pid)
 
     def close(self) -> None:

@@ -48,7 +48,12 @@ def _own_memory_cgroup() -> Path | None:
 
 
 def kill_tree(pids: list[int], leader: int | None) -> None:
-    """SIGKILL the environment's process group and every listed process."""
+    """SIGKILL the environment's process group and every listed process.
+
+    ``pids`` (from :meth:`WatchdogMemory.pids`) holds every process the environment
+    started, daemons too: environments are child subreapers (see
+    :mod:`kernel_workers.zygote`), so an orphan stays in their process tree.
+    """
     if leader:
         try:
             os.killpg(leader, signal.SIGKILL)
@@ -129,16 +134,19 @@ class WatchdogMemory:
                 pass
         return total / MB
 
-    def peak_mb(self, env_id: str, pid: int, sampled_peak_mb: float) -> float:
-        hwm = 0.0
+    def hwm_mb(self, env_id: str, pid: int) -> float:
+        """The environment process's peak RSS since :meth:`before_invoke` (0 once it has died)."""
         try:
             status = self.files.read(env_id, f"/proc/{pid}/status")
             at = status.find(b"VmHWM:")
             if at >= 0:
-                hwm = int(status[at + 6:status.index(b"\n", at)].split()[0]) / 1024
+                return int(status[at + 6:status.index(b"\n", at)].split()[0]) / 1024
         except (OSError, ValueError, IndexError):
             pass
-        return max(hwm, sampled_peak_mb)
+        return 0.0
+
+    def peak_mb(self, env_id: str, pid: int, sampled_peak_mb: float) -> float:
+        return max(self.hwm_mb(env_id, pid), sampled_peak_mb)
 
     def oom_killed(self, env_id: str) -> bool:
         return False

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from pathlib import Path
 
 from ..base import Backend, Outcome
@@ -23,6 +23,10 @@ from .placement import DEFAULT_INIT_S, VersionStats, wait_for_warm
 from .zygote import ZygoteProcess
 
 log = logging.getLogger("jupyter_faas.server")
+
+#: versions whose placement statistics are kept (least recently run out): a server that has
+#: run thousands of versions keeps the ones in use; one dropped is measured again if it returns
+VERSION_STATS_KEPT = 512
 
 
 class Pool(Backend):
@@ -42,7 +46,7 @@ class Pool(Backend):
         self._zygote_lock = asyncio.Lock()
         self.idle: dict[tuple, list[Environment]] = defaultdict(list)
         self.all: dict[str, Environment] = {}
-        self.version_stats: dict[tuple, VersionStats] = {}
+        self.version_stats: "OrderedDict[tuple, VersionStats]" = OrderedDict()
         self.any_init = VersionStats()  # cold-start time of any version, for one not yet measured
         self.cpus = os.cpu_count() or 1
         # Spares: environments forked before a function needs them, so a cold start is a
@@ -78,9 +82,14 @@ class Pool(Backend):
         self._fill_spares()
 
     def stats_for(self, key: tuple) -> VersionStats:
+        """The placement statistics of a version (bounded: :data:`VERSION_STATS_KEPT`)."""
         stats = self.version_stats.get(key)
         if stats is None:
             stats = self.version_stats[key] = VersionStats()
+            while len(self.version_stats) > VERSION_STATS_KEPT:
+                self.version_stats.popitem(last=False)
+        else:
+            self.version_stats.move_to_end(key)
         return stats
 
     def take_idle(self, function: dict) -> Environment | None:
@@ -204,6 +213,11 @@ class Pool(Backend):
                     # invocation is over the limit all the same: end it now.
                     if self.memory.oom_killed(env.id):
                         env.kill("oom")
+                        continue
+                    # The process's own peak, for an invocation whose process dies on its own
+                    # (a crash leaves no VmHWM to read; the cgroup counts only the pages it
+                    # did not share with the zygote).
+                    env.sampled_peak_mb = max(env.sampled_peak_mb, self.memory.hwm_mb(env.id, env.pid))
                     continue
                 used = self.memory.sample_mb(env.id, env.pid)
                 env.sampled_peak_mb = max(env.sampled_peak_mb, used)

@@ -1,0 +1,208 @@
+"""A handler's error as the caller sees it: its own type and attributes, and a traceback that
+reads like a local one (the user's file, line and source; none of the runtime's frames)."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import jupyter_faas as faas
+
+from conftest import ROOT
+
+HERE = os.path.abspath(__file__)
+
+
+def _three_ways(fn, *args) -> list[BaseException]:
+    """The error of one call, as the call raises it, as its future has it and from the store."""
+    with pytest.raises(faas.FunctionError) as info:
+        fn(*args)
+    fut = fn.spawn(*args)
+    inv = fn.invoke(*args)
+    return [info.value, fut.exception(timeout=30), faas.Invocation.from_id(inv.request_id).error]
+
+
+def _line_of(fn, text: str) -> int:
+    lines, first = inspect.getsourcelines(fn)
+    return first + next(i for i, line in enumerate(lines) if text in line)
+
+
+# ---- exceptions keep their type ------------------------------------------------------------------
+
+def test_an_exception_keeps_its_type_and_attributes_whatever_its_init(conn):
+    class QuotaExceeded(Exception):
+        def __init__(self, user, limit):
+            super().__init__(f"user {user} is over the limit of {limit}")
+            self.user, self.limit = user, limit
+
+    @faas.function(name="quota")
+    def quota(user):
+        raise QuotaExceeded(user, 10)
+
+    for err in _three_ways(quota, "ada"):
+        assert isinstance(err, QuotaExceeded) and isinstance(err, faas.FunctionError)
+        assert (err.user, err.limit) == ("ada", 10)
+        assert str(err) == "user ada is over the limit of 10"
+        assert err.request_id and err.remote_type == "QuotaExceeded"
+    try:
+        quota("bob")
+    except QuotaExceeded as err:  # the notebook's own class catches it
+        assert err.user == "bob"
+
+    import mylocalhelpers  # a module shipped by value: its class comes back as the same class
+    charge = faas.function(mylocalhelpers.charge, name="charge")
+    with pytest.raises(mylocalhelpers.QuotaExceeded) as info:
+        charge("cy")
+    assert (info.value.user, info.value.limit) == ("cy", 10)
+
+    import subprocess as importable  # an importable class, attributes outside its args
+    @faas.function(name="fails_cmd")
+    def fails_cmd():
+        raise importable.CalledProcessError(3, ["ls"], output=b"out", stderr=b"err")
+
+    with pytest.raises(importable.CalledProcessError) as info:
+        fails_cmd()
+    assert (info.value.returncode, info.value.output, info.value.stderr) == (3, b"out", b"err")
+
+
+def test_what_cannot_travel_is_dropped_and_named_and_the_type_is_kept(conn):
+    class Holding(Exception):
+        def __init__(self, user, lock):
+            super().__init__(f"{user} holds it", lock)
+            self.user, self.lock = user, lock
+
+    @faas.function(name="holding")
+    def holding(user):
+        raise Holding(user, threading.Lock())
+
+    for err in _three_ways(holding, "ada"):
+        assert isinstance(err, Holding) and isinstance(err, faas.FunctionError)
+        assert err.user == "ada" and not hasattr(err, "lock")
+        assert err.args[0] == "ada holds it" and "lock" in err.args[1]
+        note = " ".join(err.__notes__)
+        assert "could not be pickled" in note and "lock (lock)" in note and "args[1] (lock" in note
+
+
+# ---- tracebacks read like local ones ------------------------------------------------------------
+
+def test_a_remote_traceback_starts_in_the_users_code_with_file_line_and_source(conn):
+    def check(score):
+        if score > 1:
+            raise ValueError(f"score {score} is over 1")
+        return score
+
+    @faas.function(name="score")
+    def score(x):
+        return check(x / 2)
+
+    @faas.function(name="score_async")
+    async def score_async(x):
+        return check(x / 2)
+
+    for fn in (score, score_async):
+        for err in _three_ways(fn, 4):
+            trace = err.remote_traceback
+            assert str(err.__cause__) == f'\n"""\n{trace}"""'
+            frames = re.findall(r'File "([^"]+)", line (\d+), in (\w+)', trace)
+            # The user's code starts the traceback: no runtime, asyncio or <dynamic-code> frames.
+            assert [(f, name) for f, _, name in frames] == [(HERE, fn.__name__), (HERE, "check")]
+            assert int(frames[1][1]) == _line_of(check, "raise ValueError")
+            assert 'raise ValueError(f"score {score} is over 1")' in trace
+            assert "return check(x / 2)" in trace
+            assert "kernel_workers" not in trace and "<dynamic-code>" not in trace
+
+
+def test_a_function_passed_as_an_argument_keeps_its_file_too(conn):
+    @faas.function(name="apply")
+    def apply(fn, x):
+        return fn(x)
+
+    err = apply.invoke(lambda x: 1 / x, 0).error
+    assert isinstance(err, ZeroDivisionError)
+    frames = re.findall(r'File "([^"]+)", line \d+, in (\S+)\n +(.*)', err.remote_traceback)
+    assert frames == [(HERE, "apply", "return fn(x)"),
+                      (HERE, "<lambda>", "err = apply.invoke(lambda x: 1 / x, 0).error")]
+
+
+def test_a_cells_remote_traceback_shows_the_cell_and_its_source(server, conn, tmp_path):
+    from kernels import RawKernel
+    env = dict(os.environ, JUPYTER_FAAS_URL=server.url, JUPYTER_FAAS_TOKEN=server.token)
+    kernel = RawKernel(env, str(tmp_path))
+    try:
+        out, err = kernel.run(textwrap.dedent("""\
+            import jupyter_faas as faas
+
+            @faas.function(name="cell_score")
+            def cell_score(x):
+                total = x * 2
+                raise KeyError(f"no score for {total}")
+            """))
+        assert err is None, err
+        out, err = kernel.run("cell_score(21)")
+        shown = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(err["traceback"]))
+        assert err["ename"] == "KeyError"
+        # The cell's file (ipykernel's name for it), the line in the cell, and its source text.
+        assert re.search(r'File "[^"]*ipykernel_\d+[/\\]\d+\.py", line 6, in cell_score', shown), shown
+        assert 'raise KeyError(f"no score for {total}")' in shown
+        assert "kernel_workers" not in shown and "<dynamic-code>" not in shown
+    finally:
+        kernel.kill()
+
+
+_CLIENT = textwrap.dedent("""\
+    import cloudpickle, re, sys
+    import jupyter_faas as faas
+    from jupyter_faas.client.serialization import pickle_function
+
+    def helper(n):
+        raise RuntimeError(f"bad {n}")
+
+    def handler(n):
+        return helper(n + 1)
+
+    # The mapping itself: the code keeps its file through a pickle round trip.
+    loaded = cloudpickle.loads(pickle_function(handler))
+    assert loaded.__code__.co_filename == __file__, loaded.__code__.co_filename
+    versions = faas.function(lambda: cloudpickle.__version__, name="which")()
+    assert versions == cloudpickle.__version__ == sys.argv[1], (versions, sys.argv[1])
+    try:
+        faas.function(handler, name="cp_handler")(1)
+    except RuntimeError as err:
+        print(err.remote_traceback)
+    """)
+
+
+@pytest.fixture(scope="module")
+def cloudpickle_versions(tmp_path_factory):
+    """cloudpickle's oldest allowed and newest release, each in a directory to put first on sys.path."""
+    out = {}
+    for version in ("3.0.0", "3.1.3"):
+        target = tmp_path_factory.mktemp(f"cloudpickle-{version}")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                        str(target), f"cloudpickle=={version}"], check=True, timeout=300)
+        out[version] = target
+    return out
+
+
+@pytest.mark.parametrize("version", ["3.0.0", "3.1.3"])
+def test_tracebacks_with_the_oldest_and_newest_cloudpickle(make_server, cloudpickle_versions,
+                                                           tmp_path, version):
+    path = os.pathsep.join([str(cloudpickle_versions[version]), str(ROOT)])
+    server = make_server(env={"PYTHONPATH": path})  # its environments load that cloudpickle too
+    script = tmp_path / "score_script.py"
+    script.write_text(_CLIENT)
+    env = dict(os.environ, PYTHONPATH=path, JUPYTER_FAAS_URL=server.url,
+               JUPYTER_FAAS_TOKEN=server.token)
+    run = subprocess.run([sys.executable, str(script), version], env=env, capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\w+)\n +(.*)', run.stdout)
+    assert frames == [(str(script), "9", "handler", "return helper(n + 1)"),
+                      (str(script), "6", "helper", 'raise RuntimeError(f"bad {n}")')], run.stdout

@@ -17,7 +17,7 @@ import jupyter_faas as faas
 from conftest import SEEN, ServerProcess
 from dask_clusters import ExternalCluster, NetNamespace
 from failures import fail
-from jupyter_faas.client import connection
+from jupyter_faas.client import discovery
 
 pytest.importorskip("distributed")
 
@@ -35,7 +35,7 @@ def dask_server(tmp_path_factory):
 def dconn(dask_server):
     c = faas.connect(dask_server.url, dask_server.token)
     yield c
-    connection.reset()
+    discovery.reset()
 
 
 @pytest.fixture
@@ -313,7 +313,7 @@ def test_separate_processes_and_a_worker_killed_during_a_map(make_server, cluste
         gone, alive = psutil.wait_procs(killed["kids"], timeout=10)
         assert not alive
     finally:
-        connection.reset()
+        discovery.reset()
 
 
 def test_scheduler_killed_fails_in_flight_with_its_address_and_local_still_serves(make_server, cluster):
@@ -346,7 +346,7 @@ def test_scheduler_killed_fails_in_flight_with_its_address_and_local_still_serve
             long()                                               # and names the cluster again
         assert server.proc.poll() is None
     finally:
-        connection.reset()
+        discovery.reset()
 
 
 def test_a_worker_without_kernel_workers_says_what_to_install(make_server, cluster):
@@ -358,7 +358,7 @@ def test_a_worker_without_kernel_workers_says_what_to_install(make_server, clust
         with pytest.raises(faas.ServerError, match=r"cannot import kernel_workers.*tcp://127.*pip install jupyter_faas"):
             square(2)
     finally:
-        connection.reset()
+        discovery.reset()
 
 
 def test_a_worker_in_its_own_network_namespace(make_server, cluster):
@@ -379,7 +379,7 @@ def test_a_worker_in_its_own_network_namespace(make_server, cluster):
             row = conn.request("GET", f"/faas/api/invocations/{fut.request_id}")
             assert f"@tcp://{ns.ip}:" in row["environment_id"]                   # ran in the namespace
         finally:
-            connection.reset()
+            discovery.reset()
     finally:
         SEEN.extend(cluster.descendants())
         cluster.stop()

@@ -202,6 +202,7 @@ def test_map_in_order_and_status_reports_the_cluster(dconn):
     status = dconn.request("GET", "/faas/api/status")
     dask = status["backends"]["dask"]
     assert dask["connected"] and dask["worker_threads"] == 1 and dask["scheduler"].startswith("tcp://")
+    assert status["default_backend"] == "dask" and status["memory_enforcement"] in ("cgroup", "watchdog")
 
 
 def test_large_arrays_go_and_come_back(dconn):

@@ -133,7 +133,8 @@ class Router(Backend):
             backend.stop_function(name)
 
     def stats(self) -> dict:
-        out = dict(self.backends[self.default].stats())
+        # The top level keeps its shape (this machine's environments); each backend is below.
+        out = dict(self.backends["local"].stats()) if "local" in self.backends else {}
         out["default_backend"] = self.default
         out["backends"] = {name: b.stats() for name, b in self.backends.items()}
         return out

@@ -97,6 +97,12 @@ def test_a_local_function_still_runs_locally(dconn, dask_server):
     assert zygote in {p.pid for p in psutil.Process(dask_server.proc.pid).children()}
 
 
+def test_the_magic_takes_a_backend():
+    from jupyter_faas.magics import _parse_cell_args
+    assert _parse_cell_args("resize --backend dask --memory 256") == {
+        "name": "resize", "env": {}, "backend": "dask", "memory": 256}
+
+
 def test_backend_option_is_validated():
     with pytest.raises(faas.InvalidParameter, match="backend='ray' is not one of local, dask"):
         faas.function(backend="ray", name="bad")(lambda: 1)

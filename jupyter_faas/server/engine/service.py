@@ -61,6 +61,9 @@ from .queries import StoredQueries
 from .recovery import recover
 from .registry import Registry
 from .sizes import SizeLimits
+from .function_settings import FunctionSettings
+from .layers import Layers
+from .versions import Versions
 
 log = logging.getLogger("jupyter_faas.server")
 
@@ -88,6 +91,9 @@ class Service(InvocationLogs, StoredQueries):
         self.sizes = SizeLimits(max_payload_bytes, max_buffer_bytes)
         self.feed = Feed()
         self.registry = Registry(store, self.feed, backend)
+        self.versions = Versions(store, self.registry)  # Lambda's published versions and aliases
+        self.settings = FunctionSettings(store, self.versions, self.registry, backend)
+        self.layers = Layers(store)
         self.active: dict[str, Invocation] = {}
         # Ended, with the terminal row in the next group commit: not active (nothing to
         # cancel), not yet final in the store; a re-attach waits for its end here.
@@ -140,7 +146,12 @@ class Service(InvocationLogs, StoredQueries):
     def deploy(self, name: str, code: bytes, **config) -> dict:
         return self.registry.deploy(name, code, **config)
 
-    def get_function(self, name: str, version: int | None = None) -> model.FunctionVersion:
+    def get_function(self, name: str, version: int | str | None = None) -> model.FunctionVersion:
+        """An engine version (an int; None: the latest), or what a Lambda qualifier names (a str:
+        ``"$LATEST"``, a published ``"3"`` or an alias, picked by its weights; the dict then has
+        ``lambda_version``).  Raises ResourceNotFound."""
+        if isinstance(version, str):
+            return self.versions.resolve(name, version)
         return self.registry.get(name, version)
 
     def list_functions(self) -> list[model.FunctionVersion]:
@@ -283,6 +294,7 @@ class Service(InvocationLogs, StoredQueries):
                "invocation_type": invocation_type, "encoding": encoding, "status": QUEUED,
                "created_at": inv.created_at, "memory_size_mb": function["memory"],
                "input_summary": input_summary(payload, encoding, buffer_bytes=buffer_bytes),
+               "lambda_version": function.get("lambda_version", model.LATEST),
                "payload_buffers": buffers}
         return inv, row
 
@@ -462,7 +474,8 @@ class Service(InvocationLogs, StoredQueries):
         function = inv.function
         init_ms = env.init_ms if env.fresh else None
         self.feed.invocation(inv, started_at=started_at)
-        self._log(inv, "platform", f"START RequestId: {inv.request_id} Version: {function['version']}")
+        self._log(inv, "platform", f"START RequestId: {inv.request_id} "
+                                   f"Version: {function.get('lambda_version', model.LATEST)}")
         if inv.cancel_requested:
             self.backend.cancel(env)
         self.backend.run(env, inv.request_id, inv.payload, inv.encoding, function["timeout"],
@@ -594,6 +607,7 @@ class Service(InvocationLogs, StoredQueries):
     def start_background(self) -> None:
         self._flusher = self.spawn(self._flush_logs())
         self.backend.start_background()
+        self.settings.restore()  # provisioned concurrency, kept across restarts
 
     async def close(self) -> None:
         if self._flusher is not None:

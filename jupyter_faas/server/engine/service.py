@@ -61,9 +61,7 @@ from .queries import StoredQueries
 from .recovery import recover
 from .registry import Registry
 from .sizes import SizeLimits
-from .function_settings import FunctionSettings
-from .layers import Layers
-from .versions import Versions
+from .lambda_model import LambdaModel
 
 log = logging.getLogger("jupyter_faas.server")
 
@@ -74,7 +72,7 @@ COMMIT_DEFER_TURNS = 3
 CANCEL_WAIT_S = 10.0
 
 
-class Service(InvocationLogs, StoredQueries):
+class Service(InvocationLogs, StoredQueries, LambdaModel):
     """Submit, admission, group commit, outcomes, cancel and recovery over an injected
     ``store`` (:mod:`..store`), ``backend`` (:class:`..backends.base.Backend`) and ``clock``."""
 
@@ -91,9 +89,6 @@ class Service(InvocationLogs, StoredQueries):
         self.sizes = SizeLimits(max_payload_bytes, max_buffer_bytes)
         self.feed = Feed()
         self.registry = Registry(store, self.feed, backend)
-        self.versions = Versions(store, self.registry)  # Lambda's published versions and aliases
-        self.settings = FunctionSettings(store, self.versions, self.registry, backend)
-        self.layers = Layers(store)
         self.active: dict[str, Invocation] = {}
         # Ended, with the terminal row in the next group commit: not active (nothing to
         # cancel), not yet final in the store; a re-attach waits for its end here.
@@ -145,14 +140,6 @@ class Service(InvocationLogs, StoredQueries):
 
     def deploy(self, name: str, code: bytes, **config) -> dict:
         return self.registry.deploy(name, code, **config)
-
-    def get_function(self, name: str, version: int | str | None = None) -> model.FunctionVersion:
-        """An engine version (an int; None: the latest), or what a Lambda qualifier names (a str:
-        ``"$LATEST"``, a published ``"3"`` or an alias, picked by its weights; the dict then has
-        ``lambda_version``).  Raises ResourceNotFound."""
-        if isinstance(version, str):
-            return self.versions.resolve(name, version)
-        return self.registry.get(name, version)
 
     def list_functions(self) -> list[model.FunctionVersion]:
         return self.registry.list()
@@ -607,7 +594,6 @@ class Service(InvocationLogs, StoredQueries):
     def start_background(self) -> None:
         self._flusher = self.spawn(self._flush_logs())
         self.backend.start_background()
-        self.settings.restore()  # provisioned concurrency, kept across restarts
 
     async def close(self) -> None:
         if self._flusher is not None:

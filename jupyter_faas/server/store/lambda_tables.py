@@ -18,8 +18,9 @@ import time
 class LambdaTables:
     def forget_lambda_rows(self, db, function: str) -> None:
         """Inside the caller's transaction ``db``: drop ``function``'s versions, aliases, settings."""
-        for table in ("published_versions", "aliases", "function_settings"):
-            db.execute(f"DELETE FROM {table} WHERE function=?", (function,))  # noqa: S608 - fixed names
+        db.execute("DELETE FROM published_versions WHERE function=?", (function,))
+        db.execute("DELETE FROM aliases WHERE function=?", (function,))
+        db.execute("DELETE FROM function_settings WHERE function=?", (function,))
 
     # ---- published versions ------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from ._version import __version__
 from .client.aws import aws_env, boto3_client
 from .client.discovery import connect
 from .client.function import RemoteFunction, function
+from .client.versions import lookup
 from .client.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from .client.invocation import Invocation, InvocationFuture, Report, invocations
 from .errors import (Cancelled, FaaSError, FunctionError, InvalidParameter, InvocationError,
@@ -17,7 +18,7 @@ from .errors import (Cancelled, FaaSError, FunctionError, InvalidParameter, Invo
 
 __all__ = [
     "__version__",
-    "connect", "aws_env", "boto3_client", "function", "RemoteFunction", "Invocation", "InvocationFuture", "Report",
+    "connect", "aws_env", "boto3_client", "function", "lookup", "RemoteFunction", "Invocation", "InvocationFuture", "Report",
     "invocations", "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
     "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout", "OutOfMemory",
     "RuntimeExited", "Cancelled", "Throttled", "SerializationError", "InvalidParameter",

@@ -106,6 +106,20 @@ class RemoteFunction:
     def version(self) -> int:
         return self.deploy()
 
+    # ---- Lambda's versions and aliases (client/versions.py) ----------------------------------
+
+    def publish(self, description: str = "") -> int:
+        """Publish the function as it is now as its next numbered (immutable) version; returns
+        the number.  ``faas.lookup(f"{name}:{n}")`` calls it."""
+        from .versions import publish
+        return publish(self, description)
+
+    def alias(self, name: str, *, version, weights: dict | None = None, description: str = ""):
+        """Point the alias ``name`` at published ``version`` (or ``"$LATEST"``), ``weights``
+        sending a share of the calls to one other version (``{2: 0.1}``); returns its handle."""
+        from .versions import alias
+        return alias(self, name, version, weights, description)
+
     # ---- calls -------------------------------------------------------------------------------
 
     def local(self, *args, **kwargs):

@@ -129,6 +129,15 @@ def test_provisioned_concurrency_makes_the_first_call_warm_and_stays(make_server
     assert json.loads(warm["Payload"].read()) == "provisioned-concurrency"
     assert "Init Duration" not in _report(lam.invoke(FunctionName="pc:1", LogType="Tail"))
 
+    # the alias moves to a new version: its provisioned environments follow it
+    lam.update_function_configuration(FunctionName="pc", Description="second")
+    assert lam.publish_version(FunctionName="pc")["Version"] == "2"
+    lam.update_alias(FunctionName="pc", Name="live", FunctionVersion="2")
+    wait_until(lambda: lam.get_provisioned_concurrency_config(
+        FunctionName="pc", Qualifier="live")["Status"] == "READY", what="READY on version 2")
+    moved = lam.invoke(FunctionName="pc", Qualifier="live", LogType="Tail")
+    assert moved["ExecutedVersion"] == "2" and "Init Duration" not in _report(moved)
+
     listed = lam.list_provisioned_concurrency_configs(FunctionName="pc")["ProvisionedConcurrencyConfigs"]
     assert [c["FunctionArn"].rsplit(":", 1)[1] for c in listed] == ["live"]
     lam.delete_provisioned_concurrency_config(FunctionName="pc", Qualifier="live")

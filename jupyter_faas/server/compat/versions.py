@@ -50,7 +50,9 @@ class _VersionsHandler(LambdaHandler):
         if not isinstance(description, str) or len(description) > 256:
             raise LambdaError.invalid("Description must be a string of at most 256 characters")
         try:
-            return self.service.versions.put_alias(name, alias, str(version), weights, description)
+            record = self.service.versions.put_alias(name, alias, str(version), weights, description)
+            self.service.settings.sync(name)  # its provisioned environments follow it
+            return record
         except ResourceNotFound as exc:
             raise LambdaError.not_found(f"Function not found: {names.function_arn(self.region, name, str(version))}"
                                         f" ({exc.message})") from None
@@ -172,5 +174,6 @@ class AliasHandler(_VersionsHandler):
         name = self.unqualified(name)
         if self._exists(name, alias):
             self.service.versions.delete_alias(name, alias)
+            self.service.settings.delete_provisioned(name, alias)
         self.set_status(204)
         self.finish()

@@ -35,6 +35,7 @@ class FunctionSettings:
         self.versions = versions
         self.registry = registry
         self.backend = backend
+        self._kept: dict[str, dict] = {}  # function -> {Lambda version: function dict} provisioned
 
     # ---- event-invoke configs ------------------------------------------------------------
 
@@ -85,7 +86,7 @@ class FunctionSettings:
             raise InvalidParameter(f"ProvisionedConcurrentExecutions must be at least 1; got {count!r}")
         self.versions.get(name, qualifier)
         self.store.put_setting(name, qualifier, PROVISIONED, {"requested": count})
-        self._apply(name, qualifier, count)
+        self.sync(name)
         return self.provisioned(name, qualifier)
 
     def provisioned(self, name: str, qualifier: str) -> dict | None:
@@ -99,6 +100,7 @@ class FunctionSettings:
             failure = self.backend.provision_failure(function)
             if failure:
                 failures.append(failure)
+        allocated = min(allocated, found["requested"])  # a version another qualifier provisions too
         status = "FAILED" if failures else "READY" if allocated >= found["requested"] else "IN_PROGRESS"
         return {"requested": found["requested"], "allocated": allocated, "status": status,
                 "reason": "; ".join(failures) or None, "updated_at": found["updated_at"]}
@@ -109,23 +111,34 @@ class FunctionSettings:
                 for s in self.store.settings(PROVISIONED, name)]
 
     def delete_provisioned(self, name: str, qualifier: str) -> bool:
-        if self.store.setting(name, qualifier, PROVISIONED) is None:
-            return False
-        self._apply(name, qualifier, 0)
-        return self.store.delete_setting(name, qualifier, PROVISIONED)
+        gone = self.store.delete_setting(name, qualifier, PROVISIONED)
+        self.sync(name)
+        return gone
 
     def restore(self) -> None:
         """Provision again what the store says (after a restart)."""
-        for setting in self.store.settings(PROVISIONED):
+        for name in sorted({s["function"] for s in self.store.settings(PROVISIONED)}):
             try:
-                self._apply(setting["function"], setting["qualifier"], setting["requested"])
+                self.sync(name)
             except Exception as exc:  # noqa: BLE001 - one stale setting must not stop the server
-                log.warning("could not provision %s:%s again: %s", setting["function"],
-                            setting["qualifier"], exc)
+                log.warning("could not provision %s again: %s", name, exc)
 
-    def _apply(self, name: str, qualifier: str, count: int) -> None:
-        for function, share in self._split(name, qualifier, count):
-            self.backend.provision(function, share, self.registry.code)
+    def sync(self, name: str) -> None:
+        """Tell the backend how many environments to keep for each version of ``name``: the sum
+        over its provisioned qualifiers (an alias counts for the versions it runs now, so call
+        this after an alias moves), and none for a version no longer wanted."""
+        totals: dict[str, tuple] = {}
+        for setting in self.store.settings(PROVISIONED, name):
+            for function, share in self._split(name, setting["qualifier"], setting["requested"]):
+                _, count = totals.get(function["lambda_version"], (function, 0))
+                totals[function["lambda_version"]] = (function, count + share)
+        for version, function in self._kept.pop(name, {}).items():
+            if version not in totals:
+                self.backend.provision(function, 0, self.registry.code)
+        for function, count in totals.values():
+            self.backend.provision(function, count, self.registry.code)
+        if totals:
+            self._kept[name] = {version: function for version, (function, _) in totals.items()}
 
     def _split(self, name: str, qualifier: str, count: int) -> list[tuple[dict, int]]:
         """The versions ``qualifier`` runs and each one's share of ``count`` (an alias: by weight)."""

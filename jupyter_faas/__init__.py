@@ -9,7 +9,7 @@ from ._version import __version__
 from .client.aws import aws_env, boto3_client
 from .client.discovery import connect
 from .client.function import RemoteFunction, function
-from .client.versions import lookup
+from .client.lookup import lookup
 from .client.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from .client.invocation import Invocation, InvocationFuture, Report, invocations
 from .errors import (Cancelled, FaaSError, FunctionError, InvalidParameter, InvocationError,

@@ -8,6 +8,8 @@ does the same from a notebook cell.
 from ._version import __version__
 from .client.aws import aws_env, boto3_client
 from .client.discovery import connect
+from .client.events import DeadLetter, dead_letters, redrive
+from .client.triggers import Trigger, triggers
 from .client.function import RemoteFunction, function
 from .client.lookup import lookup
 from .client.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
@@ -19,7 +21,8 @@ from .errors import (Cancelled, FaaSError, FunctionError, InvalidParameter, Invo
 __all__ = [
     "__version__",
     "connect", "aws_env", "boto3_client", "function", "lookup", "RemoteFunction", "Invocation", "InvocationFuture", "Report",
-    "invocations", "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
+    "invocations", "dead_letters", "redrive", "DeadLetter", "triggers", "Trigger",
+    "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
     "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout", "OutOfMemory",
     "RuntimeExited", "Cancelled", "Throttled", "SerializationError", "InvalidParameter",
     "PayloadTooLarge", "ResponseSizeTooLarge", "ResourceNotFound", "ServerError",

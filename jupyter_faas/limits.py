@@ -103,3 +103,69 @@ def check_config(memory, timeout, env, concurrency) -> dict:
     """
     return check_options(memory=(check_memory, memory), timeout=(check_timeout, timeout),
                          env=(check_env, env), concurrency=(check_concurrency, concurrency))
+
+
+# ---- asynchronous invocation (Lambda's event invoke config; reference/lambda.md §5.1) ----------
+#: Lambda allows 0..2 retries; locally up to 10, so a flaky dependency can be ridden out
+RETRIES_MIN, RETRIES_MAX, RETRIES_DEFAULT = 0, 10, 2
+RETRY_DELAY_MIN_S, RETRY_DELAY_MAX_S, RETRY_DELAY_DEFAULT_S = 0.0, 3600.0, 1.0
+EVENT_AGE_MIN_S, EVENT_AGE_MAX_S, EVENT_AGE_DEFAULT_S = 60, 21600, 21600
+#: a destination: ``function:<name>``, ``queue:<name>`` or ``dir:<absolute path>``
+DESTINATION_KINDS = ("function", "queue", "dir")
+
+
+def check_retries(retries) -> int:
+    if isinstance(retries, bool) or not isinstance(retries, int) or not (
+            RETRIES_MIN <= retries <= RETRIES_MAX):
+        raise InvalidParameter(
+            f"retries={retries!r} is out of range: give a whole number from {RETRIES_MIN} to "
+            f"{RETRIES_MAX} (Lambda allows 0 to 2; this server allows up to {RETRIES_MAX})")
+    return retries
+
+
+def check_retry_delay(delay) -> float:
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not (
+            RETRY_DELAY_MIN_S <= delay <= RETRY_DELAY_MAX_S):
+        raise InvalidParameter(
+            f"retry_delay={delay!r} is out of range: give seconds from {RETRY_DELAY_MIN_S:g} to "
+            f"{RETRY_DELAY_MAX_S:g} before the first retry (it doubles after each)")
+    return float(delay)
+
+
+def check_max_event_age(age) -> int:
+    if isinstance(age, bool) or not isinstance(age, (int, float)) or not (
+            EVENT_AGE_MIN_S <= age <= EVENT_AGE_MAX_S):
+        raise InvalidParameter(
+            f"max_event_age={age!r} is out of range: give seconds from {EVENT_AGE_MIN_S} to "
+            f"{EVENT_AGE_MAX_S} (Lambda's MaximumEventAgeInSeconds)")
+    return int(age)
+
+
+def check_destination(which: str, target) -> str | None:
+    """``None`` or ``'function:<name>'``, ``'queue:<name>'``, ``'dir:<absolute path>'``."""
+    if target is None:
+        return None
+    kind, _, rest = target.partition(":") if isinstance(target, str) else ("", "", "")
+    if kind not in DESTINATION_KINDS or not rest:
+        raise InvalidParameter(
+            f"{which}={target!r} is not a destination: give a function (a handle or its name), "
+            f"a queue (faas.queue(...)) or a directory path")
+    if kind in ("function", "queue"):
+        if not NAME_RE.match(rest):
+            raise InvalidParameter(f"{which}={target!r}: {rest!r} is not a valid {kind} name")
+    elif not rest.startswith("/"):
+        raise InvalidParameter(f"{which}={target!r}: a directory destination needs an absolute path")
+    return target
+
+
+def check_event_config(retries=RETRIES_DEFAULT, retry_delay=RETRY_DELAY_DEFAULT_S,
+                       max_event_age=EVENT_AGE_DEFAULT_S, on_success=None, on_failure=None) -> dict:
+    """A function's validated event invoke config (what ``invoke_async`` and triggers obey).
+
+    Raises :class:`InvalidParameter` naming every bad option at once.
+    """
+    return check_options(
+        retries=(check_retries, retries), retry_delay=(check_retry_delay, retry_delay),
+        max_event_age=(check_max_event_age, max_event_age),
+        on_success=(lambda t: check_destination("on_success", t), on_success),
+        on_failure=(lambda t: check_destination("on_failure", t), on_failure))

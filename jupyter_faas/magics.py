@@ -9,7 +9,11 @@ NAME to a :class:`~jupyter_faas.RemoteFunction`.
 The line commands are registered as the line magic ``%faas``; ``%lambda ...`` is
 rewritten to ``%faas ...`` by an input transformer, because a *line* magic named
 ``lambda`` would let automagic swallow ordinary ``lambda x: x`` lines.
-Errors raise (the cell fails); nothing prints an error and carries on.
+Errors raise (the cell fails); nothing prints an error and carries on.  A failure of
+the magic itself (an unknown function, a bad option, an unreachable server) shows as one
+line, as IPython shows a ``UsageError``, not as a traceback through the client; it keeps
+its type (``except faas.ResourceNotFound`` still catches it).  The user's own code is
+the exception: an error in the cell's body, or a handler's remote traceback, is shown.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
 import types
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from . import limits
+from .errors import FaaSError
 
 # ``%lambda ...`` at the start of a line, or after a simple assignment (``r = %lambda ...``,
 # IPython's syntax for keeping a line magic's result).
@@ -33,6 +39,13 @@ def _rewrite_lambda_lines(lines: list[str]) -> list[str]:
     """``%lambda ls`` -> ``%faas ls`` and ``r = %lambda invoke ...`` -> ``r = %faas invoke ...``
     (leaves ``%%lambda`` and Python's ``lambda`` alone)."""
     return [_LAMBDA_LINE.sub(r"\1%faas", line) for line in lines]
+
+
+def _one_line(exc: FaaSError, command: str) -> FaaSError:
+    """Have IPython show ``exc`` as one line (its ``_render_traceback_`` hook), like a UsageError."""
+    line = f"{type(exc).__name__}: {command}: {exc}"
+    exc._render_traceback_ = lambda: [line]
+    return exc
 
 
 def _parse_cell_args(line: str) -> dict:
@@ -78,10 +91,13 @@ class FaaSMagics(Magics):
     def lambda_cell(self, line: str, cell: str):
         from .client.function import RemoteFunction
         opts = _parse_cell_args(line)
-        name = limits.check_name(opts.pop("name"))
-        limits.check_config(opts.get("memory", limits.MEMORY_DEFAULT_MB),
-                            opts.get("timeout", limits.TIMEOUT_DEFAULT_S), opts["env"],
-                            opts.get("concurrency"))
+        try:
+            name = limits.check_name(opts.pop("name"))
+            limits.check_config(opts.get("memory", limits.MEMORY_DEFAULT_MB),
+                                opts.get("timeout", limits.TIMEOUT_DEFAULT_S), opts["env"],
+                                opts.get("concurrency"))
+        except FaaSError as exc:
+            raise _one_line(exc, "%%lambda") from None
         ns = self.shell.user_ns
         before = {k: id(v) for k, v in ns.items()}
         # Run the cell as __main__ code (so its functions ship by value), letting an error
@@ -99,14 +115,16 @@ class FaaSMagics(Magics):
                 raise UsageError(f"%%lambda {name}: the cell must define a function named 'handler' "
                                  f"or exactly one function (it defined: {names})")
             handler = defined[0]
-        remote = RemoteFunction(handler, name=name, **opts)
-        remote.deploy()
+        try:
+            remote = RemoteFunction(handler, name=name, **opts)
+            remote.deploy()
+        except FaaSError as exc:
+            raise _one_line(exc, f"%%lambda {name}") from None
         ns[name] = remote
         return None
 
     @line_magic("faas")
     def faas_line(self, line: str):
-        from .client.discovery import default_connection
         try:
             words = shlex.split(line)
         except ValueError as exc:
@@ -115,6 +133,17 @@ class FaaSMagics(Magics):
         if not words:
             raise UsageError(usage)
         cmd, args = words[0], words[1:]
+        try:
+            return self._command(cmd, args, usage)
+        except FaaSError as exc:
+            trace = getattr(exc, "remote_traceback", "")
+            if trace:
+                # The handler raised: its traceback is the user's code, worth reading.
+                print(trace.rstrip(), file=sys.stderr)
+            raise _one_line(exc, f"%lambda {cmd}")
+
+    def _command(self, cmd: str, args: list[str], usage: str):
+        from .client.discovery import default_connection
         conn = default_connection()
         if cmd == "ls":
             functions = conn.request("GET", "/faas/api/functions")["functions"]
@@ -151,7 +180,8 @@ class FaaSMagics(Magics):
             conn.request("DELETE", f"/faas/api/functions/{args[0]}")
             if isinstance(self.shell.user_ns.get(args[0]), _remote_type()):
                 del self.shell.user_ns[args[0]]
-            print(f"deleted {args[0]}")
+            print(f"deleted {args[0]}; its invocations and logs stay in the store "
+                  f"(%lambda logs {args[0]})")
             return None
         raise UsageError(f"%lambda: unknown command {cmd!r}. {usage}")
 

@@ -223,7 +223,7 @@ def test_buffer_files_no_row_names_are_swept_at_start_and_stored_results_kept(ma
     try:
         kept = faas.function(make_array, name="make_kept", memory=512).invoke(N).request_id
     finally:
-        connection.reset()
+        discovery.reset()
     server.stop()
     directory = buffer_dir(server)
     assert f"res-{kept}" in files_in(directory, "res-")
@@ -237,7 +237,7 @@ def test_buffer_files_no_row_names_are_swept_at_start_and_stored_results_kept(ma
     try:
         assert numpy.array_equal(faas.Invocation.from_id(kept).result, numpy.arange(N, dtype="float64"))
     finally:
-        connection.reset()
+        discovery.reset()
 
 
 def test_share_buffers_off_sends_everything_in_messages(make_server):

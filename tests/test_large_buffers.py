@@ -89,7 +89,7 @@ def echo_doubled(a):
 def test_a_100_mb_array_round_trips_under_the_default_configuration(make_server):
     server = make_server()  # no option: a user passing a big array needs none
     faas.connect(server.url, server.token)
-    from jupyter_faas.client import connection
+    from jupyter_faas.client import discovery
     try:
         double = faas.function(echo_doubled, name="echo_doubled", memory=1024)
         arg = numpy.arange(100 * MB // 8, dtype="float64")  # 100 MB
@@ -103,4 +103,4 @@ def test_a_100_mb_array_round_trips_under_the_default_configuration(make_server)
         msg = str(info.value)
         assert "200.0 MB" in msg and "128 MB" in msg and "memory=" in msg, msg
     finally:
-        connection.reset()
+        discovery.reset()

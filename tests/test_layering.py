@@ -17,8 +17,9 @@ def test_kernel_workers_imports_only_stdlib_and_cloudpickle():
 
 def test_public_api_is_pinned():
     assert sorted(jupyter_faas.__all__) == sorted([
-        "__version__", "connect", "aws_env", "boto3_client", "function", "lookup", "RemoteFunction", "Invocation", "InvocationFuture",
-        "invocations", "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
+        "__version__", "connect", "aws_env", "boto3_client", "function", "lookup", "RemoteFunction", "Invocation",
+        "InvocationFuture", "invocations", "dead_letters", "redrive", "DeadLetter", "triggers", "Trigger",
+        "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
         "Report", "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout",
         "OutOfMemory", "RuntimeExited", "Cancelled", "Throttled", "SerializationError",
         "InvalidParameter", "PayloadTooLarge", "ResponseSizeTooLarge", "ResourceNotFound",
@@ -85,12 +86,13 @@ def test_dependencies_point_one_way_between_the_layers():
     injected, never imported by the engine; nothing imports the api, compat or app but app."""
     g = import_graph.graph()
     allowed = {
-        "api": {"protocol", "engine", "model"},
+        "api": {"protocol", "engine", "model", "triggers"},
         "compat": {"engine", "model"},
         "protocol": {"engine", "model"},
         "engine": {"model"},
         "store": {"model"},
         "backends": {"model"},
+        "triggers": {"engine", "model"},
         "model": set(),
     }
     for module, deps in g.items():

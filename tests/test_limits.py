@@ -146,3 +146,36 @@ def test_a_limit_file_that_is_reset_and_read_has_a_descriptor_for_each(tmp_path)
     assert files.read("env", str(path)) == b"023456"
     files.close("env")
     assert files.fds == {}
+
+
+@pytest.mark.parametrize("mode", ["cgroup", "watchdog"])
+def test_max_memory_used_of_a_timed_out_or_cancelled_invocation(make_server, mode, request):
+    """The REPORT of an invocation that was killed (timeout, cancel) gives what it used, like a
+    normal end of the same function, not the ~1 MB left once the killed process is gone."""
+    from jupyter_faas.server.backends.local.memory import CgroupV1Memory
+    if mode == "cgroup":
+        if CgroupV1Memory.create("probe-test") is None:
+            pytest.skip("no writable cgroup v1 memory controller here")
+    server = make_server(f"--FaaSServer.memory_enforcement={mode}")
+    faas.connect(server.url, server.token)
+    try:
+        @faas.function(memory=256, timeout=1, name=f"killed_{mode}", show=False)
+        def sleeper(seconds):
+            time.sleep(seconds)
+            return seconds
+
+        normal = sleeper.invoke(0.2).report.max_memory_used_mb
+        assert normal >= 5
+        timed_out = sleeper.invoke(5)
+        assert timed_out.status == "timed_out"
+        assert timed_out.report.max_memory_used_mb >= normal * 0.8, (timed_out.report, normal)
+
+        fut = sleeper.spawn(0.9)
+        wait_for(lambda: fut.status == "running", what="the call running")
+        assert fut.cancel()
+        cancelled = wait_for(lambda: (inv := faas.Invocation.from_id(fut.request_id)).status
+                             in ("cancelled", "succeeded") and inv, what="its end stored")
+        if cancelled.status == "cancelled":  # else it ended before the cancel reached it
+            assert cancelled.report.max_memory_used_mb >= normal * 0.8, (cancelled.report, normal)
+    finally:
+        discovery.reset()

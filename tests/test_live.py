@@ -7,7 +7,9 @@ sends, while the cell is still blocking.
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -266,6 +268,7 @@ def test_failed_count_and_item_view_while_the_cell_blocks(kernel):
     assert "item three divides by zero" in text and "(3)" in text    # error and input
     assert "input was 3" in text and "REPORT" in text                # its own logs and REPORT
     assert "line 5, in third_fails" in text                          # the remote traceback
+    assert "white-space:pre;overflow-x:auto" in text                 # not wrapped at ^^^^ markers
     # pick another item by number
     kernel.set_value(kernel.find("BoundedIntTextModel", description="item"), 1)
     kernel.click(kernel.find("ButtonModel", description="Show"))
@@ -273,6 +276,30 @@ def test_failed_count_and_item_view_while_the_cell_blocks(kernel):
                             for w in kernel.widgets.values() if w["model"] == "HTMLModel"), 15)
     kernel.pump(lambda: msg_id in kernel.idle, 60)
     assert kernel.error(msg_id) is None
+
+
+def test_ended_views_say_what_ran_and_their_cancel_is_off(kernel):
+    """imap's view is titled imap; a finished pane with no output says "(no output)", not
+    "(no output yet)"; once a map has ended its Cancel is disabled and no longer red."""
+    for call, kind in (("list(quiet.imap(range(3)))", "imap"), ("quiet.map(range(3))", "map"),
+                       ("quiet.starmap([(0,), (1,), (2,)])", "starmap")):
+        before = set(kernel.widgets)
+        out, err = kernel.run(textwrap.dedent(f"""
+            @faas.function(name="quiet", timeout=30)
+            def quiet(x):
+                return x
+            print({call})
+        """))
+        assert err is None and "[0, 1, 2]" in out, (out, err)
+        new = {c: w for c, w in kernel.widgets.items() if c not in before}
+        htmls = [w["state"].get("value", "") for w in new.values() if w["model"] == "HTMLModel"]
+        assert any(f"<b>quiet</b>.{kind} · 3 items · done" in v for v in htmls), htmls
+        assert not any("no output yet" in v for v in htmls), htmls
+        assert any("(no output)" in v for v in htmls), htmls
+        cancel = [w["state"] for w in new.values()
+                  if w["model"] == "ButtonModel" and w["state"].get("description") == "Cancel"]
+        assert len(cancel) == 1 and cancel[0]["disabled"] is True, cancel
+        assert cancel[0]["button_style"] == "", cancel
 
 
 def test_log_flood_keeps_the_kernel_responsive_and_the_store_complete(kernel):
@@ -309,6 +336,12 @@ def test_log_flood_keeps_the_kernel_responsive_and_the_store_complete(kernel):
              if w["model"] == "HTMLModel" and "flood line" in w["state"].get("value", "")]
     assert panes and all(p.count("flood line") <= 200 for p in panes)
     assert "earlier lines not shown" in panes[-1]
+    # The pane's count and its last line agree: the newest lines are the ones shown.
+    final = html.unescape(re.sub(r"<[^>]+>", "", panes[-1].split("<pre", 1)[1].split(">", 1)[1]))
+    shown = final.strip().splitlines()
+    assert shown[-1] == f"[0] flood line {lines - 1}", shown[-3:]
+    assert shown == [f"[0] flood line {i}" for i in range(lines - len(shown), lines)], shown[:3]
+    assert f"{lines - len(shown):,} earlier lines not shown" in panes[-1]
     # Every line is in the store.
     out, err = kernel.run("print(sum(1 for l in faas.Invocation.from_id(rid).logs "
                           "if l.startswith('flood line')))", timeout=60)

@@ -43,6 +43,14 @@ class Kernel:
         assert len(results) == 1, f"no result from {source!r}"
         return ast.literal_eval(results[0]["data"]["text/plain"])
 
+    def error(self, source: str) -> dict:
+        """Run a cell that must fail; return its error output (ename, evalue, traceback)."""
+        with pytest.raises(CellExecutionError):
+            self.run_cell(source)
+        errors = [o for o in self.nb.cells[-1].outputs if o["output_type"] == "error"]
+        assert len(errors) == 1
+        return errors[0]
+
     def fails(self, source: str) -> str:
         """Run a cell that must fail; return the error text nbclient reports."""
         with pytest.raises(CellExecutionError) as info:
@@ -155,7 +163,8 @@ def test_line_commands_ls_invoke_logs_rm(kernel, server):
     assert "echo got {'a': 1}" in logs and "echo got [1, 2]" in logs
 
     # rm: deletes it on the server and unbinds the name
-    assert kernel.run("%lambda rm echo") == "deleted echo\n"
+    assert kernel.run("%lambda rm echo") == (
+        "deleted echo; its invocations and logs stay in the store (%lambda logs echo)\n")
     assert kernel.value("'echo' in globals()") is False
     assert not re.search(r"^echo\s", kernel.run("%lambda ls"), re.M)
     err = kernel.fails("%lambda invoke echo '{}'")
@@ -210,3 +219,45 @@ def test_misuse_fails_the_cell_and_deploys_nothing(kernel, server):
     assert kernel.value("[n for n in ('small', 'two', 'boom') if n in globals()]") == []
     assert kernel.value("json_ok = __import__('json').dumps({'ok': True}); json_ok") == json.dumps(
         {"ok": True})
+
+
+def _shown(error: dict) -> list[str]:
+    """The lines a notebook shows for an error (its traceback, ANSI colours removed)."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error["traceback"])).splitlines()
+
+
+def test_every_lambda_error_is_one_line(kernel, server):
+    """Like the magic's usage errors: the cell fails with one line naming what went wrong,
+    not a traceback through the client; the error keeps its type."""
+    kernel.run("%%lambda raiser\ndef handler(event, context):\n    raise ValueError(f'bad event {event}')\n")
+    for source, ename, words in (
+        ("%lambda invoke never_existed '{}'", "ResourceNotFound", "Function not found: never_existed"),
+        ("%lambda logs never_existed", "ResourceNotFound", "never_existed"),
+        ("%lambda rm never_existed", "ResourceNotFound", "never_existed"),
+        ("%%lambda small --memory 64\ndef handler(event, context):\n    return 1\n",
+         "InvalidParameter", "memory=64"),
+        ("%lambda invoke raiser '{\"k\": 2}'", "ValueError", "bad event {'k': 2}"),
+    ):
+        error = kernel.error(source)
+        shown = _shown(error)
+        assert len(shown) == 1 and words in shown[0], (source, shown)
+        assert error["ename"] == ename or (ename == "ValueError" and "ValueError" in shown[0]), error
+    # A handler's own traceback is still shown (its code, not ours), before the one line.
+    cell = kernel.nb.cells[-1]
+    printed = "".join(o.get("text", "") for o in cell.outputs if o["output_type"] == "stream")
+    assert "raise ValueError(f'bad event {event}')" in printed or "in handler" in printed, printed
+    assert "jupyter_faas/magics.py" not in printed and "connection.py" not in printed
+
+
+def test_a_deleted_function_says_when_and_keeps_its_logs(kernel, server):
+    kernel.run("%%lambda gone\ndef handler(event, context):\n    print('gone got', event)\n    return 1\n")
+    kernel.run("kept = gone")
+    assert kernel.value("%lambda invoke gone '{\"n\": 1}'") == 1
+    kernel.run("%lambda rm gone")
+    error = kernel.error("kept({'n': 2})")
+    assert error["ename"] == "ResourceNotFound"
+    assert "gone was deleted at" in error["evalue"] and "redeploy" in error["evalue"], error["evalue"]
+    assert "Deploy it first" not in error["evalue"]
+    shown = _shown(kernel.error("%lambda invoke gone '{}'"))
+    assert len(shown) == 1 and "gone was deleted at" in shown[0], shown
+    assert "gone got {'n': 1}" in kernel.run("%lambda logs gone")

@@ -162,5 +162,25 @@ def test_lambda_api_notebook_creates_and_invokes_with_boto3_and_the_cli(server, 
     cli = _text(_cell(nb, "aws = Path"))
     assert '"StatusCode": 200' in cli and "hello, CLI" in cli
     stored = _text(_cell(nb, "inv = faas.Invocation.from_id"))
-    assert "status: succeeded" in stored and "memory_size_mb=256" in stored
+    assert "status: succeeded" in stored and "Memory Size: 256 MB" in stored
     assert "Function not found" in _text(_cell(nb, "try:\n    lam.invoke"))
+
+
+def test_run_notebook_prints_the_cells_and_no_kernel_transport_warning(server, tmp_path):
+    """scripts/run_notebook.py (the quickstart's runner) starts its kernel over IPC, so the
+    kernel has nothing to warn about (ipykernel 7 warns about plain-text TCP on stderr)."""
+    import os
+    import subprocess
+    import sys
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('hello from', 6 * 7)")])
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(nb, path)
+    env = dict(os.environ, JUPYTER_FAAS_URL=server.url, JUPYTER_FAAS_TOKEN=server.token)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "run_notebook.py"
+    done = subprocess.run([sys.executable, str(script), str(path)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "hello from 42" in done.stdout and "every cell succeeded" in done.stdout
+    assert "without encryption" not in done.stdout + done.stderr, done.stderr
+    assert "WARNING" not in done.stderr, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.ipynb"]  # no stray socket files

@@ -121,7 +121,13 @@ def functions(stack):
         print("about to fail", file=sys.stderr)
         raise ValueError(f"boom: {what}")
 
-    yield {"square": square, "slow": slow, "add": add, "boom": boom}
+    @faas.function(name="e2e_wide", memory=128, timeout=10)
+    def wide(n):
+        print("wide line " + " ".join(f"word{i}" for i in range(80)))
+        values = [0] * n
+        return sum(values) / len(values)
+
+    yield {"square": square, "slow": slow, "add": add, "boom": boom, "wide": wide}
     discovery.reset()
 
 
@@ -155,9 +161,13 @@ def page(stack, browser, functions):
     ctx.close()
 
 
-def _open_panel(page, lab) -> float:
-    """Load JupyterLab, open the Lambda tab; seconds from the click to rows on screen."""
-    page.goto(f"{lab.url}/lab?token={lab.token}")
+def _open_panel(page, lab, widen: bool = True, workspace: str | None = None) -> float:
+    """Load JupyterLab, open the Lambda tab; seconds from the click to rows on screen.
+
+    ``workspace``: a fresh one, so the layout is JupyterLab's default (the default workspace
+    remembers the panel open and its width from the pages before).
+    """
+    page.goto(f"{lab.url}/lab" + (f"/workspaces/{workspace}" if workspace else "") + f"?token={lab.token}")
     tab = page.locator('.jp-SideBar [data-id="jupyter-faas-panel"]')
     tab.wait_for(timeout=60_000)
     t0 = time.perf_counter()
@@ -165,6 +175,8 @@ def _open_panel(page, lab) -> float:
     page.locator(f"{PANEL} .jp-FaaS-row").first.wait_for(timeout=30_000)
     page.locator(f'{PANEL} .jp-FaaS-function[data-function="{BULK_FUNCTION}"]').wait_for(timeout=30_000)
     opened = time.perf_counter() - t0
+    if not widen:
+        return opened
     # Widen the sidebar the way a user would, by dragging its edge.
     handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first
     box = handle.bounding_box()
@@ -236,7 +248,7 @@ def test_panel_lists_functions_and_updates_live(stack, page, functions):
     row.wait_for(timeout=30_000)
     assert page.evaluate("window.__faasMarker") == 42
     assert page.locator(f"{PANEL} .jp-FaaS-row").first.get_attribute("data-request-id") == inv.request_id
-    assert inv.request_id[:8] in row.inner_text() and "succeeded" in row.inner_text()
+    assert inv.request_id[-6:] in row.inner_text() and "succeeded" in row.inner_text()
     assert page.locator(f"{PANEL} .jp-FaaS-live.jp-mod-live").count() == 1
 
     # Click: the invocation's detail with every log line and the REPORT.
@@ -342,6 +354,24 @@ def test_invoke_with_a_json_test_event_and_metrics(stack, page, functions):
     page.locator(PANEL).screenshot(path=str(ARTIFACTS / "panel-metrics.png"))
 
 
+def test_metrics_open_on_the_window_the_data_needs(stack, page, functions):
+    """A function invoked just now is charted over 15 minutes, not as a sliver of an hour;
+    one with invocations over two days, over a day."""
+    assert functions["square"](3) == 9
+    window = f"{PANEL} .jp-FaaS-metricsWindow"
+    for name, minutes in (("e2e_square", "15"), (BULK_FUNCTION, "1440")):
+        card = page.locator(f'{PANEL} .jp-FaaS-function[data-function="{name}"]')
+        card.wait_for(timeout=30_000)
+        card.locator("button", has_text="Metrics").click()
+        page.wait_for_function(
+            f"document.querySelector('{PANEL} .jp-FaaS-metricsFunction')?.value === '{name}' && "
+            f"document.querySelector('{window}')?.value === '{minutes}'", timeout=30_000)
+    # A window the user picks is kept.
+    with page.expect_response(lambda r: f"metrics/functions/{BULK_FUNCTION}?minutes=60" in r.url) as answer:
+        page.select_option(window, "60")
+    assert answer.value.ok and page.locator(window).input_value() == "60"
+
+
 def test_delete_function_from_the_panel(stack, page, functions):
     card = page.locator(f'{PANEL} .jp-FaaS-function[data-function="e2e_add"]')
     card.locator("button", has_text="Delete").click()
@@ -384,3 +414,113 @@ def test_screenshot_and_the_token_never_reaches_the_browser(stack, page, functio
     # Playwright's sync API owns this thread's loop: run the websocket client on another.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         assert pool.submit(asyncio.run, ws_without_token()).result(30) == 403
+
+
+# What doesn't fit in a box: its content's width (a Range over it) beyond the box's own.
+_LAYOUT_JS = """(panelSel) => {
+    const panel = document.querySelector(panelSel);
+    const right = panel.getBoundingClientRect().right;
+    const textWidth = el => { const r = document.createRange(); r.selectNodeContents(el);
+                              return r.getBoundingClientRect().width; };
+    const box = panel.querySelector('.jp-FaaS-tableBox');
+    const heads = [...panel.querySelectorAll('.jp-FaaS-table th')].filter(th => th.offsetParent !== null).map(th => ({
+        text: th.textContent, width: th.getBoundingClientRect().width, needs: textWidth(th),
+        right: th.getBoundingClientRect().right}));
+    // A cell may be cut only on purpose: with an ellipsis and its whole text as its title.
+    const cells = [...panel.querySelectorAll('.jp-FaaS-row td')]
+        .filter(td => td.offsetParent !== null && td.scrollWidth > td.clientWidth + 1)
+        .filter(td => !(getComputedStyle(td).textOverflow === 'ellipsis' && td.title === td.textContent))
+        .map(td => td.textContent);
+    const ids = [...panel.querySelectorAll('.jp-FaaS-row .jp-FaaS-rid')].map(td => td.textContent);
+    return {right, heads, cells, ids, boxScrolls: box.scrollWidth > box.clientWidth + 1,
+            panelScrolls: panel.scrollWidth > panel.clientWidth + 1};
+}"""
+
+
+def test_panel_fits_its_default_sidebar_width(stack, browser, functions):
+    """At the sidebar's default width: every column readable, Start on screen, ids that differ,
+    a traceback and a long log line unwrapped and scrollable inside the panel."""
+    square, wide = functions["square"], functions["wide"]
+    ids = [square.invoke(i).request_id for i in range(4)]
+    failed = wide.invoke(0)
+    assert failed.status == "failed"
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = ctx.new_page()
+        _open_panel(page, stack["lab"], widen=False, workspace=f"default-width-{uuid.uuid4().hex[:8]}")
+        page.locator(f'{PANEL} .jp-FaaS-row[data-request-id="{failed.request_id}"]').wait_for(timeout=30_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator(f"{PANEL} .jp-FaaS-invocations").scroll_into_view_if_needed()
+        page.locator(PANEL).screenshot(path=str(ARTIFACTS / "panel-default-width.png"))
+        layout = page.evaluate(_LAYOUT_JS, PANEL)
+        assert [h["text"] for h in layout["heads"]][-1] == "Start"
+        squashed = [h["text"] for h in layout["heads"] if h["width"] + 0.5 < h["needs"]]
+        assert not squashed, f"columns narrower than their header: {squashed} ({layout['heads']})"
+        assert layout["heads"][-1]["right"] <= layout["right"], "the Start column is cut off"
+        assert not layout["boxScrolls"] and not layout["panelScrolls"]
+        assert not layout["cells"], f"cells cut: {layout['cells']}"
+        assert len(set(layout["ids"])) == len(layout["ids"]), f"rows read the same: {layout['ids']}"
+        for rid in ids:
+            assert page.locator(f'{PANEL} .jp-FaaS-row[data-request-id="{rid}"] .jp-FaaS-rid').inner_text() in rid
+
+        page.locator(f'{PANEL} .jp-FaaS-row[data-request-id="{failed.request_id}"]').click()
+        page.locator(f"{PANEL} .jp-FaaS-log", has_text="wide line").wait_for(timeout=30_000)
+        page.locator(f"{PANEL} .jp-FaaS-traceback").wait_for(timeout=30_000)
+        page.locator(f"{PANEL} .jp-FaaS-detail").screenshot(path=str(ARTIFACTS / "detail-default-width.png"))
+        detail = page.evaluate("""(panelSel) => {
+            const panel = document.querySelector(panelSel);
+            const right = panel.getBoundingClientRect().right;
+            const facts = sel => { const el = panel.querySelector(sel); const s = getComputedStyle(el);
+                return {whiteSpace: s.whiteSpace, overflowX: s.overflowX,
+                        right: el.getBoundingClientRect().right,
+                        scrolls: el.scrollWidth > el.clientWidth}; };
+            const line = [...panel.querySelectorAll('.jp-FaaS-log')].find(l => l.textContent.startsWith('wide line'));
+            const pre = panel.querySelector('.jp-FaaS-logs');
+            return {right, traceback: facts('.jp-FaaS-traceback'), logs: facts('.jp-FaaS-logs'),
+                    lineHeight: line.getBoundingClientRect().height,
+                    oneLine: parseFloat(getComputedStyle(pre).lineHeight) || 20,
+                    panelScrolls: panel.scrollWidth > panel.clientWidth + 1};
+        }""", PANEL)
+        for part in ("traceback", "logs"):
+            facts = detail[part]
+            assert facts["whiteSpace"] == "pre" and facts["overflowX"] == "auto", (part, facts)
+            assert facts["right"] <= detail["right"], f"the {part} is cut off at the panel's edge"
+        assert detail["logs"]["scrolls"]  # the long line scrolls instead of wrapping
+        assert detail["lineHeight"] < 2 * detail["oneLine"], "the long log line wrapped"
+        assert not detail["panelScrolls"]
+    finally:
+        ctx.close()
+
+
+@pytest.mark.parametrize("reported, advice", [
+    ({"extension": "0.0.1", "server": "0.0.1"}, "Restart JupyterLab"),
+    ({"extension": None, "server": "0.0.2"}, "jupyter faas stop"),
+])
+def test_panel_says_so_when_the_python_side_is_another_version(stack, browser, functions, reported, advice):
+    """After an upgrade the browser can load a panel newer than the code JupyterLab's server
+    (or the background FaaS server) runs: the panel names both versions and what to do."""
+    import jupyter_faas
+    reported = {k: v or jupyter_faas.__version__ for k, v in reported.items()}
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = ctx.new_page()
+        # JupyterLab adds a cache-busting query to every request.
+        page.route("**/jupyter-faas/api/version?*", lambda route: route.fulfill(json=reported))
+        page.goto(f"{stack['lab'].url}/lab/workspaces/version-{uuid.uuid4().hex[:8]}?token={stack['lab'].token}")
+        tab = page.locator('.jp-SideBar [data-id="jupyter-faas-panel"]')
+        tab.wait_for(timeout=60_000)
+        tab.click()
+        banner = page.locator(f"{PANEL} .jp-FaaS-versionProblem")
+        banner.wait_for(timeout=30_000)
+        text = banner.inner_text()
+        other = "0.0.1" if reported["extension"] == "0.0.1" else "0.0.2"
+        assert jupyter_faas.__version__ in text and other in text and advice in text, text
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator(PANEL).screenshot(path=str(ARTIFACTS / f"panel-version-{other}.png"))
+    finally:
+        ctx.close()
+
+
+def test_no_version_note_when_the_versions_agree(stack, page, functions):
+    page.locator(f"{PANEL} .jp-FaaS-row").first.wait_for(timeout=30_000)
+    assert page.locator(f"{PANEL} .jp-FaaS-versionProblem").count() == 0

@@ -92,3 +92,23 @@ def test_only_the_panels_endpoints_and_only_with_jupyters_credentials(lab):
     assert code in (400, 404)
     code, body = _error(lab, "invocations?status=bogus")
     assert code == 400 and "bogus" in body["message"]
+
+
+def test_version_reports_the_package_and_the_faas_server(lab):
+    """What the panel compares with its own version at start (labextension/src/version.ts)."""
+    import jupyter_faas
+    status, body = _request(lab, "version")
+    assert status == 200
+    assert body == {"extension": jupyter_faas.__version__, "server": jupyter_faas.__version__}
+    assert _error(lab, "version", token=False)[0] == 403
+
+
+def test_the_panel_the_package_and_package_json_carry_one_version():
+    import re
+    from pathlib import Path
+
+    import jupyter_faas
+    root = Path(__file__).resolve().parent.parent / "labextension"
+    panel = re.search(r"PANEL_VERSION = '([^']+)'", (root / "src" / "version.ts").read_text())[1]
+    package = json.loads((root / "package.json").read_text())["version"]
+    assert panel == package == jupyter_faas.__version__

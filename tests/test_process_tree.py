@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 import jupyter_faas as faas
-from jupyter_faas.client import connection
+from jupyter_faas.client import discovery
 
 MODES = ["cgroup", "watchdog"]
 
@@ -50,10 +50,10 @@ def mode_server(request, make_server):
     _require(request.param)
     server = make_server(f"--FaaSServer.memory_enforcement={request.param}")
     faas.connect(server.url, server.token)
-    status = connection.default_connection().request("GET", "/faas/api/status")
+    status = discovery.default_connection().request("GET", "/faas/api/status")
     assert status["memory_enforcement"] == request.param
     yield request.param
-    connection.reset()
+    discovery.reset()
 
 
 def daemonize_and_sleep(path):

@@ -1,7 +1,7 @@
 """The server's invocation frames applied to the futures they name: one dispatcher, every carrier.
 
 Both carriers read the same frames (their format is drawn in
-:mod:`jupyter_faas.server.websocket`): the websocket, on the client's IO thread
+:mod:`jupyter_faas.server.protocol.session`): the websocket, on the client's IO thread
 (:mod:`.connection`), and the direct Unix socket, on the thread that waits for a sync call
 (:mod:`.direct`).  Each carrier parses frames and hands ``(header, body)`` to its
 :class:`Dispatcher`, which alone knows what a frame means for a future:

@@ -26,7 +26,7 @@ from kernel_workers.context import LambdaContext, call_with_context, context_par
 
 from .. import errors, limits
 from ..display import CallView, MapView
-from . import dependencies, lambda_api
+from . import dependencies, events, lambda_api, triggers
 from .discovery import default_connection
 from .invocation import Invocation, InvocationFuture
 from .serialization import dumps_call, dumps_function
@@ -37,7 +37,9 @@ class RemoteFunction:
 
     def __init__(self, fn, *, name: str | None = None, memory: int | None = None,
                  timeout: float | None = None, env: dict | None = None,
-                 concurrency: int | None = None, show: bool | None = None, connection=None):
+                 concurrency: int | None = None, show: bool | None = None, connection=None,
+                 retries: int | None = None, retry_delay: float | None = None,
+                 max_event_age: int | None = None, on_success=None, on_failure=None):
         if not callable(fn):
             raise errors.InvalidParameter(f"faas.function wraps a function, not {type(fn).__name__}")
         if isinstance(fn, RemoteFunction):
@@ -50,6 +52,10 @@ class RemoteFunction:
             concurrency = base.config["concurrency"] if concurrency is None else concurrency
             show = base.show if show is None else show
             connection = base._connection if connection is None else connection
+            given = {"retries": retries, "retry_delay": retry_delay, "max_event_age": max_event_age,
+                     "on_success": on_success, "on_failure": on_failure}
+            kept = {k: v if v is not None else base._event_options[k] for k, v in given.items()}
+            retries, retry_delay, max_event_age, on_success, on_failure = kept.values()
         checked = limits.check_options(
             name=(limits.check_name, default_name(fn) if name is None else name),
             memory=(limits.check_memory, limits.MEMORY_DEFAULT_MB if memory is None else memory),
@@ -61,6 +67,12 @@ class RemoteFunction:
         # None: a live view for calls over a second; True: always; False: never
         self.show = checked.pop("show")
         self.config = checked
+        # Lambda's event invoke config (invoke_async and triggers): per function, not per version
+        self._event_options = {"retries": retries, "retry_delay": retry_delay,
+                               "max_event_age": max_event_age, "on_success": on_success,
+                               "on_failure": on_failure}
+        self.event_config = events.event_config(retries, retry_delay, max_event_age, on_success, on_failure)
+        self._destinations = events.destination_handles(on_success, on_failure)
         self._connection = connection
         self._deployed: _Deployed | None = None
         # Only the function's identity: a callable object's own attributes (``self.name``,
@@ -103,6 +115,9 @@ class RemoteFunction:
         else:
             body = {"name": self.name, "code": base64.b64encode(code).decode(), **self.config}
             version = conn.request("POST", "/faas/api/functions", body)["version"]
+            for handle in self._destinations:
+                handle.deploy()
+            conn.request("PUT", f"/faas/api/functions/{self.name}/event-config", self.event_config)
         self._deployed = _Deployed(conn, sha, version, snapshot)
         return version
 
@@ -183,6 +198,28 @@ class RemoteFunction:
             raise fut.exception()
         return Invocation._from_future(fut)
 
+    def invoke_async(self, event) -> Invocation:
+        """Lambda's ``Event`` invocation: returns once the server has the JSON ``event`` on disk
+        (status ``queued``); retried on failure per ``retries``; ``inv.wait()``, ``inv.attempts``."""
+        return events.invoke_async(self.connection, self.name, self.deploy(), [event])[0]
+
+    def invoke_async_many(self, batch) -> list[Invocation]:
+        """Many events, accepted in one request and one store transaction."""
+        return events.invoke_async(self.connection, self.name, self.deploy(), list(batch))
+
+    def schedule(self, expression: str) -> "triggers.Trigger":
+        """Run on a schedule: ``rate(5 minutes)`` (also ``rate(N seconds)`` here) or EventBridge's
+        ``cron(0 12 * * ? *)`` (UTC); each firing is an async invocation with a Scheduled Event."""
+        self.deploy()
+        return triggers.create(self.connection, "schedule", self.name, {"expression": expression})
+
+    def url(self, auth: str = "token") -> "triggers.Trigger":
+        """A function URL (``.url`` is the address): any HTTP request on it invokes the function with
+        API Gateway's payload 2.0 event.  ``auth="token"`` needs the server's token as a Bearer
+        header (never passed to the function); ``auth="none"`` is open on the server's address."""
+        self.deploy()
+        return triggers.create(self.connection, "url", self.name, {"auth": auth})
+
     def _call(self, args: tuple, kwargs: dict, raise_first: bool) -> InvocationFuture:
         """One sync call, waited for by this thread (over the direct socket when it can)."""
         version = self.deploy()
@@ -226,7 +263,7 @@ class RemoteFunction:
                 show: bool | None = None) -> list:
         """Like :meth:`map` with each item a tuple of arguments."""
         return self._map((tuple(a) for a in iterable), _length([iterable]), concurrency,
-                         return_exceptions, show)
+                         return_exceptions, show, kind="starmap")
 
     def _submit_item(self, args: tuple, index: int, view) -> InvocationFuture:
         return self._submit_items([(index, args)], view)[0]
@@ -247,11 +284,11 @@ class RemoteFunction:
             view.add(fut)
         return [fut for fut, _ in items]
 
-    def _map(self, arg_tuples, total, concurrency, return_exceptions, show) -> list:
+    def _map(self, arg_tuples, total, concurrency, return_exceptions, show, kind: str = "map") -> list:
         _check_window("concurrency", concurrency)
         self.deploy()
         futures: list[InvocationFuture] = []
-        view = MapView(self.name, total, lambda: _cancel(futures, wait=False), show)
+        view = MapView(self.name, total, lambda: _cancel(futures, wait=False), show, kind=kind)
         # ``concurrency`` is kept by the server: every item is sent (and recorded) at once, and
         # the server starts the next the moment one ends, with no round trip to this kernel.
         group = (uuid.uuid4().hex, concurrency) if concurrency else None
@@ -290,7 +327,8 @@ class RemoteFunction:
     def _imap(self, arg_tuples, total, max_outstanding, ordered, return_exceptions, show):
         futures: list[InvocationFuture] = []
         outstanding: "collections.deque[InvocationFuture]" = collections.deque()
-        view = MapView(self.name, total, lambda: _cancel(list(outstanding), wait=False), show)
+        view = MapView(self.name, total, lambda: _cancel(list(outstanding), wait=False), show,
+                       kind="imap")
         exhausted = False
         try:
             while True:
@@ -366,16 +404,20 @@ def _check_cancelled(view) -> None:
 
 
 def _raise_first_failure(futures, index: int | None = None) -> None:
-    for i, f in enumerate(futures):
-        if f.done() and f.exception() is not None:
-            exc = f.exception()
-            i = f.index if f.index is not None else i
-            if len(futures) > 1 or index is not None:
-                if hasattr(exc, "details"):
-                    exc.details["index"] = i
-                if not any(n.startswith("map item") for n in getattr(exc, "__notes__", ())):
-                    exc.add_note(f"map item {i} failed (request {f._request_id})")
-            raise exc
+    """Raise the first item's failure, preferring a real one to the ``Cancelled`` of an item the
+    map itself cancelled because of it (which may end first)."""
+    failed = [(i, f) for i, f in enumerate(futures)
+              if f.done() and not f.cancelled() and f.exception() is not None]
+    real = [(i, f) for i, f in failed if not isinstance(f.exception(), errors.Cancelled)]
+    for i, f in (real or failed)[:1]:
+        exc = f.exception()
+        i = f.index if f.index is not None else i
+        if len(futures) > 1 or index is not None:
+            if hasattr(exc, "details"):
+                exc.details["index"] = i
+            if not any(n.startswith("map item") for n in getattr(exc, "__notes__", ())):
+                exc.add_note(f"map item {i} failed (request {f._request_id})")
+        raise exc
 
 
 def _cancel(futures, wait: bool = True) -> None:
@@ -442,7 +484,9 @@ def _essence(code: types.CodeType) -> tuple:
 
 def function(fn=None, *, name: str | None = None, memory: int | None = None,
              timeout: float | None = None, env: dict | None = None,
-             concurrency: int | None = None, show: bool | None = None):
+             concurrency: int | None = None, show: bool | None = None, retries: int | None = None,
+             retry_delay: float | None = None, max_event_age: int | None = None,
+             on_success=None, on_failure=None):
     """Make ``fn`` a function that runs in isolated execution environments.
 
     ``memory`` in MB (128..10240, default 128), ``timeout`` in seconds (1..900, default 3),
@@ -454,10 +498,17 @@ def function(fn=None, *, name: str | None = None, memory: int | None = None,
     ``lambda_<code hash>`` (see :func:`default_name`).  Wrapping a :class:`RemoteFunction`
     again applies the options given and keeps its others.  Every bad option is named in one
     :class:`~jupyter_faas.InvalidParameter`.
+
+    Asynchronous invocation (``invoke_async``, triggers): ``retries`` (0..10, default 2),
+    ``retry_delay`` (s before the first retry, doubling; default 1.0), ``max_event_age``
+    (60..21600 s), ``on_success`` / ``on_failure`` destinations (a handle or function name,
+    or a directory path).
     """
     def wrap(f):
         return RemoteFunction(f, name=name, memory=memory, timeout=timeout, env=env,
-                              concurrency=concurrency, show=show)
+                              concurrency=concurrency, show=show, retries=retries,
+                              retry_delay=retry_delay, max_event_age=max_event_age,
+                              on_success=on_success, on_failure=on_failure)
     if fn is None:
         return wrap
     if not callable(fn):

@@ -390,6 +390,15 @@ class Invocation:
         return self.status in TERMINAL
 
     @property
+    def attempts(self) -> int:
+        """Attempts that ran (an async invocation's first try plus its retries so far)."""
+        if self._row.get("attempts") is None or self._row.get("status") not in TERMINAL:
+            self.refresh()
+        if self._row.get("attempts") is None:  # a direct call: one attempt once it started
+            return int(self._row.get("started_at") is not None)
+        return self._row["attempts"]
+
+    @property
     def report(self) -> "Report | None":
         if self._future is not None:
             return self._future.report

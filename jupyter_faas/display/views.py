@@ -40,10 +40,11 @@ def widget_frontend() -> bool:
     return True
 
 
-def _pre(lines: list[str], hidden: int, note: str) -> str:
+def _pre(lines: list[str], hidden: int, note: str, ended: bool = False) -> str:
     head = (f"<div style='color:#888'>… {hidden:,} earlier lines not shown ({note})</div>"
             if hidden else "")
-    body = html.escape("\n".join(lines)) if lines else "<span style='color:#888'>(no output yet)</span>"
+    empty = "(no output)" if ended else "(no output yet)"
+    body = html.escape("\n".join(lines)) if lines else f"<span style='color:#888'>{empty}</span>"
     return (f"{head}<pre style='max-height:16em;overflow:auto;margin:0;font-size:12px;"
             f"line-height:1.3'>{body}</pre>")
 
@@ -51,7 +52,9 @@ def _pre(lines: list[str], hidden: int, note: str) -> str:
 def _error_pre(exc: BaseException | None) -> str:
     if exc is None:
         return ""
-    return f"<pre style='color:#c62828;white-space:pre-wrap'>{html.escape(error_text(exc))}</pre>"
+    # Lines kept whole (a traceback's ^^^^ markers point at columns): it scrolls sideways.
+    return (f"<pre style='color:#c62828;white-space:pre;overflow-x:auto;margin:0'>"
+            f"{html.escape(error_text(exc))}</pre>")
 
 
 def _print_new_lines(tail: LogTail, seen: int, prefix: str = "") -> int:
@@ -153,10 +156,12 @@ class CallView:
                       f"{html.escape(fut.accepted_request_id or '')}</span>")
             if header != getattr(self, "_header", None):
                 self.header.value = self._header = header
-            if self.tail.version != self._drawn:
-                self._drawn = self.tail.version
+            drawn = (self.tail.version, fut.done())
+            if drawn != self._drawn:
+                self._drawn = drawn
                 lines, hidden = self.tail.snapshot()
-                self.logs.value = _pre(lines, hidden, "all are kept: faas.Invocation.from_id(...).logs")
+                self.logs.value = _pre(lines, hidden, "all are kept: faas.Invocation.from_id(...).logs",
+                                       ended=fut.done())
             if fut.done():
                 footer = report_text(fut.report)
                 footer += _error_pre(None if fut.cancelled() else fut.exception())
@@ -182,8 +187,10 @@ class CallView:
 class MapView:
     """The progress of a fan-out: counts, rate, ETA, cost, tagged logs, per-item detail, Cancel."""
 
-    def __init__(self, function: str, total: int | None, cancel, show: bool | None = None):
+    def __init__(self, function: str, total: int | None, cancel, show: bool | None = None,
+                 kind: str = "map"):
         self.progress = MapProgress(function, total)
+        self.kind = kind  # what the title calls it: map, starmap, imap
         self.cancel_fn = cancel
         self.cancelled = False
         self.show = show
@@ -242,7 +249,7 @@ class MapView:
         p = self.progress
         total = s["total"] if s["total"] is not None else s["submitted"]
         state = "cancelled" if self.cancelled else ("done" if p.ended else "running")
-        title = (f"<b>{html.escape(p.function)}</b>.map · {total:,} items · {state}")
+        title = f"<b>{html.escape(p.function)}</b>.{self.kind} · {total:,} items · {state}"
         if title != getattr(self, "_title", None):
             self.title.value = self._title = title
         self.bar.max = max(1, total)
@@ -261,12 +268,15 @@ class MapView:
             self.failed_button.disabled = not p.failed
             if self.failed_pick.layout.display != "none":
                 self._fill_failed()
-        if p.logs.version != self._drawn_logs:
-            self._drawn_logs = p.logs.version
+        ended = p.ended is not None
+        if (p.logs.version, ended) != self._drawn_logs:
+            self._drawn_logs = (p.logs.version, ended)
             lines, hidden = p.logs.snapshot()
-            self.logs.value = _pre(lines, hidden, "all are kept; pick an item to see its own")
-        if p.ended or self.cancelled:
+            self.logs.value = _pre(lines, hidden, "all are kept; pick an item to see its own", ended)
+        if (ended or self.cancelled) and not self.cancel_button.disabled:
+            # Nothing left to cancel: greyed out, not a live red button.
             self.cancel_button.disabled = True
+            self.cancel_button.button_style = ""
 
     def _fill_failed(self) -> None:
         failed = sorted(self.progress.failed)[:1000]
@@ -300,7 +310,8 @@ class MapView:
                  f"<div><b>input</b> <code>{html.escape(fut.input_summary)}</code></div>"]
         if fut.report is not None:
             parts.append(f"<div><b>REPORT</b> {html.escape(report_text(fut.report))}</div>")
-        parts.append(_pre(lines[-500:], max(0, len(lines) - 500), "see faas.Invocation.from_id"))
+        parts.append(_pre(lines[-500:], max(0, len(lines) - 500), "see faas.Invocation.from_id",
+                          ended=fut.done()))
         parts.append(_error_pre(exc))
         return "".join(parts)
 

@@ -3,6 +3,9 @@
 * ``api/<path>``: the FaaS REST API (``/faas/api/<path>``), limited to what the panel
   uses: read functions, invocations, logs and metrics; invoke with JSON; cancel; delete.
   Deploy, results (pickles) and shutdown are not reachable from the browser.
+* ``api/version``: the jupyter_faas version this process runs and the FaaS server's, which
+  the panel compares with its own (after an upgrade they can differ until JupyterLab is
+  restarted or the background FaaS server stopped).
 * ``events``: the FaaS event feed (``/faas/api/events``), relayed message for message.
 
 Both sit behind Jupyter's own authentication (and, for REST, its XSRF check); the FaaS
@@ -12,6 +15,7 @@ token is added here and never sent to the browser.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import urllib.parse
 
@@ -21,7 +25,7 @@ from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.utils import url_path_join
 from tornado import web, websocket
 
-from .backend import FaaSBackend, FaaSUnavailable
+from .backend import FaaSBackend, FaaSUnavailable, error_message
 
 _NAME = r"[A-Za-z0-9_-]{1,64}"
 _RID = r"[A-Za-z0-9_-]{1,64}"
@@ -76,6 +80,28 @@ class ProxyHandler(APIHandler):
         self.finish(resp.body)
 
 
+class VersionHandler(APIHandler):
+    """``{"extension": <this process's jupyter_faas>, "server": <the FaaS server's> | null}``."""
+
+    def initialize(self, backend: FaaSBackend) -> None:
+        self.backend = backend
+
+    @web.authenticated
+    async def get(self):
+        from .. import __version__
+        reply = {"extension": __version__, "server": None}
+        try:
+            resp = await self.backend.fetch("GET", "/faas/api/status")
+        except FaaSUnavailable as exc:
+            reply["server_error"] = str(exc)
+        else:
+            if resp.code == 200:
+                reply["server"] = json.loads(resp.body).get("version")
+            else:
+                reply["server_error"] = f"GET /faas/api/status answered {resp.code}: {error_message(resp)}"
+        self.finish(reply)
+
+
 class EventsRelay(WebSocketMixin, websocket.WebSocketHandler, JupyterHandler):
     """Relays the FaaS event feed; one upstream socket per browser socket."""
 
@@ -120,6 +146,7 @@ def setup_handlers(serverapp) -> None:
     base = web_app.settings["base_url"]
     backend = FaaSBackend()
     web_app.add_handlers(".*$", [
+        (url_path_join(base, "jupyter-faas/api/version"), VersionHandler, {"backend": backend}),
         (url_path_join(base, "jupyter-faas/api/(.*)"), ProxyHandler, {"backend": backend}),
         (url_path_join(base, "jupyter-faas/events"), EventsRelay, {"backend": backend}),
     ])

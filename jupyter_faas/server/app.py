@@ -29,10 +29,11 @@ from .api import make_app
 from .backends.local import BufferFiles, Pool, make_enforcer
 from .compat import LambdaAPI, Packages
 from .compat import routes as lambda_routes
-from .engine import Monitoring, Service
+from .engine import AsyncService, Monitoring
 from .model import DEFAULT_PRICING, Pricing
 from .protocol import DirectServer
 from .store import Store
+from .triggers import Triggers
 
 log = logging.getLogger("jupyter_faas.server")
 #: allocations between collections of the youngest generation (Python's default is 700)
@@ -130,7 +131,7 @@ class FaaSServer(JupyterApp):
                     buffers_dir=str(files.dir) if files else None)
         pricing = Pricing(self.price_per_gb_second, self.price_per_request)
         self.pool = pool
-        self.service = Service(self.store, pool, memory_budget_mb=self.memory_budget_mb,
+        self.service = AsyncService(self.store, pool, memory_budget_mb=self.memory_budget_mb,
                                max_concurrency=self.max_concurrency, throttle_wait=self.throttle_wait,
                                max_payload_bytes=int(self.max_payload_mb * 1024 * 1024), files=files,
                                pricing=pricing,
@@ -138,6 +139,7 @@ class FaaSServer(JupyterApp):
         # A frame is one payload or a batch of small ones (the client caps batches at 8 MB).
         max_message = max(int(self.max_payload_mb * 1024 * 1024), 8 << 20) + (2 << 20)
         monitoring = Monitoring(self.store, pricing)
+        self.triggers = Triggers(self.service)
         self.instance = secrets.token_hex(8)
         self.direct = (DirectServer(self.service, self.token, self.instance, max_message)
                        if self.direct_socket else None)
@@ -151,7 +153,8 @@ class FaaSServer(JupyterApp):
                         faas_service=self.service, faas_token=self.token,
                         faas_monitoring=monitoring, faas_instance=self.instance,
                         faas_direct=self.direct and self.direct.path, faas_lambda=lambda_api,
-                        faas_shutdown=self.request_stop, websocket_max_message_size=max_message)
+                        faas_shutdown=self.request_stop, websocket_max_message_size=max_message,
+                        faas_triggers=self.triggers)
 
     def max_body_size(self) -> int:
         """The largest request body: a payload, or a base64 zip in CreateFunction's JSON."""
@@ -172,10 +175,12 @@ class FaaSServer(JupyterApp):
         port = bound[0].getsockname()[1]
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
         self.url = f"http://{host}:{port}"
+        self.triggers.base_url = self.url
         if self.direct is not None:
             await self.direct.start()
         recovered = self.service.recover()
         self.service.start_background()
+        recovered.update(self.triggers.reconcile())
         self.service.settings.restore()  # provisioned concurrency is kept across restarts
         await self.pool.zygote()  # the first cold start should not pay for the zygote
         if os.environ.get("JUPYTER_FAAS_GC_TUNE", "1") != "0":
@@ -198,6 +203,7 @@ class FaaSServer(JupyterApp):
             if self.write_runtime_file:
                 paths.remove_runtime_file(os.getpid())
             server.stop()
+            self.triggers.close()
             if self.direct is not None:
                 self.direct.close()
             await self.service.close()

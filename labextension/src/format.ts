@@ -1,8 +1,15 @@
 /** How figures read in the panel: short, with units, the way Lambda's console writes them. */
 
+/**
+ * The part of a request id that tells rows apart: its last characters. Request ids are
+ * UUIDv7, time-ordered, so their first characters are the same for every invocation of the
+ * same minute; the tail is random.
+ */
 export function shortId(requestId: string): string {
-  return requestId.slice(0, 8);
+  return requestId.slice(-SHORT_ID_CHARS);
 }
+
+export const SHORT_ID_CHARS = 6;
 
 export function duration(ms: number | null | undefined): string {
   if (ms === null || ms === undefined) {

@@ -12,7 +12,8 @@ import {
   IInvocationQuery,
   IInvokeResult,
   ILogLine,
-  IMetrics
+  IMetrics,
+  IVersions
 } from './types';
 
 const NAMESPACE = 'jupyter-faas';
@@ -62,6 +63,7 @@ function query(params: Record<string, string | number | undefined>): string {
 
 /** What the model needs from the server; tests give the model another implementation. */
 export interface IFaaSAPI {
+  versions(): Promise<IVersions>;
   functionStats(): Promise<IFunctionStatsReply>;
   invocations(q: IInvocationQuery): Promise<IInvocationPage>;
   invocation(requestId: string): Promise<IInvocation>;
@@ -73,6 +75,7 @@ export interface IFaaSAPI {
 }
 
 export const restAPI: IFaaSAPI = {
+  versions: () => requestAPI<IVersions>('version'),
   functionStats: () => requestAPI<IFunctionStatsReply>('metrics/functions'),
   invocations: (q: IInvocationQuery) => {
     const cursor: Partial<ICursor> = q.cursor ?? {};

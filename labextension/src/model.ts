@@ -49,12 +49,55 @@ export const REFRESH_INTERVAL_MS = 2000;
 /** Longer than the server's log flush interval (0.25 s). */
 export const BACKFILL_DELAY_MS = 800;
 
+/** The metrics windows the panel offers, in minutes, shortest first. */
+export const METRICS_WINDOWS = [15, 60, 360, 1440];
+
+/**
+ * The shortest window that holds every invocation of a series (the longest when none
+ * does, the shortest when there are none): a function deployed a minute ago is charted
+ * over 15 minutes, not as a sliver at the right edge of an hour.
+ */
+export function windowFor(series: IMetrics): number {
+  const first = series.invocations.findIndex(n => n > 0);
+  if (first < 0) {
+    return METRICS_WINDOWS[0];
+  }
+  const span = series.invocations.length - first; // minutes from its first busy one to now
+  return METRICS_WINDOWS.find(w => w >= span) ?? METRICS_WINDOWS[METRICS_WINDOWS.length - 1];
+}
+
+/** The last `minutes` of a series (its buckets are whole minutes ending now, whatever its window). */
+export function lastMinutes(series: IMetrics, minutes: number): IMetrics {
+  const skip = Math.max(0, series.timestamps.length - minutes);
+  const cut = <T>(values: T[]) => values.slice(skip);
+  return {
+    ...series,
+    start: series.timestamps[skip] ?? series.start,
+    timestamps: cut(series.timestamps),
+    invocations: cut(series.invocations),
+    errors: cut(series.errors),
+    throttles: cut(series.throttles),
+    concurrent_executions: cut(series.concurrent_executions),
+    duration_p50_ms: cut(series.duration_p50_ms),
+    duration_p90_ms: cut(series.duration_p90_ms),
+    duration_p99_ms: cut(series.duration_p99_ms)
+  };
+}
+
+/** The feed pushes at most this many lines of an invocation per batch (api/events.py). */
+const MAX_LIVE_BATCH = 200;
+
+/** What makes a log line the same line, read from the store or pushed live. */
+export function logKey(line: ILogLine): string {
+  return `${line.ts}\u0000${line.line}`;
+}
+
 /** Stored and live lines as one list in time order, each line once (same ts and text). */
 export function mergeLogs(stored: ILogLine[], live: ILogLine[]): ILogLine[] {
   const seen = new Set<string>();
   const out: ILogLine[] = [];
   for (const line of [...stored, ...live]) {
-    const key = `${line.ts}\u0000${line.line}`;
+    const key = logKey(line);
     if (!seen.has(key)) {
       seen.add(key);
       out.push(line);
@@ -62,6 +105,14 @@ export function mergeLogs(stored: ILogLine[], live: ILogLine[]): ILogLine[] {
   }
   // Stable: lines with the same timestamp keep the order they were printed in.
   return out.sort((a, b) => a.ts - b.ts).slice(0, MAX_LOG_LINES);
+}
+
+function versionAdvice(panel: string, other: string): string {
+  return (
+    `This Lambda panel is version ${panel}, but ${other}: jupyter_faas was upgraded while ` +
+    'JupyterLab was running. Restart JupyterLab and reload this page. If they still differ, ' +
+    "reinstall jupyter_faas in JupyterLab's environment (pip install --force-reinstall jupyter_faas)."
+  );
 }
 
 function newer(a: IInvocation, b: IInvocation): boolean {
@@ -110,6 +161,10 @@ export class FaaSModel {
   get invokeOutcome(): IInvokeOutcome | null {
     return this._invokeOutcome;
   }
+  /** What to do when this panel and the Python side are different versions; null when they agree. */
+  get versionProblem(): string | null {
+    return this._versionProblem;
+  }
   /** The last error, for the status line; null when the last action worked. */
   get error(): string | null {
     return this._error;
@@ -129,9 +184,37 @@ export class FaaSModel {
     if (this._detail) {
       await this.select(this._detail.invocation.request_id);
     }
-    if (this._metricsFunction) {
-      await this.loadMetrics(this._metricsFunction, this._metricsMinutes);
+    await this.refreshMetrics();
+  }
+
+  /**
+   * This panel's version against the package the Jupyter server runs and the FaaS server's.
+   * After an upgrade the browser loads the new panel while JupyterLab's server (until
+   * restarted) or a background FaaS server (until stopped) still runs the old code, and
+   * requests fail in ways that say nothing: this names the versions and what to do.
+   */
+  async checkVersions(panel: string): Promise<void> {
+    let problem: string | null = null;
+    try {
+      const v = await this._api.versions();
+      if (v.extension !== panel) {
+        problem = versionAdvice(panel, `JupyterLab's server runs jupyter_faas ${v.extension}`);
+      } else if (v.server !== null && v.server !== panel) {
+        problem =
+          `The jupyter_faas server running is version ${v.server}, but this panel and the package ` +
+          `are ${panel}. Stop the old server with "jupyter faas stop"; the next call (or this panel) ` +
+          'starts the new one.';
+      }
+    } catch (error) {
+      if (error instanceof APIError && error.status === 404) {
+        // A Jupyter server extension older than this endpoint.
+        problem = versionAdvice(panel, "JupyterLab's server runs an older jupyter_faas");
+      } else {
+        this._error = message(error);
+      }
     }
+    this._versionProblem = problem;
+    this._changed.emit('status');
   }
 
   setConnected(connected: boolean): void {
@@ -259,13 +342,47 @@ export class FaaSModel {
     });
   }
 
+  /** Chart a function over the window its invocations need (see windowFor). */
+  async openMetrics(name: string): Promise<void> {
+    const token = ++this._metricsToken;
+    this._metricsFunction = name;
+    this._opening = token;
+    this._changed.emit('metrics');
+    await this._guard(async () => {
+      // One read of the longest window; the chosen window is its tail.
+      const longest = METRICS_WINDOWS[METRICS_WINDOWS.length - 1];
+      const day = await this._api.metrics(name, longest);
+      if (token === this._metricsToken) {
+        this._metricsMinutes = windowFor(day);
+        this._metrics = lastMinutes(day, this._metricsMinutes);
+        this._changed.emit('metrics');
+      }
+    });
+    if (this._opening === token) {
+      this._opening = null;
+    }
+  }
+
+  /**
+   * Re-read the charted function over its window (events came, or the feed reconnected).
+   * An open still choosing its window is left alone: its answer is as fresh, and a re-read
+   * over the previous window would overtake it.
+   */
+  async refreshMetrics(): Promise<void> {
+    if (this._metricsFunction && this._opening === null) {
+      await this.loadMetrics(this._metricsFunction, this._metricsMinutes);
+    }
+  }
+
+  /** Chart a function over the window the user chose (and re-read it as events come). */
   async loadMetrics(name: string, minutes: number): Promise<void> {
+    const token = ++this._metricsToken;
     this._metricsFunction = name;
     this._metricsMinutes = minutes;
     this._changed.emit('metrics'); // the choice shows at once; the series follow
     await this._guard(async () => {
       const metrics = await this._api.metrics(name, minutes);
-      if (name === this._metricsFunction && minutes === this._metricsMinutes) {
+      if (token === this._metricsToken) {
         this._metrics = metrics;
         this._changed.emit('metrics');
       }
@@ -347,7 +464,12 @@ export class FaaSModel {
           const d = this._detail;
           if (d && d.invocation.request_id === event.request_id) {
             const room = MAX_LOG_LINES - d.logs.length;
-            const lines = event.lines.map(([ts, stream, line]) => ({ ts, stream, line }));
+            // A line pushed live may already be there, read with the stored lines when the
+            // detail opened (the feed had the watch before the read finished): keep it once.
+            const recent = new Set(d.logs.slice(-2 * MAX_LIVE_BATCH).map(logKey));
+            const lines = event.lines
+              .map(([ts, stream, line]) => ({ ts, stream, line }))
+              .filter(line => !recent.has(logKey(line)));
             d.logs.push(...lines.slice(0, Math.max(0, room)));
             d.droppedLive += event.dropped;
             d.hiddenLines += Math.max(0, lines.length - Math.max(0, room));
@@ -435,9 +557,7 @@ export class FaaSModel {
     this._refreshTimer = setTimeout(() => {
       this._refreshTimer = null;
       void this.refreshFunctions();
-      if (this._metricsFunction) {
-        void this.loadMetrics(this._metricsFunction, this._metricsMinutes);
-      }
+      void this.refreshMetrics();
     }, REFRESH_INTERVAL_MS);
   }
 
@@ -465,9 +585,13 @@ export class FaaSModel {
   private _detailToken = 0;
   private _metrics: IMetrics | null = null;
   private _metricsFunction: string | null = null;
-  private _metricsMinutes = 60;
+  private _metricsMinutes = METRICS_WINDOWS[1];
+  private _metricsToken = 0;
+  /** The token of an openMetrics still waiting for its series. */
+  private _opening: number | null = null;
   private _invokeOutcome: IInvokeOutcome | null = null;
   private _error: string | null = null;
+  private _versionProblem: string | null = null;
   private _connected = false;
   private _refreshTimer: ReturnType<typeof setTimeout> | null = null;
   private _backfillTimer: ReturnType<typeof setTimeout> | null = null;

@@ -8,6 +8,7 @@ import { fill, h } from './views/dom';
 import { FunctionsView } from './views/functions';
 import { InvocationsView } from './views/invocations';
 import { MetricsView } from './views/metrics';
+import { PANEL_VERSION } from './version';
 
 class StatusLine extends Widget {
   constructor(private _model: FaaSModel) {
@@ -19,7 +20,8 @@ class StatusLine extends Widget {
 
   private _render(): void {
     const m = this._model;
-    fill(this.node, 
+    fill(this.node,
+      m.versionProblem ? h('div', { class: 'jp-FaaS-versionProblem', role: 'alert' }, m.versionProblem) : null,
       h('span', { class: `jp-FaaS-live ${m.connected ? 'jp-mod-live' : ''}`, title: m.connected ? 'Live: updates are pushed' : 'Not connected: reconnecting' }, m.connected ? '● live' : '○ offline'),
       m.error ? h('span', { class: 'jp-FaaS-errorLine' }, m.error) : null
     );
@@ -39,6 +41,7 @@ export class FaaSPanel extends Panel {
     for (const w of [header, new StatusLine(model), new FunctionsView(model), new InvocationsView(model), new DetailView(model), new MetricsView(model)]) {
       this.addWidget(w);
     }
+    void model.checkVersions(PANEL_VERSION);
     feed.received.connect((_, events) => model.applyEvents(events));
     feed.connection.connect((_, up) => {
       model.setConnected(up);

@@ -80,6 +80,14 @@ export interface IInvocation {
   input_summary?: string | null;
 }
 
+/** GET /jupyter-faas/api/version: the package the Jupyter server runs, and the FaaS server's. */
+export interface IVersions {
+  extension: string;
+  /** null when the FaaS server could not be reached (`server_error` says why). */
+  server: string | null;
+  server_error?: string;
+}
+
 export interface ICursor {
   before: number;
   before_id: string;

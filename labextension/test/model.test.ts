@@ -3,9 +3,9 @@
  * (The real server is exercised end to end by tests/test_panel_e2e.py.)
  */
 import { IFaaSAPI } from '../src/handler';
-import { FaaSModel, MAX_ROWS, PAGE_SIZE } from '../src/model';
+import { FaaSModel, MAX_ROWS, PAGE_SIZE, windowFor } from '../src/model';
 import { cost, duration, reportLine, shortId } from '../src/format';
-import { FeedEvent, IInvocation, IInvocationQuery, ILogLine } from '../src/types';
+import { FeedEvent, IInvocation, IInvocationQuery, ILogLine, IMetrics } from '../src/types';
 
 function inv(i: number, fields: Partial<IInvocation> = {}): IInvocation {
   return {
@@ -25,6 +25,10 @@ class MemoryAPI implements IFaaSAPI {
   invoked: [string, string][] = [];
   queries: IInvocationQuery[] = [];
 
+  versionsReply = { extension: '1.0.0', server: '1.0.0' as string | null };
+  async versions() {
+    return this.versionsReply;
+  }
   async functionStats() {
     return { functions: [], prices: { per_gb_second: 0, per_request: 0 } };
   }
@@ -55,7 +59,7 @@ class MemoryAPI implements IFaaSAPI {
   async logs(id: string) {
     return { logs: this.logLines[id] ?? [] };
   }
-  async metrics(name: string, minutes: number) {
+  async metrics(name: string, minutes: number): Promise<IMetrics> {
     return {
       function: name, start: 0, period_s: 60, timestamps: new Array(minutes).fill(0), invocations: [],
       errors: [], throttles: [], concurrent_executions: [], duration_p50_ms: [], duration_p90_ms: [], duration_p99_ms: []
@@ -161,6 +165,21 @@ describe('FaaSModel', () => {
     expect(model.watched).toEqual([]); // a finished invocation needs no live lines
   });
 
+  it('keeps a line once when it was both read with the stored lines and then pushed live', async () => {
+    const rid = 'r00014';
+    api.rows[14] = inv(14, { status: 'running' });
+    api.logLines[rid] = [
+      { id: 1, ts: 5, stream: 'platform', line: 'START' },
+      { id: 2, ts: 6, stream: 'stdout', line: 'tick 0' }
+    ];
+    await model.loadInvocations();
+    await model.select(rid);
+    // The feed had the watch before the read finished: it pushes 'tick 0' again, then 'tick 1'.
+    model.applyEvents([{ type: 'log', request_id: rid, function: 'even',
+      lines: [[6, 'stdout', 'tick 0'], [7, 'stdout', 'tick 1']], dropped: 0 }]);
+    expect(model.detail!.logs.map(l => l.line)).toEqual(['START', 'tick 0', 'tick 1']);
+  });
+
   it('fills the gap between the stored read and the first live line from the store', async () => {
     const rid = 'r00012';
     api.rows[12] = inv(12, { status: 'running' });
@@ -223,9 +242,87 @@ describe('FaaSModel', () => {
   });
 });
 
+describe('versions', () => {
+  it('says nothing when the panel, the package and the server agree', async () => {
+    const model = new FaaSModel(new MemoryAPI());
+    await model.checkVersions('1.0.0');
+    expect(model.versionProblem).toBeNull();
+  });
+
+  it('names both versions and what to do when they differ', async () => {
+    const api = new MemoryAPI();
+    const model = new FaaSModel(api);
+    api.versionsReply = { extension: '0.9.0', server: '0.9.0' };
+    await model.checkVersions('1.0.0');
+    expect(model.versionProblem).toMatch(/panel is version 1\.0\.0, but JupyterLab's server runs jupyter_faas 0\.9\.0/);
+    expect(model.versionProblem).toMatch(/Restart JupyterLab/);
+    api.versionsReply = { extension: '1.0.0', server: '0.9.0' };
+    await model.checkVersions('1.0.0');
+    expect(model.versionProblem).toMatch(/server running is version 0\.9\.0.*jupyter faas stop/);
+  });
+});
+
+describe('metrics window', () => {
+  const busy = (minutes: number, agoMinutes: number[]): IMetrics => {
+    const invocations: number[] = new Array(minutes).fill(0);
+    agoMinutes.forEach(a => (invocations[minutes - 1 - a] += 1));
+    return {
+      function: 'f', start: 0, period_s: 60, timestamps: invocations.map((_, i) => i * 60), invocations,
+      errors: [], throttles: [], concurrent_executions: [], duration_p50_ms: [], duration_p90_ms: [], duration_p99_ms: []
+    };
+  };
+
+  it('is the shortest window that holds every invocation', () => {
+    expect(windowFor(busy(1440, []))).toBe(15);
+    expect(windowFor(busy(1440, [0, 1]))).toBe(15);
+    expect(windowFor(busy(1440, [0, 14]))).toBe(15);
+    expect(windowFor(busy(1440, [15]))).toBe(60);
+    expect(windowFor(busy(1440, [200]))).toBe(360);
+    expect(windowFor(busy(1440, [1439]))).toBe(1440);
+  });
+
+  it('opens a new function on 15 minutes, its series the tail of one read of a day', async () => {
+    const api = new MemoryAPI();
+    const asked: number[] = [];
+    api.metrics = async (name: string, minutes: number) => {
+      asked.push(minutes);
+      return { ...busy(minutes, [0, 3]), function: name };
+    };
+    const model = new FaaSModel(api);
+    await model.openMetrics('f');
+    expect(asked).toEqual([1440]);
+    expect(model.metricsMinutes).toBe(15);
+    expect(model.metrics!.timestamps.length).toBe(15);
+    expect(model.metrics!.invocations.reduce((a, b) => a + b, 0)).toBe(2);
+    await model.loadMetrics('f', 360); // a window the user picks is read as such
+    expect(asked).toEqual([1440, 360]);
+    expect(model.metricsMinutes).toBe(360);
+  });
+
+  it('keeps the window it chose when a refresh comes while it opens', async () => {
+    const api = new MemoryAPI();
+    const asked: number[] = [];
+    api.metrics = async (name: string, minutes: number) => {
+      asked.push(minutes);
+      return { ...busy(minutes, [0]), function: name };
+    };
+    const model = new FaaSModel(api);
+    await model.loadMetrics('old', 1440); // the window the last function was charted over
+    const opening = model.openMetrics('f');
+    await model.refreshMetrics(); // events came meanwhile
+    await opening;
+    expect(model.metricsFunction).toBe('f');
+    expect(model.metricsMinutes).toBe(15);
+    await model.refreshMetrics(); // afterwards a refresh re-reads the chosen window
+    expect(asked).toEqual([1440, 1440, 15]);
+  });
+});
+
 describe('format', () => {
   it('writes figures the way the console does', () => {
-    expect(shortId('8f507cfc-xmpl-4697')).toBe('8f507cfc');
+    // UUIDv7 ids of one minute share their first characters; their random tails differ.
+    expect(shortId('01a22b28-7380-7708-81b4-cfc7b087424c')).toBe('87424c');
+    expect(shortId('01a22b28-7380-7708-81b4-0a11f00d9e21')).toBe('0d9e21');
     expect(duration(2.641)).toBe('2.64 ms');
     expect(duration(250)).toBe('250 ms');
     expect(duration(3000)).toBe('3.00 s');

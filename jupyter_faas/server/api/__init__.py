@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from tornado import web
 
+from .async_events import (AttemptsHandler, DeadLettersHandler, EventConfigHandler, EventsHandler,
+                           RedriveHandler)
 from .events import EventSocket
+from .function_urls import FunctionUrlHandler
 from .functions import FunctionHandler, FunctionLogsHandler, FunctionsHandler, InvokeHandler
 from .invocations import (InvocationCancelHandler, InvocationHandler, InvocationLogsHandler,
                           InvocationResultHandler, InvocationsHandler)
 from .invocations_ws import InvocationSocket
 from .metrics import FunctionMetricsHandler, FunctionStatsHandler
 from .status import ShutdownHandler, StatusHandler
+from .triggers import TriggerHandler, TriggersHandler
 
 
 def routes() -> list:
@@ -36,15 +40,27 @@ def routes() -> list:
         (rf"{p}/invocations/{rid}/cancel", InvocationCancelHandler),
         (rf"{p}/metrics/functions", FunctionStatsHandler),
         (rf"{p}/metrics/functions/{name}", FunctionMetricsHandler),
+        (rf"{p}/functions/{name}/events", EventsHandler),
+        (rf"{p}/functions/{name}/event-config", EventConfigHandler),
+        (rf"{p}/invocations/{rid}/attempts", AttemptsHandler),
+        (rf"{p}/dead-letters", DeadLettersHandler),
+        (rf"{p}/dead-letters/redrive", RedriveHandler),
+        (rf"{p}/triggers", TriggersHandler),
+        (rf"{p}/triggers/(?P<trigger_id>[^/]+)", TriggerHandler),
         (rf"{p}/shutdown", ShutdownHandler),
         (rf"{p}/ws", InvocationSocket),
         (rf"{p}/events", EventSocket),
     ]
 
 
+def url_routes() -> list:
+    """Function URLs: the user's endpoints, beside (not in) the REST API."""
+    return [(r"/url/(?P<name>[^/]+)(?P<path>/.*)?", FunctionUrlHandler)]
+
+
 def make_app(extra_routes: list = (), **settings) -> web.Application:
-    """The tornado application of :func:`routes` (then ``extra_routes``: the Lambda API's, which
-    ``app.py`` passes in, so this layer imports no other room); ``settings`` are the handlers'
-    (``faas_service``, ``faas_token``, ``faas_monitoring``, ``faas_instance``, ``faas_direct``,
-    ``faas_shutdown``, and the extra routes' own)."""
-    return web.Application(routes() + list(extra_routes), **settings)
+    """The tornado application of :func:`routes` and :func:`url_routes` (then ``extra_routes``: the
+    Lambda API's, which ``app.py`` passes in, so this layer imports no other room); ``settings``
+    are the handlers' (``faas_service``, ``faas_token``, ``faas_monitoring``, ``faas_instance``,
+    ``faas_direct``, ``faas_shutdown``, ``faas_triggers``, and the extra routes' own)."""
+    return web.Application(routes() + url_routes() + list(extra_routes), **settings)

@@ -57,12 +57,12 @@ class InvokeHandler(BaseHandler):
                 json.loads(self.request.body)
             except ValueError as exc:
                 raise InvalidParameter(f"Could not parse request body into json: {exc}") from exc
-        inv = self.service.submit(name, self.request.body or b"{}", encoding="json",
-                                  invocation_type=kind)
-        if kind == "Event":
+        if kind == "Event":  # the durable async queue: retries, destinations, dead letters
+            inv = self.service.invoke_async(name, self.request.body or b"{}")
             self.set_status(202)
             self.finish({"request_id": inv.request_id, "status": inv.status})
             return
+        inv = self.service.submit(name, self.request.body or b"{}", encoding="json")
         done, result = await inv.done
         out = dict(done)
         # On failure the body is the pickled exception (for the Python client): never decode it here.

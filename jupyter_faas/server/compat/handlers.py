@@ -179,14 +179,19 @@ class InvokeHandler(LambdaHandler):
             self.finish()
             return
         # the qualifier, not the version it named: an alias with weights picks one per call
-        inv = self.service.submit(f["name"], payload, encoding="json", version=qualifier or names.LATEST,
-                                  invocation_type=kind)
-        self.request_id = inv.request_id
-        self.set_header("x-amzn-RequestId", inv.request_id)
+        version = qualifier or names.LATEST
         if kind == "Event":
+            # Lambda's async path: the durable queue, with retries and destinations
+            inv = self.service.invoke_async(f["name"], payload, version=version, triggered_by="lambda-api")
+            self.request_id = inv.request_id
+            self.set_header("x-amzn-RequestId", inv.request_id)
             self.set_status(202)
             self.finish()
             return
+        inv = self.service.submit(f["name"], payload, encoding="json", version=version,
+                                  invocation_type=kind)
+        self.request_id = inv.request_id
+        self.set_header("x-amzn-RequestId", inv.request_id)
         done, result = await inv.done
         if done["status"] == THROTTLED:
             error = done["error"] or {}

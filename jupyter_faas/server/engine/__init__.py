@@ -5,8 +5,9 @@ injected (:class:`Service`'s arguments), so its rules are unit-tested with a fak
 backend and a :class:`FakeClock`.
 """
 
+from .async_queue import AsyncService
 from .clock import FakeClock, LoopClock
 from .monitoring import Monitoring
 from .service import Service
 
-__all__ = ["FakeClock", "LoopClock", "Monitoring", "Service"]
+__all__ = ["AsyncService", "FakeClock", "LoopClock", "Monitoring", "Service"]

@@ -34,7 +34,8 @@ server -> client
 
 Back-pressure: log lines are capped per socket (``LOG_LINES_PER_FLUSH`` every
 ``FLUSH_S``); the rest are counted in ``skipped`` (platform lines — START, END,
-REPORT — are never skipped).  The store keeps every line either way.  Results are
+REPORT — are never skipped).  Over the cap an invocation's *newest* lines are kept (its
+oldest pending ones give way), so a flood's last lines always reach the client.  The store keeps every line either way.  Results are
 never dropped.  A ``done`` carries its invocation's own pending lines (START..REPORT of a
 quick call: one message per call, not two); other invocations' lines wait for the timed
 log flush.  A lone result goes out on the next loop turn; while other invocations of
@@ -221,14 +222,28 @@ class InvocationSession(abc.ABC):
     def _on_log(self, request_id: str, entry: tuple) -> None:
         if entry[1] != "platform":
             if self.budget <= 0:
-                self.skipped[request_id] = self.skipped.get(request_id, 0) + 1
-                self._schedule_log_flush()
-                return
-            self.budget -= 1
+                # Over the cap, the newest lines are the ones to send (a flood's last lines
+                # are where it ended): this invocation's oldest pending line gives way.
+                if not self._drop_oldest_pending(request_id):
+                    self.skipped[request_id] = self.skipped.get(request_id, 0) + 1
+                    self._schedule_log_flush()
+                    return
+            else:
+                self.budget -= 1
         if len(entry[2]) > STREAMED_LINE_CHARS:
             entry = (entry[0], entry[1], entry[2][:STREAMED_LINE_CHARS] + " …[line cut; the store has it all]")
         self.pending_logs.setdefault(request_id, []).append(entry)
         self._schedule_log_flush()
+
+    def _drop_oldest_pending(self, request_id: str) -> bool:
+        """Drop (and count as skipped) the invocation's oldest pending handler line, if any."""
+        pending = self.pending_logs.get(request_id, ())
+        for i, (_, stream, _) in enumerate(pending):
+            if stream != "platform":
+                del pending[i]
+                self.skipped[request_id] = self.skipped.get(request_id, 0) + 1
+                return True
+        return False
 
     def _schedule_log_flush(self) -> None:
         if self._log_flush is None:

@@ -97,10 +97,35 @@ MIGRATIONS = [
     """
     ALTER TABLE functions ADD COLUMN deleted_at REAL;
     """,
-    # 6: Lambda's model over the content-addressed versions (see store/lambda_tables.py):
+    # 6 (events): an Event invocation's attempts (one row each, all under its request id) and
+    # what triggered it; each function's event invoke config; the dead-letter list; triggers
+    # (rows reconciled at start); local queues and their messages (SQS semantics)
+    """
+    ALTER TABLE invocations ADD COLUMN attempts INTEGER;
+    ALTER TABLE invocations ADD COLUMN triggered_by TEXT;
+    CREATE TABLE attempts (
+        request_id TEXT NOT NULL, attempt INTEGER NOT NULL, status TEXT NOT NULL,
+        error_type TEXT, error TEXT, started_at REAL, ended_at REAL NOT NULL, duration_ms REAL,
+        billed_duration_ms INTEGER, max_memory_used_mb INTEGER, init_duration_ms REAL,
+        PRIMARY KEY (request_id, attempt)
+    );
+    CREATE TABLE event_configs (function TEXT PRIMARY KEY, config TEXT NOT NULL, updated_at REAL NOT NULL);
+    CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL, function TEXT NOT NULL,
+        payload BLOB, input_summary TEXT, condition TEXT NOT NULL, error_type TEXT, error_message TEXT,
+        attempts INTEGER NOT NULL, created_at REAL NOT NULL, redriven_at REAL, redrive_request_id TEXT
+    );
+    CREATE INDEX dead_letters_function ON dead_letters(function, id);
+    CREATE TABLE triggers (
+        id TEXT PRIMARY KEY, kind TEXT NOT NULL, function TEXT NOT NULL, spec TEXT NOT NULL,
+        enabled INTEGER NOT NULL, created_at REAL NOT NULL, last_fired_at REAL, fired INTEGER NOT NULL,
+        caught_up INTEGER NOT NULL, state TEXT
+    );
+    """,
+    # 7: Lambda's model over the content-addressed versions (see store/lambda_tables.py):
     # published versions pin an engine version, aliases name published versions, layer
     # versions are zips, and per-qualifier settings (event-invoke, provisioned concurrency).
-    # A function's rows go when it is deleted (LambdaTables.forget_function; ON DELETE CASCADE
+    # A function's rows go when it is deleted (LambdaTables.forget_lambda_rows; ON DELETE CASCADE
     # too); a deleted version or layer version keeps its row (``deleted``) so its number is
     # never given out again, as in Lambda. An invocation records the Lambda version it ran as
     # ($LATEST or a published number) beside the engine version.

@@ -27,6 +27,7 @@ import sqlite3
 from pathlib import Path
 
 from ...errors import ServerError
+from .events import EventsTable
 from .functions import FunctionsTable
 from .invocations import InvocationsTable
 from .lambda_tables import LambdaTables
@@ -36,7 +37,7 @@ from .migrations import MIGRATIONS, migrate  # noqa: F401 - MIGRATIONS: tests re
 from .rows import INLINE_MAX, INVOCATION_COLUMNS, _Transaction  # noqa: F401
 
 
-class Store(FunctionsTable, InvocationsTable, LogsTable, MetricsTable, LambdaTables):
+class Store(FunctionsTable, InvocationsTable, LogsTable, MetricsTable, EventsTable, LambdaTables):
     """The store: one SQLite connection; its tables' methods come from one module per family."""
 
     def __init__(self, path: Path):

@@ -51,7 +51,7 @@ export class FunctionsView extends Widget {
           'span',
           { class: 'jp-FaaS-actions' },
           button('Invoke', `Invoke ${f.name} with a JSON test event`, () => this._toggleInvoke(f.name)),
-          button('Metrics', `Chart ${f.name}'s metrics`, () => void this._model.loadMetrics(f.name, this._model.metricsMinutes)),
+          button('Metrics', `Chart ${f.name}'s metrics`, () => void this._model.openMetrics(f.name)),
           button('Delete', `Delete ${f.name} and all its versions`, () => void this._delete(f.name), 'jp-mod-warn')
         )
       ),

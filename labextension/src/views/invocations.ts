@@ -5,6 +5,19 @@ import { Change, FaaSModel } from '../model';
 import { IInvocation, InvocationStatus, STATUSES } from '../types';
 import { button, fill, h } from './dom';
 
+/**
+ * [class suffix, header, tooltip]. In a narrow sidebar the table drops Max mem, then
+ * Duration (base.css, by the table's own width); the detail always shows both.
+ */
+const COLUMNS: [string, string, string][] = [
+  ['request', 'Request', 'The last characters of the request id (hover a row for all of it)'],
+  ['function', 'Function', 'Function'],
+  ['status', 'Status', 'Status'],
+  ['duration', 'Duration', 'Duration'],
+  ['memory', 'Max mem', 'Max memory used'],
+  ['start', 'Start', 'Start time']
+];
+
 export class InvocationsView extends Widget {
   constructor(model: FaaSModel) {
     super();
@@ -33,7 +46,7 @@ export class InvocationsView extends Widget {
       h(
         'table',
         { class: 'jp-FaaS-table' },
-        h('thead', {}, h('tr', {}, ...['Request', 'Function', 'Status', 'Duration', 'Max mem', 'Start'].map(t => h('th', {}, t)))),
+        h('thead', {}, h('tr', {}, ...COLUMNS.map(([key, label, title]) => h('th', { class: `jp-FaaS-col-${key}`, title }, label)))),
         this._body
       )
     );
@@ -83,12 +96,12 @@ export class InvocationsView extends Widget {
     const tr = h(
       'tr',
       { class: `jp-FaaS-row${selected ? ' jp-mod-selected' : ''}`, 'data-request-id': inv.request_id, title: inv.request_id },
-      h('td', { class: 'jp-FaaS-rid' }, shortId(inv.request_id)),
-      h('td', {}, inv.function),
-      h('td', {}, h('span', { class: `jp-FaaS-status jp-FaaS-status-${inv.status}` }, inv.status)),
-      h('td', {}, duration(inv.duration_ms)),
-      h('td', {}, megabytes(inv.max_memory_used_mb)),
-      h('td', {}, clock(inv.started_at ?? inv.created_at))
+      h('td', { class: 'jp-FaaS-col-request jp-FaaS-rid' }, shortId(inv.request_id)),
+      h('td', { class: 'jp-FaaS-col-function', title: inv.function }, inv.function),
+      h('td', { class: 'jp-FaaS-col-status' }, h('span', { class: `jp-FaaS-status jp-FaaS-status-${inv.status}` }, inv.status)),
+      h('td', { class: 'jp-FaaS-col-duration' }, duration(inv.duration_ms)),
+      h('td', { class: 'jp-FaaS-col-memory' }, megabytes(inv.max_memory_used_mb)),
+      h('td', { class: 'jp-FaaS-col-start' }, clock(inv.started_at ?? inv.created_at))
     );
     tr.addEventListener('click', () => void this._model.select(inv.request_id));
     return tr;

@@ -13,18 +13,15 @@ import {
 } from 'chart.js';
 import { Widget } from '@lumino/widgets';
 import { clock } from '../format';
-import { Change, FaaSModel } from '../model';
+import { Change, FaaSModel, METRICS_WINDOWS } from '../model';
 import { IMetrics } from '../types';
 import { fill, h } from './dom';
 
 Chart.register(BarController, BarElement, CategoryScale, Legend, LinearScale, LineController, LineElement, PointElement, Tooltip);
 
-const WINDOWS: [number, string][] = [
-  [15, '15 minutes'],
-  [60, '1 hour'],
-  [360, '6 hours'],
-  [1440, '1 day']
-];
+function windowLabel(minutes: number): string {
+  return minutes < 60 ? `${minutes} minutes` : minutes < 1440 ? `${minutes / 60} hour${minutes > 60 ? 's' : ''}` : `${minutes / 1440} day`;
+}
 
 /** Colours from JupyterLab's theme variables, so charts follow light and dark themes. */
 function themeColor(name: string, fallback: string): string {
@@ -39,14 +36,18 @@ export class MetricsView extends Widget {
     this._model = model;
     // Built once, like the invocation filters: only the function options change.
     this._function = h('select', { class: 'jp-FaaS-metricsFunction', 'aria-label': 'Function to chart' });
-    this._window = h('select', { class: 'jp-FaaS-metricsWindow', 'aria-label': 'Window' }, ...WINDOWS.map(([m, label]) => h('option', { value: String(m) }, label)));
-    const load = () => {
+    this._window = h('select', { class: 'jp-FaaS-metricsWindow', 'aria-label': 'Window' }, ...METRICS_WINDOWS.map(m => h('option', { value: String(m) }, windowLabel(m))));
+    // A function chosen here opens on the window its data needs; a window chosen is kept.
+    this._function.addEventListener('change', () => {
+      if (this._function.value) {
+        void model.openMetrics(this._function.value);
+      }
+    });
+    this._window.addEventListener('change', () => {
       if (this._function.value) {
         void model.loadMetrics(this._function.value, Number(this._window.value));
       }
-    };
-    this._function.addEventListener('change', load);
-    this._window.addEventListener('change', load);
+    });
     this._canvases = [0, 1, 2].map(i => h('canvas', { class: 'jp-FaaS-chart', 'data-chart': String(i) }));
     fill(
       this.node,

@@ -80,6 +80,35 @@ def _unvalidated(server):
                         config=Config(retries={"total_max_attempts": 1}, parameter_validation=False))
 
 
+def _api(server, path: str) -> dict:
+    req = urllib.request.Request(f"{server.url}{path}", headers={"Authorization": f"token {server.token}"})
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read())
+
+
+def test_latest_event_invoke_config_drives_the_async_queue(lam, server):
+    create(lam, "evfail", {"app.py": "def handler(event, context):\n    raise ValueError('no')\n"})
+    create(lam, "evsink", {"app.py": "def handler(event, context):\n"
+                                     "    c = event['requestContext']\n"
+                                     "    print('condition', c['condition'], 'count', c['approximateInvokeCount'],"
+                                     " 'version', event['responseContext']['executedVersion'])\n"})
+    sink = "arn:aws:lambda:us-east-1:000000000000:function:evsink"
+    lam.put_function_event_invoke_config(FunctionName="evfail", MaximumRetryAttempts=0,
+                                         DestinationConfig={"OnFailure": {"Destination": sink}})
+    assert lam.invoke(FunctionName="evfail", InvocationType="Event", Payload=b"{}")["StatusCode"] == 202
+    # no retry (MaximumRetryAttempts=0): one attempt, then the record goes to the sink function
+    done = wait_until(lambda: [r for r in _api(server, "/faas/api/invocations?function=evsink")["invocations"]
+                               if r["status"] == "succeeded"], what="the destination's invocation")
+    lines = [entry["line"] for entry in _api(server, f"/faas/api/invocations/{done[0]['request_id']}/logs")["logs"]]
+    assert "condition RetriesExhausted count 1 version $LATEST" in lines
+    with pytest.raises(lam.exceptions.InvalidParameterValueException, match="SQS queue ARN"):
+        lam.put_function_event_invoke_config(FunctionName="evfail", DestinationConfig={
+            "OnFailure": {"Destination": "arn:aws:sns:us-east-1:000000000000:topic"}})
+    with pytest.raises(lam.exceptions.InvalidParameterValueException, match="not deployed"):
+        lam.put_function_event_invoke_config(FunctionName="evfail", DestinationConfig={
+            "OnSuccess": {"Destination": "arn:aws:lambda:us-east-1:000000000000:function:ghost"}})
+
+
 def _status(server) -> dict:
     req = urllib.request.Request(f"{server.url}/faas/api/status",
                                  headers={"Authorization": f"token {server.token}"})

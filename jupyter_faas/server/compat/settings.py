@@ -3,6 +3,8 @@ Put/Get/Delete/ListProvisionedConcurrencyConfig(s), over :mod:`..engine.function
 
 from __future__ import annotations
 
+import re
+
 from ...errors import InvalidParameter, ResourceNotFound
 from . import names
 from .errors import LambdaError, LambdaHandler
@@ -38,9 +40,15 @@ class EventInvokeConfigHandler(_SettingsHandler):
     def _write(self, name: str, merge: bool) -> None:
         name, qualifier = self.target(name)
         body = self.json_body()
+        given = {k: body[k] for k in _EVENT_KEYS if k in body}
+        if merge:
+            given = {**{k: v for k, v in (self.service.settings.event_invoke_config(name, qualifier) or {}).items()
+                        if k in _EVENT_KEYS}, **given}
         try:
-            config = self.service.settings.put_event_invoke_config(
-                name, qualifier, {k: body[k] for k in _EVENT_KEYS if k in body}, merge=merge)
+            if qualifier in (None, names.LATEST):
+                # the async queue's policy is per function: $LATEST's config is the one it applies
+                self.service.put_event_config(name, **_queue_policy(given))
+            config = self.service.settings.put_event_invoke_config(name, qualifier, given)
         except InvalidParameter as exc:
             raise LambdaError.invalid(exc.message) from None
         self.send_json(_event_invoke(name, config, self.region))
@@ -64,8 +72,46 @@ class EventInvokeConfigHandler(_SettingsHandler):
         if not self.service.settings.delete_event_invoke_config(name, qualifier):
             raise LambdaError.not_found(f"The function {names.function_arn(self.region, name, qualifier)} "
                                         f"doesn't have an EventInvokeConfig")
+        if qualifier in (None, names.LATEST):
+            self.service.put_event_config(name)  # the queue's defaults again
         self.set_status(204)
         self.finish()
+
+
+_FUNCTION_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:(?P<name>[a-zA-Z0-9-_]+)(:[^:]+)?$")
+_QUEUE_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:sqs:[a-z0-9-]+:\d{12}:(?P<name>[a-zA-Z0-9-_]+)$")
+
+
+def _destination(which: str, target) -> str | None:
+    """A Lambda destination ARN as the async queue names it: ``function:<name>`` or
+    ``queue:<name>`` (its local SQS-like queues); other services are not reachable here."""
+    arn = (target or {}).get("Destination") if isinstance(target, dict) else None
+    if not arn:
+        return None
+    for pattern, kind in ((_FUNCTION_ARN, "function"), (_QUEUE_ARN, "queue")):
+        m = pattern.match(arn)
+        if m:
+            return f"{kind}:{m['name']}"
+    raise InvalidParameter(f"DestinationConfig.{which}: {arn!r} is not a destination this server can "
+                           f"deliver to; give a Lambda function ARN or an SQS queue ARN (a local queue)")
+
+
+def _queue_policy(config: dict) -> dict:
+    """Lambda's event-invoke config as the async queue's options (unset keys: its defaults)."""
+    destinations = config.get("DestinationConfig") or {}
+    if not isinstance(destinations, dict):
+        raise InvalidParameter("DestinationConfig must be an object with OnSuccess and OnFailure")
+    policy = {"retries": config.get("MaximumRetryAttempts"),
+              "max_event_age": config.get("MaximumEventAgeInSeconds"),
+              "on_success": _destination("OnSuccess", destinations.get("OnSuccess")),
+              "on_failure": _destination("OnFailure", destinations.get("OnFailure"))}
+    retries = policy["retries"]
+    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 2):
+        raise InvalidParameter(f"MaximumRetryAttempts must be between 0 and 2; got {retries!r}")
+    age = policy["max_event_age"]
+    if age is not None and (isinstance(age, bool) or not isinstance(age, int) or not 60 <= age <= 21600):
+        raise InvalidParameter(f"MaximumEventAgeInSeconds must be between 60 and 21600; got {age!r}")
+    return {k: v for k, v in policy.items() if v is not None}
 
 
 class EventInvokeConfigListHandler(_SettingsHandler):

@@ -3,10 +3,10 @@
 **Event-invoke config** (what an asynchronous invocation of ``name:qualifier`` does on
 failure): ``{"MaximumRetryAttempts": 0..2, "MaximumEventAgeInSeconds": 60..21600,
 "DestinationConfig": {"OnSuccess": {"Destination": arn}, "OnFailure": {...}}}``, stored in
-Lambda's own keys.  This module stores and validates it; the async queue reads it with
-:meth:`FunctionSettings.event_invoke_config` (``service.settings.event_invoke_config(name,
-lambda_version)``: the qualifier's own config, else ``None``, meaning Lambda's defaults: 2
-retries, 6 hours).
+Lambda's own keys, as the Lambda API answers it.  The async queue
+(:mod:`.async_queue`) keeps one policy per function: the Lambda API writes ``$LATEST``'s
+config through to it (``put_event_config``); a version's or an alias's is stored and
+answered, and the function's policy applies to its events.
 
 **Provisioned concurrency** for a published version or an alias: the backend keeps that
 many environments of the version started and initialized (:meth:`Backend.provision`), so
@@ -25,8 +25,6 @@ log = logging.getLogger("jupyter_faas.server")
 
 EVENT_INVOKE = "event_invoke"
 PROVISIONED = "provisioned"
-DEFAULT_RETRIES = 2
-DEFAULT_MAX_AGE_S = 21600
 
 
 class FunctionSettings:
@@ -39,13 +37,10 @@ class FunctionSettings:
 
     # ---- event-invoke configs ------------------------------------------------------------
 
-    def put_event_invoke_config(self, name: str, qualifier: str, config: dict, merge: bool = False) -> dict:
-        """Store ``config`` for ``name:qualifier`` (replacing it; ``merge``: only the keys given)."""
+    def put_event_invoke_config(self, name: str, qualifier: str, config: dict) -> dict:
+        """Store ``config`` for ``name:qualifier``, replacing what was there."""
         self.versions.get(name, qualifier)  # the qualifier must exist
         qualifier = qualifier or LATEST
-        if merge:
-            config = {**(self.store.setting(name, qualifier, EVENT_INVOKE) or {}), **config}
-            config.pop("updated_at", None)
         config = {k: v for k, v in config.items() if v is not None}
         retries = config.get("MaximumRetryAttempts")
         if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int)

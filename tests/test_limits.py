@@ -155,7 +155,8 @@ def test_max_memory_used_of_a_timed_out_or_cancelled_invocation(make_server, mod
     from jupyter_faas.server.backends.local.memory import CgroupV1Memory
     if mode == "cgroup":
         if CgroupV1Memory.create("probe-test") is None:
-            pytest.skip("no writable cgroup v1 memory controller here")
+            pytest.fail("this machine has no writable cgroup v1 memory controller; "
+                        "run the tests as root on a cgroup v1 host (as CI does)")
     server = make_server(f"--FaaSServer.memory_enforcement={mode}")
     faas.connect(server.url, server.token)
     try:

@@ -13,7 +13,7 @@ from lambda_fixtures import client, create
 APP = ("import os\n"
        "def handler(event, context):\n"
        "    return os.environ['AWS_LAMBDA_INITIALIZATION_TYPE']\n")
-SQS = "arn:aws:sqs:us-east-1:000000000000:failed"
+DEST = "arn:aws:lambda:us-east-1:000000000000:function:ev"  # a destination the queue can reach: itself
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +37,13 @@ def test_event_invoke_config_put_get_update_delete(lam, server):
     lam.publish_version(FunctionName="ev")
     put = lam.put_function_event_invoke_config(
         FunctionName="ev", MaximumRetryAttempts=1, MaximumEventAgeInSeconds=120,
-        DestinationConfig={"OnFailure": {"Destination": SQS}})
+        DestinationConfig={"OnFailure": {"Destination": DEST}})
     assert put["FunctionArn"] == "arn:aws:lambda:us-east-1:000000000000:function:ev:$LATEST"
     assert (put["MaximumRetryAttempts"], put["MaximumEventAgeInSeconds"]) == (1, 120)
-    assert put["DestinationConfig"] == {"OnFailure": {"Destination": SQS}}
+    assert put["DestinationConfig"] == {"OnFailure": {"Destination": DEST}}
     assert put["LastModified"].year >= 2024
     got = lam.get_function_event_invoke_config(FunctionName="ev")
-    assert got["MaximumRetryAttempts"] == 1 and got["DestinationConfig"]["OnFailure"]["Destination"] == SQS
+    assert got["MaximumRetryAttempts"] == 1 and got["DestinationConfig"]["OnFailure"]["Destination"] == DEST
 
     # Update merges; Put replaces
     upd = lam.update_function_event_invoke_config(FunctionName="ev", MaximumRetryAttempts=0)
@@ -101,7 +101,7 @@ def test_latest_event_invoke_config_drives_the_async_queue(lam, server):
                                if r["status"] == "succeeded"], what="the destination's invocation")
     lines = [entry["line"] for entry in _api(server, f"/faas/api/invocations/{done[0]['request_id']}/logs")["logs"]]
     assert "condition RetriesExhausted count 1 version $LATEST" in lines
-    with pytest.raises(lam.exceptions.InvalidParameterValueException, match="SQS queue ARN"):
+    with pytest.raises(lam.exceptions.InvalidParameterValueException, match="DEST queue ARN"):
         lam.put_function_event_invoke_config(FunctionName="evfail", DestinationConfig={
             "OnFailure": {"Destination": "arn:aws:sns:us-east-1:000000000000:topic"}})
     with pytest.raises(lam.exceptions.InvalidParameterValueException, match="not deployed"):

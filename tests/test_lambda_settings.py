@@ -101,7 +101,7 @@ def test_latest_event_invoke_config_drives_the_async_queue(lam, server):
                                if r["status"] == "succeeded"], what="the destination's invocation")
     lines = [entry["line"] for entry in _api(server, f"/faas/api/invocations/{done[0]['request_id']}/logs")["logs"]]
     assert "condition RetriesExhausted count 1 version $LATEST" in lines
-    with pytest.raises(lam.exceptions.InvalidParameterValueException, match="DEST queue ARN"):
+    with pytest.raises(lam.exceptions.InvalidParameterValueException, match="Lambda function ARN"):
         lam.put_function_event_invoke_config(FunctionName="evfail", DestinationConfig={
             "OnFailure": {"Destination": "arn:aws:sns:us-east-1:000000000000:topic"}})
     with pytest.raises(lam.exceptions.InvalidParameterValueException, match="not deployed"):

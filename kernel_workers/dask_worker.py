@@ -240,6 +240,12 @@ def _current_worker():
 
 # ---- one environment ---------------------------------------------------------------------
 
+def _key(function: dict) -> tuple:
+    """Which environments can serve ``function``: its code and config (the engine's version)
+    run as one Lambda version (``version``: ``$LATEST`` or a published number)."""
+    return function["name"], function.get("engine_version"), function["version"]
+
+
 class Environment:
     """One process forked from the host's zygote; a task thread supervises each invocation."""
 
@@ -247,7 +253,7 @@ class Environment:
         self.host = host
         self.id = env_id
         self.function = function
-        self.key = (function["name"], function["version"])
+        self.key = _key(function)
         self.pid: int | None = None
         self.ctl: socket.socket | None = None
         self.decoder = wire.FrameDecoder()
@@ -535,7 +541,7 @@ class Host:
 
     def take(self, env_id: str, function: dict) -> Environment | None:
         """The environment ``env_id`` if it is here and idle, else any idle one of the version."""
-        key = (function["name"], function["version"])
+        key = _key(function)
         with self.lock:
             candidates = [self.envs.get(env_id)] + [e for e in self.envs.values() if e.key == key]
             for env in candidates:

@@ -206,6 +206,7 @@ class FaaSServer(JupyterApp):
         recovered = self.service.recover()
         self.service.start_background()
         recovered.update(self.triggers.reconcile())
+        self.service.settings.restore()  # provisioned concurrency is kept across restarts
         await self.pool.zygote()  # the first cold start should not pay for the zygote
         if self.dask is not None:
             try:

@@ -132,6 +132,15 @@ class Router(Backend):
         for backend in self.backends.values():
             backend.stop_function(name)
 
+    def provision(self, function, count, code_for):
+        self.backend_for(function).provision(function, count, code_for)
+
+    def provisioned(self, function) -> int:
+        return self.backend_for(function).provisioned(function)
+
+    def provision_failure(self, function):
+        return self.backend_for(function).provision_failure(function)
+
     def stats(self) -> dict:
         # The top level keeps its shape (this machine's environments); each backend is below.
         out = dict(self.backends["local"].stats()) if "local" in self.backends else {}

@@ -39,7 +39,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import CancelledError
 
-from ..base import Backend, Outcome
+from ..base import Backend, Outcome, environment_key
 from . import remote
 from .cluster import open_cluster
 
@@ -77,7 +77,7 @@ class DaskEnvironment:
     def __init__(self, function: dict):
         self.name = f"dask-{os.getpid()}-{next(self._ids)}"  # its name on the worker
         self.function = function
-        self.key = (function["name"], function["version"])
+        self.key = environment_key(function)
         self.state = "starting"     # starting | idle | busy | dead
         self.worker: str | None = None
         self.init_ms: float | None = None
@@ -223,7 +223,7 @@ class DaskBackend(Backend):
         self._reaper = self.spawn(self._housekeeping())
 
     def take_idle(self, function: dict):
-        idle = self.idle.get((function["name"], function["version"]))
+        idle = self.idle.get(environment_key(function))
         while idle:
             env = idle.pop()
             if env.state == "idle":
@@ -232,7 +232,7 @@ class DaskBackend(Backend):
         return None
 
     def wait_for_warm(self, function: dict) -> float | None:
-        key = (function["name"], function["version"])
+        key = environment_key(function)
         busy = sum(1 for e in self.all.values() if e.key == key and e.state in ("busy", "starting"))
         return WAIT_S if busy >= PER_THREAD * self.threads else None
 
@@ -294,7 +294,11 @@ class DaskBackend(Backend):
         return min(load, key=lambda w: load[w])
 
     def _fields(self, function: dict) -> dict:
-        return {k: function[k] for k in ("name", "version", "memory", "timeout", "env")}
+        """What the worker needs of a version; ``version`` is the Lambda version it runs as."""
+        fields = {k: function[k] for k in ("name", "memory", "timeout", "env")}
+        fields["version"] = environment_key(function)[2]   # $LATEST, or a published number
+        fields["engine_version"] = function["version"]      # the code and config it loads
+        return fields
 
     def _task_failed(self, exc: BaseException) -> Outcome:
         from distributed import KilledWorker

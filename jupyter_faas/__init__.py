@@ -5,6 +5,8 @@ execution environments, with Lambda's limits, logs and REPORT; ``%%lambda``
 does the same from a notebook cell.
 """
 
+from kernel_workers.init import on_restore
+
 from ._version import __version__
 from .client.aws import aws_env, boto3_client
 from .client.discovery import connect
@@ -25,7 +27,7 @@ __all__ = [
     "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout", "OutOfMemory",
     "RuntimeExited", "Cancelled", "Throttled", "SerializationError", "InvalidParameter",
     "PayloadTooLarge", "ResponseSizeTooLarge", "ResourceNotFound", "ServerError",
-    "load_ipython_extension",
+    "on_restore", "load_ipython_extension",
 ]
 
 

@@ -1,10 +1,11 @@
 """``%%lambda NAME [--memory MB] [--timeout S] [--env K=V ...] [--concurrency N]`` and
 ``%lambda ls | invoke NAME '<json>' | logs NAME | rm NAME``.
 
-The cell magic runs the cell in the user namespace (so its functions live in
-``__main__`` and ship by value), deploys its handler (the function named
-``handler``, or the only function the cell defines) as function NAME, and binds
-NAME to a :class:`~jupyter_faas.RemoteFunction`.
+The cell magic deploys the cell as the function's module (:mod:`.client.cell`): its
+top-level code runs in each execution environment at INIT, not in the kernel; its
+handler (the function named ``handler``, or the only function the cell defines) runs
+per invocation, as function NAME, and NAME is bound to a
+:class:`~jupyter_faas.RemoteFunction`.
 
 The line commands are registered as the line magic ``%faas``; ``%lambda ...`` is
 rewritten to ``%faas ...`` by an input transformer, because a *line* magic named
@@ -89,6 +90,7 @@ def _parse_cell_args(line: str) -> dict:
 class FaaSMagics(Magics):
     @cell_magic("lambda")
     def lambda_cell(self, line: str, cell: str):
+        from .client.cell import CellFunction, analyse
         from .client.function import RemoteFunction
         opts = _parse_cell_args(line)
         try:
@@ -98,29 +100,25 @@ class FaaSMagics(Magics):
                                 opts.get("concurrency"))
         except FaaSError as exc:
             raise _one_line(exc, "%%lambda") from None
-        ns = self.shell.user_ns
-        before = {k: id(v) for k, v in ns.items()}
-        # Run the cell as __main__ code (so its functions ship by value), letting an error
-        # propagate once, as the magic's own failure, rather than being shown twice.
+        # The cell is the function's module: it runs at INIT in each environment, not here
+        # (client/cell.py has the rules); only its syntax and handler are checked now.
         source = self.shell.transform_cell(cell)
         filename = self.shell.compile.cache(source)
-        exec(compile(source, filename, "exec"), self.shell.user_global_ns, self.shell.user_ns)
-        defined = [v for k, v in ns.items()
-                   if isinstance(v, types.FunctionType) and before.get(k) != id(v)
-                   and v.__module__ == "__main__"]
-        handler = ns.get("handler") if any(f is ns.get("handler") for f in defined) else None
+        functions, free = analyse(source, filename)
+        handler = "handler" if "handler" in functions else None
         if handler is None:
-            if len(defined) != 1:
-                names = ", ".join(sorted(f.__name__ for f in defined)) or "none"
+            if len(functions) != 1:
+                names = ", ".join(sorted(functions)) or "none"
                 raise UsageError(f"%%lambda {name}: the cell must define a function named 'handler' "
                                  f"or exactly one function (it defined: {names})")
-            handler = defined[0]
+            handler = functions[0]
+        handler = CellFunction(source, filename, handler, free, self.shell.user_ns)
         try:
             remote = RemoteFunction(handler, name=name, **opts)
             remote.deploy()
         except FaaSError as exc:
             raise _one_line(exc, f"%%lambda {name}") from None
-        ns[name] = remote
+        self.shell.user_ns[name] = remote
         return None
 
     @line_magic("faas")

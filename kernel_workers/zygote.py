@@ -7,7 +7,7 @@ interpreter.
 
 Data flow::
 
-    server --fork{env, cwd, limits} + fds(control, stdout, stderr)--> zygote
+    server --fork{env, cwd, limits} + fds(control, stdout, stderr[, template link])--> zygote
     zygote --forked{env_id, pid}-->  server
     zygote --exited{pid, returncode}--> server     (the zygote is the parent, so
                                                    only it can read exit status)
@@ -19,6 +19,10 @@ environment dict, its own working and scratch directories, then the runtime
 loop.  A *spare* is forked before any function needs it (joining a cgroup costs
 ~10 ms, an RCU grace period): it joins its cgroup at once and gets the rest
 from its ``init`` frame when the server gives it a function.
+
+A *template* (a snapshot after INIT, see :mod:`kernel_workers.init`) is an environment
+that finished its function's INIT and then runs this same loop on the fourth fd it was
+given: environments of that version are forked from it, INIT already done.
 
 When the server's socket closes (the server stopped or died), the zygote kills
 every environment it forked and exits: no process outlives the server.
@@ -130,7 +134,7 @@ class Zygote:
                 except (EOFError, ConnectionError):
                     self.shutdown()
                 if header["k"] == "fork":
-                    _, fds, _, _ = socket.recv_fds(self.sock, 1, 3)
+                    _, fds, _, _ = socket.recv_fds(self.sock, 1, 4)
                     self.fork(header, fds)
 
     def reap(self) -> None:
@@ -184,7 +188,9 @@ class Zygote:
         self.channel.send("forked", env_id=header["env_id"], pid=pid)
 
     def _child(self, header: dict, fds: list) -> int:
-        ctl_fd, out_fd, err_fd = fds
+        ctl_fd, out_fd, err_fd = fds[:3]
+        # A fourth: the link this process serves forks on if it becomes a snapshot template
+        runtime.template_link = fds[3] if len(fds) > 3 else None
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)

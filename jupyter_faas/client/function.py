@@ -23,10 +23,12 @@ import typing
 import uuid
 
 from kernel_workers.context import LambdaContext, call_with_context, context_parameter
+from kernel_workers.init import Plain, WithInit
 
 from .. import errors, limits
 from ..display import CallView, MapView
 from . import dependencies, events, triggers
+from .cell import CellFunction
 from .discovery import default_connection
 from .invocation import Invocation, InvocationFuture
 from .serialization import dumps_call, dumps_function
@@ -39,7 +41,8 @@ class RemoteFunction:
                  timeout: float | None = None, env: dict | None = None,
                  concurrency: int | None = None, show: bool | None = None, connection=None,
                  retries: int | None = None, retry_delay: float | None = None,
-                 max_event_age: int | None = None, on_success=None, on_failure=None):
+                 max_event_age: int | None = None, on_success=None, on_failure=None,
+                 init=None, snapshot: bool | None = None):
         if not callable(fn):
             raise errors.InvalidParameter(f"faas.function wraps a function, not {type(fn).__name__}")
         if isinstance(fn, RemoteFunction):
@@ -51,6 +54,8 @@ class RemoteFunction:
             env = base.config["env"] if env is None else env
             concurrency = base.config["concurrency"] if concurrency is None else concurrency
             show = base.show if show is None else show
+            init = base._init if init is None else init
+            snapshot = base._snapshot if snapshot is None else snapshot
             connection = base._connection if connection is None else connection
             given = {"retries": retries, "retry_delay": retry_delay, "max_event_age": max_event_age,
                      "on_success": on_success, "on_failure": on_failure}
@@ -62,7 +67,15 @@ class RemoteFunction:
             timeout=(limits.check_timeout, limits.TIMEOUT_DEFAULT_S if timeout is None else timeout),
             env=(limits.check_env, env), concurrency=(limits.check_concurrency, concurrency),
             show=(_check_show, show))
+        if init is not None and not callable(init):
+            raise errors.InvalidParameter(f"init={init!r} is not callable: give a function that "
+                                          f"runs once per execution environment")
+        if snapshot is not None and not isinstance(snapshot, bool):
+            raise errors.InvalidParameter(f"snapshot={snapshot!r} is invalid: give True or False")
         self._fn = fn
+        self._init = init
+        self._snapshot = snapshot
+        self._local_init_done = False
         self.name = checked.pop("name")
         # None: a live view for calls over a second; True: always; False: never
         self.show = checked.pop("show")
@@ -103,19 +116,47 @@ class RemoteFunction:
         if deployed is not None and deployed.connection is conn and not force \
                 and not deployed.snapshot.changed():
             return deployed.version
-        code = dumps_function(self._fn, self.name)
-        snapshot = dependencies.snapshot(self._fn)  # after: pickling registers local modules
+        code = dumps_function(self._deployable(), self.name)
+        snapshot = self._dependencies()  # after: pickling registers local modules
         sha = hashlib.sha256(code).hexdigest()
         if deployed is not None and deployed.connection is conn and deployed.sha256 == sha:
             version = deployed.version
         else:
             body = {"name": self.name, "code": base64.b64encode(code).decode(), **self.config}
+            if self._has_init() or self._snapshot is not None:
+                # Cold starts fork from a snapshot taken after INIT (backends/local/snapshots.py)
+                body["snapshot"] = self._snapshot is not False
             version = conn.request("POST", "/faas/api/functions", body)["version"]
             for handle in self._destinations:
                 handle.deploy()
             conn.request("PUT", f"/faas/api/functions/{self.name}/event-config", self.event_config)
         self._deployed = _Deployed(conn, sha, version, snapshot)
         return version
+
+    def _has_init(self) -> bool:
+        return self._init is not None or isinstance(self._fn, CellFunction)
+
+    def _deployable(self):
+        """What is pickled: the function, or with its INIT (:mod:`kernel_workers.init`)."""
+        allowed = self._snapshot is not False
+        if isinstance(self._fn, CellFunction):
+            return self._fn.module(allowed)
+        if self._init is not None:
+            return WithInit(self._fn, self._init, allowed)
+        if self._snapshot is not None:
+            return Plain(self._fn, allowed)
+        return self._fn
+
+    def _dependencies(self) -> dependencies.Snapshot:
+        if isinstance(self._fn, CellFunction):
+            return self._fn.dependencies()
+        snap = dependencies.snapshot(self._fn)
+        if self._init is not None:
+            extra = dependencies.snapshot(self._init)
+            snap.entries += extra.entries
+            snap.cells += extra.cells
+            snap.attributes += extra.attributes
+        return snap
 
     @property
     def version(self) -> int:
@@ -129,6 +170,9 @@ class RemoteFunction:
         A Lambda-shaped call (``f.local(event)`` on ``def handler(event, context)``) gets a
         local context with the remote one's attributes (``function_version`` is ``$LATEST``).
         """
+        if self._init is not None and not self._local_init_done:
+            self._init()  # INIT, in this process, once
+            self._local_init_done = True
         return call_with_context(self._fn, context_parameter(self._fn), args, kwargs,
                                  self._local_context)
 
@@ -447,7 +491,7 @@ def function(fn=None, *, name: str | None = None, memory: int | None = None,
              timeout: float | None = None, env: dict | None = None,
              concurrency: int | None = None, show: bool | None = None, retries: int | None = None,
              retry_delay: float | None = None, max_event_age: int | None = None,
-             on_success=None, on_failure=None):
+             on_success=None, on_failure=None, init=None, snapshot: bool | None = None):
     """Make ``fn`` a function that runs in isolated execution environments.
 
     ``memory`` in MB (128..10240, default 128), ``timeout`` in seconds (1..900, default 3),
@@ -464,12 +508,18 @@ def function(fn=None, *, name: str | None = None, memory: int | None = None,
     ``retry_delay`` (s before the first retry, doubling; default 1.0), ``max_event_age``
     (60..21600 s), ``on_success`` / ``on_failure`` destinations (a handle or function name,
     or a directory path).
+
+    INIT: ``init`` is called once per execution environment before its first invocation, in
+    the same globals as ``fn`` (a ``global model`` it assigns is what ``fn`` reads).  Cold
+    starts of a function with INIT fork from a snapshot taken after it (copy-on-write);
+    ``snapshot=False`` opts out, ``snapshot=True`` opts a function without ``init`` in.
     """
     def wrap(f):
         return RemoteFunction(f, name=name, memory=memory, timeout=timeout, env=env,
                               concurrency=concurrency, show=show, retries=retries,
                               retry_delay=retry_delay, max_event_age=max_event_age,
-                              on_success=on_success, on_failure=on_failure)
+                              on_success=on_success, on_failure=on_failure, init=init,
+                              snapshot=snapshot)
     if fn is None:
         return wrap
     if not callable(fn):

@@ -56,7 +56,7 @@ from .feed import Feed
 from .invocation import Invocation, check_group
 from .logs import InvocationLogs
 from .monitoring import input_summary
-from .outcomes import failure
+from .outcomes import failure, init_lines
 from .queries import StoredQueries
 from .recovery import recover
 from .registry import Registry
@@ -462,6 +462,8 @@ class Service(InvocationLogs, StoredQueries):
         function = inv.function
         init_ms = env.init_ms if env.fresh else None
         self.feed.invocation(inv, started_at=started_at)
+        for stream, line in init_lines(function, init_ms, self.backend.init_lines(env)):
+            self._log(inv, stream, line)  # Lambda's order: INIT_START, INIT's output, START
         self._log(inv, "platform", f"START RequestId: {inv.request_id} Version: {function['version']}")
         if inv.cancel_requested:
             self.backend.cancel(env)

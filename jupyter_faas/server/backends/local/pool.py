@@ -20,6 +20,7 @@ from pathlib import Path
 from ..base import Backend, Outcome
 from .environment import Environment
 from .placement import DEFAULT_INIT_S, VersionStats, wait_for_warm
+from .snapshots import Snapshots
 from .zygote import ZygoteProcess
 
 log = logging.getLogger("jupyter_faas.server")
@@ -60,6 +61,10 @@ class Pool(Backend):
         #: tasks of its own (an environment's end, a retirement): owned until done, so the
         #: loop cannot collect one mid-run (it keeps only weak references to tasks)
         self.tasks: set = set()
+        #: templates per version: cold starts fork from a process that already ran INIT
+        self.snapshots = Snapshots(self)
+        #: top-level modules environments imported at INIT, most recent last (learned preload)
+        self.imports_seen: "OrderedDict[str, None]" = OrderedDict()
 
     def spawn(self, coro) -> asyncio.Task:
         """Run ``coro`` as a task the pool owns until it is done."""
@@ -118,7 +123,8 @@ class Pool(Backend):
 
     def new_environment(self, function: dict) -> Environment:
         """A cold start, counted at once (state ``starting``) so placement sees it before it runs."""
-        while self.spares:
+        # A version with a snapshot forks from its template, not from the zygote's spares.
+        while self.spares and not self.snapshots.wanted(function):
             env = self.spares.pop()
             self._fill_spares()
             if env.assign(function):
@@ -155,6 +161,19 @@ class Pool(Backend):
             env.busy_since = time.monotonic()
         return failure
 
+    def learn_imports(self, names) -> None:
+        """Remember the modules a function's INIT imported (see :meth:`Backend.init_lines`)."""
+        for name in names:
+            self.imports_seen.pop(name, None)
+            self.imports_seen[name] = None
+        while len(self.imports_seen) > 256:
+            self.imports_seen.popitem(last=False)
+
+    def init_lines(self, env: Environment) -> list:
+        """What the environment printed at INIT (its template's, for one forked from a snapshot)."""
+        lines, env.orphan_lines = env.orphan_lines, []
+        return lines
+
     def is_starting(self, env: Environment) -> bool:
         return env.state == "starting"
 
@@ -189,6 +208,7 @@ class Pool(Backend):
         for key in [k for k in self.idle if k[0] == name]:
             for env in self.idle.pop(key):
                 env.close()
+        self.snapshots.stop_function(name)
 
     async def _reap_idle(self) -> None:
         while True:
@@ -200,6 +220,7 @@ class Pool(Backend):
             for env in [e for e in self.all.values() if e.state != "dead" and e.pid]:
                 if env.exit is not None and env.exit.done() and env.state in ("idle", "spare"):
                     env.close()  # died while idle (e.g. a leftover thread called os._exit)
+            self.snapshots.reap(self.idle_timeout)
             self._fill_spares()
 
     async def _sample_memory(self) -> None:
@@ -230,13 +251,16 @@ class Pool(Backend):
         states = defaultdict(int)
         for env in self.all.values():
             states[env.state] += 1
-        return {"environments": len(self.all), **states, "memory_enforcement": self.memory.mode}
+        return {"environments": len(self.all), **states, "memory_enforcement": self.memory.mode,
+                **self.snapshots.stats()}
 
     async def close(self) -> None:
         self._closing = True
         for task in (self._reaper, self._sampler, self._spare_task):
             if task is not None:
                 task.cancel()
+        for template in list(self.snapshots.templates.values()):
+            template.link.stop()
         for env in list(self.all.values()):
             env.kill("stopped")
         for env in list(self.all.values()):

@@ -94,6 +94,7 @@ class Environment:
         self.config: dict = {}
         self.buffers_dir: str | None = None
         self.loop = None  # the event loop of async handlers, kept across warm invocations
+        self.modules_after_init: set | None = None  # until the first invocation has run
 
     def init(self, header: dict, code: bytes) -> bool:
         """INIT: load the function (which runs its INIT code, if it has any), or take it from
@@ -125,6 +126,7 @@ class Environment:
             self.channel.send("init_error", exceptions.dumps(exc), **fields)
             return False
         _loaded = handler
+        self.modules_after_init = set(sys.modules)
         imported = sorted({m.split(".")[0] for m in set(sys.modules) - before
                            if not m.startswith("_")} | set(init_code.imported))
         ready = {"init_ms": (time.perf_counter() - started) * 1000, "pid": os.getpid(),
@@ -177,6 +179,12 @@ class Environment:
             return
         duration = (time.perf_counter() - started) * 1000
         _flush()
+        if self.modules_after_init is not None:  # the first invocation: what it imported
+            new = set(sys.modules) - self.modules_after_init
+            self.modules_after_init = None
+            if new:
+                described["imported"] = sorted({m.split(".")[0] for m in new
+                                                if not m.startswith("_")})[:64]
         self.channel.send("result", body, request_id=rid, encoding=encoding, duration_ms=duration,
                           cpu_ms=(time.process_time() - cpu_started) * 1000, **described)
 

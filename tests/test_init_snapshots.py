@@ -194,3 +194,45 @@ def test_snapshot_false_opts_out(conn, tmp_path):
     pid, kind = handler(0)
     assert kind == "on-demand" and _marks(marks) == [f"init-{pid}"]
     assert not any("SNAPSHOT" in l for l in handler.invoke(1).logs)
+
+
+def test_learned_preload_makes_a_second_numpy_functions_cold_start_skip_the_import(make_server):
+    from jupyter_faas.client import discovery
+    from conftest import wait_for
+    server = make_server()
+    conn = faas.connect(server.url, server.token)
+    try:
+        status = conn.request("GET", "/faas/api/status")
+        assert "numpy" not in status["preloaded_learned"]
+
+        @faas.function(name="uses_numpy_first")
+        def first(x):
+            import numpy
+            return float(numpy.float64(x))
+
+        assert first(2) == 2.0
+        # the server learned the import; the zygote imports numpy in the background
+        wait_for(lambda: "numpy" in conn.request("GET", "/faas/api/status")["preloaded_learned"],
+                 what="the zygote to preload numpy")
+
+        @faas.function(name="uses_numpy_second")
+        def second(x):
+            import sys
+            already = "numpy" in sys.modules  # before this function imports anything
+            import numpy
+            return already, float(numpy.float64(x))
+
+        inv = second.invoke(3)
+        assert inv.result == (True, 3.0)
+        assert inv.report.init_duration_ms is not None  # a cold start, from the zygote or a spare
+    finally:
+        discovery.reset()
+        server.stop()
+    # persisted in the store: the server restarted on the same store preloads it at start
+    server.start()
+    conn = faas.connect(server.url, server.token)
+    try:
+        wait_for(lambda: "numpy" in conn.request("GET", "/faas/api/status")["preloaded_learned"],
+                 what="the restarted zygote to preload numpy")
+    finally:
+        discovery.reset()

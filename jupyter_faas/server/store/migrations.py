@@ -122,6 +122,12 @@ MIGRATIONS = [
         caught_up INTEGER NOT NULL, state TEXT
     );
     """,
+    # 7: learned preload (store/learned.py): modules deployed functions imported, which the
+    # zygote imports in the background at start
+    """
+    CREATE TABLE learned_modules (name TEXT PRIMARY KEY, last_seen REAL NOT NULL,
+                                  seen INTEGER NOT NULL);
+    """,
 ]
 
 

@@ -29,13 +29,15 @@ from ...errors import ServerError
 from .events import EventsTable
 from .functions import FunctionsTable
 from .invocations import InvocationsTable
+from .learned import LearnedModulesTable
 from .logs import LogsTable
 from .metrics import MetricsTable
 from .migrations import MIGRATIONS, migrate  # noqa: F401 - MIGRATIONS: tests read it here
 from .rows import INLINE_MAX, INVOCATION_COLUMNS, _Transaction  # noqa: F401
 
 
-class Store(FunctionsTable, InvocationsTable, LogsTable, MetricsTable, EventsTable):
+class Store(FunctionsTable, InvocationsTable, LogsTable, MetricsTable, EventsTable,
+            LearnedModulesTable):
     """The store: one SQLite connection; its tables' methods come from one module per family."""
 
     def __init__(self, path: Path):

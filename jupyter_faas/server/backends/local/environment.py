@@ -376,6 +376,8 @@ class Environment:
             self._run_ended()
             return
         self._run = None
+        if "imported" in header:  # the first invocation's imports (learned preload)
+            self.pool.learn_imports(header["imported"])
         cpu_ms, duration_ms = header.get("cpu_ms"), header.get("duration_ms")
         self.pool.stats_for(self.key).observe_run(
             time.monotonic() - self.busy_since, None if duration_ms is None else duration_ms / 1000,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 from collections import OrderedDict, defaultdict
 from pathlib import Path
@@ -25,6 +26,8 @@ from .zygote import ZygoteProcess
 
 log = logging.getLogger("jupyter_faas.server")
 
+#: modules never learned for preload (the runtime's own; the zygote has them)
+NOT_LEARNED = frozenset({"kernel_workers", "cloudpickle", "jupyter_faas", "__main__"})
 #: versions whose placement statistics are kept (least recently run out): a server that has
 #: run thousands of versions keeps the ones in use; one dropped is measured again if it returns
 VERSION_STATS_KEPT = 512
@@ -33,7 +36,8 @@ VERSION_STATS_KEPT = 512
 class Pool(Backend):
     def __init__(self, memory, workdir: Path, preload: list[str], idle_timeout: float,
                  base_environ: dict | None = None, init_timeout: float = 10.0,
-                 spares: int | None = None, buffers_dir: str | None = None):
+                 spares: int | None = None, buffers_dir: str | None = None,
+                 learned: list | None = None, on_learned=None, preload_budget_mb: float = 0.0):
         self.memory = memory
         #: where environments map argument buffers and write result buffers (None: in frames)
         self.buffers_dir = buffers_dir
@@ -63,8 +67,11 @@ class Pool(Backend):
         self.tasks: set = set()
         #: templates per version: cold starts fork from a process that already ran INIT
         self.snapshots = Snapshots(self)
-        #: top-level modules environments imported at INIT, most recent last (learned preload)
-        self.imports_seen: "OrderedDict[str, None]" = OrderedDict()
+        #: learned preload: modules functions imported, which the zygote imports in the
+        #: background while its RSS stays under ``preload_budget_mb`` (0: not learned)
+        self.preload_budget_mb = preload_budget_mb
+        self.learned: list[str] = [m for m in (learned or []) if m not in preload]
+        self.on_learned = on_learned  # callable(names): persist them (the store)
 
     def spawn(self, coro) -> asyncio.Task:
         """Run ``coro`` as a task the pool owns until it is done."""
@@ -76,7 +83,8 @@ class Pool(Backend):
     async def zygote(self) -> ZygoteProcess:
         async with self._zygote_lock:
             if self._zygote is None or not self._zygote.alive:
-                z = ZygoteProcess(self.preload)
+                z = ZygoteProcess(self.preload, learned=self.learned if self.preload_budget_mb else [],
+                                  budget_mb=self.preload_budget_mb, on_preloaded=self._preloaded)
                 await z.start()
                 self._zygote = z
             return self._zygote
@@ -162,12 +170,33 @@ class Pool(Backend):
         return failure
 
     def learn_imports(self, names) -> None:
-        """Remember the modules a function's INIT imported (see :meth:`Backend.init_lines`)."""
-        for name in names:
-            self.imports_seen.pop(name, None)
-            self.imports_seen[name] = None
-        while len(self.imports_seen) > 256:
-            self.imports_seen.popitem(last=False)
+        """Learned preload: modules an environment imported (at INIT or its first invocation)
+        that the zygote lacks are persisted and imported by the zygote in the background."""
+        if not self.preload_budget_mb:
+            return
+        new = [n for n in names if n not in NOT_LEARNED and n not in sys.stdlib_module_names
+               and n not in self.learned and n not in self.preload]
+        if not new:
+            return
+        self.learned.extend(new)
+        try:
+            if self.on_learned is not None:
+                self.on_learned(new)
+            if self._zygote is not None and self._zygote.alive:
+                self._zygote.preload_learned(new)
+        except Exception:  # noqa: BLE001 - an optimisation: the invocation's end matters more
+            log.exception("could not learn the imports %s for preload", new)
+
+    def _preloaded(self, header: dict) -> None:
+        """The zygote imported a learned module: spares forked before it lack it, so they go."""
+        if header["ok"]:
+            log.info("zygote preloaded %s (learned; zygote RSS %.0f MB)", header["module"],
+                     header["rss_mb"])
+            for env in list(self.spares):
+                env.close()
+            self._fill_spares()
+        else:
+            log.info("zygote did not preload %s: %s", header["module"], header.get("error"))
 
     def init_lines(self, env: Environment) -> list:
         """What the environment printed at INIT (its template's, for one forked from a snapshot)."""
@@ -251,8 +280,11 @@ class Pool(Backend):
         states = defaultdict(int)
         for env in self.all.values():
             states[env.state] += 1
+        zygote = self._zygote
         return {"environments": len(self.all), **states, "memory_enforcement": self.memory.mode,
-                **self.snapshots.stats()}
+                **self.snapshots.stats(),
+                "preloaded_learned": sorted(m for m, why in (zygote.preloaded if zygote else {}).items()
+                                            if why is None)}
 
     async def close(self) -> None:
         self._closing = True

@@ -229,7 +229,8 @@ class Environment:
             return tracebacks.dumps(result, PICKLE_PROTOCOL), {}
         return body, {"buffers": {"file": name, "spans": spans}}
 
-    def serve(self) -> None:
+    def serve(self) -> str | None:
+        """Serve invocations until the link closes; ``"template"`` when this process became one."""
         header, body = self.channel.recv()
         if header["k"] != "init":
             return
@@ -238,7 +239,10 @@ class Environment:
         if not self.init(header, bytes(body)):
             return
         if header.get("template") and init_code.fork_unsafe() is None:
-            become_template(self.channel)  # never returns
+            # A snapshot: every environment forked from here gets its own control socket; the
+            # zygote's loop serves forks on the template link (kernel_workers.zygote).
+            self.channel.sock.close()
+            return "template"
         while True:
             try:
                 header, body = self.channel.recv()
@@ -256,21 +260,9 @@ _loaded = None
 template_link: int | None = None
 
 
-def become_template(channel) -> None:
-    """Serve forks of this process (INIT done) on :data:`template_link`, as the zygote does.
-
-    The control socket is closed: every environment forked from here gets its own.
-    """
-    from .zygote import Zygote
-    import socket
-    channel.sock.close()
-    link = socket.socket(fileno=template_link)
-    link.setblocking(True)
-    Zygote(link, [], {}).run()
-
-
-def serve(sock) -> None:
-    """Run an environment on an already connected control socket until it closes."""
+def serve(sock) -> str | None:
+    """Run an environment on an already connected control socket until it closes; ``"template"``
+    when it finished INIT as a snapshot template (then serve forks on :data:`template_link`)."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.reconfigure(line_buffering=True)
@@ -279,4 +271,4 @@ def serve(sock) -> None:
     init_code._own_fds.add(sock.fileno())
     if template_link is not None:
         init_code._own_fds.add(template_link)
-    Environment(wire.BlockingChannel(sock)).serve()
+    return Environment(wire.BlockingChannel(sock)).serve()

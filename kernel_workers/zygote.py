@@ -252,7 +252,10 @@ class Zygote:
         # from its init frame.
         runtime.prepare_process(header)
         ctl = socket.socket(fileno=ctl_fd)
-        runtime.serve(ctl)
+        if runtime.serve(ctl) == "template":  # INIT done: fork this version's environments
+            link = socket.socket(fileno=runtime.template_link)
+            link.setblocking(True)
+            Zygote(link, [], {}).run()
         return 0
 
     def shutdown(self) -> None:

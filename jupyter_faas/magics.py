@@ -119,6 +119,8 @@ class FaaSMagics(Magics):
         except FaaSError as exc:
             raise _one_line(exc, f"%%lambda {name}") from None
         self.shell.user_ns[name] = remote
+        print(f"deployed {name} (version {remote.version}); the cell runs at INIT in each "
+              f"execution environment")
         return None
 
     @line_magic("faas")

@@ -98,7 +98,7 @@ print("cell body ran")
 
 def test_cell_magic_deploys_handler_with_context_env_and_config(kernel):
     # the cell is the function's module: nothing of it runs in the kernel at deploy
-    assert kernel.run(CONTEXT_CELL) == ""
+    assert kernel.run(CONTEXT_CELL).startswith("deployed ctxfn (version 1)")
     assert kernel.run("import jupyter_faas\n"
                       "print(type(ctxfn).__name__, isinstance(ctxfn, jupyter_faas.RemoteFunction),\n"
                       "      ctxfn.name, ctxfn.config['memory'], ctxfn.config['timeout'])\n"
@@ -118,7 +118,7 @@ def test_cell_magic_deploys_handler_with_context_env_and_config(kernel):
     assert out["pid"] != kernel.value("os.getpid()")
 
     # a cell whose only function is not called handler deploys that function
-    assert kernel.run("%%lambda triple\ndef times_three(x):\n    return 3 * x\n") == ""
+    assert kernel.run("%%lambda triple\ndef times_three(x):\n    return 3 * x\n").startswith("deployed triple")
     assert kernel.value("triple.map([1, 2, 3, 4])") == [3, 6, 9, 12]
     assert kernel.value("triple(5)") == 15
     assert kernel.value("triple.local(7)") == 21
@@ -283,7 +283,7 @@ def test_the_cell_is_the_module_run_at_init_in_the_environment(kernel, tmp_path)
     marks.mkdir()
     # free names the notebook defines (MARKS, SCALE) are shipped by value
     kernel.run(f"import os\nMARKS = {str(marks)!r}\nSCALE = 10")
-    assert kernel.run(MODULE_CELL) == ""
+    assert kernel.run(MODULE_CELL).startswith("deployed module_fn (version 1)")
     assert list(marks.iterdir()) == []      # deploying ran nothing of the cell, here or there
     assert kernel.value("'TABLE' in dir() or 'calls' in dir()") is False
 
@@ -317,7 +317,7 @@ def test_the_cell_is_the_module_run_at_init_in_the_environment(kernel, tmp_path)
 def test_an_init_error_in_the_cell_is_shown_with_its_traceback(kernel):
     assert kernel.run("%%lambda broken_init\nimport os\n"
                       "def handler(event, context):\n    return 1\n"
-                      "raise RuntimeError('the cell raised at INIT')\n") == ""
+                      "raise RuntimeError('the cell raised at INIT')\n").startswith("deployed")
     error = kernel.error("broken_init({})")
     assert error["ename"] == "RuntimeError" and "the cell raised at INIT" in error["evalue"]
     shown = "\n".join(_shown(error))

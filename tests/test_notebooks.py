@@ -71,7 +71,7 @@ def test_quickstart_runs_against_a_server(server, monkeypatch, tmp_path):
     assert f"REPORT RequestId: {rid}\tDuration: " in invoked
 
     deployed = _text(_cell(nb, "%%lambda resize"))
-    assert "deploys it as 'resize'" in deployed
+    assert "deployed resize (version 1)" in deployed
     called = _text(_cell(nb, "out = resize("))
     assert "resize returned: {'key': 'a.png', 'mode': 'fast', 'request_id': '" in called
 

@@ -13,6 +13,7 @@ from .client.discovery import connect
 from .client.events import DeadLetter, dead_letters, redrive
 from .client.triggers import Trigger, triggers
 from .client.function import RemoteFunction, function
+from .client.lookup import lookup
 from .client.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from .client.invocation import Invocation, InvocationFuture, Report, invocations
 from .errors import (Cancelled, FaaSError, FunctionError, InvalidParameter, InvocationError,
@@ -21,7 +22,7 @@ from .errors import (Cancelled, FaaSError, FunctionError, InvalidParameter, Invo
 
 __all__ = [
     "__version__",
-    "connect", "aws_env", "boto3_client", "function", "RemoteFunction", "Invocation", "InvocationFuture", "Report",
+    "connect", "aws_env", "boto3_client", "function", "lookup", "RemoteFunction", "Invocation", "InvocationFuture", "Report",
     "invocations", "dead_letters", "redrive", "DeadLetter", "triggers", "Trigger",
     "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
     "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout", "OutOfMemory",

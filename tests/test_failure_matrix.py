@@ -86,16 +86,23 @@ def _limit(conn):
 
 
 def _cancel_when_running(conn):
-    """Like another kernel or the panel: cancel the invocation through the REST API once it runs."""
+    """Like another kernel or the panel: cancel the invocation through the REST API once it runs.
+
+    It keeps at it until a cancel finds an invocation still running: in the map path the quick
+    item may be the only one running when it looks, and end before its cancel arrives (the map
+    then cancels the rest itself once one item is cancelled)."""
     def running():
         rows = conn.request("GET", "/faas/api/invocations",
                             params={"function": "matrix_cancelled", "status": "running"})
         return rows["invocations"]
 
-    def cancel():
-        for row in wait_for(running, 60, what="matrix_cancelled to run"):
-            conn.request("POST", f"/faas/api/invocations/{row['request_id']}/cancel")
-    threading.Thread(target=cancel, daemon=True).start()
+    def cancel_one() -> bool:
+        rows = wait_for(running, 60, what="matrix_cancelled to run")
+        return any([conn.request("POST", f"/faas/api/invocations/{row['request_id']}/cancel")["cancelled"]
+                    for row in rows])
+
+    threading.Thread(target=lambda: wait_for(cancel_one, 60, what="a running call cancelled"),
+                     daemon=True).start()
     return 60
 
 

@@ -189,7 +189,7 @@ def test_account_settings_and_concurrency(lam):
 
 def test_an_operation_this_server_lacks_says_so(lam):
     with pytest.raises(lam.exceptions.ClientError, match="UnknownOperationException"):
-        lam.list_layers()
+        lam.list_tags(Resource="arn:aws:lambda:us-east-1:000000000000:function:x")
 
 
 # ---- the AWS CLI v1, as a user runs it: eval "$(jupyter faas aws-env)" --------------------------

@@ -17,7 +17,7 @@ def test_kernel_workers_imports_only_stdlib_and_cloudpickle():
 
 def test_public_api_is_pinned():
     assert sorted(jupyter_faas.__all__) == sorted([
-        "__version__", "connect", "aws_env", "boto3_client", "function", "RemoteFunction", "Invocation",
+        "__version__", "connect", "aws_env", "boto3_client", "function", "lookup", "RemoteFunction", "Invocation",
         "InvocationFuture", "invocations", "dead_letters", "redrive", "DeadLetter", "triggers", "Trigger",
         "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
         "Report", "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout",

@@ -27,7 +27,7 @@ from kernel_workers.init import Plain, WithInit
 
 from .. import errors, limits
 from ..display import CallView, MapView
-from . import dependencies, events, triggers
+from . import dependencies, events, lambda_api, triggers
 from .cell import CellFunction
 from .discovery import default_connection
 from .invocation import Invocation, InvocationFuture
@@ -93,6 +93,8 @@ class RemoteFunction:
         functools.update_wrapper(self, fn, updated=())
 
     def __repr__(self) -> str:
+        if self.qualifier is not None:
+            return f"<RemoteFunction {self.name}:{self.qualifier} memory={self.config['memory']}>"
         return (f"<RemoteFunction {self.name} memory={self.config['memory']} "
                 f"timeout={self.config['timeout']:g}>")
 
@@ -111,6 +113,8 @@ class RemoteFunction:
         version.  ``force=True`` pickles again even so (after changing an object in place).
         Raises :class:`~jupyter_faas.SerializationError` when something it needs cannot be pickled.
         """
+        if self.qualifier is not None:
+            return self.qualifier  # on the server already (faas.lookup): nothing to deploy
         conn = self.connection
         deployed = self._deployed
         if deployed is not None and deployed.connection is conn and not force \
@@ -162,6 +166,34 @@ class RemoteFunction:
     def version(self) -> int:
         return self.deploy()
 
+    # ---- Lambda's versions and aliases (client/lambda_api.py, client/lookup.py) ---------------
+
+    #: for a handle on a function already on the server (``faas.lookup``): the qualifier its
+    #: calls carry, resolved by the server per call; None for a function of this process
+    qualifier: str | None = None
+
+    @classmethod
+    def on_server(cls, name: str, qualifier: str, config: dict, *, connection=None, show=None):
+        """A handle on ``name:qualifier`` as the server has it (what ``faas.lookup`` returns)."""
+        handle = cls.__new__(cls)
+        handle._fn, handle.name, handle.qualifier, handle.config = None, name, qualifier, config
+        handle.show, handle._connection, handle._deployed = show, connection, None
+        handle.__name__ = handle.__qualname__ = name
+        return handle
+
+    def publish(self, description: str = "") -> int:
+        """Publish the function as it is now as its next numbered (immutable) version; returns
+        the number.  ``faas.lookup(f"{name}:{n}")`` calls it."""
+        self.deploy()
+        return lambda_api.publish_version(self.connection, self.name, description)
+
+    def alias(self, name: str, *, version, weights: dict | None = None, description: str = ""):
+        """Point the alias ``name`` at published ``version`` (or ``"$LATEST"``), ``weights``
+        sending a share of the calls to one other version (``{2: 0.1}``); returns its handle."""
+        lambda_api.put_alias(self.connection, self.name, name, version, weights, description)
+        config = lambda_api.configuration(self.connection, self.name, name)
+        return RemoteFunction.on_server(self.name, name, config, connection=self._connection, show=self.show)
+
     # ---- calls -------------------------------------------------------------------------------
 
     def local(self, *args, **kwargs):
@@ -170,6 +202,9 @@ class RemoteFunction:
         A Lambda-shaped call (``f.local(event)`` on ``def handler(event, context)``) gets a
         local context with the remote one's attributes (``function_version`` is ``$LATEST``).
         """
+        if self.qualifier is not None:
+            raise errors.InvalidParameter(f"{self.name}:{self.qualifier} was looked up on the server: its "
+                                          f"code is not in this process, so it cannot run locally. Call it.")
         if self._init is not None and not self._local_init_done:
             self._init()  # INIT, in this process, once
             self._local_init_done = True

@@ -189,6 +189,7 @@ class FaaSServer(JupyterApp):
         recovered = self.service.recover()
         self.service.start_background()
         recovered.update(self.triggers.reconcile())
+        self.service.settings.restore()  # provisioned concurrency is kept across restarts
         await self.pool.zygote()  # the first cold start should not pay for the zygote
         if os.environ.get("JUPYTER_FAAS_GC_TUNE", "1") != "0":
             # Every invocation allocates a few hundred short-lived objects: collect the young

@@ -32,6 +32,10 @@ _MOVES = {
 }
 
 
+#: Lambda's name for the unpublished version: the function's newest engine version
+LATEST = "$LATEST"
+
+
 class IllegalTransition(RuntimeError):
     """A move the lifecycle does not allow (a bug in the engine, never a user's error)."""
 
@@ -76,6 +80,7 @@ class InvocationRow(TypedDict, total=False):
     init_duration_ms: float | None
     environment_id: str | None
     input_summary: str
+    lambda_version: str | None    # $LATEST or a published version number (what Lambda says ran)
 
 
 @dataclass(frozen=True)

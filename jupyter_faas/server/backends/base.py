@@ -27,6 +27,13 @@ import abc
 from dataclasses import dataclass, field
 
 
+def environment_key(function: dict) -> tuple:
+    """Which environments can serve ``function``: one engine version run as one Lambda version
+    (``$LATEST`` or a published number), as Lambda keeps environments per version, so that
+    ``AWS_LAMBDA_FUNCTION_VERSION`` and ``context.function_version`` are the version called."""
+    return function["name"], function["version"], function.get("lambda_version", "$LATEST")
+
+
 @dataclass
 class Outcome:
     """How one invocation (or an environment's INIT) ended in its environment.
@@ -101,6 +108,20 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def stop_function(self, name: str) -> None:
         """Stop the idle environments of every version of ``name`` (deleted or replaced)."""
+
+    def provision(self, function: dict, count: int, code_for) -> None:
+        """Keep ``count`` environments of this version started and initialized, and warm
+        however long they are idle (Lambda's provisioned concurrency); 0 stops keeping them.
+        Their first invocation reports no Init Duration.  A backend without it says so."""
+        raise NotImplementedError(f"{type(self).__name__} cannot keep environments provisioned")
+
+    def provisioned(self, function: dict) -> int:
+        """How many environments :meth:`provision` keeps ready for ``function`` now."""
+        return 0
+
+    def provision_failure(self, function: dict) -> str | None:
+        """Why the environments :meth:`provision` keeps for ``function`` could not start, or None."""
+        return None
 
     @abc.abstractmethod
     def stats(self) -> dict:

@@ -15,7 +15,10 @@ from .errors import UnknownOperationHandler
 from .handlers import (AccountSettingsHandler, CodeHandler, ConcurrencyHandler, ConfigurationHandler,
                        FunctionHandler, FunctionsHandler, InvokeHandler)
 from .lambda_api import LambdaAPI
+from .layers import LayersHandler, LayerVersionHandler, LayerVersionsHandler
 from .packages import Packages
+from .settings import EventInvokeConfigHandler, EventInvokeConfigListHandler, ProvisionedConcurrencyHandler
+from .versions import AliasesHandler, AliasHandler, VersionsHandler
 
 __all__ = ["LambdaAPI", "Packages", "routes"]
 
@@ -31,7 +34,16 @@ def routes() -> list:
         (rf"{fn}/{name}/configuration", ConfigurationHandler),
         (rf"{fn}/{name}/code", CodeHandler),
         (rf"{fn}/{name}/invocations", InvokeHandler),
+        (rf"{fn}/{name}/versions/?", VersionsHandler),
+        (rf"{fn}/{name}/aliases/?", AliasesHandler),
+        (rf"{fn}/{name}/aliases/(?P<alias>[^/]+)", AliasHandler),
         (rf"/(?:2017-10-31|2019-09-30)/functions/{name}/concurrency", ConcurrencyHandler),
+        (rf"/2019-09-25/functions/{name}/event-invoke-config/list", EventInvokeConfigListHandler),
+        (rf"/2019-09-25/functions/{name}/event-invoke-config", EventInvokeConfigHandler),
+        (rf"/2019-09-30/functions/{name}/provisioned-concurrency", ProvisionedConcurrencyHandler),
+        (r"/2018-10-31/layers/?", LayersHandler),
+        (r"/2018-10-31/layers/(?P<name>[^/]+)/versions/?", LayerVersionsHandler),
+        (r"/2018-10-31/layers/(?P<name>[^/]+)/versions/(?P<number>[^/]+)", LayerVersionHandler),
         (r"/2016-08-19/account-settings/?", AccountSettingsHandler),
         (r"/20\d\d-\d\d-\d\d/.*", UnknownOperationHandler),
     ]

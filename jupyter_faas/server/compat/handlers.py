@@ -9,6 +9,7 @@ import binascii
 import json
 
 from ... import limits
+from ...errors import InvalidParameter
 from ...vocabulary import SUCCEEDED, THROTTLED
 from . import names
 from .errors import LambdaError, LambdaHandler
@@ -59,11 +60,18 @@ class FunctionHandler(LambdaHandler):
         self.send_json(out)
 
     def delete(self, name):
-        qualifier = self.get_query_argument("Qualifier", None)
-        f = self.compat.function(name, qualifier, self.region)
+        f = self.compat.function(name, self.get_query_argument("Qualifier", None), self.region)
+        _, qualifier = names.parse(name, self.get_query_argument("Qualifier", None))
         if qualifier not in (None, names.LATEST):
-            raise LambdaError.invalid("Deleting a single version is not supported by this server")
-        self.compat.delete(f)
+            if not qualifier.isdigit():
+                raise LambdaError.invalid(f"Qualifier {qualifier!r}: delete an alias with DeleteAlias; "
+                                          f"DeleteFunction takes a version number")
+            try:
+                self.service.versions.delete_version(f["name"], int(qualifier))
+            except InvalidParameter as exc:
+                raise LambdaError.conflict(exc.message) from None
+        else:
+            self.compat.delete(f)
         self.set_status(204)
         self.finish()
 
@@ -154,6 +162,7 @@ class InvokeHandler(LambdaHandler):
                                       f"to satisfy constraint: Member must satisfy enum value set: [None, Tail]")
         self._client_context(headers.get("X-Amz-Client-Context"))
         f = self.compat.function(name, self.get_query_argument("Qualifier", None), self.region)
+        _, qualifier = names.parse(name, self.get_query_argument("Qualifier", None))
         payload = self.request.body or b"{}"
         limit = ASYNC_REQUEST_BYTES if kind == "Event" else SYNC_REQUEST_BYTES
         if len(payload) > limit:
@@ -169,16 +178,17 @@ class InvokeHandler(LambdaHandler):
             self.set_status(204)
             self.finish()
             return
+        # the qualifier, not the version it named: an alias with weights picks one per call
+        version = qualifier or names.LATEST
         if kind == "Event":
             # Lambda's async path: the durable queue, with retries and destinations
-            inv = self.service.invoke_async(f["name"], payload, version=f["version"],
-                                            triggered_by="lambda-api")
+            inv = self.service.invoke_async(f["name"], payload, version=version, triggered_by="lambda-api")
             self.request_id = inv.request_id
             self.set_header("x-amzn-RequestId", inv.request_id)
             self.set_status(202)
             self.finish()
             return
-        inv = self.service.submit(f["name"], payload, encoding="json", version=f["version"],
+        inv = self.service.submit(f["name"], payload, encoding="json", version=version,
                                   invocation_type=kind)
         self.request_id = inv.request_id
         self.set_header("x-amzn-RequestId", inv.request_id)
@@ -188,7 +198,7 @@ class InvokeHandler(LambdaHandler):
             raise LambdaError(429, "TooManyRequestsException", error.get("errorMessage", "Rate Exceeded."),
                               {"Retry-After": "1"},
                               Reason=error.get("reason") or "ConcurrentInvocationLimitExceeded")
-        self.set_header("X-Amz-Executed-Version", names.LATEST)
+        self.set_header("X-Amz-Executed-Version", inv.function.get("lambda_version", names.LATEST))
         self.set_header("Content-Type", "application/json")
         if log_type == "Tail":
             text = "".join(line + "\n" for _, _, line in inv.logs).encode()

@@ -8,7 +8,8 @@ version's ``config["lambda"]``, and turns a function version into a
 
 Versions: the engine's versions are content-addressed (every new code or configuration
 is a new internal version and the function's latest); Lambda's ``$LATEST`` is the
-engine's latest.  Notebook functions (``@faas.function``, ``%%lambda``) are listed and
+engine's latest, and a published version pins one (:mod:`..engine.versions`).  A version
+dict here carries ``lambda_version`` (``$LATEST`` or ``"3"``).  Notebook functions (``@faas.function``, ``%%lambda``) are listed and
 invocable here too; their ``Handler`` reads ``(notebook)`` and their code cannot be
 replaced by a zip (delete and create the function instead).
 """
@@ -22,13 +23,14 @@ import math
 import platform
 import re
 import sys
-import time
 import uuid
 
 from ... import limits
 from ...errors import ResourceNotFound
 from . import names
 from .errors import LambdaError
+from .layers import FunctionLayers
+from .names import last_modified
 from .packages import Packages
 
 #: Lambda's reserved environment variables (a superset of limits.RESERVED_ENV)
@@ -47,17 +49,13 @@ def _validation(value, field: str, constraint: str) -> LambdaError:
                                f"satisfy constraint: {constraint}")
 
 
-def last_modified(ts: float) -> str:
-    """Lambda's ``LastModified``: ``2020-04-10T19:06:32.563+0000``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}+0000"
-
-
 class LambdaAPI:
     """What the Lambda API's handlers call, over the engine's :class:`~..engine.Service`."""
 
     def __init__(self, service, packages: Packages):
         self.service = service
         self.packages = packages
+        self.layers = FunctionLayers(service, packages)
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -66,11 +64,8 @@ class LambdaAPI:
         """The function version a name (any form) and qualifier resolve to; 404 if none."""
         name, qualifier = names.parse(function_name, qualifier)
         arn = names.function_arn(region, name, qualifier)
-        if qualifier not in (None, names.LATEST):
-            raise LambdaError.not_found(f"Function not found: {arn} (this server has no published "
-                                        f"versions or aliases: call $LATEST)")
         try:
-            return self.service.get_function(name)
+            return self.service.versions.get(name, qualifier)
         except ResourceNotFound:
             raise LambdaError.not_found(f"Function not found: {arn}") from None
 
@@ -82,21 +77,22 @@ class LambdaAPI:
         else:
             code_sha = base64.b64encode(bytes.fromhex(f["code_sha256"])).decode()
             size = len(self.service.registry.code(f))
-        revision = uuid.UUID(hashlib.sha256(f"{f['name']}:{f['version']}:{f['code_sha256']}"
+        version = f.get("lambda_version", names.LATEST)
+        revision = uuid.UUID(hashlib.sha256(f"{f['name']}:{f['version']}:{f['code_sha256']}:{version}"
                                             .encode()).hexdigest()[:32])
         out = {
             "FunctionName": f["name"],
-            "FunctionArn": names.function_arn(region, f["name"]),
+            "FunctionArn": names.function_arn(region, f["name"], None if version == names.LATEST else version),
             "Runtime": lam.get("runtime") or f"python{sys.version_info[0]}.{sys.version_info[1]}",
             "Role": lam.get("role") or f"arn:aws:iam::{names.ACCOUNT_ID}:role/jupyter-faas",
             "Handler": lam.get("handler") or NOTEBOOK_HANDLER,
             "CodeSize": size,
-            "Description": lam.get("description", ""),
+            "Description": f.get("description") or lam.get("description", ""),
             "Timeout": math.ceil(f["timeout"]),
             "MemorySize": f["memory"],
             "LastModified": last_modified(f["updated_at"]),
             "CodeSha256": code_sha,
-            "Version": names.LATEST,
+            "Version": version,
             "TracingConfig": {"Mode": "PassThrough"},
             "RevisionId": str(revision),
             "State": "Active",
@@ -108,6 +104,8 @@ class LambdaAPI:
         }
         if f.get("env"):
             out["Environment"] = {"Variables": dict(f["env"])}
+        if lam.get("layers"):
+            out["Layers"] = [{"Arn": layer["arn"], "CodeSize": layer["code_size"]} for layer in lam["layers"]]
         return out
 
     def list(self, marker: str | None, max_items: int) -> tuple[list[dict], str | None]:
@@ -125,9 +123,6 @@ class LambdaAPI:
         if body.get("PackageType", "Zip") != "Zip":
             raise LambdaError.invalid(f"PackageType {body['PackageType']!r} is not supported: jupyter_faas "
                                       f"runs zip packages (PackageType Zip)")
-        if body.get("Layers"):
-            raise LambdaError.invalid("Layers are not supported by this server yet; put the layer's "
-                                      "python/ directory into the function's zip")
         zipped = self._zip(body.get("Code"))
         if not body.get("Handler"):
             raise LambdaError.invalid("Handler is required for a function of PackageType Zip")
@@ -140,8 +135,7 @@ class LambdaAPI:
         package = self.packages.add(zipped)
         lam = self._lambda_config(body, {}, package)
         config = self._engine_config(body, None)
-        return self.service.deploy(name, self.packages.handler_code(package.sha256, lam["handler"]),
-                                   lambda_config=lam, **config)
+        return self.service.deploy(name, self._code(lam), lambda_config=lam, **config)
 
     def update_code(self, f: dict, body: dict) -> dict:
         self._check_revision(f, body)
@@ -151,8 +145,7 @@ class LambdaAPI:
                                       f"function, not a zip. Delete it and create it from the zip.")
         package = self.packages.add(self._zip(body))
         lam = dict(lam, zip_sha256=package.sha256, code_sha256=package.code_sha256, code_size=package.size)
-        return self.service.deploy(f["name"], self.packages.handler_code(package.sha256, lam["handler"]),
-                                   lambda_config=lam, **self._engine_config({}, f))
+        return self.service.deploy(f["name"], self._code(lam), lambda_config=lam, **self._engine_config({}, f))
 
     def update_configuration(self, f: dict, body: dict) -> dict:
         self._check_revision(f, body)
@@ -164,8 +157,7 @@ class LambdaAPI:
                                           f"Timeout and Environment can be changed here")
             return self.service.deploy(f["name"], self.service.registry.code(f), **config)
         lam = self._lambda_config(body, lam, None)
-        return self.service.deploy(f["name"], self.packages.handler_code(lam["zip_sha256"], lam["handler"]),
-                                   lambda_config=lam, **config)
+        return self.service.deploy(f["name"], self._code(lam), lambda_config=lam, **config)
 
     def set_concurrency(self, f: dict, reserved: int | None) -> dict:
         config = dict(self._engine_config({}, f), concurrency=reserved)
@@ -176,6 +168,12 @@ class LambdaAPI:
 
     def delete(self, f: dict) -> None:
         self.service.delete_function(f["name"])
+
+    def _code(self, lam: dict) -> bytes:
+        """A zip function's code as the engine stores it: the handler's reference, with its
+        layers' directories after its own on ``sys.path``."""
+        return self.packages.handler_code(lam["zip_sha256"], lam["handler"],
+                                          self.layers.paths(lam.get("layers") or []))
 
     # ---- validation ------------------------------------------------------------------------
 
@@ -210,6 +208,8 @@ class LambdaAPI:
                                           f"jupyter_faas runs Python handlers (python3.x), in this "
                                           f"server's Python {sys.version_info[0]}.{sys.version_info[1]}")
             lam["runtime"] = runtime
+        if "Layers" in body:
+            lam["layers"] = self.layers.resolve(body["Layers"] or [])
         if "Description" in body:
             if not isinstance(body["Description"], str) or len(body["Description"]) > 256:
                 raise _validation(body["Description"], "description", "Member must have length less than or equal to 256")

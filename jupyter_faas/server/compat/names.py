@@ -8,6 +8,7 @@ or ``arn:aws:lambda:us-east-1:123456789012:function:my-fn[:qualifier]``, with th
 from __future__ import annotations
 
 import re
+import time
 
 from .errors import LambdaError
 
@@ -45,3 +46,8 @@ def parse(function_name: str, qualifier: str | None = None) -> tuple[str, str | 
 def function_arn(region: str, name: str, qualifier: str | None = None) -> str:
     arn = f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}"
     return f"{arn}:{qualifier}" if qualifier else arn
+
+
+def last_modified(ts: float) -> str:
+    """Lambda's ``LastModified``: ``2020-04-10T19:06:32.563+0000``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}+0000"

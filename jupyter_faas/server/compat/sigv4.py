@@ -10,7 +10,8 @@ itself and stamps the current time, so reusing it to check a received request me
 rebuilding a request and overriding both.  The algorithm is 40 lines; the tests check
 it against botocore's signer and against every request real boto3 and the AWS CLI send.
 
-Pure functions, no tornado: the handler passes the raw wire path (percent-encoded as
+The canonical request and the signing key are shared with the client's signer
+(:mod:`jupyter_faas.sigv4`).  Pure functions, no tornado: the handler passes the raw wire path (percent-encoded as
 sent), the raw query string, the headers and the body.
 """
 
@@ -21,9 +22,8 @@ import hashlib
 import hmac
 import re
 import time
-from urllib.parse import parse_qsl, quote
 
-ALGORITHM = "AWS4-HMAC-SHA256"
+from ...sigv4 import ALGORITHM, canonical_request, signing_key  # noqa: F401 - shared with the client
 #: seconds a request's X-Amz-Date may be off the server's clock (AWS allows 15 minutes)
 CLOCK_SKEW_S = 15 * 60
 _AUTH_RE = re.compile(
@@ -38,32 +38,6 @@ class SignatureError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def _encode(value: str) -> str:
-    return quote(value, safe="-_.~")
-
-
-def canonical_request(method: str, raw_path: str, raw_query: str, headers, signed: list[str],
-                      body: bytes) -> str:
-    """Lambda's canonical request.  Non-S3 services encode the (already encoded) path again:
-    ``/functions/demo%3Aprod`` is signed as ``/functions/demo%253Aprod``."""
-    path = "/".join(quote(segment, safe="-_.~") for segment in (raw_path or "/").split("/"))
-    pairs = sorted((_encode(k), _encode(v)) for k, v in parse_qsl(raw_query, keep_blank_values=True))
-    query = "&".join(f"{k}={v}" for k, v in pairs)
-    lines = []
-    for name in signed:
-        values = headers.get_list(name) if hasattr(headers, "get_list") else [headers.get(name, "")]
-        lines.append(f"{name}:{','.join(' '.join(v.split()) for v in values)}\n")
-    return "\n".join([method.upper(), path, query, "".join(lines), ";".join(signed),
-                      hashlib.sha256(body).hexdigest()])
-
-
-def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
-    key = hmac.new(("AWS4" + secret).encode(), date.encode(), hashlib.sha256).digest()
-    for part in (region, service, "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    return key
 
 
 def verify(method: str, raw_path: str, raw_query: str, headers, body: bytes, secret: str,

@@ -83,13 +83,13 @@ def destination_record(*, request_id: str, function: dict, condition: str, attem
         "version": "1.0",
         "timestamp": iso_ms(timestamp),
         "requestContext": {"requestId": request_id,
-                           "functionArn": function_arn(function["name"], "$LATEST"),
+                           "functionArn": function_arn(function["name"], function.get("lambda_version", "$LATEST")),
                            "condition": condition, "approximateInvokeCount": attempts},
         "requestPayload": _json_or_none(payload),
     }
     if attempts == 0:
         return record  # never ran (too old when its turn came): no response
-    context = {"statusCode": 200, "executedVersion": str(function["version"])}
+    context = {"statusCode": 200, "executedVersion": function.get("lambda_version", "$LATEST")}
     if condition == SUCCESS:
         record["responseContext"] = context
         record["responsePayload"] = _json_or_none(result)

@@ -118,5 +118,6 @@ def init_lines(function: dict, init_ms: float | None, printed: list) -> list[tup
     if init_ms is None:
         return []
     python = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    return ([("platform", f"INIT_START Runtime Version: python:{python} Version: {function['version']}")]
+    return ([("platform", f"INIT_START Runtime Version: python:{python} "
+                         f"Version: {function.get('lambda_version', '$LATEST')}")]
             + [(stream, line) for _, stream, line in printed])

@@ -8,7 +8,7 @@ run partly (a side effect may have happened), so it is not run again: it is fail
 
 from __future__ import annotations
 
-from ..model import FAILED, QUEUED
+from ..model import FAILED, LATEST, QUEUED
 from .invocation import Invocation
 
 
@@ -18,6 +18,8 @@ def recover(service) -> dict:
         if row["status"] == QUEUED:
             function = service.store.get_function(row["function"], row["version"])
             if function is not None:
+                # run as the Lambda version it was accepted as ($LATEST, or the published one)
+                function["lambda_version"] = row.get("lambda_version") or LATEST
                 rid = row["request_id"]
                 inv = Invocation(rid, function, service.store.get_payload(rid), row["encoding"],
                                  row["invocation_type"], True, row["created_at"],

@@ -62,6 +62,7 @@ from .queries import StoredQueries
 from .recovery import recover
 from .registry import Registry
 from .sizes import SizeLimits
+from .lambda_model import LambdaModel
 
 log = logging.getLogger("jupyter_faas.server")
 
@@ -70,7 +71,7 @@ log = logging.getLogger("jupyter_faas.server")
 COMMIT_DEFER_TURNS = 3
 
 
-class Service(Cancellation, InvocationLogs, StoredQueries):
+class Service(Cancellation, InvocationLogs, StoredQueries, LambdaModel):
     """Submit, admission, group commit, outcomes, cancel and recovery over an injected
     ``store`` (:mod:`..store`), ``backend`` (:class:`..backends.base.Backend`) and ``clock``."""
 
@@ -138,9 +139,6 @@ class Service(Cancellation, InvocationLogs, StoredQueries):
 
     def deploy(self, name: str, code: bytes, **config) -> dict:
         return self.registry.deploy(name, code, **config)
-
-    def get_function(self, name: str, version: int | None = None) -> model.FunctionVersion:
-        return self.registry.get(name, version)
 
     def list_functions(self) -> list[model.FunctionVersion]:
         return self.registry.list()
@@ -282,6 +280,7 @@ class Service(Cancellation, InvocationLogs, StoredQueries):
                "invocation_type": invocation_type, "encoding": encoding, "status": QUEUED,
                "created_at": inv.created_at, "memory_size_mb": function["memory"],
                "input_summary": input_summary(payload, encoding, buffer_bytes=buffer_bytes),
+               "lambda_version": function.get("lambda_version", model.LATEST),
                "payload_buffers": buffers}
         return inv, row
 
@@ -463,7 +462,8 @@ class Service(Cancellation, InvocationLogs, StoredQueries):
         self.feed.invocation(inv, started_at=started_at)
         for stream, line in init_lines(function, init_ms, self.backend.init_lines(env)):
             self._log(inv, stream, line)  # Lambda's order: INIT_START, INIT's output, START
-        self._log(inv, "platform", f"START RequestId: {inv.request_id} Version: {function['version']}")
+        self._log(inv, "platform", f"START RequestId: {inv.request_id} "
+                                   f"Version: {function.get('lambda_version', model.LATEST)}")
         if inv.cancel_requested:
             self.backend.cancel(env)
         self.backend.run(env, inv.request_id, inv.payload, inv.encoding, function["timeout"],

@@ -14,6 +14,8 @@ client -> server
               buffers, ``{file, spans}`` (see :mod:`kernel_workers.buffers`); ``group``:
               ``[id, limit]``, at most ``limit`` invocations of the group run at once
               (``map(concurrency=)``), for every frame that names it
+              ``version``: an engine version (int), or a Lambda qualifier (str: ``$LATEST``,
+              ``"3"``, an alias; resolved per invocation, see engine/versions.py)
   ``cancel``  {request_ids: [...]}
   ``watch``   {request_ids: [...], logs}   re-attach: the stored log lines so far, then live
               lines and ``done``; an invocation that already ended gets its ``done`` at once

@@ -43,11 +43,11 @@ class EventsTable:
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO invocations(request_id, function, version, invocation_type, encoding, "
-                "status, payload, created_at, memory_size_mb, input_summary, attempts, triggered_by) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                "status, payload, created_at, memory_size_mb, input_summary, attempts, triggered_by, "
+                "lambda_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
                 [(r["request_id"], r["function"], r["version"], r["invocation_type"], r["encoding"],
                   QUEUED, payload, r["created_at"], r["memory_size_mb"], r.get("input_summary"),
-                  r.get("triggered_by")) for r, payload in rows])
+                  r.get("triggered_by"), r.get("lambda_version")) for r, payload in rows])
 
     def requeue_event(self, attempt: dict, logs: list) -> None:
         """A failed attempt that will be retried: its record, its last log lines, and the row
@@ -188,11 +188,11 @@ class EventsTable:
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO invocations(request_id, function, version, invocation_type, encoding, "
-                "status, payload, created_at, memory_size_mb, input_summary, attempts, triggered_by) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                "status, payload, created_at, memory_size_mb, input_summary, attempts, triggered_by, "
+                "lambda_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
                 [(r["request_id"], r["function"], r["version"], r["invocation_type"], r["encoding"],
                   QUEUED, payload, r["created_at"], r["memory_size_mb"], r.get("input_summary"),
-                  r.get("triggered_by")) for r, payload in rows])
+                  r.get("triggered_by"), r.get("lambda_version")) for r, payload in rows])
             db.execute("UPDATE triggers SET last_fired_at=?, fired=fired+?, caught_up=caught_up+?, state=? "
                        "WHERE id=?", (at, len(rows), int(caught_up), _json_or_null(state), trigger_id))
 

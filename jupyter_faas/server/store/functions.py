@@ -73,6 +73,7 @@ class FunctionsTable:
     def delete_function(self, name: str) -> bool:
         """Mark a deployed function deleted (now); False if there is none to delete."""
         with self._tx() as db:
+            self.forget_lambda_rows(db, name)  # its published versions, aliases, settings (lambda_tables)
             return db.execute("UPDATE functions SET deleted_at=? WHERE name=? AND deleted_at IS NULL",
                               (time.time(), name)).rowcount > 0
 

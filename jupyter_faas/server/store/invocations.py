@@ -27,12 +27,13 @@ class InvocationsTable:
             db.executemany(
                 "INSERT INTO invocations(request_id, function, version, invocation_type, encoding, "
                 "status, payload, payload_buffers, created_at, memory_size_mb, started_at, "
-                "environment_id, input_summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "environment_id, input_summary, lambda_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(inv["request_id"], inv["function"], inv["version"], inv["invocation_type"],
                   inv["encoding"], inv["status"], payload if inv["status"] == QUEUED else None,
                   _json_or_null(inv.get("payload_buffers") if inv["status"] == QUEUED else None),
                   inv["created_at"], inv["memory_size_mb"], inv.get("started_at"),
-                  inv.get("environment_id"), inv.get("input_summary")) for inv, payload in rows])
+                  inv.get("environment_id"), inv.get("input_summary"), inv.get("lambda_version"))
+                 for inv, payload in rows])
 
     def mark_running(self, request_id: str, started_at: float, environment_id: str) -> None:
         self.write_batch([(request_id, started_at, environment_id)], [])

@@ -122,7 +122,51 @@ MIGRATIONS = [
         caught_up INTEGER NOT NULL, state TEXT
     );
     """,
-    # 7: learned preload (store/learned.py): modules deployed functions imported, which the
+    # 7: Lambda's model over the content-addressed versions (see store/lambda_tables.py):
+    # published versions pin an engine version, aliases name published versions, layer
+    # versions are zips, and per-qualifier settings (event-invoke, provisioned concurrency).
+    # A function's rows go when it is deleted (LambdaTables.forget_lambda_rows; ON DELETE CASCADE
+    # too); a deleted version or layer version keeps its row (``deleted``) so its number is
+    # never given out again, as in Lambda. An invocation records the Lambda version it ran as
+    # ($LATEST or a published number) beside the engine version.
+    """
+    CREATE TABLE published_versions (
+        function TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        number INTEGER NOT NULL,
+        engine_version INTEGER NOT NULL,
+        description TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (function, number)
+    );
+    CREATE TABLE aliases (
+        function TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        weights TEXT NOT NULL,
+        description TEXT NOT NULL,
+        revision TEXT NOT NULL,
+        PRIMARY KEY (function, name)
+    );
+    CREATE TABLE layer_versions (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        config TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (name, version)
+    );
+    CREATE TABLE function_settings (
+        function TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        qualifier TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        config TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (function, qualifier, kind)
+    );
+    ALTER TABLE invocations ADD COLUMN lambda_version TEXT;
+    """,
+    # 8: learned preload (store/learned.py): modules deployed functions imported, which the
     # zygote imports in the background at start
     """
     CREATE TABLE learned_modules (name TEXT PRIMARY KEY, last_seen REAL NOT NULL,

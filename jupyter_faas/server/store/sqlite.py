@@ -7,7 +7,8 @@ the schema is a list of numbered migrations applied in order and recorded in
 ``PRAGMA user_version``.
 
 Tables: functions, versions (config + code hash), blobs (content-addressed code),
-invocations (one row each, written before it runs), log_lines.
+invocations (one row each, written before it runs), log_lines; and what Lambda's model
+adds (published versions, aliases, layer versions, settings: :mod:`.lambda_tables`).
 
 Large results (over :data:`INLINE_MAX` bytes) are kept as files next to the
 database, named in the row's ``result_file``: SQLite writes a 100 MB blob at
@@ -29,6 +30,7 @@ from ...errors import ServerError
 from .events import EventsTable
 from .functions import FunctionsTable
 from .invocations import InvocationsTable
+from .lambda_tables import LambdaTables
 from .learned import LearnedModulesTable
 from .logs import LogsTable
 from .metrics import MetricsTable
@@ -36,7 +38,7 @@ from .migrations import MIGRATIONS, migrate  # noqa: F401 - MIGRATIONS: tests re
 from .rows import INLINE_MAX, INVOCATION_COLUMNS, _Transaction  # noqa: F401
 
 
-class Store(FunctionsTable, InvocationsTable, LogsTable, MetricsTable, EventsTable,
+class Store(FunctionsTable, InvocationsTable, LogsTable, MetricsTable, EventsTable, LambdaTables,
             LearnedModulesTable):
     """The store: one SQLite connection; its tables' methods come from one module per family."""
 

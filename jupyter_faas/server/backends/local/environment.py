@@ -19,7 +19,7 @@ import time
 
 from kernel_workers import wire
 
-from ..base import Outcome
+from ..base import Outcome, environment_key
 from .memory import kill_tree
 from .zygote import EnvironmentDied
 
@@ -91,7 +91,8 @@ class Environment:
         self.pool = pool
         self.id = f"env-{os.getpid()}-{next(self._ids)}"
         self.function = function  # None for a spare until assign()
-        self.key = (function["name"], function["version"]) if function else None
+        self.key = environment_key(function) if function else None
+        self.provisioned = False  # kept started by provisioned concurrency (never reaped while wanted)
         self.pid: int | None = None
         self.exit: asyncio.Future | None = None
         self.state = "starting"
@@ -111,7 +112,6 @@ class Environment:
         self.killed_for: str | None = None  # 'timeout' | 'oom' | 'cancelled'
         self.workdir = pool.workdir / self.id
         self.ready_header: dict = {}  # the ready frame (imports, a template's fork-safety)
-        self.provisioned = False  # kept initialized by provisioned concurrency (never reaped idle)
 
     # ---- start ---------------------------------------------------------------------------
 
@@ -121,10 +121,10 @@ class Environment:
         environ = dict(self.pool.base_environ)
         environ.update({
             "AWS_LAMBDA_FUNCTION_NAME": cfg["name"],
-            "AWS_LAMBDA_FUNCTION_VERSION": str(cfg["version"]),
+            "AWS_LAMBDA_FUNCTION_VERSION": self.key[2],
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(cfg["memory"]),
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{cfg['name']}",
-            "AWS_LAMBDA_LOG_STREAM_NAME": f"{time.strftime('%Y/%m/%d')}/[{cfg['version']}]{self.id}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": f"{time.strftime('%Y/%m/%d')}/[{self.key[2]}]{self.id}",
             "AWS_LAMBDA_INITIALIZATION_TYPE": ("provisioned-concurrency" if self.provisioned
                                                else "snap-start" if from_snapshot else "on-demand"),
             "LAMBDA_TASK_ROOT": str(self.workdir),
@@ -174,7 +174,7 @@ class Environment:
         if self.state != "spare" or self.exit.done():
             return False
         self.function = function
-        self.key = (function["name"], function["version"])
+        self.key = environment_key(function)
         self.state = "starting"
         self.busy_since = time.monotonic()
         return True
@@ -210,7 +210,7 @@ class Environment:
             limits = self.pool.memory.fork_fields(self.id, cfg["memory"])
             setup.update({k: v for k, v in limits.items() if k != "cgroup_procs"})
         self._frame = loop.create_future()
-        self.writer.write(wire.pack("init", code, function=cfg["name"], version=cfg["version"],
+        self.writer.write(wire.pack("init", code, function=cfg["name"], version=self.key[2],
                                     memory=cfg["memory"], setup=setup, buffers_dir=self.pool.buffers_dir,
                                     **extra))
         try:

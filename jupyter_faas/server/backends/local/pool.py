@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict, defaultdict
 from pathlib import Path
 
-from ..base import Backend, Outcome
+from ..base import Backend, Outcome, environment_key
 from .environment import Environment
 from .placement import DEFAULT_INIT_S, VersionStats, wait_for_warm
 from .snapshots import Snapshots
@@ -72,6 +72,9 @@ class Pool(Backend):
         self.preload_budget_mb = preload_budget_mb
         self.learned: list[str] = [m for m in (learned or []) if m not in preload]
         self.on_learned = on_learned  # callable(names): persist them (the store)
+        #: provisioned concurrency: environment key -> (function, count, code_for)
+        self.provisioned_wanted: dict[tuple, tuple] = {}
+        self.provision_failed: dict[tuple, str] = {}  # key -> why INIT failed (not retried)
 
     def spawn(self, coro) -> asyncio.Task:
         """Run ``coro`` as a task the pool owns until it is done."""
@@ -107,7 +110,7 @@ class Pool(Backend):
 
     def take_idle(self, function: dict) -> Environment | None:
         """A warm environment of this version, now marked busy, or None."""
-        idle = self.idle.get((function["name"], function["version"]))
+        idle = self.idle.get(environment_key(function))
         while idle:
             env = idle.pop()
             if env.state == "idle":
@@ -118,7 +121,7 @@ class Pool(Backend):
 
     def wait_for_warm(self, function: dict) -> float | None:
         """Seconds until a busy environment is expected free, when that beats a cold start; else None."""
-        key = (function["name"], function["version"])
+        key = environment_key(function)
         busy, starting = [], []
         for env in self.all.values():
             if env.key == key:
@@ -234,6 +237,8 @@ class Pool(Backend):
 
     def stop_function(self, name: str) -> None:
         """Stop the idle environments of every version of a function (it was deleted or replaced)."""
+        for key in [k for k in self.provisioned_wanted if k[0] == name]:
+            del self.provisioned_wanted[key]
         for key in [k for k in self.idle if k[0] == name]:
             for env in self.idle.pop(key):
                 env.close()
@@ -244,13 +249,65 @@ class Pool(Backend):
             await asyncio.sleep(min(1.0, max(0.05, self.idle_timeout / 4)))
             now = time.monotonic()
             for env in [e for e in self.all.values() if e.state == "idle"]:
-                if now - env.last_used > self.idle_timeout:
+                if now - env.last_used > self.idle_timeout and not (
+                        env.provisioned and env.key in self.provisioned_wanted):
                     env.close()
             for env in [e for e in self.all.values() if e.state != "dead" and e.pid]:
                 if env.exit is not None and env.exit.done() and env.state in ("idle", "spare"):
                     env.close()  # died while idle (e.g. a leftover thread called os._exit)
             self.snapshots.reap(self.idle_timeout)
             self._fill_spares()
+            for key in list(self.provisioned_wanted):
+                self._top_up(key)  # replace a provisioned environment that died or was killed
+
+    # ---- provisioned concurrency ---------------------------------------------------------
+
+    def provision(self, function: dict, count: int, code_for) -> None:
+        """Keep ``count`` environments of ``function`` started (see Backend.provision)."""
+        key = environment_key(function)
+        self.provision_failed.pop(key, None)
+        if count > 0:
+            self.provisioned_wanted[key] = (function, count, code_for)
+        else:
+            self.provisioned_wanted.pop(key, None)
+        kept = [e for e in self.all.values() if e.key == key and e.provisioned and e.state != "dead"]
+        for env in kept[max(count, 0):]:
+            env.provisioned = False  # no longer wanted: an ordinary environment, reaped when idle
+        self._top_up(key)
+
+    def provisioned(self, function: dict) -> int:
+        key = environment_key(function)
+        return sum(1 for e in self.all.values()
+                   if e.key == key and e.provisioned and e.state in ("idle", "busy"))
+
+    def provision_failure(self, function: dict) -> str | None:
+        return self.provision_failed.get(environment_key(function))
+
+    def _top_up(self, key: tuple) -> None:
+        wanted = self.provisioned_wanted.get(key)
+        if wanted is None or self._closing or key in self.provision_failed:
+            return
+        function, count, code_for = wanted
+        have = sum(1 for e in self.all.values() if e.key == key and e.provisioned and e.state != "dead")
+        for _ in range(count - have):
+            env = self.new_environment(function)
+            env.provisioned = True
+            self.spawn(self._start_provisioned(env, code_for))
+
+    async def _start_provisioned(self, env: Environment, code_for) -> None:
+        try:
+            failure = await self.start_environment(env, code_for)
+        except Exception:  # noqa: BLE001 - retried at the next reaper tick
+            log.exception("could not start a provisioned environment of %s", env.key)
+            env.close()
+            return
+        if failure is not None:
+            why = failure.header.get("errorMessage") or failure.kind
+            log.warning("a provisioned environment of %s failed its INIT: %s", env.key, why)
+            self.provision_failed[env.key] = f"{failure.header.get('errorType', failure.kind)}: {why}"
+            return
+        env.fresh = False  # initialized ahead of any invocation: no Init Duration in a REPORT
+        self.unreserve(env)
 
     async def _sample_memory(self) -> None:
         """The watchdog: RSS of busy environments, killed over their limit."""

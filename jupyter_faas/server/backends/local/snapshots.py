@@ -37,7 +37,7 @@ import logging
 import socket
 import time
 
-from ..base import Outcome
+from ..base import Outcome, environment_key
 from .zygote import ZygoteProcess
 
 log = logging.getLogger("jupyter_faas.server")
@@ -89,8 +89,7 @@ class Snapshots:
         self.refused: dict[tuple, str] = {}
 
     def wanted(self, function: dict) -> bool:
-        key = (function["name"], function["version"])
-        return bool(function.get("snapshot")) and key not in self.refused
+        return bool(function.get("snapshot")) and environment_key(function) not in self.refused
 
     async def template_for(self, env, code: bytes) -> tuple[TemplateLink | None, Outcome | None, float]:
         """The link to fork ``env`` from, or None for an ordinary cold start; or INIT's failure.

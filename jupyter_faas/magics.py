@@ -23,7 +23,6 @@ import json
 import re
 import shlex
 import sys
-import types
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class

@@ -9,6 +9,7 @@ from ._version import __version__
 from .client.aws import aws_env, boto3_client
 from .client.discovery import connect
 from .client.events import DeadLetter, dead_letters, redrive
+from .client.queues import Queue, queue, queues
 from .client.triggers import Trigger, triggers
 from .client.function import RemoteFunction, function
 from .client.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
@@ -20,7 +21,7 @@ from .errors import (Cancelled, FaaSError, FunctionError, InvalidParameter, Invo
 __all__ = [
     "__version__",
     "connect", "aws_env", "boto3_client", "function", "RemoteFunction", "Invocation", "InvocationFuture", "Report",
-    "invocations", "dead_letters", "redrive", "DeadLetter", "triggers", "Trigger",
+    "invocations", "dead_letters", "redrive", "DeadLetter", "triggers", "Trigger", "queue", "queues", "Queue",
     "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
     "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout", "OutOfMemory",
     "RuntimeExited", "Cancelled", "Throttled", "SerializationError", "InvalidParameter",

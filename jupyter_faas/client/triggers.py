@@ -36,13 +36,26 @@ class Trigger:
         self._connection.request("DELETE", f"/faas/api/triggers/{self.id}")
 
     def __repr__(self) -> str:
-        spec = self.spec.get("expression", self.spec)
+        spec = describe_spec(self.kind, self.spec)
         state = "enabled" if self.enabled else "disabled"
         extra = ""
         if self._row.get("next_at"):
             extra = " next " + datetime.datetime.fromtimestamp(
                 self.next_at, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         return f"<Trigger {self.id} {self.kind} {self.function} {spec!r} {state} fired={self.fired}{extra}>"
+
+
+def describe_spec(kind: str, spec: dict) -> str:
+    """A trigger's spec in a few words (the cell view's and the repr's)."""
+    if kind == "schedule":
+        return spec.get("expression", "")
+    if kind == "url":
+        return f"auth={spec.get('auth')}"
+    if kind == "file":
+        return f"{spec.get('path')}/{spec.get('pattern')} ({', '.join(spec.get('events', []))})"
+    if kind == "queue":
+        return f"{spec.get('queue')} batch={spec.get('batch_size')}"
+    return str(spec)
 
 
 def create(connection, kind: str, function: str, spec: dict) -> Trigger:

@@ -31,11 +31,12 @@ from .functions import FunctionsTable
 from .invocations import InvocationsTable
 from .logs import LogsTable
 from .metrics import MetricsTable
+from .queues import QueuesTable
 from .migrations import MIGRATIONS, migrate  # noqa: F401 - MIGRATIONS: tests read it here
 from .rows import INLINE_MAX, INVOCATION_COLUMNS, _Transaction  # noqa: F401
 
 
-class Store(FunctionsTable, InvocationsTable, LogsTable, MetricsTable, EventsTable):
+class Store(FunctionsTable, InvocationsTable, LogsTable, MetricsTable, EventsTable, QueuesTable):
     """The store: one SQLite connection; its tables' methods come from one module per family."""
 
     def __init__(self, path: Path):

@@ -122,6 +122,13 @@ class QueuesTable:
                            (visible_at, request_id))
             db.execute("UPDATE queue_messages SET request_id=NULL WHERE request_id=?", (request_id,))
 
+    def release_unclaimed(self, now: float) -> int:
+        """At start: messages received by a poller that died before its invocation was written
+        are held by no one; visible now."""
+        with self._tx() as db:
+            return db.execute("UPDATE queue_messages SET visible_at=? WHERE request_id IS NULL AND "
+                              "receive_count > 0 AND visible_at > ?", (now, now)).rowcount
+
     def claimed_request_ids(self) -> list[str]:
         """Invocations that got messages and whose end has not been applied to them yet."""
         rows = self.db.execute("SELECT DISTINCT request_id FROM queue_messages WHERE request_id IS NOT NULL")

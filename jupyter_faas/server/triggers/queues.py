@@ -16,8 +16,9 @@
 
 Durability: a message is a row until it is deleted.  A restart settles every claimed
 message from its invocation's recorded end (so a message whose run's end was recorded
-is never run again), re-attaches to invocations the restart re-queued, and leaves the
-rest to reappear after their visibility timeout.  Not here: FIFO queues, message groups,
+is never run again), re-attaches to invocations the restart re-queued, and makes the
+messages no one holds any more (their batch was running when the server died, or never
+written) visible at once rather than after their visibility timeout.  Not here: FIFO queues, message groups,
 long polling from clients (only subscriptions receive).
 """
 
@@ -278,11 +279,16 @@ class Subscriptions:
         """At start: settle every claimed message from its invocation's recorded end, or follow
         the invocation a restart queued again.  Returns how many invocations it settled."""
         settled = 0
+        now = self.clock.time()
+        self.store.release_unclaimed(now)
         for rid in self.store.claimed_request_ids():
             row = self.store.get_invocation(rid)
             inv = self.service.active.get(rid)
             if row is not None and row["status"] in TERMINAL:
-                self._settle(rid, row["function"], row["status"], self.store.get_result(rid))
+                # one the server's stop ended is held by no one: its messages are visible now
+                stopped = (row.get("error_type") or "") == "Runtime.ServerStopped"
+                self._settle(rid, row["function"], row["status"], self.store.get_result(rid),
+                             visible_at=now if stopped else None)
                 settled += 1
             elif row is not None and row["status"] == QUEUED and inv is not None:
                 inv.done.add_done_callback(lambda f, rid=rid, name=row["function"]: self._ended(None, rid, name, f))
@@ -398,10 +404,11 @@ class Subscriptions:
         except Exception:  # noqa: BLE001 - they stay claimed; the next start settles them
             log.exception("could not settle the messages of %s", request_id)
 
-    def _settle(self, request_id: str, name: str, status: str, result: bytes | None) -> None:
+    def _settle(self, request_id: str, name: str, status: str, result: bytes | None,
+                visible_at: float | None = None) -> None:
         ids = self.store.claimed_message_ids(request_id)
         if status != SUCCEEDED:
-            self.store.settle_messages(request_id, [])
+            self.store.settle_messages(request_id, [], visible_at)
             return
         partial = True
         for t in self.store.triggers(name, "queue"):

@@ -1,5 +1,10 @@
-"""``%%lambda NAME [--memory MB] [--timeout S] [--env K=V ...] [--concurrency N]`` and
+"""``%%lambda NAME [--memory MB] [--timeout S] [--env K=V ...] [--concurrency N]
+[--schedule EXPR] [--url token|none] [--on-file DIR/GLOB] [--queue NAME]`` and
 ``%lambda ls | invoke NAME '<json>' | logs NAME | rm NAME``.
+
+The trigger options put a schedule, a function URL, a file watch or a queue subscription
+on the function once it is deployed; running the cell again creates no duplicate (a
+trigger with the same kind and spec is kept).
 
 The cell magic runs the cell in the user namespace (so its functions live in
 ``__main__`` and ship by value), deploys its handler (the function named
@@ -19,6 +24,7 @@ the exception: an error in the cell's body, or a handler's remote traceback, is 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import sys
@@ -48,20 +54,59 @@ def _one_line(exc: FaaSError, command: str) -> FaaSError:
     return exc
 
 
+TRIGGER_OPTIONS = ("--schedule", "--url", "--on-file", "--queue")
+
+
+def _split_glob(value: str) -> tuple[str, str]:
+    """``data/in/*.png`` -> (``data/in``, ``*.png``); a plain directory -> (it, ``*``)."""
+    head, tail = os.path.split(value.rstrip("/"))
+    if any(c in tail for c in "*?["):
+        return head or ".", tail
+    return value, "*"
+
+
+def _add_triggers(remote, wanted: list) -> list[str]:
+    """Create the cell's triggers on ``remote`` (kept if the same one exists); one line each."""
+    from .client import queues, triggers
+    existing = triggers.triggers(function=remote.name, connection=remote.connection)
+    lines = []
+    for kind, value in wanted:
+        if kind == "schedule":
+            spec = {"expression": value.strip()}
+            make = lambda: remote.schedule(value)  # noqa: E731
+        elif kind == "url":
+            spec = {"auth": value}
+            make = lambda: remote.url(auth=value)  # noqa: E731
+        elif kind == "on-file":
+            directory, pattern = _split_glob(value)
+            spec = {"path": os.path.normpath(os.path.abspath(directory)), "pattern": pattern}
+            make = lambda: remote.on_file(directory, pattern=pattern)  # noqa: E731
+        else:
+            spec = {"queue": value}
+            make = lambda: remote.subscribe(queues.queue(value, connection=remote.connection))  # noqa: E731
+        kept = next((t for t in existing if t.kind == ("file" if kind == "on-file" else kind)
+                     and all(t.spec.get(k) == v for k, v in spec.items())), None)
+        t = kept or make()
+        where = f" {t.url}" if t.kind == "url" else ""
+        lines.append(f"{remote.name}: {'kept' if kept else 'added'} {t.kind} "
+                     f"{triggers.describe_spec(t.kind, t.spec)}{where}")
+    return lines
+
+
 def _parse_cell_args(line: str) -> dict:
     try:
         words = shlex.split(line)
     except ValueError as exc:
         raise UsageError(f"%%lambda: cannot parse {line!r}: {exc}") from None
     usage = ("usage: %%lambda NAME [--memory MB] [--timeout SECONDS] [--env KEY=VALUE ...] "
-             "[--concurrency N]")
+             "[--concurrency N] [--schedule EXPR] [--url token|none] [--on-file DIR/GLOB] [--queue NAME]")
     if not words or words[0].startswith("-"):
         raise UsageError(f"%%lambda needs a function name. {usage}")
-    opts = {"name": words[0], "env": {}}
+    opts = {"name": words[0], "env": {}, "triggers": []}
     it = iter(words[1:])
     for word in it:
         key, _, inline = word.partition("=") if word.startswith("--") else (word, "", "")
-        if key not in ("--memory", "--timeout", "--env", "--concurrency"):
+        if key not in ("--memory", "--timeout", "--env", "--concurrency") + TRIGGER_OPTIONS:
             raise UsageError(f"%%lambda: unknown option {word!r}. {usage}")
         value = inline if inline and key != "--env" else next(it, None)
         if key == "--env" and inline:
@@ -75,6 +120,8 @@ def _parse_cell_args(line: str) -> dict:
                 opts["timeout"] = float(value)
             elif key == "--concurrency":
                 opts["concurrency"] = int(value)
+            elif key in TRIGGER_OPTIONS:
+                opts["triggers"].append((key[2:], value))
             else:
                 k, sep, v = value.partition("=")
                 if not sep:
@@ -91,6 +138,7 @@ class FaaSMagics(Magics):
     def lambda_cell(self, line: str, cell: str):
         from .client.function import RemoteFunction
         opts = _parse_cell_args(line)
+        wanted = opts.pop("triggers")
         try:
             name = limits.check_name(opts.pop("name"))
             limits.check_config(opts.get("memory", limits.MEMORY_DEFAULT_MB),
@@ -118,6 +166,9 @@ class FaaSMagics(Magics):
         try:
             remote = RemoteFunction(handler, name=name, **opts)
             remote.deploy()
+            ns[name] = remote
+            for line_ in _add_triggers(remote, wanted):
+                print(line_)
         except FaaSError as exc:
             raise _one_line(exc, f"%%lambda {name}") from None
         ns[name] = remote

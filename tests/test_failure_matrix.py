@@ -121,7 +121,7 @@ for how in ("exception", "sys.exit"):
     CASES.append(("unpickle_in_client", how, faas.SerializationError, "could not be unpickled in this process"))
 CASES += [
     ("argument_too_large", "-", faas.PayloadTooLarge, "the server's limit is"),
-    ("result_too_large", "-", faas.ResponseSizeTooLarge, "Function.ResponseSizeTooLarge"),
+    ("result_too_large", "-", faas.ResponseSizeTooLarge, r"the result is \d+ bytes; the limit is 6291456 bytes"),
     ("cancelled_by_another", "-", faas.Cancelled, "cancelled"),
 ]
 

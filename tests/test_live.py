@@ -281,7 +281,8 @@ def test_failed_count_and_item_view_while_the_cell_blocks(kernel):
 def test_ended_views_say_what_ran_and_their_cancel_is_off(kernel):
     """imap's view is titled imap; a finished pane with no output says "(no output)", not
     "(no output yet)"; once a map has ended its Cancel is disabled and no longer red."""
-    for call, kind in (("list(quiet.imap(range(3)))", "imap"), ("quiet.map(range(3))", "map")):
+    for call, kind in (("list(quiet.imap(range(3)))", "imap"), ("quiet.map(range(3))", "map"),
+                       ("quiet.starmap([(0,), (1,), (2,)])", "starmap")):
         before = set(kernel.widgets)
         out, err = kernel.run(textwrap.dedent(f"""
             @faas.function(name="quiet", timeout=30)

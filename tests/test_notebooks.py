@@ -162,7 +162,7 @@ def test_lambda_api_notebook_creates_and_invokes_with_boto3_and_the_cli(server, 
     cli = _text(_cell(nb, "aws = Path"))
     assert '"StatusCode": 200' in cli and "hello, CLI" in cli
     stored = _text(_cell(nb, "inv = faas.Invocation.from_id"))
-    assert "status: succeeded" in stored and "memory_size_mb=256" in stored
+    assert "status: succeeded" in stored and "Memory Size: 256 MB" in stored
     assert "Function not found" in _text(_cell(nb, "try:\n    lam.invoke"))
 
 

@@ -41,6 +41,9 @@ ERROR_TYPES = {400: "InvalidParameterValueException", 403: "AccessDeniedExceptio
                404: "ResourceNotFoundException", 405: "InvalidRequest",
                413: "RequestTooLargeException"}
 NO_SUCH_ID = "00000000-0000-4000-8000-000000000000"
+NO_SUCH_TRIGGER = "schedule-000000000000"
+#: the websocket paths (not POST /faas/api/functions/{name}/events, which is plain JSON)
+WEBSOCKETS = ("/faas/api/ws", "/faas/api/events")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +98,7 @@ class Api:
         if resp.headers.get("Content-Type", "").startswith("application/json"):
             extra = list(_undocumented_fields(method, path, resp.status_code, resp.json()))
             assert not extra, f"{method} {path} {resp.status_code}: fields the spec does not document: {extra}"
-        if resp.status_code in ERROR_TYPES and not path.endswith(("/ws", "/events")):
+        if resp.status_code in ERROR_TYPES and path not in WEBSOCKETS:
             body = resp.json()
             assert body["errorType"] == ERROR_TYPES[resp.status_code] == resp.headers["x-amzn-ErrorType"], body
             assert body["Type"] == "User"
@@ -472,8 +475,325 @@ def _(api, **_):
     api.get("/faas/api/events", 400, valid_request=False)
 
 
+# ---- events: the async queue, event invoke config, attempts, dead letters ---------------
+
+def _event_config(api: Api, name: str, **config) -> dict:
+    return api("PUT", f"/faas/api/functions/{name}/event-config", 200, json=config).json()
+
+
+def _dead_letter(api: Api, name: str) -> dict:
+    """``boom`` deployed as ``name`` with no retries, one event sent: its dead letter."""
+    deploy(api, name, boom)
+    _event_config(api, name, retries=0)
+    [inv] = api.post(f"/faas/api/functions/{name}/events", 202,
+                     json={"events": [{"doomed": name}]}).json()["invocations"]
+    rid = inv["request_id"]
+    return wait_for(lambda: next((d for d in api.get("/faas/api/dead-letters",
+                                                      params={"function": name}).json()["dead_letters"]
+                                  if d["request_id"] == rid), None), what=f"the dead letter of {rid}")
+
+
+@case("invokeAsync", 202)
+def _(api, echoed, **_):
+    version = api.get("/faas/api/functions/oa_echo").json()["version"]
+    events = [{"n": 1}, [2, "two"], "three"]
+    body = api.post("/faas/api/functions/oa_echo/events", 202, json={"events": events}).json()
+    invs = body["invocations"]
+    assert len(invs) == 3 and len({i["request_id"] for i in invs}) == 3
+    assert all(i["version"] == version and i["status"] in ("queued", "running", "succeeded")
+               for i in invs), invs
+    for inv, event in zip(invs, events):
+        path = f"/faas/api/invocations/{inv['request_id']}"
+        row = wait_for(lambda: (r := api.get(path).json())["status"] == "succeeded" and r)
+        assert row["invocation_type"] == "Event" and row["triggered_by"] == "async"
+        assert api.get(path + "/result").json() == event
+    # a version pinned: the one deployed
+    pinned = api.post("/faas/api/functions/oa_echo/events", 202,
+                      json={"events": [None], "version": version}).json()["invocations"]
+    assert pinned[0]["version"] == version
+
+
+@case("invokeAsync", 400)
+def _(api, echoed, **_):
+    path = "/faas/api/functions/oa_echo/events"
+    for body in ({}, {"events": []}, {"events": {"n": 1}}, {"events": [1], "version": "1"},
+                 {"events": [1], "version": True}):
+        error = api.post(path, 400, json=body, valid_request=False).json()
+        assert "events" in error["message"] or "version" in error["message"], error
+    api.post(path, 400, json={"events": [0] * 10_001}, valid_request=False)
+    api.post(path, 400, data=b"{not json", headers={"Content-Type": "application/json"},
+             valid_request=False)
+
+
+@case("invokeAsync", 404)
+def _(api, **_):
+    api.post("/faas/api/functions/oa_nope/events", 404, json={"events": [1]})
+
+
+@case("getEventConfig", 200)
+def _(api, **_):
+    deploy(api, "oa_config_default", echo)
+    assert api.get("/faas/api/functions/oa_config_default/event-config").json() == {
+        "retries": 2, "retry_delay": 1.0, "max_event_age": 21600,
+        "on_success": None, "on_failure": None}
+
+
+@case("getEventConfig", 404)
+def _(api, **_):
+    api.get("/faas/api/functions/oa_nope/event-config", 404)
+
+
+@case("putEventConfig", 200)
+def _(api, server, echoed, **_):
+    import json
+    deploy(api, "oa_config", boom)
+    failed = Path(server.base) / "oa_failed"
+    failed.mkdir(exist_ok=True)
+    stored = _event_config(api, "oa_config", retries=0, retry_delay=0.5, max_event_age=60,
+                           on_success="function:oa_echo", on_failure=f"dir:{failed}")
+    assert stored == {"retries": 0, "retry_delay": 0.5, "max_event_age": 60,
+                      "on_success": "function:oa_echo", "on_failure": f"dir:{failed}"}
+    assert api.get("/faas/api/functions/oa_config/event-config").json() == stored
+    # it is obeyed: no retry, the failure's record in the directory, no dead letter
+    [inv] = api.post("/faas/api/functions/oa_config/events", 202, json={"events": [7]}).json()["invocations"]
+    [record] = wait_for(lambda: list(failed.glob(f"*-{inv['request_id']}.json")), what="the record")
+    record = json.loads(record.read_text())
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 1 and record["requestPayload"] == 7
+    assert api.get("/faas/api/dead-letters", params={"function": "oa_config"}).json() == {"dead_letters": []}
+    # what is left out takes its default again
+    assert _event_config(api, "oa_config", retries=1) == {
+        "retries": 1, "retry_delay": 1.0, "max_event_age": 21600, "on_success": None, "on_failure": None}
+    assert api("PUT", "/faas/api/functions/oa_config/event-config", 200).json()["retries"] == 2  # no body
+
+
+@case("putEventConfig", 400)
+def _(api, echoed, **_):
+    path = "/faas/api/functions/oa_echo/event-config"
+    for body, says in [({"retries": 11}, "retries"), ({"retry_delay": -1}, "retry_delay"),
+                       ({"max_event_age": 59}, "max_event_age"), ({"tries": 1}, "tries"),
+                       ({"on_failure": "function:oa_nope"}, "oa_nope"),
+                       ({"on_success": "dir:/no/such/dir"}, "/no/such/dir"),
+                       ({"on_success": "mail:me"}, "on_success"),
+                       ({"on_failure": "queue:later"}, "no queues")]:
+        error = api("PUT", path, 400, json=body, valid_request=False).json()
+        assert says in error["message"], (body, error)
+    api("PUT", path, 400, data=b"[1]", headers={"Content-Type": "application/json"},
+        valid_request=False)
+    assert api.get(path).json()["retries"] == 2  # nothing was stored
+
+
+@case("putEventConfig", 404)
+def _(api, **_):
+    api("PUT", "/faas/api/functions/oa_nope/event-config", 404, json={"retries": 0})
+
+
+@case("getAttempts", 200)
+def _(api, echoed, **_):
+    deploy(api, "oa_retried", boom)
+    _event_config(api, "oa_retried", retries=1, retry_delay=0)
+    [inv] = api.post("/faas/api/functions/oa_retried/events", 202,
+                     json={"events": ["again"]}).json()["invocations"]
+    rid = inv["request_id"]
+    wait_for(lambda: api.get(f"/faas/api/invocations/{rid}").json()["status"] == "failed")
+    attempts = api.get(f"/faas/api/invocations/{rid}/attempts").json()["attempts"]
+    assert [(a["attempt"], a["status"], a["error_type"]) for a in attempts] == \
+        [(1, "failed", "ValueError"), (2, "failed", "ValueError")]
+    assert all(a["request_id"] == rid and a["error"]["errorMessage"] == "boom again"
+               and a["ended_at"] >= a["started_at"] for a in attempts)
+    assert api.get(f"/faas/api/invocations/{rid}").json()["attempts"] == 2
+    # a direct (RequestResponse) invocation has no attempts
+    assert api.get(f"/faas/api/invocations/{echoed['request_id']}/attempts").json() == {"attempts": []}
+
+
+@case("getAttempts", 404)
+def _(api, **_):
+    api.get(f"/faas/api/invocations/{NO_SUCH_ID}/attempts", 404)
+
+
+@case("listDeadLetters", 200)
+def _(api, **_):
+    dead = _dead_letter(api, "oa_dead")
+    assert dead["function"] == "oa_dead" and dead["condition"] == "RetriesExhausted"
+    assert dead["error_type"] == "ValueError" and dead["attempts"] == 1
+    assert "oa_dead" in dead["input_summary"] and dead["redriven_at"] is None
+    everything = api.get("/faas/api/dead-letters").json()["dead_letters"]
+    assert dead in everything
+    ids = [d["id"] for d in everything]
+    assert ids == sorted(ids, reverse=True)  # newest first
+    assert len(api.get("/faas/api/dead-letters", params={"limit": 1}).json()["dead_letters"]) == 1
+    assert api.get("/faas/api/dead-letters", params={"function": "oa_echo"}).json() == {"dead_letters": []}
+
+
+@case("listDeadLetters", 400)
+def _(api, **_):
+    for limit in ("0", "10001", "all"):
+        api.get("/faas/api/dead-letters", 400, params={"limit": limit}, valid_request=False)
+
+
+@case("redriveDeadLetters", 200)
+def _(api, **_):
+    dead = _dead_letter(api, "oa_redriven")
+    redriven = api.post("/faas/api/dead-letters/redrive", json={"ids": [dead["id"]]}).json()["redriven"]
+    [entry] = redriven
+    assert entry["id"] == dead["id"] and entry["function"] == "oa_redriven"
+    assert entry["request_id"] != dead["request_id"]
+    row = api.get(f"/faas/api/invocations/{entry['request_id']}").json()
+    assert row["invocation_type"] == "Event" and row["triggered_by"] == "redrive"
+    # redriven once: no longer listed, and redriving it again does nothing
+    assert api.post("/faas/api/dead-letters/redrive", json={"ids": [dead["id"]]}).json() == {"redriven": []}
+    # it fails again: a new dead letter, which redrive by function name submits
+    again = wait_for(lambda: api.get("/faas/api/dead-letters",
+                                     params={"function": "oa_redriven"}).json()["dead_letters"])
+    assert [d["request_id"] for d in again] == [entry["request_id"]]
+    by_name = api.post("/faas/api/dead-letters/redrive", json={"function": "oa_redriven"}).json()
+    assert [(r["id"], r["function"]) for r in by_name["redriven"]] == [(again[0]["id"], "oa_redriven")]
+
+
+@case("redriveDeadLetters", 400)
+def _(api, **_):
+    for body in ({"ids": 1}, {"ids": ["1"]}, {"ids": [True]}, {"ids": [0]}, {"ids": [2**63]}):
+        error = api.post("/faas/api/dead-letters/redrive", 400, json=body, valid_request=False).json()
+        assert "ids" in error["message"]
+    api.post("/faas/api/dead-letters/redrive", 400, data=b"{not json",
+             headers={"Content-Type": "application/json"}, valid_request=False)
+
+
+@case("redriveDeadLetters", 404)
+def _(api, **_):
+    api.post("/faas/api/dead-letters/redrive", 404, json={"function": "oa_nope"})
+
+
+# ---- triggers -----------------------------------------------------------------------------
+
+def _schedule(api: Api, function: str, expression: str = "rate(1 hour)") -> dict:
+    """A schedule that does not fire during a test."""
+    return api.post("/faas/api/triggers", 201, json={
+        "kind": "schedule", "function": function, "spec": {"expression": expression}}).json()
+
+
+@case("listTriggers", 200)
+def _(api, **_):
+    deploy(api, "oa_listed", echo)
+    first, second = _schedule(api, "oa_listed"), _schedule(api, "oa_listed", "cron(0 12 * * ? *)")
+    mine = api.get("/faas/api/triggers", params={"function": "oa_listed"}).json()["triggers"]
+    assert [t["id"] for t in mine] == [first["id"], second["id"]]  # oldest first
+    assert mine[1]["spec"] == {"expression": "cron(0 12 * * ? *)"}
+    everything = api.get("/faas/api/triggers").json()["triggers"]
+    assert {first["id"], second["id"]} <= {t["id"] for t in everything}
+    assert api.get("/faas/api/triggers", params={"function": "oa_nope"}).json() == {"triggers": []}
+
+
+@case("createTrigger", 201)
+def _(api, echoed, **_):
+    import time
+    before = time.time()
+    schedule = _schedule(api, "oa_echo")
+    assert schedule["kind"] == "schedule" and schedule["function"] == "oa_echo"
+    assert schedule["id"].startswith("schedule-") and schedule["enabled"] is True
+    assert schedule["spec"] == {"expression": "rate(1 hour)"}
+    assert schedule["fired"] == 0 and schedule["last_fired_at"] is None
+    assert before + 3600 - 5 <= schedule["next_at"] <= time.time() + 3600 + 5
+    # a function URL: invoking it runs the function with the HTTP event
+    deploy(api, "oa_url", echo)
+    url = api.post("/faas/api/triggers", 201, json={"kind": "url", "function": "oa_url",
+                                                    "spec": {"auth": "token"}}).json()
+    assert url["id"].startswith("url-") and url["spec"] == {"auth": "token"}
+    assert url["url"] == f"{api.base}/url/oa_url/"
+    resp = requests.post(url["url"] + "hi", json={"k": 1}, timeout=30,
+                         headers={"Authorization": f"Bearer {api.token}"})
+    assert resp.status_code == 200 and resp.json()["rawPath"] == "/hi", resp.text[:500]
+    assert "authorization" not in resp.json()["headers"]
+    assert requests.get(url["url"], timeout=30).status_code == 403  # auth="token"
+    # the same URL again is the one there is
+    again = api.post("/faas/api/triggers", 201, json={"kind": "url", "function": "oa_url",
+                                                      "spec": {"auth": "token"}}).json()
+    assert again["id"] == url["id"]
+
+
+@case("createTrigger", 400)
+def _(api, echoed, **_):
+    deploy(api, "oa_url_taken", echo)
+    api.post("/faas/api/triggers", 201, json={"kind": "url", "function": "oa_url_taken"})
+    for body, says in [({"kind": "file", "function": "oa_echo"}, "kind"),
+                       ({"kind": "schedule"}, "function"),
+                       ({"function": "oa_echo"}, "kind"),
+                       ({"kind": "schedule", "function": "oa_echo", "spec": ["rate(1 hour)"]}, "spec"),
+                       ({"kind": "schedule", "function": "oa_echo",
+                         "spec": {"expression": "rate(0 hours)"}}, "rate"),
+                       ({"kind": "schedule", "function": "oa_echo",
+                         "spec": {"expression": "cron(0 12 * * * *)"}}, "?"),
+                       ({"kind": "url", "function": "oa_echo", "spec": {"auth": "maybe"}}, "auth"),
+                       ({"kind": "url", "function": "oa_url_taken", "spec": {"auth": "none"}},
+                        "delete it first")]:
+        error = api.post("/faas/api/triggers", 400, json=body, valid_request=False).json()
+        assert says in error["message"], (body, error)
+    assert all(t["spec"] == {"auth": "token"} for t in api.get(
+        "/faas/api/triggers", params={"function": "oa_url_taken"}).json()["triggers"])
+
+
+@case("createTrigger", 404)
+def _(api, **_):
+    api.post("/faas/api/triggers", 404, json={"kind": "schedule", "function": "oa_nope",
+                                              "spec": {"expression": "rate(1 hour)"}})
+
+
+@case("getTrigger", 200)
+def _(api, echoed, **_):
+    created = _schedule(api, "oa_echo")
+    assert api.get(f"/faas/api/triggers/{created['id']}").json() == created
+
+
+@case("getTrigger", 404)
+def _(api, **_):
+    error = api.get(f"/faas/api/triggers/{NO_SUCH_TRIGGER}", 404).json()
+    assert NO_SUCH_TRIGGER in error["message"]
+
+
+@case("setTriggerEnabled", 200)
+def _(api, echoed, **_):
+    created = _schedule(api, "oa_echo")
+    path = f"/faas/api/triggers/{created['id']}"
+    off = api("PATCH", path, 200, json={"enabled": False}).json()
+    assert off["enabled"] is False and off["next_at"] is None
+    assert api("PATCH", path, 200, json={"enabled": False}).json() == off  # already off
+    on = api("PATCH", path, 200, json={"enabled": True}).json()
+    assert on["enabled"] is True and on["next_at"] >= created["next_at"]
+    assert api.get(path).json() == on
+
+
+@case("setTriggerEnabled", 400)
+def _(api, echoed, **_):
+    created = _schedule(api, "oa_echo")
+    path = f"/faas/api/triggers/{created['id']}"
+    for body in ({}, {"enabled": "yes"}, {"enabled": 1}, {"enabled": False, "also": 1}):
+        error = api("PATCH", path, 400, json=body, valid_request=False).json()
+        assert "enabled" in error["message"], (body, error)
+    assert api.get(path).json()["enabled"] is True
+
+
+@case("setTriggerEnabled", 404)
+def _(api, **_):
+    api("PATCH", f"/faas/api/triggers/{NO_SUCH_TRIGGER}", 404, json={"enabled": False})
+
+
+@case("deleteTrigger", 204)
+def _(api, echoed, **_):
+    created = _schedule(api, "oa_echo")
+    resp = api("DELETE", f"/faas/api/triggers/{created['id']}", 204)
+    assert resp.content == b""
+    api.get(f"/faas/api/triggers/{created['id']}", 404)
+    assert created["id"] not in {t["id"] for t in api.get("/faas/api/triggers").json()["triggers"]}
+
+
+@case("deleteTrigger", 404)
+def _(api, **_):
+    api("DELETE", f"/faas/api/triggers/{NO_SUCH_TRIGGER}", 404)
+
+
 def _fill(path: str) -> str:
-    return path.replace("{name}", "oa_echo").replace("{request_id}", NO_SUCH_ID)
+    return (path.replace("{name}", "oa_echo").replace("{request_id}", NO_SUCH_ID)
+            .replace("{trigger_id}", NO_SUCH_TRIGGER))
 
 
 def _forbidden(operation_id: str):
@@ -481,7 +801,7 @@ def _forbidden(operation_id: str):
     def run(api, **_):
         path, method = next((p, m) for p, m, op in _operations(_spec_dict())
                             if op["operationId"] == operation_id)
-        ws = path.endswith(("/ws", "/events"))
+        ws = path in WEBSOCKETS
         for auth in ("none", "wrong"):
             resp = api(method.upper(), _fill(path), 403, auth=auth, valid_request=False,
                        headers=UPGRADE if ws else None)
@@ -570,13 +890,13 @@ def _check_405(api, paths):
 def test_undocumented_methods_answer_405(api):
     """The spec lists every method a path has: any other is 405, with the error body."""
     _check_405(api, [(p, i) for p, i in _spec_dict()["paths"].items()
-                     if not p.endswith(("/ws", "/events"))])
+                     if p not in WEBSOCKETS])
 
 
 def test_websocket_paths_answer_405_like_every_path(api):
     """The spec's error table: a method a path does not have is 405 InvalidRequest, JSON."""
     _check_405(api, [(p, i) for p, i in _spec_dict()["paths"].items()
-                     if p.endswith(("/ws", "/events"))])
+                     if p in WEBSOCKETS])
 
 
 def test_spec_paths_are_the_routes():

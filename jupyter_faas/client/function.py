@@ -253,7 +253,7 @@ class RemoteFunction:
                 show: bool | None = None) -> list:
         """Like :meth:`map` with each item a tuple of arguments."""
         return self._map((tuple(a) for a in iterable), _length([iterable]), concurrency,
-                         return_exceptions, show)
+                         return_exceptions, show, kind="starmap")
 
     def _submit_item(self, args: tuple, index: int, view) -> InvocationFuture:
         return self._submit_items([(index, args)], view)[0]
@@ -274,11 +274,11 @@ class RemoteFunction:
             view.add(fut)
         return [fut for fut, _ in items]
 
-    def _map(self, arg_tuples, total, concurrency, return_exceptions, show) -> list:
+    def _map(self, arg_tuples, total, concurrency, return_exceptions, show, kind: str = "map") -> list:
         _check_window("concurrency", concurrency)
         self.deploy()
         futures: list[InvocationFuture] = []
-        view = MapView(self.name, total, lambda: _cancel(futures, wait=False), show)
+        view = MapView(self.name, total, lambda: _cancel(futures, wait=False), show, kind=kind)
         # ``concurrency`` is kept by the server: every item is sent (and recorded) at once, and
         # the server starts the next the moment one ends, with no round trip to this kernel.
         group = (uuid.uuid4().hex, concurrency) if concurrency else None
@@ -394,16 +394,20 @@ def _check_cancelled(view) -> None:
 
 
 def _raise_first_failure(futures, index: int | None = None) -> None:
-    for i, f in enumerate(futures):
-        if f.done() and f.exception() is not None:
-            exc = f.exception()
-            i = f.index if f.index is not None else i
-            if len(futures) > 1 or index is not None:
-                if hasattr(exc, "details"):
-                    exc.details["index"] = i
-                if not any(n.startswith("map item") for n in getattr(exc, "__notes__", ())):
-                    exc.add_note(f"map item {i} failed (request {f._request_id})")
-            raise exc
+    """Raise the first item's failure, preferring a real one to the ``Cancelled`` of an item the
+    map itself cancelled because of it (which may end first)."""
+    failed = [(i, f) for i, f in enumerate(futures)
+              if f.done() and not f.cancelled() and f.exception() is not None]
+    real = [(i, f) for i, f in failed if not isinstance(f.exception(), errors.Cancelled)]
+    for i, f in (real or failed)[:1]:
+        exc = f.exception()
+        i = f.index if f.index is not None else i
+        if len(futures) > 1 or index is not None:
+            if hasattr(exc, "details"):
+                exc.details["index"] = i
+            if not any(n.startswith("map item") for n in getattr(exc, "__notes__", ())):
+                exc.add_note(f"map item {i} failed (request {f._request_id})")
+        raise exc
 
 
 def _cancel(futures, wait: bool = True) -> None:

@@ -84,12 +84,20 @@ export function lastMinutes(series: IMetrics, minutes: number): IMetrics {
   };
 }
 
+/** The feed pushes at most this many lines of an invocation per batch (api/events.py). */
+const MAX_LIVE_BATCH = 200;
+
+/** What makes a log line the same line, read from the store or pushed live. */
+export function logKey(line: ILogLine): string {
+  return `${line.ts}\u0000${line.line}`;
+}
+
 /** Stored and live lines as one list in time order, each line once (same ts and text). */
 export function mergeLogs(stored: ILogLine[], live: ILogLine[]): ILogLine[] {
   const seen = new Set<string>();
   const out: ILogLine[] = [];
   for (const line of [...stored, ...live]) {
-    const key = `${line.ts}\u0000${line.line}`;
+    const key = logKey(line);
     if (!seen.has(key)) {
       seen.add(key);
       out.push(line);
@@ -456,7 +464,12 @@ export class FaaSModel {
           const d = this._detail;
           if (d && d.invocation.request_id === event.request_id) {
             const room = MAX_LOG_LINES - d.logs.length;
-            const lines = event.lines.map(([ts, stream, line]) => ({ ts, stream, line }));
+            // A line pushed live may already be there, read with the stored lines when the
+            // detail opened (the feed had the watch before the read finished): keep it once.
+            const recent = new Set(d.logs.slice(-2 * MAX_LIVE_BATCH).map(logKey));
+            const lines = event.lines
+              .map(([ts, stream, line]) => ({ ts, stream, line }))
+              .filter(line => !recent.has(logKey(line)));
             d.logs.push(...lines.slice(0, Math.max(0, room)));
             d.droppedLive += event.dropped;
             d.hiddenLines += Math.max(0, lines.length - Math.max(0, room));

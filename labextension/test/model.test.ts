@@ -165,6 +165,21 @@ describe('FaaSModel', () => {
     expect(model.watched).toEqual([]); // a finished invocation needs no live lines
   });
 
+  it('keeps a line once when it was both read with the stored lines and then pushed live', async () => {
+    const rid = 'r00014';
+    api.rows[14] = inv(14, { status: 'running' });
+    api.logLines[rid] = [
+      { id: 1, ts: 5, stream: 'platform', line: 'START' },
+      { id: 2, ts: 6, stream: 'stdout', line: 'tick 0' }
+    ];
+    await model.loadInvocations();
+    await model.select(rid);
+    // The feed had the watch before the read finished: it pushes 'tick 0' again, then 'tick 1'.
+    model.applyEvents([{ type: 'log', request_id: rid, function: 'even',
+      lines: [[6, 'stdout', 'tick 0'], [7, 'stdout', 'tick 1']], dropped: 0 }]);
+    expect(model.detail!.logs.map(l => l.line)).toEqual(['START', 'tick 0', 'tick 1']);
+  });
+
   it('fills the gap between the stored read and the first live line from the store', async () => {
     const rid = 'r00012';
     api.rows[12] = inv(12, { status: 'running' });

@@ -10,6 +10,8 @@ from .errors import BaseHandler
 
 #: events one request may carry
 EVENTS_PER_REQUEST = 10_000
+#: the largest id the store can hold (SQLite's INTEGER); a larger one is a 400, not an overflow
+MAX_ID = 2**63 - 1
 
 
 class EventsHandler(BaseHandler):
@@ -55,9 +57,9 @@ class RedriveHandler(BaseHandler):
     def post(self):
         body = self.json_body()
         ids = body.get("ids")
-        if ids is not None and (not isinstance(ids, list) or
-                                not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
-            raise InvalidParameter("ids must be a list of dead-letter ids (whole numbers)")
+        if ids is not None and (not isinstance(ids, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= MAX_ID for i in ids)):
+            raise InvalidParameter("ids must be a list of dead-letter ids (whole numbers from 1)")
         function = body.get("function")
         if ids is None and function is not None:
             self.service.get_function(function)

@@ -159,6 +159,9 @@ class AsyncService(Service):
                 except FaaSError:
                     raise InvalidParameter(f"{which}={rest!r} names a function that is not deployed; "
                                            f"deploy it first") from None
+            elif kind == "queue" and self.queue_sink is None:
+                raise InvalidParameter(f"{which}={target!r}: this server has no queues yet; give a "
+                                       f"function or a directory")
             elif kind == "dir" and not os.path.isdir(rest):
                 raise InvalidParameter(f"{which}: the directory {rest!r} does not exist; create it first")
         self.store.put_event_config(name, config, self.clock.time())

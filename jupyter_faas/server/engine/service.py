@@ -49,8 +49,9 @@ from kernel_workers.buffers import result_name
 
 from ...errors import FaaSError, InvalidParameter, Throttled
 from .. import model
-from ..model import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, THROTTLED
+from ..model import FAILED, QUEUED, RUNNING, SUCCEEDED, THROTTLED
 from .admission import Slots
+from .cancel import Cancellation
 from .clock import LoopClock
 from .feed import Feed
 from .invocation import Invocation, check_group
@@ -67,11 +68,9 @@ log = logging.getLogger("jupyter_faas.server")
 #: loop turns a group commit may wait for more starts and ends, while invocations are
 #: queued and each turn adds some
 COMMIT_DEFER_TURNS = 3
-#: how long a REST cancel waits for the cancelled invocation's end to be stored
-CANCEL_WAIT_S = 10.0
 
 
-class Service(InvocationLogs, StoredQueries):
+class Service(Cancellation, InvocationLogs, StoredQueries):
     """Submit, admission, group commit, outcomes, cancel and recovery over an injected
     ``store`` (:mod:`..store`), ``backend`` (:class:`..backends.base.Backend`) and ``clock``."""
 
@@ -557,36 +556,7 @@ class Service(InvocationLogs, StoredQueries):
                                   duration_ms=fields.get("duration_ms"),
                                   max_memory_used_mb=fields.get("max_memory_used_mb"))
 
-    # ---- cancel, queries, lifecycle of the service ---------------------------------------
-
-    async def cancel_and_wait(self, request_id: str, wait_s: float = CANCEL_WAIT_S) -> bool:
-        """:meth:`cancel`, then wait (at most ``wait_s`` seconds) until its end is stored, so a
-        read right after the answer sees it cancelled (or however it ended first)."""
-        inv = self.active.get(request_id)
-        if not self.cancel(request_id):
-            return False
-        if inv is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(inv.done), wait_s)
-            except asyncio.TimeoutError:
-                log.warning("invocation %s was asked to cancel but has not ended after %s s",
-                            request_id, wait_s)
-        return True
-
-    def cancel(self, request_id: str) -> bool:
-        """Drop a queued invocation or kill a running one; True if it was not finished."""
-        inv = self.active.get(request_id)
-        if inv is None:
-            return False
-        if inv.status == QUEUED:
-            self._finish(inv, CANCELLED, {"error": {"errorType": "Cancelled",
-                                                    "errorMessage": "cancelled before it started"},
-                                          "error_type": "Cancelled"}, None)
-            return True
-        inv.cancel_requested = True
-        if inv.env is not None:
-            self.backend.cancel(inv.env)
-        return True
+    # ---- recovery and the lifecycle of the service ----------------------------------------
 
     def recover(self) -> dict:
         """After a restart: re-queue what never started; fail what was running when the server

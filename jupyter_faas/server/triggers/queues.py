@@ -385,6 +385,7 @@ class Subscriptions:
         except FaaSError as exc:  # back after their visibility timeout
             log.warning("queue subscription %s could not invoke %s: %s", trigger_id, function["name"], exc)
             return
+        inv.triggered_by = "queue"
         in_flight = self.in_flight.setdefault(trigger_id, set())
         in_flight.add(inv.request_id)
         inv.done.add_done_callback(lambda f: self._ended(trigger_id, inv.request_id, function["name"], f))

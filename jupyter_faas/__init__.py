@@ -11,6 +11,7 @@ from ._version import __version__
 from .client.aws import aws_env, boto3_client
 from .client.discovery import connect
 from .client.events import DeadLetter, dead_letters, redrive
+from .client.queues import Queue, queue, queues
 from .client.triggers import Trigger, triggers
 from .client.function import RemoteFunction, function
 from .client.lookup import lookup
@@ -23,7 +24,7 @@ from .errors import (Cancelled, FaaSError, FunctionError, InvalidParameter, Invo
 __all__ = [
     "__version__",
     "connect", "aws_env", "boto3_client", "function", "lookup", "RemoteFunction", "Invocation", "InvocationFuture", "Report",
-    "invocations", "dead_letters", "redrive", "DeadLetter", "triggers", "Trigger",
+    "invocations", "dead_letters", "redrive", "DeadLetter", "triggers", "Trigger", "queue", "queues", "Queue",
     "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
     "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout", "OutOfMemory",
     "RuntimeExited", "Cancelled", "Throttled", "SerializationError", "InvalidParameter",

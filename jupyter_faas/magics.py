@@ -1,4 +1,5 @@
-"""``%%lambda NAME [--memory MB] [--timeout S] [--env K=V ...] [--concurrency N]`` and
+"""``%%lambda NAME [--memory MB] [--timeout S] [--env K=V ...] [--concurrency N]
+[--schedule EXPR] [--url token|none] [--on-file DIR/GLOB] [--queue NAME]`` and
 ``%lambda ls | invoke NAME '<json>' | logs NAME | rm NAME``.
 
 The cell magic deploys the cell as the function's module (:mod:`.client.cell`): its
@@ -6,6 +7,10 @@ top-level code runs in each execution environment at INIT, not in the kernel; it
 handler (the function named ``handler``, or the only function the cell defines) runs
 per invocation, as function NAME, and NAME is bound to a
 :class:`~jupyter_faas.RemoteFunction`.
+
+The trigger options put a schedule, a function URL, a file watch or a queue subscription
+on the function once it is deployed; running the cell again creates no duplicate (a
+trigger with the same kind and spec is kept).
 
 The line commands are registered as the line magic ``%faas``; ``%lambda ...`` is
 rewritten to ``%faas ...`` by an input transformer, because a *line* magic named
@@ -20,6 +25,7 @@ the exception: an error in the cell's body, or a handler's remote traceback, is 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import sys
@@ -48,20 +54,59 @@ def _one_line(exc: FaaSError, command: str) -> FaaSError:
     return exc
 
 
+TRIGGER_OPTIONS = ("--schedule", "--url", "--on-file", "--queue")
+
+
+def _split_glob(value: str) -> tuple[str, str]:
+    """``data/in/*.png`` -> (``data/in``, ``*.png``); a plain directory -> (it, ``*``)."""
+    head, tail = os.path.split(value.rstrip("/"))
+    if any(c in tail for c in "*?["):
+        return head or ".", tail
+    return value, "*"
+
+
+def _add_triggers(remote, wanted: list) -> list[str]:
+    """Create the cell's triggers on ``remote`` (kept if the same one exists); one line each."""
+    from .client import queues, triggers
+    existing = triggers.triggers(function=remote.name, connection=remote.connection)
+    lines = []
+    for kind, value in wanted:
+        if kind == "schedule":
+            spec = {"expression": value.strip()}
+            make = lambda: remote.schedule(value)  # noqa: E731
+        elif kind == "url":
+            spec = {"auth": value}
+            make = lambda: remote.url(auth=value)  # noqa: E731
+        elif kind == "on-file":
+            directory, pattern = _split_glob(value)
+            spec = {"path": os.path.normpath(os.path.abspath(directory)), "pattern": pattern}
+            make = lambda: remote.on_file(directory, pattern=pattern)  # noqa: E731
+        else:
+            spec = {"queue": value}
+            make = lambda: remote.subscribe(queues.queue(value, connection=remote.connection))  # noqa: E731
+        kept = next((t for t in existing if t.kind == ("file" if kind == "on-file" else kind)
+                     and all(t.spec.get(k) == v for k, v in spec.items())), None)
+        t = kept or make()
+        where = f" {t.url}" if t.kind == "url" else ""
+        lines.append(f"{remote.name}: {'kept' if kept else 'added'} {t.kind} "
+                     f"{triggers.describe_spec(t.kind, t.spec)}{where}")
+    return lines
+
+
 def _parse_cell_args(line: str) -> dict:
     try:
         words = shlex.split(line)
     except ValueError as exc:
         raise UsageError(f"%%lambda: cannot parse {line!r}: {exc}") from None
     usage = ("usage: %%lambda NAME [--memory MB] [--timeout SECONDS] [--env KEY=VALUE ...] "
-             "[--concurrency N]")
+             "[--concurrency N] [--schedule EXPR] [--url token|none] [--on-file DIR/GLOB] [--queue NAME]")
     if not words or words[0].startswith("-"):
         raise UsageError(f"%%lambda needs a function name. {usage}")
-    opts = {"name": words[0], "env": {}}
+    opts = {"name": words[0], "env": {}, "triggers": []}
     it = iter(words[1:])
     for word in it:
         key, _, inline = word.partition("=") if word.startswith("--") else (word, "", "")
-        if key not in ("--memory", "--timeout", "--env", "--concurrency"):
+        if key not in ("--memory", "--timeout", "--env", "--concurrency") + TRIGGER_OPTIONS:
             raise UsageError(f"%%lambda: unknown option {word!r}. {usage}")
         value = inline if inline and key != "--env" else next(it, None)
         if key == "--env" and inline:
@@ -75,6 +120,8 @@ def _parse_cell_args(line: str) -> dict:
                 opts["timeout"] = float(value)
             elif key == "--concurrency":
                 opts["concurrency"] = int(value)
+            elif key in TRIGGER_OPTIONS:
+                opts["triggers"].append((key[2:], value))
             else:
                 k, sep, v = value.partition("=")
                 if not sep:
@@ -92,6 +139,7 @@ class FaaSMagics(Magics):
         from .client.cell import CellFunction, analyse
         from .client.function import RemoteFunction
         opts = _parse_cell_args(line)
+        wanted = opts.pop("triggers")
         try:
             name = limits.check_name(opts.pop("name"))
             limits.check_config(opts.get("memory", limits.MEMORY_DEFAULT_MB),
@@ -115,11 +163,13 @@ class FaaSMagics(Magics):
         try:
             remote = RemoteFunction(handler, name=name, **opts)
             remote.deploy()
+            self.shell.user_ns[name] = remote
+            print(f"deployed {name} (version {remote.version}); the cell runs at INIT in each "
+                  f"execution environment")
+            for line_ in _add_triggers(remote, wanted):
+                print(line_)
         except FaaSError as exc:
             raise _one_line(exc, f"%%lambda {name}") from None
-        self.shell.user_ns[name] = remote
-        print(f"deployed {name} (version {remote.version}); the cell runs at INIT in each "
-              f"execution environment")
         return None
 
     @line_magic("faas")

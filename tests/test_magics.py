@@ -330,3 +330,37 @@ def test_an_init_error_in_the_cell_is_shown_with_its_traceback(kernel):
     error = kernel.error("imports_missing({})")
     assert error["ename"] == "ModuleNotFoundError"
     assert "Runtime.ImportModuleError" in "\n".join(_shown(error))
+
+
+TRIGGERS_CELL = '''\
+%%lambda resize --memory 512 --schedule "rate(1 minute)" --url none --on-file data/in/*.png --queue jobs_magic
+def handler(event, context):
+    return {"ok": True}
+'''
+
+
+def test_cell_magic_puts_triggers_on_the_function_once(kernel, server, tmp_path):
+    import jupyter_faas as faas
+    from jupyter_faas.client import discovery
+    (tmp_path / "data" / "in").mkdir(parents=True)
+    out = kernel.run(TRIGGERS_CELL)
+    assert "resize: added schedule rate(1 minute)" in out and "resize: added queue jobs_magic" in out
+    assert f"{server.url}/url/resize/" in out
+    faas.connect(server.url, server.token)
+    try:
+        rows = {t.kind: t for t in faas.triggers(function="resize")}
+        assert set(rows) == {"schedule", "url", "file", "queue"}
+        assert rows["url"].spec == {"auth": "none"}
+        assert rows["file"].spec["path"] == str(tmp_path / "data" / "in")
+        assert rows["file"].spec["pattern"] == "*.png"
+        assert rows["queue"].spec["queue"] == "jobs_magic"
+        # running the cell again keeps them: no duplicate schedule firing twice as often
+        assert kernel.run(TRIGGERS_CELL).count("kept") == 4
+        assert len(faas.triggers(function="resize")) == 4
+        # a bad trigger option fails the cell in one line
+        err = kernel.error('%%lambda resize --schedule "rate(0 minutes)"\ndef handler(e, c):\n    pass\n')
+        assert err["ename"] == "InvalidParameter" and len(err["traceback"]) == 1
+        for t in faas.triggers(function="resize"):
+            t.delete()
+    finally:
+        discovery.reset()

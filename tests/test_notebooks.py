@@ -212,3 +212,32 @@ def test_init_and_snapshots_notebook_runs(server, monkeypatch, tmp_path):
     envs = int(re.search(r"(\d+) environments, INIT ran", fanned).group(1))
     assert one >= 200 and total < one * envs / 2  # shared, not copied per environment
     assert "[(9, " in _text(_cell(nb, "import random"))
+
+
+EVENTS = Path(__file__).resolve().parent.parent / "notebooks" / "events.ipynb"
+
+
+def test_committed_events_notebook_has_no_outputs():
+    nb = nbformat.read(EVENTS, as_version=4)
+    nbformat.validate(nb)
+    assert all(c.outputs == [] and c.execution_count is None for c in nb.cells if c.cell_type == "code")
+
+
+def test_events_notebook_runs_against_a_server(server, monkeypatch, tmp_path):
+    monkeypatch.setenv("JUPYTER_FAAS_URL", server.url)
+    monkeypatch.setenv("JUPYTER_FAAS_TOKEN", server.token)
+    nb = nbformat.read(EVENTS, as_version=4)
+    NotebookClient(nb, kernel_name="python3", timeout=120,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not any(o["output_type"] == "error" for o in cell.outputs), cell.source
+    assert "ended: succeeded after 2 attempts" in _text(_cell(nb, '@faas.function(name="flaky"'))
+    assert "redriven: succeeded" in _text(_cell(nb, "never = "))
+    assert "hello ada" in _text(_cell(nb, '@faas.function(name="hello_http")'))
+    files = _text(_cell(nb, "incoming = "))
+    assert "'bucket': 'incoming'" in files and "'key': 'sales+2024.csv'" in files
+    queues = _text(_cell(nb, "jobs = faas.queue"))
+    assert "dead-letter queue holds ['{\"id\": 99, \"bad\": true}']" in queues
+    assert "resize: added queue jobs" in _text(_cell(nb, "%%lambda resize"))
+    assert "triggers left: 0" in _text(_cell(nb, "for trigger in faas.triggers()"))

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import itertools
 import marshal
+import os
 import re
 import reprlib
 import time
@@ -263,6 +264,30 @@ class RemoteFunction:
         header (never passed to the function); ``auth="none"`` is open on the server's address."""
         self.deploy()
         return triggers.create(self.connection, "url", self.name, {"auth": auth})
+
+    def on_file(self, path, pattern: str = "*", events=("created",), recursive: bool = True) -> "triggers.Trigger":
+        """Run when a file matching ``pattern`` under the directory ``path`` is created (and, if
+        ``events`` says so, ``"modified"`` or ``"deleted"``): an async invocation with an S3
+        event (bucket = the directory's name, key = the URL-encoded relative path, size, eTag =
+        MD5).  A file being written is reported once, when it is complete."""
+        self.deploy()
+        return triggers.create(self.connection, "file", self.name,
+                               {"path": os.path.abspath(os.fspath(path)), "pattern": pattern,
+                                "events": [events] if isinstance(events, str) else list(events),
+                                "recursive": recursive})
+
+    def subscribe(self, queue, batch_size: int = 10, batch_window: float = 0.0,
+                  report_batch_item_failures: bool = True, max_receive_count: int = 3) -> "triggers.Trigger":
+        """Process ``queue`` (a ``faas.queue(...)`` or its name) in batches of SQS-shaped records,
+        at least once each.  A returned ``{"batchItemFailures": [{"itemIdentifier": id}]}`` sends
+        back only those; an error sends back the whole batch; a message received
+        ``max_receive_count`` times goes to ``queue.dead_letter_queue``."""
+        self.deploy()
+        return triggers.create(self.connection, "queue", self.name,
+                               {"queue": getattr(queue, "name", queue), "batch_size": batch_size,
+                                "batch_window": batch_window,
+                                "report_batch_item_failures": report_batch_item_failures,
+                                "max_receive_count": max_receive_count})
 
     def _call(self, args: tuple, kwargs: dict, raise_first: bool) -> InvocationFuture:
         """One sync call, waited for by this thread (over the direct socket when it can)."""

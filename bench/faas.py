@@ -2,7 +2,8 @@
 
 The server runs as ``python -m jupyter_faas serve`` in a private set of Jupyter
 directories (so it never touches the user's own server or store), with the
-payload limit raised for W4 and numpy preloaded for W5's numpy case.  Every
+payload limit raised for W4 and no ``preload``: W5's numpy case finds numpy in the zygote
+because the server learned it from W4's functions (learned preload).  Every
 call here is a recorded, limited invocation, exactly as from a notebook.
 """
 
@@ -53,7 +54,7 @@ class Faas(System):
         self.log = open(self.base / "server.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyter_faas", "serve", f"--FaaSServer.max_payload_mb={PAYLOAD_MB}",
-             "--FaaSServer.preload=['numpy']", *self.options],
+             *self.options],
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
         runtime = self.base / "runtime" / "jupyter_faas-server.json"
         deadline = time.monotonic() + 60
@@ -113,6 +114,27 @@ class Faas(System):
         inv.result  # raises if the call failed
         self.last_init_ms = inv.report.init_duration_ms
         return elapsed
+
+    def init_map(self, init_s, alloc_mb, n, item_s, concurrency, snapshot=True):
+        """W6: a fresh version whose INIT is slow and large, mapped at ``concurrency``.
+
+        Returns (wall s, total PSS MB of the processes holding INIT's memory, one's RSS MB):
+        the environments, and with snapshots the template they were forked from.
+        """
+        tag = uuid.uuid4().hex[:8]
+        load, handler = tasks.make_w6(tag, init_s, alloc_mb)
+        fn = self.faas.RemoteFunction(handler, name=f"w6_{tag}", memory=min(10240, 2 * alloc_mb + 256),
+                                      timeout=120, init=load, snapshot=snapshot, connection=self.conn,
+                                      show=False)
+        fn.deploy()
+        started = time.perf_counter()
+        out = fn.map([item_s] * n, concurrency=concurrency, show=False)
+        wall = time.perf_counter() - started
+        assert all(o[0] == tag and o[3] == alloc_mb * 1024 * 1024 for o in out), out[:2]
+        holders = {o[1] for o in out} | ({o[2] for o in out} if snapshot else set())
+        total, one = tasks.pss_mb(holders)
+        self.conn.request("DELETE", f"/faas/api/functions/{fn.name}")  # its environments go
+        return wall, total, one
 
     def request(self, path: str, **params):
         return self.conn.request("GET", path, params=params)

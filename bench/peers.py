@@ -6,6 +6,9 @@ An adapter is started once per run of its system and offers::
     map(fn, items)                      one task per item, results in order (W2)
     concurrent_map(fn, items, n)        at most n at once, results in order (W3)
     cold(tag, with_numpy)               a new worker to its first result (W5): seconds
+    init_map(init_s, alloc_mb, n, item_s, concurrency)
+                                        W6: a pool whose workers run a slow, large INIT, then
+                                        n items: (wall s, total PSS MB, one worker's RSS MB)
 
 A method that a framework has no honest equivalent for raises ``NotApplicable``
 with the reason, which the report prints instead of a number.
@@ -52,6 +55,9 @@ class System(abc.ABC):
     def cold(self, tag: str, with_numpy: bool) -> float:
         raise NotApplicable("no separate worker start to time")
 
+    def init_map(self, init_s, alloc_mb, n, item_s, concurrency, snapshot=True):
+        raise NotApplicable("no per-worker INIT in this adapter")
+
 
 def _cold_fn(with_numpy):
     return tasks.uses_numpy if with_numpy else tasks.inc
@@ -91,6 +97,18 @@ class ProcessPool(System):
         with self._executor(1) as ex:
             ex.submit(_cold_fn(with_numpy), 1).result()
             return time.perf_counter() - started
+
+    def init_map(self, init_s, alloc_mb, n, item_s, concurrency, snapshot=True):
+        # A fresh pool whose workers each run INIT (initializer=), as a new model version would.
+        started = time.perf_counter()
+        with concurrent.futures.ProcessPoolExecutor(
+                concurrency, mp_context=multiprocessing.get_context("fork"),
+                initializer=tasks.w6_init, initargs=(init_s, alloc_mb)) as ex:
+            out = list(ex.map(tasks.w6_item, [item_s] * n))
+            wall = time.perf_counter() - started
+            assert all(o[2] == alloc_mb * 1024 * 1024 for o in out)
+            total, one = tasks.pss_mb(list(ex._processes))  # every worker ran INIT
+        return wall, total, one
 
 
 class MultiprocessingPool(System):
@@ -171,6 +189,19 @@ class Dask(System):
             self.wide_client = Client(self.wide)
         return self.wide_client.gather(self.wide_client.map(fn, items, pure=False))
 
+    def init_map(self, init_s, alloc_mb, n, item_s, concurrency, snapshot=True):
+        # Worker setup on the running cluster (client.run: once per worker process), then the map.
+        self.concurrent_map(tasks.noop, [0], concurrency)  # the wide cluster, started untimed
+        client = self.wide_client
+        started = time.perf_counter()
+        client.run(tasks.w6_init, init_s, alloc_mb)
+        out = client.gather(client.map(tasks.w6_item, [item_s] * n, pure=False))
+        wall = time.perf_counter() - started
+        assert all(o[2] == alloc_mb * 1024 * 1024 for o in out)
+        total, one = tasks.pss_mb(client.run(os.getpid).values())
+        client.run(tasks.w6_init, 0, 0)  # let the memory go
+        return wall, total, one
+
     def cold(self, tag, with_numpy):
         # A new worker process joins the running cluster; time until it returns a result.
         before = set(self.client.scheduler_info()["workers"])
@@ -217,6 +248,19 @@ class IPyParallel(System):
         raise NotApplicable("engines are started by the cluster, not per task")
 
 
+class _W6Actor:
+    """W6 for Ray: an actor whose constructor runs INIT."""
+
+    def __init__(self, init_s, alloc_mb):
+        tasks.w6_init(init_s, alloc_mb)
+
+    def run(self, item_s):
+        return tasks.w6_item(item_s)
+
+    def pid(self):
+        return os.getpid()
+
+
 class Ray(System):
     name = "Ray"
 
@@ -248,6 +292,19 @@ class Ray(System):
         # Each task claims a share of a CPU so `concurrency` of them run at once.
         f = self._remote(fn, num_cpus=WORKERS / concurrency)
         return self.ray.get([f.remote(x) for x in items])
+
+    def init_map(self, init_s, alloc_mb, n, item_s, concurrency, snapshot=True):
+        from ray.util import ActorPool
+        cls = self.ray.remote(num_cpus=WORKERS / concurrency)(_W6Actor)
+        started = time.perf_counter()
+        actors = [cls.remote(init_s, alloc_mb) for _ in range(concurrency)]
+        out = list(ActorPool(actors).map(lambda a, v: a.run.remote(v), [item_s] * n))
+        wall = time.perf_counter() - started
+        assert all(o[2] == alloc_mb * 1024 * 1024 for o in out)
+        total, one = tasks.pss_mb(self.ray.get([a.pid.remote() for a in actors]))
+        for actor in actors:
+            self.ray.kill(actor)
+        return wall, total, one
 
     def cold(self, tag, with_numpy):
         # A new actor is a new worker process; time it to its first result.

@@ -1,4 +1,4 @@
-"""The workloads W1–W5 and S, each measured on one started system.
+"""The workloads W1–W6 and S, each measured on one started system.
 
 A workload returns ``{metric: [value per repetition]}``; the runner turns those
 into medians and spreads.  Results are checked (value and order) so a system
@@ -17,10 +17,12 @@ from .stats import percentile
 
 FULL = {"reps": 3, "w1_calls": 1000, "w1_warmup": 50, "w2_items": 10_000, "w3_items": 200,
         "w3_sleep": 0.02, "w3_concurrency": 32, "w4_mb": 100, "w5_reps": 5,
-        "s_invocations": 100_000, "s_log_lines": 100_000, "s_list_calls": 20}
+        "s_invocations": 100_000, "s_log_lines": 100_000, "s_list_calls": 20,
+        "w6_init_s": 1.0, "w6_alloc_mb": 500, "w6_items": 16, "w6_item_s": 0.05, "w6_concurrency": 8}
 SMOKE = {"reps": 2, "w1_calls": 30, "w1_warmup": 5, "w2_items": 40, "w3_items": 16,
          "w3_sleep": 0.01, "w3_concurrency": 8, "w4_mb": 1, "w5_reps": 2,
-         "s_invocations": 300, "s_log_lines": 300, "s_list_calls": 3}
+         "s_invocations": 300, "s_log_lines": 300, "s_list_calls": 3,
+         "w6_init_s": 0.1, "w6_alloc_mb": 20, "w6_items": 4, "w6_item_s": 0.01, "w6_concurrency": 2}
 
 #: (workload, metric, unit, which way is better, what it means) — every row of the report.
 METRICS = [
@@ -33,9 +35,15 @@ METRICS = [
     ("W4", "arg_MBps", "MB/s", "higher", "numpy array as the argument"),
     ("W4", "result_MBps", "MB/s", "higher", "numpy array as the result"),
     ("W5", "trivial_ms", "ms", "lower", "new worker/function to first result, trivial function"),
-    ("W5", "numpy_ms", "ms", "lower", "… a function importing numpy (preloaded where the system can)"),
+    ("W5", "numpy_ms", "ms", "lower", "… a function importing numpy (preloaded where the system can; jupyter_faas: learned)"),
     ("W5", "trivial_init_ms", "ms", "lower", "the REPORT's Init Duration, trivial"),
     ("W5", "numpy_init_ms", "ms", "lower", "the REPORT's Init Duration, numpy"),
+    ("W6", "wall_s", "s", "lower", "INIT (1 s, 500 MB) then map 16 × 50 ms at concurrency 8, fresh "
+                                   "version/pool: wall"),
+    ("W6", "pss_ratio", "×", "lower", "… total PSS of the processes holding INIT's memory (workers; "
+                                      "environments and their template) / the RSS of one"),
+    ("W6", "nosnap_wall_s", "s", "lower", "… jupyter_faas with snapshot=False: wall"),
+    ("W6", "nosnap_pss_ratio", "×", "lower", "… jupyter_faas with snapshot=False: PSS ratio"),
     ("S", "list_newest_ms", "ms", "lower", "list the newest 100 of the seeded invocations (REST)"),
     ("S", "list_function_ms", "ms", "lower", "… filtered by function"),
     ("S", "list_status_ms", "ms", "lower", "… filtered by status"),
@@ -125,6 +133,23 @@ def w5(system, sizes):
     return {k: v for k, v in out.items() if v}
 
 
+def w6(system, sizes):
+    """A slow, large INIT fanned out: wall and memory, with snapshots (and without, for ours)."""
+    out = {}
+    args = (sizes["w6_init_s"], sizes["w6_alloc_mb"], sizes["w6_items"], sizes["w6_item_s"],
+            sizes["w6_concurrency"])
+    for prefix, snapshot in (("", True), ("nosnap_", False)):
+        if prefix and system.name != "jupyter_faas":
+            continue
+        walls, ratios = [], []
+        for _ in range(sizes["reps"]):
+            wall, total_pss, one_rss = system.init_map(*args, snapshot=snapshot)
+            walls.append(wall)
+            ratios.append(total_pss / one_rss)
+        out[f"{prefix}wall_s"], out[f"{prefix}pss_ratio"] = walls, ratios
+    return out
+
+
 def scale(system, sizes):
     """S, for jupyter_faas only: listing at scale, and how many log lines survive."""
     out = {}
@@ -167,7 +192,7 @@ def run_all(system, sizes, scale_too: bool) -> dict:
     after_rep = (lambda: rss.append(system.server_rss_mb())) if scale_too else None
     plan = [("W1", lambda: w1(system, sizes)), ("W2", lambda: w2(system, sizes, after_rep)),
             ("W3", lambda: w3(system, sizes)), ("W4", lambda: w4(system, sizes)),
-            ("W5", lambda: w5(system, sizes))]
+            ("W5", lambda: w5(system, sizes)), ("W6", lambda: w6(system, sizes))]
     if scale_too:
         plan.append(("S", lambda: scale(system, sizes)))
     for name, run in plan:

@@ -5,10 +5,13 @@ execution environments, with Lambda's limits, logs and REPORT; ``%%lambda``
 does the same from a notebook cell.
 """
 
+from kernel_workers.init import on_restore
+
 from ._version import __version__
 from .client.aws import aws_env, boto3_client
 from .client.discovery import connect
 from .client.events import DeadLetter, dead_letters, redrive
+from .client.queues import Queue, queue, queues
 from .client.triggers import Trigger, triggers
 from .client.function import RemoteFunction, function
 from .client.lookup import lookup
@@ -21,12 +24,12 @@ from .errors import (Cancelled, FaaSError, FunctionError, InvalidParameter, Invo
 __all__ = [
     "__version__",
     "connect", "aws_env", "boto3_client", "function", "lookup", "RemoteFunction", "Invocation", "InvocationFuture", "Report",
-    "invocations", "dead_letters", "redrive", "DeadLetter", "triggers", "Trigger",
+    "invocations", "dead_letters", "redrive", "DeadLetter", "triggers", "Trigger", "queue", "queues", "Queue",
     "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
     "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout", "OutOfMemory",
     "RuntimeExited", "Cancelled", "Throttled", "SerializationError", "InvalidParameter",
     "PayloadTooLarge", "ResponseSizeTooLarge", "ResourceNotFound", "ServerError",
-    "load_ipython_extension",
+    "on_restore", "load_ipython_extension",
 ]
 
 

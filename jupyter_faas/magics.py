@@ -1,10 +1,16 @@
-"""``%%lambda NAME [--memory MB] [--timeout S] [--env K=V ...] [--concurrency N] [--backend B]`` and
+"""``%%lambda NAME [--memory MB] [--timeout S] [--env K=V ...] [--concurrency N]
+[--schedule EXPR] [--url token|none] [--on-file DIR/GLOB] [--queue NAME] [--backend B]`` and
 ``%lambda ls | invoke NAME '<json>' | logs NAME | rm NAME``.
 
-The cell magic runs the cell in the user namespace (so its functions live in
-``__main__`` and ship by value), deploys its handler (the function named
-``handler``, or the only function the cell defines) as function NAME, and binds
-NAME to a :class:`~jupyter_faas.RemoteFunction`.
+The cell magic deploys the cell as the function's module (:mod:`.client.cell`): its
+top-level code runs in each execution environment at INIT, not in the kernel; its
+handler (the function named ``handler``, or the only function the cell defines) runs
+per invocation, as function NAME, and NAME is bound to a
+:class:`~jupyter_faas.RemoteFunction`.
+
+The trigger options put a schedule, a function URL, a file watch or a queue subscription
+on the function once it is deployed; running the cell again creates no duplicate (a
+trigger with the same kind and spec is kept).
 
 The line commands are registered as the line magic ``%faas``; ``%lambda ...`` is
 rewritten to ``%faas ...`` by an input transformer, because a *line* magic named
@@ -19,10 +25,10 @@ the exception: an error in the cell's body, or a handler's remote traceback, is 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import sys
-import types
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -48,20 +54,59 @@ def _one_line(exc: FaaSError, command: str) -> FaaSError:
     return exc
 
 
+TRIGGER_OPTIONS = ("--schedule", "--url", "--on-file", "--queue")
+
+
+def _split_glob(value: str) -> tuple[str, str]:
+    """``data/in/*.png`` -> (``data/in``, ``*.png``); a plain directory -> (it, ``*``)."""
+    head, tail = os.path.split(value.rstrip("/"))
+    if any(c in tail for c in "*?["):
+        return head or ".", tail
+    return value, "*"
+
+
+def _add_triggers(remote, wanted: list) -> list[str]:
+    """Create the cell's triggers on ``remote`` (kept if the same one exists); one line each."""
+    from .client import queues, triggers
+    existing = triggers.triggers(function=remote.name, connection=remote.connection)
+    lines = []
+    for kind, value in wanted:
+        if kind == "schedule":
+            spec = {"expression": value.strip()}
+            make = lambda: remote.schedule(value)  # noqa: E731
+        elif kind == "url":
+            spec = {"auth": value}
+            make = lambda: remote.url(auth=value)  # noqa: E731
+        elif kind == "on-file":
+            directory, pattern = _split_glob(value)
+            spec = {"path": os.path.normpath(os.path.abspath(directory)), "pattern": pattern}
+            make = lambda: remote.on_file(directory, pattern=pattern)  # noqa: E731
+        else:
+            spec = {"queue": value}
+            make = lambda: remote.subscribe(queues.queue(value, connection=remote.connection))  # noqa: E731
+        kept = next((t for t in existing if t.kind == ("file" if kind == "on-file" else kind)
+                     and all(t.spec.get(k) == v for k, v in spec.items())), None)
+        t = kept or make()
+        where = f" {t.url}" if t.kind == "url" else ""
+        lines.append(f"{remote.name}: {'kept' if kept else 'added'} {t.kind} "
+                     f"{triggers.describe_spec(t.kind, t.spec)}{where}")
+    return lines
+
+
 def _parse_cell_args(line: str) -> dict:
     try:
         words = shlex.split(line)
     except ValueError as exc:
         raise UsageError(f"%%lambda: cannot parse {line!r}: {exc}") from None
     usage = ("usage: %%lambda NAME [--memory MB] [--timeout SECONDS] [--env KEY=VALUE ...] "
-             "[--concurrency N] [--backend local|dask]")
+             "[--concurrency N] [--schedule EXPR] [--url token|none] [--on-file DIR/GLOB] [--queue NAME] [--backend local|dask]")
     if not words or words[0].startswith("-"):
         raise UsageError(f"%%lambda needs a function name. {usage}")
-    opts = {"name": words[0], "env": {}}
+    opts = {"name": words[0], "env": {}, "triggers": []}
     it = iter(words[1:])
     for word in it:
         key, _, inline = word.partition("=") if word.startswith("--") else (word, "", "")
-        if key not in ("--memory", "--timeout", "--env", "--concurrency", "--backend"):
+        if key not in ("--memory", "--timeout", "--env", "--concurrency", "--backend") + TRIGGER_OPTIONS:
             raise UsageError(f"%%lambda: unknown option {word!r}. {usage}")
         value = inline if inline and key != "--env" else next(it, None)
         if key == "--env" and inline:
@@ -77,6 +122,8 @@ def _parse_cell_args(line: str) -> dict:
                 opts["concurrency"] = int(value)
             elif key == "--backend":
                 opts["backend"] = value
+            elif key in TRIGGER_OPTIONS:
+                opts["triggers"].append((key[2:], value))
             else:
                 k, sep, v = value.partition("=")
                 if not sep:
@@ -91,8 +138,10 @@ def _parse_cell_args(line: str) -> dict:
 class FaaSMagics(Magics):
     @cell_magic("lambda")
     def lambda_cell(self, line: str, cell: str):
+        from .client.cell import CellFunction, analyse
         from .client.function import RemoteFunction
         opts = _parse_cell_args(line)
+        wanted = opts.pop("triggers")
         try:
             name = limits.check_name(opts.pop("name"))
             limits.check_config(opts.get("memory", limits.MEMORY_DEFAULT_MB),
@@ -100,29 +149,29 @@ class FaaSMagics(Magics):
                                 opts.get("concurrency"), opts.get("backend"))
         except FaaSError as exc:
             raise _one_line(exc, "%%lambda") from None
-        ns = self.shell.user_ns
-        before = {k: id(v) for k, v in ns.items()}
-        # Run the cell as __main__ code (so its functions ship by value), letting an error
-        # propagate once, as the magic's own failure, rather than being shown twice.
+        # The cell is the function's module: it runs at INIT in each environment, not here
+        # (client/cell.py has the rules); only its syntax and handler are checked now.
         source = self.shell.transform_cell(cell)
         filename = self.shell.compile.cache(source)
-        exec(compile(source, filename, "exec"), self.shell.user_global_ns, self.shell.user_ns)
-        defined = [v for k, v in ns.items()
-                   if isinstance(v, types.FunctionType) and before.get(k) != id(v)
-                   and v.__module__ == "__main__"]
-        handler = ns.get("handler") if any(f is ns.get("handler") for f in defined) else None
+        functions, free = analyse(source, filename)
+        handler = "handler" if "handler" in functions else None
         if handler is None:
-            if len(defined) != 1:
-                names = ", ".join(sorted(f.__name__ for f in defined)) or "none"
+            if len(functions) != 1:
+                names = ", ".join(sorted(functions)) or "none"
                 raise UsageError(f"%%lambda {name}: the cell must define a function named 'handler' "
                                  f"or exactly one function (it defined: {names})")
-            handler = defined[0]
+            handler = functions[0]
+        handler = CellFunction(source, filename, handler, free, self.shell.user_ns)
         try:
             remote = RemoteFunction(handler, name=name, **opts)
             remote.deploy()
+            self.shell.user_ns[name] = remote
+            print(f"deployed {name} (version {remote.version}); the cell runs at INIT in each "
+                  f"execution environment")
+            for line_ in _add_triggers(remote, wanted):
+                print(line_)
         except FaaSError as exc:
             raise _one_line(exc, f"%%lambda {name}") from None
-        ns[name] = remote
         return None
 
     @line_magic("faas")

@@ -620,7 +620,10 @@ def start(server_id: str, env_id: str, function: dict, code: bytes, preload: lis
     failure = env.start(code)
     if failure is not None:
         return dict(failure, worker=_address(), lines=[[s, line] for _, s, line in env.orphans])
-    return {"kind": "ready", "worker": _address(), "env_id": env.id, "init_ms": env.init_ms, "pid": env.pid}
+    lines = [[stream, line] for _, stream, line in env.orphans]  # the server logs them before START
+    env.orphans.clear()
+    return {"kind": "ready", "worker": _address(), "env_id": env.id, "init_ms": env.init_ms,
+            "pid": env.pid, "lines": lines, "ended": time.time()}
 
 
 def invoke(server_id: str, topic: str | None, env_id: str, function: dict, code: bytes, preload: list,

@@ -35,7 +35,7 @@ import time
 
 import cloudpickle
 
-from . import buffers, exceptions, wire
+from . import buffers, exceptions, init as init_code, wire
 from .context import LambdaContext, call_with_context, context_parameter
 from . import tracebacks
 from .tracebacks import error_fields
@@ -94,23 +94,47 @@ class Environment:
         self.config: dict = {}
         self.buffers_dir: str | None = None
         self.loop = None  # the event loop of async handlers, kept across warm invocations
+        self.modules_after_init: set | None = None  # until the first invocation has run
 
     def init(self, header: dict, code: bytes) -> bool:
+        """INIT: load the function (which runs its INIT code, if it has any), or take it from
+        the snapshot this process was forked from (``snapshot``: then the restore hooks run)."""
+        global _loaded
         started = time.perf_counter()
         self.config = header
         self.buffers_dir = header.get("buffers_dir")
+        before = set(sys.modules)
         try:
-            handler = cloudpickle.loads(code)
+            if header.get("snapshot"):
+                if _loaded is None:
+                    raise RuntimeError("asked to start from a snapshot, but this process has none")
+                handler = _loaded
+                init_code.run_restore_hooks()
+            else:
+                handler = cloudpickle.loads(code)
             if not callable(handler):
                 raise TypeError(f"the deployed object is a {type(handler).__name__}, not a function")
             self.context_parameter = context_parameter(handler)
             self.handler = handler
         except BaseException as exc:  # noqa: BLE001 - any failure to load is an init error
             _flush()
-            fields = error_fields(exc, "init")
+            if exc is init_code.failure:  # the function's own INIT code raised
+                fields = error_fields(exc, "init_code")
+                fields["errorType"], fields["errorMessage"] = init_code.init_error_type(exc)
+            else:
+                fields = error_fields(exc, "restore" if header.get("snapshot") else "init")
             self.channel.send("init_error", exceptions.dumps(exc), **fields)
             return False
-        self.channel.send("ready", init_ms=(time.perf_counter() - started) * 1000, pid=os.getpid())
+        _loaded = handler
+        self.modules_after_init = set(sys.modules)
+        imported = sorted({m.split(".")[0] for m in set(sys.modules) - before
+                           if not m.startswith("_")} | set(init_code.imported))
+        ready = {"init_ms": (time.perf_counter() - started) * 1000, "pid": os.getpid(),
+                 "imported": imported[:64], "init_code": init_code.declared}
+        if header.get("template"):
+            _flush()
+            ready["unsafe"] = init_code.fork_unsafe()
+        self.channel.send("ready", **ready)
         return True
 
     def invoke(self, header: dict, payload: bytearray) -> None:
@@ -155,6 +179,12 @@ class Environment:
             return
         duration = (time.perf_counter() - started) * 1000
         _flush()
+        if self.modules_after_init is not None:  # the first invocation: what it imported
+            new = set(sys.modules) - self.modules_after_init
+            self.modules_after_init = None
+            if new:
+                described["imported"] = sorted({m.split(".")[0] for m in new
+                                                if not m.startswith("_")})[:64]
         self.channel.send("result", body, request_id=rid, encoding=encoding, duration_ms=duration,
                           cpu_ms=(time.process_time() - cpu_started) * 1000, **described)
 
@@ -199,7 +229,8 @@ class Environment:
             return tracebacks.dumps(result, PICKLE_PROTOCOL), {}
         return body, {"buffers": {"file": name, "spans": spans}}
 
-    def serve(self) -> None:
+    def serve(self) -> str | None:
+        """Serve invocations until the link closes; ``"template"`` when this process became one."""
         header, body = self.channel.recv()
         if header["k"] != "init":
             return
@@ -207,6 +238,11 @@ class Environment:
             prepare_process(header["setup"])
         if not self.init(header, bytes(body)):
             return
+        if header.get("template") and init_code.fork_unsafe() is None:
+            # A snapshot: every environment forked from here gets its own control socket; the
+            # zygote's loop serves forks on the template link (kernel_workers.zygote).
+            self.channel.sock.close()
+            return "template"
         while True:
             try:
                 header, body = self.channel.recv()
@@ -218,11 +254,21 @@ class Environment:
                 return
 
 
-def serve(sock) -> None:
-    """Run an environment on an already connected control socket until it closes."""
+#: the handler this process loaded at INIT: what a process forked from it as a snapshot runs
+_loaded = None
+#: the socket a template serves forks on (given by the zygote with the control socket)
+template_link: int | None = None
+
+
+def serve(sock) -> str | None:
+    """Run an environment on an already connected control socket until it closes; ``"template"``
+    when it finished INIT as a snapshot template (then serve forks on :data:`template_link`)."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.reconfigure(line_buffering=True)
         except (AttributeError, ValueError):
             pass
-    Environment(wire.BlockingChannel(sock)).serve()
+    init_code._own_fds.add(sock.fileno())
+    if template_link is not None:
+        init_code._own_fds.add(template_link)
+    return Environment(wire.BlockingChannel(sock)).serve()

@@ -98,7 +98,7 @@ def user_traceback(tb: types.TracebackType | None) -> types.TracebackType | None
 
 def error_fields(exc: BaseException, stage: str) -> dict:
     """An invocation's error as the runtime reports it; the user's code starts its stackTrace."""
-    tb = user_traceback(exc.__traceback__) if stage == "run" else exc.__traceback__
+    tb = user_traceback(exc.__traceback__) if stage in ("run", "init_code") else exc.__traceback__
     return {
         "errorType": type(exc).__name__,
         "errorMessage": str(exc),

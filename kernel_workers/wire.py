@@ -14,11 +14,15 @@ unpickle anything an execution environment (which runs user code) wrote.
 
 Kinds, by link:
 
-  server -> zygote       hello_ack, fork (+ 3 fds by SCM_RIGHTS: control, stdout, stderr)
-  zygote -> server       hello, forked, exited
-  server -> environment  init (body: the function's pickle; ``buffers_dir``),
+  server -> zygote       hello_ack, fork (+ 3 fds by SCM_RIGHTS: control, stdout, stderr; a 4th,
+                         a template's fork link), preload (``modules``: learned preload)
+  zygote -> server       hello, forked, exited, preloaded (``module``, ``ok``, ``rss_mb``)
+  (a template, an environment after INIT, speaks the zygote's side: kernel_workers.init)
+  server -> environment  init (body: the function's pickle; ``buffers_dir``; ``template``: become
+                         a snapshot after INIT; ``snapshot``: forked from one, no body),
                          invoke (body: payload; ``buffers``: its out-of-band buffers' file, if any)
-  environment -> server  ready, init_error, result (body: result; ``buffers``: its out-of-band
+  environment -> server  ready (``imported``: modules INIT imported; a template's ``unsafe``),
+                         init_error, result (body: result; ``buffers``: its out-of-band
                          buffers' file, if any), error (body: pickled exception or empty)
   client <-> server      see jupyter_faas.server.protocol.session (both carriers)
 

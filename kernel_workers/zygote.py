@@ -7,10 +7,13 @@ interpreter.
 
 Data flow::
 
-    server --fork{env, cwd, limits} + fds(control, stdout, stderr)--> zygote
+    server --fork{env, cwd, limits} + fds(control, stdout, stderr[, template link])--> zygote
     zygote --forked{env_id, pid}-->  server
     zygote --exited{pid, returncode}--> server     (the zygote is the parent, so
                                                    only it can read exit status)
+    server --preload{modules}--> zygote            (learned preload: modules recently
+    zygote --preloaded{module, ok, rss_mb}--> server  deployed functions imported, imported
+                                                   while idle, within a memory budget)
 
 In the forked child: new session (so the environment and everything it starts
 can be killed as a group), stdout/stderr onto the server's pipes, then the
@@ -19,6 +22,10 @@ environment dict, its own working and scratch directories, then the runtime
 loop.  A *spare* is forked before any function needs it (joining a cgroup costs
 ~10 ms, an RCU grace period): it joins its cgroup at once and gets the rest
 from its ``init`` frame when the server gives it a function.
+
+A *template* (a snapshot after INIT, see :mod:`kernel_workers.init`) is an environment
+that finished its function's INIT and then runs this same loop on the fourth fd it was
+given: environments of that version are forked from it, INIT already done.
 
 When the server's socket closes (the server stopped or died), the zygote kills
 every environment it forked and exits: no process outlives the server.
@@ -96,13 +103,26 @@ def _sigkill(pid: int) -> None:
             pass
 
 
+def rss_mb() -> float:
+    """This process's resident memory, in MB."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 class Zygote:
-    def __init__(self, sock: socket.socket, preloaded: list, failed: dict):
+    def __init__(self, sock: socket.socket, preloaded: list, failed: dict,
+                 learned: list | None = None, budget_mb: float = 0.0):
         self.channel = wire.BlockingChannel(sock, buffered=False)
         self.sock = sock
         self.children: dict[int, str] = {}
         self.preloaded = preloaded
         self.failed = failed
+        #: learned preload: modules to import while idle, while RSS stays under ``budget_mb``
+        self.pending: list[str] = list(learned or [])
+        self.budget_mb = budget_mb
 
     def run(self) -> None:
         become_subreaper()
@@ -115,8 +135,11 @@ class Zygote:
         self.channel.send("hello", pid=os.getpid(), preloaded=self.preloaded, failed=self.failed)
         while True:
             try:
-                ready, _, _ = select.select([self.sock, rfd], [], [])
+                ready, _, _ = select.select([self.sock, rfd], [], [], 0 if self.pending else None)
             except InterruptedError:
+                continue
+            if not ready and self.pending:
+                self.preload_one()  # nothing to do: import one module a function used
                 continue
             if rfd in ready:
                 try:
@@ -130,8 +153,33 @@ class Zygote:
                 except (EOFError, ConnectionError):
                     self.shutdown()
                 if header["k"] == "fork":
-                    _, fds, _, _ = socket.recv_fds(self.sock, 1, 3)
+                    _, fds, _, _ = socket.recv_fds(self.sock, 1, 4)
                     self.fork(header, fds)
+                elif header["k"] == "preload":
+                    self.pending.extend(m for m in header["modules"]
+                                        if m not in sys.modules and m not in self.pending)
+
+    def preload_one(self) -> None:
+        """Import the next learned module, if the budget allows; tell the server either way.
+
+        One at a time, between fork requests (an import blocks them for its duration, ~100 ms
+        for numpy; a thread would make every later fork unsafe).  Environments forked later
+        share the module's pages copy-on-write.
+        """
+        name = self.pending.pop(0)
+        if name in sys.modules:
+            return
+        used = rss_mb()
+        if used >= self.budget_mb:
+            self.channel.send("preloaded", module=name, ok=False, rss_mb=used,
+                              error=f"over the preload budget ({used:.0f} of {self.budget_mb:.0f} MB)")
+            return
+        try:
+            importlib.import_module(name)
+            ok, error = True, None
+        except BaseException as exc:  # noqa: BLE001 - a bad module must not stop the zygote
+            ok, error = False, f"{type(exc).__name__}: {exc}"
+        self.channel.send("preloaded", module=name, ok=ok, error=error, rss_mb=rss_mb())
 
     def reap(self) -> None:
         reaped = False
@@ -184,7 +232,9 @@ class Zygote:
         self.channel.send("forked", env_id=header["env_id"], pid=pid)
 
     def _child(self, header: dict, fds: list) -> int:
-        ctl_fd, out_fd, err_fd = fds
+        ctl_fd, out_fd, err_fd = fds[:3]
+        # A fourth: the link this process serves forks on if it becomes a snapshot template
+        runtime.template_link = fds[3] if len(fds) > 3 else None
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
@@ -202,7 +252,10 @@ class Zygote:
         # from its init frame.
         runtime.prepare_process(header)
         ctl = socket.socket(fileno=ctl_fd)
-        runtime.serve(ctl)
+        if runtime.serve(ctl) == "template":  # INIT done: fork this version's environments
+            link = socket.socket(fileno=runtime.template_link)
+            link.setblocking(True)
+            Zygote(link, [], {}).run()
         return 0
 
     def shutdown(self) -> None:
@@ -236,12 +289,17 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="kernel_workers.zygote")
     parser.add_argument("--fd", type=int, required=True, help="inherited socket to the server")
     parser.add_argument("--preload", default="", help="comma-separated modules to import once")
+    parser.add_argument("--learned", default="",
+                        help="comma-separated modules to import in the background, within the budget")
+    parser.add_argument("--budget-mb", type=float, default=0.0,
+                        help="learned modules are imported while RSS stays under this")
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
     sock.setblocking(True)
     names = [n for n in args.preload.split(",") if n.strip()]
     loaded, failed = _preload([n.strip() for n in names])
-    Zygote(sock, loaded, failed).run()
+    learned = [n.strip() for n in args.learned.split(",") if n.strip()]
+    Zygote(sock, loaded, failed, learned, args.budget_mb).run()
 
 
 if __name__ == "__main__":

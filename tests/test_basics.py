@@ -53,7 +53,8 @@ def test_invoke_returns_record_with_logs_and_report(conn):
     assert first.report.billed_duration_ms >= 1
     assert first.report.max_memory_used_mb > 5  # the process's own peak, not 0
     logs = first.logs
-    assert logs[0] == f"START RequestId: {first.request_id} Version: $LATEST"
+    assert logs[0].startswith("INIT_START Runtime Version: python:")  # a cold start, as Lambda logs it
+    assert logs[1] == f"START RequestId: {first.request_id} Version: $LATEST"
     assert "hello from a" in logs
     assert logs[-2] == f"END RequestId: {first.request_id}"
     assert logs[-1].startswith(f"REPORT RequestId: {first.request_id}\tDuration: ")

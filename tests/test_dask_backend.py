@@ -87,6 +87,26 @@ def test_result_logs_report_cold_then_warm(dconn, dask_server):
     assert "@tcp://127.0.0.1:" in row["environment_id"]
 
 
+def test_init_runs_on_the_worker_and_its_output_comes_before_start(dconn):
+    def setup():
+        global PREFIX
+        print("loading on", os.getpid(), flush=True)
+        PREFIX = "ready:"
+
+    @faas.function(name="dask_with_init", backend="dask", init=setup)
+    def greet(x):
+        return PREFIX + str(x)  # noqa: F821 - set by setup() at INIT
+
+    inv = greet.invoke(1)
+    assert inv.result == "ready:1"
+    logs = list(inv.logs)
+    loading = next(i for i, line in enumerate(logs) if line.startswith("loading on"))
+    assert logs[0].startswith("INIT_START") and loading < next(
+        i for i, line in enumerate(logs) if line.startswith("START RequestId"))
+    assert inv.report.init_duration_ms is not None
+    assert greet.invoke(2).result == "ready:2"          # warm: INIT ran once
+
+
 def test_a_local_function_still_runs_locally(dconn, dask_server):
     @faas.function(name="dask_router_local", backend="local")
     def here():
@@ -99,8 +119,8 @@ def test_a_local_function_still_runs_locally(dconn, dask_server):
 
 def test_the_magic_takes_a_backend():
     from jupyter_faas.magics import _parse_cell_args
-    assert _parse_cell_args("resize --backend dask --memory 256") == {
-        "name": "resize", "env": {}, "backend": "dask", "memory": 256}
+    opts = _parse_cell_args("resize --backend dask --memory 256")
+    assert opts["backend"] == "dask" and opts["memory"] == 256 and opts["name"] == "resize"
 
 
 def test_backend_option_is_validated():

@@ -79,7 +79,9 @@ def test_the_row_and_the_start_line_say_the_lambda_version_and_recovery_keeps_it
         await turns()
         row = service.store.get_invocation(inv.request_id)
         assert (row["version"], row["lambda_version"]) == (engine_version, "1")
-        assert inv.logs[0][2] == f"START RequestId: {inv.request_id} Version: 1"
+        # a cold start: INIT_START, then START, both naming the Lambda version
+        assert inv.logs[0][2].startswith("INIT_START ") and inv.logs[0][2].endswith(" Version: 1")
+        assert inv.logs[1][2] == f"START RequestId: {inv.request_id} Version: 1"
         # queued, then the server stops: the restarted one runs it as version 1 still
         backend.envs.clear()
         queued = service.submit("f", b"{}", encoding="json", version="1", queue=True)

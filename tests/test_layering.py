@@ -19,11 +19,12 @@ def test_public_api_is_pinned():
     assert sorted(jupyter_faas.__all__) == sorted([
         "__version__", "connect", "aws_env", "boto3_client", "function", "lookup", "RemoteFunction", "Invocation",
         "InvocationFuture", "invocations", "dead_letters", "redrive", "DeadLetter", "triggers", "Trigger",
+        "queue", "queues", "Queue",
         "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
         "Report", "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout",
         "OutOfMemory", "RuntimeExited", "Cancelled", "Throttled", "SerializationError",
         "InvalidParameter", "PayloadTooLarge", "ResponseSizeTooLarge", "ResourceNotFound",
-        "ServerError",
+        "ServerError", "on_restore",
         "load_ipython_extension"])
     for name in jupyter_faas.__all__:
         assert hasattr(jupyter_faas, name)

@@ -97,13 +97,13 @@ print("cell body ran")
 
 
 def test_cell_magic_deploys_handler_with_context_env_and_config(kernel):
-    # the cell runs in the kernel (its prints show), then its handler is deployed
-    assert kernel.run(CONTEXT_CELL) == "cell body ran\n"
+    # the cell is the function's module: nothing of it runs in the kernel at deploy
+    assert kernel.run(CONTEXT_CELL).startswith("deployed ctxfn (version 1)")
     assert kernel.run("import jupyter_faas\n"
                       "print(type(ctxfn).__name__, isinstance(ctxfn, jupyter_faas.RemoteFunction),\n"
                       "      ctxfn.name, ctxfn.config['memory'], ctxfn.config['timeout'])\n"
-                      "print(callable(helper), callable(handler))"
-                      ) == "RemoteFunction True ctxfn 256 10.0\nTrue True\n"
+                      "print('helper' in dir(), 'handler' in dir())"
+                      ) == "RemoteFunction True ctxfn 256 10.0\nFalse False\n"
 
     out = kernel.value("ctxfn({'a': 1})")
     assert out["event"] == {"a": 1}
@@ -118,7 +118,7 @@ def test_cell_magic_deploys_handler_with_context_env_and_config(kernel):
     assert out["pid"] != kernel.value("os.getpid()")
 
     # a cell whose only function is not called handler deploys that function
-    assert kernel.run("%%lambda triple\ndef times_three(x):\n    return 3 * x\n") == ""
+    assert kernel.run("%%lambda triple\ndef times_three(x):\n    return 3 * x\n").startswith("deployed triple")
     assert kernel.value("triple.map([1, 2, 3, 4])") == [3, 6, 9, 12]
     assert kernel.value("triple(5)") == 15
     assert kernel.value("triple.local(7)") == 21
@@ -145,7 +145,8 @@ def test_line_commands_ls_invoke_logs_rm(kernel, server):
     assert value["echo"] == {"a": 1}
     rid = value["request_id"]
     lines = printed.splitlines()
-    assert lines[0] == f"START RequestId: {rid} Version: $LATEST"
+    assert lines[0].startswith("INIT_START Runtime Version: python:")  # a cold start
+    assert lines[1] == f"START RequestId: {rid} Version: $LATEST"
     assert "echo got {'a': 1}" in lines
     assert lines[-2] == f"END RequestId: {rid}"
     assert lines[-1].startswith(f"REPORT RequestId: {rid}\tDuration: ")
@@ -194,9 +195,8 @@ def test_misuse_fails_the_cell_and_deploys_nothing(kernel, server):
     err = kernel.fails("%%lambda none\nx = 1\n")
     assert "UsageError" in err and "it defined: none" in err
 
-    err = kernel.fails("%%lambda boom\ndef handler(event, context):\n    return 1\n"
-                       "raise RuntimeError('the cell raised')\n")
-    assert "RuntimeError" in err and "the cell raised" in err
+    err = kernel.fails("%%lambda syntax\ndef handler(event, context):\n    return (1\n")
+    assert "SyntaxError" in err
 
     err = kernel.fails("%lambda invoke missing '{}'")
     assert "ResourceNotFound" in err and "missing" in err
@@ -214,7 +214,7 @@ def test_misuse_fails_the_cell_and_deploys_nothing(kernel, server):
 
     # the kernel is still usable and none of those names was deployed or bound
     listed = kernel.run("%lambda ls")
-    for name in ("small", "nan", "opt", "two", "none", "boom", "missing"):
+    for name in ("small", "nan", "opt", "two", "none", "syntax", "missing"):
         assert not re.search(rf"^{name}\s", listed, re.M), listed
     assert kernel.value("[n for n in ('small', 'two', 'boom') if n in globals()]") == []
     assert kernel.value("json_ok = __import__('json').dumps({'ok': True}); json_ok") == json.dumps(
@@ -261,3 +261,106 @@ def test_a_deleted_function_says_when_and_keeps_its_logs(kernel, server):
     shown = _shown(kernel.error("%lambda invoke gone '{}'"))
     assert len(shown) == 1 and "gone was deleted at" in shown[0], shown
     assert "gone got {'n': 1}" in kernel.run("%lambda logs gone")
+
+
+MODULE_CELL = '''\
+%%lambda module_fn --timeout 10
+import os
+open(os.path.join(MARKS, f"init-{os.getpid()}"), "w").close()
+print("INIT loading table")
+TABLE = {"scale": SCALE}
+calls = 0
+
+def handler(event, context):
+    global calls
+    calls += 1
+    return {"pid": os.getpid(), "ppid": os.getppid(), "calls": calls, "value": event * TABLE["scale"]}
+'''
+
+
+def test_the_cell_is_the_module_run_at_init_in_the_environment(kernel, tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    # free names the notebook defines (MARKS, SCALE) are shipped by value
+    kernel.run(f"import os\nMARKS = {str(marks)!r}\nSCALE = 10")
+    assert kernel.run(MODULE_CELL).startswith("deployed module_fn (version 1)")
+    assert list(marks.iterdir()) == []      # deploying ran nothing of the cell, here or there
+    assert kernel.value("'TABLE' in dir() or 'calls' in dir()") is False
+
+    cell = kernel.run_cell("r = module_fn.invoke(2)\nprint('\\n'.join(r.logs))\nr.result")
+    printed = "".join(o["text"] for o in cell.outputs if o["output_type"] == "stream")
+    first = ast.literal_eval([o for o in cell.outputs
+                              if o["output_type"] == "execute_result"][0]["data"]["text/plain"])
+    assert first["value"] == 20 and first["calls"] == 1
+    # INIT ran once, outside the kernel: in the snapshot this environment was forked from
+    # (its parent); its print is an INIT line, before START
+    kernel_pid = kernel.value("os.getpid()")
+    assert sorted(p.name for p in marks.iterdir()) == [f"init-{first['ppid']}"]
+    assert first["ppid"] != kernel_pid
+    lines = printed.splitlines()
+    assert lines[0].startswith("INIT_START") and lines[1] == "INIT loading table"
+    assert lines[2].startswith("START RequestId:")
+    # warm: the module's state lives on, INIT does not run again
+    second = kernel.value("module_fn(3)")
+    assert second == dict(first, calls=2, value=30)
+    assert len(list(marks.iterdir())) == 1
+
+    # rebinding a shipped name deploys a new version (whose INIT sees the new value)
+    kernel.run("SCALE = 100")
+    assert kernel.value("module_fn(3)")["value"] == 300
+    # .local runs the cell in the kernel, once, then the handler
+    assert kernel.value("module_fn.local(1)")["value"] == 100
+    assert kernel.value("module_fn.local(1)")["calls"] == 2
+    assert f"init-{kernel_pid}" in [p.name for p in marks.iterdir()]
+
+
+def test_an_init_error_in_the_cell_is_shown_with_its_traceback(kernel):
+    assert kernel.run("%%lambda broken_init\nimport os\n"
+                      "def handler(event, context):\n    return 1\n"
+                      "raise RuntimeError('the cell raised at INIT')\n").startswith("deployed")
+    error = kernel.error("broken_init({})")
+    assert error["ename"] == "RuntimeError" and "the cell raised at INIT" in error["evalue"]
+    shown = "\n".join(_shown(error))
+    assert "raise RuntimeError('the cell raised at INIT')" in shown   # the cell's own line
+    assert "INIT failed" in shown
+    err = kernel.fails("%lambda invoke missing_init_module '{}'")
+    assert "ResourceNotFound" in err
+    kernel.run("%%lambda imports_missing\nimport not_installed_anywhere\n"
+               "def handler(event, context):\n    return 1\n")
+    error = kernel.error("imports_missing({})")
+    assert error["ename"] == "ModuleNotFoundError"
+    assert "Runtime.ImportModuleError" in "\n".join(_shown(error))
+
+
+TRIGGERS_CELL = '''\
+%%lambda resize --memory 512 --schedule "rate(1 minute)" --url none --on-file data/in/*.png --queue jobs_magic
+def handler(event, context):
+    return {"ok": True}
+'''
+
+
+def test_cell_magic_puts_triggers_on_the_function_once(kernel, server, tmp_path):
+    import jupyter_faas as faas
+    from jupyter_faas.client import discovery
+    (tmp_path / "data" / "in").mkdir(parents=True)
+    out = kernel.run(TRIGGERS_CELL)
+    assert "resize: added schedule rate(1 minute)" in out and "resize: added queue jobs_magic" in out
+    assert f"{server.url}/url/resize/" in out
+    faas.connect(server.url, server.token)
+    try:
+        rows = {t.kind: t for t in faas.triggers(function="resize")}
+        assert set(rows) == {"schedule", "url", "file", "queue"}
+        assert rows["url"].spec == {"auth": "none"}
+        assert rows["file"].spec["path"] == str(tmp_path / "data" / "in")
+        assert rows["file"].spec["pattern"] == "*.png"
+        assert rows["queue"].spec["queue"] == "jobs_magic"
+        # running the cell again keeps them: no duplicate schedule firing twice as often
+        assert kernel.run(TRIGGERS_CELL).count("kept") == 4
+        assert len(faas.triggers(function="resize")) == 4
+        # a bad trigger option fails the cell in one line
+        err = kernel.error('%%lambda resize --schedule "rate(0 minutes)"\ndef handler(e, c):\n    pass\n')
+        assert err["ename"] == "InvalidParameter" and len(err["traceback"]) == 1
+        for t in faas.triggers(function="resize"):
+            t.delete()
+    finally:
+        discovery.reset()

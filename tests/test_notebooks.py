@@ -71,7 +71,7 @@ def test_quickstart_runs_against_a_server(server, monkeypatch, tmp_path):
     assert f"REPORT RequestId: {rid}\tDuration: " in invoked
 
     deployed = _text(_cell(nb, "%%lambda resize"))
-    assert "deploys it as 'resize'" in deployed
+    assert "deployed resize (version 1)" in deployed
     called = _text(_cell(nb, "out = resize("))
     assert "resize returned: {'key': 'a.png', 'mode': 'fast', 'request_id': '" in called
 
@@ -184,3 +184,60 @@ def test_run_notebook_prints_the_cells_and_no_kernel_transport_warning(server, t
     assert "without encryption" not in done.stdout + done.stderr, done.stderr
     assert "WARNING" not in done.stderr, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.ipynb"]  # no stray socket files
+
+
+INIT_NOTEBOOK = QUICKSTART.parent / "init_and_snapshots.ipynb"
+
+
+def test_init_and_snapshots_notebook_runs(server, monkeypatch, tmp_path):
+    monkeypatch.setenv("JUPYTER_FAAS_URL", server.url)
+    monkeypatch.setenv("JUPYTER_FAAS_TOKEN", server.token)
+    nb = nbformat.read(INIT_NOTEBOOK, as_version=4)
+    assert all(c.outputs == [] for c in nb.cells if c.cell_type == "code")
+    NotebookClient(nb, kernel_name="python3", timeout=120,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not any(o["output_type"] == "error" for o in cell.outputs), cell.source
+
+    first = _text(_cell(nb, "inv = predict.invoke(1)"))
+    lines = first.splitlines()
+    assert lines[0].startswith("INIT_START") and lines[1].startswith("INIT: loading a 200 MB model")
+    assert "model loaded in the kernel? False" in first
+    fanned = _text(_cell(nb, "out = predict.map("))
+    # INIT ran once, in one process; every environment was forked from it
+    assert re.search(r"environments, INIT ran in \[\d+\], kinds \['snap-start'\]", fanned), fanned
+    total = int(re.search(r"total PSS of the environments: (\d+) MB \(RSS of one: (\d+) MB", fanned).group(1))
+    one = int(re.search(r"RSS of one: (\d+) MB", fanned).group(1))
+    envs = int(re.search(r"(\d+) environments, INIT ran", fanned).group(1))
+    assert one >= 200 and total < one * envs / 2  # shared, not copied per environment
+    assert "[(9, " in _text(_cell(nb, "import random"))
+
+
+EVENTS = Path(__file__).resolve().parent.parent / "notebooks" / "events.ipynb"
+
+
+def test_committed_events_notebook_has_no_outputs():
+    nb = nbformat.read(EVENTS, as_version=4)
+    nbformat.validate(nb)
+    assert all(c.outputs == [] and c.execution_count is None for c in nb.cells if c.cell_type == "code")
+
+
+def test_events_notebook_runs_against_a_server(server, monkeypatch, tmp_path):
+    monkeypatch.setenv("JUPYTER_FAAS_URL", server.url)
+    monkeypatch.setenv("JUPYTER_FAAS_TOKEN", server.token)
+    nb = nbformat.read(EVENTS, as_version=4)
+    NotebookClient(nb, kernel_name="python3", timeout=120,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not any(o["output_type"] == "error" for o in cell.outputs), cell.source
+    assert "ended: succeeded after 2 attempts" in _text(_cell(nb, '@faas.function(name="flaky"'))
+    assert "redriven: succeeded" in _text(_cell(nb, "never = "))
+    assert "hello ada" in _text(_cell(nb, '@faas.function(name="hello_http")'))
+    files = _text(_cell(nb, "incoming = "))
+    assert "'bucket': 'incoming'" in files and "'key': 'sales+2024.csv'" in files
+    queues = _text(_cell(nb, "jobs = faas.queue"))
+    assert "dead-letter queue holds ['{\"id\": 99, \"bad\": true}']" in queues
+    assert "resize: added queue jobs" in _text(_cell(nb, "%%lambda resize"))
+    assert "triggers left: 0" in _text(_cell(nb, "for trigger in faas.triggers()"))

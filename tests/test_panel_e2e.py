@@ -524,3 +524,50 @@ def test_panel_says_so_when_the_python_side_is_another_version(stack, browser, f
 def test_no_version_note_when_the_versions_agree(stack, page, functions):
     page.locator(f"{PANEL} .jp-FaaS-row").first.wait_for(timeout=30_000)
     assert page.locator(f"{PANEL} .jp-FaaS-versionProblem").count() == 0
+
+
+def test_triggers_dead_letters_and_the_trigger_column(stack, page, functions, tmp_path):
+    """Each trigger with its state and Enable/Disable; the dead-letter list with Redrive; each
+    invocation's trigger and attempt in the table (a wide panel) and its detail."""
+    import jupyter_faas as faas
+
+    def boom_event(event):
+        raise ValueError("no")
+
+    bad = faas.function(boom_event, name="e2e_events", retries=1, retry_delay=0.05)
+    schedule = bad.schedule("rate(1 hour)")            # never fires during the test
+    q = faas.queue("e2e_jobs")
+    bad.subscribe(q, batch_size=5)
+    inv = bad.invoke_async({"n": 1})
+    inv.wait(60)
+    wait_for(lambda: faas.dead_letters(function="e2e_events"), what="the dead letter")
+    row = page.locator(f'{PANEL} .jp-FaaS-trigger[data-trigger="{schedule.id}"]')
+    row.wait_for(timeout=30_000)
+    assert "rate(1 hour)" in row.inner_text() and "next " in row.inner_text()
+    queue_row = page.locator(f'{PANEL} .jp-FaaS-trigger[data-kind="queue"]')
+    assert "e2e_jobs" in queue_row.inner_text() and "depth 0" in queue_row.inner_text()
+    # the invocation's trigger and attempts: in the table's column and in the detail
+    inv_row = page.locator(f'{PANEL} .jp-FaaS-row[data-request-id="{inv.request_id}"]')
+    inv_row.wait_for(timeout=30_000)
+    page.wait_for_function(
+        f"document.querySelector('{PANEL} .jp-FaaS-row[data-request-id=\"{inv.request_id}\"] "
+        f".jp-FaaS-col-trigger')?.textContent === 'async #2'", timeout=30_000)
+    inv_row.click()
+    page.wait_for_function(
+        f"document.querySelector('{PANEL} [data-field=\"trigger\"]')?.textContent.includes('2 attempts')",
+        timeout=30_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator(f"{PANEL} .jp-FaaS-triggers").screenshot(path=str(ARTIFACTS / "panel-triggers.png"))
+    # Disable from the panel: the server's row says so
+    row.locator("button", has_text="Disable").click()
+    wait_for(lambda: not schedule.refresh().enabled, what="the schedule disabled")
+    row.locator("button", has_text="Enable").wait_for(timeout=30_000)
+    # Redrive from the panel: the dead letter leaves the list and runs again
+    dead = page.locator(f"{PANEL} .jp-FaaS-deadLetter")
+    dead.first.wait_for(timeout=30_000)
+    dead.first.locator("button", has_text="Redrive").click()
+    wait_for(lambda: not faas.dead_letters(function="e2e_events"), what="the redrive")
+    wait_for(lambda: any(i._row.get("triggered_by") == "redrive"
+                         for i in faas.invocations(function="e2e_events")), what="the redriven run")
+    for t in faas.triggers(function="e2e_events"):
+        t.delete()

@@ -57,11 +57,37 @@ def json_event(event) -> dict | list | str | int | float | bool | None:
     return event
 
 
+class Invocations(list):
+    """The Invocations of ``invoke_async_many``: a list, shown in a notebook as one live view
+    (queued, retrying, running, succeeded, failed; attempts) until every one has ended."""
+
+    def _ipython_display_(self) -> None:
+        from ..display.events_view import EventsView
+        from ..display.views import widget_frontend
+        if not widget_frontend():
+            print(repr(list(self)))
+            return
+        if not self:
+            print("[]")
+            return
+        first = self[0]
+        ids = {inv.request_id for inv in self}
+        conn, name = first._connection, first.function
+
+        def fetch():
+            if len(ids) <= 50:
+                return [inv.refresh()._row for inv in self]
+            rows = conn.request("GET", "/faas/api/invocations",
+                                params={"function": name, "limit": min(10_000, 4 * len(ids))})["invocations"]
+            return [r for r in rows if r["request_id"] in ids]
+        EventsView(f"{name}.invoke_async_many · {len(self):,} events", fetch).show()
+
+
 def invoke_async(conn, name: str, version: int, events: list) -> list[Invocation]:
     accepted = conn.request("POST", f"/faas/api/functions/{name}/events",
                             {"events": [json_event(e) for e in events], "version": version})
-    return [Invocation._from_row(dict(row, function=name, encoding="json"), conn)
-            for row in accepted["invocations"]]
+    return Invocations(Invocation._from_row(dict(row, function=name, encoding="json"), conn)
+                       for row in accepted["invocations"])
 
 
 @dataclass

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import itertools
 import marshal
+import os
 import re
 import reprlib
 import time
@@ -23,10 +24,12 @@ import typing
 import uuid
 
 from kernel_workers.context import LambdaContext, call_with_context, context_parameter
+from kernel_workers.init import Plain, WithInit
 
 from .. import errors, limits
 from ..display import CallView, MapView
 from . import dependencies, events, lambda_api, triggers
+from .cell import CellFunction
 from .discovery import default_connection
 from .invocation import Invocation, InvocationFuture
 from .serialization import dumps_call, dumps_function
@@ -40,6 +43,7 @@ class RemoteFunction:
                  concurrency: int | None = None, show: bool | None = None, connection=None,
                  retries: int | None = None, retry_delay: float | None = None,
                  max_event_age: int | None = None, on_success=None, on_failure=None,
+                 init=None, snapshot: bool | None = None,
                  backend: str | None = None):
         if not callable(fn):
             raise errors.InvalidParameter(f"faas.function wraps a function, not {type(fn).__name__}")
@@ -53,6 +57,8 @@ class RemoteFunction:
             concurrency = base.config["concurrency"] if concurrency is None else concurrency
             show = base.show if show is None else show
             backend = base.config.get("backend") if backend is None else backend
+            init = base._init if init is None else init
+            snapshot = base._snapshot if snapshot is None else snapshot
             connection = base._connection if connection is None else connection
             given = {"retries": retries, "retry_delay": retry_delay, "max_event_age": max_event_age,
                      "on_success": on_success, "on_failure": on_failure}
@@ -64,7 +70,15 @@ class RemoteFunction:
             timeout=(limits.check_timeout, limits.TIMEOUT_DEFAULT_S if timeout is None else timeout),
             env=(limits.check_env, env), concurrency=(limits.check_concurrency, concurrency),
             show=(_check_show, show), backend=(limits.check_backend, backend))
+        if init is not None and not callable(init):
+            raise errors.InvalidParameter(f"init={init!r} is not callable: give a function that "
+                                          f"runs once per execution environment")
+        if snapshot is not None and not isinstance(snapshot, bool):
+            raise errors.InvalidParameter(f"snapshot={snapshot!r} is invalid: give True or False")
         self._fn = fn
+        self._init = init
+        self._snapshot = snapshot
+        self._local_init_done = False
         self.name = checked.pop("name")
         # None: a live view for calls over a second; True: always; False: never
         self.show = checked.pop("show")
@@ -111,19 +125,47 @@ class RemoteFunction:
         if deployed is not None and deployed.connection is conn and not force \
                 and not deployed.snapshot.changed():
             return deployed.version
-        code = dumps_function(self._fn, self.name)
-        snapshot = dependencies.snapshot(self._fn)  # after: pickling registers local modules
+        code = dumps_function(self._deployable(), self.name)
+        snapshot = self._dependencies()  # after: pickling registers local modules
         sha = hashlib.sha256(code).hexdigest()
         if deployed is not None and deployed.connection is conn and deployed.sha256 == sha:
             version = deployed.version
         else:
             body = {"name": self.name, "code": base64.b64encode(code).decode(), **self.config}
+            if self._has_init() or self._snapshot is not None:
+                # Cold starts fork from a snapshot taken after INIT (backends/local/snapshots.py)
+                body["snapshot"] = self._snapshot is not False
             version = conn.request("POST", "/faas/api/functions", body)["version"]
             for handle in self._destinations:
                 handle.deploy()
             conn.request("PUT", f"/faas/api/functions/{self.name}/event-config", self.event_config)
         self._deployed = _Deployed(conn, sha, version, snapshot)
         return version
+
+    def _has_init(self) -> bool:
+        return self._init is not None or isinstance(self._fn, CellFunction)
+
+    def _deployable(self):
+        """What is pickled: the function, or with its INIT (:mod:`kernel_workers.init`)."""
+        allowed = self._snapshot is not False
+        if isinstance(self._fn, CellFunction):
+            return self._fn.module(allowed)
+        if self._init is not None:
+            return WithInit(self._fn, self._init, allowed)
+        if self._snapshot is not None:
+            return Plain(self._fn, allowed)
+        return self._fn
+
+    def _dependencies(self) -> dependencies.Snapshot:
+        if isinstance(self._fn, CellFunction):
+            return self._fn.dependencies()
+        snap = dependencies.snapshot(self._fn)
+        if self._init is not None:
+            extra = dependencies.snapshot(self._init)
+            snap.entries += extra.entries
+            snap.cells += extra.cells
+            snap.attributes += extra.attributes
+        return snap
 
     @property
     def version(self) -> int:
@@ -168,6 +210,9 @@ class RemoteFunction:
         if self.qualifier is not None:
             raise errors.InvalidParameter(f"{self.name}:{self.qualifier} was looked up on the server: its "
                                           f"code is not in this process, so it cannot run locally. Call it.")
+        if self._init is not None and not self._local_init_done:
+            self._init()  # INIT, in this process, once
+            self._local_init_done = True
         return call_with_context(self._fn, context_parameter(self._fn), args, kwargs,
                                  self._local_context)
 
@@ -223,6 +268,30 @@ class RemoteFunction:
         header (never passed to the function); ``auth="none"`` is open on the server's address."""
         self.deploy()
         return triggers.create(self.connection, "url", self.name, {"auth": auth})
+
+    def on_file(self, path, pattern: str = "*", events=("created",), recursive: bool = True) -> "triggers.Trigger":
+        """Run when a file matching ``pattern`` under the directory ``path`` is created (and, if
+        ``events`` says so, ``"modified"`` or ``"deleted"``): an async invocation with an S3
+        event (bucket = the directory's name, key = the URL-encoded relative path, size, eTag =
+        MD5).  A file being written is reported once, when it is complete."""
+        self.deploy()
+        return triggers.create(self.connection, "file", self.name,
+                               {"path": os.path.abspath(os.fspath(path)), "pattern": pattern,
+                                "events": [events] if isinstance(events, str) else list(events),
+                                "recursive": recursive})
+
+    def subscribe(self, queue, batch_size: int = 10, batch_window: float = 0.0,
+                  report_batch_item_failures: bool = True, max_receive_count: int = 3) -> "triggers.Trigger":
+        """Process ``queue`` (a ``faas.queue(...)`` or its name) in batches of SQS-shaped records,
+        at least once each.  A returned ``{"batchItemFailures": [{"itemIdentifier": id}]}`` sends
+        back only those; an error sends back the whole batch; a message received
+        ``max_receive_count`` times goes to ``queue.dead_letter_queue``."""
+        self.deploy()
+        return triggers.create(self.connection, "queue", self.name,
+                               {"queue": getattr(queue, "name", queue), "batch_size": batch_size,
+                                "batch_window": batch_window,
+                                "report_batch_item_failures": report_batch_item_failures,
+                                "max_receive_count": max_receive_count})
 
     def _call(self, args: tuple, kwargs: dict, raise_first: bool) -> InvocationFuture:
         """One sync call, waited for by this thread (over the direct socket when it can)."""
@@ -490,7 +559,8 @@ def function(fn=None, *, name: str | None = None, memory: int | None = None,
              timeout: float | None = None, env: dict | None = None,
              concurrency: int | None = None, show: bool | None = None, retries: int | None = None,
              retry_delay: float | None = None, max_event_age: int | None = None,
-             on_success=None, on_failure=None, backend: str | None = None):
+             on_success=None, on_failure=None, init=None, snapshot: bool | None = None,
+             backend: str | None = None):
     """Make ``fn`` a function that runs in isolated execution environments.
 
     ``memory`` in MB (128..10240, default 128), ``timeout`` in seconds (1..900, default 3),
@@ -508,12 +578,18 @@ def function(fn=None, *, name: str | None = None, memory: int | None = None,
     ``retry_delay`` (s before the first retry, doubling; default 1.0), ``max_event_age``
     (60..21600 s), ``on_success`` / ``on_failure`` destinations (a handle or function name,
     or a directory path).
+
+    INIT: ``init`` is called once per execution environment before its first invocation, in
+    the same globals as ``fn`` (a ``global model`` it assigns is what ``fn`` reads).  Cold
+    starts of a function with INIT fork from a snapshot taken after it (copy-on-write);
+    ``snapshot=False`` opts out, ``snapshot=True`` opts a function without ``init`` in.
     """
     def wrap(f):
         return RemoteFunction(f, name=name, memory=memory, timeout=timeout, env=env,
                               concurrency=concurrency, show=show, retries=retries,
                               retry_delay=retry_delay, max_event_age=max_event_age,
-                              on_success=on_success, on_failure=on_failure, backend=backend)
+                              on_success=on_success, on_failure=on_failure, init=init,
+                              snapshot=snapshot, backend=backend)
     if fn is None:
         return wrap
     if not callable(fn):

@@ -459,6 +459,15 @@ class Invocation:
     def __repr__(self) -> str:
         return f"<Invocation {self.function} {self.request_id} {self.status}>"
 
+    def _ipython_display_(self) -> None:
+        """In a notebook: a live view of it (status, attempts, outcome) until it ends."""
+        from ..display.events_view import EventsView
+        from ..display.views import widget_frontend
+        if not widget_frontend():
+            print(repr(self))
+            return
+        EventsView(f"{self.function} {self.request_id}", lambda: [self.refresh()._row]).show()
+
 
 def invocations(function: str | None = None, status: str | None = None, limit: int = 100,
                 connection=None) -> list[Invocation]:

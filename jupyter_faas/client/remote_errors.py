@@ -66,7 +66,8 @@ def rebuild(error: dict, body: bytes, request_id: str, function: str, logs=None)
         exc = errors.SerializationError(
             f"{function} (request {request_id}): {what}: {error_type}: {message}.{hint}", **details)
     else:
-        cls = errors.class_for(error_type)
+        # INIT code that raised is the user's error, whatever Lambda calls it
+        cls = errors.FunctionError if stage == "init_code" else errors.class_for(error_type)
         exc = None
         if cls is errors.FunctionError and body:
             try:
@@ -84,6 +85,9 @@ def rebuild(error: dict, body: bytes, request_id: str, function: str, logs=None)
             if cls is errors.FunctionError:
                 message = f"{error_type}: {message}"
             exc = cls(message, **details)
+    if stage == "init_code":
+        exc.add_note(f"{function}: INIT failed ({error_type}): the function's INIT code (its "
+                     f"%%lambda cell, or init=) raised in the execution environment")
     if trace:
         exc.__cause__ = RemoteTraceback(trace)
     return exc

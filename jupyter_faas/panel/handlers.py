@@ -41,6 +41,10 @@ ALLOWED = [(re.compile(rf"^{pattern}$"), methods) for pattern, methods in (
     (rf"invocations/{_RID}/cancel", {"POST"}),
     ("metrics/functions", {"GET"}),
     (rf"metrics/functions/{_NAME}", {"GET"}),
+    ("triggers", {"GET"}),
+    (rf"triggers/{_NAME}", {"GET", "PATCH"}),
+    ("dead-letters", {"GET"}),
+    ("dead-letters/redrive", {"POST"}),
 )]
 #: A synchronous invoke may run for Lambda's longest timeout (900 s).
 INVOKE_TIMEOUT_S = 960
@@ -62,10 +66,14 @@ class ProxyHandler(APIHandler):
     async def delete(self, path):
         await self._forward("DELETE", path)
 
+    @web.authenticated
+    async def patch(self, path):
+        await self._forward("PATCH", path)
+
     async def _forward(self, method: str, path: str) -> None:
         if not any(rx.match(path) and method in methods for rx, methods in ALLOWED):
             raise web.HTTPError(404, f"{method} /jupyter-faas/api/{path} is not an endpoint of the panel")
-        body = self.request.body if method == "POST" else None
+        body = self.request.body if method in ("POST", "PATCH") else None
         timeout = INVOKE_TIMEOUT_S if path.endswith("/invocations") else 60
         try:
             resp = await self.backend.fetch(method, "/faas/api/" + urllib.parse.quote(path),

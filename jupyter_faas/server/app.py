@@ -77,6 +77,12 @@ class FaaSServer(JupyterApp):
                          help="Seconds an idle execution environment is kept warm before it is stopped.")
     preload = List(Unicode(), default_value=[], config=True,
                    help="Modules the zygote imports once so every cold start has them (e.g. numpy).")
+    learned_preload_mb = Integer(512, config=True,
+                                 help="Learned preload: the zygote imports, in the background, the "
+                                      "modules recently deployed functions imported (numpy, pandas...; "
+                                      "kept in the store), while its memory stays under this many MB, "
+                                      "so a new function's cold start finds them imported. 0: off "
+                                      "(`preload` still applies).")
     memory_enforcement = Enum(["auto", "cgroup", "watchdog"], "auto", config=True,
                               help="How memory limits are enforced: cgroup (v1 memory controller, "
                                    "kernel-enforced), watchdog (RSS sampling + RLIMIT_AS), or auto "
@@ -143,7 +149,9 @@ class FaaSServer(JupyterApp):
         self.envs_dir = tempfile.mkdtemp(prefix="jupyter_faas-envs-")
         memory = make_enforcer(self.memory_enforcement, str(os.getpid()))
         pool = Pool(memory, Path(self.envs_dir), list(self.preload), self.idle_timeout,
-                    buffers_dir=str(files.dir) if files else None)
+                    buffers_dir=str(files.dir) if files else None,
+                    learned=self.store.learned_modules(), on_learned=self.store.learn_modules,
+                    preload_budget_mb=self.learned_preload_mb)
         pricing = Pricing(self.price_per_gb_second, self.price_per_request)
         self.pool = pool
         self.dask = None

@@ -78,6 +78,40 @@ export interface IInvocation {
   encoding?: string;
   environment_id?: string | null;
   input_summary?: string | null;
+  /** What made it: async, schedule, url, file, queue, destination, redrive; null: a direct call. */
+  triggered_by?: string | null;
+  /** An Event invocation's attempts so far; null for a direct call. */
+  attempts?: number | null;
+}
+
+/** A trigger (GET /faas/api/triggers), with what its kind adds. */
+export interface ITrigger {
+  id: string;
+  kind: 'schedule' | 'url' | 'file' | 'queue';
+  function: string;
+  spec: Record<string, unknown>;
+  enabled: boolean;
+  last_fired_at: number | null;
+  fired: number;
+  caught_up: number;
+  next_at?: number | null;
+  url?: string;
+  depth?: number;
+  in_flight?: number;
+  dead_letters?: number;
+}
+
+/** A failed Event invocation waiting for a redrive (GET /faas/api/dead-letters). */
+export interface IDeadLetter {
+  id: number;
+  request_id: string;
+  function: string;
+  input_summary: string | null;
+  condition: string;
+  error_type: string | null;
+  error_message: string | null;
+  attempts: number;
+  created_at: number;
 }
 
 /** GET /jupyter-faas/api/version: the package the Jupyter server runs, and the FaaS server's. */

@@ -19,6 +19,7 @@ from .invocations import (InvocationCancelHandler, InvocationHandler, Invocation
                           InvocationResultHandler, InvocationsHandler)
 from .invocations_ws import InvocationSocket
 from .metrics import FunctionMetricsHandler, FunctionStatsHandler
+from .queues import QueueHandler, QueueMessagesHandler, QueueRedriveHandler, QueuesHandler
 from .status import ShutdownHandler, StatusHandler
 from .triggers import TriggerHandler, TriggersHandler
 
@@ -47,6 +48,10 @@ def routes() -> list:
         (rf"{p}/dead-letters/redrive", RedriveHandler),
         (rf"{p}/triggers", TriggersHandler),
         (rf"{p}/triggers/(?P<trigger_id>[^/]+)", TriggerHandler),
+        (rf"{p}/queues", QueuesHandler),
+        (rf"{p}/queues/{name}", QueueHandler),
+        (rf"{p}/queues/{name}/messages", QueueMessagesHandler),
+        (rf"{p}/queues/{name}/redrive", QueueRedriveHandler),
         (rf"{p}/shutdown", ShutdownHandler),
         (rf"{p}/ws", InvocationSocket),
         (rf"{p}/events", EventSocket),

@@ -58,6 +58,7 @@ class FunctionUrlHandler(web.RequestHandler):
             self._fail(400, exc.error_type, exc.message)
             return
         service.store.set_triggered_by(inv.request_id, "url")
+        inv.triggered_by = "url"
         done, result = await inv.done
         code, headers, body = http_response(done["status"], result, done.get("error"))
         self.set_status(code)

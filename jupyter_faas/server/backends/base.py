@@ -85,6 +85,10 @@ class Backend(abc.ABC):
         """Run one invocation; ``on_line(stream, line)`` per output line while it runs, and
         ``done(outcome)`` exactly once when it ended (never before this returns)."""
 
+    def init_lines(self, env) -> list:
+        """``(time, stream, line)`` that ``env`` printed at INIT, taken once (logged before START)."""
+        return []
+
     @abc.abstractmethod
     def cancel(self, env) -> None:
         """Kill what ``env`` runs (and every process it started); ``done`` says ``cancelled``."""

@@ -116,6 +116,9 @@ class Router(Backend):
     def run(self, env, request_id, payload, encoding, timeout, on_line, done, buffers=None):
         self._of(env).run(env, request_id, payload, encoding, timeout, on_line, done, buffers)
 
+    def init_lines(self, env) -> list:
+        return self._of(env).init_lines(env)
+
     def cancel(self, env):
         self._of(env).cancel(env)
 

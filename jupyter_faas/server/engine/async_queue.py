@@ -191,7 +191,7 @@ class AsyncService(Service):
             except ValueError as exc:
                 raise InvalidParameter(f"an event must be JSON (as Lambda's are): {exc}") from None
             inv, row = self._prepare(name, payload or b"null", "json", version, EVENT, True, None)
-            row["triggered_by"] = triggered_by
+            row["triggered_by"] = inv.triggered_by = triggered_by
             prepared.append((inv, row, payload or b"null"))
         (write or self.store.add_events)([(row, payload) for _, row, payload in prepared])
         for inv, _, _ in prepared:
@@ -211,7 +211,7 @@ class AsyncService(Service):
                     self.backend.unreserve(env)
                 self._expire(inv, policy)
                 return
-            self._attempt[inv.request_id] = self._attempt.get(inv.request_id, 0) + 1
+            self._attempt[inv.request_id] = inv.attempts = self._attempt.get(inv.request_id, 0) + 1
         super()._start(inv, env, started_at)
 
     def _expire(self, inv: Invocation, policy: RetryPolicy) -> None:
@@ -271,6 +271,7 @@ class AsyncService(Service):
         self._release_slot(inv)
         nxt = Invocation(rid, inv.function, inv.payload, inv.encoding, EVENT, True, inv.created_at)
         nxt.listeners = inv.listeners
+        nxt.triggered_by, nxt.attempts = inv.triggered_by, inv.attempts
         nxt.logs = inv.logs
 
         def relay(f, waiting=inv.done):

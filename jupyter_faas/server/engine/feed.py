@@ -39,9 +39,14 @@ class Feed:
     def invocation(self, inv, **fields) -> None:
         """An invocation's status changed (``fields``: started_at, ended_at, error_type...)."""
         if self.subscribers:
-            self.emit({"type": "invocation", "request_id": inv.request_id,
-                       "function": inv.function["name"], "version": inv.function["version"],
-                       "status": inv.status, "created_at": inv.created_at, **fields})
+            event = {"type": "invocation", "request_id": inv.request_id,
+                     "function": inv.function["name"], "version": inv.function["version"],
+                     "status": inv.status, "created_at": inv.created_at, **fields}
+            if inv.triggered_by is not None:
+                event["triggered_by"] = inv.triggered_by
+            if inv.attempts is not None:
+                event["attempts"] = inv.attempts
+            self.emit(event)
 
     def function(self, name: str, version: int | None, action: str) -> None:
         self.emit({"type": "function", "name": name, "version": version, "action": action})

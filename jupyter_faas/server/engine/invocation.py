@@ -17,7 +17,7 @@ from ..model import QUEUED, check_move
 class Invocation:
     __slots__ = ("request_id", "function", "payload", "buffers", "encoding", "invocation_type", "_status",
                  "queue", "done", "task", "env", "logs", "unflushed", "listeners",
-                 "created_at", "cancel_requested", "group", "throttle_timer")
+                 "created_at", "cancel_requested", "group", "throttle_timer", "triggered_by", "attempts")
 
     def __init__(self, request_id: str, function: dict, payload: bytes, encoding: str,
                  invocation_type: str, queue: bool, created_at: float, buffers: dict | None = None):
@@ -39,6 +39,8 @@ class Invocation:
         self.listeners: list = []   # callables(request_id, entry) for live logs
         self.created_at = created_at
         self.cancel_requested = False
+        self.triggered_by = None    # what made it (the feed tells the panel); None: a direct call
+        self.attempts = None        # an Event invocation's attempts started so far
 
     @property
     def status(self) -> str:

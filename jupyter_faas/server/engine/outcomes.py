@@ -9,6 +9,7 @@ is the vocabulary's table (:data:`jupyter_faas.vocabulary.OUTCOMES`).
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from dataclasses import dataclass
 
@@ -60,7 +61,7 @@ def failure(outcome, function: dict, request_id: str, log_tail: list[str]) -> Fa
     if kind in ("error", "init_error"):
         h = outcome.header
         error = {k: h.get(k) for k in ("errorType", "errorMessage", "errorModule", "stackTrace", "stage")}
-        if kind == "init_error":
+        if kind == "init_error" and error["stage"] != "init_code":
             error["stage"] = "init"
         if error["errorType"] == "Runtime.OutOfMemory":
             error["errorMessage"] = (
@@ -107,3 +108,16 @@ def failure(outcome, function: dict, request_id: str, log_tail: list[str]) -> Fa
                  "returncode": rc}
     assert status in (FAILED, TIMED_OUT, CANCELLED)
     return Failure(status, error, body, peak, duration, line)
+
+
+def init_lines(function: dict, init_ms: float | None, printed: list) -> list[tuple[str, str]]:
+    """The log lines of a cold start before START: ``INIT_START`` and what INIT printed.
+
+    ``printed``: ``(time, stream, line)`` the environment wrote at INIT; none when warm.
+    """
+    if init_ms is None:
+        return []
+    python = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    return ([("platform", f"INIT_START Runtime Version: python:{python} "
+                         f"Version: {function.get('lambda_version', '$LATEST')}")]
+            + [(stream, line) for _, stream, line in printed])

@@ -57,7 +57,7 @@ from .feed import Feed
 from .invocation import Invocation, check_group
 from .logs import InvocationLogs
 from .monitoring import input_summary
-from .outcomes import failure
+from .outcomes import failure, init_lines
 from .queries import StoredQueries
 from .recovery import recover
 from .registry import Registry
@@ -150,28 +150,30 @@ class Service(Cancellation, InvocationLogs, StoredQueries, LambdaModel):
 
     def submit(self, name: str, payload: bytes, *, encoding: str = "pickle", version: int | None = None,
                invocation_type: str = "RequestResponse", queue: bool = False,
-               listener=None, buffers: dict | None = None, group=None) -> Invocation:
+               listener=None, buffers: dict | None = None, group=None, write=None) -> Invocation:
         """Accept an invocation: after this returns it is in the store and will run.
 
         ``buffers``: the descriptor of a file in the buffer directory holding the
         payload's out-of-band buffers (the pickle is ``payload``).  ``group``:
         ``(id, limit)``, at most ``limit`` invocations of the group run at once (a map's
-        ``concurrency``: the server starts the next item the moment one ends).
+        ``concurrency``: the server starts the next item the moment one ends).  ``write(row,
+        payload)``: the store write that records it (default ``store.add_invocation``); a queue
+        poller passes one that also claims the messages it carries, in the same transaction.
         """
+        write = write or self.store.add_invocation
         inv, row = self._prepare(name, payload, encoding, version, invocation_type, queue, listener,
                                  buffers, group)
         env = None
         if not self.waiting.get(inv.function["name"]) and self.slots.fits(inv.function, inv.group):
             env = self.backend.take_idle(inv.function)
         if env is None:
-            self.store.add_invocation(row, payload)
+            write(row, payload)
             self._enqueue(inv)
             return inv
         # Fast path: accepted and running in one write, before the client hears of it.
         started_at = self.clock.time()
         try:
-            self.store.add_invocation(dict(row, status=RUNNING, started_at=started_at,
-                                           environment_id=env.id), payload)
+            write(dict(row, status=RUNNING, started_at=started_at, environment_id=env.id), payload)
         except BaseException:
             self.backend.unreserve(env)
             raise
@@ -460,6 +462,8 @@ class Service(Cancellation, InvocationLogs, StoredQueries, LambdaModel):
         function = inv.function
         init_ms = env.init_ms if env.fresh else None
         self.feed.invocation(inv, started_at=started_at)
+        for stream, line in init_lines(function, init_ms, self.backend.init_lines(env)):
+            self._log(inv, stream, line)  # Lambda's order: INIT_START, INIT's output, START
         self._log(inv, "platform", f"START RequestId: {inv.request_id} "
                                    f"Version: {function.get('lambda_version', model.LATEST)}")
         if inv.cancel_requested:

@@ -166,6 +166,30 @@ MIGRATIONS = [
     );
     ALTER TABLE invocations ADD COLUMN lambda_version TEXT;
     """,
+    # 8: learned preload (store/learned.py): modules deployed functions imported, which the
+    # zygote imports in the background at start
+    """
+    CREATE TABLE learned_modules (name TEXT PRIMARY KEY, last_seen REAL NOT NULL,
+                                  seen INTEGER NOT NULL);
+    """,
+    # 9 (queues): local queues with SQS semantics; a dead-letter queue is a queue whose
+    # redrive_to names its source.  A message is a row until it is deleted (processed);
+    # receiving it moves visible_at past the visibility timeout and names the invocation that
+    # got it (request_id), so a restart settles it from that invocation's recorded end
+    """
+    CREATE TABLE queues (
+        name TEXT PRIMARY KEY, created_at REAL NOT NULL, visibility_timeout REAL,
+        dead_letter_queue TEXT, redrive_to TEXT
+    );
+    CREATE TABLE queue_messages (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, queue TEXT NOT NULL,
+        body TEXT NOT NULL, message_attributes TEXT, md5 TEXT NOT NULL, sent_at REAL NOT NULL,
+        visible_at REAL NOT NULL, receive_count INTEGER NOT NULL, first_received_at REAL,
+        receipt_handle TEXT, request_id TEXT
+    );
+    CREATE INDEX queue_messages_visible ON queue_messages(queue, visible_at, seq);
+    CREATE INDEX queue_messages_request ON queue_messages(request_id) WHERE request_id IS NOT NULL;
+    """,
 ]
 
 

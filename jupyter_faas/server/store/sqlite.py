@@ -31,13 +31,16 @@ from .events import EventsTable
 from .functions import FunctionsTable
 from .invocations import InvocationsTable
 from .lambda_tables import LambdaTables
+from .learned import LearnedModulesTable
 from .logs import LogsTable
 from .metrics import MetricsTable
+from .queues import QueuesTable
 from .migrations import MIGRATIONS, migrate  # noqa: F401 - MIGRATIONS: tests read it here
 from .rows import INLINE_MAX, INVOCATION_COLUMNS, _Transaction  # noqa: F401
 
 
-class Store(FunctionsTable, InvocationsTable, LogsTable, MetricsTable, EventsTable, LambdaTables):
+class Store(FunctionsTable, InvocationsTable, LogsTable, MetricsTable, EventsTable, LambdaTables,
+            LearnedModulesTable, QueuesTable):
     """The store: one SQLite connection; its tables' methods come from one module per family."""
 
     def __init__(self, path: Path):

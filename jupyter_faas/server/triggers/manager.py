@@ -12,12 +12,14 @@ import logging
 import uuid
 
 from ...errors import InvalidParameter, ResourceNotFound
+from .files import Files
+from .queues import Queues, Subscriptions
 from .schedules import Schedules
 from .urls import Urls
 
 log = logging.getLogger("jupyter_faas.server")
 
-KINDS = ("schedule", "url")
+KINDS = ("schedule", "url", "file", "queue")
 
 
 class Triggers:
@@ -27,12 +29,16 @@ class Triggers:
         self.service = service
         self.store = service.store
         self.base_url = ""  # the server's URL, once it is bound (for function URLs)
-        self.runners = {"schedule": Schedules(service), "url": Urls(service, lambda: self.base_url)}
+        self.queues = Queues(service)
+        service.queue_sink = self.queues.send_one  # a queue:<name> destination
+        self.runners = {"schedule": Schedules(service), "url": Urls(service, lambda: self.base_url),
+                        "file": Files(service), "queue": Subscriptions(service, self.queues)}
 
     def reconcile(self) -> dict:
         """At start: every enabled trigger runs again (a schedule due while the server was down
         fires once now, recorded as caught up)."""
         started = 0
+        settled = self.runners["queue"].recover()
         for row in self.store.triggers():
             if row["enabled"] and row["kind"] in self.runners:
                 try:
@@ -41,7 +47,7 @@ class Triggers:
                 except Exception:  # noqa: BLE001 - one broken trigger must not stop the others
                     log.exception("could not start trigger %s (%s of %s)", row["id"], row["kind"],
                                   row["function"])
-        return {"triggers": started}
+        return {"triggers": started, "queue_batches_settled": settled}
 
     def create(self, kind: str, function: str, spec: dict) -> dict:
         if kind not in self.runners:

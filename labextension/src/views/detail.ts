@@ -4,6 +4,7 @@ import { clock, duration, megabytes, reportLine } from '../format';
 import { Change, FaaSModel, MAX_LOG_LINES } from '../model';
 import { ILogLine, TERMINAL } from '../types';
 import { button, fill, h } from './dom';
+import { triggerText } from './invocations';
 
 export class DetailView extends Widget {
   constructor(model: FaaSModel) {
@@ -56,6 +57,7 @@ export class DetailView extends Widget {
         field('Status', inv.status, 'status'),
         field('Input', inv.input_summary, 'input'),
         field('Type', inv.invocation_type, 'type'),
+        field('Trigger', triggerText(inv) + (inv.attempts ? ` · ${inv.attempts} attempt${inv.attempts === 1 ? '' : 's'}` : ''), 'trigger'),
         field('Start', clock(inv.started_at ?? inv.created_at), 'start'),
         field('Duration', duration(inv.duration_ms), 'duration'),
         field('Billed', inv.billed_duration_ms ? `${inv.billed_duration_ms} ms` : null, 'billed'),

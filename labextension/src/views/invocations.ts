@@ -13,10 +13,17 @@ const COLUMNS: [string, string, string][] = [
   ['request', 'Request', 'The last characters of the request id (hover a row for all of it)'],
   ['function', 'Function', 'Function'],
   ['status', 'Status', 'Status'],
+  ['trigger', 'Trigger', 'What invoked it (direct, async, schedule, url, file, queue) and, after a retry, its attempt'],
   ['duration', 'Duration', 'Duration'],
   ['memory', 'Max mem', 'Max memory used'],
   ['start', 'Start', 'Start time']
 ];
+
+/** ``schedule``, ``async #2`` (its second attempt), ``direct``. */
+export function triggerText(inv: IInvocation): string {
+  const what = inv.triggered_by ?? 'direct';
+  return (inv.attempts ?? 0) > 1 ? `${what} #${inv.attempts}` : what;
+}
 
 export class InvocationsView extends Widget {
   constructor(model: FaaSModel) {
@@ -99,6 +106,7 @@ export class InvocationsView extends Widget {
       h('td', { class: 'jp-FaaS-col-request jp-FaaS-rid' }, shortId(inv.request_id)),
       h('td', { class: 'jp-FaaS-col-function', title: inv.function }, inv.function),
       h('td', { class: 'jp-FaaS-col-status' }, h('span', { class: `jp-FaaS-status jp-FaaS-status-${inv.status}` }, inv.status)),
+      h('td', { class: 'jp-FaaS-col-trigger' }, triggerText(inv)),
       h('td', { class: 'jp-FaaS-col-duration' }, duration(inv.duration_ms)),
       h('td', { class: 'jp-FaaS-col-memory' }, megabytes(inv.max_memory_used_mb)),
       h('td', { class: 'jp-FaaS-col-start' }, clock(inv.started_at ?? inv.created_at))

@@ -85,6 +85,7 @@ class DaskEnvironment:
         self.code: bytes = b""
         self.last_used = time.monotonic()
         self.run = None
+        self.init_output: list = []  # (time, stream, line) printed at INIT, until taken
 
     @property
     def id(self) -> str:
@@ -277,6 +278,8 @@ class DaskBackend(Backend):
             self.all[env.name] = env
         env.worker = result["worker"]
         env.init_ms = result["init_ms"]
+        env.init_output = [(result.get("ended", time.time()), stream, line)
+                           for stream, line in result.get("lines", ())]
         env.state = "busy"
         return None
 
@@ -313,6 +316,10 @@ class DaskBackend(Backend):
         if isinstance(exc, (asyncio.CancelledError, CancelledError, OSError)) or not self.connected:
             return _service_error(self._lost_message(text))
         return _service_error(f"the Dask backend ({self.scheduler_address}) failed: {text}")
+
+    def init_lines(self, env: DaskEnvironment) -> list:
+        lines, env.init_output = env.init_output, []
+        return lines
 
     def run(self, env: DaskEnvironment, request_id: str, payload: bytes, encoding: str, timeout: float,
             on_line, done, buffers: dict | None = None) -> None:

@@ -111,10 +111,11 @@ class Environment:
         self.peak_before_kill_mb = 0.0  # Max Memory Used, read as the invocation was killed
         self.killed_for: str | None = None  # 'timeout' | 'oom' | 'cancelled'
         self.workdir = pool.workdir / self.id
+        self.ready_header: dict = {}  # the ready frame (imports, a template's fork-safety)
 
     # ---- start ---------------------------------------------------------------------------
 
-    def _setup_fields(self) -> dict:
+    def _setup_fields(self, from_snapshot: bool = False) -> dict:
         """The process environment of this function's environment (applied in the child)."""
         cfg = self.function
         environ = dict(self.pool.base_environ)
@@ -124,7 +125,8 @@ class Environment:
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(cfg["memory"]),
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{cfg['name']}",
             "AWS_LAMBDA_LOG_STREAM_NAME": f"{time.strftime('%Y/%m/%d')}/[{self.key[2]}]{self.id}",
-            "AWS_LAMBDA_INITIALIZATION_TYPE": "provisioned-concurrency" if self.provisioned else "on-demand",
+            "AWS_LAMBDA_INITIALIZATION_TYPE": ("provisioned-concurrency" if self.provisioned
+                                               else "snap-start" if from_snapshot else "on-demand"),
             "LAMBDA_TASK_ROOT": str(self.workdir),
             "TMPDIR": str(self.workdir / "tmp"),
             "PYTHONUNBUFFERED": "1",
@@ -132,15 +134,20 @@ class Environment:
         environ.update(cfg.get("env") or {})
         return {"environ": environ, "cwd": str(self.workdir), "tmpdir": str(self.workdir / "tmp")}
 
-    async def _fork(self, fields: dict) -> None:
-        """Fork from the zygote with ``fields`` and connect its control socket and output pipes."""
+    async def _fork(self, fields: dict, via=None, template_link=None) -> None:
+        """Fork from the zygote (or ``via``, a version's template) with ``fields`` and connect
+        its control socket and output pipes; ``template_link``: the socket it serves forks on
+        if it becomes a template (see :mod:`.snapshots`)."""
         loop = asyncio.get_running_loop()
         ctl_parent, ctl_child = socket.socketpair()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        fds = [ctl_child.fileno(), out_w, err_w]
+        if template_link is not None:
+            fds.append(template_link.fileno())
         try:
-            zygote = await self.pool.zygote()
-            self.pid = await zygote.fork(self.id, fields, [ctl_child.fileno(), out_w, err_w])
+            zygote = via or await self.pool.zygote()
+            self.pid = await zygote.fork(self.id, fields, fds)
         except BaseException:
             ctl_parent.close()
             os.close(out_r)
@@ -172,15 +179,31 @@ class Environment:
         self.busy_since = time.monotonic()
         return True
 
-    async def start(self, code: bytes) -> Outcome | None:
-        """Fork (or take over a spare) and load the code; None when ready, else the init failure."""
+    async def start(self, code: bytes, template_link=None) -> Outcome | None:
+        """Fork (or take over a spare) and load the code; None when ready, else the init failure.
+
+        A version with snapshots forks from its template (INIT already done: see
+        :mod:`.snapshots`); ``template_link`` makes this environment a template candidate.
+        """
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         cfg = self.function
-        setup = self._setup_fields()
+        via, waited_ms, extra = None, 0.0, {}
+        if template_link is not None:
+            extra["template"] = True
+        elif self.pid is None and self.pool.snapshots.wanted(cfg):
+            via, failure, waited_ms = await self.pool.snapshots.template_for(self, code)
+            if failure is not None:
+                self.close()
+                return failure
+            if via is not None:
+                started = time.perf_counter()  # Init Duration: the fork (and INIT if it waited for it)
+                code, extra["snapshot"] = b"", True
+                self.orphan_lines[:0] = self.pool.snapshots.init_lines(self.key)
+        setup = self._setup_fields(via is not None)
         if self.pid is None:
             setup.update(self.pool.memory.fork_fields(self.id, cfg["memory"]))
-            await self._fork(setup)
+            await self._fork(setup, via, template_link)
             setup = None
         else:
             # A spare: lower its cgroup limit (it is already a member) and send the rest with init.
@@ -188,7 +211,8 @@ class Environment:
             setup.update({k: v for k, v in limits.items() if k != "cgroup_procs"})
         self._frame = loop.create_future()
         self.writer.write(wire.pack("init", code, function=cfg["name"], version=self.key[2],
-                                    memory=cfg["memory"], setup=setup, buffers_dir=self.pool.buffers_dir))
+                                    memory=cfg["memory"], setup=setup, buffers_dir=self.pool.buffers_dir,
+                                    **extra))
         try:
             header, body = await asyncio.wait_for(asyncio.shield(self._frame), self.pool.init_timeout)
         except (EnvironmentDied, asyncio.TimeoutError):
@@ -201,7 +225,9 @@ class Environment:
             await self.wait_exit()
             self.close()
             return Outcome("init_error", header, bytes(body))
-        self.init_ms = (time.perf_counter() - started) * 1000
+        self.ready_header = header
+        self.init_ms = (time.perf_counter() - started) * 1000 + waited_ms
+        self.pool.learn_imports(header.get("imported") or ())
         self.pool.stats_for(self.key).observe_init(self.init_ms / 1000)
         self.pool.any_init.observe_init(self.init_ms / 1000)
         self.state = "idle"
@@ -303,7 +329,7 @@ class Environment:
         self.sampled_peak_mb = 0.0
         self.peak_before_kill_mb = 0.0
         self.on_line = on_line
-        for ts, stream, line in self.orphan_lines:
+        for ts, stream, line in self.orphan_lines:  # what the engine did not take as INIT lines
             on_line(stream, line)
         self.orphan_lines.clear()
         self.pool.memory.before_invoke(self.id, self.pid)
@@ -350,6 +376,8 @@ class Environment:
             self._run_ended()
             return
         self._run = None
+        if "imported" in header:  # the first invocation's imports (learned preload)
+            self.pool.learn_imports(header["imported"])
         cpu_ms, duration_ms = header.get("cpu_ms"), header.get("duration_ms")
         self.pool.stats_for(self.key).observe_run(
             time.monotonic() - self.busy_since, None if duration_ms is None else duration_ms / 1000,

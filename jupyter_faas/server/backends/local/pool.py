@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 from collections import OrderedDict, defaultdict
 from pathlib import Path
@@ -20,10 +21,13 @@ from pathlib import Path
 from ..base import Backend, Outcome, environment_key
 from .environment import Environment
 from .placement import DEFAULT_INIT_S, VersionStats, wait_for_warm
+from .snapshots import Snapshots
 from .zygote import ZygoteProcess
 
 log = logging.getLogger("jupyter_faas.server")
 
+#: modules never learned for preload (the runtime's own; the zygote has them)
+NOT_LEARNED = frozenset({"kernel_workers", "cloudpickle", "jupyter_faas", "__main__"})
 #: versions whose placement statistics are kept (least recently run out): a server that has
 #: run thousands of versions keeps the ones in use; one dropped is measured again if it returns
 VERSION_STATS_KEPT = 512
@@ -32,7 +36,8 @@ VERSION_STATS_KEPT = 512
 class Pool(Backend):
     def __init__(self, memory, workdir: Path, preload: list[str], idle_timeout: float,
                  base_environ: dict | None = None, init_timeout: float = 10.0,
-                 spares: int | None = None, buffers_dir: str | None = None):
+                 spares: int | None = None, buffers_dir: str | None = None,
+                 learned: list | None = None, on_learned=None, preload_budget_mb: float = 0.0):
         self.memory = memory
         #: where environments map argument buffers and write result buffers (None: in frames)
         self.buffers_dir = buffers_dir
@@ -60,6 +65,13 @@ class Pool(Backend):
         #: tasks of its own (an environment's end, a retirement): owned until done, so the
         #: loop cannot collect one mid-run (it keeps only weak references to tasks)
         self.tasks: set = set()
+        #: templates per version: cold starts fork from a process that already ran INIT
+        self.snapshots = Snapshots(self)
+        #: learned preload: modules functions imported, which the zygote imports in the
+        #: background while its RSS stays under ``preload_budget_mb`` (0: not learned)
+        self.preload_budget_mb = preload_budget_mb
+        self.learned: list[str] = [m for m in (learned or []) if m not in preload]
+        self.on_learned = on_learned  # callable(names): persist them (the store)
         #: provisioned concurrency: environment key -> (function, count, code_for)
         self.provisioned_wanted: dict[tuple, tuple] = {}
         self.provision_failed: dict[tuple, str] = {}  # key -> why INIT failed (not retried)
@@ -74,7 +86,8 @@ class Pool(Backend):
     async def zygote(self) -> ZygoteProcess:
         async with self._zygote_lock:
             if self._zygote is None or not self._zygote.alive:
-                z = ZygoteProcess(self.preload)
+                z = ZygoteProcess(self.preload, learned=self.learned if self.preload_budget_mb else [],
+                                  budget_mb=self.preload_budget_mb, on_preloaded=self._preloaded)
                 await z.start()
                 self._zygote = z
             return self._zygote
@@ -121,7 +134,8 @@ class Pool(Backend):
 
     def new_environment(self, function: dict) -> Environment:
         """A cold start, counted at once (state ``starting``) so placement sees it before it runs."""
-        while self.spares:
+        # A version with a snapshot forks from its template, not from the zygote's spares.
+        while self.spares and not self.snapshots.wanted(function):
             env = self.spares.pop()
             self._fill_spares()
             if env.assign(function):
@@ -157,6 +171,40 @@ class Pool(Backend):
             env.state = "busy"
             env.busy_since = time.monotonic()
         return failure
+
+    def learn_imports(self, names) -> None:
+        """Learned preload: modules an environment imported (at INIT or its first invocation)
+        that the zygote lacks are persisted and imported by the zygote in the background."""
+        if not self.preload_budget_mb:
+            return
+        new = [n for n in names if n not in NOT_LEARNED and n not in sys.stdlib_module_names
+               and n not in self.learned and n not in self.preload]
+        if not new:
+            return
+        self.learned.extend(new)
+        try:
+            if self.on_learned is not None:
+                self.on_learned(new)
+            if self._zygote is not None and self._zygote.alive:
+                self._zygote.preload_learned(new)
+        except Exception:  # noqa: BLE001 - an optimisation: the invocation's end matters more
+            log.exception("could not learn the imports %s for preload", new)
+
+    def _preloaded(self, header: dict) -> None:
+        """The zygote imported a learned module: spares forked before it lack it, so they go."""
+        if header["ok"]:
+            log.info("zygote preloaded %s (learned; zygote RSS %.0f MB)", header["module"],
+                     header["rss_mb"])
+            for env in list(self.spares):
+                env.close()
+            self._fill_spares()
+        else:
+            log.info("zygote did not preload %s: %s", header["module"], header.get("error"))
+
+    def init_lines(self, env: Environment) -> list:
+        """What the environment printed at INIT (its template's, for one forked from a snapshot)."""
+        lines, env.orphan_lines = env.orphan_lines, []
+        return lines
 
     def is_starting(self, env: Environment) -> bool:
         return env.state == "starting"
@@ -194,6 +242,7 @@ class Pool(Backend):
         for key in [k for k in self.idle if k[0] == name]:
             for env in self.idle.pop(key):
                 env.close()
+        self.snapshots.stop_function(name)
 
     async def _reap_idle(self) -> None:
         while True:
@@ -206,6 +255,7 @@ class Pool(Backend):
             for env in [e for e in self.all.values() if e.state != "dead" and e.pid]:
                 if env.exit is not None and env.exit.done() and env.state in ("idle", "spare"):
                     env.close()  # died while idle (e.g. a leftover thread called os._exit)
+            self.snapshots.reap(self.idle_timeout)
             self._fill_spares()
             for key in list(self.provisioned_wanted):
                 self._top_up(key)  # replace a provisioned environment that died or was killed
@@ -287,13 +337,19 @@ class Pool(Backend):
         states = defaultdict(int)
         for env in self.all.values():
             states[env.state] += 1
-        return {"environments": len(self.all), **states, "memory_enforcement": self.memory.mode}
+        zygote = self._zygote
+        return {"environments": len(self.all), **states, "memory_enforcement": self.memory.mode,
+                **self.snapshots.stats(),
+                "preloaded_learned": sorted(m for m, why in (zygote.preloaded if zygote else {}).items()
+                                            if why is None)}
 
     async def close(self) -> None:
         self._closing = True
         for task in (self._reaper, self._sampler, self._spare_task):
             if task is not None:
                 task.cancel()
+        for template in list(self.snapshots.templates.values()):
+            template.link.stop()
         for env in list(self.all.values()):
             env.kill("stopped")
         for env in list(self.all.values()):

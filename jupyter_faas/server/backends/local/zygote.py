@@ -29,8 +29,13 @@ class EnvironmentDied(Exception):
 
 
 class ZygoteProcess:
-    def __init__(self, preload: list[str], python: str = sys.executable):
+    def __init__(self, preload: list[str], python: str = sys.executable, learned: list | None = None,
+                 budget_mb: float = 0.0, on_preloaded=None):
         self.preload = preload
+        self.learned = list(learned or [])   # imported in the background (learned preload)
+        self.budget_mb = budget_mb
+        self.on_preloaded = on_preloaded     # callable(header) when one was imported (or not)
+        self.preloaded: dict[str, str | None] = {}  # learned module -> None, or why it was not
         self.python = python
         self.proc = None
         self.sock = None
@@ -47,7 +52,8 @@ class ZygoteProcess:
         environ["PYTHONUNBUFFERED"] = "1"
         self.proc = subprocess.Popen(
             [self.python, "-m", "kernel_workers.zygote", "--fd", str(child.fileno()),
-             "--preload", ",".join(self.preload)],
+             "--preload", ",".join(self.preload), "--learned", ",".join(self.learned),
+             "--budget-mb", str(self.budget_mb)],
             pass_fds=[child.fileno()], env=environ, stdin=subprocess.DEVNULL, close_fds=True)
         child.close()
         self.sock = parent
@@ -92,6 +98,10 @@ class ZygoteProcess:
             fut = self.forks.pop(header["env_id"], None)
             if fut and not fut.done():
                 fut.set_result(header["pid"])
+        elif kind == "preloaded":
+            self.preloaded[header["module"]] = None if header["ok"] else header.get("error")
+            if self.on_preloaded is not None:
+                self.on_preloaded(header)
         elif kind == "exited":
             fut = self.exit_future(header["pid"])
             if not fut.done():
@@ -126,6 +136,16 @@ class ZygoteProcess:
         finally:
             self.sock.setblocking(False)
         return await asyncio.wait_for(fut, 30)
+
+    def preload_learned(self, modules: list[str]) -> None:
+        """Have the zygote import ``modules`` in the background (learned preload)."""
+        if not self.alive or not modules:
+            return
+        self.sock.setblocking(True)
+        try:
+            self.sock.sendall(wire.pack("preload", modules=list(modules)))
+        finally:
+            self.sock.setblocking(False)
 
     def stop(self) -> None:
         self._died()

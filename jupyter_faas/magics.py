@@ -1,4 +1,5 @@
-"""``%%lambda NAME [--memory MB] [--timeout S] [--env K=V ...] [--concurrency N]`` and
+"""``%%lambda NAME [--memory MB] [--timeout S] [--env K=V ...] [--concurrency N]
+[--layer NAME:VERSION ...]`` and
 ``%lambda ls | invoke NAME '<json>' | logs NAME | rm NAME``.
 
 The cell magic runs the cell in the user namespace (so its functions live in
@@ -54,14 +55,14 @@ def _parse_cell_args(line: str) -> dict:
     except ValueError as exc:
         raise UsageError(f"%%lambda: cannot parse {line!r}: {exc}") from None
     usage = ("usage: %%lambda NAME [--memory MB] [--timeout SECONDS] [--env KEY=VALUE ...] "
-             "[--concurrency N]")
+             "[--concurrency N] [--layer NAME:VERSION ...]")
     if not words or words[0].startswith("-"):
         raise UsageError(f"%%lambda needs a function name. {usage}")
     opts = {"name": words[0], "env": {}}
     it = iter(words[1:])
     for word in it:
         key, _, inline = word.partition("=") if word.startswith("--") else (word, "", "")
-        if key not in ("--memory", "--timeout", "--env", "--concurrency"):
+        if key not in ("--memory", "--timeout", "--env", "--concurrency", "--layer"):
             raise UsageError(f"%%lambda: unknown option {word!r}. {usage}")
         value = inline if inline and key != "--env" else next(it, None)
         if key == "--env" and inline:
@@ -75,6 +76,8 @@ def _parse_cell_args(line: str) -> dict:
                 opts["timeout"] = float(value)
             elif key == "--concurrency":
                 opts["concurrency"] = int(value)
+            elif key == "--layer":  # repeatable, in order
+                opts.setdefault("layers", []).append(value)
             else:
                 k, sep, v = value.partition("=")
                 if not sep:
@@ -96,6 +99,7 @@ class FaaSMagics(Magics):
             limits.check_config(opts.get("memory", limits.MEMORY_DEFAULT_MB),
                                 opts.get("timeout", limits.TIMEOUT_DEFAULT_S), opts["env"],
                                 opts.get("concurrency"))
+            limits.check_layers(opts.get("layers"))
         except FaaSError as exc:
             raise _one_line(exc, "%%lambda") from None
         ns = self.shell.user_ns

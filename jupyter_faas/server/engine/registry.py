@@ -30,16 +30,19 @@ class Registry:
 
     def deploy(self, name: str, code: bytes, memory=limits.MEMORY_DEFAULT_MB,
                timeout=limits.TIMEOUT_DEFAULT_S, env=None, concurrency=None,
-               lambda_config: dict | None = None) -> dict:
+               lambda_config: dict | None = None, layers: list | None = None) -> dict:
         """Store a version (the same code and config: the same version); returns it with
         ``created`` (a new version or not).  Raises InvalidParameter for a bad name or option.
 
         ``lambda_config``: what the Lambda API keeps of a function (handler, runtime, role,
-        description, package hash), stored with the version as ``config["lambda"]``."""
+        description, package hash), stored with the version as ``config["lambda"]``.
+        ``layers``: a notebook function's layer versions (``Layers.resolve``), as ``config["layers"]``."""
         limits.check_name(name)
         config = limits.check_config(memory, timeout, env, concurrency)
         if lambda_config is not None:
             config["lambda"] = lambda_config
+        if layers:
+            config["layers"] = list(layers)
         if not code:
             raise InvalidParameter("the function's code is empty; deploy a pickled callable")
         version, created = self.store.deploy(name, code, config)

@@ -41,6 +41,7 @@ ALLOWED = [(re.compile(rf"^{pattern}$"), methods) for pattern, methods in (
     (rf"invocations/{_RID}/cancel", {"POST"}),
     ("metrics/functions", {"GET"}),
     (rf"metrics/functions/{_NAME}", {"GET"}),
+    ("metrics/versions", {"GET"}),
 )]
 #: A synchronous invoke may run for Lambda's longest timeout (900 s).
 INVOKE_TIMEOUT_S = 960

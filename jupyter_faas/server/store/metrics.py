@@ -24,7 +24,9 @@ class MetricsTable:
         recorded), over every stored invocation: how many, and how many failed or timed out."""
         rows = self.db.execute(
             "SELECT function, COALESCE(lambda_version, '$LATEST') AS version, COUNT(*) AS invocations, "
-            "SUM(status IN (?, ?)) AS errors FROM invocations GROUP BY function, version",
+            "SUM(status IN (?, ?)) AS errors FROM invocations "
+            # not GROUP BY version: that names the table's own column (the engine version)
+            "GROUP BY function, COALESCE(lambda_version, '$LATEST')",
             tuple(ERROR_STATUSES)).fetchall()
         return [dict(r) for r in rows]
 

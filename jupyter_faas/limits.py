@@ -78,6 +78,37 @@ def check_env(env) -> dict:
     return out
 
 
+#: Lambda's limit of layers per function
+LAYERS_MAX = 5
+_LAYER_SPEC = re.compile(r"^(?:arn:[^:]*:lambda:[^:]*:\d{12}:layer:)?([A-Za-z0-9_-]{1,140}):([0-9]+)$")
+
+
+def parse_layer(spec) -> tuple[str, int]:
+    """``"name:version"`` (or a layer version ARN) -> ``(name, version)``."""
+    m = _LAYER_SPEC.match(spec) if isinstance(spec, str) else None
+    if not m:
+        raise InvalidParameter(f"layer {spec!r} is not NAME:VERSION (a published layer version, "
+                               f"e.g. 'mylayer:1') or a layer version ARN")
+    return m[1], int(m[2])
+
+
+def check_layers(layers) -> list:
+    """A function's layers: at most 5 published layer versions, ``NAME:VERSION`` each, in order."""
+    if layers is None:
+        return []
+    if isinstance(layers, str) or not isinstance(layers, (list, tuple)):
+        raise InvalidParameter(f"layers must be a list of 'NAME:VERSION' strings, not "
+                               f"{type(layers).__name__}")
+    if len(layers) > LAYERS_MAX:
+        raise InvalidParameter(f"layers has {len(layers)} layers; a function takes at most {LAYERS_MAX}")
+    for spec in layers:
+        parse_layer(spec)
+    names = [parse_layer(spec)[0] for spec in layers]
+    if len(set(names)) != len(names):
+        raise InvalidParameter(f"layers {list(layers)!r} name one layer twice; give one version of each")
+    return list(layers)
+
+
 def check_options(**checks) -> dict:
     """Run every ``name=(check, value)`` and return ``{name: checked value}``.
 

@@ -43,7 +43,7 @@ class RemoteFunction:
                  concurrency: int | None = None, show: bool | None = None, connection=None,
                  retries: int | None = None, retry_delay: float | None = None,
                  max_event_age: int | None = None, on_success=None, on_failure=None,
-                 init=None, snapshot: bool | None = None):
+                 init=None, snapshot: bool | None = None, layers: list | None = None):
         if not callable(fn):
             raise errors.InvalidParameter(f"faas.function wraps a function, not {type(fn).__name__}")
         if isinstance(fn, RemoteFunction):
@@ -54,6 +54,7 @@ class RemoteFunction:
             timeout = base.config["timeout"] if timeout is None else timeout
             env = base.config["env"] if env is None else env
             concurrency = base.config["concurrency"] if concurrency is None else concurrency
+            layers = base.config.get("layers") if layers is None else layers
             show = base.show if show is None else show
             init = base._init if init is None else init
             snapshot = base._snapshot if snapshot is None else snapshot
@@ -67,7 +68,7 @@ class RemoteFunction:
             memory=(limits.check_memory, limits.MEMORY_DEFAULT_MB if memory is None else memory),
             timeout=(limits.check_timeout, limits.TIMEOUT_DEFAULT_S if timeout is None else timeout),
             env=(limits.check_env, env), concurrency=(limits.check_concurrency, concurrency),
-            show=(_check_show, show))
+            show=(_check_show, show), layers=(limits.check_layers, layers))
         if init is not None and not callable(init):
             raise errors.InvalidParameter(f"init={init!r} is not callable: give a function that "
                                           f"runs once per execution environment")
@@ -80,6 +81,8 @@ class RemoteFunction:
         self.name = checked.pop("name")
         # None: a live view for calls over a second; True: always; False: never
         self.show = checked.pop("show")
+        if not checked["layers"]:
+            del checked["layers"]  # none: the config (and so the version) as before layers existed
         self.config = checked
         # Lambda's event invoke config (invoke_async and triggers): per function, not per version
         self._event_options = {"retries": retries, "retry_delay": retry_delay,
@@ -555,11 +558,14 @@ def function(fn=None, *, name: str | None = None, memory: int | None = None,
              timeout: float | None = None, env: dict | None = None,
              concurrency: int | None = None, show: bool | None = None, retries: int | None = None,
              retry_delay: float | None = None, max_event_age: int | None = None,
-             on_success=None, on_failure=None, init=None, snapshot: bool | None = None):
+             on_success=None, on_failure=None, init=None, snapshot: bool | None = None,
+             layers: list | None = None):
     """Make ``fn`` a function that runs in isolated execution environments.
 
     ``memory`` in MB (128..10240, default 128), ``timeout`` in seconds (1..900, default 3),
-    ``env`` environment variables, ``concurrency`` reserved concurrent executions.  ``show``:
+    ``env`` environment variables, ``concurrency`` reserved concurrent executions, ``layers``
+    published layer versions (``["mylayer:1", ...]``, at most 5; their ``python/`` joins
+    ``sys.path`` before the function loads).  ``show``:
     a call shows a live view (status, logs as printed, REPORT) once it runs longer than a
     second; ``True`` shows every call, ``False`` none.  Options are keyword-only.
 
@@ -583,7 +589,7 @@ def function(fn=None, *, name: str | None = None, memory: int | None = None,
                               concurrency=concurrency, show=show, retries=retries,
                               retry_delay=retry_delay, max_event_age=max_event_age,
                               on_success=on_success, on_failure=on_failure, init=init,
-                              snapshot=snapshot)
+                              snapshot=snapshot, layers=layers)
     if fn is None:
         return wrap
     if not callable(fn):

@@ -559,7 +559,7 @@ def function(fn=None, *, name: str | None = None, memory: int | None = None,
              concurrency: int | None = None, show: bool | None = None, retries: int | None = None,
              retry_delay: float | None = None, max_event_age: int | None = None,
              on_success=None, on_failure=None, init=None, snapshot: bool | None = None,
-             layers: list | None = None):
+             layers: list | None = None, **unknown):
     """Make ``fn`` a function that runs in isolated execution environments.
 
     ``memory`` in MB (128..10240, default 128), ``timeout`` in seconds (1..900, default 3),
@@ -584,6 +584,8 @@ def function(fn=None, *, name: str | None = None, memory: int | None = None,
     starts of a function with INIT fork from a snapshot taken after it (copy-on-write);
     ``snapshot=False`` opts out, ``snapshot=True`` opts a function without ``init`` in.
     """
+    if unknown:
+        raise errors.InvalidParameter(_unknown_options(unknown))
     def wrap(f):
         return RemoteFunction(f, name=name, memory=memory, timeout=timeout, env=env,
                               concurrency=concurrency, show=show, retries=retries,
@@ -597,3 +599,16 @@ def function(fn=None, *, name: str | None = None, memory: int | None = None,
             f"faas.function got {fn!r} as its first argument; options are keyword-only: "
             f"@faas.function(memory=256, timeout=10)")
     return wrap(fn)
+
+
+def _unknown_options(unknown: dict) -> str:
+    """``bogus=`` and ``memroy=`` named, with the option each one probably meant."""
+    import difflib
+    import inspect
+    known = [p for p in inspect.signature(function).parameters if p not in ("fn", "unknown")]
+    parts = []
+    for key in unknown:
+        near = difflib.get_close_matches(key, known, n=1)
+        parts.append(f"{key}=" + (f" (did you mean {near[0]}=?)" if near else ""))
+    return (f"faas.function got {len(unknown)} unknown option{'s' if len(unknown) > 1 else ''}: "
+            f"{', '.join(parts)}; its options are {', '.join(k + '=' for k in known)}")

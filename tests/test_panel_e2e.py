@@ -629,3 +629,28 @@ def test_versions_aliases_weights_and_the_split_by_version(stack, browser, funct
         assert fits == {"view": True, "panel": True, "right": True}
     finally:
         ctx.close()
+
+
+def test_many_functions_do_not_push_the_invocations_out_of_sight(stack, browser, functions):
+    """At the default width, a dozen function cards scroll in a box of their own: the live
+    invocations list still starts on the first screen of the panel."""
+    import jupyter_faas as faas
+    for i in range(12):
+        faas.function(name=f"e2e_many_{i}", show=False)(lambda x: x)(i)
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = ctx.new_page()
+        _open_panel(page, stack["lab"], widen=False, workspace=f"many-{uuid.uuid4().hex[:8]}")
+        page.locator(f"{PANEL} .jp-FaaS-function").nth(12).wait_for(state="attached", timeout=30_000)
+        boxes = page.evaluate("""(sel) => {
+            const list = document.querySelector(sel + ' .jp-FaaS-cardList');
+            const inv = document.querySelector(sel + ' .jp-FaaS-invocations');
+            return {scrolls: list.scrollHeight > list.clientHeight + 1,
+                    invocationsTop: inv.getBoundingClientRect().top, screen: window.innerHeight};
+        }""", PANEL)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator(PANEL).screenshot(path=str(ARTIFACTS / "panel-many-functions.png"))
+        assert boxes["scrolls"], boxes
+        assert boxes["invocationsTop"] < boxes["screen"], boxes
+    finally:
+        ctx.close()

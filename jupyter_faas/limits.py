@@ -12,6 +12,8 @@ ENV_MAX_BYTES = 4096
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: Lambda's sync request and response limit; the server's ``max_payload_mb`` raises it.
 SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024
+#: Lambda's limit on an asynchronous invocation's event (1 MB since 2024), on every route
+ASYNC_PAYLOAD_BYTES = 1024 * 1024
 #: Lambda reserves these environment variables; a function may not set them.
 RESERVED_ENV = frozenset({
     "_HANDLER", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_EXECUTION_ENV", "AWS_LAMBDA_FUNCTION_NAME",

@@ -541,6 +541,13 @@ def _(api, **_):
     api.post("/faas/api/functions/oa_nope/events", 404, json={"events": [1]})
 
 
+@case("invokeAsync", 413)
+def _(api, echoed, **_):
+    body = api.post("/faas/api/functions/oa_echo/events", 413,
+                    json={"events": [{"blob": "x" * (1024 * 1024)}]}).json()
+    assert "asynchronous invocation" in body["message"]
+
+
 @case("getEventConfig", 200)
 def _(api, **_):
     deploy(api, "oa_config_default", echo)

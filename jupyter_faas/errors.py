@@ -144,6 +144,8 @@ _BY_TYPE["InvalidRequestContentException"] = InvalidParameter
 _BY_TYPE["Runtime.MarshalError"] = SerializationError
 _BY_TYPE["Runtime.UnmarshalError"] = SerializationError
 _BY_TYPE["Runtime.ImportModuleError"] = SerializationError
+# the server stopped (was killed) while the invocation ran: not the handler's doing
+_BY_TYPE["Runtime.ServerStopped"] = ServerError
 
 
 def class_for(error_type: str) -> type:

@@ -12,6 +12,8 @@ ENV_MAX_BYTES = 4096
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: Lambda's sync request and response limit; the server's ``max_payload_mb`` raises it.
 SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024
+#: Lambda's limit on an asynchronous invocation's event (1 MB since 2024), on every route
+ASYNC_PAYLOAD_BYTES = 1024 * 1024
 #: Lambda reserves these environment variables; a function may not set them.
 RESERVED_ENV = frozenset({
     "_HANDLER", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_EXECUTION_ENV", "AWS_LAMBDA_FUNCTION_NAME",
@@ -76,6 +78,37 @@ def check_env(env) -> dict:
     if problems:
         raise InvalidParameter("; ".join(problems))
     return out
+
+
+#: Lambda's limit of layers per function
+LAYERS_MAX = 5
+_LAYER_SPEC = re.compile(r"^(?:arn:[^:]*:lambda:[^:]*:\d{12}:layer:)?([A-Za-z0-9_-]{1,140}):([0-9]+)$")
+
+
+def parse_layer(spec) -> tuple[str, int]:
+    """``"name:version"`` (or a layer version ARN) -> ``(name, version)``."""
+    m = _LAYER_SPEC.match(spec) if isinstance(spec, str) else None
+    if not m:
+        raise InvalidParameter(f"layer {spec!r} is not NAME:VERSION (a published layer version, "
+                               f"e.g. 'mylayer:1') or a layer version ARN")
+    return m[1], int(m[2])
+
+
+def check_layers(layers) -> list:
+    """A function's layers: at most 5 published layer versions, ``NAME:VERSION`` each, in order."""
+    if layers is None:
+        return []
+    if isinstance(layers, str) or not isinstance(layers, (list, tuple)):
+        raise InvalidParameter(f"layers must be a list of 'NAME:VERSION' strings, not "
+                               f"{type(layers).__name__}")
+    if len(layers) > LAYERS_MAX:
+        raise InvalidParameter(f"layers has {len(layers)} layers; a function takes at most {LAYERS_MAX}")
+    for spec in layers:
+        parse_layer(spec)
+    names = [parse_layer(spec)[0] for spec in layers]
+    if len(set(names)) != len(names):
+        raise InvalidParameter(f"layers {list(layers)!r} name one layer twice; give one version of each")
+    return list(layers)
 
 
 def check_options(**checks) -> dict:

@@ -1,5 +1,6 @@
 """``%%lambda NAME [--memory MB] [--timeout S] [--env K=V ...] [--concurrency N]
-[--schedule EXPR] [--url token|none] [--on-file DIR/GLOB] [--queue NAME] [--backend B]`` and
+[--schedule EXPR] [--url token|none] [--on-file DIR/GLOB] [--queue NAME]
+[--layer NAME:VERSION ...] [--backend local|dask]`` and
 ``%lambda ls | invoke NAME '<json>' | logs NAME | rm NAME``.
 
 The cell magic deploys the cell as the function's module (:mod:`.client.cell`): its
@@ -99,14 +100,15 @@ def _parse_cell_args(line: str) -> dict:
     except ValueError as exc:
         raise UsageError(f"%%lambda: cannot parse {line!r}: {exc}") from None
     usage = ("usage: %%lambda NAME [--memory MB] [--timeout SECONDS] [--env KEY=VALUE ...] "
-             "[--concurrency N] [--schedule EXPR] [--url token|none] [--on-file DIR/GLOB] [--queue NAME] [--backend local|dask]")
+             "[--concurrency N] [--schedule EXPR] [--url token|none] [--on-file DIR/GLOB] [--queue NAME] "
+             "[--layer NAME:VERSION ...] [--backend local|dask]")
     if not words or words[0].startswith("-"):
         raise UsageError(f"%%lambda needs a function name. {usage}")
     opts = {"name": words[0], "env": {}, "triggers": []}
     it = iter(words[1:])
     for word in it:
         key, _, inline = word.partition("=") if word.startswith("--") else (word, "", "")
-        if key not in ("--memory", "--timeout", "--env", "--concurrency", "--backend") + TRIGGER_OPTIONS:
+        if key not in ("--memory", "--timeout", "--env", "--concurrency", "--layer", "--backend") + TRIGGER_OPTIONS:
             raise UsageError(f"%%lambda: unknown option {word!r}. {usage}")
         value = inline if inline and key != "--env" else next(it, None)
         if key == "--env" and inline:
@@ -124,6 +126,8 @@ def _parse_cell_args(line: str) -> dict:
                 opts["backend"] = value
             elif key in TRIGGER_OPTIONS:
                 opts["triggers"].append((key[2:], value))
+            elif key == "--layer":  # repeatable, in order
+                opts.setdefault("layers", []).append(value)
             else:
                 k, sep, v = value.partition("=")
                 if not sep:
@@ -147,6 +151,7 @@ class FaaSMagics(Magics):
             limits.check_config(opts.get("memory", limits.MEMORY_DEFAULT_MB),
                                 opts.get("timeout", limits.TIMEOUT_DEFAULT_S), opts["env"],
                                 opts.get("concurrency"), opts.get("backend"))
+            limits.check_layers(opts.get("layers"))
         except FaaSError as exc:
             raise _one_line(exc, "%%lambda") from None
         # The cell is the function's module: it runs at INIT in each environment, not here

@@ -8,6 +8,11 @@ user's code itself).  The runtime's ``cloudpickle.loads`` at INIT therefore call
 and imports the module, as Lambda's Python runtime does.  Its failures are Lambda's init
 errors, with Lambda's messages and ``errorType`` (``Runtime.ImportModuleError``...).
 
+A notebook function with layers (``@faas.function(layers=...)``, ``%%lambda --layer``) is
+stored as the user's pickle and wrapped, as it goes to an environment, in a
+:class:`LayeredCode`: unpickling it puts the layers' directories on ``sys.path`` first and
+then loads the user's pickle, so the handler and its pickled globals can import from them.
+
 Stdlib only, like the rest of ``kernel_workers``.
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import pickle
 import sys
 
 
@@ -46,6 +52,17 @@ class HandlerRef:
         return load, (self.task_root, self.handler, self.paths)
 
 
+class LayeredCode:
+    """A notebook function's pickle, loaded after its layers join ``sys.path``:
+    ``load_layered(paths, code)``."""
+
+    def __init__(self, paths: tuple, code: bytes):
+        self.paths, self.code = tuple(paths), bytes(code)
+
+    def __reduce__(self):
+        return load_layered, (self.paths, self.code)
+
+
 class _WithContext:
     """A handler whose second parameter is not named ``context`` still gets it positionally."""
 
@@ -56,6 +73,21 @@ class _WithContext:
         return self.fn(event, context)
 
 
+def _put_first(paths) -> None:
+    """``paths`` at the head of ``sys.path``, in their order (inserted in reverse)."""
+    for path in reversed(tuple(paths)):
+        if path in sys.path:
+            sys.path.remove(path)
+        sys.path.insert(0, path)
+
+
+def load_layered(paths: tuple, code: bytes):
+    """The function pickled in ``code``, unpickled once ``paths`` (its layers) are on ``sys.path``.
+    Its own code travels in the pickle, so the layers come first on the path."""
+    _put_first(paths)
+    return pickle.loads(code)  # a cloudpickle: plain pickle loads it (cloudpickle is importable)
+
+
 def load(task_root: str, handler: str, paths: tuple = ()):
     """Import ``handler`` from ``task_root`` (then ``paths``) and return the callable to run."""
     try:
@@ -64,11 +96,7 @@ def load(task_root: str, handler: str, paths: tuple = ()):
         raise MalformedHandlerName(f"Bad handler '{handler}': {exc}") from None
     if not module_name or not function_name:
         raise MalformedHandlerName(f"Bad handler '{handler}': an empty module or function name")
-    # the code first, then the layers: inserted in reverse, task_root ends up at index 0
-    for path in reversed((task_root, *paths)):
-        if path in sys.path:
-            sys.path.remove(path)
-        sys.path.insert(0, path)
+    _put_first((task_root, *paths))  # the code first, then the layers
     os.environ["LAMBDA_TASK_ROOT"] = task_root
     os.environ["_HANDLER"] = handler
     module_name = module_name.replace("/", ".")

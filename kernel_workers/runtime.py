@@ -160,10 +160,12 @@ class Environment:
                 body = json.dumps(result).encode()
             else:
                 body, described = self._dumps_result(rid, result)
-        except (SystemExit, KeyboardInterrupt):
+        except SystemExit:  # sys.exit() in the handler: the runtime exits, as Lambda's does
             _flush()
             raise
-        except BaseException as exc:  # noqa: BLE001 - everything else is the invocation's error
+        except BaseException as exc:  # noqa: BLE001 - everything else (KeyboardInterrupt too,
+            # which only the handler can raise here: nothing sends this process SIGINT) is the
+            # invocation's error
             duration = (time.perf_counter() - started) * 1000
             _flush()
             fields = error_fields(exc, stage)

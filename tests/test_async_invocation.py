@@ -192,3 +192,10 @@ def test_a_schedule_fires_every_second_and_can_be_disabled_listed_and_deleted(co
     assert t.refresh().fired >= 2
     t.delete()
     assert faas.triggers(function=f) == []
+
+
+def test_an_event_over_lambdas_async_limit_is_refused_on_every_route(conn):
+    f = faas.function(flaky, name="big_event")
+    with pytest.raises(faas.PayloadTooLarge, match="over Lambda's limit for an asynchronous invocation"):
+        f.invoke_async({"blob": "x" * 1_100_000})
+    assert f.invoke_async({"blob": "x" * 900_000}).request_id

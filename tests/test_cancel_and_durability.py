@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 import jupyter_faas as faas
+from conftest import wait_for
 from jupyter_faas.client import discovery
 
 
@@ -188,3 +189,49 @@ def test_a_client_reattaches_its_futures_after_the_server_restarts(make_server, 
         assert conn.url == server.url
     finally:
         discovery.reset()
+
+
+def _sleepy(x):
+    import time
+    time.sleep(0.3)
+    return x
+
+
+def test_a_map_survives_its_server_being_killed_the_client_starts_a_new_one(make_server, monkeypatch):
+    """A client that found its server through the runtime file, as a notebook does, starts a
+    new one when it dies mid-map (the first client to need a server starts it), re-attaches,
+    and the map ends: what had not started runs on the new server; what was running when the
+    server died ends with ServerError (it may have run partly), not as the handler's error."""
+    import concurrent.futures
+
+    from jupyter_faas import paths
+    server = make_server()
+    for var, sub in (("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTER_DATA_DIR", "data"),
+                     ("JUPYTER_CONFIG_DIR", "config")):
+        monkeypatch.setenv(var, str(server.base / sub))
+    monkeypatch.setenv("JUPYTER_FAAS_TOKEN", server.token)
+    monkeypatch.delenv("JUPYTER_FAAS_URL", raising=False)
+    faas.connect()  # through the runtime file
+    f = faas.function(_sleepy, name="survivor", timeout=30, show=False)
+    new_pid = None
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            mapped = pool.submit(f.map, range(20), concurrency=2, return_exceptions=True)
+            wait_for(lambda: len(faas.invocations(function="survivor", status="succeeded")) >= 2,
+                     what="two items done")
+            server.kill()
+            results = mapped.result(timeout=180)
+        new_pid = paths.read_runtime_file()["pid"]
+        assert new_pid != server.proc.pid
+        failed = [r for r in results if isinstance(r, Exception)]
+        assert all(isinstance(e, faas.ServerError) and "may have run partly" in str(e) for e in failed), failed
+        assert len(failed) <= 2   # at most the two running at the kill
+        assert [r for r in results if not isinstance(r, Exception)] == \
+            [i for i, r in enumerate(results) if not isinstance(r, Exception)]
+    finally:
+        discovery.reset()
+        if new_pid is not None:
+            proc = psutil.Process(new_pid)
+            kids = proc.children(recursive=True)
+            os.kill(new_pid, signal.SIGTERM)
+            psutil.wait_procs([proc, *kids], timeout=20)

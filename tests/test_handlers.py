@@ -143,3 +143,13 @@ def test_a_change_to_a_class_closure_or_default_is_a_new_version(conn):
     assert scaled(5) == 16
     scaled.__wrapped__.__closure__[0].cell_contents = 2  # the closure's k
     assert scaled(5) == 31 == scaled.local(5)
+
+
+def test_a_keyboardinterrupt_the_handler_raises_is_its_error_not_an_exit(conn):
+    @faas.function(name="interrupts", show=False)
+    def interrupts():
+        raise KeyboardInterrupt("stop here")
+
+    with pytest.raises(faas.FunctionError) as info:
+        interrupts()
+    assert isinstance(info.value, KeyboardInterrupt) and "stop here" in str(info.value)

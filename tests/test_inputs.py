@@ -214,3 +214,8 @@ def test_lambdas_and_closures_ship(conn):
         return Point(p.x * 2)
 
     assert norm(Point(2)).x == 4
+
+
+def test_an_unknown_option_is_named_with_the_one_it_probably_meant():
+    with pytest.raises(faas.InvalidParameter, match=r"memroy= \(did you mean memory=\?\), bogus=;"):
+        faas.function(memory=256, memroy=512, bogus=1)

@@ -198,7 +198,8 @@ def _(api, **_):
                         ({"name": "oa_bad", "code": code, "timeout": 901}, False),
                         ({"name": "oa_bad", "code": "not base64!"}, False),
                         ({"name": "oa_bad", "code": ""}, True),
-                        ({"name": "oa_bad", "code": code, "env": {"AWS_REGION": "x"}}, True)]:
+                        ({"name": "oa_bad", "code": code, "env": {"AWS_REGION": "x"}}, True),
+                        ({"name": "oa_bad", "code": code, "layers": ["oa_nolayer:1"]}, True)]:
         api.post("/faas/api/functions", 400, json=body, valid_request=valid)
     api.post("/faas/api/functions", 400, data=b"[1, 2]", valid_request=False,
              headers={"Content-Type": "application/json"})
@@ -425,6 +426,15 @@ def _(api, echoed, **_):
     assert echo_stats["invocations"] >= 1 and body["prices"]["per_gb_second"] > 0
 
 
+@case("listFunctionVersions", 200)
+def _(api, echoed, **_):
+    api.post("/faas/api/functions/oa_echo/invocations", json={"v": 1})
+    body = api.get("/faas/api/metrics/versions").json()
+    echo = next(f for f in body["functions"] if f["name"] == "oa_echo")
+    assert echo["versions"][0]["version"] == "$LATEST" and echo["aliases"] == []
+    assert next(r for r in echo["invocations_by_version"] if r["version"] == "$LATEST")["invocations"] >= 1
+
+
 @case("getFunctionMetrics", 200)
 def _(api, echoed, **_):
     m = api.get("/faas/api/metrics/functions/oa_echo", params={"minutes": 5}).json()
@@ -529,6 +539,13 @@ def _(api, echoed, **_):
 @case("invokeAsync", 404)
 def _(api, **_):
     api.post("/faas/api/functions/oa_nope/events", 404, json={"events": [1]})
+
+
+@case("invokeAsync", 413)
+def _(api, echoed, **_):
+    body = api.post("/faas/api/functions/oa_echo/events", 413,
+                    json={"events": [{"blob": "x" * (1024 * 1024)}]}).json()
+    assert "asynchronous invocation" in body["message"]
 
 
 @case("getEventConfig", 200)

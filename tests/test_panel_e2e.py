@@ -571,3 +571,86 @@ def test_triggers_dead_letters_and_the_trigger_column(stack, page, functions, tm
                          for i in faas.invocations(function="e2e_events")), what="the redriven run")
     for t in faas.triggers(function="e2e_events"):
         t.delete()
+
+
+def test_versions_aliases_weights_and_the_split_by_version(stack, browser, functions):
+    """Two published versions, a weighted alias, calls through the alias: at the default sidebar
+    width the panel shows the versions, the alias and its weights, and the calls by version."""
+    import jupyter_faas as faas
+    one = faas.function(name="e2e_versions")(lambda x: ("one", x))
+    assert one.publish() == 1
+    two = faas.function(name="e2e_versions")(lambda x: ("two", x))
+    assert two.publish() == 2
+    two.alias("live", version=1, weights={2: 0.3})
+    live = faas.lookup("e2e_versions:live")
+    ran = [tag for tag, _ in live.map(range(40))]
+    assert set(ran) <= {"one", "two"} and len(ran) == 40
+    assert two(0) == ("two", 0)  # and one call of $LATEST (engine version 2, as published 2 is)
+    expected = {"1": ran.count("one"), "2": ran.count("two"), "$LATEST": 1}
+    expected = {v: n for v, n in expected.items() if n}
+    # the server's figures, through the panel's own proxy
+    def served() -> dict:
+        reply = _lab_get(stack["lab"], "metrics/versions")
+        function = next(f for f in reply["functions"] if f["name"] == "e2e_versions")
+        assert [v["version"] for v in function["versions"]] == ["$LATEST", "1", "2"]
+        assert function["aliases"][0]["weights"] == {"2": 0.3}
+        return {r["version"]: r["invocations"] for r in function["invocations_by_version"]}
+    wait_for(lambda: served() == expected, what=f"the rows by version {expected}")
+
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = ctx.new_page()
+        _open_panel(page, stack["lab"], widen=False, workspace=f"versions-{uuid.uuid4().hex[:8]}")
+        card = page.locator(f'{PANEL} .jp-FaaS-versionCard[data-function="e2e_versions"]')
+        card.wait_for(timeout=30_000)
+        tags = card.locator(".jp-FaaS-versionTag")
+        wait_for(lambda: tags.all_inner_texts() == ["$LATEST", "v1", "v2"], what="the versions")
+        alias = card.locator('.jp-FaaS-alias[data-alias="live"]')
+        assert alias.inner_text() == "live → v1 70% · v2 30%"
+        legend = card.locator(".jp-FaaS-splitItem")
+
+        def shown() -> dict:
+            return {item.get_attribute("data-version"): item.inner_text() for item in legend.all()}
+        total = sum(expected.values())
+        want = {v: f"{'$LATEST' if v == '$LATEST' else 'v' + v} {n} ({round(100 * n / total)}%)"
+                for v, n in expected.items()}
+        wait_for(lambda: shown() == want, what=f"the split {want}")
+        # the bar's segments follow the shares
+        widths = card.locator(".jp-FaaS-splitSeg").evaluate_all("els => els.map(e => e.style.width)")
+        assert len(widths) == len(expected)
+        card.scroll_into_view_if_needed()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator(PANEL).screenshot(path=str(ARTIFACTS / "panel-versions-default-width.png"))
+        card.screenshot(path=str(ARTIFACTS / "versions-card-default-width.png"))
+        fits = page.evaluate("""(sel) => { const v = document.querySelector(sel + ' .jp-FaaS-versions');
+            const panel = document.querySelector(sel);
+            return {view: v.scrollWidth <= v.clientWidth + 1, panel: panel.scrollWidth <= panel.clientWidth + 1,
+                    right: v.getBoundingClientRect().right <= panel.getBoundingClientRect().right + 0.5}; }""", PANEL)
+        assert fits == {"view": True, "panel": True, "right": True}
+    finally:
+        ctx.close()
+
+
+def test_many_functions_do_not_push_the_invocations_out_of_sight(stack, browser, functions):
+    """At the default width, a dozen function cards scroll in a box of their own: the live
+    invocations list still starts on the first screen of the panel."""
+    import jupyter_faas as faas
+    for i in range(12):
+        faas.function(name=f"e2e_many_{i}", show=False)(lambda x: x)(i)
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = ctx.new_page()
+        _open_panel(page, stack["lab"], widen=False, workspace=f"many-{uuid.uuid4().hex[:8]}")
+        page.locator(f"{PANEL} .jp-FaaS-function").nth(12).wait_for(state="attached", timeout=30_000)
+        boxes = page.evaluate("""(sel) => {
+            const list = document.querySelector(sel + ' .jp-FaaS-cardList');
+            const inv = document.querySelector(sel + ' .jp-FaaS-invocations');
+            return {scrolls: list.scrollHeight > list.clientHeight + 1,
+                    invocationsTop: inv.getBoundingClientRect().top, screen: window.innerHeight};
+        }""", PANEL)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator(PANEL).screenshot(path=str(ARTIFACTS / "panel-many-functions.png"))
+        assert boxes["scrolls"], boxes
+        assert boxes["invocationsTop"] < boxes["screen"], boxes
+    finally:
+        ctx.close()

@@ -26,9 +26,9 @@ def boto3_client(region: str = DEFAULT_REGION, **kwargs):
     try:
         import boto3
     except ImportError:
-        from ..errors import InvalidParameter
-        raise InvalidParameter("boto3 is not installed: pip install 'jupyter_faas[aws]' "
-                               "(or pip install boto3)") from None
+        from ..errors import FaaSError
+        raise FaaSError("faas.boto3_client() needs boto3, which is not installed: "
+                        "pip install 'jupyter_faas[aws]' (or pip install boto3)") from None
     env = aws_env(region)
     options = {"endpoint_url": env["AWS_ENDPOINT_URL_LAMBDA"], "region_name": region,
                "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],

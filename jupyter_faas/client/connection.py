@@ -272,7 +272,9 @@ class Connection:
         deadline = loop.time() + REATTACH_S
         while not self._closing:
             try:
-                found = self.rediscover() if self.rediscover is not None else None
+                # may start a server (seconds): off this loop, which other connections share
+                found = (await loop.run_in_executor(None, self.rediscover)
+                         if self.rediscover is not None else None)
                 if found:
                     self.url, self.token = found[0].rstrip("/"), found[1]
                 ws = await self._websocket()

@@ -90,6 +90,16 @@ def discover(check=None) -> tuple[str, str]:
     return info["url"], info["token"]
 
 
+def _find_or_start_server() -> tuple[str, str]:
+    """After a drop: the runtime file's server if it is alive, else a new background server,
+    as for a first call (the start lock keeps it to one however many kernels ask)."""
+    found = _runtime_file_server()
+    if found is not None:
+        return found
+    info = start_server()
+    return info["url"], info["token"]
+
+
 def _runtime_file_server() -> tuple[str, str] | None:
     """The runtime file's server, if its process is alive."""
     info = paths.read_runtime_file()
@@ -123,7 +133,7 @@ def connect(url: str | None = None, token: str | None = None):
             url, token = discover(check=lambda u, t: tried.append(attempt(u, t)) or tried[-1])
             conn = tried[-1] if tried and tried[-1] is not None else Connection(url, token)
             # found through the runtime file: after a restart, look there for the new server
-            conn.rediscover = None if os.environ.get("JUPYTER_FAAS_URL") else _runtime_file_server
+            conn.rediscover = None if os.environ.get("JUPYTER_FAAS_URL") else _find_or_start_server
         if _default is not None:
             _default.close()
         _default = conn

@@ -43,7 +43,7 @@ class RemoteFunction:
                  concurrency: int | None = None, show: bool | None = None, connection=None,
                  retries: int | None = None, retry_delay: float | None = None,
                  max_event_age: int | None = None, on_success=None, on_failure=None,
-                 init=None, snapshot: bool | None = None,
+                 init=None, snapshot: bool | None = None, layers: list | None = None,
                  backend: str | None = None):
         if not callable(fn):
             raise errors.InvalidParameter(f"faas.function wraps a function, not {type(fn).__name__}")
@@ -55,6 +55,7 @@ class RemoteFunction:
             timeout = base.config["timeout"] if timeout is None else timeout
             env = base.config["env"] if env is None else env
             concurrency = base.config["concurrency"] if concurrency is None else concurrency
+            layers = base.config.get("layers") if layers is None else layers
             show = base.show if show is None else show
             backend = base.config.get("backend") if backend is None else backend
             init = base._init if init is None else init
@@ -69,7 +70,8 @@ class RemoteFunction:
             memory=(limits.check_memory, limits.MEMORY_DEFAULT_MB if memory is None else memory),
             timeout=(limits.check_timeout, limits.TIMEOUT_DEFAULT_S if timeout is None else timeout),
             env=(limits.check_env, env), concurrency=(limits.check_concurrency, concurrency),
-            show=(_check_show, show), backend=(limits.check_backend, backend))
+            show=(_check_show, show), layers=(limits.check_layers, layers),
+            backend=(limits.check_backend, backend))
         if init is not None and not callable(init):
             raise errors.InvalidParameter(f"init={init!r} is not callable: give a function that "
                                           f"runs once per execution environment")
@@ -82,6 +84,8 @@ class RemoteFunction:
         self.name = checked.pop("name")
         # None: a live view for calls over a second; True: always; False: never
         self.show = checked.pop("show")
+        if not checked["layers"]:
+            del checked["layers"]  # none: the config (and so the version) as before layers existed
         if checked["backend"] is None:  # a function that names none keeps its version
             del checked["backend"]
         self.config = checked
@@ -560,12 +564,14 @@ def function(fn=None, *, name: str | None = None, memory: int | None = None,
              concurrency: int | None = None, show: bool | None = None, retries: int | None = None,
              retry_delay: float | None = None, max_event_age: int | None = None,
              on_success=None, on_failure=None, init=None, snapshot: bool | None = None,
-             backend: str | None = None):
+             layers: list | None = None, backend: str | None = None, **unknown):
     """Make ``fn`` a function that runs in isolated execution environments.
 
     ``memory`` in MB (128..10240, default 128), ``timeout`` in seconds (1..900, default 3),
-    ``env`` environment variables, ``concurrency`` reserved concurrent executions, ``backend``
-    where it runs (``"local"`` or ``"dask"``; None: the server's default).  ``show``:
+    ``env`` environment variables, ``concurrency`` reserved concurrent executions, ``layers``
+    published layer versions (``["mylayer:1", ...]``, at most 5; their ``python/`` joins
+    ``sys.path`` before the function loads), ``backend`` where it runs (``"local"`` or
+    ``"dask"``; None: the server's default).  ``show``:
     a call shows a live view (status, logs as printed, REPORT) once it runs longer than a
     second; ``True`` shows every call, ``False`` none.  Options are keyword-only.
 
@@ -584,12 +590,14 @@ def function(fn=None, *, name: str | None = None, memory: int | None = None,
     starts of a function with INIT fork from a snapshot taken after it (copy-on-write);
     ``snapshot=False`` opts out, ``snapshot=True`` opts a function without ``init`` in.
     """
+    if unknown:
+        raise errors.InvalidParameter(_unknown_options(unknown))
     def wrap(f):
         return RemoteFunction(f, name=name, memory=memory, timeout=timeout, env=env,
                               concurrency=concurrency, show=show, retries=retries,
                               retry_delay=retry_delay, max_event_age=max_event_age,
                               on_success=on_success, on_failure=on_failure, init=init,
-                              snapshot=snapshot, backend=backend)
+                              snapshot=snapshot, layers=layers, backend=backend)
     if fn is None:
         return wrap
     if not callable(fn):
@@ -597,3 +605,16 @@ def function(fn=None, *, name: str | None = None, memory: int | None = None,
             f"faas.function got {fn!r} as its first argument; options are keyword-only: "
             f"@faas.function(memory=256, timeout=10)")
     return wrap(fn)
+
+
+def _unknown_options(unknown: dict) -> str:
+    """``bogus=`` and ``memroy=`` named, with the option each one probably meant."""
+    import difflib
+    import inspect
+    known = [p for p in inspect.signature(function).parameters if p not in ("fn", "unknown")]
+    parts = []
+    for key in unknown:
+        near = difflib.get_close_matches(key, known, n=1)
+        parts.append(f"{key}=" + (f" (did you mean {near[0]}=?)" if near else ""))
+    return (f"faas.function got {len(unknown)} unknown option{'s' if len(unknown) > 1 else ''}: "
+            f"{', '.join(parts)}; its options are {', '.join(k + '=' for k in known)}")

@@ -67,7 +67,7 @@ class TriggerList(list):
     """What ``faas.triggers()`` returns: a list, shown in a notebook as a table."""
 
     def _ipython_display_(self) -> None:
-        from IPython.display import HTML, display
+        from IPython.display import display
         rows = "".join(
             f"<tr><td>{html.escape(t.kind)}</td><td>{html.escape(t.function)}</td>"
             f"<td><code>{html.escape(describe_spec(t.kind, t.spec))}</code></td>"

@@ -45,6 +45,7 @@ ALLOWED = [(re.compile(rf"^{pattern}$"), methods) for pattern, methods in (
     (rf"triggers/{_NAME}", {"GET", "PATCH"}),
     ("dead-letters", {"GET"}),
     ("dead-letters/redrive", {"POST"}),
+    ("metrics/versions", {"GET"}),
 )]
 #: A synchronous invoke may run for Lambda's longest timeout (900 s).
 INVOKE_TIMEOUT_S = 960

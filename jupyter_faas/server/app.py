@@ -182,6 +182,7 @@ class FaaSServer(JupyterApp):
                                 int(self.lambda_zip_max_mb * 1024 * 1024),
                                 int(self.lambda_unzipped_max_mb * 1024 * 1024))
             lambda_api = LambdaAPI(self.service, packages)
+            self.service.layers.files = lambda_api.layers  # notebook functions' layers too
         return make_app(lambda_routes() if lambda_api else [],
                         faas_service=self.service, faas_token=self.token,
                         faas_monitoring=monitoring, faas_instance=self.instance,

@@ -9,6 +9,7 @@ import { FunctionsView } from './views/functions';
 import { InvocationsView } from './views/invocations';
 import { MetricsView } from './views/metrics';
 import { TriggersView } from './views/triggers';
+import { VersionsView } from './views/versions';
 import { PANEL_VERSION } from './version';
 
 class StatusLine extends Widget {
@@ -39,7 +40,7 @@ export class FaaSPanel extends Panel {
     this._model = model;
     this._feed = feed;
     const header = new Widget({ node: h('div', { class: 'jp-FaaS-title' }, h('h2', {}, 'Lambda')) });
-    for (const w of [header, new StatusLine(model), new FunctionsView(model), new TriggersView(model), new InvocationsView(model), new DetailView(model), new MetricsView(model)]) {
+    for (const w of [header, new StatusLine(model), new FunctionsView(model), new TriggersView(model), new InvocationsView(model), new DetailView(model), new MetricsView(model), new VersionsView(model)]) {
       this.addWidget(w);
     }
     void model.checkVersions(PANEL_VERSION);

@@ -18,7 +18,7 @@ from .functions import FunctionHandler, FunctionLogsHandler, FunctionsHandler, I
 from .invocations import (InvocationCancelHandler, InvocationHandler, InvocationLogsHandler,
                           InvocationResultHandler, InvocationsHandler)
 from .invocations_ws import InvocationSocket
-from .metrics import FunctionMetricsHandler, FunctionStatsHandler
+from .metrics import FunctionMetricsHandler, FunctionStatsHandler, FunctionVersionsHandler
 from .queues import QueueHandler, QueueMessagesHandler, QueueRedriveHandler, QueuesHandler
 from .status import ShutdownHandler, StatusHandler
 from .triggers import TriggerHandler, TriggersHandler
@@ -41,6 +41,7 @@ def routes() -> list:
         (rf"{p}/invocations/{rid}/cancel", InvocationCancelHandler),
         (rf"{p}/metrics/functions", FunctionStatsHandler),
         (rf"{p}/metrics/functions/{name}", FunctionMetricsHandler),
+        (rf"{p}/metrics/versions", FunctionVersionsHandler),
         (rf"{p}/functions/{name}/events", EventsHandler),
         (rf"{p}/functions/{name}/event-config", EventConfigHandler),
         (rf"{p}/invocations/{rid}/attempts", AttemptsHandler),

@@ -23,7 +23,10 @@ class FunctionsHandler(BaseHandler):
             code = base64.b64decode(body.get("code", ""), validate=True)
         except (ValueError, TypeError) as exc:
             raise InvalidParameter(f"'code' must be base64: {exc}") from exc
-        kwargs = {k: body[k] for k in ("memory", "timeout", "env", "concurrency", "snapshot", "backend") if k in body}
+        kwargs = {k: body[k] for k in ("memory", "timeout", "env", "concurrency", "snapshot", "backend")
+                  if k in body}
+        if body.get("layers"):
+            kwargs["layers"] = self.service.layers.resolve(body["layers"])
         function = self.service.deploy(body.get("name"), code, **kwargs)
         self.set_status(201 if function.pop("created") else 200)
         self.finish(_function_json(function))

@@ -11,6 +11,13 @@ class FunctionStatsHandler(BaseHandler):
         self.finish({"functions": monitoring.function_stats(), "prices": monitoring.prices()})
 
 
+class FunctionVersionsHandler(BaseHandler):
+    """Every function's published versions, aliases and invocations by version (the panel's)."""
+
+    def get(self):
+        self.finish({"functions": self.settings["faas_monitoring"].versions(self.service.versions)})
+
+
 class FunctionMetricsHandler(BaseHandler):
     def get(self, name):
         self.service.get_function(name)

@@ -16,7 +16,7 @@ from .errors import LambdaError, LambdaHandler
 
 #: Lambda's request limits for Invoke (reference/lambda.md §1.1, §5.3)
 SYNC_REQUEST_BYTES = limits.SYNC_PAYLOAD_BYTES
-ASYNC_REQUEST_BYTES = 1024 * 1024
+ASYNC_REQUEST_BYTES = limits.ASYNC_PAYLOAD_BYTES
 CLIENT_CONTEXT_BYTES = 3583
 #: X-Amz-Log-Result carries the last 4 KB of the invocation's log
 TAIL_BYTES = 4096

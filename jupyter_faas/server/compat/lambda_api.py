@@ -29,7 +29,7 @@ from ... import limits
 from ...errors import ResourceNotFound
 from . import names
 from .errors import LambdaError
-from .layers import FunctionLayers
+from .layers import FunctionLayers, layer_arn
 from .names import last_modified
 from .packages import Packages
 
@@ -104,8 +104,10 @@ class LambdaAPI:
         }
         if f.get("env"):
             out["Environment"] = {"Variables": dict(f["env"])}
-        if lam.get("layers"):
-            out["Layers"] = [{"Arn": layer["arn"], "CodeSize": layer["code_size"]} for layer in lam["layers"]]
+        layers = lam.get("layers") or f.get("layers")  # a zip function's, or a notebook function's
+        if layers:
+            out["Layers"] = [{"Arn": layer.get("arn") or layer_arn(region, layer["name"], layer["version"]),
+                              "CodeSize": layer["code_size"]} for layer in layers]
         return out
 
     def list(self, marker: str | None, max_items: int) -> tuple[list[dict], str | None]:
@@ -231,8 +233,11 @@ class LambdaAPI:
         env = f["env"] if f else {}
         if "Environment" in body:
             env = self._environment(body["Environment"])
-        return {"memory": memory, "timeout": timeout, "env": env,
-                "concurrency": f.get("concurrency") if f else None}
+        out = {"memory": memory, "timeout": timeout, "env": env,
+               "concurrency": f.get("concurrency") if f else None}
+        if f and f.get("layers"):  # a notebook function keeps its layers
+            out["layers"] = f["layers"]
+        return out
 
     @staticmethod
     def _environment(environment) -> dict:

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+
+from kernel_workers.lambda_handler import LayeredCode
 
 from ...errors import ResourceNotFound
 from ..engine.layers import MAX_LAYERS
@@ -36,7 +39,8 @@ def layer_arn(region: str, name: str, version: int | None = None) -> str:
 
 
 class FunctionLayers:
-    """A function's ``Layers`` (ARNs) checked, and the merged directory they make."""
+    """A function's ``Layers`` (ARNs) checked, and the merged directory they make (for zip
+    functions and, as the engine's :attr:`~..engine.layers.Layers.files`, notebook ones)."""
 
     def __init__(self, service, packages):
         self.service = service
@@ -89,6 +93,12 @@ class FunctionLayers:
         python = opt / "python"
         site = python / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
         return str(python), str(site)
+
+
+    def notebook_code(self, layers: list[dict], code: bytes) -> bytes:
+        """A notebook function's pickle, wrapped so that ``layers`` join ``sys.path`` (the same
+        merged directory as a zip function's) before the environment unpickles it."""
+        return pickle.dumps(LayeredCode(self.paths(layers), code), protocol=4)
 
 
 def _layer_version(layer: dict, region: str, packages) -> dict:

@@ -35,7 +35,7 @@ import random
 from dataclasses import dataclass
 
 from ... import limits
-from ...errors import FaaSError, InvalidParameter
+from ...errors import FaaSError, InvalidParameter, PayloadTooLarge
 from ..model import FAILED, QUEUED, SUCCEEDED, TIMED_OUT
 from .invocation import Invocation
 from .service import Service
@@ -186,6 +186,11 @@ class AsyncService(Service):
         for payload in payloads:
             if isinstance(payload, str):
                 payload = payload.encode()
+            if len(payload) > limits.ASYNC_PAYLOAD_BYTES:
+                raise PayloadTooLarge(
+                    f"an event of {len(payload)} bytes is over Lambda's limit for an asynchronous "
+                    f"invocation ({limits.ASYNC_PAYLOAD_BYTES} bytes): pass a path or a key to the "
+                    f"data instead, or call the function directly (its limit is larger)")
             try:
                 json.loads(payload or b"null")
             except ValueError as exc:

@@ -28,11 +28,13 @@ PROVISIONED = "provisioned"
 
 
 class FunctionSettings:
-    def __init__(self, store, versions, registry, backend):
+    def __init__(self, store, versions, registry, backend, code_for=None):
         self.store = store
         self.versions = versions
         self.registry = registry
         self.backend = backend
+        # what an environment loads (a notebook function's layers wrapped around its pickle)
+        self.code_for = code_for or registry.code
         self._kept: dict[str, dict] = {}  # function -> {Lambda version: function dict} provisioned
 
     # ---- event-invoke configs ------------------------------------------------------------
@@ -129,9 +131,9 @@ class FunctionSettings:
                 totals[function["lambda_version"]] = (function, count + share)
         for version, function in self._kept.pop(name, {}).items():
             if version not in totals:
-                self.backend.provision(function, 0, self.registry.code)
+                self.backend.provision(function, 0, self.code_for)
         for function, count in totals.values():
-            self.backend.provision(function, count, self.registry.code)
+            self.backend.provision(function, count, self.code_for)
         if totals:
             self._kept[name] = {version: function for version, (function, _) in totals.items()}
 

@@ -24,11 +24,16 @@ class LambdaModel:
 
     @cached_property
     def settings(self) -> FunctionSettings:
-        return FunctionSettings(self.store, self.versions, self.registry, self.backend)
+        return FunctionSettings(self.store, self.versions, self.registry, self.backend,
+                                code_for=self.environment_code)
 
     @cached_property
     def layers(self) -> Layers:
         return Layers(self.store)
+
+    def environment_code(self, function: dict) -> bytes:
+        """The code an environment of ``function`` loads (see :meth:`.Layers.environment_code`)."""
+        return self.layers.environment_code(function, self.registry.code(function))
 
     def get_function(self, name: str, version: int | str | None = None) -> model.FunctionVersion:
         """An engine version (an int; None: the latest), or what a Lambda qualifier names (a str:

@@ -8,15 +8,54 @@ use it (as in Lambda: their code keeps the unpacked files).
 
 from __future__ import annotations
 
-from ...errors import ResourceNotFound
+from ... import limits
+from ...errors import InvalidParameter, ResourceNotFound
 
 #: Lambda's limit of layers per function
-MAX_LAYERS = 5
+MAX_LAYERS = limits.LAYERS_MAX
 
 
 class Layers:
-    def __init__(self, store):
+    """Layer versions, and the layers of notebook functions (``@faas.function(layers=...)``).
+
+    ``files``: the seam to the unpacked zips, set by the app (the Lambda API's
+    ``compat.layers.FunctionLayers``, the one place that merges a function's layers):
+    ``paths(records)`` makes the merged directory once and returns its ``sys.path`` entries,
+    ``notebook_code(records, code)`` wraps a notebook function's pickle so that they join
+    ``sys.path`` before it loads.  None when the Lambda API is off: no layers then."""
+
+    def __init__(self, store, files=None):
         self.store = store
+        self.files = files
+
+    def resolve(self, specs) -> list[dict]:
+        """A notebook function's ``["name:version", ...]`` -> ``[{name, version, zip_sha256,
+        code_size}]`` in order, their directory merged; InvalidParameter naming an unknown one."""
+        records = []
+        for spec in limits.check_layers(specs):
+            name, version = limits.parse_layer(spec)
+            found = self.store.layer_version(name, version)
+            if found is None:
+                raise InvalidParameter(f"layer {spec!r}: layer version {name}:{version} does not exist; "
+                                       f"publish it first (PublishLayerVersion) or check "
+                                       f"ListLayerVersions for its numbers")
+            records.append({"name": name, "version": version, "zip_sha256": found["zip_sha256"],
+                            "code_size": found["code_size"]})
+        if records:
+            self._files().paths(records)  # merged now: a bad layer fails the deploy, not a call
+        return records
+
+    def _files(self):
+        if self.files is None:
+            raise InvalidParameter("layers need the server's Lambda API (FaaSServer.lambda_api=True)")
+        return self.files
+
+    def environment_code(self, function: dict, code: bytes) -> bytes:
+        """What an environment loads for ``function``: its pickle, wrapped so that a notebook
+        function's layers join ``sys.path`` before it is unpickled.  (A zip function's
+        ``HandlerRef`` carries its layers already.)"""
+        records = function.get("layers")
+        return self._files().notebook_code(records, code) if records else code
 
     def publish(self, name: str, config: dict) -> dict:
         """A new version of layer ``name`` with ``config`` (zip_sha256, code_sha256, code_size,

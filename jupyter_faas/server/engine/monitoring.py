@@ -17,7 +17,7 @@ import json
 import math
 import time
 
-from ...errors import InvalidParameter
+from ...errors import InvalidParameter, ResourceNotFound
 from ...vocabulary import ERROR_STATUSES
 from ..model import DEFAULT_PRICING, Pricing
 
@@ -94,6 +94,31 @@ class Monitoring:
             })
         return out
 
+    def versions(self, versions) -> list[dict]:
+        """Every deployed function's Lambda versions for the panel: published versions, aliases
+        (and their weights) and its invocations split by the version that ran.  ``versions``:
+        the service's :class:`~.versions.Versions`."""
+        split: dict[str, list] = {}
+        for row in self.store.invocations_by_version():
+            split.setdefault(row["function"], []).append(
+                {"version": row["version"], "invocations": row["invocations"], "errors": row["errors"] or 0})
+        out = []
+        for function in self.store.list_functions():
+            name = function["name"]
+            try:
+                listed, aliased = versions.list(name), versions.aliases(name)
+            except ResourceNotFound:  # deleted while this ran
+                continue
+            published = [{"version": v["lambda_version"], "engine_version": v["version"],
+                          "description": v.get("description", ""), "published_at": v.get("published_at")}
+                         for v in listed]
+            aliases = [{"name": a["name"], "version": a["version"], "weights": a["weights"],
+                        "description": a["description"]} for a in aliased]
+            by_version = sorted(split.get(name, []), key=lambda r: _version_order(r["version"]))
+            out.append({"name": name, "versions": published, "aliases": aliases,
+                        "invocations_by_version": by_version})
+        return out
+
     def prices(self) -> dict:
         return {"per_gb_second": self.pricing.per_gb_second, "per_request": self.pricing.per_request}
 
@@ -133,6 +158,11 @@ class Monitoring:
         for p in PERCENTILES:
             series[f"duration_p{p}_ms"] = [percentile(sorted(d), p) for d in durations]
         return series
+
+
+def _version_order(version: str) -> tuple:
+    """``$LATEST`` first, then published versions by number."""
+    return (0, 0) if not version.isdigit() else (1, int(version))
 
 
 def _concurrency(rows: list[tuple], start: float, n: int, now: float) -> list[int]:

@@ -30,14 +30,16 @@ class Registry:
 
     def deploy(self, name: str, code: bytes, memory=limits.MEMORY_DEFAULT_MB,
                timeout=limits.TIMEOUT_DEFAULT_S, env=None, concurrency=None,
-               lambda_config: dict | None = None, snapshot: bool | None = None, backend=None) -> dict:
+               lambda_config: dict | None = None, snapshot: bool | None = None,
+               layers: list | None = None, backend=None) -> dict:
         """Store a version (the same code and config: the same version); returns it with
         ``created`` (a new version or not).  Raises InvalidParameter for a bad name or option.
 
         ``lambda_config``: what the Lambda API keeps of a function (handler, runtime, role,
         description, package hash), stored with the version as ``config["lambda"]``.
         ``snapshot``: cold starts fork from a snapshot taken after INIT (set by the client for
-        functions with INIT code; absent: no snapshot)."""
+        functions with INIT code; absent: no snapshot); ``layers``: a notebook function's layer versions
+        (``Layers.resolve``), as ``config["layers"]``."""
         limits.check_name(name)
         config = limits.check_config(memory, timeout, env, concurrency, backend)
         if lambda_config is not None:
@@ -46,6 +48,8 @@ class Registry:
             if not isinstance(snapshot, bool):
                 raise InvalidParameter(f"snapshot={snapshot!r} is invalid: give true or false")
             config["snapshot"] = snapshot
+        if layers:
+            config["layers"] = list(layers)
         if not code:
             raise InvalidParameter("the function's code is empty; deploy a pickled callable")
         version, created = self.store.deploy(name, code, config)

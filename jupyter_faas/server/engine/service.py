@@ -443,7 +443,7 @@ class Service(Cancellation, InvocationLogs, StoredQueries, LambdaModel):
         """Start a new environment for ``inv``; once it is ready, write ``inv`` as running."""
         function = inv.function
         try:
-            failure = await self.backend.start_environment(env, self.registry.code)
+            failure = await self.backend.start_environment(env, self.environment_code)
         except Exception as exc:  # noqa: BLE001 - the invocation must end, whatever broke
             log.exception("could not start an environment for %s", function["name"])
             self.backend.discard(env)  # never leave a half-started environment counted as starting

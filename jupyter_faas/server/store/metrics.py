@@ -19,6 +19,17 @@ class MetricsTable:
             "FROM invocations GROUP BY function", (*ERROR_STATUSES, THROTTLED, QUEUED, RUNNING)).fetchall()
         return [dict(r) for r in rows]
 
+    def invocations_by_version(self) -> list[dict]:
+        """Per function and Lambda version that ran (``$LATEST`` for rows from before versions were
+        recorded), over every stored invocation: how many, and how many failed or timed out."""
+        rows = self.db.execute(
+            "SELECT function, COALESCE(lambda_version, '$LATEST') AS version, COUNT(*) AS invocations, "
+            "SUM(status IN (?, ?)) AS errors FROM invocations "
+            # not GROUP BY version: that names the table's own column (the engine version)
+            "GROUP BY function, COALESCE(lambda_version, '$LATEST')",
+            tuple(ERROR_STATUSES)).fetchall()
+        return [dict(r) for r in rows]
+
     def duration_at_rank(self, function: str, rank: int) -> float | None:
         """The ``rank``-th smallest (0-based) recorded duration of ``function``."""
         row = self.db.execute(

@@ -27,7 +27,7 @@ export class FunctionsView extends Widget {
       h('h3', { class: 'jp-FaaS-heading' }, `Functions (${fns.length})`),
       fns.length === 0
         ? h('p', { class: 'jp-FaaS-empty' }, 'No functions yet: deploy one with @faas.function or %%lambda.')
-        : h('div', {}, ...fns.map(f => this._card(f)))
+        : h('div', { class: 'jp-FaaS-cardList' }, ...fns.map(f => this._card(f)))
     );
   }
 

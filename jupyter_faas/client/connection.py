@@ -47,6 +47,9 @@ BATCH_ITEMS = 1000
 BATCH_BYTES = 8 << 20
 #: how long a client keeps trying to reconnect to re-attach its accepted invocations
 REATTACH_S = 60.0
+#: after a drop, how long a client waits for someone else to restart the server before it
+#: starts one itself
+RESTART_GRACE_S = 5.0
 #: every Connection of this process, so a forked child can give each its own sockets
 _connections: "weakref.WeakSet[Connection]" = weakref.WeakSet()
 #: what a forked child inherited and must neither use nor close through its loop (kept, so
@@ -269,11 +272,14 @@ class Connection:
         settles what was running, and ``watch`` tells these futures how each ended.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + REATTACH_S
+        lost_at = loop.time()
+        deadline = lost_at + REATTACH_S
         while not self._closing:
             try:
-                # may start a server (seconds): off this loop, which other connections share
-                found = (await loop.run_in_executor(None, self.rediscover)
+                # After RESTART_GRACE_S with no server (nobody is restarting it), start one, as a
+                # first call would; that may take seconds: off this loop, which others share.
+                start = loop.time() - lost_at > RESTART_GRACE_S
+                found = (await loop.run_in_executor(None, self.rediscover, start)
                          if self.rediscover is not None else None)
                 if found:
                     self.url, self.token = found[0].rstrip("/"), found[1]

@@ -90,11 +90,12 @@ def discover(check=None) -> tuple[str, str]:
     return info["url"], info["token"]
 
 
-def _find_or_start_server() -> tuple[str, str]:
-    """After a drop: the runtime file's server if it is alive, else a new background server,
-    as for a first call (the start lock keeps it to one however many kernels ask)."""
+def _find_or_start_server(start: bool = True) -> tuple[str, str] | None:
+    """After a drop: the runtime file's server if it is alive; else, with ``start``, a new
+    background server, as for a first call (the start lock keeps it to one however many
+    kernels ask); else None."""
     found = _runtime_file_server()
-    if found is not None:
+    if found is not None or not start:
         return found
     info = start_server()
     return info["url"], info["token"]

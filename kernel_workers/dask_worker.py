@@ -397,7 +397,7 @@ class Environment:
                 return "deadline"
             fds = [self.ctl, *self.pipes]
             try:
-                ready, _, _ = select.select(fds, [], [], min(TICK_S, deadline - now))
+                ready = _readable(fds, min(TICK_S, deadline - now))
             except InterruptedError:
                 continue
             for fd in ready:
@@ -460,7 +460,7 @@ class Environment:
         """Whatever the process printed before its frame or its end, and unterminated lines."""
         for fd in list(self.pipes):
             for _ in range(64):
-                if fd not in self.pipes or not select.select([fd], [], [], 0)[0]:
+                if fd not in self.pipes or not _readable([fd], 0):
                     break
                 self._read_pipe(fd, on_line)
         for fd, (stream, buf) in self.pipes.items():
@@ -471,7 +471,7 @@ class Environment:
     def alive(self) -> bool:
         """An idle environment sends nothing: a readable control socket means it is gone."""
         try:
-            return not select.select([self.ctl], [], [], 0)[0]
+            return not _readable([self.ctl], 0)
         except (OSError, ValueError):
             return False
 
@@ -732,3 +732,15 @@ def plugin(server_id: str, preload: list, idle_s: float = BACKSTOP_IDLE_S):
             dw.shutdown(self.server_id)
 
     return JupyterFaaSHost()
+
+
+def _readable(fds: list, timeout: float) -> list:
+    """The descriptors (ints or objects with fileno()) of ``fds`` ready to read within ``timeout``
+    seconds.  poll(), not select(): a Dask worker's descriptor numbers can pass select()'s 1024."""
+    poller = select.poll()
+    by_fd = {}
+    for f in fds:
+        fd = f if isinstance(f, int) else f.fileno()
+        by_fd[fd] = f
+        poller.register(fd, select.POLLIN)
+    return [by_fd[fd] for fd, _ in poller.poll(max(0, timeout) * 1000)]

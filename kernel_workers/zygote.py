@@ -133,11 +133,19 @@ class Zygote:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGTERM, lambda *_: self.shutdown())
         self.channel.send("hello", pid=os.getpid(), preloaded=self.preloaded, failed=self.failed)
+        # poll(), not select(): the socket's descriptor number is the server's (pass_fds keeps
+        # it), and a busy server's can be past select()'s limit of 1024.
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        poller.register(rfd, select.POLLIN)
+        sock_fd = self.sock.fileno()
         while True:
             try:
-                ready, _, _ = select.select([self.sock, rfd], [], [], 0 if self.pending else None)
+                events = poller.poll(0 if self.pending else None)
             except InterruptedError:
                 continue
+            fds = {fd for fd, _ in events}
+            ready = ([self.sock] if sock_fd in fds else []) + ([rfd] if rfd in fds else [])
             if not ready and self.pending:
                 self.preload_one()  # nothing to do: import one module a function used
                 continue

@@ -19,7 +19,10 @@ def record(event, context):
     """Writes each event it gets to $OUT/<request id>.json."""
     import os
     import pathlib
-    pathlib.Path(os.environ["OUT"], context.aws_request_id + ".json").write_text(__import__("json").dumps(event))
+    # written whole, then renamed: the test never reads a half-written record
+    tmp = pathlib.Path(os.environ["OUT"], context.aws_request_id + ".part")
+    tmp.write_text(__import__("json").dumps(event))
+    os.replace(tmp, tmp.with_suffix(".json"))
 
 
 def outputs(out):

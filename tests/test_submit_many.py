@@ -42,7 +42,33 @@ def test_submit_many_accepts_all_at_once_and_runs_each(tmp_path):
             # Accepted means in the store, before anyone is told.
             assert all(store.get_invocation(inv.request_id) for inv in invocations)
             ends = [await asyncio.wait_for(inv.done, 60) for inv in invocations]
-            assert [done["status"] for done, _ in ends] == ["succeeded"] * 20
+            assert [done["status"] for done, _ in ends] == ["succeeded"] * 20, [
+                done["error"] for done, _ in ends if done["status"] != "succeeded"]
             assert [cloudpickle.loads(result) for _, result in ends] == [2 * i for i in range(20)]
             assert {store.get_invocation(inv.request_id)["status"] for inv in invocations} == {"succeeded"}
     asyncio.run(main())
+
+
+@pytest.mark.timeout(120)
+def test_a_server_with_more_than_1024_descriptors_still_forks_environments(tmp_path):
+    """The zygote is handed the server's socket under the server's descriptor number; a busy
+    server (many clients and environments) has numbers past select()'s 1024, which once
+    killed the zygote at start ('filedescriptor out of range in select()')."""
+    import os
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        async def main():
+            async with running_service(tmp_path) as (service, _):
+                service.deploy("double", cloudpickle.dumps(lambda x: 2 * x))
+                inv = service.submit("double", cloudpickle.dumps(((21,), {})), queue=True)
+                done, result = await asyncio.wait_for(inv.done, 60)
+                assert done["status"] == "succeeded", done["error"]
+                assert cloudpickle.loads(result) == 42
+        asyncio.run(main())
+    finally:
+        for fd in held:
+            os.close(fd)

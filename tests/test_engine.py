@@ -223,3 +223,9 @@ def test_cancel_of_a_queued_invocation_drops_it_and_of_a_running_one_asks_the_ba
         assert (await running.done)[0]["status"] == "cancelled"
         assert [r for _, r, _ in backend.runs] == [running.request_id]  # the queued one never ran
     run(main())
+
+
+def test_a_backend_without_provisioned_concurrency_says_so_as_a_bad_request():
+    from jupyter_faas.errors import InvalidParameter
+    with pytest.raises(InvalidParameter, match="provisioned concurrency is not available on the"):
+        FakeBackend().provision({"name": "f", "version": 1}, 2, lambda f: b"")

@@ -26,6 +26,8 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 
+from ...errors import InvalidParameter
+
 
 def environment_key(function: dict) -> tuple:
     """Which environments can serve ``function``: one engine version run as one Lambda version
@@ -112,8 +114,11 @@ class Backend(abc.ABC):
     def provision(self, function: dict, count: int, code_for) -> None:
         """Keep ``count`` environments of this version started and initialized, and warm
         however long they are idle (Lambda's provisioned concurrency); 0 stops keeping them.
-        Their first invocation reports no Init Duration.  A backend without it says so."""
-        raise NotImplementedError(f"{type(self).__name__} cannot keep environments provisioned")
+        Their first invocation reports no Init Duration.  A backend without it raises
+        InvalidParameter (the caller asked for what this backend does not do)."""
+        raise InvalidParameter(
+            f"provisioned concurrency is not available on the {getattr(self, 'name', type(self).__name__)} "
+            f"backend: keep the function on the local backend (backend='local') to provision it")
 
     def provisioned(self, function: dict) -> int:
         """How many environments :meth:`provision` keeps ready for ``function`` now."""

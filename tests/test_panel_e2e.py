@@ -621,7 +621,10 @@ def test_versions_aliases_weights_and_the_split_by_version(stack, browser, funct
         card.scroll_into_view_if_needed()
         ARTIFACTS.mkdir(exist_ok=True)
         page.locator(PANEL).screenshot(path=str(ARTIFACTS / "panel-versions-default-width.png"))
-        card.screenshot(path=str(ARTIFACTS / "versions-card-default-width.png"))
+        # the card is redrawn whenever the functions' figures refresh: a redraw in the middle
+        # of a screenshot detaches it, so take it again until one lands
+        wait_for(lambda: _screenshot(card, ARTIFACTS / "versions-card-default-width.png"),
+                 what="a screenshot of the versions card")
         fits = page.evaluate("""(sel) => { const v = document.querySelector(sel + ' .jp-FaaS-versions');
             const panel = document.querySelector(sel);
             return {view: v.scrollWidth <= v.clientWidth + 1, panel: panel.scrollWidth <= panel.clientWidth + 1,
@@ -654,3 +657,15 @@ def test_many_functions_do_not_push_the_invocations_out_of_sight(stack, browser,
         assert boxes["invocationsTop"] < boxes["screen"], boxes
     finally:
         ctx.close()
+
+
+def _screenshot(locator, path) -> bool:
+    """Screenshot ``locator``; False if it was redrawn (detached) meanwhile."""
+    from playwright.sync_api import Error
+    try:
+        locator.screenshot(path=str(path), timeout=5_000)
+        return True
+    except Error as exc:
+        if "not attached" in str(exc):
+            return False
+        raise

@@ -23,6 +23,8 @@ import types
 
 import cloudpickle
 
+from .serialization import _code_names
+
 _MISSING = object()
 
 
@@ -59,14 +61,6 @@ def snapshot(fn) -> Snapshot:
     walker = _Walker(cloudpickle.list_registry_pickle_by_value())
     walker.walk(fn)
     return walker.snapshot
-
-
-def _code_names(code: types.CodeType) -> set:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _code_names(const)
-    return names
 
 
 class _Walker:

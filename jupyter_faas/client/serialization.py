@@ -102,6 +102,7 @@ def _picklable(obj) -> bool:
 
 
 def _code_names(code: types.CodeType) -> set:
+    """Every global name ``code`` and the code objects nested in it read."""
     names = set(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):

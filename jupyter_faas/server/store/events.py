@@ -41,13 +41,7 @@ class EventsTable:
     def add_events(self, rows: list) -> None:
         """New Event invocations, ``(row, payload)``, queued, in one transaction (accepted = on disk)."""
         with self._tx() as db:
-            db.executemany(
-                "INSERT INTO invocations(request_id, function, version, invocation_type, encoding, "
-                "status, payload, created_at, memory_size_mb, input_summary, attempts, triggered_by, "
-                "lambda_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
-                [(r["request_id"], r["function"], r["version"], r["invocation_type"], r["encoding"],
-                  QUEUED, payload, r["created_at"], r["memory_size_mb"], r.get("input_summary"),
-                  r.get("triggered_by"), r.get("lambda_version")) for r, payload in rows])
+            _insert_events(db, rows)
 
     def requeue_event(self, attempt: dict, logs: list) -> None:
         """A failed attempt that will be retried: its record, its last log lines, and the row
@@ -186,13 +180,7 @@ class EventsTable:
         """A trigger fired: its Event invocations (as :meth:`add_events`) and its new cursor, in one
         transaction, so a restart neither fires it twice nor loses the firing."""
         with self._tx() as db:
-            db.executemany(
-                "INSERT INTO invocations(request_id, function, version, invocation_type, encoding, "
-                "status, payload, created_at, memory_size_mb, input_summary, attempts, triggered_by, "
-                "lambda_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
-                [(r["request_id"], r["function"], r["version"], r["invocation_type"], r["encoding"],
-                  QUEUED, payload, r["created_at"], r["memory_size_mb"], r.get("input_summary"),
-                  r.get("triggered_by"), r.get("lambda_version")) for r, payload in rows])
+            _insert_events(db, rows)
             db.execute("UPDATE triggers SET last_fired_at=?, fired=fired+?, caught_up=caught_up+?, state=? "
                        "WHERE id=?", (at, len(rows), int(caught_up), _json_or_null(state), trigger_id))
 
@@ -204,3 +192,14 @@ class EventsTable:
         """Name what made an invocation that was submitted as a direct call (a function URL)."""
         with self._tx() as db:
             db.execute("UPDATE invocations SET triggered_by=? WHERE request_id=?", (what, request_id))
+
+
+def _insert_events(db, rows: list) -> None:
+    """Queued Event invocations, ``(row, payload)``, inside the caller's transaction."""
+    db.executemany(
+        "INSERT INTO invocations(request_id, function, version, invocation_type, encoding, "
+        "status, payload, created_at, memory_size_mb, input_summary, attempts, triggered_by, "
+        "lambda_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+        [(r["request_id"], r["function"], r["version"], r["invocation_type"], r["encoding"],
+          QUEUED, payload, r["created_at"], r["memory_size_mb"], r.get("input_summary"),
+          r.get("triggered_by"), r.get("lambda_version")) for r, payload in rows])

@@ -53,6 +53,22 @@ def _check_not_lazy(result) -> None:
                         f"to get many results as they come")
 
 
+def peak_rss_mb() -> float | None:
+    """This process's peak RSS (``VmHWM``) since the supervisor last reset it, in MB.
+
+    Read here and sent with the result, so the server's event loop does not read
+    ``/proc/<pid>/status`` once per invocation; the server reads it itself when an
+    environment dies without answering.  None where there is no ``/proc``.
+    """
+    try:
+        with open("/proc/self/status", "rb") as f:
+            status = f.read()
+        at = status.find(b"VmHWM:")
+        return int(status[at + 6:status.index(b"\n", at)].split()[0]) / 1024 if at >= 0 else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -174,7 +190,8 @@ class Environment:
             elif stage == "pickle" and encoding == "json":
                 fields["errorType"] = "Runtime.MarshalError"
             self.channel.send("error", exceptions.dumps(exc), request_id=rid, duration_ms=duration,
-                              cpu_ms=(time.process_time() - cpu_started) * 1000, **fields)
+                              cpu_ms=(time.process_time() - cpu_started) * 1000,
+                              hwm_mb=peak_rss_mb(), **fields)
             if isinstance(exc, MemoryError):
                 # The heap may be exhausted or fragmented: never reuse this process.
                 os._exit(137)
@@ -188,7 +205,8 @@ class Environment:
                 described["imported"] = sorted({m.split(".")[0] for m in new
                                                 if not m.startswith("_")})[:64]
         self.channel.send("result", body, request_id=rid, encoding=encoding, duration_ms=duration,
-                          cpu_ms=(time.process_time() - cpu_started) * 1000, **described)
+                          cpu_ms=(time.process_time() - cpu_started) * 1000, hwm_mb=peak_rss_mb(),
+                          **described)
 
     def _await(self, awaitable):
         """Run an async handler's coroutine to its end on this environment's event loop.

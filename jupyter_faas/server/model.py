@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -156,4 +155,5 @@ def new_request_id() -> str:
     value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
     value = value & ~(0xF << 76) | 0x7 << 76   # version 7
     value = value & ~(0x3 << 62) | 0x2 << 62   # RFC 4122 variant
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"  # the UUID's canonical text, without building a uuid.UUID
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -58,7 +58,13 @@ class InvocationLogs:
     async def _flush_logs(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_S)
-            for inv in list(self.active.values()):
-                if inv.status == RUNNING:
-                    self._flush_one(inv)
+            self._flush_running()
+
+    def _flush_running(self) -> None:
+        """Store every running invocation's new lines, all in one transaction."""
+        running = [inv for inv in self.active.values() if inv.status == RUNNING and inv.unflushed]
+        if running:
+            self.store.add_logs_many([(inv.request_id, inv.unflushed) for inv in running])
+            for inv in running:  # only once stored: a failed write keeps them for the next try
+                inv.unflushed = []
 

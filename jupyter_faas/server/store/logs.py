@@ -6,9 +6,16 @@ from __future__ import annotations
 
 class LogsTable:
     def add_logs(self, request_id: str, logs: list) -> None:
+        """Append ``(ts, stream, line)`` lines of one invocation, in one transaction."""
+        self.add_logs_many([(request_id, logs)])
+
+    def add_logs_many(self, batches: list) -> None:
+        """Append the lines of many invocations, ``(request_id, [(ts, stream, line)])``, in one
+        transaction (the periodic flush of every running invocation's new lines)."""
         with self._tx() as db:
             db.executemany("INSERT INTO log_lines(request_id, ts, stream, line) VALUES (?, ?, ?, ?)",
-                           [(request_id, ts, stream, line) for ts, stream, line in logs])
+                           [(request_id, ts, stream, line)
+                            for request_id, logs in batches for ts, stream, line in logs])
 
     def logs(self, request_id: str, after: int = 0, limit: int = 10000) -> list[dict]:
         rows = self.db.execute(

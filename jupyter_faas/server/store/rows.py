@@ -19,8 +19,11 @@ _UPDATABLE = frozenset(INVOCATION_COLUMNS) - {"request_id", "input_summary", "la
 
 
 class _Transaction:
-    def __init__(self, db):
+    """``with`` it: BEGIN IMMEDIATE, then COMMIT (and ``committed()``) or ROLLBACK."""
+
+    def __init__(self, db, committed=None):
         self.db = db
+        self.committed = committed
 
     def __enter__(self):
         self.db.execute("BEGIN IMMEDIATE")
@@ -29,6 +32,8 @@ class _Transaction:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
             self.db.execute("COMMIT")
+            if self.committed is not None:
+                self.committed()
         else:
             self.db.execute("ROLLBACK")
         return False

@@ -27,6 +27,7 @@ import sqlite3
 from pathlib import Path
 
 from ...errors import ServerError
+from .checkpoints import JOURNAL_SIZE_LIMIT, Checkpointer
 from .events import EventsTable
 from .functions import FunctionsTable
 from .invocations import InvocationsTable
@@ -52,15 +53,21 @@ class Store(FunctionsTable, InvocationsTable, LogsTable, MetricsTable, EventsTab
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
+            # Checkpoints run on a thread of their own (.checkpoints), not inside a commit.
+            self.db.execute("PRAGMA wal_autocheckpoint=0")
+            self.db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
             self.db.row_factory = sqlite3.Row
             migrate(self.db)
         except sqlite3.Error as exc:
             raise ServerError(f"cannot open the store at {self.path}: {exc}; check the path and "
                               f"its permissions, or set FaaSServer.data_dir") from exc
 
+        self.checkpointer = Checkpointer(str(self.path))
+
     def close(self) -> None:
+        self.checkpointer.close()
         self.db.close()
 
     def _tx(self):
-        return _Transaction(self.db)
+        return _Transaction(self.db, self.checkpointer.wrote)
 

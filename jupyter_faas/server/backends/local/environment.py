@@ -386,7 +386,8 @@ class Environment:
         self.on_line = None
         outcome = Outcome("result" if header["k"] == "result" else "error", header, body,
                           duration_ms=header.get("duration_ms", 0.0))
-        outcome.max_memory_mb = memory.peak_mb(self.id, self.pid, self.sampled_peak_mb)
+        outcome.max_memory_mb = memory.peak_mb(self.id, self.pid, self.sampled_peak_mb,
+                                               reported_hwm_mb=header.get("hwm_mb"))
         self.fresh = False
         if header["k"] == "error" and header.get("errorType") == "Runtime.OutOfMemory":
             self.kill("oom")  # a MemoryError: never reuse this heap

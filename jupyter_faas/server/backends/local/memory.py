@@ -145,8 +145,14 @@ class WatchdogMemory:
             pass
         return 0.0
 
-    def peak_mb(self, env_id: str, pid: int, sampled_peak_mb: float) -> float:
-        return max(self.hwm_mb(env_id, pid), sampled_peak_mb)
+    def peak_mb(self, env_id: str, pid: int, sampled_peak_mb: float,
+                reported_hwm_mb: float | None = None) -> float:
+        """Max Memory Used of the invocation that just ended, in MB: the larger of the
+        process's peak RSS and the sampled peak of its tree.  ``reported_hwm_mb``: the peak
+        RSS the environment read from its own ``/proc/self/status`` with its result (saves the
+        loop a read); None: read it here."""
+        hwm = self.hwm_mb(env_id, pid) if reported_hwm_mb is None else float(reported_hwm_mb)
+        return max(hwm, sampled_peak_mb)
 
     def oom_killed(self, env_id: str) -> bool:
         return False
@@ -225,11 +231,12 @@ class CgroupV1Memory(WatchdogMemory):
         except (OSError, ValueError):
             return 0.0
 
-    def peak_mb(self, env_id: str, pid: int, sampled_peak_mb: float) -> float:
+    def peak_mb(self, env_id: str, pid: int, sampled_peak_mb: float,
+                reported_hwm_mb: float | None = None) -> float:
         # The cgroup is charged only for pages the environment itself allocated (pages
         # shared copy-on-write with the zygote stay charged to the zygote), so report the
         # larger of that and the process's own peak RSS, as Lambda's figure includes the runtime.
-        hwm = super().peak_mb(env_id, pid, sampled_peak_mb)
+        hwm = super().peak_mb(env_id, pid, sampled_peak_mb, reported_hwm_mb)
         try:
             usage = self.files.read(env_id, self._path(env_id, "memory.max_usage_in_bytes"))
             return max(hwm, int(usage) / MB)

@@ -54,6 +54,7 @@ from .admission import Slots
 from .cancel import Cancellation
 from .clock import LoopClock
 from .feed import Feed
+from .group_commit import GroupCommit
 from .invocation import Invocation, check_group
 from .logs import InvocationLogs
 from .monitoring import input_summary
@@ -66,12 +67,7 @@ from .lambda_model import LambdaModel
 
 log = logging.getLogger("jupyter_faas.server")
 
-#: loop turns a group commit may wait for more starts and ends, while invocations are
-#: queued and each turn adds some
-COMMIT_DEFER_TURNS = 3
-
-
-class Service(Cancellation, InvocationLogs, StoredQueries, LambdaModel):
+class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaModel):
     """Submit, admission, group commit, outcomes, cancel and recovery over an injected
     ``store`` (:mod:`..store`), ``backend`` (:class:`..backends.base.Backend`) and ``clock``."""
 
@@ -100,6 +96,7 @@ class Service(Cancellation, InvocationLogs, StoredQueries, LambdaModel):
         self._commit_scheduled = False
         self._commit_seen = 0      # starts and ends queued when the commit last looked
         self._commit_deferred = 0  # turns it has waited for more
+        self._writing = None       # the batch being written on the store's thread (a future)
         #: tasks of the engine's own (cold starts, the log flusher), owned until done: the
         #: loop keeps only weak references, and a collected task would lose an invocation
         self.tasks: set = set()
@@ -363,70 +360,6 @@ class Service(Cancellation, InvocationLogs, StoredQueries, LambdaModel):
             inv.env = env
             asyncio.get_running_loop().call_soon(self._dispatch, inv, env, started_at)
 
-    # ---- group commit --------------------------------------------------------------------
-
-    def _queue_running(self, inv: Invocation, started_at: float, env) -> None:
-        """Write it as running with the next group commit, which then sends it to ``env``."""
-        self._pending_running.append((inv, started_at, env))
-        self._commit_soon()
-
-    def _commit_soon(self) -> None:
-        if not self._commit_scheduled:
-            self._commit_scheduled = True
-            self._commit_seen = len(self._pending_running) + len(self._pending_finished)
-            self._commit_deferred = 0
-            asyncio.get_running_loop().call_soon(self._commit_turn)
-
-    def _commit_turn(self) -> None:
-        # With a backlog (invocations waiting for a slot: a big map), throughput is what
-        # counts: while each loop turn adds starts and ends, let the next turn's join this
-        # transaction, a few turns at most.  With none (a lone call, or a client that keeps
-        # a window of N in flight and waits on each end) every turn of delay is latency.
-        pending = len(self._pending_running) + len(self._pending_finished)
-        if (self.backlog and pending > self._commit_seen
-                and self._commit_deferred < COMMIT_DEFER_TURNS):
-            self._commit_seen = pending
-            self._commit_deferred += 1
-            asyncio.get_running_loop().call_soon(self._commit_turn)
-            return
-        self._commit()
-
-    def _commit(self) -> None:
-        """Write every queued start and end in one transaction, then release who waits on them."""
-        self._commit_scheduled = False
-        running, self._pending_running = self._pending_running, []
-        finished, self._pending_finished = self._pending_finished, []
-        if not running and not finished:
-            return
-        try:
-            self.store.write_batch([(inv.request_id, t, env.id) for inv, t, env in running],
-                                   [(inv.request_id, fields, result, logs)
-                                    for inv, fields, result, logs, _ in finished])
-        except Exception as exc:  # noqa: BLE001 - reported to each waiter below
-            log.exception("could not write %d started and %d finished invocations to the store",
-                          len(running), len(finished))
-            for inv, _, env in running:
-                # Never run what the store does not know is running.
-                self.backend.unreserve(env)
-                self._end(inv, FAILED, {"errorType": "ServerError",
-                                        "errorMessage": f"the server could not record the start of "
-                                                        f"this invocation ({exc}); it did not run"},
-                          None, self._report(0, inv.function["memory"], 0, None))
-            # The ends are not told: the store does not know them (the invariant).
-            return
-        for inv, t, env in running:
-            # Durable before it runs: after a crash a running invocation is failed, never re-run.
-            self._dispatch(inv, env, t)
-        for inv, fields, result, _, rep in finished:
-            self._tell_finished(inv, fields, result, rep)
-        spent = [inv.buffers for inv, *_ in finished if inv.buffers is not None]
-        if spent and self.files is not None:
-            # No row names them any more.  Freeing 100 MB of page cache takes milliseconds:
-            # a worker thread does it, after the waiters were told.
-            for inv, *_ in finished:
-                inv.buffers = None
-            asyncio.get_running_loop().run_in_executor(None, self.files.discard_all, spent)
-
     def _throttle(self, inv: Invocation) -> None:
         if inv.status != QUEUED:
             return
@@ -574,11 +507,11 @@ class Service(Cancellation, InvocationLogs, StoredQueries, LambdaModel):
             self._flusher.cancel()
         if self._recheck_at is not None:
             self._recheck_at.cancel()
-        self._commit()
+        await self._commit_all()
         for inv in list(self.active.values()):
             self._flush_one(inv)
         await self.backend.close()
-        self._commit()
+        await self._commit_all()
         if self.files is not None:
             self.files.drop_spares()
 

@@ -19,23 +19,36 @@ _UPDATABLE = frozenset(INVOCATION_COLUMNS) - {"request_id", "input_summary", "la
 
 
 class _Transaction:
-    """``with`` it: BEGIN IMMEDIATE, then COMMIT (and ``committed()``) or ROLLBACK."""
+    """``with`` it: take ``lock`` (the store's connections write one at a time), BEGIN
+    IMMEDIATE, then COMMIT (and ``committed()``) or ROLLBACK, and release ``lock``."""
 
-    def __init__(self, db, committed=None):
+    def __init__(self, db, committed=None, lock=None):
         self.db = db
         self.committed = committed
+        self.lock = lock
 
     def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
+        if self.lock is not None:
+            self.lock.acquire()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            if self.lock is not None:
+                self.lock.release()
+            raise
         return self.db
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.db.execute("COMMIT")
-            if self.committed is not None:
-                self.committed()
-        else:
-            self.db.execute("ROLLBACK")
+        try:
+            if exc_type is None:
+                self.db.execute("COMMIT")
+            else:
+                self.db.execute("ROLLBACK")
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+        if exc_type is None and self.committed is not None:
+            self.committed()
         return False
 
 

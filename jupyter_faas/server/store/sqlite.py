@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ...errors import ServerError
 from .checkpoints import JOURNAL_SIZE_LIMIT, Checkpointer
+from .writer import Writer
 from .events import EventsTable
 from .functions import FunctionsTable
 from .invocations import InvocationsTable
@@ -63,11 +64,19 @@ class Store(FunctionsTable, InvocationsTable, LogsTable, MetricsTable, EventsTab
                               f"its permissions, or set FaaSServer.data_dir") from exc
 
         self.checkpointer = Checkpointer(str(self.path))
+        self.writer = Writer(str(self.path))
 
     def close(self) -> None:
+        self.writer.close()
         self.checkpointer.close()
         self.db.close()
 
-    def _tx(self):
-        return _Transaction(self.db, self.checkpointer.wrote)
+    def _tx(self, db=None):
+        """A write transaction on ``db`` (default: the loop's connection)."""
+        return _Transaction(db or self.db, self.checkpointer.wrote, self.writer.lock)
+
+    def submit_batch(self, running: list, finished: list):
+        """:meth:`write_batch` on the writer thread (:mod:`.writer`); returns a
+        ``concurrent.futures.Future`` that ends when the batch committed (or raised)."""
+        return self.writer.submit(lambda db: self.write_batch(running, finished, db=db))
 

@@ -13,10 +13,10 @@ cache), checkpointed or not; a crash before a checkpoint replays the WAL at open
 
 Bounded: a WAL that a passive checkpoint could not empty (commits arriving all the time)
 keeps growing (the writer starts the WAL over only when a transaction begins with every
-frame copied); past :data:`RESTART_FRAMES` the thread also tries a ``RESTART`` checkpoint,
-which takes the write lock for the moment it copies the last frames, so the writer's next
-commit starts the WAL from its beginning (``journal_size_limit`` then trims the file).  It
-does not wait: when the writer is mid-transaction it fails at once and is tried again later.
+frame copied); past :data:`RESTART_FRAMES` the thread also runs a ``RESTART`` checkpoint
+between two of the store's write transactions (it takes the store's write lock), holding
+the writers up for the moment it copies the last frames; the next commit starts the WAL
+from its beginning (``journal_size_limit`` then trims the file).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ log = logging.getLogger("jupyter_faas.server")
 #: seconds a checkpoint waits after the commit that woke it, so one covers many commits
 BATCH_S = 0.1
 #: passive checkpoints in a row, while each leaves frames behind
-CATCH_UP_RUNS = 8
+CATCH_UP_RUNS = 3
 #: WAL frames (pages) past which a RESTART checkpoint makes the writer start the WAL over
 RESTART_FRAMES = 4_096  # 16 MB of 4 KiB pages
 #: bytes the WAL file is trimmed to when it starts over
@@ -46,8 +46,12 @@ class Checkpointer:
     tests wait on it).  :meth:`close` stops the thread after one last checkpoint.
     """
 
-    def __init__(self, path: str, batch_s: float = BATCH_S):
+    def __init__(self, path: str, write_lock=None, batch_s: float = BATCH_S):
         self.path = path
+        #: the store's write lock (:class:`~.writer.Writer`): a RESTART holds SQLite's write lock
+        #: while it copies the last frames, so it takes this one first, and the store's writers
+        #: wait on it (woken at once) instead of in SQLite's busy handler (whole-ms sleeps)
+        self.write_lock = write_lock
         self.batch_s = batch_s
         self.checkpoints = 0
         self.last: tuple | None = None  # (busy, WAL frames, frames checkpointed) of the last run
@@ -71,23 +75,25 @@ class Checkpointer:
         with self._lock:
             self._stopping = True
             thread = self._thread
-        self._wake.set()
+            self._wake.set()
         if thread is not None:
             thread.join(10)
 
     def _run(self) -> None:
-        # No busy wait: a RESTART that finds the writer mid-transaction gives up at once and is
-        # tried again after the next commits, rather than holding the writer up while it waits.
+        # No busy wait: a RESTART that finds a reader mid-query gives up at once and is tried
+        # again after the next commits, rather than holding the writers up while it waits.
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
         try:
             while True:
                 self._wake.wait()
-                if self._stopping:
+                if self._stopping:  # (read after the wait: close() sets it before waking us)
                     self._checkpoint(db, "PASSIVE")
                     return
                 # Gather: the commits of the next batch_s are covered by this checkpoint.
                 time.sleep(self.batch_s)
-                self._wake.clear()
+                with self._lock:  # close() sets _stopping and wakes under it: no wake is lost
+                    if not self._stopping:
+                        self._wake.clear()
                 # Again while commits keep coming: each run copies only what the last one
                 # missed, so it soon catches up, and the writer's next commit starts the WAL
                 # over (it can only when every frame was copied).
@@ -101,14 +107,16 @@ class Checkpointer:
                     before = self.last[1]
                 else:
                     if self.last[1] > RESTART_FRAMES:
-                        self._checkpoint(db, "RESTART")
-                    if self.last is not None and self.last[0] and self.last[1] > 4 * RESTART_FRAMES:
-                        # The writer never paused long enough: hold it up once (a few ms).
-                        db.execute("PRAGMA busy_timeout=200")
-                        self._checkpoint(db, "RESTART")
-                        db.execute("PRAGMA busy_timeout=0")
+                        self._restart(db)
         finally:
             db.close()
+
+    def _restart(self, db) -> None:
+        if self.write_lock is None:
+            self._checkpoint(db, "RESTART")
+            return
+        with self.write_lock:  # between two of the store's transactions: it never finds one open
+            self._checkpoint(db, "RESTART")
 
     def _checkpoint(self, db, mode: str) -> None:
         try:

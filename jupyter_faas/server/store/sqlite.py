@@ -63,8 +63,8 @@ class Store(FunctionsTable, InvocationsTable, LogsTable, MetricsTable, EventsTab
             raise ServerError(f"cannot open the store at {self.path}: {exc}; check the path and "
                               f"its permissions, or set FaaSServer.data_dir") from exc
 
-        self.checkpointer = Checkpointer(str(self.path))
         self.writer = Writer(str(self.path))
+        self.checkpointer = Checkpointer(str(self.path), self.writer.lock)
 
     def close(self) -> None:
         self.writer.close()

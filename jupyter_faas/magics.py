@@ -1,5 +1,5 @@
 """``%%lambda NAME [--memory MB] [--timeout S] [--env K=V ...] [--concurrency N]
-[--schedule EXPR] [--url token|none] [--on-file DIR/GLOB] [--queue NAME]
+[--provisioned N] [--schedule EXPR] [--url token|none] [--on-file DIR/GLOB] [--queue NAME]
 [--layer NAME:VERSION ...] [--backend local|dask]`` and
 ``%lambda ls | invoke NAME '<json>' | logs NAME | rm NAME``.
 
@@ -11,7 +11,10 @@ per invocation, as function NAME, and NAME is bound to a
 
 The trigger options put a schedule, a function URL, a file watch or a queue subscription
 on the function once it is deployed; running the cell again creates no duplicate (a
-trigger with the same kind and spec is kept).
+trigger with the same kind and spec is kept).  ``--provisioned N`` keeps N environments of
+the function started and initialized (``RemoteFunction.provision``: the cell waits until
+they are up, and fails if INIT fails in them); ``--provisioned 0`` stops it, and a cell
+without the option leaves it as it is.
 
 The line commands are registered as the line magic ``%faas``; ``%lambda ...`` is
 rewritten to ``%faas ...`` by an input transformer, because a *line* magic named
@@ -100,7 +103,8 @@ def _parse_cell_args(line: str) -> dict:
     except ValueError as exc:
         raise UsageError(f"%%lambda: cannot parse {line!r}: {exc}") from None
     usage = ("usage: %%lambda NAME [--memory MB] [--timeout SECONDS] [--env KEY=VALUE ...] "
-             "[--concurrency N] [--schedule EXPR] [--url token|none] [--on-file DIR/GLOB] [--queue NAME] "
+             "[--concurrency N] [--provisioned N] [--schedule EXPR] [--url token|none] "
+             "[--on-file DIR/GLOB] [--queue NAME] "
              "[--layer NAME:VERSION ...] [--backend local|dask]")
     if not words or words[0].startswith("-"):
         raise UsageError(f"%%lambda needs a function name. {usage}")
@@ -108,7 +112,8 @@ def _parse_cell_args(line: str) -> dict:
     it = iter(words[1:])
     for word in it:
         key, _, inline = word.partition("=") if word.startswith("--") else (word, "", "")
-        if key not in ("--memory", "--timeout", "--env", "--concurrency", "--layer", "--backend") + TRIGGER_OPTIONS:
+        if key not in ("--memory", "--timeout", "--env", "--concurrency", "--provisioned", "--layer",
+                       "--backend") + TRIGGER_OPTIONS:
             raise UsageError(f"%%lambda: unknown option {word!r}. {usage}")
         value = inline if inline and key != "--env" else next(it, None)
         if key == "--env" and inline:
@@ -122,6 +127,11 @@ def _parse_cell_args(line: str) -> dict:
                 opts["timeout"] = float(value)
             elif key == "--concurrency":
                 opts["concurrency"] = int(value)
+            elif key == "--provisioned":
+                opts["provisioned"] = int(value)
+                if opts["provisioned"] < 0:
+                    raise UsageError(f"%%lambda: --provisioned is how many environments to keep "
+                                     f"started, 0 or more (0 stops it); got {value}")
             elif key == "--backend":
                 opts["backend"] = value
             elif key in TRIGGER_OPTIONS:
@@ -146,6 +156,7 @@ class FaaSMagics(Magics):
         from .client.function import RemoteFunction
         opts = _parse_cell_args(line)
         wanted = opts.pop("triggers")
+        provisioned = opts.pop("provisioned", None)
         try:
             name = limits.check_name(opts.pop("name"))
             limits.check_config(opts.get("memory", limits.MEMORY_DEFAULT_MB),
@@ -175,6 +186,11 @@ class FaaSMagics(Magics):
                   f"execution environment")
             for line_ in _add_triggers(remote, wanted):
                 print(line_)
+            if provisioned is not None:
+                state = remote.provision(provisioned)
+                print(f"{name}: provisioned concurrency stopped" if state is None else
+                      f"{name}: {state['allocated']} provisioned environment(s) ready, INIT done "
+                      f"({state['status']}; they follow each new version of the cell)")
         except FaaSError as exc:
             raise _one_line(exc, f"%%lambda {name}") from None
         return None

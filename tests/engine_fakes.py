@@ -22,6 +22,7 @@ class FakeEnv:
         self.state = "starting"
         self.init_ms = 1.0
         self.fresh = True
+        self.init_type = "on-demand"
         self.done = None  # the engine's done callback while it runs
 
 

@@ -101,3 +101,62 @@ def test_deleting_a_function_forgets_its_versions_and_aliases(tmp_path):
     service.deploy("f", b"other")
     assert service.versions.aliases("f") == []
     assert service.versions.publish("f")["lambda_version"] == "1"
+
+
+class Provisioner(FakeBackend):
+    """A fake backend that records what provisioned concurrency asks of it."""
+
+    def __init__(self, refuse: str | None = None):
+        super().__init__()
+        self.kept: dict = {}   # (name, engine version, Lambda version) -> count
+        self.refuse = refuse   # a function name this backend cannot provision
+
+    def provision(self, function, count, code_for):
+        if function["name"] == self.refuse:
+            raise InvalidParameter("provisioned concurrency is not available on the fake backend")
+        key = (function["name"], function["version"], function["lambda_version"])
+        if count:
+            self.kept[key] = count
+        else:
+            self.kept.pop(key, None)
+
+
+def test_provisioned_latest_follows_each_deploy_and_0_stops(tmp_path):
+    backend = Provisioner()
+    service = make(tmp_path, backend)
+    first = service.deploy("f", b"code-1")["version"]
+    state = service.settings.set_provisioned("f", "$LATEST", 2)
+    assert (state["qualifier"], state["requested"], state["versions"]) == ("$LATEST", 2, [first])
+    assert backend.kept == {("f", first, "$LATEST"): 2}
+    second = service.deploy("f", b"code-2")["version"]
+    assert backend.kept == {("f", second, "$LATEST"): 2}          # it moved with $LATEST
+    service.deploy("f", b"code-1")
+    assert backend.kept == {("f", first, "$LATEST"): 2}           # and back
+    service.versions.publish("f")
+    service.settings.set_provisioned("f", "1", 1)                 # the same engine version
+    assert backend.kept == {("f", first, "$LATEST"): 2, ("f", first, "1"): 1}
+    assert service.settings.set_provisioned("f", "$LATEST", 0) is None
+    assert backend.kept == {("f", first, "1"): 1}
+    assert [q for q, _ in service.settings.provisioned_configs("f")] == ["1"]
+
+
+def test_provisioned_limits_and_a_refusing_backend_keep_nothing(tmp_path):
+    backend = Provisioner(refuse="g")
+    service = make(tmp_path, backend)
+    service.deploy("f", b"code", concurrency=3)
+    service.deploy("g", b"code")
+    service.deploy("big", b"code", memory=4096)
+    service.versions.publish("f")
+    service.settings.set_provisioned("f", "1", 2)
+    with pytest.raises(InvalidParameter, match=r"reserved concurrency 3.*2 are provisioned.*at most 1"):
+        service.settings.set_provisioned("f", "$LATEST", 2)
+    with pytest.raises(InvalidParameter, match="memory budget of 10000 MB"):
+        service.settings.set_provisioned("big", "$LATEST", 3)
+    with pytest.raises(InvalidParameter, match="whole number"):
+        service.settings.set_provisioned("f", "$LATEST", -1)
+    with pytest.raises(InvalidParameter, match="unpublished"):
+        service.settings.put_provisioned("f", "$LATEST", 1)       # Lambda's API keeps Lambda's rule
+    with pytest.raises(InvalidParameter, match="fake backend"):
+        service.settings.set_provisioned("g", "$LATEST", 1)
+    assert [s["function"] for s in service.store.settings("provisioned")] == ["f"]
+    assert backend.kept == {("f", 1, "1"): 2}

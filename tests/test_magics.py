@@ -364,3 +364,49 @@ def test_cell_magic_puts_triggers_on_the_function_once(kernel, server, tmp_path)
             t.delete()
     finally:
         discovery.reset()
+
+
+PROVISIONED_CELL = '''\
+%%lambda warm_cell --provisioned 2
+import os
+print("INIT of warm_cell")
+
+def handler(event, context):
+    return os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"]
+'''
+
+
+def test_provisioned_option_keeps_initialized_environments_for_the_cell(kernel, server):
+    out = kernel.run(PROVISIONED_CELL)
+    assert out.startswith("deployed warm_cell"), out
+    assert "warm_cell: 2 provisioned environment(s) ready" in out, out
+    # calls run in them: warm from the first, and the row and REPORT say which kind
+    assert kernel.value("[warm_cell({}) for _ in range(3)]") == ["provisioned-concurrency"] * 3
+    assert kernel.value("inv = warm_cell.invoke({})\n"
+                        "(inv.report.init_type, inv.report.init_duration_ms, "
+                        "any('Init Duration' in line for line in inv.logs))") == (
+        "provisioned-concurrency", None, False)
+    assert kernel.value("s = warm_cell.provisioned()\n(s['requested'], s['allocated'], s['status'])") == (
+        2, 2, "READY")
+    # the cell again without the option leaves it; --provisioned 0 stops it
+    kernel.run(PROVISIONED_CELL.replace(" --provisioned 2", ""))
+    assert kernel.value("warm_cell.provisioned()['requested']") == 2
+    out = kernel.run(PROVISIONED_CELL.replace("--provisioned 2", "--provisioned 0"))
+    assert "warm_cell: provisioned concurrency stopped" in out, out
+    assert kernel.value("warm_cell.provisioned() is None") is True
+
+
+def test_provisioned_option_misuse_fails_the_cell(kernel, server):
+    body = "def handler(event, context):\n    return 1\n"
+    err = kernel.fails(f"%%lambda neg --provisioned -1\n{body}")
+    assert "UsageError" in err and "0 or more" in err
+    err = kernel.fails(f"%%lambda words --provisioned lots\n{body}")
+    assert "UsageError" in err and "is not a number" in err
+    shown = _shown(kernel.error(f"%%lambda capped --concurrency 1 --provisioned 2\n{body}"))
+    assert len(shown) == 1 and "InvalidParameter" in shown[0] and "reserved concurrency 1" in shown[0], shown
+    # INIT fails in the provisioned environments: the cell fails with INIT's error
+    error = kernel.error("%%lambda init_breaks --provisioned 1\nraise RuntimeError('no model file')\n"
+                         f"{body}")
+    shown = _shown(error)
+    assert len(shown) == 1 and "FAILED" in shown[0] and "no model file" in shown[0], shown
+    assert error["ename"] == "FunctionError"

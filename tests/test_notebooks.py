@@ -212,6 +212,10 @@ def test_init_and_snapshots_notebook_runs(server, monkeypatch, tmp_path):
     envs = int(re.search(r"(\d+) environments, INIT ran", fanned).group(1))
     assert one >= 200 and total < one * envs / 2  # shared, not copied per environment
     assert "[(9, " in _text(_cell(nb, "import random"))
+    provisioned = _text(_cell(nb, "state = predict.provision(2)"))
+    assert "READY: 2 of 2 provisioned environments up" in provisioned, provisioned
+    assert "ran in a provisioned-concurrency environment; Init Duration: None" in provisioned
+    assert "its stored row says: provisioned-concurrency" in provisioned
 
 
 EVENTS = Path(__file__).resolve().parent.parent / "notebooks" / "events.ipynb"

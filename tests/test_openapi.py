@@ -606,6 +606,57 @@ def _(api, **_):
     api("PUT", "/faas/api/functions/oa_nope/event-config", 404, json={"retries": 0})
 
 
+@case("listProvisioned", 200)
+def _(api, **_):
+    deploy(api, "oa_prov_list", echo)
+    assert api.get("/faas/api/functions/oa_prov_list/provisioned-concurrency").json() == {
+        "function": "oa_prov_list", "configs": []}
+    api("PUT", "/faas/api/functions/oa_prov_list/provisioned-concurrency", 200, json={"count": 1})
+    [config] = api.get("/faas/api/functions/oa_prov_list/provisioned-concurrency").json()["configs"]
+    assert config["qualifier"] == "$LATEST" and config["requested"] == 1
+    api("PUT", "/faas/api/functions/oa_prov_list/provisioned-concurrency", 200, json={"count": 0})
+
+
+@case("listProvisioned", 404)
+def _(api, **_):
+    api.get("/faas/api/functions/oa_nope/provisioned-concurrency", 404)
+
+
+@case("putProvisioned", 200)
+def _(api, **_):
+    path = "/faas/api/functions/oa_prov/provisioned-concurrency"
+    deploy(api, "oa_prov", echo)
+    up = api("PUT", path, 200, json={"count": 2, "wait": 60}).json()
+    state = up["provisioned"]
+    assert up["qualifier"] == "$LATEST" and state["status"] == "READY", up
+    assert state["allocated"] == 2 and len(state["environments"]) == 2 and state["versions"] == [1]
+    done = api.post("/faas/api/functions/oa_prov/invocations", json={"x": 1}).json()
+    assert done["report"]["init_type"] == "provisioned-concurrency"
+    assert done["report"]["init_duration_ms"] is None
+    row = api.get(f"/faas/api/invocations/{done['request_id']}").json()
+    assert row["init_type"] == "provisioned-concurrency" and row["environment_id"] in state["environments"]
+    [stats] = [f for f in api.get("/faas/api/metrics/functions").json()["functions"] if f["name"] == "oa_prov"]
+    assert [p["requested"] for p in stats["provisioned"]] == [2] and stats["snapshot"] is None
+    assert api("PUT", path, 200, json={"count": 0}).json()["provisioned"] is None
+
+
+@case("putProvisioned", 400)
+def _(api, echoed, **_):
+    path = "/faas/api/functions/oa_echo/provisioned-concurrency"
+    for body, says in [({"count": -1}, "0 or more"), ({"count": "2"}, "whole number"),
+                       ({}, "count"), ({"count": 1, "wait": 901}, "wait"),
+                       ({"count": 1, "colour": "red"}, "colour"),
+                       ({"count": 100000}, "memory budget")]:
+        error = api("PUT", path, 400, json=body, valid_request=False).json()
+        assert says in error["message"], (body, error)
+    assert api.get(path).json()["configs"] == []  # nothing was kept
+
+
+@case("putProvisioned", 404)
+def _(api, **_):
+    api("PUT", "/faas/api/functions/oa_nope/provisioned-concurrency", 404, json={"count": 1})
+
+
 @case("getAttempts", 200)
 def _(api, echoed, **_):
     deploy(api, "oa_retried", boom)

@@ -659,6 +659,70 @@ def test_many_functions_do_not_push_the_invocations_out_of_sight(stack, browser,
         ctx.close()
 
 
+def test_provisioned_in_use_and_the_snapshot_state_on_the_function_cards(stack, page, functions, tmp_path):
+    """A function with INIT and provisioned concurrency shows its environments kept and in use,
+    and its snapshot template ready; one whose INIT leaves a thread running shows that its
+    version fell back to ordinary cold starts, and why; a provisioned call's Init is warm."""
+    import jupyter_faas as faas
+
+    def load():
+        global TABLE
+        TABLE = {"loaded": True}
+
+    def handler(path):
+        import os
+        import time
+        while path and not os.path.exists(path):
+            time.sleep(0.005)
+        return os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"]
+
+    def starts_a_thread():
+        import threading
+        import time
+        threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+
+    warm = faas.function(name="e2e_warm", init=load, show=False)(handler)
+    assert warm.provision(2)["status"] == "READY"
+    unsafe = faas.function(name="e2e_unsafe", init=starts_a_thread, show=False)(handler)
+    assert unsafe("") == "on-demand"
+
+    card = page.locator(f'{PANEL} .jp-FaaS-function[data-function="e2e_warm"]')
+    card.wait_for(timeout=30_000)
+    provisioned = card.locator('.jp-FaaS-provisioned[data-qualifier="$LATEST"]')
+    wait_for(lambda: provisioned.count() and provisioned.inner_text() == "Provisioned 2 · 0 in use",
+             what="the provisioned line")
+    snapshot = card.locator(".jp-FaaS-snapshot")
+    wait_for(lambda: snapshot.count() and snapshot.get_attribute("data-state") == "ready",
+             what="the template ready")
+    assert snapshot.inner_text() == "Snapshot: template ready (cold starts fork after INIT)"
+
+    go = tmp_path / "go"
+    fut = warm.spawn(str(go))  # holds a provisioned environment until the file exists
+    wait_for(lambda: provisioned.inner_text() == "Provisioned 2 · 1 in use", what="1 in use")
+    ARTIFACTS.mkdir(exist_ok=True)
+    wait_for(lambda: _screenshot(card, ARTIFACTS / "function-provisioned-in-use.png"),
+             what="a screenshot of the provisioned card")
+    go.touch()
+    assert fut.result() == "provisioned-concurrency"
+    wait_for(lambda: provisioned.inner_text() == "Provisioned 2 · 0 in use", what="0 in use again")
+
+    refused = page.locator(f'{PANEL} .jp-FaaS-function[data-function="e2e_unsafe"] .jp-FaaS-snapshot')
+    wait_for(lambda: refused.count() and refused.get_attribute("data-state") == "refused",
+             what="the snapshot refused")
+    text = refused.inner_text()
+    assert text.startswith("No snapshot: ") and "thread" in text and text.endswith("; cold starts run INIT")
+    assert "jp-mod-error" in refused.get_attribute("class")
+
+    # the provisioned call's detail: its Init field says it was warm, from a provisioned one
+    row = page.locator(f'{PANEL} .jp-FaaS-row[data-request-id="{fut.request_id}"]')
+    row.wait_for(timeout=30_000)
+    row.click()
+    init = page.locator(f'{PANEL} [data-field="init"] dd')
+    wait_for(lambda: init.inner_text() == "warm · provisioned", what="the Init field")
+    assert warm.provision(0) is None
+    wait_for(lambda: provisioned.count() == 0, what="the provisioned line gone")
+
+
 def _screenshot(locator, path) -> bool:
     """Screenshot ``locator``; False if it was redrawn (detached) meanwhile."""
     from playwright.sync_api import Error

@@ -203,6 +203,41 @@ class RemoteFunction:
         config = lambda_api.configuration(self.connection, self.name, name)
         return RemoteFunction.on_server(self.name, name, config, connection=self._connection, show=self.show)
 
+    # ---- provisioned concurrency (client/provisioned.py) --------------------------------------
+
+    def provision(self, n: int, *, wait: float = 60.0) -> dict | None:
+        """Keep ``n`` execution environments of this function started and initialized (INIT
+        done), so calls find them warm: Lambda's provisioned concurrency.  ``0`` stops.
+
+        A decorated (or ``%%lambda``) function is provisioned as ``$LATEST``, what its calls
+        run: the function as it is now is deployed, and its environments follow each new
+        version it deploys (the old version's become ordinary and are reaped when idle).  A
+        ``faas.lookup("f:3")`` or ``faas.lookup("f:live")`` handle provisions that published
+        version or alias, as Lambda does.  Calls use a provisioned environment first; their
+        REPORT has no Init Duration, and the invocation's ``init_type`` (its row,
+        ``inv.report.init_type``) is ``provisioned-concurrency``.
+
+        Waits up to ``wait`` seconds (0..900; 0: not at all) for the environments to be up and
+        returns the state: ``{"qualifier", "requested", "allocated", "in_use", "status"
+        ("IN_PROGRESS" | "READY" | "FAILED"), "reason", "versions", "environments" (ids),
+        "updated_at"}``; None for ``n=0``.  Raises InvalidParameter for a bad ``n``, over the
+        function's reserved concurrency or the server's limits (max_concurrency, the memory
+        budget), or on a backend without provisioned concurrency (Dask); FunctionError when
+        the environments cannot start (INIT fails: ``reason`` says why); ServerError when
+        they were not all up within ``wait`` (they keep starting).
+        """
+        from . import provisioned
+        provisioned.check(n, wait)
+        if self.qualifier is None:
+            self._deployed = None  # deploy again, so this handle's version is $LATEST now
+        self.deploy()
+        return provisioned.provision(self.connection, self.name, self.qualifier or "$LATEST", n, wait)
+
+    def provisioned(self) -> dict | None:
+        """The state :meth:`provision` returns, now (None: not provisioned)."""
+        from . import provisioned
+        return provisioned.provisioned(self.connection, self.name, self.qualifier or "$LATEST")
+
     # ---- calls -------------------------------------------------------------------------------
 
     def local(self, *args, **kwargs):

@@ -30,6 +30,11 @@ from .serialization import loads_result, result_buffers
 class Report:
     """The REPORT figures of one invocation (``init_duration_ms`` is None when warm).
 
+    ``init_type``: how the environment that ran it was initialized, Lambda's
+    ``AWS_LAMBDA_INITIALIZATION_TYPE``: ``on-demand``, ``provisioned-concurrency`` (it hit an
+    environment kept by provisioned concurrency: no Init Duration) or ``snap-start`` (forked
+    from a snapshot after INIT); None when not known (an invocation stored before it was).
+
     ``str()`` and ``repr()`` give Lambda's REPORT line (``REPORT RequestId: ... Duration:
     1.23 ms Billed Duration: 2 ms Memory Size: 128 MB Max Memory Used: 13 MB``, then ``Init
     Duration`` on a cold start), followed by the estimated cost.  ``gb_seconds`` and
@@ -44,6 +49,7 @@ class Report:
     gb_seconds: float = 0.0
     cost_usd: float = 0.0
     request_id: str | None = None
+    init_type: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict | None, request_id: str | None = None) -> "Report | None":

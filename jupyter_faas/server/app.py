@@ -169,6 +169,8 @@ class FaaSServer(JupyterApp):
                                max_payload_bytes=int(self.max_payload_mb * 1024 * 1024), files=files,
                                pricing=pricing,
                                max_buffer_bytes=self.max_buffer_mb * 1024 * 1024 or None)
+        # Provisioned environments coming up and templates made or refused: the panel re-reads.
+        pool.on_change = lambda name, version, what: self.service.feed.function(name, version, what)
         # A frame is one payload or a batch of small ones (the client caps batches at 8 MB).
         max_message = max(int(self.max_payload_mb * 1024 * 1024), 8 << 20) + (2 << 20)
         monitoring = Monitoring(self.store, pricing)

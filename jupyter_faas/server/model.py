@@ -80,6 +80,9 @@ class InvocationRow(TypedDict, total=False):
     environment_id: str | None
     input_summary: str
     lambda_version: str | None    # $LATEST or a published version number (what Lambda says ran)
+    init_type: str | None         # how the environment that ran it was initialized (Lambda's
+                                  # AWS_LAMBDA_INITIALIZATION_TYPE): on-demand |
+                                  # provisioned-concurrency | snap-start; None: it never ran
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ def stored_report(row: dict, pricing: Pricing = DEFAULT_PRICING) -> dict | None:
     return {"duration_ms": row["duration_ms"], "billed_duration_ms": billed,
             "memory_size_mb": row["memory_size_mb"], "max_memory_used_mb": row["max_memory_used_mb"],
             "init_duration_ms": row["init_duration_ms"], "gb_seconds": gb_seconds,
-            "cost_usd": pricing.cost(gb_seconds)}
+            "cost_usd": pricing.cost(gb_seconds), "init_type": row.get("init_type")}
 
 
 def report_line(request_id: str, rep: dict, status: str | None = None,

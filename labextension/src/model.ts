@@ -455,7 +455,8 @@ export class FaaSModel {
               this._scheduleBackfill(); // it ended: show what came too fast to push
             }
           }
-          if (TERMINAL.has(fields.status)) {
+          // An end changes the figures; a start changes what a provisioned function has in use.
+          if (TERMINAL.has(fields.status) || (fields.status === 'running' && this._isProvisioned(fields.function))) {
             stale = true;
           }
           break;
@@ -533,6 +534,10 @@ export class FaaSModel {
       this._next = { before: tail.created_at, before_id: tail.request_id };
     }
     return true;
+  }
+
+  private _isProvisioned(name: string): boolean {
+    return this._functions.some(f => f.name === name && (f.provisioned ?? []).length > 0);
   }
 
   private _matches(inv: IInvocation): boolean {

@@ -1,6 +1,7 @@
 /**
  * The shapes the jupyter_faas server answers with (see jupyter_faas/server/openapi.yaml).
  */
+import { IProvisioned, ISnapshotState } from './environments';
 
 export type InvocationStatus =
   | 'queued'
@@ -45,6 +46,10 @@ export interface IFunctionStats {
   gb_seconds: number;
   cost_usd: number;
   last_invoked_at: number | null;
+  /** Its provisioned-concurrency configs (none: empty; absent from an older server). */
+  provisioned?: IProvisioned[];
+  /** Its newest version's snapshot state; null when it asks for none. */
+  snapshot?: ISnapshotState | null;
 }
 
 export interface IFunctionStatsReply {
@@ -82,6 +87,8 @@ export interface IInvocation {
   triggered_by?: string | null;
   /** An Event invocation's attempts so far; null for a direct call. */
   attempts?: number | null;
+  /** How the environment that ran it was initialized (Lambda's AWS_LAMBDA_INITIALIZATION_TYPE). */
+  init_type?: 'on-demand' | 'provisioned-concurrency' | 'snap-start' | null;
 }
 
 /** A trigger (GET /faas/api/triggers), with what its kind adds. */
@@ -171,7 +178,12 @@ export interface IInvokeResult {
 
 /** Events of the feed (/jupyter-faas/events). */
 export type FeedEvent =
-  | { type: 'function'; name: string; version: number | null; action: 'deployed' | 'deleted' }
+  | {
+      type: 'function';
+      name: string;
+      version: number | null;
+      action: 'deployed' | 'deleted' | 'provisioned' | 'snapshot';
+    }
   | ({ type: 'invocation' } & IInvocation)
   | {
       type: 'log';

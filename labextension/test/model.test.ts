@@ -3,9 +3,9 @@
  * (The real server is exercised end to end by tests/test_panel_e2e.py.)
  */
 import { IFaaSAPI } from '../src/handler';
-import { FaaSModel, MAX_ROWS, PAGE_SIZE, windowFor } from '../src/model';
+import { FaaSModel, MAX_ROWS, PAGE_SIZE, REFRESH_INTERVAL_MS, windowFor } from '../src/model';
 import { cost, duration, reportLine, shortId } from '../src/format';
-import { FeedEvent, IInvocation, IInvocationQuery, ILogLine, IMetrics } from '../src/types';
+import { FeedEvent, IFunctionStats, IInvocation, IInvocationQuery, ILogLine, IMetrics } from '../src/types';
 
 function inv(i: number, fields: Partial<IInvocation> = {}): IInvocation {
   return {
@@ -30,7 +30,7 @@ class MemoryAPI implements IFaaSAPI {
     return this.versionsReply;
   }
   async functionStats() {
-    return { functions: [], prices: { per_gb_second: 0, per_request: 0 } };
+    return { functions: [] as IFunctionStats[], prices: { per_gb_second: 0, per_request: 0 } };
   }
   async invocations(q: IInvocationQuery) {
     this.queries.push(q);
@@ -315,6 +315,45 @@ describe('metrics window', () => {
     expect(model.metricsMinutes).toBe(15);
     await model.refreshMetrics(); // afterwards a refresh re-reads the chosen window
     expect(asked).toEqual([1440, 1440, 15]);
+  });
+});
+
+describe('function figures', () => {
+  function stats(name: string, fields: Partial<IFunctionStats> = {}): IFunctionStats {
+    return {
+      name, version: 1, memory: 128, timeout: 3, concurrency: null, updated_at: 0, invocations: 0, errors: 0,
+      throttles: 0, in_flight: 0, duration_p50_ms: null, duration_p99_ms: null, gb_seconds: 0, cost_usd: 0,
+      last_invoked_at: null, ...fields
+    };
+  }
+
+  it('are read again when a provisioned function starts an invocation (its in-use count)', async () => {
+    jest.useFakeTimers();
+    const api = new MemoryAPI();
+    let reads = 0;
+    const provisioned = [{ qualifier: '$LATEST', requested: 2, allocated: 2, in_use: 0, status: 'READY' as const,
+                           reason: null, updated_at: 0, versions: [1], environments: ['a', 'b'] }];
+    api.functionStats = async () => {
+      reads += 1;
+      return { functions: [stats('warm', { provisioned }), stats('cold')], prices: { per_gb_second: 0, per_request: 0 } };
+    };
+    const model = new FaaSModel(api);
+    try {
+      await model.refreshFunctions();
+      expect(reads).toBe(1);
+      model.applyEvents([event(1, { function: 'cold', status: 'running' })]);
+      jest.advanceTimersByTime(REFRESH_INTERVAL_MS + 1);
+      expect(reads).toBe(1); // a start of an ordinary function changes no figure shown
+      model.applyEvents([event(2, { function: 'warm', status: 'running' })]);
+      jest.advanceTimersByTime(REFRESH_INTERVAL_MS + 1);
+      expect(reads).toBe(2);
+      model.applyEvents([{ type: 'function', name: 'warm', version: 1, action: 'provisioned' }]);
+      jest.advanceTimersByTime(REFRESH_INTERVAL_MS + 1);
+      expect(reads).toBe(3); // one came up, or the count changed
+    } finally {
+      model.dispose();
+      jest.useRealTimers();
+    }
   });
 });
 

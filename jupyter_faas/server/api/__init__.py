@@ -19,6 +19,7 @@ from .invocations import (InvocationCancelHandler, InvocationHandler, Invocation
                           InvocationResultHandler, InvocationsHandler)
 from .invocations_ws import InvocationSocket
 from .metrics import FunctionMetricsHandler, FunctionStatsHandler, FunctionVersionsHandler
+from .provisioned import ProvisionedHandler
 from .queues import QueueHandler, QueueMessagesHandler, QueueRedriveHandler, QueuesHandler
 from .status import ShutdownHandler, StatusHandler
 from .triggers import TriggerHandler, TriggersHandler
@@ -44,6 +45,7 @@ def routes() -> list:
         (rf"{p}/metrics/versions", FunctionVersionsHandler),
         (rf"{p}/functions/{name}/events", EventsHandler),
         (rf"{p}/functions/{name}/event-config", EventConfigHandler),
+        (rf"{p}/functions/{name}/provisioned-concurrency", ProvisionedHandler),
         (rf"{p}/invocations/{rid}/attempts", AttemptsHandler),
         (rf"{p}/dead-letters", DeadLettersHandler),
         (rf"{p}/dead-letters/redrive", RedriveHandler),

@@ -6,7 +6,9 @@ module leaves alone). Authenticated with the server's token like every endpoint.
 server -> client, at most every ``BATCH_S`` seconds while anything happened::
 
     {"events": [
-      {"type": "function", "name", "version", "action": "deployed" | "deleted"},
+      {"type": "function", "name", "version", "action": "deployed" | "deleted" | "provisioned"
+       | "snapshot"},   (provisioned: one of its provisioned environments came up or failed, or
+                         the count changed; snapshot: a template was made or refused)
       {"type": "invocation", "request_id", "function", "version", "status", "created_at",
        "started_at"?, "ended_at"?, "error_type"?, "duration_ms"?, "max_memory_used_mb"?},
       {"type": "log", "request_id", "function", "lines": [[ts, stream, text], ...], "dropped": n},

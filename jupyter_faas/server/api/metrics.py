@@ -8,7 +8,8 @@ from .errors import BaseHandler
 class FunctionStatsHandler(BaseHandler):
     def get(self):
         monitoring = self.settings["faas_monitoring"]
-        self.finish({"functions": monitoring.function_stats(), "prices": monitoring.prices()})
+        self.finish({"functions": monitoring.function_stats(self.service.settings.environments),
+                     "prices": monitoring.prices()})
 
 
 class FunctionVersionsHandler(BaseHandler):

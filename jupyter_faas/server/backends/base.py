@@ -56,7 +56,9 @@ class Outcome:
 
 class Backend(abc.ABC):
     """The operations above; environments are the backend's own objects (``env.id``,
-    ``env.init_ms`` and ``env.fresh`` are the only attributes the engine reads)."""
+    ``env.init_ms``, ``env.fresh`` and ``env.init_type`` are the only attributes the engine
+    reads; ``init_type`` is Lambda's ``AWS_LAMBDA_INITIALIZATION_TYPE`` of the environment:
+    ``on-demand``, ``provisioned-concurrency`` or ``snap-start``)."""
 
     @abc.abstractmethod
     def take_idle(self, function: dict):
@@ -122,7 +124,26 @@ class Backend(abc.ABC):
 
     def provisioned(self, function: dict) -> int:
         """How many environments :meth:`provision` keeps ready for ``function`` now."""
-        return 0
+        return len(self.provisioned_environments(function))
+
+    def provisioned_environments(self, function: dict) -> list[dict]:
+        """The environments :meth:`provision` keeps for ``function`` that are up (INIT done):
+        ``[{"id": env id, "busy": bool}]`` (busy: running an invocation now)."""
+        return []
+
+    async def wait_provisioned(self, function: dict) -> None:
+        """Return once the environments :meth:`provision` asked for ``function`` are up, or
+        could not start (:meth:`provision_failure`), or are no longer wanted.  The caller
+        bounds the wait."""
+        return None
+
+    def snapshot_state(self, function: dict) -> dict | None:
+        """Whether cold starts of ``function``'s engine version fork from a snapshot after
+        INIT: ``{"state": "ready" | "initializing" | "refused" | "not yet", "reason": str |
+        None}`` (``refused``: the version fell back to ordinary cold starts, ``reason`` says
+        why; ``not yet``: no cold start made one yet); None when the version does not ask
+        for snapshots or the backend has none."""
+        return None
 
     def provision_failure(self, function: dict) -> str | None:
         """Why the environments :meth:`provision` keeps for ``function`` could not start, or None."""

@@ -22,6 +22,7 @@ class Unavailable(Backend):
     class _Env:
         def __init__(self, function):
             self.id, self.function, self.init_ms, self.fresh = "unavailable", function, None, True
+            self.init_type = "on-demand"
 
     def __init__(self, name: str, reason: str):
         self.name, self.reason = name, reason
@@ -138,8 +139,14 @@ class Router(Backend):
     def provision(self, function, count, code_for):
         self.backend_for(function).provision(function, count, code_for)
 
-    def provisioned(self, function) -> int:
-        return self.backend_for(function).provisioned(function)
+    def provisioned_environments(self, function) -> list[dict]:
+        return self.backend_for(function).provisioned_environments(function)
+
+    async def wait_provisioned(self, function) -> None:
+        await self.backend_for(function).wait_provisioned(function)
+
+    def snapshot_state(self, function):
+        return self.backend_for(function).snapshot_state(function)
 
     def provision_failure(self, function):
         return self.backend_for(function).provision_failure(function)

@@ -25,7 +25,7 @@ class LambdaModel:
     @cached_property
     def settings(self) -> FunctionSettings:
         return FunctionSettings(self.store, self.versions, self.registry, self.backend,
-                                code_for=self.environment_code)
+                                code_for=self.environment_code, slots=getattr(self, "slots", None))
 
     @cached_property
     def layers(self) -> Layers:

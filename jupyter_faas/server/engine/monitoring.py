@@ -68,8 +68,10 @@ class Monitoring:
         self.store = store
         self.pricing = pricing  # the same prices as every REPORT's cost
 
-    def function_stats(self) -> list[dict]:
-        """Every deployed function with its configuration and its invocations' figures."""
+    def function_stats(self, environments=None) -> list[dict]:
+        """Every deployed function with its configuration and its invocations' figures, and
+        what ``environments(function)`` adds (the service's
+        :meth:`~.provisioning.Provisioning.environments`: provisioned concurrency, snapshot)."""
         stats = {row["function"]: row for row in self.store.function_stats()}
         out = []
         for function in self.store.list_functions():
@@ -92,6 +94,11 @@ class Monitoring:
                 "cost_usd": requests * self.pricing.per_request + gb_seconds * self.pricing.per_gb_second,
                 "last_invoked_at": row.get("last_invoked_at"),
             })
+            if environments is not None:
+                try:
+                    out[-1].update(environments(function))
+                except ResourceNotFound:  # deleted while this ran
+                    out[-1].update({"provisioned": [], "snapshot": None})
         return out
 
     def versions(self, versions) -> list[dict]:

@@ -135,7 +135,9 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
     # ---- functions (the registry) ---------------------------------------------------------
 
     def deploy(self, name: str, code: bytes, **config) -> dict:
-        return self.registry.deploy(name, code, **config)
+        function = self.registry.deploy(name, code, **config)
+        self.settings.deployed(name)  # provisioned concurrency of $LATEST follows it
+        return function
 
     def list_functions(self) -> list[model.FunctionVersion]:
         return self.registry.list()
@@ -455,8 +457,10 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
         self._log(inv, "platform", f"END RequestId: {inv.request_id}")
         self._log(inv, "platform", model.report_line(
             inv.request_id, rep, status, error and error["errorType"]))
+        # how the environment that ran it was initialized (None: it never reached one)
+        rep["init_type"] = inv.env.init_type if inv.env is not None else None
         fields = {k: rep[k] for k in ("duration_ms", "billed_duration_ms", "memory_size_mb",
-                                      "max_memory_used_mb", "init_duration_ms")}
+                                      "max_memory_used_mb", "init_duration_ms", "init_type")}
         fields["error"] = error
         fields["error_type"] = error and error["errorType"]
         if result_buffers is not None:
@@ -488,7 +492,7 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
             inv.done.set_result((done, result))
         if self.feed:
             self.feed.invocation(inv, ended_at=fields["ended_at"], error_type=fields.get("error_type"),
-                                  duration_ms=fields.get("duration_ms"),
+                                  duration_ms=fields.get("duration_ms"), init_type=fields.get("init_type"),
                                   max_memory_used_mb=fields.get("max_memory_used_mb"))
 
     # ---- recovery and the lifecycle of the service ----------------------------------------

@@ -190,6 +190,11 @@ MIGRATIONS = [
     CREATE INDEX queue_messages_visible ON queue_messages(queue, visible_at, seq);
     CREATE INDEX queue_messages_request ON queue_messages(request_id) WHERE request_id IS NOT NULL;
     """,
+    # 10: how the environment that ran an invocation was initialized (Lambda's
+    # AWS_LAMBDA_INITIALIZATION_TYPE: on-demand, provisioned-concurrency, snap-start)
+    """
+    ALTER TABLE invocations ADD COLUMN init_type TEXT;
+    """,
 ]
 
 

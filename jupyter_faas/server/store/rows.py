@@ -12,7 +12,7 @@ INVOCATION_COLUMNS = (
     "request_id", "function", "version", "invocation_type", "encoding", "status", "error",
     "error_type", "created_at", "started_at", "ended_at", "duration_ms", "billed_duration_ms",
     "memory_size_mb", "max_memory_used_mb", "init_duration_ms", "environment_id", "input_summary",
-    "attempts", "triggered_by", "lambda_version")
+    "attempts", "triggered_by", "lambda_version", "init_type")
 #: Columns an invocation's end may set.
 _UPDATABLE = frozenset(INVOCATION_COLUMNS) - {"request_id", "input_summary", "lambda_version"}
 

@@ -1,5 +1,6 @@
 /** One invocation: identity, input, timing, REPORT, error and traceback, and every log line. */
 import { Widget } from '@lumino/widgets';
+import { initText } from '../environments';
 import { clock, duration, megabytes, reportLine } from '../format';
 import { Change, FaaSModel, MAX_LOG_LINES } from '../model';
 import { ILogLine, TERMINAL } from '../types';
@@ -62,7 +63,7 @@ export class DetailView extends Widget {
         field('Duration', duration(inv.duration_ms), 'duration'),
         field('Billed', inv.billed_duration_ms ? `${inv.billed_duration_ms} ms` : null, 'billed'),
         field('Memory', `${megabytes(inv.max_memory_used_mb)} of ${megabytes(inv.memory_size_mb)}`, 'memory'),
-        field('Init', inv.init_duration_ms ? duration(inv.init_duration_ms) : 'warm', 'init')
+        field('Init', initText(inv, duration), 'init')
       ),
       report ? h('div', { class: 'jp-FaaS-report' }, report) : null,
       inv.error

@@ -1,6 +1,7 @@
 /** Functions: one card per function with its configuration, figures and actions. */
 import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
+import { isProblem, provisionedText, snapshotText } from '../environments';
 import { cost, count, duration, gbSeconds } from '../format';
 import { Change, FaaSModel } from '../model';
 import { IFunctionStats } from '../types';
@@ -65,12 +66,34 @@ export class FunctionsView extends Widget {
         stat('p99', 'p99', duration(f.duration_p99_ms)),
         stat('gb_seconds', 'GB-s', gbSeconds(f.gb_seconds)),
         stat('cost', 'Est. cost', cost(f.cost_usd))
-      )
+      ),
+      this._environments(f)
     );
     if (this._invokeOpen === f.name) {
       card.append(this._invokeForm(f.name));
     }
     return card;
+  }
+
+  /** Provisioned concurrency and the snapshot state, when the function has either. */
+  private _environments(f: IFunctionStats): HTMLElement | null {
+    const provisioned = f.provisioned ?? [];
+    if (provisioned.length === 0 && !f.snapshot) {
+      return null;
+    }
+    const problem = (item: Parameters<typeof isProblem>[0]) => (isProblem(item) ? ' jp-mod-error' : '');
+    return h(
+      'div',
+      { class: 'jp-FaaS-envs' },
+      ...provisioned.map(p =>
+        h('span', { class: `jp-FaaS-provisioned${problem(p)}`, 'data-qualifier': p.qualifier, 'data-status': p.status,
+                    title: `${p.environments.length} environment(s) of engine version ${p.versions.join(', ')}, INIT done` },
+          provisionedText(p))
+      ),
+      f.snapshot
+        ? h('span', { class: `jp-FaaS-snapshot${problem(f.snapshot)}`, 'data-state': f.snapshot.state }, snapshotText(f.snapshot))
+        : null
+    );
   }
 
   private _toggleInvoke(name: string): void {

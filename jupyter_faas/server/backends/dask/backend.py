@@ -82,6 +82,7 @@ class DaskEnvironment:
         self.worker: str | None = None
         self.init_ms: float | None = None
         self.fresh = True
+        self.init_type = "on-demand"  # what the worker's environment is told (no provisioning here)
         self.code: bytes = b""
         self.last_used = time.monotonic()
         self.run = None

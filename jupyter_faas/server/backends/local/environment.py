@@ -93,6 +93,9 @@ class Environment:
         self.function = function  # None for a spare until assign()
         self.key = environment_key(function) if function else None
         self.provisioned = False  # kept started by provisioned concurrency (never reaped while wanted)
+        #: how it was initialized: its AWS_LAMBDA_INITIALIZATION_TYPE (on-demand,
+        #: provisioned-concurrency, snap-start); what the invocation rows it serves record
+        self.init_type = "on-demand"
         self.pid: int | None = None
         self.exit: asyncio.Future | None = None
         self.state = "starting"
@@ -119,14 +122,15 @@ class Environment:
         """The process environment of this function's environment (applied in the child)."""
         cfg = self.function
         environ = dict(self.pool.base_environ)
+        self.init_type = ("provisioned-concurrency" if self.provisioned
+                          else "snap-start" if from_snapshot else "on-demand")
         environ.update({
             "AWS_LAMBDA_FUNCTION_NAME": cfg["name"],
             "AWS_LAMBDA_FUNCTION_VERSION": self.key[2],
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(cfg["memory"]),
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{cfg['name']}",
             "AWS_LAMBDA_LOG_STREAM_NAME": f"{time.strftime('%Y/%m/%d')}/[{self.key[2]}]{self.id}",
-            "AWS_LAMBDA_INITIALIZATION_TYPE": ("provisioned-concurrency" if self.provisioned
-                                               else "snap-start" if from_snapshot else "on-demand"),
+            "AWS_LAMBDA_INITIALIZATION_TYPE": self.init_type,
             "LAMBDA_TASK_ROOT": str(self.workdir),
             "TMPDIR": str(self.workdir / "tmp"),
             "PYTHONUNBUFFERED": "1",

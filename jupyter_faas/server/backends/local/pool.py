@@ -75,6 +75,11 @@ class Pool(Backend):
         #: provisioned concurrency: environment key -> (function, count, code_for)
         self.provisioned_wanted: dict[tuple, tuple] = {}
         self.provision_failed: dict[tuple, str] = {}  # key -> why INIT failed (not retried)
+        self._provision_waiters: dict[tuple, list] = defaultdict(list)  # key -> futures
+        #: callable(name, engine version, what): environments of a version changed in a way a
+        #: monitor shows ("provisioned": one came up or failed; "snapshot": a template was
+        #: made or refused).  app.py points it at the event feed.
+        self.on_change = None
 
     def spawn(self, coro) -> asyncio.Task:
         """Run ``coro`` as a task the pool owns until it is done."""
@@ -109,15 +114,25 @@ class Pool(Backend):
         return stats
 
     def take_idle(self, function: dict) -> Environment | None:
-        """A warm environment of this version, now marked busy, or None."""
-        idle = self.idle.get(environment_key(function))
+        """A warm environment of this version, now marked busy, or None.  A provisioned one
+        first (Lambda serves from provisioned concurrency before it scales on demand)."""
+        key = environment_key(function)
+        idle = self.idle.get(key)
+        if idle and key in self.provisioned_wanted:
+            for i in range(len(idle) - 1, -1, -1):
+                if idle[i].provisioned and idle[i].state == "idle":
+                    return self._reserve(idle.pop(i))
         while idle:
             env = idle.pop()
             if env.state == "idle":
-                env.state = "busy"
-                env.busy_since = time.monotonic()
-                return env
+                return self._reserve(env)
         return None
+
+    @staticmethod
+    def _reserve(env: Environment) -> Environment:
+        env.state = "busy"
+        env.busy_since = time.monotonic()
+        return env
 
     def wait_for_warm(self, function: dict) -> float | None:
         """Seconds until a busy environment is expected free, when that beats a cold start; else None."""
@@ -239,6 +254,7 @@ class Pool(Backend):
         """Stop the idle environments of every version of a function (it was deleted or replaced)."""
         for key in [k for k in self.provisioned_wanted if k[0] == name]:
             del self.provisioned_wanted[key]
+            self._provision_changed(key)
         for key in [k for k in self.idle if k[0] == name]:
             for env in self.idle.pop(key):
                 env.close()
@@ -274,14 +290,50 @@ class Pool(Backend):
         for env in kept[max(count, 0):]:
             env.provisioned = False  # no longer wanted: an ordinary environment, reaped when idle
         self._top_up(key)
+        self._provision_changed(key)
 
-    def provisioned(self, function: dict) -> int:
+    def provisioned_environments(self, function: dict) -> list[dict]:
         key = environment_key(function)
-        return sum(1 for e in self.all.values()
-                   if e.key == key and e.provisioned and e.state in ("idle", "busy"))
+        return [{"id": e.id, "busy": e.state == "busy"} for e in self.all.values()
+                if e.key == key and e.provisioned and e.state in ("idle", "busy")]
 
     def provision_failure(self, function: dict) -> str | None:
         return self.provision_failed.get(environment_key(function))
+
+    async def wait_provisioned(self, function: dict) -> None:
+        key = environment_key(function)
+        while True:
+            wanted = self.provisioned_wanted.get(key)
+            if (wanted is None or key in self.provision_failed or self._closing
+                    or len(self.provisioned_environments(function)) >= wanted[1]):
+                return
+            waiter = asyncio.get_running_loop().create_future()
+            self._provision_waiters[key].append(waiter)
+            try:
+                await waiter
+            finally:
+                waiters = self._provision_waiters.get(key)
+                if waiters and waiter in waiters:
+                    waiters.remove(waiter)
+                if not waiters:
+                    self._provision_waiters.pop(key, None)
+
+    def _provision_changed(self, key: tuple) -> None:
+        """A provisioned environment of ``key`` came up or failed, or the count changed."""
+        for waiter in self._provision_waiters.pop(key, []):
+            if not waiter.done():
+                waiter.set_result(None)
+        self.changed(key, "provisioned")
+
+    def changed(self, key: tuple, what: str) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change(key[0], key[1], what)
+            except Exception:  # noqa: BLE001 - a monitor must not break environments
+                log.exception("telling monitors that %s of %s changed failed", what, key)
+
+    def snapshot_state(self, function: dict) -> dict | None:
+        return self.snapshots.state(function)
 
     def _top_up(self, key: tuple) -> None:
         wanted = self.provisioned_wanted.get(key)
@@ -305,9 +357,11 @@ class Pool(Backend):
             why = failure.header.get("errorMessage") or failure.kind
             log.warning("a provisioned environment of %s failed its INIT: %s", env.key, why)
             self.provision_failed[env.key] = f"{failure.header.get('errorType', failure.kind)}: {why}"
+            self._provision_changed(env.key)
             return
         env.fresh = False  # initialized ahead of any invocation: no Init Duration in a REPORT
         self.unreserve(env)
+        self._provision_changed(env.key)
 
     async def _sample_memory(self) -> None:
         """The watchdog: RSS of busy environments, killed over their limit."""

@@ -147,6 +147,7 @@ class Snapshots:
                 log.info("%s version %s: no snapshot after INIT, cold starts run INIT (%s)",
                          key[0], key[1], unsafe)
                 self.pool.release(t_env)  # it stays, warm: an ordinary environment of the version
+                self.pool.changed(key, "snapshot")
                 return
             link = TemplateLink()
             await link.attach(parent)
@@ -154,16 +155,33 @@ class Snapshots:
             template = Template(t_env, link, t_env.init_ms or 0.0)
             self.templates[key] = template
             result = template
+            self.pool.changed(key, "snapshot")
         except Exception as exc:  # noqa: BLE001 - the waiting cold starts fall back
             log.warning("%s version %s: could not make a snapshot (%s); cold starts run INIT",
                         key[0], key[1], exc)
             self.refused[key] = f"the snapshot could not be made: {exc}"
             t_env.close()
             result = None
+            self.pool.changed(key, "snapshot")
         finally:
             self.pending.pop(key, None)
             if not fut.done():
                 fut.set_result(result)
+
+    def state(self, function: dict) -> dict | None:
+        """What :meth:`.base.Backend.snapshot_state` says of ``function``'s engine version (by
+        any Lambda version that runs it)."""
+        if not function.get("snapshot"):
+            return None
+        version = (function["name"], function["version"])
+        for key, why in self.refused.items():
+            if key[:2] == version:
+                return {"state": "refused", "reason": why}
+        if any(key[:2] == version and t.alive for key, t in self.templates.items()):
+            return {"state": "ready", "reason": None}
+        if any(key[:2] == version for key in self.pending):
+            return {"state": "initializing", "reason": None}
+        return {"state": "not yet", "reason": None}
 
     def init_lines(self, key: tuple) -> list:
         """INIT's output, for the first invocation that runs after it (once)."""

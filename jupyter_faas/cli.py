@@ -1,4 +1,4 @@
-"""``jupyter faas serve|stop|ls|invoke|logs|aws-env`` (also ``python -m jupyter_faas ...``).
+"""``jupyter faas serve|status|stop|ls|invoke|logs|aws-env`` (also ``python -m jupyter_faas ...``).
 
 ``serve`` is the traitlets application (so ``--FaaSServer.x=...`` and
 ``jupyter_faas_config.py`` work); the others are thin REST clients.
@@ -25,6 +25,31 @@ def _connection():
         raise errors.ServerError("no FaaS server is running for this user (no runtime file at "
                                  f"{paths.runtime_file()}); start one with `jupyter faas serve`")
     return Connection(info["url"], info["token"])
+
+
+def cmd_status(args) -> int:
+    """Which server this user's clients use, and what it is doing; exit 1 when none runs."""
+    try:
+        conn = _connection()
+        status = conn.request("GET", "/faas/api/status")
+    except errors.FaaSError as exc:
+        print(f"no FaaS server is answering: {exc}")
+        return 1
+    backends = status.get("backends", {})
+    print(f"FaaS server {status['version']} at {conn.url} (pid {status['pid']}, "
+          f"up {status['uptime_s']:.0f} s)")
+    print(f"  invocations: {status['running']} running, {status['queued']} queued; memory "
+          f"{status['memory_in_use_mb']} of {status['memory_budget_mb']} MB in use")
+    for name, stats in backends.items():
+        default = " (default)" if name == status.get("default_backend") else ""
+        extra = (f", memory limits by {stats['memory_enforcement']}"
+                 if stats.get("memory_enforcement") else "")
+        print(f"  backend {name}{default}: {stats.get('environments', 0)} environments{extra}")
+    if status.get("direct_socket"):
+        print(f"  sync calls on this machine: {status['direct_socket']}")
+    if args.json:
+        print(json.dumps(status, indent=1))
+    return 0
 
 
 def cmd_stop(args) -> int:
@@ -108,6 +133,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="jupyter faas", description="Run and inspect jupyter_faas.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the server in the foreground (--FaaSServer.<option>=...)")
+    p = sub.add_parser("status", help="the server this user's clients use: URL, pid, what runs")
+    p.add_argument("--json", action="store_true", help="also print the whole status document")
+    p.set_defaults(func=cmd_status)
     sub.add_parser("stop", help="stop this user's server").set_defaults(func=cmd_stop)
     sub.add_parser("ls", help="list deployed functions").set_defaults(func=cmd_ls)
     p = sub.add_parser("invoke", help="invoke a function with a JSON event")

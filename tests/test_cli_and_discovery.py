@@ -43,6 +43,16 @@ def test_cli_ls_invoke_logs_and_errors(server):
     assert missing.returncode == 2 and "Function not found: missing" in missing.stderr
 
 
+def test_cli_status_names_the_server_and_says_when_none_runs(server, tmp_path):
+    out = run_cli(dict(server.env), "status").stdout
+    assert f"at {server.url} (pid {server.proc.pid}," in out
+    assert "backend local (default)" in out and "invocations: " in out
+    none = dict(os.environ, JUPYTER_DATA_DIR=str(tmp_path / "d"), JUPYTER_RUNTIME_DIR=str(tmp_path / "r"))
+    none.pop("JUPYTER_FAAS_URL", None)
+    missing = run_cli(none, "status", check=False)
+    assert missing.returncode == 1 and "no FaaS server is running" in missing.stdout
+
+
 def test_runtime_file_is_private_and_found(server):
     mode = stat.S_IMODE(os.stat(server.runtime_file).st_mode)
     assert mode == 0o600

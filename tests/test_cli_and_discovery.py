@@ -53,6 +53,19 @@ def test_cli_status_names_the_server_and_says_when_none_runs(server, tmp_path):
     assert missing.returncode == 1 and "no FaaS server is running" in missing.stdout
 
 
+def test_a_second_server_on_the_same_store_refuses_to_start_and_leaves_the_first_alone(server):
+    before = server.runtime_file.read_text()
+    second = subprocess.run([sys.executable, "-m", "jupyter_faas", "serve"], env=dict(server.env),
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    assert (f"another FaaS server (pid {server.proc.pid}, at {server.url}) is using the store"
+            in second.stderr), second.stderr
+    assert "jupyter faas stop" in second.stderr and "--FaaSServer.data_dir" in second.stderr
+    # The first one still owns its runtime file and serves.
+    assert server.runtime_file.read_text() == before
+    assert f"(pid {server.proc.pid}," in run_cli(dict(server.env), "status").stdout
+
+
 def test_runtime_file_is_private_and_found(server):
     mode = stat.S_IMODE(os.stat(server.runtime_file).st_mode)
     assert mode == 0o600

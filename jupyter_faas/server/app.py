@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tornado.netutil import bind_sockets
 from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 
 from .. import __version__, paths
+from ..errors import ServerError
 from .api import make_app
 from .backends.local import BufferFiles, Pool, make_enforcer
 from .backends.router import Router
@@ -34,6 +36,7 @@ from .engine import AsyncService, Monitoring
 from .model import DEFAULT_PRICING, Pricing
 from .protocol import DirectServer
 from .store import Store
+from .store.lock import StoreLock
 from .triggers import Triggers
 
 log = logging.getLogger("jupyter_faas.server")
@@ -202,8 +205,15 @@ class FaaSServer(JupyterApp):
     def request_stop(self) -> None:
         asyncio.get_running_loop().call_soon(self._stopping.set)
 
+    def _owner_url(self, pid: int) -> str | None:
+        info = paths.read_runtime_file()
+        return f"at {info['url']}" if info and info.get("pid") == pid else None
+
     async def serve(self) -> None:
         self._stopping = asyncio.Event()
+        # Before anything touches the store: a second server would "recover" the first's
+        # live invocations (run them again) and take over its runtime file.
+        self._store_lock = StoreLock.acquire(Path(self.faas_data_dir), self._owner_url)
         app = self.build()
         bound = bind_sockets(self.port, self.ip)
         server = httpserver.HTTPServer(app, max_body_size=self.max_body_size())
@@ -251,12 +261,17 @@ class FaaSServer(JupyterApp):
                 self.direct.close()
             await self.service.close()
             self.store.close()
+            self._store_lock.release()
             shutil.rmtree(self.envs_dir, ignore_errors=True)
             log.info("jupyter_faas server stopped")
 
     def start(self) -> None:
         logging.basicConfig(level=logging.INFO, format="[%(name)s %(asctime)s] %(message)s")
-        asyncio.run(self.serve())
+        try:
+            asyncio.run(self.serve())
+        except ServerError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(1)
 
 
 main = FaaSServer.launch_instance

@@ -1,6 +1,7 @@
 """Ctrl-C cancels what a blocking call started; killing the server loses no accepted invocation."""
 
 import json
+import sqlite3
 import os
 import signal
 import threading
@@ -153,6 +154,44 @@ def test_killing_the_server_loses_no_accepted_invocation(make_server):
     lost = rows[running["request_id"]]
     assert lost["status"] == "failed" and lost["error_type"] == "Runtime.ServerStopped"
     assert "Invoke it again" in lost["error"]["errorMessage"]
+
+
+def test_a_graceful_stop_starts_nothing_more_and_blames_no_function(make_server):
+    """`jupyter faas stop` (SIGTERM) mid-flow: queued invocations stay queued (none is sent to
+    an environment being stopped), running ones are left to the next start, which fails them
+    Runtime.ServerStopped as after a crash; no run is reported as the function's crash."""
+    server = make_server("--FaaSServer.max_concurrency=2")
+    faas.connect(server.url, server.token)
+    try:
+        @faas.function(timeout=30, name="stopped", retries=0)
+        def stopped(event):
+            time.sleep(event["s"])
+            return {"slept": event["s"]}
+        stopped.deploy()
+    finally:
+        discovery.reset()
+    sent = [_rest(server, "POST", "/faas/api/functions/stopped/invocations?type=Event",
+                  json.dumps({"s": 20 if i < 2 else 0.05}).encode()) for i in range(8)]
+    wait_for(lambda: sum(_rest(server, "GET", f"/faas/api/invocations/{s['request_id']}")["status"]
+                         == "running" for s in sent) == 2, timeout=30, what="two running")
+
+    server.stop()  # SIGTERM: the graceful stop
+    db = sqlite3.connect(server.base / "data" / "faas" / "faas.sqlite")
+    statuses = dict(db.execute("SELECT request_id, status FROM invocations WHERE function='stopped'"))
+    db.close()
+    assert sorted(statuses.values()) == ["queued"] * 6 + ["running"] * 2, statuses
+
+    server.start()  # same data dir: the queued ones run, the running ones are settled
+    def settled():
+        rows = {r["request_id"]: r for r in
+                _rest(server, "GET", "/faas/api/invocations?function=stopped")["invocations"]}
+        return rows if all(r["status"] in ("succeeded", "failed") for r in rows.values()) else None
+    rows = wait_for(settled, timeout=60, what="every invocation ended after the restart")
+    assert len(rows) == 8
+    for s in sent[2:]:
+        assert rows[s["request_id"]]["status"] == "succeeded"
+    for s in sent[:2]:
+        assert rows[s["request_id"]]["error_type"] == "Runtime.ServerStopped"
 
 
 def test_a_client_reattaches_its_futures_after_the_server_restarts(make_server, monkeypatch):

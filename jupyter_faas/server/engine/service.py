@@ -97,6 +97,13 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
         self._commit_seen = 0      # starts and ends queued when the commit last looked
         self._commit_deferred = 0  # turns it has waited for more
         self._writing = None       # the batch being written on the store's thread (a future)
+        #: stopping (close()): admission starts nothing more; queued invocations stay queued in
+        #: the store for the next start
+        self.closing = False
+        # ... and once the backend is told to stop, an end is the server's own kill of a run:
+        # not recorded (the row stays running; the next start fails it Runtime.ServerStopped,
+        # or retries an Event), as after a crash, rather than blamed on the function
+        self._killing_runs = False
         #: tasks of the engine's own (cold starts, the log flusher), owned until done: the
         #: loop keeps only weak references, and a collected task would lose an invocation
         self.tasks: set = set()
@@ -296,6 +303,8 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
 
     def _admit(self) -> None:
         """Start queued invocations while slots are free, round-robin over functions."""
+        if self.closing:
+            return
         progress = True
         held = set()  # functions placement told to wait: starting others frees none of theirs
         while progress and self.waiting:
@@ -363,7 +372,7 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
             asyncio.get_running_loop().call_soon(self._dispatch, inv, env, started_at)
 
     def _throttle(self, inv: Invocation) -> None:
-        if inv.status != QUEUED:
+        if inv.status != QUEUED or self.closing:
             return
         reason = self.slots.throttle_reason(inv.function)
         error = {"errorType": Throttled.error_type, "reason": reason[1],
@@ -380,6 +389,8 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
         try:
             failure = await self.backend.start_environment(env, self.environment_code)
         except Exception as exc:  # noqa: BLE001 - the invocation must end, whatever broke
+            if self._killing_runs:
+                return  # the server is stopping: its row stays queued for the next start
             log.exception("could not start an environment for %s", function["name"])
             self.backend.discard(env)  # never leave a half-started environment counted as starting
             self._end(inv, FAILED, {"errorType": "Runtime.StartError",
@@ -387,6 +398,8 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
                       None, self._report(0, function["memory"], 0, None))
             return
         inv.env = env
+        if self._killing_runs:
+            return  # the server is stopping: its row stays queued for the next start
         if failure is not None:
             self._end_failure(inv, failure, env.init_ms)
             return
@@ -408,6 +421,8 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
                 lambda outcome: self._ran(inv, env, outcome, init_ms), inv.buffers)
 
     def _ran(self, inv: Invocation, env, outcome, init_ms) -> None:
+        if self._killing_runs:
+            return  # killed by the server's stop, not by its function (see close())
         function = inv.function
         self.backend.release(env)
         if outcome.kind == "result":
@@ -507,6 +522,11 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
         self.backend.start_background()
 
     async def close(self) -> None:
+        """Stop as a crash would leave things, minus the crash: what ended is recorded and told;
+        nothing more starts (queued rows stay queued); running ones are killed with the
+        backend and left ``running``, so the next start fails them ``Runtime.ServerStopped``
+        (retries an Event) exactly as after a crash, instead of reporting the kill as theirs."""
+        self.closing = True
         if self._flusher is not None:
             self._flusher.cancel()
         if self._recheck_at is not None:
@@ -514,8 +534,10 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
         await self._commit_all()
         for inv in list(self.active.values()):
             self._flush_one(inv)
+        self._killing_runs = True
+        self._pending_running.clear()  # not committed as running: they stay queued, never sent
         await self.backend.close()
-        await self._commit_all()
+        await self._commit_all()  # ends the kill brought are not recorded (_ran): normally none
         if self.files is not None:
             self.files.drop_spares()
 

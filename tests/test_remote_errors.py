@@ -206,3 +206,28 @@ def test_tracebacks_with_the_oldest_and_newest_cloudpickle(make_server, cloudpic
     frames = re.findall(r'File "([^"]+)", line (\d+), in (\w+)\n +(.*)', run.stdout)
     assert frames == [(str(script), "9", "handler", "return helper(n + 1)"),
                       (str(script), "6", "helper", 'raise RuntimeError(f"bad {n}")')], run.stdout
+
+
+# ---- the caller's traceback: their call, then the remote one -------------------------------------
+
+def _library_frames(exc: BaseException) -> list[str]:
+    import traceback
+    package = os.path.dirname(faas.__file__)
+    return [f"{f.filename}:{f.name}" for f in traceback.extract_tb(exc.__traceback__)
+            if f.filename.startswith(package)]
+
+
+def test_a_call_or_map_raises_the_functions_error_with_one_library_frame(conn):
+    @faas.function(name="tb_div", show=False)
+    def tb_div(x):
+        return 1 / x
+
+    with pytest.raises(ZeroDivisionError) as call:
+        tb_div(0)
+    with pytest.raises(ZeroDivisionError) as mapped:
+        tb_div.map([1, 0, 2])
+    for info in (call, mapped):
+        # Only the entry point the user called (IPython hides it too: __tracebackhide__);
+        # the frames of the handler are in the remote traceback, the cause.
+        assert len(_library_frames(info.value)) == 1, _library_frames(info.value)
+        assert "1 / x" in str(info.value.__cause__)

@@ -33,6 +33,7 @@ from .cell import CellFunction
 from .discovery import default_connection
 from .invocation import Invocation, InvocationFuture
 from .serialization import dumps_call, dumps_function
+from .remote_errors import RemoteTraceback
 
 
 class RemoteFunction:
@@ -276,7 +277,13 @@ class RemoteFunction:
         return fut
 
     def __call__(self, *args, **kwargs):
-        return self._call(args, kwargs, raise_first=True).result()
+        __tracebackhide__ = True  # noqa: F841 - IPython hides this frame
+        try:
+            return self._call(args, kwargs, raise_first=True).result()
+        except Exception as exc:
+            if _trim(exc):
+                raise exc.with_traceback(None)  # its cause (the remote traceback) stays
+            raise
 
     def invoke(self, *args, **kwargs) -> Invocation:
         """Run once and return the :class:`Invocation` (status, result, logs, report); never raises
@@ -369,7 +376,13 @@ class RemoteFunction:
         ``return_exceptions=True`` every item runs and failures come back in place.
         A progress view shows while it runs (``show=False`` turns it off).
         """
-        return self._map(zip(*iterables), _length(iterables), concurrency, return_exceptions, show)
+        __tracebackhide__ = True  # noqa: F841 - IPython hides this frame
+        try:
+            return self._map(zip(*iterables), _length(iterables), concurrency, return_exceptions, show)
+        except Exception as exc:
+            if _trim(exc):
+                raise exc.with_traceback(None)  # its cause (the remote traceback) stays
+            raise
 
     def starmap(self, iterable, concurrency: int | None = None, return_exceptions: bool = False,
                 show: bool | None = None) -> list:
@@ -513,6 +526,14 @@ def _check_cancelled(view) -> None:
     if view.cancelled:
         raise errors.Cancelled(f"{view.progress.function}.map was cancelled from its Cancel button; "
                                f"queued items were dropped and running ones killed")
+
+
+def _trim(exc: Exception) -> bool:
+    """Should ``exc`` be raised again without the frames it crossed inside this library?  Yes
+    when it is the function's own error (its remote traceback is its cause) or one of ours
+    (what happened is in its message): the user sees their call, then the remote traceback.
+    Anything else (a bug here) keeps its frames."""
+    return isinstance(exc, errors.FaaSError) or isinstance(exc.__cause__, RemoteTraceback)
 
 
 def _raise_first_failure(futures, index: int | None = None) -> None:

@@ -231,3 +231,20 @@ def test_a_call_or_map_raises_the_functions_error_with_one_library_frame(conn):
         # the frames of the handler are in the remote traceback, the cause.
         assert len(_library_frames(info.value)) == 1, _library_frames(info.value)
         assert "1 / x" in str(info.value.__cause__)
+
+
+def test_a_failed_map_says_it_cancelled_its_unfinished_items(conn):
+    import time
+
+    @faas.function(name="tb_slow_or_fail", show=False)
+    def slow_or_fail(x):
+        if x == 0:
+            raise ValueError("item zero is bad")
+        time.sleep(30)
+        return x
+
+    with pytest.raises(ValueError) as info:
+        slow_or_fail.map(range(4))
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "map item 0 failed" in notes
+    assert "the map cancelled its 3 unfinished item(s)" in notes and "return_exceptions=True" in notes

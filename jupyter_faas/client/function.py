@@ -575,7 +575,16 @@ def _wait(futures, raise_first: bool = True):
             done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_EXCEPTION)
             if raise_first and any(f.exception() is not None for f in done):
                 _cancel(list(pending))
-                _raise_first_failure(futures)
+                try:
+                    _raise_first_failure(futures)
+                except errors.Cancelled:
+                    raise
+                except Exception as exc:
+                    if pending:
+                        exc.add_note(f"the map cancelled its {len(pending)} unfinished item(s) "
+                                     f"(queued or running); map(..., return_exceptions=True) lets "
+                                     f"every item run and returns failures in place")
+                    raise
     except KeyboardInterrupt:
         _cancel(futures)
         raise

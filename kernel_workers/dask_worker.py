@@ -597,6 +597,15 @@ class Host:
             states[env.state] = states.get(env.state, 0) + 1
         return {"environments": len(self.envs), **states}
 
+    def heartbeat(self) -> dict:
+        """This host's environments and the memory each uses now (see :func:`heartbeat`)."""
+        envs, total = [], 0.0
+        for env in list(self.envs.values()):
+            used = _rss_mb(env.pid) if env.pid and env.state in ("idle", "busy") else 0.0
+            total += used
+            envs.append({"id": env.id, "state": env.state, "memory_mb": round(used, 1)})
+        return {"environments": envs, "memory_mb": round(total, 1), "memory_enforcement": "watchdog"}
+
 
 def host(server_id: str, preload: list | None = None, idle_s: float = BACKSTOP_IDLE_S) -> Host:
     with _HOSTS_LOCK:
@@ -698,6 +707,14 @@ def stats(server_id: str) -> dict:
     return h.stats() if h is not None else {"environments": 0}
 
 
+def heartbeat(server_id: str) -> dict:
+    """The worker metric the plugin adds (``metrics["jupyter_faas-<server id>"]`` of every
+    heartbeat): the server reads it from the scheduler for its cluster view, at no extra
+    round trip to the workers."""
+    h = _HOSTS.get(server_id)
+    return h.heartbeat() if h is not None else {"environments": [], "memory_mb": 0.0}
+
+
 def plugin(server_id: str, preload: list, idle_s: float = BACKSTOP_IDLE_S):
     """The worker plugin that starts a :class:`Host` (and its zygote) on each worker and stops
     it with the worker.  Its class is made here (``distributed`` is imported only now) and
@@ -723,8 +740,10 @@ def plugin(server_id: str, preload: list, idle_s: float = BACKSTOP_IDLE_S):
                     "jupyter_faas on it to run FaaS functions here", exc)
                 return
             dw.host(self.server_id, self.preload, self.idle_s).zygote()
+            worker.metrics[self.name] = lambda _worker, sid=self.server_id: dw.heartbeat(sid)
 
         def teardown(self, worker):
+            worker.metrics.pop(self.name, None)
             try:
                 import kernel_workers.dask_worker as dw
             except ImportError:

@@ -228,6 +228,15 @@ def test_map_in_order_and_status_reports_the_cluster(dconn):
     status = dconn.request("GET", "/faas/api/status")
     dask = status["backends"]["dask"]
     assert dask["connected"] and dask["worker_threads"] == 1 and dask["scheduler"].startswith("tcp://")
+    # the cluster view's data: the worker, its memory, this server's environments on it
+    (worker,) = dask["workers"]
+    assert worker["address"].startswith("tcp://127.0.0.1:") and worker["in_cluster"] and worker["nthreads"] == 1
+    assert worker["memory_mb"] > 0 and worker["memory_limit_mb"] >= worker["memory_mb"]
+    envs = {e["id"]: e for e in worker["environments"]}
+    assert any(e["function"] == "dask_square" and e["state"] == "idle" for e in envs.values())
+    row = dconn.request("GET", "/faas/api/invocations", params={"function": "dask_square", "limit": 1})
+    env_id, _, on = row["invocations"][0]["environment_id"].partition("@")
+    assert on == worker["address"] and env_id in envs
     assert status["default_backend"] == "dask" and status["memory_enforcement"] in ("cgroup", "watchdog")
 
 

@@ -461,7 +461,7 @@ class Service(Cancellation, InvocationLogs, StoredQueries, LambdaModel):
         """Send a committed-as-running invocation to its environment; _ran hears how it ended."""
         function = inv.function
         init_ms = env.init_ms if env.fresh else None
-        self.feed.invocation(inv, started_at=started_at)
+        self.feed.invocation(inv, started_at=started_at, environment_id=env.id)
         for stream, line in init_lines(function, init_ms, self.backend.init_lines(env)):
             self._log(inv, stream, line)  # Lambda's order: INIT_START, INIT's output, START
         self._log(inv, "platform", f"START RequestId: {inv.request_id} "
@@ -524,8 +524,9 @@ class Service(Cancellation, InvocationLogs, StoredQueries, LambdaModel):
             inv.request_id, rep, status, error and error["errorType"]))
         fields = {k: rep[k] for k in ("duration_ms", "billed_duration_ms", "memory_size_mb",
                                       "max_memory_used_mb", "init_duration_ms")}
-        fields["error"] = error
-        fields["error_type"] = error and error["errorType"]
+        # environment_id again: where it ended (a Dask re-run moves it to another worker)
+        fields.update(error=error, error_type=error and error["errorType"],
+                      environment_id=None if inv.env is None else inv.env.id)
         if result_buffers is not None:
             fields["result_buffers"] = result_buffers
         self._release_slot(inv)
@@ -554,9 +555,8 @@ class Service(Cancellation, InvocationLogs, StoredQueries, LambdaModel):
         if not inv.done.done():
             inv.done.set_result((done, result))
         if self.feed:
-            self.feed.invocation(inv, ended_at=fields["ended_at"], error_type=fields.get("error_type"),
-                                  duration_ms=fields.get("duration_ms"),
-                                  max_memory_used_mb=fields.get("max_memory_used_mb"))
+            self.feed.invocation(inv, ended_at=fields["ended_at"], **{k: fields.get(k) for k in (
+                "error_type", "duration_ms", "max_memory_used_mb", "environment_id")})
 
     # ---- recovery and the lifecycle of the service ----------------------------------------
 

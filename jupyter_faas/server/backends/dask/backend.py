@@ -40,7 +40,7 @@ from collections import defaultdict
 from concurrent.futures import CancelledError
 
 from ..base import Backend, Outcome, environment_key
-from . import remote
+from . import remote, view
 from .cluster import open_cluster
 
 log = logging.getLogger("jupyter_faas.server")
@@ -128,6 +128,7 @@ class DaskBackend(Backend):
         self._closing = False
         self.threads = 1
         self.workers: set = set()
+        self.identity: dict = {}   # the scheduler's view of each worker, for the cluster view
         self.last_error: str | None = None
 
     def spawn(self, coro) -> asyncio.Task:
@@ -161,7 +162,7 @@ class DaskBackend(Backend):
             # The workers stop idle environments themselves too, in case this server dies.
             backstop = max(2 * self.idle_timeout, 60.0)
             await self.client.register_plugin(dask_worker.plugin(self.server_id, self.preload, backstop))
-            await self._refresh_threads()
+            await self._refresh_cluster()
             self.last_error = None
             log.info("Dask backend connected to %s (%d worker threads)", self.scheduler_address, self.threads)
 
@@ -172,13 +173,14 @@ class DaskBackend(Backend):
         except Exception:  # noqa: BLE001 - it is already broken
             pass
 
-    async def _refresh_threads(self) -> None:
+    async def _refresh_cluster(self) -> None:
         try:
             workers = (await self.client.scheduler.identity(n_workers=-1)).get("workers", {})
         except Exception:  # noqa: BLE001 - not connected; keep the last count
             return
         self.threads = max(1, sum(w.get("nthreads", 1) for w in workers.values()))
         self.workers = set(workers)
+        self.identity = workers
 
     def _lost_message(self, why: str, ran: bool = True) -> str:
         where = self.scheduler_address or self.address
@@ -456,7 +458,7 @@ class DaskBackend(Backend):
             await asyncio.sleep(min(1.0, max(0.05, self.idle_timeout / 4)))
             if not self.connected:
                 continue
-            await self._refresh_threads()
+            await self._refresh_cluster()
             now = time.monotonic()
             stale = [e for e in self.all.values() if e.state == "idle" and (
                 now - e.last_used > self.idle_timeout or (e.worker and e.worker not in self.workers))]
@@ -477,11 +479,13 @@ class DaskBackend(Backend):
                 dashboard = self.client.dashboard_link
             except Exception:  # noqa: BLE001 - no dashboard (bokeh missing, or disabled)
                 dashboard = None
+        workers = view.workers(self.identity if self.connected else {}, list(self.all.values()),
+                               f"jupyter_faas-{self.server_id}")
         return {"backend": "dask", "scheduler": self.scheduler_address or self.address,
                 "dashboard": dashboard,
                 "connected": self.connected, "worker_threads": self.threads,
-                "workers": sorted(self.workers), "environments": len(self.all),
-                **states, "memory_enforcement": "watchdog (on the Dask workers)",
+                "workers": workers, "environments": len(self.all),
+                **states, "memory_enforcement": view.enforcement(workers),
                 "last_error": self.last_error}
 
     async def close(self) -> None:

@@ -659,6 +659,10 @@ def invoke(server_id: str, topic: str | None, env_id: str, function: dict, code:
             return dict(failure, **base, sent=lines.sent, lines=lines.kept)
         env.state = "busy"
         init_ms = env.init_ms
+        # Lambda's line before INIT's output; the server reports this Init Duration (a task
+        # re-run here after its worker died, or moved here by Dask, starts its environment anew).
+        lines.add("platform", f"INIT_START Runtime Version: python:{sys.version_info[0]}."
+                              f"{sys.version_info[1]} Version: {function['version']}")
     if buffers is not None:
         name = os.path.basename(buffers["file"])
         with open(os.path.join(h.buffers_dir, name), "wb") as f:

@@ -343,11 +343,67 @@ def test_separate_processes_and_a_worker_killed_during_a_map(make_server, cluste
         retried = {entry["request_id"] for entry in retries}
         ends = [e for e in lines if e["request_id"] in retried and e["line"].startswith("END RequestId")]
         assert len(ends) == len(retried)
+        # a re-run that started its environment anew on the other worker reports that INIT
+        for rid in retried:
+            own = [e["line"] for e in lines if e["request_id"] == rid]
+            after = own[next(i for i, line in enumerate(own) if line.startswith("RETRY")):]
+            report = next(line for line in own if line.startswith("REPORT"))
+            if any(line.startswith("INIT_START") for line in after):
+                assert "Init Duration" in report, own
         slow = [e for e in lines if e["line"].startswith("slow item")]
         assert len(slow) == 2 and slow[0]["request_id"] == slow[1]["request_id"]  # ran twice, one row
         # the killed worker's zygote and environments died with it
         gone, alive = psutil.wait_procs(killed["kids"], timeout=10)
         assert not alive
+    finally:
+        discovery.reset()
+
+
+def test_a_rerun_that_cold_starts_on_another_worker_reports_its_init_duration(make_server, cluster):
+    """A warm invocation whose worker is killed mid-run is run again on the other worker, where
+    its version has no environment: that cold start's INIT_START, INIT output and Init Duration
+    are in its logs and REPORT, and its row names the worker that ran it to the end."""
+    address = cluster.start_scheduler()
+    cluster.add_worker("w1")
+    cluster.add_worker("w2")
+    cluster.wait_workers(2)
+    conn, _ = _serve_on(make_server, address)
+    try:
+        def setup():
+            print("INIT in", os.getpid(), flush=True)
+
+        @faas.function(name="dask_rerun_init", timeout=60, backend="dask", init=setup)
+        def work(slow):
+            print("zygote", os.getppid(), flush=True)
+            if slow:
+                time.sleep(30)          # killed with its worker before this ends
+            return os.getpid()
+
+        first = work.invoke(False)
+        assert first.report.init_duration_ms is not None
+        fut = work.spawn(True)          # warm, in the same environment, on the same worker
+        deadline = time.monotonic() + 60
+        while not any(line.startswith("zygote") for line in fut.logs):
+            assert time.monotonic() < deadline, f"the slow invocation did not start: {list(fut.logs)}"
+            time.sleep(0.02)
+        zygote = int(next(line for line in fut.logs if line.startswith("zygote")).split()[1])
+        victim = next(w for w in cluster.workers if w.pid == psutil.Process(zygote).ppid())
+        started = conn.request("GET", f"/faas/api/invocations/{fut.request_id}")
+        killed_on = started["environment_id"].split("@", 1)[1]
+        cluster.kill_worker(victim)
+        fut.result(timeout=120)                                  # ran again, to the end
+        inv = faas.Invocation.from_id(fut.request_id)
+        logs = list(inv.logs)
+        retry = next(i for i, line in enumerate(logs) if line.startswith("RETRY RequestId"))
+        init = next(i for i, line in enumerate(logs) if line.startswith("INIT_START") and i > retry)
+        assert any(line.startswith("INIT in") for line in logs[init:])   # INIT ran again there
+        assert inv.report.init_duration_ms is not None and inv.report.init_duration_ms > 0
+        report = next(line for line in logs if line.startswith("REPORT RequestId"))
+        assert "Init Duration" in report
+        ended = conn.request("GET", f"/faas/api/invocations/{fut.request_id}")
+        assert ended["init_duration_ms"] == inv.report.init_duration_ms
+        ended_on = ended["environment_id"].split("@", 1)[1]
+        assert ended_on != killed_on and ended_on.startswith("tcp://127.0.0.1:")
     finally:
         discovery.reset()
 

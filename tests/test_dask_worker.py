@@ -12,6 +12,7 @@ import cloudpickle
 import psutil
 import pytest
 
+from conftest import wait_for
 from kernel_workers import dask_worker
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the environment cannot import tests/
@@ -49,14 +50,23 @@ def _invoke(sid, *args, env_id="e1"):
                               f"r-{time.monotonic_ns()}", payload, "pickle")
 
 
+def _pid(out) -> int:
+    """The environment's pid, as the handler printed it."""
+    return int(next(line for _, line in out["lines"] if line.startswith("in ")).split()[1])
+
+
 def test_cold_then_warm_result_and_lines(server_id):
     first = _invoke(server_id, "ok", 21)
     assert first["kind"] == "result" and cloudpickle.loads(first["body"]) == 42
     assert first["init_ms"] > 0 and first["max_memory_mb"] > 0 and first["reusable"]
     assert [s for s, line in first["lines"] if line.startswith("in ")] == ["stdout"]
+    # started here, not by a start task: Lambda's INIT_START line comes first
+    assert first["lines"][0][0] == "platform" and first["lines"][0][1].startswith("INIT_START Runtime")
     second = _invoke(server_id, "ok", 1)
     assert second["init_ms"] is None                              # warm
-    assert second["lines"][0][1] == first["lines"][0][1]          # the same process
+    assert not any(line.startswith("INIT_START") for _, line in second["lines"])
+
+    assert _pid(second) == _pid(first)                            # the same process
 
 
 @pytest.mark.parametrize("how, kind, code", [("raise", "error", None), ("sleep", "timeout", -9),
@@ -86,7 +96,7 @@ def test_cancel_from_another_thread(server_id):
 
 def test_the_worker_stops_idle_environments_itself(server_id):
     out = _invoke(server_id, "ok", 1)
-    pid = int(out["lines"][0][1].split()[1])
+    pid = _pid(out)
     deadline = time.monotonic() + 10
     while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, "the idle environment was not stopped"
@@ -96,9 +106,10 @@ def test_the_worker_stops_idle_environments_itself(server_id):
 
 def test_an_environment_that_died_while_idle_is_not_used(server_id):
     first = _invoke(server_id, "ok", 1)
-    pid = int(first["lines"][0][1].split()[1])
+    pid = _pid(first)
     os.kill(pid, 9)
-    time.sleep(0.2)
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+             what="the environment to die")
     second = _invoke(server_id, "ok", 2)
     assert second["kind"] == "result" and cloudpickle.loads(second["body"]) == 4
     assert second["init_ms"] is not None                          # a new one, cold

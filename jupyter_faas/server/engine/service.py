@@ -470,7 +470,7 @@ class Service(Cancellation, InvocationLogs, StoredQueries, LambdaModel):
             self.backend.cancel(env)
         self.backend.run(env, inv.request_id, inv.payload, inv.encoding, function["timeout"],
                 lambda stream, line: self._log(inv, stream, line),
-                lambda outcome: self._ran(inv, env, outcome, init_ms), inv.buffers)
+                lambda outcome: self._ran(inv, env, outcome, outcome.init_ms or init_ms), inv.buffers)
 
     def _ran(self, inv: Invocation, env, outcome, init_ms) -> None:
         function = inv.function

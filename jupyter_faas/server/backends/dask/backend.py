@@ -390,7 +390,8 @@ class DaskBackend(Backend):
                 f.write(result["buffer_bytes"])
         outcome = Outcome(result["kind"], header, result.get("body", b""),
                           duration_ms=result.get("duration_ms", 0.0),
-                          max_memory_mb=result.get("max_memory_mb", 0.0), returncode=result.get("returncode"))
+                          max_memory_mb=result.get("max_memory_mb", 0.0), returncode=result.get("returncode"),
+                          init_ms=result.get("init_ms"))   # a cold start there: a re-run elsewhere
         if result.get("reusable"):
             env.state = "idle"
         else:

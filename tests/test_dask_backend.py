@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 import jupyter_faas as faas
-from conftest import SEEN, ServerProcess
+from conftest import SEEN, ServerProcess, wait_for
 from dask_clusters import ExternalCluster, NetNamespace
 from failures import fail
 from jupyter_faas.client import discovery
@@ -147,6 +147,53 @@ def test_failure_matrix_on_dask(dconn, how, error, text):
     assert fut.report is not None
     # the worker's environment replaced, the next call works
     assert square(3) == 9
+
+
+@pytest.mark.parametrize("mode", ["cgroup", "watchdog"])
+def test_memory_limit_on_the_workers_by_cgroup_or_watchdog(make_server, mode):
+    """--FaaSServer.memory_enforcement applies on the workers too: each environment in a cgroup of
+    its own on the worker (or under the RSS watchdog there); the status says which, per worker; an
+    environment, or a process it started, over the limit ends as OutOfMemory with its peak."""
+    from jupyter_faas.server.backends.local.memory import CgroupV1Memory
+    if mode == "cgroup" and CgroupV1Memory.create("probe-dask-test") is None:
+        pytest.fail("this machine has no writable cgroup v1 memory controller; run the tests as "
+                    "root on a cgroup v1 host (as CI does)")
+    conn, _ = _serve_on(make_server, "local:1", f"--FaaSServer.memory_enforcement={mode}")
+    try:
+        @faas.function(name=f"dask_hog_{mode}", memory=128, timeout=30, backend="dask")
+        def hog(mb, child=False):
+            with open("/proc/self/cgroup") as f:
+                print(next(line for line in f.read().splitlines() if ":memory:" in line), flush=True)
+            if child:
+                import subprocess
+                import sys
+                subprocess.run([sys.executable, "-c", f"import time; b = b'x' * ({mb} * 2**20); "
+                                                      f"time.sleep(10)"], check=False)
+                return "child done"
+            data = b"x" * (mb * 2**20)
+            time.sleep(2)
+            return len(data)
+
+        small = hog.invoke(1)
+        assert small.result == 2**20
+        cgroup = next(line for line in small.logs if ":memory:" in line)
+        assert ("/jupyter_faas-dask-" in cgroup) == (mode == "cgroup"), cgroup
+
+        def reported():
+            d = conn.request("GET", "/faas/api/status")["backends"]["dask"]
+            return d if d["workers"] and d["workers"][0]["memory_enforcement"] else None
+        dask = wait_for(reported, what="the worker's heartbeat with its memory enforcement")
+        assert dask["workers"][0]["memory_enforcement"] == mode
+        assert dask["memory_enforcement"] == f"{mode} (on the Dask workers)"
+        for child in (False, True):
+            fut = hog.spawn(400, child=child)
+            with pytest.raises(faas.OutOfMemory, match="at its peak") as info:
+                fut.result(timeout=60)
+            assert "limit of 128 MB" in str(info.value)
+            assert fut.report.max_memory_used_mb >= 128
+        assert hog(1) == 2**20                               # a new environment serves on
+    finally:
+        discovery.reset()
 
 
 def test_timeout_kills_the_environments_children_on_the_worker(dconn):

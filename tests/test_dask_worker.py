@@ -14,15 +14,21 @@ import pytest
 
 from conftest import wait_for
 from kernel_workers import dask_worker
+from kernel_workers.memory import CgroupV1Memory
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the environment cannot import tests/
 FUNCTION = {"name": "unit", "version": 1, "memory": 128, "timeout": 2, "env": {}}
 
 
 @pytest.fixture
-def server_id():
+def server_id(request):
+    """A host on this process (as on a worker); ``memory_mode`` as the server's memory_enforcement."""
+    mode = getattr(request, "param", "auto")
+    if mode == "cgroup" and CgroupV1Memory.create("probe-dask-unit") is None:
+        pytest.fail("this machine has no writable cgroup v1 memory controller; run the tests as "
+                    "root on a cgroup v1 host (as CI does)")
     sid = f"unit-{os.getpid()}-{time.monotonic_ns()}"
-    dask_worker.host(sid, [], idle_s=1.0)
+    dask_worker.host(sid, [], idle_s=1.0, memory_mode=mode)
     yield sid
     dask_worker.shutdown(sid)
 
@@ -42,6 +48,13 @@ def handler(how, arg=None):
         for i in range(0, len(hog), 4096):
             hog[i] = 1
         time.sleep(5)
+    if how == "child hog":  # the limit covers the processes the environment starts
+        import subprocess
+        subprocess.run([sys.executable, "-c", "import time; b = b'x' * (300 * 2**20); time.sleep(10)"])
+        time.sleep(5)
+    if how == "cgroup":
+        with open("/proc/self/cgroup") as f:
+            return next(line for line in f.read().splitlines() if ":memory:" in line)
 
 
 def _invoke(sid, *args, env_id="e1"):
@@ -79,7 +92,24 @@ def test_each_end(server_id, how, kind, code):
     else:
         assert out["returncode"] == code and not out["reusable"]
     if kind == "oom":
-        assert out["max_memory_mb"] > 128
+        assert out["max_memory_mb"] >= 128
+
+
+@pytest.mark.parametrize("server_id", ["cgroup", "watchdog"], indirect=True)
+@pytest.mark.parametrize("how", ["hog", "child hog"])
+def test_memory_limit_by_cgroup_or_watchdog(server_id, how):
+    h = dask_worker.host(server_id)
+    mode = h.memory.mode
+    line = cloudpickle.loads(_invoke(server_id, "cgroup")["body"])
+    assert ("/jupyter_faas-dask-" in line) == (mode == "cgroup"), line   # its own cgroup, or none
+    out = _invoke(server_id, how)
+    assert out["kind"] == "oom" and out["max_memory_mb"] >= 128 and not out["reusable"], out
+    assert dask_worker.heartbeat(server_id)["memory_enforcement"] == mode
+    if mode == "cgroup":   # each environment's cgroup goes with it, and the host's with the host
+        parent = h.memory.parent
+        wait_for(lambda: not list(parent.glob("*/")), what="the dead environment's cgroup removed")
+        dask_worker.shutdown(server_id)
+        assert not parent.exists()
 
 
 def test_cancel_from_another_thread(server_id):

@@ -86,7 +86,8 @@ class FaaSServer(JupyterApp):
     memory_enforcement = Enum(["auto", "cgroup", "watchdog"], "auto", config=True,
                               help="How memory limits are enforced: cgroup (v1 memory controller, "
                                    "kernel-enforced), watchdog (RSS sampling + RLIMIT_AS), or auto "
-                                   "(cgroup where writable, else watchdog).")
+                                   "(cgroup where writable, else watchdog). Applies on this machine "
+                                   "and on each Dask worker (which says in /faas/api/status which it uses).")
     price_per_gb_second = Float(DEFAULT_PRICING.per_gb_second, config=True,
                                 help="USD per GB-second for every REPORT's cost and the panel's estimates (Lambda x86 "
                                      "on-demand, first tier, us-east-1 by default).")
@@ -161,7 +162,7 @@ class FaaSServer(JupyterApp):
             self.dask = backends["dask"] = DaskBackend(
                 self.dask_scheduler or "local:2", secrets.token_hex(6), preload=list(self.preload),
                 idle_timeout=self.idle_timeout, buffers_dir=str(files.dir) if files else None,
-                connect_timeout=self.dask_connect_timeout)
+                connect_timeout=self.dask_connect_timeout, memory_enforcement=self.memory_enforcement)
         # Each function runs on the backend it names, else on the default.
         backend = Router(backends, default=self.backend)
         self.service = AsyncService(self.store, backend, memory_budget_mb=self.memory_budget_mb,

@@ -108,7 +108,8 @@ class _Run:
 
 class DaskBackend(Backend):
     def __init__(self, scheduler: str, server_id: str, *, preload: list, idle_timeout: float,
-                 buffers_dir: str | None = None, connect_timeout: float = 10.0):
+                 buffers_dir: str | None = None, connect_timeout: float = 10.0,
+                 memory_enforcement: str = "auto"):
         self.address = scheduler
         self.server_id = server_id
         self.topic = f"jupyter_faas-{server_id}"
@@ -116,6 +117,7 @@ class DaskBackend(Backend):
         self.idle_timeout = idle_timeout
         self.buffers_dir = buffers_dir
         self.connect_timeout = connect_timeout
+        self.memory_enforcement = memory_enforcement   # the server's setting, applied on each worker
         self.client = None
         self.cluster = None
         self.scheduler_address: str | None = None
@@ -161,7 +163,8 @@ class DaskBackend(Backend):
             self.client.subscribe_topic("all", self._on_cluster_event)
             # The workers stop idle environments themselves too, in case this server dies.
             backstop = max(2 * self.idle_timeout, 60.0)
-            await self.client.register_plugin(dask_worker.plugin(self.server_id, self.preload, backstop))
+            await self.client.register_plugin(dask_worker.plugin(self.server_id, self.preload, backstop,
+                                                                 self.memory_enforcement))
             await self._refresh_cluster()
             self.last_error = None
             log.info("Dask backend connected to %s (%d worker threads)", self.scheduler_address, self.threads)
@@ -303,6 +306,7 @@ class DaskBackend(Backend):
         fields = {k: function[k] for k in ("name", "memory", "timeout", "env")}
         fields["version"] = environment_key(function)[2]   # $LATEST, or a published number
         fields["engine_version"] = function["version"]      # the code and config it loads
+        fields["memory_enforcement"] = self.memory_enforcement
         return fields
 
     def _task_failed(self, exc: BaseException) -> Outcome:

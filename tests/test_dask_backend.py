@@ -284,7 +284,49 @@ def test_map_in_order_and_status_reports_the_cluster(dconn):
     row = dconn.request("GET", "/faas/api/invocations", params={"function": "dask_square", "limit": 1})
     env_id, _, on = row["invocations"][0]["environment_id"].partition("@")
     assert on == worker["address"] and env_id in envs
+    # admission counts them against the cluster's memory (80% of its workers'), not this machine's
+    assert abs(dask["memory_budget_mb"] - 0.8 * worker["memory_limit_mb"]) <= 1
+    assert status["memory_pools"]["dask"] == {"running": 0, "memory_in_use_mb": 0,
+                                              "memory_budget_mb": dask["memory_budget_mb"]}
     assert status["default_backend"] == "dask" and status["memory_enforcement"] in ("cgroup", "watchdog")
+
+
+def test_admission_counts_dask_invocations_against_the_cluster(make_server, tmp_path):
+    """This machine's memory budget full does not hold back a Dask invocation; the cluster's
+    budget full throttles a Dask call, naming that budget, and not a local one."""
+    server = make_server("--FaaSServer.backend=dask", "--FaaSServer.dask_scheduler=local:1",
+                         "--FaaSServer.memory_budget_mb=128", "--FaaSServer.dask_memory_budget_mb=128",
+                         "--FaaSServer.throttle_wait=1")
+    conn = faas.connect(server.url, server.token)
+    try:
+        def hold(path):
+            print("holding", flush=True)
+            while not os.path.exists(path):
+                time.sleep(0.02)
+            return "released"
+
+        local_hold = faas.function(name="adm_local_hold", memory=128, timeout=60, backend="local")(hold)
+        dask_hold = faas.function(name="adm_dask_hold", memory=128, timeout=60, backend="dask")(hold)
+        on_dask = faas.function(name="adm_dask", memory=128, timeout=30, backend="dask")(lambda x: x + 1)
+        on_local = faas.function(name="adm_local", memory=128, timeout=30, backend="local")(lambda x: x - 1)
+        release = tmp_path / "release"
+        held_here = local_hold.spawn(str(release))
+        wait_for(lambda: "holding" in held_here.logs, timeout=60, what="the local invocation to start")
+        assert on_dask(1) == 2                      # this machine's 128 MB are in use: runs anyway
+        held_there = dask_hold.spawn(str(release))
+        wait_for(lambda: "holding" in held_there.logs, timeout=60, what="the Dask invocation to start")
+        status = conn.request("GET", "/faas/api/status")
+        assert status["memory_in_use_mb"] == 128 and status["memory_budget_mb"] == 128
+        assert status["memory_pools"]["dask"] == {"running": 1, "memory_in_use_mb": 128,
+                                                  "memory_budget_mb": 128}
+        assert status["backends"]["dask"]["memory_budget_mb"] == 128
+        with pytest.raises(faas.Throttled, match=r"memory budget of the dask backend \(128 MB"):
+            on_dask(2)                               # the cluster's 128 MB are in use
+        release.write_text("go")
+        assert held_here.result(timeout=60) == held_there.result(timeout=60) == "released"
+        assert on_local(1) == 0 and on_dask(3) == 4
+    finally:
+        discovery.reset()
 
 
 def test_large_arrays_go_and_come_back(dconn):

@@ -130,6 +130,12 @@ class FaaSServer(JupyterApp):
     dask_connect_timeout = Float(10.0, config=True,
                                  help="Seconds to wait for the Dask scheduler when connecting (at "
                                       "start, and again at an invocation after it was lost).")
+    dask_memory_budget_mb = Integer(0, config=True,
+                                    help="The memory budget of invocations on the Dask cluster (MB, "
+                                         "the sum of the memory sizes of those running): they count "
+                                         "against it, not against memory_budget_mb (this machine's). "
+                                         "0: 80% of the sum of the workers' memory limits, read from "
+                                         "the scheduler (no cap while a worker has none).")
 
     @default("token")
     def _default_token(self):
@@ -162,7 +168,8 @@ class FaaSServer(JupyterApp):
             self.dask = backends["dask"] = DaskBackend(
                 self.dask_scheduler or "local:2", secrets.token_hex(6), preload=list(self.preload),
                 idle_timeout=self.idle_timeout, buffers_dir=str(files.dir) if files else None,
-                connect_timeout=self.dask_connect_timeout, memory_enforcement=self.memory_enforcement)
+                connect_timeout=self.dask_connect_timeout, memory_enforcement=self.memory_enforcement,
+                memory_budget_mb=self.dask_memory_budget_mb)
         # Each function runs on the backend it names, else on the default.
         backend = Router(backends, default=self.backend)
         self.service = AsyncService(self.store, backend, memory_budget_mb=self.memory_budget_mb,

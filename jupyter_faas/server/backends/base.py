@@ -124,6 +124,12 @@ class Backend(abc.ABC):
             f"provisioned concurrency is not available on the {getattr(self, 'name', type(self).__name__)} "
             f"backend: keep the function on the local backend (backend='local') to provision it")
 
+    def memory_pool(self, function: dict) -> tuple[str, int | None] | None:
+        """Where an invocation of ``function`` counts in admission's memory budget: None for
+        this machine's (``memory_budget_mb``), or ``(name, budget in MB)`` for the machines of
+        a pool of its own (a Dask cluster's); a budget of None puts no cap on it (not known yet)."""
+        return None
+
     def provisioned(self, function: dict) -> int:
         """How many environments :meth:`provision` keeps ready for ``function`` now."""
         return 0

@@ -138,6 +138,9 @@ class Router(Backend):
     def provision(self, function, count, code_for):
         self.backend_for(function).provision(function, count, code_for)
 
+    def memory_pool(self, function):
+        return self.backend_for(function).memory_pool(function)
+
     def provisioned(self, function) -> int:
         return self.backend_for(function).provisioned(function)
 

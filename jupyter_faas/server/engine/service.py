@@ -83,7 +83,7 @@ class Service(Cancellation, InvocationLogs, StoredQueries, LambdaModel):
         self.clock = clock or LoopClock()
         self.pricing = pricing
         self.files = files  # BufferFiles, or None: every byte travels in frames
-        self.slots = Slots(memory_budget_mb, max_concurrency)
+        self.slots = Slots(memory_budget_mb, max_concurrency, backend)  # backend: memory pools
         self.throttle_wait = throttle_wait
         self.sizes = SizeLimits(max_payload_bytes, max_buffer_bytes)
         self.feed = Feed()

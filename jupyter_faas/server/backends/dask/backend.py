@@ -109,7 +109,7 @@ class _Run:
 class DaskBackend(Backend):
     def __init__(self, scheduler: str, server_id: str, *, preload: list, idle_timeout: float,
                  buffers_dir: str | None = None, connect_timeout: float = 10.0,
-                 memory_enforcement: str = "auto"):
+                 memory_enforcement: str = "auto", memory_budget_mb: int = 0):
         self.address = scheduler
         self.server_id = server_id
         self.topic = f"jupyter_faas-{server_id}"
@@ -118,6 +118,8 @@ class DaskBackend(Backend):
         self.buffers_dir = buffers_dir
         self.connect_timeout = connect_timeout
         self.memory_enforcement = memory_enforcement   # the server's setting, applied on each worker
+        self.memory_budget_setting = memory_budget_mb  # 0: from the workers' memory limits
+        self.memory_budget_mb: int | None = memory_budget_mb or None
         self.client = None
         self.cluster = None
         self.scheduler_address: str | None = None
@@ -184,6 +186,12 @@ class DaskBackend(Backend):
         self.threads = max(1, sum(w.get("nthreads", 1) for w in workers.values()))
         self.workers = set(workers)
         self.identity = workers
+        if not self.memory_budget_setting:
+            limits = [w.get("memory_limit") or 0 for w in workers.values()]
+            # 80% of the workers' memory, as the local budget is 80% of this machine's; unknown
+            # (no cap) while there are no workers, or one runs without a memory limit.
+            self.memory_budget_mb = (int(sum(limits) * 0.8 / (1024 * 1024))
+                                     if limits and all(limits) else None)
 
     def _lost_message(self, why: str, ran: bool = True) -> str:
         where = self.scheduler_address or self.address
@@ -236,6 +244,10 @@ class DaskBackend(Backend):
                 env.state = "busy"
                 return env
         return None
+
+    def memory_pool(self, function: dict) -> tuple[str, int | None]:
+        """Dask invocations count against the cluster's memory (see :mod:`..engine.admission`)."""
+        return "dask", self.memory_budget_mb
 
     def wait_for_warm(self, function: dict) -> float | None:
         key = environment_key(function)
@@ -490,6 +502,7 @@ class DaskBackend(Backend):
                 "dashboard": dashboard,
                 "connected": self.connected, "worker_threads": self.threads,
                 "workers": workers, "environments": len(self.all),
+                "memory_budget_mb": self.memory_budget_mb,
                 **states, "memory_enforcement": view.enforcement(workers),
                 "last_error": self.last_error}
 

@@ -238,10 +238,13 @@ class CgroupV1Memory(WatchdogMemory):
             return 0.0
 
     def current_mb(self, env_id: str, pid: int) -> float:
+        # The cgroup is charged only for the pages the environment allocated itself (not those
+        # it shares with the zygote): the larger of that and its RSS, as for Max Memory Used.
         try:
-            return int((self._dir(env_id) / "memory.usage_in_bytes").read_bytes()) / MB
+            charged = int((self._dir(env_id) / "memory.usage_in_bytes").read_bytes()) / MB
         except (OSError, ValueError):
-            return 0.0
+            charged = 0.0
+        return max(charged, WatchdogMemory.sample_mb(self, env_id, pid))
 
     def peak_mb(self, env_id: str, pid: int, sampled_peak_mb: float) -> float:
         # The cgroup is charged only for pages the environment itself allocated (pages

@@ -149,8 +149,11 @@ def test_worker_per_invocation_and_the_cluster_view(stack, conn, browser):
         wait_for(lambda: envs.count() >= 1, what="the square function's environments")
         wait_for(lambda: envs.first.inner_text().endswith(" MB"), timeout=30,
                  what="an environment's memory, from its worker's heartbeat")
-        facts = view.locator(".jp-FaaS-clusterFacts").inner_text()
+        facts = view.locator(".jp-FaaS-clusterFacts").first.inner_text()
         assert "2 workers" in facts and "memory limits: " in facts
+        budget = view.locator(".jp-FaaS-clusterBudget")
+        wait_for(lambda: budget.inner_text() == f"memory budget: 128 of {status['memory_budget_mb']} MB in use",
+                 what="the cluster's budget with the running invocation")
         memory = view.locator(".jp-FaaS-workerMemory").first.inner_text()
         assert memory.startswith("worker ") and " of " in memory and "environments " in memory
         view.scroll_into_view_if_needed()

@@ -36,6 +36,8 @@ export interface IClusterWorker {
 
 export interface IDaskStatus {
   backend: 'dask';
+  /** The cluster's memory budget in admission (MB); null while unknown (no cap). */
+  memory_budget_mb: number | null;
   scheduler: string;
   dashboard: string | null;
   connected: boolean;
@@ -46,8 +48,16 @@ export interface IDaskStatus {
   last_error: string | null;
 }
 
+/** Admission's count of the invocations running on the cluster. */
+export interface IMemoryPool {
+  running: number;
+  memory_in_use_mb: number;
+  memory_budget_mb: number | null;
+}
+
 export interface IStatusReply {
   default_backend?: string;
+  memory_pools?: { [name: string]: IMemoryPool };
   backends?: { [name: string]: { backend?: string } & Record<string, unknown> };
 }
 
@@ -87,6 +97,13 @@ export function byState(envs: IClusterEnvironment[]): { busy: number; idle: numb
   return out;
 }
 
+/** `256 of 9600 MB in use` (the cluster's budget in admission), or what is known of it. */
+export function budgetText(dask: IDaskStatus, pool: IMemoryPool | null): string {
+  const inUse = pool ? pool.memory_in_use_mb : 0;
+  const budget = dask.memory_budget_mb;
+  return budget === null || budget === undefined ? `${inUse} MB in use, no cap yet` : `${inUse} of ${budget} MB in use`;
+}
+
 /** Only an http(s) dashboard address becomes a link. */
 export function dashboardLink(status: IDaskStatus | null): string | null {
   const link = status?.dashboard;
@@ -111,6 +128,10 @@ export class ClusterModel {
   get error(): string | null {
     return this._error;
   }
+  /** Admission's count of what runs on the cluster (null before anything ran there). */
+  get pool(): IMemoryPool | null {
+    return this._pool;
+  }
 
   /** Read again; calls while a read is out make one more read after it, not one each. */
   async refresh(): Promise<void> {
@@ -127,6 +148,7 @@ export class ClusterModel {
           // A function naming dask on a server without it lists {backend, available: false}.
           this._dask =
             dask && dask.backend === 'dask' && dask.available !== false ? (dask as unknown as IDaskStatus) : null;
+          this._pool = reply.memory_pools?.dask ?? null;
           this._error = null;
         } catch (error) {
           this._error = `Cluster: ${(error as Error).message}`;
@@ -143,6 +165,7 @@ export class ClusterModel {
 
   private _api: IClusterAPI;
   private _dask: IDaskStatus | null = null;
+  private _pool: IMemoryPool | null = null;
   private _error: string | null = null;
   private _reading: Promise<void> | null = null;
   private _again = false;

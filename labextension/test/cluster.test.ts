@@ -1,5 +1,5 @@
 /** The cluster view's model: the worker of an environment, counts by state, one read at a time. */
-import { byState, ClusterModel, dashboardLink, IClusterAPI, IDaskStatus, IStatusReply, shortAddress, workerOf } from '../src/cluster';
+import { budgetText, byState, ClusterModel, dashboardLink, IClusterAPI, IDaskStatus, IStatusReply, shortAddress, workerOf } from '../src/cluster';
 
 function dask(fields: Partial<IDaskStatus> = {}): IDaskStatus {
   return {
@@ -11,6 +11,7 @@ function dask(fields: Partial<IDaskStatus> = {}): IDaskStatus {
     workers: [],
     environments: 0,
     memory_enforcement: 'cgroup (on the Dask workers)',
+    memory_budget_mb: 9600,
     last_error: null,
     ...fields
   };
@@ -41,6 +42,14 @@ describe('byState and dashboardLink', () => {
     expect(dashboardLink(dask({ dashboard: null }))).toBeNull();
     expect(dashboardLink(dask({ dashboard: 'javascript:alert(1)' }))).toBeNull();
     expect(dashboardLink(null)).toBeNull();
+  });
+});
+
+describe('budgetText', () => {
+  it('says what runs of the budget, or that there is no cap yet', () => {
+    expect(budgetText(dask(), { running: 2, memory_in_use_mb: 256, memory_budget_mb: 9600 })).toBe('256 of 9600 MB in use');
+    expect(budgetText(dask(), null)).toBe('0 of 9600 MB in use');
+    expect(budgetText(dask({ memory_budget_mb: null }), null)).toBe('0 MB in use, no cap yet');
   });
 });
 

@@ -8,7 +8,7 @@
  * every few seconds while the cluster is shown, so environments coming and going show.
  */
 import { Widget } from '@lumino/widgets';
-import { byState, CLUSTER_REFRESH_MS, ClusterModel, dashboardLink, IClusterEnvironment, IClusterWorker, shortAddress } from '../cluster';
+import { budgetText, byState, CLUSTER_REFRESH_MS, ClusterModel, dashboardLink, IClusterEnvironment, IClusterWorker, shortAddress } from '../cluster';
 import { Change, FaaSModel } from '../model';
 import { fill, h } from './dom';
 
@@ -68,6 +68,11 @@ export class ClusterView extends Widget {
         'div',
         { class: 'jp-FaaS-clusterFacts' },
         `${present} worker${present === 1 ? '' : 's'} · ${threads} thread${threads === 1 ? '' : 's'} · memory limits: ${dask.memory_enforcement}`
+      ),
+      h(
+        'div',
+        { class: 'jp-FaaS-clusterFacts jp-FaaS-clusterBudget', title: "Admission: the memory sizes of the invocations running on the cluster, against its budget (FaaSServer.dask_memory_budget_mb, or 80% of the workers' memory limits)" },
+        `memory budget: ${budgetText(dask, this._cluster.pool)}`
       ),
       dask.last_error ? h('div', { class: 'jp-FaaS-errorLine' }, dask.last_error) : null,
       this._cluster.error ? h('div', { class: 'jp-FaaS-errorLine' }, this._cluster.error) : null,

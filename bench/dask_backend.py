@@ -116,10 +116,11 @@ def report(rows: list, n: int, sleep: float, concurrency: int, reps: int, thread
     if len(counts) > 1:
         low, high = counts[0], counts[-1]
         lines.append("")
-        for system in (DASK, PLAIN):
-            e = efficiency(rows, system, low, high)
-            lines.append(f"Scaling efficiency {low} -> {high} workers, {system}: {e * 100:.0f}% "
-                         f"(speed-up {e * high / low:.2f}x of {high / low:g}x)")
+        for more in counts[1:]:
+            for system in (DASK, PLAIN):
+                e = efficiency(rows, system, low, more)
+                lines.append(f"Scaling efficiency {low} -> {more} workers, {system}: {e * 100:.0f}% "
+                             f"(speed-up {e * more / low:.2f}x of {more / low:g}x)")
         if cores is not None and high * threads > cores:
             lines.append(f"Note: {high} worker processes x {threads} thread(s) on a machine with {cores} "
                          f"cores: past {cores} the workers share cores, so this is not the scaling of "

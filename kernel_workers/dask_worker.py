@@ -469,7 +469,7 @@ class Environment:
             self.ctl.close()
         if self.pid and not self.reaped:
             self._reap(1.0)   # its cgroup can go only once it is empty
-        self.host.memory.release(self.id)
+        self.host.memory.release(self.id, wait_s=1.0)
         self.host.forget(self)
         shutil.rmtree(self.workdir, ignore_errors=True)
 

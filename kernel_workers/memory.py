@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 
 log = logging.getLogger("kernel_workers.memory")
@@ -164,7 +165,8 @@ class WatchdogMemory:
     def pids(self, env_id: str, pid: int) -> list[int]:
         return descendants(pid)
 
-    def release(self, env_id: str) -> None:
+    def release(self, env_id: str, wait_s: float = 0.0) -> None:
+        """Forget a dead environment (``wait_s``: how long its cgroup may take to empty)."""
         self.files.close(env_id)
 
     def close(self) -> None:
@@ -180,6 +182,7 @@ class CgroupV1Memory(WatchdogMemory):
         self.parent = parent
         self._oom_baseline: dict[str, int] = {}
         self._oom_seen: dict[str, int] = {}  # the count last read, the next invocation's baseline
+        self._leftover: set[str] = set()     # cgroups of dead environments not empty yet when released
 
     @classmethod
     def create(cls, tag: str, logger: logging.Logger = log) -> "CgroupV1Memory | None":
@@ -208,6 +211,7 @@ class CgroupV1Memory(WatchdogMemory):
         return self.parent / env_id
 
     def fork_fields(self, env_id: str, limit_mb: int) -> dict:
+        self._remove_leftovers()
         d = self._dir(env_id)
         d.mkdir(exist_ok=True)
         (d / "memory.limit_in_bytes").write_text(str(limit_mb * MB))
@@ -284,14 +288,32 @@ class CgroupV1Memory(WatchdogMemory):
             found = []
         return found or descendants(pid)
 
-    def release(self, env_id: str) -> None:
+    def release(self, env_id: str, wait_s: float = 0.0) -> None:
+        """Forget a dead environment and remove its cgroup.  A process it started may still be
+        exiting (killed with it, reaped by the zygote): the cgroup is removed once empty, within
+        ``wait_s`` seconds, else at a later release or fork (never while a process is in it)."""
         self._oom_baseline.pop(env_id, None)
         self._oom_seen.pop(env_id, None)
         self.files.close(env_id)
+        deadline = time.monotonic() + wait_s
+        while not self._remove(env_id) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._remove_leftovers()
+
+    def _remove(self, env_id: str) -> bool:
         try:
             self._dir(env_id).rmdir()
-        except OSError:
+        except FileNotFoundError:
             pass
+        except OSError:  # EBUSY: a process is still in it
+            self._leftover.add(env_id)
+            return False
+        self._leftover.discard(env_id)
+        return True
+
+    def _remove_leftovers(self) -> None:
+        for env_id in list(self._leftover):
+            self._remove(env_id)
 
     def close(self) -> None:
         super().close()

@@ -43,7 +43,6 @@ import itertools
 import os
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -51,9 +50,9 @@ import tempfile
 import threading
 import time
 
+from . import memory as limits
 from . import wire
 
-MB = 1024 * 1024
 #: Environment variables the zygote may inherit from the worker (never a token).
 PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV",
                    "SYSTEMROOT", "LD_LIBRARY_PATH")
@@ -150,50 +149,6 @@ class ZygoteLink:
             self.proc.wait()
 
 
-# ---- process trees and memory ------------------------------------------------------------
-
-def _descendants(pid: int) -> list:
-    import psutil
-    try:
-        return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
-    except psutil.Error:
-        return []
-
-
-def _rss_mb(pid: int) -> float:
-    import psutil
-    total = 0
-    for p in _descendants(pid):
-        try:
-            total += psutil.Process(p).memory_info().rss
-        except psutil.Error:
-            pass
-    return total / MB
-
-
-def _hwm_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            status = f.read()
-        at = status.find(b"VmHWM:")
-        return int(status[at + 6:status.index(b"\n", at)].split()[0]) / 1024 if at >= 0 else 0.0
-    except (OSError, ValueError):
-        return 0.0
-
-
-def _kill_tree(pid: int) -> None:
-    pids = _descendants(pid)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except OSError:
-            pass
-
-
 # ---- live lines --------------------------------------------------------------------------
 
 class Lines:
@@ -264,6 +219,7 @@ class Environment:
         self.workdir = os.path.join(host.workdir, env_id)
         self.killed_for: str | None = None
         self.peak_before_kill_mb = 0.0  # Max Memory Used, read as it was killed
+        self.reaped = False
         self.last_used = time.monotonic()
 
     def _fields(self) -> dict:
@@ -281,9 +237,10 @@ class Environment:
             "PYTHONUNBUFFERED": "1",
         })
         environ.update(cfg.get("env") or {})
-        # The watchdog enforces the limit; RLIMIT_AS (virtual memory) is only a backstop.
+        # The environment's own cgroup (it joins it at fork), or, for the watchdog, RLIMIT_AS
+        # (virtual memory) as a backstop.
         return {"environ": environ, "cwd": self.workdir, "tmpdir": os.path.join(self.workdir, "tmp"),
-                "rlimit_as": (cfg["memory"] * 2 + 1024) * MB}
+                **self.host.memory.fork_fields(self.id, cfg["memory"])}
 
     def start(self, code: bytes) -> dict | None:
         """Fork and run INIT: None when ready, else how it failed (a result dict)."""
@@ -297,6 +254,7 @@ class Environment:
             ctl_parent.close()
             os.close(out_r)
             os.close(err_r)
+            self.host.memory.release(self.id)
             raise
         finally:
             ctl_child.close()
@@ -340,11 +298,7 @@ class Environment:
         for _, stream, line in self.orphans:
             lines.add(stream, line)
         self.orphans.clear()
-        try:
-            with open(f"/proc/{self.pid}/clear_refs", "wb") as f:  # VmHWM per invocation
-                f.write(b"5")
-        except OSError:
-            pass
+        self.host.memory.before_invoke(self.id, self.pid)  # VmHWM (and the cgroup's peak) per invocation
         started = time.perf_counter()
         deadline = time.monotonic() + timeout
         described = {"buffers": buffers} if buffers is not None else {}
@@ -363,13 +317,16 @@ class Environment:
         if got == "eof":
             return self._ended(started, sampled[0], lines)
         header, body = got
+        if self.host.memory.oom_killed(self.id):  # a child was OOM-killed: the limit was hit
+            self.kill("oom")
+            return self._ended(started, sampled[0], lines)
         self._drain(lambda e: lines.add(e[1], e[2]))
-        peak = max(_hwm_mb(self.pid), sampled[0])
+        peak = self.host.memory.peak_mb(self.id, self.pid, sampled[0])
         out = {"kind": "result" if header["k"] == "result" else "error", "header": header,
                "body": bytes(body), "duration_ms": header.get("duration_ms", 0.0), "max_memory_mb": peak}
         if header["k"] == "error" and header.get("errorType") == "Runtime.OutOfMemory":
             self.kill("oom")  # a MemoryError: never reuse this heap
-            self.host.zygote().wait_exit(self.pid)
+            self._reap()
             self.close()
         else:
             self.state = "idle"
@@ -378,9 +335,12 @@ class Environment:
     def _ended(self, started: float, sampled: float | None, lines: Lines | None = None) -> dict:
         """The process is gone or being killed: its exit status, and why it ended."""
         duration = (time.perf_counter() - started) * 1000
-        peak = max(_hwm_mb(self.pid), sampled or 0.0, self.peak_before_kill_mb)
-        returncode = self.host.zygote().wait_exit(self.pid)
+        memory = self.host.memory
+        peak = max(memory.peak_mb(self.id, self.pid, sampled or 0.0), self.peak_before_kill_mb)
+        returncode = self._reap()
         self._drain((lambda e: lines.add(e[1], e[2])) if lines else self.orphans.append)
+        if self.killed_for is None and sampled is not None and memory.oom_killed(self.id):
+            self.killed_for = "oom"  # the kernel killed it (or a child) at the cgroup's limit
         kind = {"timeout": "timeout", "cancelled": "cancelled", "oom": "oom"}.get(self.killed_for, "crash")
         self.close()
         return {"kind": kind, "duration_ms": duration, "max_memory_mb": peak, "returncode": returncode}
@@ -420,13 +380,23 @@ class Environment:
                 return "eof"
             if sampled is not None and now - sampled_at >= TICK_S:
                 sampled_at = now
-                used = _rss_mb(self.pid)
-                sampled[0] = max(sampled[0], used)
-                if used > limit:
+                if self._over_limit(sampled, limit):
                     self.kill("oom")
                     return "eof"
             if lines is not None:
                 lines.tick()
+
+    def _over_limit(self, sampled: list, limit: int) -> bool:
+        """One sample: the peak so far into ``sampled[0]``; True when the limit was hit."""
+        memory = self.host.memory
+        if memory.mode == "cgroup":
+            # The kernel enforces it; a child it OOM-killed means the limit was hit all the same.
+            # The process's own peak is kept for a crash, which leaves no VmHWM to read.
+            sampled[0] = max(sampled[0], memory.hwm_mb(self.id, self.pid))
+            return memory.oom_killed(self.id)
+        used = memory.sample_mb(self.id, self.pid)
+        sampled[0] = max(sampled[0], used)
+        return used > limit
 
     def _read_pipe(self, fd: int, on_line) -> None:
         stream, buf = self.pipes[fd]
@@ -480,8 +450,8 @@ class Environment:
             self.killed_for = reason
         if self.pid:
             if not self.peak_before_kill_mb:  # a dead process has no VmHWM: read it first
-                self.peak_before_kill_mb = _hwm_mb(self.pid)
-            _kill_tree(self.pid)
+                self.peak_before_kill_mb = self.host.memory.peak_mb(self.id, self.pid, 0.0)
+            limits.kill_tree(self.host.memory.pids(self.id, self.pid), self.pid)
 
     def close(self) -> None:
         if self.state == "dead":
@@ -497,17 +467,29 @@ class Environment:
         self.pipes.clear()
         if self.ctl is not None:
             self.ctl.close()
+        if self.pid and not self.reaped:
+            self._reap(1.0)   # its cgroup can go only once it is empty
+        self.host.memory.release(self.id, wait_s=1.0)
         self.host.forget(self)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _reap(self, timeout: float = 5.0) -> int | None:
+        """Its exit status, once the zygote (its parent) has reaped it."""
+        self.reaped = True
+        zygote = self.host._zygote
+        return zygote.wait_exit(self.pid, timeout) if zygote is not None else None
 
 
 # ---- the host: one zygote and its environments, per server, per worker ---------------------
 
 class Host:
-    def __init__(self, server_id: str, preload: list, idle_s: float = BACKSTOP_IDLE_S):
+    def __init__(self, server_id: str, preload: list, idle_s: float = BACKSTOP_IDLE_S,
+                 memory: "limits.WatchdogMemory | None" = None):
         self.server_id = server_id
         self.preload = preload
         self.idle_s = idle_s
+        # How this worker enforces memory limits: a cgroup per environment, or the watchdog.
+        self.memory = memory if memory is not None else limits.WatchdogMemory()
         self.workdir = tempfile.mkdtemp(prefix=f"jupyter_faas-dask-{server_id}-")
         self.buffers_dir = os.path.join(self.workdir, "buffers")
         os.makedirs(self.buffers_dir, mode=0o700, exist_ok=True)
@@ -589,6 +571,7 @@ class Host:
             env.close()
         if self._zygote is not None:
             self._zygote.stop()
+        self.memory.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def stats(self) -> dict:
@@ -597,12 +580,36 @@ class Host:
             states[env.state] = states.get(env.state, 0) + 1
         return {"environments": len(self.envs), **states}
 
+    def heartbeat(self) -> dict:
+        """This host's environments and the memory each uses now (see :func:`heartbeat`)."""
+        envs, total = [], 0.0
+        for env in list(self.envs.values()):
+            live = env.pid and env.state in ("idle", "busy")
+            used = self.memory.current_mb(env.id, env.pid) if live else 0.0
+            total += used
+            envs.append({"id": env.id, "state": env.state, "memory_mb": round(used, 1)})
+        return {"environments": envs, "memory_mb": round(total, 1), "memory_enforcement": self.memory.mode}
 
-def host(server_id: str, preload: list | None = None, idle_s: float = BACKSTOP_IDLE_S) -> Host:
+
+def host(server_id: str, preload: list | None = None, idle_s: float = BACKSTOP_IDLE_S,
+         memory_mode: str = "auto") -> Host:
+    """This worker's host for ``server_id``, made on first use.  ``memory_mode`` is the server's
+    ``memory_enforcement``: ``auto`` (a cgroup where this worker may make one, else the
+    watchdog), ``cgroup`` (raises where it may not) or ``watchdog``."""
     with _HOSTS_LOCK:
         h = _HOSTS.get(server_id)
         if h is None:
-            h = _HOSTS[server_id] = Host(server_id, list(preload or []), idle_s)
+            tag = f"dask-{server_id}-{os.getpid()}"
+            if memory_mode != "watchdog":
+                limits.sweep_dead("dask-")
+            memory = limits.make(memory_mode, tag)
+            if memory is None:
+                raise RuntimeError(
+                    f"memory_enforcement='cgroup' but the Dask worker {_address() or os.getpid()} has no "
+                    f"writable cgroup v1 memory controller (cgroup v2 without delegation, or not root); "
+                    f"start the FaaS server with --FaaSServer.memory_enforcement=auto (a cgroup where a "
+                    f"worker allows it, else its RSS watchdog) or =watchdog")
+            h = _HOSTS[server_id] = Host(server_id, list(preload or []), idle_s, memory)
         return h
 
 
@@ -615,7 +622,7 @@ def _address() -> str | None:
 
 def start(server_id: str, env_id: str, function: dict, code: bytes, preload: list) -> dict:
     """Task: a new environment of ``function`` on this worker (fork + INIT)."""
-    h = host(server_id, preload)
+    h = host(server_id, preload, memory_mode=function.get("memory_enforcement", "auto"))
     env = h.new(env_id, function)
     failure = env.start(code)
     if failure is not None:
@@ -631,7 +638,7 @@ def invoke(server_id: str, topic: str | None, env_id: str, function: dict, code:
            buffer_bytes: bytes | None = None) -> dict:
     """Task: one invocation in the environment ``env_id`` (or, when it is not on this worker
     any more, e.g. the task was re-run after its worker died, a new one: a cold start)."""
-    h = host(server_id, preload)
+    h = host(server_id, preload, memory_mode=function.get("memory_enforcement", "auto"))
     worker = _address()
     attempt = f"{worker}#{os.getpid()}#{time.monotonic_ns()}"  # its live lines' tag
     lines = Lines(topic, request_id, attempt)
@@ -650,6 +657,10 @@ def invoke(server_id: str, topic: str | None, env_id: str, function: dict, code:
             return dict(failure, **base, sent=lines.sent, lines=lines.kept)
         env.state = "busy"
         init_ms = env.init_ms
+        # Lambda's line before INIT's output; the server reports this Init Duration (a task
+        # re-run here after its worker died, or moved here by Dask, starts its environment anew).
+        lines.add("platform", f"INIT_START Runtime Version: python:{sys.version_info[0]}."
+                              f"{sys.version_info[1]} Version: {function['version']}")
     if buffers is not None:
         name = os.path.basename(buffers["file"])
         with open(os.path.join(h.buffers_dir, name), "wb") as f:
@@ -698,7 +709,15 @@ def stats(server_id: str) -> dict:
     return h.stats() if h is not None else {"environments": 0}
 
 
-def plugin(server_id: str, preload: list, idle_s: float = BACKSTOP_IDLE_S):
+def heartbeat(server_id: str) -> dict:
+    """The worker metric the plugin adds (``metrics["jupyter_faas-<server id>"]`` of every
+    heartbeat): the server reads it from the scheduler for its cluster view, at no extra
+    round trip to the workers."""
+    h = _HOSTS.get(server_id)
+    return h.heartbeat() if h is not None else {"environments": [], "memory_mb": 0.0}
+
+
+def plugin(server_id: str, preload: list, idle_s: float = BACKSTOP_IDLE_S, memory_mode: str = "auto"):
     """The worker plugin that starts a :class:`Host` (and its zygote) on each worker and stops
     it with the worker.  Its class is made here (``distributed`` is imported only now) and
     ships by value, so a worker that lacks ``kernel_workers`` can still take it: it logs why,
@@ -712,6 +731,7 @@ def plugin(server_id: str, preload: list, idle_s: float = BACKSTOP_IDLE_S):
             self.server_id = server_id
             self.preload = list(preload)
             self.idle_s = idle_s
+            self.memory_mode = memory_mode
 
         def setup(self, worker):
             try:
@@ -722,9 +742,15 @@ def plugin(server_id: str, preload: list, idle_s: float = BACKSTOP_IDLE_S):
                     "jupyter_faas: this worker cannot import kernel_workers (%s); install "
                     "jupyter_faas on it to run FaaS functions here", exc)
                 return
-            dw.host(self.server_id, self.preload, self.idle_s).zygote()
+            worker.metrics[self.name] = lambda _worker, sid=self.server_id: dw.heartbeat(sid)
+            try:
+                dw.host(self.server_id, self.preload, self.idle_s, self.memory_mode).zygote()
+            except RuntimeError as exc:  # each invocation sent here fails with this, named
+                import logging
+                logging.getLogger("distributed.worker").warning("jupyter_faas: %s", exc)
 
         def teardown(self, worker):
+            worker.metrics.pop(self.name, None)
             try:
                 import kernel_workers.dask_worker as dw
             except ImportError:

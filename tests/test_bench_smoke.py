@@ -45,3 +45,26 @@ def test_smoke_writes_every_workload_row(tmp_path):
     for workload, metric, *_ in METRICS:
         assert f"| {workload} | {metric} (" in md, (workload, metric)
     assert "## Targets" in md
+
+
+@pytest.mark.timeout(600)
+def test_dask_backend_smoke_reports_every_system_side_by_side_and_the_scaling(tmp_path):
+    """bench.dask_backend: W3 on the Dask backend, the local backend and plain client.map, per
+    number of workers; the overheads side by side, the scaling efficiency, the machine's cores."""
+    out = tmp_path / "dask.md"
+    proc = subprocess.run([sys.executable, "-m", "bench.dask_backend", "--smoke", "--workers", "1,2",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=540)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    md = out.read_text()
+    assert md in proc.stdout
+    import os
+    assert f"This machine has {os.cpu_count()} cores" in md
+    for workers in (1, 2):
+        for system in ("jupyter_faas, dask backend", "jupyter_faas, local backend",
+                       "plain client.map (same cluster)"):
+            assert f"| {workers} x 1 | {system} | " in md, (workers, system)
+        side = next(line for line in md.splitlines() if line.startswith(f"| {workers} x 1 | ")
+                    and line.count("|") == 7)
+        assert all(cell.strip() for cell in side.split("|")[2:-1]), side
+    assert "Scaling efficiency 1 -> 2 workers, jupyter_faas, dask backend: " in md
+    assert "Scaling efficiency 1 -> 2 workers, plain client.map (same cluster): " in md

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 import jupyter_faas as faas
-from conftest import SEEN, ServerProcess
+from conftest import SEEN, ServerProcess, wait_for
 from dask_clusters import ExternalCluster, NetNamespace
 from failures import fail
 from jupyter_faas.client import discovery
@@ -149,6 +149,52 @@ def test_failure_matrix_on_dask(dconn, how, error, text):
     assert square(3) == 9
 
 
+@pytest.mark.parametrize("mode", ["cgroup", "watchdog"])
+def test_memory_limit_on_the_workers_by_cgroup_or_watchdog(make_server, mode):
+    """--FaaSServer.memory_enforcement applies on the workers too: each environment in a cgroup of
+    its own on the worker (or under the RSS watchdog there); the status says which, per worker; an
+    environment, or a process it started, over the limit ends as OutOfMemory with its peak."""
+    if mode == "cgroup" and not _cgroups_writable():
+        pytest.fail("this machine has no writable cgroup v1 memory controller; run the tests as "
+                    "root on a cgroup v1 host (as CI does)")
+    conn, _ = _serve_on(make_server, "local:1", f"--FaaSServer.memory_enforcement={mode}")
+    try:
+        @faas.function(name=f"dask_hog_{mode}", memory=128, timeout=30, backend="dask")
+        def hog(mb, child=False):
+            with open("/proc/self/cgroup") as f:
+                print(next(line for line in f.read().splitlines() if ":memory:" in line), flush=True)
+            if child:
+                import subprocess
+                import sys
+                subprocess.run([sys.executable, "-c", f"import time; b = b'x' * ({mb} * 2**20); "
+                                                      f"time.sleep(10)"], check=False)
+                return "child done"
+            data = b"x" * (mb * 2**20)
+            time.sleep(2)
+            return len(data)
+
+        small = hog.invoke(1)
+        assert small.result == 2**20
+        cgroup = next(line for line in small.logs if ":memory:" in line)
+        assert ("/jupyter_faas-dask-" in cgroup) == (mode == "cgroup"), cgroup
+
+        def reported():
+            d = conn.request("GET", "/faas/api/status")["backends"]["dask"]
+            return d if d["workers"] and d["workers"][0]["memory_enforcement"] else None
+        dask = wait_for(reported, what="the worker's heartbeat with its memory enforcement")
+        assert dask["workers"][0]["memory_enforcement"] == mode
+        assert dask["memory_enforcement"] == f"{mode} (on the Dask workers)"
+        for child in (False, True):
+            fut = hog.spawn(400, child=child)
+            with pytest.raises(faas.OutOfMemory, match="at its peak") as info:
+                fut.result(timeout=60)
+            assert "limit of 128 MB" in str(info.value)
+            assert fut.report.max_memory_used_mb >= 128
+        assert hog(1) == 2**20                               # a new environment serves on
+    finally:
+        discovery.reset()
+
+
 def test_timeout_kills_the_environments_children_on_the_worker(dconn):
     @faas.function(name="dask_orphan_maker", timeout=1, backend="dask")
     def orphan_maker():
@@ -228,7 +274,58 @@ def test_map_in_order_and_status_reports_the_cluster(dconn):
     status = dconn.request("GET", "/faas/api/status")
     dask = status["backends"]["dask"]
     assert dask["connected"] and dask["worker_threads"] == 1 and dask["scheduler"].startswith("tcp://")
+    # the cluster view's data: the worker, its memory, this server's environments on it
+    (worker,) = dask["workers"]
+    assert worker["address"].startswith("tcp://127.0.0.1:") and worker["in_cluster"] and worker["nthreads"] == 1
+    assert worker["memory_mb"] > 0 and worker["memory_limit_mb"] >= worker["memory_mb"]
+    envs = {e["id"]: e for e in worker["environments"]}
+    assert any(e["function"] == "dask_square" and e["state"] == "idle" for e in envs.values())
+    row = dconn.request("GET", "/faas/api/invocations", params={"function": "dask_square", "limit": 1})
+    env_id, _, on = row["invocations"][0]["environment_id"].partition("@")
+    assert on == worker["address"] and env_id in envs
+    # admission counts them against the cluster's memory (80% of its workers'), not this machine's
+    assert abs(dask["memory_budget_mb"] - 0.8 * worker["memory_limit_mb"]) <= 1
+    assert status["memory_pools"]["dask"] == {"running": 0, "memory_in_use_mb": 0,
+                                              "memory_budget_mb": dask["memory_budget_mb"]}
     assert status["default_backend"] == "dask" and status["memory_enforcement"] in ("cgroup", "watchdog")
+
+
+def test_admission_counts_dask_invocations_against_the_cluster(make_server, tmp_path):
+    """This machine's memory budget full does not hold back a Dask invocation; the cluster's
+    budget full throttles a Dask call, naming that budget, and not a local one."""
+    server = make_server("--FaaSServer.backend=dask", "--FaaSServer.dask_scheduler=local:1",
+                         "--FaaSServer.memory_budget_mb=128", "--FaaSServer.dask_memory_budget_mb=128",
+                         "--FaaSServer.throttle_wait=1")
+    conn = faas.connect(server.url, server.token)
+    try:
+        def hold(path):
+            print("holding", flush=True)
+            while not os.path.exists(path):
+                time.sleep(0.02)
+            return "released"
+
+        local_hold = faas.function(name="adm_local_hold", memory=128, timeout=60, backend="local")(hold)
+        dask_hold = faas.function(name="adm_dask_hold", memory=128, timeout=60, backend="dask")(hold)
+        on_dask = faas.function(name="adm_dask", memory=128, timeout=30, backend="dask")(lambda x: x + 1)
+        on_local = faas.function(name="adm_local", memory=128, timeout=30, backend="local")(lambda x: x - 1)
+        release = tmp_path / "release"
+        held_here = local_hold.spawn(str(release))
+        wait_for(lambda: "holding" in held_here.logs, timeout=60, what="the local invocation to start")
+        assert on_dask(1) == 2                      # this machine's 128 MB are in use: runs anyway
+        held_there = dask_hold.spawn(str(release))
+        wait_for(lambda: "holding" in held_there.logs, timeout=60, what="the Dask invocation to start")
+        status = conn.request("GET", "/faas/api/status")
+        assert status["memory_in_use_mb"] == 128 and status["memory_budget_mb"] == 128
+        assert status["memory_pools"]["dask"] == {"running": 1, "memory_in_use_mb": 128,
+                                                  "memory_budget_mb": 128}
+        assert status["backends"]["dask"]["memory_budget_mb"] == 128
+        with pytest.raises(faas.Throttled, match=r"memory budget of the dask backend \(128 MB"):
+            on_dask(2)                               # the cluster's 128 MB are in use
+        release.write_text("go")
+        assert held_here.result(timeout=60) == held_there.result(timeout=60) == "released"
+        assert on_local(1) == 0 and on_dask(3) == 4
+    finally:
+        discovery.reset()
 
 
 def test_large_arrays_go_and_come_back(dconn):
@@ -334,11 +431,67 @@ def test_separate_processes_and_a_worker_killed_during_a_map(make_server, cluste
         retried = {entry["request_id"] for entry in retries}
         ends = [e for e in lines if e["request_id"] in retried and e["line"].startswith("END RequestId")]
         assert len(ends) == len(retried)
+        # a re-run that started its environment anew on the other worker reports that INIT
+        for rid in retried:
+            own = [e["line"] for e in lines if e["request_id"] == rid]
+            after = own[next(i for i, line in enumerate(own) if line.startswith("RETRY")):]
+            report = next(line for line in own if line.startswith("REPORT"))
+            if any(line.startswith("INIT_START") for line in after):
+                assert "Init Duration" in report, own
         slow = [e for e in lines if e["line"].startswith("slow item")]
         assert len(slow) == 2 and slow[0]["request_id"] == slow[1]["request_id"]  # ran twice, one row
         # the killed worker's zygote and environments died with it
         gone, alive = psutil.wait_procs(killed["kids"], timeout=10)
         assert not alive
+    finally:
+        discovery.reset()
+
+
+def test_a_rerun_that_cold_starts_on_another_worker_reports_its_init_duration(make_server, cluster):
+    """A warm invocation whose worker is killed mid-run is run again on the other worker, where
+    its version has no environment: that cold start's INIT_START, INIT output and Init Duration
+    are in its logs and REPORT, and its row names the worker that ran it to the end."""
+    address = cluster.start_scheduler()
+    cluster.add_worker("w1")
+    cluster.add_worker("w2")
+    cluster.wait_workers(2)
+    conn, _ = _serve_on(make_server, address)
+    try:
+        def setup():
+            print("INIT in", os.getpid(), flush=True)
+
+        @faas.function(name="dask_rerun_init", timeout=60, backend="dask", init=setup)
+        def work(slow):
+            print("zygote", os.getppid(), flush=True)
+            if slow:
+                time.sleep(30)          # killed with its worker before this ends
+            return os.getpid()
+
+        first = work.invoke(False)
+        assert first.report.init_duration_ms is not None
+        fut = work.spawn(True)          # warm, in the same environment, on the same worker
+        deadline = time.monotonic() + 60
+        while not any(line.startswith("zygote") for line in fut.logs):
+            assert time.monotonic() < deadline, f"the slow invocation did not start: {list(fut.logs)}"
+            time.sleep(0.02)
+        zygote = int(next(line for line in fut.logs if line.startswith("zygote")).split()[1])
+        victim = next(w for w in cluster.workers if w.pid == psutil.Process(zygote).ppid())
+        started = conn.request("GET", f"/faas/api/invocations/{fut.request_id}")
+        killed_on = started["environment_id"].split("@", 1)[1]
+        cluster.kill_worker(victim)
+        fut.result(timeout=120)                                  # ran again, to the end
+        inv = faas.Invocation.from_id(fut.request_id)
+        logs = list(inv.logs)
+        retry = next(i for i, line in enumerate(logs) if line.startswith("RETRY RequestId"))
+        init = next(i for i, line in enumerate(logs) if line.startswith("INIT_START") and i > retry)
+        assert any(line.startswith("INIT in") for line in logs[init:])   # INIT ran again there
+        assert inv.report.init_duration_ms is not None and inv.report.init_duration_ms > 0
+        report = next(line for line in logs if line.startswith("REPORT RequestId"))
+        assert "Init Duration" in report
+        ended = conn.request("GET", f"/faas/api/invocations/{fut.request_id}")
+        assert ended["init_duration_ms"] == inv.report.init_duration_ms
+        ended_on = ended["environment_id"].split("@", 1)[1]
+        assert ended_on != killed_on and ended_on.startswith("tcp://127.0.0.1:")
     finally:
         discovery.reset()
 
@@ -412,3 +565,12 @@ def test_a_worker_in_its_own_network_namespace(make_server, cluster):
         SEEN.extend(cluster.descendants())
         cluster.stop()
         ns.delete()
+
+
+def _cgroups_writable() -> bool:
+    """Whether this machine lets a process make memory cgroups (the probe is removed again)."""
+    from kernel_workers.memory import CgroupV1Memory
+    probe = CgroupV1Memory.create("probe-dask-test-%d" % os.getpid())
+    if probe is not None:
+        probe.close()
+    return probe is not None

@@ -89,7 +89,8 @@ class FaaSServer(JupyterApp):
     memory_enforcement = Enum(["auto", "cgroup", "watchdog"], "auto", config=True,
                               help="How memory limits are enforced: cgroup (v1 memory controller, "
                                    "kernel-enforced), watchdog (RSS sampling + RLIMIT_AS), or auto "
-                                   "(cgroup where writable, else watchdog).")
+                                   "(cgroup where writable, else watchdog). Applies on this machine "
+                                   "and on each Dask worker (which says in /faas/api/status which it uses).")
     price_per_gb_second = Float(DEFAULT_PRICING.per_gb_second, config=True,
                                 help="USD per GB-second for every REPORT's cost and the panel's estimates (Lambda x86 "
                                      "on-demand, first tier, us-east-1 by default).")
@@ -132,6 +133,12 @@ class FaaSServer(JupyterApp):
     dask_connect_timeout = Float(10.0, config=True,
                                  help="Seconds to wait for the Dask scheduler when connecting (at "
                                       "start, and again at an invocation after it was lost).")
+    dask_memory_budget_mb = Integer(0, config=True,
+                                    help="The memory budget of invocations on the Dask cluster (MB, "
+                                         "the sum of the memory sizes of those running): they count "
+                                         "against it, not against memory_budget_mb (this machine's). "
+                                         "0: 80% of the sum of the workers' memory limits, read from "
+                                         "the scheduler (no cap while a worker has none).")
 
     @default("token")
     def _default_token(self):
@@ -164,7 +171,8 @@ class FaaSServer(JupyterApp):
             self.dask = backends["dask"] = DaskBackend(
                 self.dask_scheduler or "local:2", secrets.token_hex(6), preload=list(self.preload),
                 idle_timeout=self.idle_timeout, buffers_dir=str(files.dir) if files else None,
-                connect_timeout=self.dask_connect_timeout)
+                connect_timeout=self.dask_connect_timeout, memory_enforcement=self.memory_enforcement,
+                memory_budget_mb=self.dask_memory_budget_mb)
         # Each function runs on the backend it names, else on the default.
         backend = Router(backends, default=self.backend)
         self.service = AsyncService(self.store, backend, memory_budget_mb=self.memory_budget_mb,

@@ -3,6 +3,7 @@ import { Panel, Widget } from '@lumino/widgets';
 import { EventFeed } from './feed';
 import { lambdaIcon } from './icon';
 import { Change, FaaSModel } from './model';
+import { ClusterView } from './views/cluster';
 import { DetailView } from './views/detail';
 import { fill, h } from './views/dom';
 import { FunctionsView } from './views/functions';
@@ -40,7 +41,7 @@ export class FaaSPanel extends Panel {
     this._model = model;
     this._feed = feed;
     const header = new Widget({ node: h('div', { class: 'jp-FaaS-title' }, h('h2', {}, 'Lambda')) });
-    for (const w of [header, new StatusLine(model), new FunctionsView(model), new TriggersView(model), new InvocationsView(model), new DetailView(model), new MetricsView(model), new VersionsView(model)]) {
+    for (const w of [header, new StatusLine(model), new FunctionsView(model), new TriggersView(model), new InvocationsView(model), new DetailView(model), new ClusterView(model), new MetricsView(model), new VersionsView(model)]) {
       this.addWidget(w);
     }
     void model.checkVersions(PANEL_VERSION);

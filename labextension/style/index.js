@@ -1,2 +1,3 @@
 import './base.css';
 import './versions.css';
+import './cluster.css';

@@ -44,6 +44,9 @@ class Outcome:
     fields, ``body`` the pickled exception) | ``init_error`` | ``timeout`` | ``oom`` |
     ``crash`` (``returncode``: exit status, or -signal) | ``cancelled``.
     ``duration_ms`` is the handler's run time; ``max_memory_mb`` the peak measured.
+    ``init_ms``: the Init Duration of a cold start the backend made while running the
+    invocation, not the one the engine asked for (a Dask task re-run on another worker, where
+    the environment was started anew); the REPORT then carries it.  None otherwise.
     """
 
     kind: str
@@ -52,6 +55,7 @@ class Outcome:
     duration_ms: float = 0.0
     max_memory_mb: float = 0.0
     returncode: int | None = None
+    init_ms: float | None = None
 
 
 class Backend(abc.ABC):
@@ -121,6 +125,12 @@ class Backend(abc.ABC):
         raise InvalidParameter(
             f"provisioned concurrency is not available on the {getattr(self, 'name', type(self).__name__)} "
             f"backend: keep the function on the local backend (backend='local') to provision it")
+
+    def memory_pool(self, function: dict) -> tuple[str, int | None] | None:
+        """Where an invocation of ``function`` counts in admission's memory budget: None for
+        this machine's (``memory_budget_mb``), or ``(name, budget in MB)`` for the machines of
+        a pool of its own (a Dask cluster's); a budget of None puts no cap on it (not known yet)."""
+        return None
 
     def provisioned(self, function: dict) -> int:
         """How many environments :meth:`provision` keeps ready for ``function`` now."""

@@ -148,6 +148,12 @@ class Router(Backend):
     def snapshot_state(self, function):
         return self.backend_for(function).snapshot_state(function)
 
+    def memory_pool(self, function):
+        return self.backend_for(function).memory_pool(function)
+
+    def provisioned(self, function) -> int:
+        return self.backend_for(function).provisioned(function)
+
     def provision_failure(self, function):
         return self.backend_for(function).provision_failure(function)
 

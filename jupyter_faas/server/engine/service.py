@@ -79,7 +79,7 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
         self.clock = clock or LoopClock()
         self.pricing = pricing
         self.files = files  # BufferFiles, or None: every byte travels in frames
-        self.slots = Slots(memory_budget_mb, max_concurrency)
+        self.slots = Slots(memory_budget_mb, max_concurrency, backend)  # backend: memory pools
         self.throttle_wait = throttle_wait
         self.sizes = SizeLimits(max_payload_bytes, max_buffer_bytes)
         self.feed = Feed()
@@ -409,7 +409,7 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
         """Send a committed-as-running invocation to its environment; _ran hears how it ended."""
         function = inv.function
         init_ms = env.init_ms if env.fresh else None
-        self.feed.invocation(inv, started_at=started_at)
+        self.feed.invocation(inv, started_at=started_at, environment_id=env.id)
         for stream, line in init_lines(function, init_ms, self.backend.init_lines(env)):
             self._log(inv, stream, line)  # Lambda's order: INIT_START, INIT's output, START
         self._log(inv, "platform", f"START RequestId: {inv.request_id} "
@@ -418,7 +418,7 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
             self.backend.cancel(env)
         self.backend.run(env, inv.request_id, inv.payload, inv.encoding, function["timeout"],
                 lambda stream, line: self._log(inv, stream, line),
-                lambda outcome: self._ran(inv, env, outcome, init_ms), inv.buffers)
+                lambda outcome: self._ran(inv, env, outcome, outcome.init_ms or init_ms), inv.buffers)
 
     def _ran(self, inv: Invocation, env, outcome, init_ms) -> None:
         if self._killing_runs:
@@ -476,8 +476,9 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
         rep["init_type"] = inv.env.init_type if inv.env is not None else None
         fields = {k: rep[k] for k in ("duration_ms", "billed_duration_ms", "memory_size_mb",
                                       "max_memory_used_mb", "init_duration_ms", "init_type")}
-        fields["error"] = error
-        fields["error_type"] = error and error["errorType"]
+        # environment_id again: where it ended (a Dask re-run moves it to another worker)
+        fields.update(error=error, error_type=error and error["errorType"],
+                      environment_id=None if inv.env is None else inv.env.id)
         if result_buffers is not None:
             fields["result_buffers"] = result_buffers
         self._release_slot(inv)
@@ -506,9 +507,8 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
         if not inv.done.done():
             inv.done.set_result((done, result))
         if self.feed:
-            self.feed.invocation(inv, ended_at=fields["ended_at"], error_type=fields.get("error_type"),
-                                  duration_ms=fields.get("duration_ms"), init_type=fields.get("init_type"),
-                                  max_memory_used_mb=fields.get("max_memory_used_mb"))
+            self.feed.invocation(inv, ended_at=fields["ended_at"], **{k: fields.get(k) for k in (
+                "error_type", "duration_ms", "max_memory_used_mb", "environment_id", "init_type")})
 
     # ---- recovery and the lifecycle of the service ----------------------------------------
 

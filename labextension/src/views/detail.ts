@@ -1,6 +1,7 @@
 /** One invocation: identity, input, timing, REPORT, error and traceback, and every log line. */
 import { Widget } from '@lumino/widgets';
 import { initText } from '../environments';
+import { workerOf } from '../cluster';
 import { clock, duration, megabytes, reportLine } from '../format';
 import { Change, FaaSModel, MAX_LOG_LINES } from '../model';
 import { ILogLine, TERMINAL } from '../types';
@@ -59,6 +60,7 @@ export class DetailView extends Widget {
         field('Input', inv.input_summary, 'input'),
         field('Type', inv.invocation_type, 'type'),
         field('Trigger', triggerText(inv) + (inv.attempts ? ` · ${inv.attempts} attempt${inv.attempts === 1 ? '' : 's'}` : ''), 'trigger'),
+        workerOf(inv.environment_id) !== null ? field('Worker', workerOf(inv.environment_id), 'worker') : null,
         field('Start', clock(inv.started_at ?? inv.created_at), 'start'),
         field('Duration', duration(inv.duration_ms), 'duration'),
         field('Billed', inv.billed_duration_ms ? `${inv.billed_duration_ms} ms` : null, 'billed'),

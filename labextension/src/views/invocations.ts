@@ -1,5 +1,6 @@
 /** Invocations, newest first: filters, the live list, and paging to older rows. */
 import { Widget } from '@lumino/widgets';
+import { shortAddress, workerOf } from '../cluster';
 import { clock, duration, megabytes, shortId } from '../format';
 import { Change, FaaSModel } from '../model';
 import { IInvocation, InvocationStatus, STATUSES } from '../types';
@@ -14,6 +15,7 @@ const COLUMNS: [string, string, string][] = [
   ['function', 'Function', 'Function'],
   ['status', 'Status', 'Status'],
   ['trigger', 'Trigger', 'What invoked it (direct, async, schedule, url, file, queue) and, after a retry, its attempt'],
+  ['worker', 'Worker', 'The Dask worker that ran it (shown while a listed invocation ran on a Dask cluster)'],
   ['duration', 'Duration', 'Duration'],
   ['memory', 'Max mem', 'Max memory used'],
   ['start', 'Start', 'Start time']
@@ -47,16 +49,13 @@ export class InvocationsView extends Widget {
     this._function.addEventListener('change', apply);
     this._status.addEventListener('change', apply);
     this._body = h('tbody');
-    this._box = h(
-      'div',
-      { class: 'jp-FaaS-tableBox' },
-      h(
-        'table',
-        { class: 'jp-FaaS-table' },
-        h('thead', {}, h('tr', {}, ...COLUMNS.map(([key, label, title]) => h('th', { class: `jp-FaaS-col-${key}`, title }, label)))),
-        this._body
-      )
+    this._table = h(
+      'table',
+      { class: 'jp-FaaS-table' },
+      h('thead', {}, h('tr', {}, ...COLUMNS.map(([key, label, title]) => h('th', { class: `jp-FaaS-col-${key}`, title }, label)))),
+      this._body
     );
+    this._box = h('div', { class: 'jp-FaaS-tableBox' }, this._table);
     this._footer = h('div');
     fill(this.node, h('h3', { class: 'jp-FaaS-heading' }, 'Invocations'), h('div', { class: 'jp-FaaS-filters' }, this._function, this._status), this._box, this._footer);
     model.changed.connect(this._onChange, this);
@@ -91,6 +90,8 @@ export class InvocationsView extends Widget {
     const model = this._model;
     const selected = model.detail?.invocation.request_id;
     fill(this._body, ...model.invocations.map(inv => this._row(inv, inv.request_id === selected)));
+    // The worker column shows while a listed invocation ran on a Dask worker.
+    this._table.classList.toggle('jp-mod-workers', model.invocations.some(inv => workerOf(inv.environment_id) !== null));
     this._status.value = model.filter.status ?? '';
     fill(
       this._footer,
@@ -107,6 +108,7 @@ export class InvocationsView extends Widget {
       h('td', { class: 'jp-FaaS-col-function', title: inv.function }, inv.function),
       h('td', { class: 'jp-FaaS-col-status' }, h('span', { class: `jp-FaaS-status jp-FaaS-status-${inv.status}` }, inv.status)),
       h('td', { class: 'jp-FaaS-col-trigger' }, triggerText(inv)),
+      this._workerCell(inv),
       h('td', { class: 'jp-FaaS-col-duration' }, duration(inv.duration_ms)),
       h('td', { class: 'jp-FaaS-col-memory' }, megabytes(inv.max_memory_used_mb)),
       h('td', { class: 'jp-FaaS-col-start' }, clock(inv.started_at ?? inv.created_at))
@@ -115,10 +117,17 @@ export class InvocationsView extends Widget {
     return tr;
   }
 
+  private _workerCell(inv: IInvocation): HTMLElement {
+    const worker = workerOf(inv.environment_id);
+    const text = worker === null ? '' : shortAddress(worker);
+    return h('td', { class: 'jp-FaaS-col-worker', title: text, 'data-worker': worker ?? '' }, text);
+  }
+
   private _model: FaaSModel;
   private _function: HTMLSelectElement;
   private _status: HTMLSelectElement;
   private _body: HTMLTableSectionElement;
+  private _table: HTMLTableElement;
   private _box: HTMLDivElement;
   private _footer: HTMLDivElement;
   private _functionsKey = '';

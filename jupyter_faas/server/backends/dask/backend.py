@@ -40,7 +40,7 @@ from collections import defaultdict
 from concurrent.futures import CancelledError
 
 from ..base import Backend, Outcome, environment_key
-from . import remote
+from . import remote, view
 from .cluster import open_cluster
 
 log = logging.getLogger("jupyter_faas.server")
@@ -109,7 +109,8 @@ class _Run:
 
 class DaskBackend(Backend):
     def __init__(self, scheduler: str, server_id: str, *, preload: list, idle_timeout: float,
-                 buffers_dir: str | None = None, connect_timeout: float = 10.0):
+                 buffers_dir: str | None = None, connect_timeout: float = 10.0,
+                 memory_enforcement: str = "auto", memory_budget_mb: int = 0):
         self.address = scheduler
         self.server_id = server_id
         self.topic = f"jupyter_faas-{server_id}"
@@ -117,6 +118,9 @@ class DaskBackend(Backend):
         self.idle_timeout = idle_timeout
         self.buffers_dir = buffers_dir
         self.connect_timeout = connect_timeout
+        self.memory_enforcement = memory_enforcement   # the server's setting, applied on each worker
+        self.memory_budget_setting = memory_budget_mb  # 0: from the workers' memory limits
+        self.memory_budget_mb: int | None = memory_budget_mb or None
         self.client = None
         self.cluster = None
         self.scheduler_address: str | None = None
@@ -129,6 +133,7 @@ class DaskBackend(Backend):
         self._closing = False
         self.threads = 1
         self.workers: set = set()
+        self.identity: dict = {}   # the scheduler's view of each worker, for the cluster view
         self.last_error: str | None = None
 
     def spawn(self, coro) -> asyncio.Task:
@@ -161,8 +166,9 @@ class DaskBackend(Backend):
             self.client.subscribe_topic("all", self._on_cluster_event)
             # The workers stop idle environments themselves too, in case this server dies.
             backstop = max(2 * self.idle_timeout, 60.0)
-            await self.client.register_plugin(dask_worker.plugin(self.server_id, self.preload, backstop))
-            await self._refresh_threads()
+            await self.client.register_plugin(dask_worker.plugin(self.server_id, self.preload, backstop,
+                                                                 self.memory_enforcement))
+            await self._refresh_cluster()
             self.last_error = None
             log.info("Dask backend connected to %s (%d worker threads)", self.scheduler_address, self.threads)
 
@@ -173,13 +179,20 @@ class DaskBackend(Backend):
         except Exception:  # noqa: BLE001 - it is already broken
             pass
 
-    async def _refresh_threads(self) -> None:
+    async def _refresh_cluster(self) -> None:
         try:
             workers = (await self.client.scheduler.identity(n_workers=-1)).get("workers", {})
         except Exception:  # noqa: BLE001 - not connected; keep the last count
             return
         self.threads = max(1, sum(w.get("nthreads", 1) for w in workers.values()))
         self.workers = set(workers)
+        self.identity = workers
+        if not self.memory_budget_setting:
+            limits = [w.get("memory_limit") or 0 for w in workers.values()]
+            # 80% of the workers' memory, as the local budget is 80% of this machine's; unknown
+            # (no cap) while there are no workers, or one runs without a memory limit.
+            self.memory_budget_mb = (int(sum(limits) * 0.8 / (1024 * 1024))
+                                     if limits and all(limits) else None)
 
     def _lost_message(self, why: str, ran: bool = True) -> str:
         where = self.scheduler_address or self.address
@@ -232,6 +245,10 @@ class DaskBackend(Backend):
                 env.state = "busy"
                 return env
         return None
+
+    def memory_pool(self, function: dict) -> tuple[str, int | None]:
+        """Dask invocations count against the cluster's memory (see :mod:`..engine.admission`)."""
+        return "dask", self.memory_budget_mb
 
     def wait_for_warm(self, function: dict) -> float | None:
         key = environment_key(function)
@@ -302,6 +319,7 @@ class DaskBackend(Backend):
         fields = {k: function[k] for k in ("name", "memory", "timeout", "env")}
         fields["version"] = environment_key(function)[2]   # $LATEST, or a published number
         fields["engine_version"] = function["version"]      # the code and config it loads
+        fields["memory_enforcement"] = self.memory_enforcement
         return fields
 
     def _task_failed(self, exc: BaseException) -> Outcome:
@@ -389,7 +407,8 @@ class DaskBackend(Backend):
                 f.write(result["buffer_bytes"])
         outcome = Outcome(result["kind"], header, result.get("body", b""),
                           duration_ms=result.get("duration_ms", 0.0),
-                          max_memory_mb=result.get("max_memory_mb", 0.0), returncode=result.get("returncode"))
+                          max_memory_mb=result.get("max_memory_mb", 0.0), returncode=result.get("returncode"),
+                          init_ms=result.get("init_ms"))   # a cold start there: a re-run elsewhere
         if result.get("reusable"):
             env.state = "idle"
         else:
@@ -457,7 +476,7 @@ class DaskBackend(Backend):
             await asyncio.sleep(min(1.0, max(0.05, self.idle_timeout / 4)))
             if not self.connected:
                 continue
-            await self._refresh_threads()
+            await self._refresh_cluster()
             now = time.monotonic()
             stale = [e for e in self.all.values() if e.state == "idle" and (
                 now - e.last_used > self.idle_timeout or (e.worker and e.worker not in self.workers))]
@@ -478,11 +497,14 @@ class DaskBackend(Backend):
                 dashboard = self.client.dashboard_link
             except Exception:  # noqa: BLE001 - no dashboard (bokeh missing, or disabled)
                 dashboard = None
+        workers = view.workers(self.identity if self.connected else {}, list(self.all.values()),
+                               f"jupyter_faas-{self.server_id}")
         return {"backend": "dask", "scheduler": self.scheduler_address or self.address,
                 "dashboard": dashboard,
                 "connected": self.connected, "worker_threads": self.threads,
-                "workers": sorted(self.workers), "environments": len(self.all),
-                **states, "memory_enforcement": "watchdog (on the Dask workers)",
+                "workers": workers, "environments": len(self.all),
+                "memory_budget_mb": self.memory_budget_mb,
+                **states, "memory_enforcement": view.enforcement(workers),
                 "last_error": self.last_error}
 
     async def close(self) -> None:

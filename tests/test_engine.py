@@ -303,7 +303,7 @@ def test_invocations_on_a_cluster_count_against_its_memory_not_this_machines(tmp
         service.deploy("on_cluster", b"code", memory=256, timeout=3, backend="dask")
         local = [service.submit("big_local", b"l", queue=True) for _ in range(2)]
         remote = [service.submit("on_cluster", b"r%d" % i, queue=True) for i in range(5)]
-        await turns()
+        await settled(service)
         # this machine: one 256 MB invocation in its 300 MB; the cluster: three in its 1000 MB
         running = {r: backend.active[r].function["name"] for r in backend.running()}
         assert sorted(running.values()) == ["big_local"] + ["on_cluster"] * 3, running
@@ -313,12 +313,12 @@ def test_invocations_on_a_cluster_count_against_its_memory_not_this_machines(tmp
                                                   "memory_budget_mb": 1000}}
         # a cluster invocation ending frees the cluster's memory, not this machine's
         backend.finish(next(r for r, name in running.items() if name == "on_cluster"))
-        await turns()
+        await settled(service)
         names = sorted(backend.active[r].function["name"] for r in backend.running())
         assert names == ["big_local"] + ["on_cluster"] * 3
         while backend.running():
             backend.finish(backend.running()[0])
-            await turns()
+            await settled(service)
         assert {store.get_invocation(i.request_id)["status"] for i in local + remote} == {"succeeded"}
         assert service.stats()["memory_pools"]["dask"]["memory_in_use_mb"] == 0
         assert service.memory_in_use == 0 and service.running == 0
@@ -332,7 +332,7 @@ def test_a_cluster_without_a_known_budget_caps_nothing_but_max_concurrency(tmp_p
         service.deploy("on_cluster", b"code", memory=2048, timeout=3, backend="dask")
         for i in range(8):
             service.submit("on_cluster", b"r%d" % i, queue=True)
-        await turns()
+        await settled(service)
         assert len(backend.running()) == 6       # max_concurrency counts every invocation
     run(main())
 
@@ -343,11 +343,11 @@ def test_a_sync_call_throttled_on_the_cluster_names_the_clusters_budget(tmp_path
         service, store, _, clock = make(tmp_path, backend=backend, throttle_wait=1.0)
         service.deploy("on_cluster", b"code", memory=256, timeout=3, backend="dask")
         service.submit("on_cluster", b"first")
-        await turns()
+        await settled(service)
         second = service.submit("on_cluster", b"second")
-        await turns()
+        await settled(service)
         clock.advance(1.5)
-        await turns()
+        await settled(service)
         row = store.get_invocation(second.request_id)
         assert row["status"] == "throttled"
         assert "memory budget of the dask backend (300 MB" in row["error"]["errorMessage"]

@@ -124,5 +124,7 @@ class Checkpointer:
             # never start the WAL over
             self.last = tuple(db.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()[0])
             self.checkpoints += 1
-        except sqlite3.Error as exc:  # the next commit wakes it again; nothing is lost
+        except sqlite3.OperationalError as exc:  # busy or locked: the next commit wakes it again
+            log.debug("a WAL checkpoint of %s could not run now: %s", self.path, exc)
+        except sqlite3.Error as exc:  # nothing is lost: the WAL keeps every commit
             log.warning("a WAL checkpoint of %s failed: %s", self.path, exc)

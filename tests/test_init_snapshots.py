@@ -236,3 +236,26 @@ def test_learned_preload_makes_a_second_numpy_functions_cold_start_skip_the_impo
                  what="the restarted zygote to preload numpy")
     finally:
         discovery.reset()
+
+
+def test_a_forked_environments_max_memory_used_is_what_its_limit_counts(conn):
+    """INIT's pages are the template's: a fork's Max Memory Used counts what it allocated
+    itself, as its limit does, so a success never reports more than its Memory Size."""
+    def load():
+        global table
+        table = bytes(range(256)) * (200 * MB // 256)  # 200 MB, touched in the template
+
+    @faas.function(name="snap_memory", init=load, memory=256, timeout=30)
+    def handler(mb):
+        block = bytearray(mb * MB)  # zeroed: touched, charged to this environment
+        return len(table) + len(block), os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"]
+
+    handler.invoke(0)  # the first cold start makes the template (and may run in a fork)
+    small = handler.invoke(0)
+    big = handler.invoke(100)
+    for inv in (small, big):
+        assert inv.status == "succeeded", inv.error
+        assert inv.result[1] == "snap-start"
+        assert inv.report.max_memory_used_mb <= 256, inv.report
+    assert big.report.max_memory_used_mb >= 100, big.report      # what it allocated itself ...
+    assert small.report.max_memory_used_mb < 100, small.report   # ... not INIT's 200 MB

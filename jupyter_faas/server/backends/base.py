@@ -44,6 +44,10 @@ class Outcome:
     fields, ``body`` the pickled exception) | ``init_error`` | ``timeout`` | ``oom`` |
     ``crash`` (``returncode``: exit status, or -signal) | ``cancelled``.
     ``duration_ms`` is the handler's run time; ``max_memory_mb`` the peak measured.
+    ``phase``: ``invoke``, or ``init`` for a cold start whose INIT failed (``timeout``: over
+    the INIT limit, ``header["init_limit_s"]``; ``oom``: over the function's memory at INIT;
+    ``crash``; ``init_error``: INIT raised); then ``init_output`` holds what INIT printed,
+    ``(time, stream, line)``, logged after ``INIT_START`` as a successful INIT's is.
     """
 
     kind: str
@@ -52,6 +56,8 @@ class Outcome:
     duration_ms: float = 0.0
     max_memory_mb: float = 0.0
     returncode: int | None = None
+    phase: str = "invoke"
+    init_output: list = field(default_factory=list)
 
 
 class Backend(abc.ABC):

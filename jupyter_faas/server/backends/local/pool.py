@@ -18,6 +18,8 @@ import time
 from collections import OrderedDict, defaultdict
 from pathlib import Path
 
+from .... import limits
+from ...model import init_failure_error
 from ..base import Backend, Outcome, environment_key
 from .environment import Environment
 from .placement import DEFAULT_INIT_S, VersionStats, wait_for_warm
@@ -35,7 +37,7 @@ VERSION_STATS_KEPT = 512
 
 class Pool(Backend):
     def __init__(self, memory, workdir: Path, preload: list[str], idle_timeout: float,
-                 base_environ: dict | None = None, init_timeout: float = 10.0,
+                 base_environ: dict | None = None, init_timeout: float = limits.INIT_TIMEOUT_S,
                  spares: int | None = None, buffers_dir: str | None = None,
                  learned: list | None = None, on_learned=None, preload_budget_mb: float = 0.0):
         self.memory = memory
@@ -354,9 +356,14 @@ class Pool(Backend):
             env.close()
             return
         if failure is not None:
-            why = failure.header.get("errorMessage") or failure.kind
+            if failure.kind == "init_error":
+                error = failure.header
+            else:  # the INIT limit, the memory limit, or the runtime died: as invocations say it
+                error = init_failure_error(failure.kind, env.function["memory"], failure.max_memory_mb,
+                                           failure.header.get("init_limit_s"), failure.returncode)
+            why = f"{error.get('errorType') or failure.kind}: {error.get('errorMessage') or failure.kind}"
             log.warning("a provisioned environment of %s failed its INIT: %s", env.key, why)
-            self.provision_failed[env.key] = f"{failure.header.get('errorType', failure.kind)}: {why}"
+            self.provision_failed[env.key] = why
             self._provision_changed(env.key)
             return
         env.fresh = False  # initialized ahead of any invocation: no Init Duration in a REPORT
@@ -368,7 +375,9 @@ class Pool(Backend):
         interval = self.memory.interval
         while True:
             await asyncio.sleep(interval)
-            for env in [e for e in self.all.values() if e.state == "busy" and e.pid]:
+            # busy, and starting (INIT is under the function's memory limit too)
+            for env in [e for e in self.all.values() if e.state in ("busy", "starting") and e.pid
+                        and e.function is not None]:
                 if self.memory.mode == "cgroup":
                     # The kernel enforces; if it killed a child of the environment, the
                     # invocation is over the limit all the same: end it now.

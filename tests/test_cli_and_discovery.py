@@ -137,3 +137,25 @@ def test_cli_stop_signals_only_a_faas_server_and_removes_a_stale_runtime_file(tm
     finally:
         bystander.stdin.close()
         bystander.wait(10)
+
+
+def test_a_starting_server_sweeps_the_scratch_dirs_of_killed_servers(make_server, tmp_path):
+    import glob
+    import tempfile
+    server = make_server()
+    pid = server.proc.pid
+    mine = glob.glob(os.path.join(tempfile.gettempdir(), f"jupyter_faas-direct-{pid}-*"))
+    envs = glob.glob(os.path.join(tempfile.gettempdir(), f"jupyter_faas-envs-{pid}-*"))
+    assert len(mine) == 1 and len(envs) == 1  # named with its server's pid
+    assert os.path.exists(os.path.join(mine[0], "direct.sock"))
+    server.kill()  # SIGKILL: no cleanup of its own
+    assert os.path.isdir(mine[0]) and os.path.isdir(envs[0])
+    # a live process's directories are kept: this test process stands in for another server
+    alive = tempfile.mkdtemp(prefix=f"jupyter_faas-direct-{os.getpid()}-")
+    try:
+        other = make_server()
+        assert not os.path.exists(mine[0]) and not os.path.exists(envs[0])
+        assert os.path.isdir(alive)
+        assert glob.glob(os.path.join(tempfile.gettempdir(), f"jupyter_faas-direct-{other.proc.pid}-*"))
+    finally:
+        os.rmdir(alive)

@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import signal
-import tempfile
 from pathlib import Path
 
 import psutil
@@ -150,7 +149,7 @@ class FaaSServer(JupyterApp):
         self.store = Store(Path(self.faas_data_dir) / "faas.sqlite")
         files = (BufferFiles(Path(self.faas_data_dir) / "buffers", self.buffer_spare_mb * 1024 * 1024)
                  if self.share_buffers else None)
-        self.envs_dir = tempfile.mkdtemp(prefix="jupyter_faas-envs-")
+        self.envs_dir = paths.scratch_dir("envs")  # swept at start when its server is gone
         memory = make_enforcer(self.memory_enforcement, str(os.getpid()))
         pool = Pool(memory, Path(self.envs_dir), list(self.preload), self.idle_timeout,
                     buffers_dir=str(files.dir) if files else None,

@@ -154,7 +154,8 @@ class FaaSServer(JupyterApp):
         pool = Pool(memory, Path(self.envs_dir), list(self.preload), self.idle_timeout,
                     buffers_dir=str(files.dir) if files else None,
                     learned=self.store.learned_modules(), on_learned=self.store.learn_modules,
-                    preload_budget_mb=self.learned_preload_mb, init_timeout=self.init_timeout)
+                    preload_budget_mb=self.learned_preload_mb, init_timeout=self.init_timeout,
+                    on_unlearned=self.store.forget_learned_modules)
         pricing = Pricing(self.price_per_gb_second, self.price_per_request)
         self.pool = pool
         self.dask = None

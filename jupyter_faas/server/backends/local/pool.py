@@ -39,7 +39,8 @@ class Pool(Backend):
     def __init__(self, memory, workdir: Path, preload: list[str], idle_timeout: float,
                  base_environ: dict | None = None, init_timeout: float = limits.INIT_TIMEOUT_S,
                  spares: int | None = None, buffers_dir: str | None = None,
-                 learned: list | None = None, on_learned=None, preload_budget_mb: float = 0.0):
+                 learned: list | None = None, on_learned=None, preload_budget_mb: float = 0.0,
+                 on_unlearned=None):
         self.memory = memory
         #: where environments map argument buffers and write result buffers (None: in frames)
         self.buffers_dir = buffers_dir
@@ -74,6 +75,7 @@ class Pool(Backend):
         self.preload_budget_mb = preload_budget_mb
         self.learned: list[str] = [m for m in (learned or []) if m not in preload]
         self.on_learned = on_learned  # callable(names): persist them (the store)
+        self.on_unlearned = on_unlearned  # callable(names): forget them (the zygote cannot import them)
         #: provisioned concurrency: environment key -> (function, count, code_for)
         self.provisioned_wanted: dict[tuple, tuple] = {}
         self.provision_failed: dict[tuple, str] = {}  # key -> why INIT failed (not retried)
@@ -215,8 +217,21 @@ class Pool(Backend):
             for env in list(self.spares):
                 env.close()
             self._fill_spares()
-        else:
+        elif (header.get("error") or "").startswith("over the preload budget"):
             log.info("zygote did not preload %s: %s", header["module"], header.get("error"))
+        else:
+            # Not importable from the zygote's path (e.g. learned before environments reported
+            # only modules it can import): forgotten, so no later start tries it again.
+            log.debug("zygote could not preload %s (%s); forgetting it", header["module"],
+                      header.get("error"))
+            name = header["module"]
+            if name in self.learned:
+                self.learned.remove(name)
+            try:
+                if self.on_unlearned is not None:
+                    self.on_unlearned([name])
+            except Exception:  # noqa: BLE001 - an optimisation
+                log.exception("could not forget the learned module %s", name)
 
     def init_lines(self, env: Environment) -> list:
         """What the environment printed at INIT (its template's, for one forked from a snapshot)."""

@@ -52,13 +52,35 @@ def cmd_status(args) -> int:
     return 0
 
 
+def is_faas_server(pid: int) -> bool:
+    """Whether process ``pid`` is a ``jupyter_faas serve`` (``python -m jupyter_faas serve``,
+    ``jupyter faas serve``, ``jupyter-faas serve``) of this user."""
+    import psutil
+    try:
+        proc = psutil.Process(pid)
+        cmdline = proc.cmdline()
+        if proc.uids().real != os.getuid():
+            return False
+    except psutil.Error:
+        return False
+    words = [os.path.basename(w) for w in cmdline]
+    return "serve" in words and any(w in ("jupyter_faas", "jupyter-faas", "faas") for w in words)
+
+
 def cmd_stop(args) -> int:
     info = paths.read_runtime_file()
     if not info:
         print("no FaaS server is running")
         return 0
+    pid = int(info["pid"])
+    if not is_faas_server(pid):
+        # A server killed without its cleanup leaves the file; its pid may now be another process.
+        paths.remove_runtime_file(info["pid"])
+        print(f"the FaaS server of the runtime file {paths.runtime_file()} is not running (pid "
+              f"{pid} is no jupyter_faas serve of yours; nothing was signalled); removed the stale file")
+        return 0
     try:
-        os.kill(int(info["pid"]), signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         paths.remove_runtime_file(info["pid"])
         print("the server was not running; removed its stale runtime file")
@@ -99,6 +121,13 @@ def cmd_invoke(args) -> int:
         print(json.dumps(out["result"]))
         return 0
     print(json.dumps(out["error"]), file=sys.stderr)
+    error = out.get("error") or {}
+    if error.get("errorType") == "TypeError" and error.get("stage") == "run" and \
+            "positional argument" in (error.get("errorMessage") or ""):
+        print(f"note: `jupyter faas invoke` calls the function as Lambda does, with one argument, "
+              f"the JSON event (`{{}}` when none is given). Give {args.name} one parameter (def "
+              f"{args.name}(event) or def {args.name}(event, context)), or call a function with "
+              f"another signature from Python: faas.lookup({args.name!r})(...)", file=sys.stderr)
     return 1
 
 
@@ -153,7 +182,14 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     try:
         code = args.func(args)
+        sys.stdout.flush()
     except errors.FaaSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 2
+    except BrokenPipeError:
+        # The reader went away (`jupyter faas logs NAME | head`): it has what it wanted. Point
+        # stdout at /dev/null so the interpreter's last flush does not fail again, and exit quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
     sys.exit(code)

@@ -142,6 +142,8 @@ _BY_TYPE = {cls.error_type: cls for cls in (
     SerializationError, InvalidParameter, PayloadTooLarge, ResourceNotFound, ServerError)}
 _BY_TYPE["InvalidRequestContentException"] = InvalidParameter
 _BY_TYPE["Runtime.MarshalError"] = SerializationError
+# INIT went over its 10 s limit (jupyter_faas.limits.INIT_TIMEOUT_S)
+_BY_TYPE["Runtime.InitTimeout"] = InvocationTimeout
 _BY_TYPE["Runtime.UnmarshalError"] = SerializationError
 _BY_TYPE["Runtime.ImportModuleError"] = SerializationError
 # the server stopped (was killed) while the invocation ran: not the handler's doing

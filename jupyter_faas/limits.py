@@ -8,6 +8,8 @@ from .errors import InvalidParameter
 
 MEMORY_MIN_MB, MEMORY_MAX_MB, MEMORY_DEFAULT_MB = 128, 10240, 128
 TIMEOUT_MIN_S, TIMEOUT_MAX_S, TIMEOUT_DEFAULT_S = 1, 900, 3
+#: seconds INIT (a module's top-level code, ``init=``) may take per environment: Lambda's INIT limit
+INIT_TIMEOUT_S = 10
 ENV_MAX_BYTES = 4096
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: Lambda's sync request and response limit; the server's ``max_payload_mb`` raises it.

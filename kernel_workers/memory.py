@@ -157,11 +157,13 @@ class WatchdogMemory:
         return 0.0
 
     def peak_mb(self, env_id: str, pid: int, sampled_peak_mb: float,
-                reported_hwm_mb: float | None = None) -> float:
+                reported_hwm_mb: float | None = None, own_only: bool = False) -> float:
         """Max Memory Used of the invocation that just ended, in MB: the larger of the
-        process's peak RSS and the sampled peak of its tree.  ``reported_hwm_mb``: the peak
-        RSS the environment read from its own ``/proc/self/status`` with its result (saves the
-        supervisor a read per invocation); None: read it here."""
+        process's peak RSS and the sampled peak of its tree, what the watchdog enforces.
+        ``reported_hwm_mb``: the peak RSS the environment read from its own
+        ``/proc/self/status`` with its result (saves the supervisor a read per invocation);
+        None: read it here.  ``own_only`` (an environment forked from a snapshot template)
+        matters to cgroups only."""
         hwm = self.hwm_mb(env_id, pid) if reported_hwm_mb is None else float(reported_hwm_mb)
         return max(hwm, sampled_peak_mb)
 
@@ -257,16 +259,20 @@ class CgroupV1Memory(WatchdogMemory):
         return max(charged, WatchdogMemory.sample_mb(self, env_id, pid))
 
     def peak_mb(self, env_id: str, pid: int, sampled_peak_mb: float,
-                reported_hwm_mb: float | None = None) -> float:
+                reported_hwm_mb: float | None = None, own_only: bool = False) -> float:
         # The cgroup is charged only for pages the environment itself allocated (pages
         # shared copy-on-write with the zygote stay charged to the zygote), so report the
-        # larger of that and the process's own peak RSS, as Lambda's figure includes the runtime.
-        hwm = super().peak_mb(env_id, pid, sampled_peak_mb, reported_hwm_mb)
+        # larger of that and the process's own peak RSS, as Lambda's figure includes the
+        # runtime.  ``own_only``: a fork of a snapshot template, whose RSS holds every page
+        # INIT loaded (charged to the template): only the cgroup's figure, what its limit counts.
         try:
-            usage = self.files.read(env_id, self._path(env_id, "memory.max_usage_in_bytes"))
-            return max(hwm, int(usage) / MB)
+            usage = int(self.files.read(env_id, self._path(env_id, "memory.max_usage_in_bytes"))) / MB
         except (OSError, ValueError):
-            return hwm
+            usage = None
+        if own_only and usage is not None:
+            return usage
+        hwm = super().peak_mb(env_id, pid, sampled_peak_mb, reported_hwm_mb)
+        return hwm if usage is None else max(hwm, usage)
 
     def _oom_kills(self, env_id: str) -> int:
         count = 0

@@ -69,6 +69,40 @@ def peak_rss_mb() -> float | None:
         return None
 
 
+def _path_entries() -> set:
+    """The zygote's ``sys.path``, as absolute paths (taken before the function adds its own)."""
+    return {os.path.abspath(p or os.getcwd()) for p in sys.path if isinstance(p, str)}
+
+
+def zygote_importable(names, paths: set) -> list[str]:
+    """Of the top-level modules ``names`` (imported here), those the zygote could import too:
+    found through ``paths`` (its ``sys.path``), or built in.  A module of a Lambda zip package
+    or a layer (on the path only with the function's directory) or one shipped by value is
+    not: learned preload would fail to import it in the zygote."""
+    out = []
+    for name in names:
+        spec = getattr(sys.modules.get(name), "__spec__", None)
+        if spec is None:
+            continue
+        origin = spec.origin
+        locations = list(spec.submodule_search_locations or [])
+        if origin in (None, "built-in", "frozen", "namespace") and not locations:
+            if origin in ("built-in", "frozen"):
+                out.append(name)
+            continue
+        if origin in (None, "namespace"):  # a namespace package: where its portions live
+            roots = {os.path.dirname(os.path.abspath(loc)) for loc in locations}
+        else:
+            root = os.path.dirname(os.path.abspath(origin))
+            roots = {os.path.dirname(root) if locations else root}  # a package: above pkg/
+        if roots and roots <= paths:
+            out.append(name)
+    return out
+
+
+ZYGOTE_PATH = _path_entries()
+
+
 def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -111,6 +145,9 @@ class Environment:
         self.buffers_dir: str | None = None
         self.loop = None  # the event loop of async handlers, kept across warm invocations
         self.modules_after_init: set | None = None  # until the first invocation has run
+        #: the zygote's import path (this module is imported there, before any function's
+        #: INIT adds its own): what learned preload can import
+        self.zygote_path = ZYGOTE_PATH
 
     def init(self, header: dict, code: bytes) -> bool:
         """INIT: load the function (which runs its INIT code, if it has any), or take it from
@@ -143,8 +180,9 @@ class Environment:
             return False
         _loaded = handler
         self.modules_after_init = set(sys.modules)
-        imported = sorted({m.split(".")[0] for m in set(sys.modules) - before
-                           if not m.startswith("_")} | set(init_code.imported))
+        imported = sorted(zygote_importable({m.split(".")[0] for m in set(sys.modules) - before
+                                             if not m.startswith("_")} | set(init_code.imported),
+                                            self.zygote_path))
         ready = {"init_ms": (time.perf_counter() - started) * 1000, "pid": os.getpid(),
                  "imported": imported[:64], "init_code": init_code.declared}
         if header.get("template"):
@@ -202,8 +240,8 @@ class Environment:
             new = set(sys.modules) - self.modules_after_init
             self.modules_after_init = None
             if new:
-                described["imported"] = sorted({m.split(".")[0] for m in new
-                                                if not m.startswith("_")})[:64]
+                described["imported"] = sorted(zygote_importable(
+                    {m.split(".")[0] for m in new if not m.startswith("_")}, self.zygote_path))[:64]
         self.channel.send("result", body, request_id=rid, encoding=encoding, duration_ms=duration,
                           cpu_ms=(time.process_time() - cpu_started) * 1000, hwm_mb=peak_rss_mb(),
                           **described)

@@ -94,3 +94,81 @@ def test_first_use_autostarts_one_shared_detached_server(tmp_path):
         assert "stopped" in out.stdout
     wait_for(lambda: not psutil.pid_exists(info["pid"])
              or psutil.Process(info["pid"]).status() == psutil.STATUS_ZOMBIE, what="the server to exit")
+
+
+def test_cli_logs_into_a_closed_pipe_exits_quietly(server):
+    faas.connect(server.url, server.token)
+    try:
+        @faas.function(name="cli_chatty")
+        def chatty(event):
+            for i in range(3000):
+                print("line", i)
+        chatty.invoke({})
+    finally:
+        discovery.reset()
+    # the reader takes one line and closes the pipe, as `| head -1` does
+    proc = subprocess.Popen([sys.executable, "-m", "jupyter_faas", "logs", "cli_chatty",
+                             "--limit", "3000"], env=dict(server.env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_cli_invoke_of_a_zero_argument_function_says_how_to_call_it(server):
+    faas.connect(server.url, server.token)
+    try:
+        @faas.function(name="cli_noargs")
+        def noargs():
+            return 1
+        noargs.deploy()
+    finally:
+        discovery.reset()
+    out = run_cli(dict(server.env), "invoke", "cli_noargs", check=False)
+    assert out.returncode == 1
+    assert "takes 0 positional arguments but 1 was given" in out.stderr
+    assert "with one argument, the JSON event" in out.stderr
+    assert "def cli_noargs(event)" in out.stderr and "faas.lookup('cli_noargs')" in out.stderr
+
+
+def test_cli_stop_signals_only_a_faas_server_and_removes_a_stale_runtime_file(tmp_path):
+    env = dict(os.environ, JUPYTER_DATA_DIR=str(tmp_path / "d"), JUPYTER_RUNTIME_DIR=str(tmp_path / "r"))
+    env.pop("JUPYTER_FAAS_URL", None)
+    # a runtime file left by a killed server, whose pid is now another process (this one's child)
+    bystander = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                                 stdin=subprocess.PIPE)
+    try:
+        runtime = tmp_path / "r" / "jupyter_faas-server.json"
+        runtime.parent.mkdir()
+        runtime.write_text(json.dumps({"pid": bystander.pid, "url": "http://127.0.0.1:9", "token": "x"}))
+        out = run_cli(env, "stop")
+        assert "is no jupyter_faas serve of yours" in out.stdout and "removed the stale file" in out.stdout
+        assert bystander.poll() is None  # not signalled
+        assert not runtime.exists()
+    finally:
+        bystander.stdin.close()
+        bystander.wait(10)
+
+
+def test_a_starting_server_sweeps_the_scratch_dirs_of_killed_servers(make_server, tmp_path):
+    import glob
+    import tempfile
+    server = make_server()
+    pid = server.proc.pid
+    mine = glob.glob(os.path.join(tempfile.gettempdir(), f"jupyter_faas-direct-{pid}-*"))
+    envs = glob.glob(os.path.join(tempfile.gettempdir(), f"jupyter_faas-envs-{pid}-*"))
+    assert len(mine) == 1 and len(envs) == 1  # named with its server's pid
+    assert os.path.exists(os.path.join(mine[0], "direct.sock"))
+    server.kill()  # SIGKILL: no cleanup of its own
+    assert os.path.isdir(mine[0]) and os.path.isdir(envs[0])
+    # a live process's directories are kept: this test process stands in for another server
+    alive = tempfile.mkdtemp(prefix=f"jupyter_faas-direct-{os.getpid()}-")
+    try:
+        other = make_server()
+        assert not os.path.exists(mine[0]) and not os.path.exists(envs[0])
+        assert os.path.isdir(alive)
+        assert glob.glob(os.path.join(tempfile.gettempdir(), f"jupyter_faas-direct-{other.proc.pid}-*"))
+    finally:
+        os.rmdir(alive)

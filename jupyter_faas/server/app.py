@@ -16,7 +16,6 @@ import secrets
 import shutil
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
 import psutil
@@ -25,7 +24,7 @@ from tornado import httpserver
 from tornado.netutil import bind_sockets
 from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 
-from .. import __version__, paths
+from .. import __version__, limits, paths
 from ..errors import ServerError
 from .api import make_app
 from .backends.local import BufferFiles, Pool, make_enforcer
@@ -76,6 +75,10 @@ class FaaSServer(JupyterApp):
                                  "an invocation's arguments or result may pass through files of "
                                  "<data dir>/buffers, in MB. 0 (the default): the function's memory, "
                                  "what its environment can hold; raising memory= raises it.")
+    init_timeout = Float(float(limits.INIT_TIMEOUT_S), config=True,
+                         help="Seconds INIT (a %%lambda cell's top-level code, init=) may take in an "
+                              "execution environment, Lambda's INIT limit (10). Over it, the "
+                              "invocations that waited for it end Runtime.InitTimeout.")
     idle_timeout = Float(300.0, config=True,
                          help="Seconds an idle execution environment is kept warm before it is stopped.")
     preload = List(Unicode(), default_value=[], config=True,
@@ -156,12 +159,13 @@ class FaaSServer(JupyterApp):
         self.store = Store(Path(self.faas_data_dir) / "faas.sqlite")
         files = (BufferFiles(Path(self.faas_data_dir) / "buffers", self.buffer_spare_mb * 1024 * 1024)
                  if self.share_buffers else None)
-        self.envs_dir = tempfile.mkdtemp(prefix="jupyter_faas-envs-")
+        self.envs_dir = paths.scratch_dir("envs")  # swept at start when its server is gone
         memory = make_enforcer(self.memory_enforcement, str(os.getpid()))
         pool = Pool(memory, Path(self.envs_dir), list(self.preload), self.idle_timeout,
                     buffers_dir=str(files.dir) if files else None,
                     learned=self.store.learned_modules(), on_learned=self.store.learn_modules,
-                    preload_budget_mb=self.learned_preload_mb)
+                    preload_budget_mb=self.learned_preload_mb, init_timeout=self.init_timeout,
+                    on_unlearned=self.store.forget_learned_modules)
         pricing = Pricing(self.price_per_gb_second, self.price_per_request)
         self.pool = pool
         self.dask = None

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass
 from typing import TypedDict
 
+from .. import limits
 from ..vocabulary import (CANCELLED, FAILED, OUTCOMES, QUEUED, RUNNING, STATUSES, SUCCEEDED,  # noqa: F401
                           TERMINAL, THROTTLED, TIMED_OUT)
 
@@ -146,6 +148,48 @@ def report_line(request_id: str, rep: dict, status: str | None = None,
     elif status == FAILED and error_type and error_type.startswith("Runtime."):
         parts.append(f"Status: error\tError Type: {error_type}")
     return "\t".join(parts) + "\t"
+
+
+def signal_text(returncode: int) -> str:
+    """``SIGSEGV (-11)`` for a returncode of -11."""
+    try:
+        return f"{signal.Signals(-returncode).name} ({returncode})"
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+def init_failure_error(kind: str, memory_mb: int, peak_mb: float, limit_s: float | None = None,
+                       returncode: int | None = None) -> dict:
+    """Lambda's error for an INIT the supervisor ended (``kind``: ``timeout``, ``oom`` or
+    ``crash``), without the ``RequestId: … Error:`` prefix: what the invocations that waited for
+    that INIT fail with, and the ``reason`` of provisioned concurrency that could not start."""
+    if kind == "timeout":
+        limit = limits.INIT_TIMEOUT_S if limit_s is None else limit_s
+        return {"errorType": "Runtime.InitTimeout",
+                "errorMessage": f"INIT did not finish within {limit:g} s (Lambda's INIT limit), so the "
+                                f"environment and every process it started were killed before the "
+                                f"handler ran. Move slow work out of INIT (into the handler, which has "
+                                f"timeout=, up to {limits.TIMEOUT_MAX_S} s), or make INIT faster "
+                                f"(load less, or load lazily on the first call)."}
+    if kind == "oom":
+        peak = max(round(peak_mb), memory_mb)
+        return {"errorType": "Runtime.OutOfMemory",
+                "errorMessage": f"Runtime exited with error: signal: killed (Runtime.OutOfMemory) "
+                                f"during INIT: INIT used {peak} MB at its peak and hit the function's "
+                                f"limit of {memory_mb} MB, so the environment was killed before the "
+                                f"handler ran. Raise memory= (up to {limits.MEMORY_MAX_MB} MB) or "
+                                f"load less at INIT.",
+                "peak_mb": peak, "limit_mb": memory_mb}
+    if returncode is None:
+        why = "the process ended with an unknown status"
+    elif returncode < 0:
+        why = f"signal: {signal_text(returncode)}"
+    else:
+        why = f"exit status {returncode} (sys.exit() or os._exit() was called at INIT)"
+    return {"errorType": "Runtime.ExitError",
+            "errorMessage": f"Runtime exited with error during INIT: {why}, before the handler ran. "
+                            f"Run the INIT code with .local() to see where it stops.",
+            "returncode": returncode}
 
 
 def new_request_id() -> str:

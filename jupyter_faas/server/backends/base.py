@@ -47,6 +47,10 @@ class Outcome:
     ``init_ms``: the Init Duration of a cold start the backend made while running the
     invocation, not the one the engine asked for (a Dask task re-run on another worker, where
     the environment was started anew); the REPORT then carries it.  None otherwise.
+    ``phase``: ``invoke``, or ``init`` for a cold start whose INIT failed (``timeout``: over
+    the INIT limit, ``header["init_limit_s"]``; ``oom``: over the function's memory at INIT;
+    ``crash``; ``init_error``: INIT raised); then ``init_output`` holds what INIT printed,
+    ``(time, stream, line)``, logged after ``INIT_START`` as a successful INIT's is.
     """
 
     kind: str
@@ -56,6 +60,8 @@ class Outcome:
     max_memory_mb: float = 0.0
     returncode: int | None = None
     init_ms: float | None = None
+    phase: str = "invoke"
+    init_output: list = field(default_factory=list)
 
 
 class Backend(abc.ABC):

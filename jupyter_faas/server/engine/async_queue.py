@@ -39,6 +39,7 @@ from ...errors import FaaSError, InvalidParameter, PayloadTooLarge
 from ..model import FAILED, QUEUED, SUCCEEDED, TIMED_OUT
 from .invocation import Invocation
 from .service import Service
+from .init_phase import InitPhaseLogs
 
 log = logging.getLogger("jupyter_faas.server")
 
@@ -113,7 +114,7 @@ def _json_or_none(data: bytes | None):
         return None
 
 
-class AsyncService(Service):
+class AsyncService(InitPhaseLogs, Service):
     """The :class:`~.service.Service` with Lambda's ``Event`` path.  ``random``: the jitter's
     source (a callable returning [0, 1); tests pin it)."""
 

@@ -8,13 +8,13 @@ is the vocabulary's table (:data:`jupyter_faas.vocabulary.OUTCOMES`).
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from dataclasses import dataclass
 
 from ... import limits
 from ...vocabulary import CANCELLED, FAILED, OUTCOMES, TIMED_OUT
+from ..model import init_failure_error, signal_text
 
 #: Lambda's hint for a crash, by the signal that ended the process
 _SIGNAL_HINTS = {
@@ -38,14 +38,6 @@ class Failure:
     log_line: str | None = None
 
 
-def signal_text(returncode: int) -> str:
-    """``SIGSEGV (-11)`` for a returncode of -11."""
-    try:
-        return f"{signal.Signals(-returncode).name} ({returncode})"
-    except ValueError:
-        return f"signal {-returncode}"
-
-
 def failure(outcome, function: dict, request_id: str, log_tail: list[str]) -> Failure:
     """The record of an outcome that is not a result (``outcome.kind != 'result'``).
 
@@ -58,6 +50,16 @@ def failure(outcome, function: dict, request_id: str, log_tail: list[str]) -> Fa
     kind = outcome.kind
     status = OUTCOMES[kind].status
     body, line = None, None
+    if getattr(outcome, "phase", "invoke") == "init" and kind in ("timeout", "oom", "crash"):
+        # the supervisor ended INIT (over its limit, or the runtime died): no handler ran
+        error = init_failure_error(kind, memory, outcome.max_memory_mb,
+                                   outcome.header.get("init_limit_s"), outcome.returncode)
+        tail = log_tail[-10:] if kind == "crash" else []
+        error["errorMessage"] = (f"RequestId: {rid} Error: {error['errorMessage']}"
+                                 + (" Last log lines:\n" + "\n".join(tail) if tail else ""))
+        if kind == "oom":
+            peak = error["peak_mb"]
+        return Failure(status, error, None, peak, 0.0, None)
     if kind in ("error", "init_error"):
         h = outcome.header
         error = {k: h.get(k) for k in ("errorType", "errorMessage", "errorModule", "stackTrace", "stage")}

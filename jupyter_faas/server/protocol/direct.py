@@ -12,7 +12,9 @@ The frames and their meaning are exactly the websocket's
                     server's buffer-directory nonce when the client maps buffer files
   server -> client  ``hello_ack {instance}``  (or ``rejected`` and the socket closes)
 
-The socket lives in a private directory (0700) made for this server, and the token
+The socket lives in a private directory (0700) made for this server
+(``<tmp>/jupyter_faas-direct-<pid>-*``; a starting server removes those whose server is gone),
+and the token
 is checked as on every other endpoint: a process of another user cannot connect,
 and one of this user still needs the token.  Its path is published by the
 authenticated status endpoint, never in a world-readable place.
@@ -25,9 +27,10 @@ import logging
 import os
 import secrets
 import shutil
-import tempfile
 
 from kernel_workers import wire
+
+from ... import paths
 
 from .session import InvocationSession
 
@@ -142,7 +145,9 @@ class DirectServer:
         self.token = token
         self.instance = instance
         self.max_frame = max_frame
-        self.dir = tempfile.mkdtemp(prefix="jupyter_faas-direct-")  # 0700 by mkdtemp
+        # 0700 by mkdtemp, named with this server's pid: a server that starts removes those of
+        # servers that died without removing theirs (SIGKILL)
+        self.dir = paths.scratch_dir("direct")
         self.path = os.path.join(self.dir, "direct.sock")
         self.server = None
 

@@ -18,6 +18,11 @@ class LearnedModulesTable:
                            "ON CONFLICT(name) DO UPDATE SET last_seen=excluded.last_seen, "
                            "seen=seen + 1", [(n, now) for n in names])
 
+    def forget_learned_modules(self, names: list[str]) -> None:
+        """Forget ``names`` (the zygote could not import them: not preloaded again)."""
+        with self._tx() as db:
+            db.executemany("DELETE FROM learned_modules WHERE name = ?", [(n,) for n in names])
+
     def learned_modules(self, limit: int = 32) -> list[str]:
         """The ``limit`` modules seen most recently, most recent first."""
         rows = self.db.execute("SELECT name FROM learned_modules ORDER BY last_seen DESC, name "

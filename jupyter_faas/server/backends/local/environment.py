@@ -96,6 +96,8 @@ class Environment:
         #: how it was initialized: its AWS_LAMBDA_INITIALIZATION_TYPE (on-demand,
         #: provisioned-concurrency, snap-start); what the invocation rows it serves record
         self.init_type = "on-demand"
+        #: forked from a snapshot template: INIT's pages are the template's (see :mod:`.snapshots`)
+        self.forked_from_template = False
         self.pid: int | None = None
         self.exit: asyncio.Future | None = None
         self.state = "starting"
@@ -197,7 +199,8 @@ class Environment:
             extra["template"] = True
         elif self.pid is None and self.pool.snapshots.wanted(cfg):
             via, failure, waited_ms = await self.pool.snapshots.template_for(self, code)
-            if failure is not None:
+            if failure is not None:  # the template's INIT failed: so does this cold start
+                self.init_ms = (time.perf_counter() - started) * 1000
                 self.close()
                 return failure
             if via is not None:
@@ -205,6 +208,7 @@ class Environment:
                 code, extra["snapshot"] = b"", True
                 self.orphan_lines[:0] = self.pool.snapshots.init_lines(self.key)
         setup = self._setup_fields(via is not None)
+        self.forked_from_template = via is not None
         if self.pid is None:
             setup.update(self.pool.memory.fork_fields(self.id, cfg["memory"]))
             await self._fork(setup, via, template_link)
@@ -214,21 +218,19 @@ class Environment:
             limits = self.pool.memory.fork_fields(self.id, cfg["memory"])
             setup.update({k: v for k, v in limits.items() if k != "cgroup_procs"})
         self._frame = loop.create_future()
+        # a link lost after INIT gave up waiting is reported by _init_ended, not as unretrieved
+        self._frame.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.writer.write(wire.pack("init", code, function=cfg["name"], version=self.key[2],
                                     memory=cfg["memory"], setup=setup, buffers_dir=self.pool.buffers_dir,
                                     **extra))
         try:
             header, body = await asyncio.wait_for(asyncio.shield(self._frame), self.pool.init_timeout)
-        except (EnvironmentDied, asyncio.TimeoutError):
-            self.kill("init")
-            returncode = await self.wait_exit()
-            self.close()
-            return Outcome("crash", returncode=returncode)
+        except (EnvironmentDied, asyncio.TimeoutError) as exc:
+            return await self._init_ended(isinstance(exc, asyncio.TimeoutError), started)
         if header["k"] == "init_error":
             self.kill("init")
             await self.wait_exit()
-            self.close()
-            return Outcome("init_error", header, bytes(body))
+            return self._init_failed(Outcome("init_error", header, bytes(body)), started)
         self.ready_header = header
         self.init_ms = (time.perf_counter() - started) * 1000 + waited_ms
         self.pool.learn_imports(header.get("imported") or ())
@@ -236,6 +238,32 @@ class Environment:
         self.pool.any_init.observe_init(self.init_ms / 1000)
         self.state = "idle"
         return None
+
+    async def _init_ended(self, timed_out: bool, started: float) -> Outcome:
+        """INIT ran over the INIT limit (``timed_out``), or the process died in it: killed by
+        the memory limit (the kernel's OOM killer, or the watchdog) or by anything else."""
+        memory = self.pool.memory
+        # read while the process lives (a dead one has no VmHWM; its cgroup keeps its peak)
+        peak = max(memory.peak_mb(self.id, self.pid, self.sampled_peak_mb), self.sampled_peak_mb)
+        self.kill("timeout" if timed_out else "init")
+        returncode = await self.wait_exit()
+        if timed_out:
+            outcome = Outcome("timeout", {"init_limit_s": self.pool.init_timeout})
+        elif self.killed_for == "oom" or memory.oom_killed(self.id):
+            outcome = Outcome("oom")
+        else:
+            outcome = Outcome("crash", returncode=returncode)
+        outcome.max_memory_mb = peak
+        return self._init_failed(outcome, started)
+
+    def _init_failed(self, outcome: Outcome, started: float) -> Outcome:
+        """Close this environment after a failed INIT; ``outcome`` carries INIT's output."""
+        self.drain()
+        self.init_ms = (time.perf_counter() - started) * 1000
+        outcome.phase = "init"
+        outcome.init_output, self.orphan_lines = self.orphan_lines, []
+        self.close()
+        return outcome
 
     def _frame_arrived(self, header: dict, body: bytes) -> None:
         if self._run is not None:
@@ -379,6 +407,21 @@ class Environment:
             self.kill("oom")  # a child was OOM-killed: the invocation hit the limit
             self._run_ended()
             return
+        peak = memory.peak_mb(self.id, self.pid, self.sampled_peak_mb,
+                              reported_hwm_mb=header.get("hwm_mb"), own_only=self.forked_from_template)
+        limit = self.function["memory"]
+        memory_error = header["k"] == "error" and header.get("errorType") == "Runtime.OutOfMemory"
+        if peak > limit and not memory_error:
+            if memory.mode != "cgroup":
+                # its RSS went over the limit between two of the watchdog's samples: over what
+                # the watchdog enforces, so over its limit, as if a sample had caught it
+                self.peak_before_kill_mb = peak
+                self.kill("oom")
+                self._run_ended()
+                return
+            # the kernel held the cgroup (what the environment allocated itself) under the
+            # limit; the rest of its RSS is pages it shares with the zygote, charged to it
+            peak = limit
         self._run = None
         if "imported" in header:  # the first invocation's imports (learned preload)
             self.pool.learn_imports(header["imported"])
@@ -390,10 +433,9 @@ class Environment:
         self.on_line = None
         outcome = Outcome("result" if header["k"] == "result" else "error", header, body,
                           duration_ms=header.get("duration_ms", 0.0))
-        outcome.max_memory_mb = memory.peak_mb(self.id, self.pid, self.sampled_peak_mb,
-                                               reported_hwm_mb=header.get("hwm_mb"))
+        outcome.max_memory_mb = peak
         self.fresh = False
-        if header["k"] == "error" and header.get("errorType") == "Runtime.OutOfMemory":
+        if memory_error:
             self.kill("oom")  # a MemoryError: never reuse this heap
             self.pool.spawn(self._retire(outcome, run.done))
             return
@@ -418,7 +460,8 @@ class Environment:
     async def _ended(self, started: float) -> Outcome:
         memory = self.pool.memory
         duration = (time.perf_counter() - started) * 1000
-        peak = max(memory.peak_mb(self.id, self.pid, self.sampled_peak_mb), self.peak_before_kill_mb)
+        peak = max(memory.peak_mb(self.id, self.pid, self.sampled_peak_mb,
+                                  own_only=self.forked_from_template), self.peak_before_kill_mb)
         returncode = await self.wait_exit()
         self.drain()
         self.on_line = None
@@ -443,8 +486,8 @@ class Environment:
                 # Max Memory Used must be read while the process lives: a dead one has no
                 # VmHWM, and its cgroup was charged only for the pages it allocated itself
                 # (not those it shares with the zygote), which is ~1 MB for a small handler.
-                self.peak_before_kill_mb = self.pool.memory.peak_mb(self.id, self.pid,
-                                                                    self.sampled_peak_mb)
+                self.peak_before_kill_mb = self.pool.memory.peak_mb(
+                    self.id, self.pid, self.sampled_peak_mb, own_only=self.forked_from_template)
             kill_tree(self.pool.memory.pids(self.id, self.pid), self.pid)
 
     def close(self) -> None:

@@ -18,6 +18,8 @@ import time
 from collections import OrderedDict, defaultdict
 from pathlib import Path
 
+from .... import limits
+from ...model import init_failure_error
 from ..base import Backend, Outcome, environment_key
 from .environment import Environment
 from .placement import DEFAULT_INIT_S, VersionStats, wait_for_warm
@@ -35,9 +37,10 @@ VERSION_STATS_KEPT = 512
 
 class Pool(Backend):
     def __init__(self, memory, workdir: Path, preload: list[str], idle_timeout: float,
-                 base_environ: dict | None = None, init_timeout: float = 10.0,
+                 base_environ: dict | None = None, init_timeout: float = limits.INIT_TIMEOUT_S,
                  spares: int | None = None, buffers_dir: str | None = None,
-                 learned: list | None = None, on_learned=None, preload_budget_mb: float = 0.0):
+                 learned: list | None = None, on_learned=None, preload_budget_mb: float = 0.0,
+                 on_unlearned=None):
         self.memory = memory
         #: where environments map argument buffers and write result buffers (None: in frames)
         self.buffers_dir = buffers_dir
@@ -72,6 +75,7 @@ class Pool(Backend):
         self.preload_budget_mb = preload_budget_mb
         self.learned: list[str] = [m for m in (learned or []) if m not in preload]
         self.on_learned = on_learned  # callable(names): persist them (the store)
+        self.on_unlearned = on_unlearned  # callable(names): forget them (the zygote cannot import them)
         #: provisioned concurrency: environment key -> (function, count, code_for)
         self.provisioned_wanted: dict[tuple, tuple] = {}
         self.provision_failed: dict[tuple, str] = {}  # key -> why INIT failed (not retried)
@@ -213,8 +217,21 @@ class Pool(Backend):
             for env in list(self.spares):
                 env.close()
             self._fill_spares()
-        else:
+        elif (header.get("error") or "").startswith("over the preload budget"):
             log.info("zygote did not preload %s: %s", header["module"], header.get("error"))
+        else:
+            # Not importable from the zygote's path (e.g. learned before environments reported
+            # only modules it can import): forgotten, so no later start tries it again.
+            log.debug("zygote could not preload %s (%s); forgetting it", header["module"],
+                      header.get("error"))
+            name = header["module"]
+            if name in self.learned:
+                self.learned.remove(name)
+            try:
+                if self.on_unlearned is not None:
+                    self.on_unlearned([name])
+            except Exception:  # noqa: BLE001 - an optimisation
+                log.exception("could not forget the learned module %s", name)
 
     def init_lines(self, env: Environment) -> list:
         """What the environment printed at INIT (its template's, for one forked from a snapshot)."""
@@ -354,9 +371,14 @@ class Pool(Backend):
             env.close()
             return
         if failure is not None:
-            why = failure.header.get("errorMessage") or failure.kind
+            if failure.kind == "init_error":
+                error = failure.header
+            else:  # the INIT limit, the memory limit, or the runtime died: as invocations say it
+                error = init_failure_error(failure.kind, env.function["memory"], failure.max_memory_mb,
+                                           failure.header.get("init_limit_s"), failure.returncode)
+            why = f"{error.get('errorType') or failure.kind}: {error.get('errorMessage') or failure.kind}"
             log.warning("a provisioned environment of %s failed its INIT: %s", env.key, why)
-            self.provision_failed[env.key] = f"{failure.header.get('errorType', failure.kind)}: {why}"
+            self.provision_failed[env.key] = why
             self._provision_changed(env.key)
             return
         env.fresh = False  # initialized ahead of any invocation: no Init Duration in a REPORT
@@ -368,7 +390,9 @@ class Pool(Backend):
         interval = self.memory.interval
         while True:
             await asyncio.sleep(interval)
-            for env in [e for e in self.all.values() if e.state == "busy" and e.pid]:
+            # busy, and starting (INIT is under the function's memory limit too)
+            for env in [e for e in self.all.values() if e.state in ("busy", "starting") and e.pid
+                        and e.function is not None]:
                 if self.memory.mode == "cgroup":
                     # The kernel enforces; if it killed a child of the environment, the
                     # invocation is over the limit all the same: end it now.

@@ -125,11 +125,3 @@ async def turns(n: int = 5) -> None:
     for _ in range(n):
         await asyncio.sleep(0)
 
-
-async def settled(service, n: int = 5) -> None:
-    """:func:`turns`, then wait for any batch the group commit gave the store's writer thread
-    (with a backlog it writes there) and the turns after it."""
-    await turns(n)
-    while service._writing is not None:
-        await asyncio.wait([service._writing])
-        await turns(n)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from engine_fakes import FakeBackend, settled, turns
+from engine_fakes import FakeBackend, turns
 from jupyter_faas.errors import InvalidParameter
 from jupyter_faas.server.engine import AsyncService, FakeClock
 from jupyter_faas.server.engine.async_queue import RetryPolicy, destination_record
@@ -111,16 +111,16 @@ def test_max_event_age_stops_retries_and_expires_a_queued_event(tmp_path):
         service.put_event_config("f", retries=5, retry_delay=40, max_event_age=60)
         a = service.invoke_async("f", b"1")
         b = service.invoke_async("f", b"2")      # waits behind a (max_concurrency=1)
-        await settled(service)
+        await turns()
         clock.advance(10)
         fail(backend, a.request_id)              # retry due at 50 s: within 60 s
-        await settled(service)
+        await turns()
         assert store.get_invocation(a.request_id)["status"] == "queued"
         # b started when a's slot freed
         assert backend.running() == [b.request_id]
         clock.advance(61)                        # b runs past a's retry and b's own max age
         backend.finish(b.request_id, "result", body=b"1")
-        await settled(service, 10)
+        await turns(10)
         row = store.get_invocation(a.request_id)
         assert row["status"] == "failed" and row["error_type"] == "EventAgeExceeded"
         dead = service.dead_letters()

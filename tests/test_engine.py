@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from engine_fakes import FakeBackend, settled, turns
+from engine_fakes import FakeBackend, turns
 from jupyter_faas.server.engine import FakeClock, Service
 from jupyter_faas.server.model import IllegalTransition, Pricing
 from jupyter_faas.server.store import Store
@@ -37,15 +37,15 @@ def test_admission_keeps_max_concurrency_and_starts_the_next_when_one_ends(tmp_p
     async def main():
         service, store, backend, _ = make(tmp_path, max_concurrency=2)
         invs = [service.submit("f", b"p%d" % i, queue=True) for i in range(5)]
-        await settled(service)
+        await turns()
         assert len(backend.running()) == 2
         assert [store.get_invocation(i.request_id)["status"] for i in invs].count("queued") == 3
         backend.finish(backend.running()[0])
-        await settled(service)
+        await turns()
         assert len(backend.running()) == 2 and len(backend.runs) == 3
         while backend.running():
             backend.finish(backend.running()[0])
-            await settled(service)
+            await turns()
         assert {store.get_invocation(i.request_id)["status"] for i in invs} == {"succeeded"}
         assert service.running == 0 and service.memory_in_use == 0
     run(main())
@@ -56,10 +56,10 @@ def test_a_maps_group_limit_is_kept(tmp_path):
         service, _, backend, _ = make(tmp_path)
         out = service.submit_many([{"name": "f", "payload": b"x", "queue": True, "group": ["g", 3]}
                                    for _ in range(10)])
-        await settled(service)
+        await turns()
         assert len(out) == 10 and len(backend.running()) == 3
         backend.finish(backend.running()[0])
-        await settled(service)
+        await turns()
         assert len(backend.running()) == 3
     run(main())
 
@@ -107,59 +107,6 @@ def test_an_invocation_runs_only_after_its_running_row_and_is_told_only_after_it
         await turns()
         assert seen_at_run == ["running"] * 3
         assert told == ["succeeded"] * 3
-    run(main())
-
-
-def test_with_a_backlog_batches_are_written_on_the_stores_thread_and_acted_on_only_after(tmp_path):
-    """A map in flow: the group commit hands batches to the store's writer thread.  The
-    invariants hold there too: run only once the running row is committed, told only once
-    the terminal row is (the loop's connection sees only committed rows)."""
-    async def main():
-        service, store, backend, _ = make(tmp_path, max_concurrency=2)
-        seen_at_run = []
-        backend.on_run = lambda env, rid: seen_at_run.append(store.get_invocation(rid)["status"])
-        told = []
-        invs = [service.submit("f", b"x", queue=True) for _ in range(6)]
-        for inv in invs:
-            inv.done.add_done_callback(
-                lambda fut, rid=inv.request_id: told.append(store.get_invocation(rid)["status"]))
-        threaded = []
-        submit_batch = store.submit_batch
-        store.submit_batch = lambda running, finished: (threaded.append(len(running) + len(finished)),
-                                                        submit_batch(running, finished))[1]
-        await settled(service)
-        while backend.running():
-            backend.finish(backend.running()[0])
-            await settled(service)
-        assert threaded, "with a backlog the group commit should write on the store's thread"
-        assert seen_at_run == ["running"] * 6
-        assert told == ["succeeded"] * 6
-    run(main())
-
-
-def test_a_batch_the_writer_thread_could_not_write_runs_nothing_and_says_why(tmp_path):
-    async def main():
-        service, store, backend, _ = make(tmp_path, max_concurrency=1)
-        invs = [service.submit("f", b"x", queue=True) for _ in range(3)]
-        await settled(service)
-        write_batch = store.write_batch
-
-        def refuse_on_the_thread(running, finished, db=None):
-            if db is not None:
-                raise OSError("disk full")
-            return write_batch(running, finished, db=db)
-        store.write_batch = refuse_on_the_thread
-        backend.finish(backend.running()[0])   # its end and the next start go to the thread
-        await settled(service)
-        # The end was not stored, so nobody was told; the next start was not recorded, so
-        # it did not run and ended with a ServerError saying so.
-        assert not invs[0].done.done()
-        failed = [i for i in invs[1:] if i.done.done()]
-        assert failed, "the start the thread could not record should have ended"
-        done, _ = failed[0].done.result()
-        assert done["status"] == "failed" and done["error"]["errorType"] == "ServerError"
-        assert "could not record the start" in done["error"]["errorMessage"]
-        assert failed[0].request_id not in [rid for _, rid, _ in backend.runs]
     run(main())
 
 
@@ -303,7 +250,7 @@ def test_invocations_on_a_cluster_count_against_its_memory_not_this_machines(tmp
         service.deploy("on_cluster", b"code", memory=256, timeout=3, backend="dask")
         local = [service.submit("big_local", b"l", queue=True) for _ in range(2)]
         remote = [service.submit("on_cluster", b"r%d" % i, queue=True) for i in range(5)]
-        await settled(service)
+        await turns()
         # this machine: one 256 MB invocation in its 300 MB; the cluster: three in its 1000 MB
         running = {r: backend.active[r].function["name"] for r in backend.running()}
         assert sorted(running.values()) == ["big_local"] + ["on_cluster"] * 3, running
@@ -313,12 +260,12 @@ def test_invocations_on_a_cluster_count_against_its_memory_not_this_machines(tmp
                                                   "memory_budget_mb": 1000}}
         # a cluster invocation ending frees the cluster's memory, not this machine's
         backend.finish(next(r for r, name in running.items() if name == "on_cluster"))
-        await settled(service)
+        await turns()
         names = sorted(backend.active[r].function["name"] for r in backend.running())
         assert names == ["big_local"] + ["on_cluster"] * 3
         while backend.running():
             backend.finish(backend.running()[0])
-            await settled(service)
+            await turns()
         assert {store.get_invocation(i.request_id)["status"] for i in local + remote} == {"succeeded"}
         assert service.stats()["memory_pools"]["dask"]["memory_in_use_mb"] == 0
         assert service.memory_in_use == 0 and service.running == 0
@@ -332,7 +279,7 @@ def test_a_cluster_without_a_known_budget_caps_nothing_but_max_concurrency(tmp_p
         service.deploy("on_cluster", b"code", memory=2048, timeout=3, backend="dask")
         for i in range(8):
             service.submit("on_cluster", b"r%d" % i, queue=True)
-        await settled(service)
+        await turns()
         assert len(backend.running()) == 6       # max_concurrency counts every invocation
     run(main())
 
@@ -343,11 +290,11 @@ def test_a_sync_call_throttled_on_the_cluster_names_the_clusters_budget(tmp_path
         service, store, _, clock = make(tmp_path, backend=backend, throttle_wait=1.0)
         service.deploy("on_cluster", b"code", memory=256, timeout=3, backend="dask")
         service.submit("on_cluster", b"first")
-        await settled(service)
+        await turns()
         second = service.submit("on_cluster", b"second")
-        await settled(service)
+        await turns()
         clock.advance(1.5)
-        await settled(service)
+        await turns()
         row = store.get_invocation(second.request_id)
         assert row["status"] == "throttled"
         assert "memory budget of the dask backend (300 MB" in row["error"]["errorMessage"]

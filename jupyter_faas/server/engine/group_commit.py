@@ -5,18 +5,15 @@ at the next turn of the loop, for every invocation that started or ended in this
 while invocations are queued and every turn adds more (a big map in full flow), a few
 more turns, so a transaction carries several.
 
-Where it is written: with a backlog (a map in flow, where the loop is the bottleneck)
-the batch goes to the store's writer thread (``store.submit_batch``, see
-``store/writer.py``) and the loop goes on parsing frames and sending results while
-SQLite works; the next batch gathers meanwhile and goes when this one is done (one at a
-time, so a start is never written after its own end).  Without one (a lone call) it is
-written inline: a hand-off to a thread would only add latency.
-
-The durability rules hold either way, because the acting happens only after the commit
+The durability rules hold because the acting happens only after the commit
 (:meth:`GroupCommit._committed`): an invocation is sent to its environment only after its
 ``running`` row committed, and its waiters and subscribers hear of its end only after its
 terminal row committed.  Accepting an invocation is not deferred: ``submit`` returns only
 once its row is committed.
+
+Written on the event loop's thread.  A writer thread (SQLite releases the GIL) was tried
+and measured slower on 2 cores: the other core is busy with the client and the
+environments, and the GIL hand-offs cost more than the overlap won.
 """
 
 from __future__ import annotations
@@ -35,8 +32,8 @@ COMMIT_DEFER_TURNS = 3
 
 
 class GroupCommit:
-    """Mixed into :class:`~.service.Service` (its ``_pending_*``, ``_commit_*`` and ``_writing``
-    state, ``store``, ``backend``, ``files``, ``backlog``, ``_dispatch``, ``_tell_finished``, ``_end``)."""
+    """Mixed into :class:`~.service.Service` (its ``_pending_*`` and ``_commit_*`` state, ``store``,
+    ``backend``, ``files``, ``backlog``, ``_dispatch``, ``_tell_finished``, ``_end``)."""
 
     def _queue_running(self, inv: Invocation, started_at: float, env) -> None:
         """Write it as running with the next group commit, which then sends it to ``env``."""
@@ -64,40 +61,21 @@ class GroupCommit:
             return
         self._commit()
 
-    def _commit(self, inline: bool = False) -> None:
-        """Write every queued start and end in one transaction, then release who waits on them.
-
-        ``inline``: write it on this thread even with a backlog (closing).  While a batch is
-        being written on the store's thread this does nothing: that batch's end commits
-        what gathered meanwhile.
-        """
+    def _commit(self) -> None:
+        """Write every queued start and end in one transaction, then release who waits on them."""
         self._commit_scheduled = False
-        if self._writing is not None:
-            return
         running, self._pending_running = self._pending_running, []
         finished, self._pending_finished = self._pending_finished, []
         if not running and not finished:
             return
-        started = [(inv.request_id, t, env.id) for inv, t, env in running]
-        ended = [(inv.request_id, fields, result, logs) for inv, fields, result, logs, _ in finished]
-        submit = getattr(self.store, "submit_batch", None)
-        if self.backlog and not inline and submit is not None:
-            self._writing = asyncio.wrap_future(submit(started, ended))
-            self._writing.add_done_callback(lambda fut: self._written(fut, running, finished))
-            return
         try:
-            self.store.write_batch(started, ended)
+            self.store.write_batch([(inv.request_id, t, env.id) for inv, t, env in running],
+                                   [(inv.request_id, fields, result, logs)
+                                    for inv, fields, result, logs, _ in finished])
         except Exception as exc:  # noqa: BLE001 - reported to each waiter in _committed
             self._committed(running, finished, exc)
             return
         self._committed(running, finished, None)
-
-    def _written(self, fut: asyncio.Future, running: list, finished: list) -> None:
-        self._writing = None
-        exc = fut.exception() if not fut.cancelled() else RuntimeError("the store's writer stopped")
-        self._committed(running, finished, exc)
-        if self._pending_running or self._pending_finished:
-            self._commit_soon()
 
     def _committed(self, running: list, finished: list, exc: BaseException | None) -> None:
         """Act on a batch once the store has it (``exc`` None) or failed to write it."""
@@ -125,10 +103,3 @@ class GroupCommit:
             for inv, *_ in finished:
                 inv.buffers = None
             asyncio.get_running_loop().run_in_executor(None, self.files.discard_all, spent)
-
-    async def _commit_all(self) -> None:
-        """Wait for the batch on the store's thread, then write what is queued, inline."""
-        while self._writing is not None:
-            await asyncio.wait([self._writing])
-            await asyncio.sleep(0)  # let _written run
-        self._commit(inline=True)

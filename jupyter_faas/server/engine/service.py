@@ -96,7 +96,6 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
         self._commit_scheduled = False
         self._commit_seen = 0      # starts and ends queued when the commit last looked
         self._commit_deferred = 0  # turns it has waited for more
-        self._writing = None       # the batch being written on the store's thread (a future)
         #: stopping (close()): admission starts nothing more; queued invocations stay queued in
         #: the store for the next start
         self.closing = False
@@ -531,13 +530,13 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
             self._flusher.cancel()
         if self._recheck_at is not None:
             self._recheck_at.cancel()
-        await self._commit_all()
+        self._commit()
         for inv in list(self.active.values()):
             self._flush_one(inv)
         self._killing_runs = True
         self._pending_running.clear()  # not committed as running: they stay queued, never sent
         await self.backend.close()
-        await self._commit_all()  # ends the kill brought are not recorded (_ran): normally none
+        self._commit()  # ends the kill brought are not recorded (_ran): normally none
         if self.files is not None:
             self.files.drop_spares()
 

@@ -48,7 +48,7 @@ class Checkpointer:
 
     def __init__(self, path: str, write_lock=None, batch_s: float = BATCH_S):
         self.path = path
-        #: the store's write lock (:class:`~.writer.Writer`): a RESTART holds SQLite's write lock
+        #: the store's write lock (``Store.write_lock``): a RESTART holds SQLite's write lock
         #: while it copies the last frames, so it takes this one first, and the store's writers
         #: wait on it (woken at once) instead of in SQLite's busy handler (whole-ms sleeps)
         self.write_lock = write_lock

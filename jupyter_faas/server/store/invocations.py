@@ -43,15 +43,14 @@ class InvocationsTable:
         """The terminal state, the result and the remaining log lines, in one transaction."""
         self.write_batch([], [(request_id, fields, result, logs)])
 
-    def write_batch(self, running: list, finished: list, db=None) -> None:
+    def write_batch(self, running: list, finished: list) -> None:
         """Invocations started and finished, in one transaction (a group commit).
 
         ``running``: ``(request_id, started_at, environment_id)``; ``finished``:
         ``(request_id, fields, result, logs)``: the terminal state, the result and the
         remaining log lines (``fields["result_buffers"]``: the result's buffer descriptor).
         One commit for many invocations writes each touched page (the newest rows of the
-        table and of its indexes) once, not once per invocation.  ``db``: the connection
-        (the writer thread's, from :meth:`submit_batch`); default the loop's.
+        table and of its indexes) once, not once per invocation.
         """
         allowed = _UPDATABLE
         # Ends with the same columns (every success of a map) share one executemany.
@@ -68,7 +67,7 @@ class InvocationsTable:
             updates.setdefault(cols, []).append(
                 (*values, result, result_file, _json_or_null(fields.get("result_buffers")), request_id))
             lines.extend((request_id, ts, stream, line) for ts, stream, line in logs)
-        with self._tx(db) as db:
+        with self._tx() as db:
             if running:
                 db.executemany("UPDATE invocations SET status=?, started_at=?, environment_id=? "
                                "WHERE request_id=?", [(RUNNING, t, env, rid) for rid, t, env in running])

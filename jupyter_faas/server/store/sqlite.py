@@ -24,11 +24,11 @@ buffer directory (:mod:`..backends.local.buffer_files`), and a row keeps only th
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 from ...errors import ServerError
 from .checkpoints import JOURNAL_SIZE_LIMIT, Checkpointer
-from .writer import Writer
 from .events import EventsTable
 from .functions import FunctionsTable
 from .invocations import InvocationsTable
@@ -63,20 +63,14 @@ class Store(FunctionsTable, InvocationsTable, LogsTable, MetricsTable, EventsTab
             raise ServerError(f"cannot open the store at {self.path}: {exc}; check the path and "
                               f"its permissions, or set FaaSServer.data_dir") from exc
 
-        self.writer = Writer(str(self.path))
-        self.checkpointer = Checkpointer(str(self.path), self.writer.lock)
+        #: held by every write transaction, and by the checkpointer's RESTART (see .checkpoints)
+        self.write_lock = threading.Lock()
+        self.checkpointer = Checkpointer(str(self.path), self.write_lock)
 
     def close(self) -> None:
-        self.writer.close()
         self.checkpointer.close()
         self.db.close()
 
     def _tx(self, db=None):
-        """A write transaction on ``db`` (default: the loop's connection)."""
-        return _Transaction(db or self.db, self.checkpointer.wrote, self.writer.lock)
-
-    def submit_batch(self, running: list, finished: list):
-        """:meth:`write_batch` on the writer thread (:mod:`.writer`); returns a
-        ``concurrent.futures.Future`` that ends when the batch committed (or raised)."""
-        return self.writer.submit(lambda db: self.write_batch(running, finished, db=db))
-
+        """A write transaction on ``db`` (default: the store's connection)."""
+        return _Transaction(db or self.db, self.checkpointer.wrote, self.write_lock)

@@ -15,8 +15,8 @@ Qualifiers:
   when it moves);
 - ``$LATEST``, which Lambda refuses (and so does the Lambda API here) but a notebook
   handle calls: the function's newest engine version, *following it*: every deploy
-  syncs, so a new version gets the environments and the old one's become ordinary (reaped
-  when idle).  ``f.provision(n)`` and ``%%lambda --provisioned N`` set this one.
+  syncs, so a new version gets the environments and the old one's stop (idle ones at once,
+  busy ones when they finish).  ``f.provision(n)`` and ``%%lambda --provisioned N`` set this one.
 
 Limits (checked before anything is kept): the function's reserved concurrency caps the
 sum over its qualifiers (Lambda's rule); the server's ``max_concurrency`` caps the sum
@@ -35,6 +35,23 @@ from ..model import LATEST
 log = logging.getLogger("jupyter_faas.server")
 
 PROVISIONED = "provisioned"
+
+
+def check_reserved(store, name: str, reserved: int | None) -> None:
+    """Refuse a reserved concurrency for ``name`` below what its qualifiers have provisioned
+    (Lambda's rule: provisioned concurrency counts against reserved).  Called by the
+    registry before a version is stored, so a refused deploy keeps nothing."""
+    if reserved is None:
+        return
+    configs = store.settings(PROVISIONED, name)
+    total = sum(s["requested"] for s in configs)
+    if total > reserved:
+        where = ", ".join(f"{s['requested']} on {s['qualifier']}" for s in configs)
+        raise InvalidParameter(
+            f"reserved concurrency {reserved} for {name} is below its provisioned concurrency "
+            f"({total} environments: {where}), which counts against it: give a reserved concurrency "
+            f"of at least {total}, or lower the provisioned concurrency first (f.provision(n) or "
+            f"%%lambda --provisioned N; DeleteProvisionedConcurrencyConfig)")
 
 
 class Provisioning:

@@ -8,6 +8,7 @@ invocation rows (``init_type``, ``environment_id``), REPORT lines and the server
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -283,3 +284,51 @@ def _environment_processes(server, conn) -> int:
     children = [c for z in zygotes for c in z.children() if c.status() != psutil.STATUS_ZOMBIE]
     status = conn.request("GET", "/faas/api/status")
     return len(children) - status.get("spare", 0)
+
+
+def test_status_shows_provisioned_and_a_failed_config_holds_nothing_and_stays_failed(make_server):
+    server = make_server("--FaaSServer.idle_timeout=300", "--FaaSServer.memory_budget_mb=8192")
+    conn = faas.connect(server.url, server.token)
+    try:
+        small = faas.function(name="small")(init_type)
+        small.provision(1)
+        broken = faas.function(name="broken", init=init_fails)(init_type)
+        with pytest.raises(faas.FunctionError, match="FAILED"):
+            broken.provision(1)
+        # the FAILED config has no environment: its 128 MB do not count against the budget
+        big = faas.function(name="big", memory=4032)(init_type)
+        assert big.provision(2)["status"] == "READY"  # 128 + 2 x 4032 = 8192, the whole budget
+        with pytest.raises(faas.InvalidParameter, match="with 8192 MB already provisioned"):
+            faas.function(name="more")(init_type).provision(1)
+
+        rows = {(p["function"], p["qualifier"]): p
+                for p in conn.request("GET", "/faas/api/status")["provisioned"]}
+        assert rows[("small", "$LATEST")] == {"function": "small", "qualifier": "$LATEST", "requested": 1,
+                                              "allocated": 1, "in_use": 0, "status": "READY",
+                                              "reason": None}
+        assert rows[("big", "$LATEST")]["allocated"] == 2
+        assert rows[("broken", "$LATEST")]["status"] == "FAILED"
+        assert "no model file" in rows[("broken", "$LATEST")]["reason"]
+        out = subprocess.run([sys.executable, "-m", "jupyter_faas", "status"], env=server.env,
+                             capture_output=True, text=True, timeout=60).stdout
+        assert "provisioned concurrency (environments requested / ready / in use):" in out
+        assert "small:$LATEST" in out and "1 / 1 / 0  READY" in out
+        assert "broken:$LATEST" in out and "FAILED: " in out and "no model file" in out
+
+        # a restart keeps it FAILED, as Lambda does until the config changes: not tried again
+        discovery.reset()
+        server.stop()
+        server.start()
+        conn = faas.connect(server.url, server.token)
+        log = max(server.base.glob("server-*.log"), key=lambda p: p.stat().st_mtime).read_text()
+        assert "provisioned concurrency of broken:$LATEST stays FAILED" in log
+        wait_for(lambda: faas.lookup("small").provisioned()["status"] == "READY", what="small again")
+        state = faas.lookup("broken").provisioned()
+        assert state["status"] == "FAILED" and "no model file" in state["reason"]
+        assert state["allocated"] == 0 and "failed its INIT" not in log
+        # a new version of $LATEST is a change: tried again
+        fixed = faas.function(name="broken")(init_type)
+        fixed.deploy()
+        wait_for(lambda: fixed.provisioned()["status"] == "READY", what="READY once fixed")
+    finally:
+        discovery.reset()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 
+from ... import limits
 from ...errors import FaaSError, InvalidParameter
 from ..model import LATEST
 
@@ -102,6 +103,19 @@ class Provisioning:
             self.sync(name)
             raise
         return self.provisioned(name, qualifier)
+
+    def check_provisioned(self, name: str, qualifier: str | None, count: int, memory: int | None,
+                          concurrency: int | None) -> None:
+        """Raise InvalidParameter if :meth:`set_provisioned` would refuse ``count`` for a version
+        of ``name`` with this ``memory`` and reserved ``concurrency`` (about to be deployed: it
+        need not exist yet).  Keeps nothing."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise InvalidParameter(f"provisioned concurrency is a whole number of environments, 0 or "
+                                   f"more (0 stops it); got {count!r}")
+        if count:
+            function = {"memory": limits.MEMORY_DEFAULT_MB if memory is None else memory,
+                        "concurrency": concurrency}
+            self._check_limits(name, qualifier or LATEST, function, count)
 
     def provisioned(self, name: str, qualifier: str) -> dict | None:
         """``{qualifier, requested, allocated, in_use, status, reason, updated_at, versions,
@@ -279,7 +293,8 @@ class Provisioning:
             raise InvalidParameter(
                 f"{name} has reserved concurrency {reserved}, and provisioned concurrency counts "
                 f"against it{held}: at most {max(reserved - mine, 0)} can be provisioned here; got "
-                f"{count}. Provision fewer, or raise the function's reserved concurrency (concurrency=).")
+                f"{count}. Provision fewer, or raise the function's reserved concurrency (concurrency=, "
+                f"%%lambda --concurrency).")
         slots = self.slots
         if slots is None:
             return

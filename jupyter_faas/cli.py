@@ -47,6 +47,15 @@ def cmd_status(args) -> int:
         print(f"  backend {name}{default}: {stats.get('environments', 0)} environments{extra}")
     if status.get("direct_socket"):
         print(f"  sync calls on this machine: {status['direct_socket']}")
+    provisioned = status.get("provisioned") or []
+    if provisioned:
+        print("  provisioned concurrency (environments requested / ready / in use):")
+        for p in provisioned:
+            why = f": {p['reason']}" if p.get("reason") else ""
+            print(f"    {p['function']}:{p['qualifier']:<10} {p['requested']} / {p['allocated']} / "
+                  f"{p['in_use']}  {p['status']}{why}")
+    else:
+        print("  provisioned concurrency: none")
     if args.json:
         print(json.dumps(status, indent=1))
     return 0

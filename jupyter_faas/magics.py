@@ -11,7 +11,10 @@ per invocation, as function NAME, and NAME is bound to a
 
 The trigger options put a schedule, a function URL, a file watch or a queue subscription
 on the function once it is deployed; running the cell again creates no duplicate (a
-trigger with the same kind and spec is kept).  ``--provisioned N`` keeps N environments of
+trigger with the same kind and spec is kept), and the triggers an earlier run made that the
+cell no longer names are deleted (they carry ``owner: %%lambda``; ones made from Python are
+left alone).  Every option the server can check (limits, trigger specs) is checked before
+the deploy, so a refused cell changes nothing.  ``--provisioned N`` keeps N environments of
 the function started and initialized (``RemoteFunction.provision``: the cell waits until
 they are up, and fails if INIT fails in them); ``--provisioned 0`` stops it, and a cell
 without the option leaves it as it is.
@@ -38,6 +41,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from . import limits
+from . import errors
 from .errors import FaaSError
 
 # ``%lambda ...`` at the start of a line, or after a simple assignment (``r = %lambda ...``,
@@ -69,30 +73,63 @@ def _split_glob(value: str) -> tuple[str, str]:
     return value, "*"
 
 
-def _add_triggers(remote, wanted: list) -> list[str]:
-    """Create the cell's triggers on ``remote`` (kept if the same one exists); one line each."""
+#: the ``owner`` the cell's triggers carry: a cell replaces the triggers it made before
+CELL_OWNER = "%%lambda"
+
+
+def _trigger_spec(kind: str, value: str) -> tuple[str, dict]:
+    """The trigger kind and spec that ``--KIND VALUE`` asks for (as the server keeps it)."""
+    if kind == "schedule":
+        return "schedule", {"expression": value.strip()}
+    if kind == "url":
+        return "url", {"auth": value}
+    if kind == "on-file":
+        directory, pattern = _split_glob(value)
+        return "file", {"path": os.path.normpath(os.path.abspath(directory)), "pattern": pattern,
+                        "events": ["created"], "recursive": True}
+    return "queue", {"queue": value}
+
+
+def _check_triggers(conn, wanted: list) -> None:
+    """Have the server check each trigger option (creating nothing); raise naming the option."""
+    for kind, value in wanted:
+        tkind, spec = _trigger_spec(kind, value)
+        try:
+            conn.request("POST", "/faas/api/triggers", {"kind": tkind, "function": "-", "check": True,
+                                                         "spec": spec})
+        except FaaSError as exc:
+            exc.message = f"--{kind} {value!r} is refused: {exc.message}"
+            exc.args = (exc.message,)
+            raise
+
+
+def _set_triggers(remote, wanted: list) -> list[str]:
+    """Make the function's cell-made triggers what the cell says: keep the ones it names that
+    exist (made by the cell or not: no duplicate), add the missing ones, and delete the ones an
+    earlier run of the cell made that it no longer names (a changed ``--schedule`` replaces
+    the old one).  Triggers made from Python are left alone.  One line each."""
     from .client import queues, triggers
     existing = triggers.triggers(function=remote.name, connection=remote.connection)
-    lines = []
+    matched, todo = set(), []
     for kind, value in wanted:
-        if kind == "schedule":
-            spec = {"expression": value.strip()}
-            make = lambda: remote.schedule(value)  # noqa: E731
-        elif kind == "url":
-            spec = {"auth": value}
-            make = lambda: remote.url(auth=value)  # noqa: E731
-        elif kind == "on-file":
-            directory, pattern = _split_glob(value)
-            spec = {"path": os.path.normpath(os.path.abspath(directory)), "pattern": pattern}
-            make = lambda: remote.on_file(directory, pattern=pattern)  # noqa: E731
-        else:
-            spec = {"queue": value}
-            make = lambda: remote.subscribe(queues.queue(value, connection=remote.connection))  # noqa: E731
-        kept = next((t for t in existing if t.kind == ("file" if kind == "on-file" else kind)
+        tkind, spec = _trigger_spec(kind, value)
+        same = next((t for t in existing if t.kind == tkind and t.id not in matched
                      and all(t.spec.get(k) == v for k, v in spec.items())), None)
-        t = kept or make()
+        if same is not None:
+            matched.add(same.id)
+        todo.append((tkind, spec, same))
+    lines = []
+    for t in existing:  # first, so a replaced function URL (one per function) can be made again
+        if t.spec.get("owner") == CELL_OWNER and t.id not in matched:
+            t.delete()
+            lines.append(f"{remote.name}: removed {t.kind} {triggers.describe_spec(t.kind, t.spec)} "
+                         f"(an earlier run of this cell made it)")
+    for tkind, spec, same in todo:
+        if same is None and tkind == "queue":
+            queues.queue(spec["queue"], connection=remote.connection)
+        t = same or triggers.create(remote.connection, tkind, remote.name, dict(spec, owner=CELL_OWNER))
         where = f" {t.url}" if t.kind == "url" else ""
-        lines.append(f"{remote.name}: {'kept' if kept else 'added'} {t.kind} "
+        lines.append(f"{remote.name}: {'kept' if same else 'added'} {t.kind} "
                      f"{triggers.describe_spec(t.kind, t.spec)}{where}")
     return lines
 
@@ -180,11 +217,13 @@ class FaaSMagics(Magics):
         handler = CellFunction(source, filename, handler, free, self.shell.user_ns)
         try:
             remote = RemoteFunction(handler, name=name, **opts)
+            # Everything that can be checked is checked before the deploy: a refused cell changes nothing.
+            self._check_before_deploy(remote, name, opts, provisioned, wanted)
             remote.deploy()
             self.shell.user_ns[name] = remote
             print(f"deployed {name} (version {remote.version}); the cell runs at INIT in each "
                   f"execution environment")
-            for line_ in _add_triggers(remote, wanted):
+            for line_ in _set_triggers(remote, wanted):
                 print(line_)
             if provisioned is not None:
                 state = remote.provision(provisioned)
@@ -194,6 +233,29 @@ class FaaSMagics(Magics):
         except FaaSError as exc:
             raise _one_line(exc, f"%%lambda {name}") from None
         return None
+
+    @staticmethod
+    def _check_before_deploy(remote, name: str, opts: dict, provisioned, wanted: list) -> None:
+        """The options' checks that need the server (limits, trigger specs), before any deploy;
+        the errors name the cell's options."""
+        from .client import provisioned as prov
+        concurrency = opts.get("concurrency")
+        if provisioned:
+            if concurrency is not None and provisioned > concurrency:
+                raise errors.InvalidParameter(
+                    f"--provisioned {provisioned} is over --concurrency {concurrency}: provisioned "
+                    f"environments count against the function's reserved concurrency. Give "
+                    f"--provisioned {concurrency} or fewer, or raise --concurrency")
+            if opts.get("backend") == "dask":
+                raise errors.InvalidParameter(
+                    f"--provisioned {provisioned}: provisioned concurrency is not available on the "
+                    f"dask backend; drop --backend dask (or --provisioned)")
+            try:
+                prov.check_before_deploy(remote.connection, name, provisioned,
+                                         opts.get("memory", limits.MEMORY_DEFAULT_MB), concurrency)
+            except errors.InvalidParameter as exc:
+                raise errors.InvalidParameter(f"--provisioned {provisioned} is refused: {exc}") from None
+        _check_triggers(remote.connection, wanted)
 
     @line_magic("faas")
     def faas_line(self, line: str):
@@ -249,11 +311,15 @@ class FaaSMagics(Magics):
         if cmd == "rm":
             if not args:
                 raise UsageError(usage)
-            conn.request("DELETE", f"/faas/api/functions/{args[0]}")
+            from .client import triggers
+            gone = triggers.triggers(function=args[0], connection=conn)
+            conn.request("DELETE", f"/faas/api/functions/{args[0]}")  # its triggers and URL go too
             if isinstance(self.shell.user_ns.get(args[0]), _remote_type()):
                 del self.shell.user_ns[args[0]]
             print(f"deleted {args[0]}; its invocations and logs stay in the store "
                   f"(%lambda logs {args[0]})")
+            for t in gone:
+                print(f"deleted its {t.kind} {triggers.describe_spec(t.kind, t.spec)}")
             return None
         raise UsageError(f"%lambda: unknown command {cmd!r}. {usage}")
 

@@ -185,3 +185,20 @@ def test_provisioned_concurrency_that_cannot_start_says_failed(lam):
     failed = wait_until(lambda: (lambda c: c if c["Status"] == "FAILED" else None)(
         lam.get_provisioned_concurrency_config(FunctionName="pcbad", Qualifier="1")), what="FAILED")
     assert "Runtime.ImportModuleError" in failed["StatusReason"]
+
+
+def test_reserved_concurrency_below_provisioned_is_refused(lam):
+    create(lam, "pcres", {"app.py": APP})
+    lam.publish_version(FunctionName="pcres")
+    lam.put_function_concurrency(FunctionName="pcres", ReservedConcurrentExecutions=3)
+    lam.put_provisioned_concurrency_config(FunctionName="pcres", Qualifier="1",
+                                           ProvisionedConcurrentExecutions=2)
+    with pytest.raises(lam.exceptions.InvalidParameterValueException,
+                       match=r"reserved concurrency 1 for pcres is below its provisioned concurrency "
+                             r"\(2 environments: 2 on 1\)"):
+        lam.put_function_concurrency(FunctionName="pcres", ReservedConcurrentExecutions=1)
+    assert lam.get_function_concurrency(FunctionName="pcres")["ReservedConcurrentExecutions"] == 3
+    lam.put_function_concurrency(FunctionName="pcres", ReservedConcurrentExecutions=2)  # enough
+    lam.delete_provisioned_concurrency_config(FunctionName="pcres", Qualifier="1")
+    lam.put_function_concurrency(FunctionName="pcres", ReservedConcurrentExecutions=1)
+    assert lam.get_function_concurrency(FunctionName="pcres")["ReservedConcurrentExecutions"] == 1

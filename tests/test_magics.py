@@ -350,7 +350,7 @@ def test_cell_magic_puts_triggers_on_the_function_once(kernel, server, tmp_path)
     try:
         rows = {t.kind: t for t in faas.triggers(function="resize")}
         assert set(rows) == {"schedule", "url", "file", "queue"}
-        assert rows["url"].spec == {"auth": "none"}
+        assert rows["url"].spec == {"auth": "none", "owner": "%%lambda"}  # the cell made it
         assert rows["file"].spec["path"] == str(tmp_path / "data" / "in")
         assert rows["file"].spec["pattern"] == "*.png"
         assert rows["queue"].spec["queue"] == "jobs_magic"
@@ -403,10 +403,87 @@ def test_provisioned_option_misuse_fails_the_cell(kernel, server):
     err = kernel.fails(f"%%lambda words --provisioned lots\n{body}")
     assert "UsageError" in err and "is not a number" in err
     shown = _shown(kernel.error(f"%%lambda capped --concurrency 1 --provisioned 2\n{body}"))
-    assert len(shown) == 1 and "InvalidParameter" in shown[0] and "reserved concurrency 1" in shown[0], shown
+    assert len(shown) == 1 and "InvalidParameter" in shown[0], shown
+    assert "--provisioned 2 is over --concurrency 1" in shown[0], shown
     # INIT fails in the provisioned environments: the cell fails with INIT's error
     error = kernel.error("%%lambda init_breaks --provisioned 1\nraise RuntimeError('no model file')\n"
                          f"{body}")
     shown = _shown(error)
     assert len(shown) == 1 and "FAILED" in shown[0] and "no model file" in shown[0], shown
     assert error["ename"] == "FunctionError"
+
+
+def test_a_refused_cell_changes_nothing_and_names_its_option(kernel, server):
+    """Every option that can be checked is checked before the deploy: the cell fails in one
+    line naming the option, and the function keeps its code and version."""
+    import jupyter_faas as faas
+    from jupyter_faas.client import discovery
+    kernel.run("%%lambda pc\ndef handler(event, context):\n    return 'old'\n")
+    conn = faas.connect(server.url, server.token)
+    try:
+        version = conn.request("GET", "/faas/api/functions/pc")["version"]
+        new = "def handler(event, context):\n    return 'new'\n"
+        for options, says in [
+                ("--provisioned 100000", "--provisioned 100000 is refused: 100000 environments of pc "
+                                         "at 128 MB is over the server's memory budget"),
+                ("--concurrency 1 --provisioned 2", "--provisioned 2 is over --concurrency 1"),
+                ("--memory 10240 --provisioned 900", "--provisioned 900 is refused: 900 environments of "
+                                                     "pc at 10240 MB"),
+                ('--schedule "rate(0 minutes)"', "--schedule 'rate(0 minutes)' is refused:"),
+                ("--url bogus", "--url 'bogus' is refused: auth='bogus'"),
+                ("--queue 'bad name'", "--queue 'bad name' is refused: queue name"),
+                ("--on-file /no/such/dir/*.csv", "--on-file '/no/such/dir/*.csv' is refused:")]:
+            shown = _shown(kernel.error(f"%%lambda pc {options}\n{new}"))
+            assert len(shown) == 1 and shown[0].startswith("InvalidParameter: %%lambda pc: "), shown
+            assert says in shown[0], (options, shown)
+            assert conn.request("GET", "/faas/api/functions/pc")["version"] == version, options
+            assert faas.triggers(function="pc") == []
+            assert kernel.value("pc({})") == "old"
+    finally:
+        discovery.reset()
+
+
+def test_a_cells_triggers_replace_what_it_set_before_and_rm_deletes_them(kernel, server):
+    import jupyter_faas as faas
+    from jupyter_faas.client import discovery
+    body = "def handler(event, context):\n    return 1\n"
+    conn = faas.connect(server.url, server.token)
+    try:
+        out = kernel.run(f'%%lambda sched --schedule "rate(1 hour)" --url none\n{body}')
+        assert "sched: added schedule rate(1 hour)" in out, out
+        python_made = faas.lookup("sched").schedule("rate(3 hours)")  # not the cell's: left alone
+
+        def schedules():
+            return sorted(t.spec["expression"] for t in faas.triggers(function="sched")
+                          if t.kind == "schedule")
+        out = kernel.run(f'%%lambda sched --schedule "rate(2 hours)" --url none\n{body}')
+        assert "sched: removed schedule rate(1 hour)" in out and "sched: added schedule rate(2 hours)" in out
+        assert "sched: kept url" in out, out
+        assert schedules() == ["rate(2 hours)", "rate(3 hours)"]
+        # the same cell again is idempotent
+        assert kernel.run(f'%%lambda sched --schedule "rate(2 hours)" --url none\n{body}').count("kept") == 2
+        assert schedules() == ["rate(2 hours)", "rate(3 hours)"]
+        # a function URL with another auth replaces the cell's old one (one per function)
+        out = kernel.run(f'%%lambda sched --schedule "rate(2 hours)" --url token\n{body}')
+        assert "removed url" in out and "added url" in out, out
+        urls = [t for t in faas.triggers(function="sched") if t.kind == "url"]
+        assert [t.spec["auth"] for t in urls] == ["token"]
+
+        # rm deletes the function's triggers and its URL; they do not come back with the name
+        out = kernel.run("%lambda rm sched")
+        assert "deleted sched" in out and "deleted its schedule rate(2 hours)" in out, out
+        assert "deleted its url" in out and "deleted its schedule rate(3 hours)" in out, out
+        assert faas.triggers(function="sched") == []
+        with pytest.raises(faas.ResourceNotFound):
+            python_made.refresh()
+        kernel.run(f"%%lambda sched\n{body}")
+        assert faas.triggers(function="sched") == []
+        import urllib.error
+        import urllib.request
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"{server.url}/url/sched/")
+        assert info.value.code == 404
+    finally:
+        for t in faas.triggers(function="sched"):
+            t.delete()
+        discovery.reset()

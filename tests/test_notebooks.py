@@ -127,15 +127,15 @@ def test_live_notebook_renders_the_map_widget_with_the_handlers_prints(server, m
     assert any("epoch 4: loss 0.200" in v for v in html)
     assert any(name == "ButtonModel" and s["description"] == "Cancel" for name, s in models)
 
-    map_cell = _cell(nb, "@faas.function\ndef score")
+    map_cell = _cell(nb, '@faas.function(name="live_score")\ndef score')
     views = [o for o in map_cell.outputs if o["output_type"] == "display_data"]
     assert views and "application/vnd.jupyter.widget-view+json" in views[0]["data"]
     # saved as text too, for renderers without widgets
-    assert "score: 60/60 done · 57 succeeded · 3 failed" in _text(map_cell)
+    assert "live_score: 60/60 done · 57 succeeded · 3 failed" in _text(map_cell)
     assert "failed items: [16, 33, 50]" in _text(map_cell)
-    assert "first square over 200: 225" in _text(_cell(nb, "@faas.function\ndef square"))
+    assert "first square over 200: 225" in _text(_cell(nb, '@faas.function(name="live_square")\ndef square'))
     assert "status now: running" in _text(_cell(nb, "request_id = "))
-    assert "lines stored: 200000" in _text(_cell(nb, "@faas.function(timeout=120)\ndef chatty"))
+    assert "lines stored: 200000" in _text(_cell(nb, '@faas.function(name="live_chatty", timeout=120)\ndef chatty'))
 
 
 LAMBDA_API = QUICKSTART.parent / "lambda_api.ipynb"
@@ -230,18 +230,32 @@ def test_committed_events_notebook_has_no_outputs():
 def test_events_notebook_runs_against_a_server(server, monkeypatch, tmp_path):
     monkeypatch.setenv("JUPYTER_FAAS_URL", server.url)
     monkeypatch.setenv("JUPYTER_FAAS_TOKEN", server.token)
+    import jupyter_faas as faas
+    from jupyter_faas.client import discovery
+    faas.connect(server.url, server.token)
+    try:  # someone else's trigger on the same server: the notebook must leave it alone
+        other = faas.function(lambda event: event, name="not_events").schedule("rate(1 day)")
+    finally:
+        discovery.reset()
     nb = nbformat.read(EVENTS, as_version=4)
     NotebookClient(nb, kernel_name="python3", timeout=120,
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
+    faas.connect(server.url, server.token)
+    try:
+        [kept] = faas.triggers(function="not_events")
+        assert kept.id == other.id
+        kept.delete()
+    finally:
+        discovery.reset()
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert not any(o["output_type"] == "error" for o in cell.outputs), cell.source
-    assert "ended: succeeded after 2 attempts" in _text(_cell(nb, '@faas.function(name="flaky"'))
+    assert "ended: succeeded after 2 attempts" in _text(_cell(nb, '@faas.function(name="events_flaky"'))
     assert "redriven: succeeded" in _text(_cell(nb, "never = "))
-    assert "hello ada" in _text(_cell(nb, '@faas.function(name="hello_http")'))
+    assert "hello ada" in _text(_cell(nb, '@faas.function(name="events_hello_http")'))
     files = _text(_cell(nb, "incoming = "))
     assert "'bucket': 'incoming'" in files and "'key': 'sales+2024.csv'" in files
-    queues = _text(_cell(nb, "jobs = faas.queue"))
+    queues = _text(_cell(nb, 'jobs = faas.queue("events_jobs"'))
     assert "dead-letter queue holds ['{\"id\": 99, \"bad\": true}']" in queues
-    assert "resize: added queue jobs" in _text(_cell(nb, "%%lambda resize"))
-    assert "triggers left: 0" in _text(_cell(nb, "for trigger in faas.triggers()"))
+    assert "events_resize: added queue events_jobs" in _text(_cell(nb, "%%lambda events_resize"))
+    assert "triggers left on this notebook's functions: 0" in _text(_cell(nb, "# Only this notebook's triggers"))

@@ -8,6 +8,7 @@ invocation rows (``init_type``, ``environment_id``), REPORT lines and the server
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -218,3 +219,116 @@ def test_the_function_figures_show_provisioned_and_the_snapshot_state(fresh):
     assert unsafe() == "on-demand"
     refused = stats("unsafe")["snapshot"]
     assert refused["state"] == "refused" and "thread" in refused["reason"]
+
+
+def test_reserved_concurrency_cannot_go_below_provisioned(fresh):
+    server, conn = fresh
+    rc = faas.function(name="rc", concurrency=3)(init_type)
+    assert rc.provision(3)["status"] == "READY"
+    version = rc.version
+    lowered = faas.function(name="rc", concurrency=1)(init_type)
+    with pytest.raises(faas.InvalidParameter, match=r"reserved concurrency 1 for rc is below its "
+                       r"provisioned concurrency \(3 environments: 3 on \$LATEST\).*at least 3"):
+        lowered.deploy()
+    # nothing was deployed: $LATEST and its provisioned environments are as they were
+    assert conn.request("GET", "/faas/api/functions/rc")["version"] == version
+    state = rc.provisioned()
+    assert state["requested"] == 3 and state["versions"] == [version]
+    # lowering the provisioned concurrency first lets it through
+    rc.provision(1)
+    assert lowered.deploy() != version
+    assert conn.request("GET", "/faas/api/functions/rc")["concurrency"] == 1
+
+
+def test_environments_no_longer_provisioned_stop_at_once(make_server):
+    """A redeploy moves $LATEST's provisioned environments to the new version: the old
+    version's idle ones stop at once, not after idle_timeout (300 s here); provision(0) too."""
+    server = make_server("--FaaSServer.idle_timeout=300", "--FaaSServer.max_concurrency=8")
+    conn = faas.connect(server.url, server.token)
+    try:
+        churn = faas.function(name="churn")(init_type)
+        assert churn.provision(3)["status"] == "READY"
+        assert _environments(conn) == 3
+        for i in range(3):
+            churn = faas.function(name="churn", env={"ROUND": str(i)})(init_type)
+            churn.deploy()
+            state = wait_for(lambda: (lambda s: s if s["status"] == "READY"
+                                      and s["versions"] == [churn.version] else None)(churn.provisioned()),
+                             what="READY on the new version")
+            # the old version's three are gone, without waiting for idle_timeout
+            wait_for(lambda: _environments(conn) == 3, what="only the new version's environments left")
+            assert _environment_processes(server, conn) == 3
+
+        # a busy one that stops being wanted goes when its invocation ends
+        held = Path(tempfile.mkdtemp()) / "go"
+        hold = faas.function(name="churn")(wait_for_file)
+        hold.provision(1)
+        fut = hold.spawn(str(held))
+        wait_for(lambda: hold.provisioned()["in_use"] == 1, what="the provisioned one busy")
+        assert hold.provision(0) is None
+        assert _environments(conn) == 1  # the busy one, running
+        held.touch()
+        assert fut.result() == "provisioned-concurrency"
+        wait_for(lambda: _environments(conn) == 0, what="the busy one stopped when it was done")
+        wait_for(lambda: _environment_processes(server, conn) == 0, what="its process gone")
+    finally:
+        discovery.reset()
+
+
+def _environment_processes(server, conn) -> int:
+    """How many live processes the zygote has forked that hold a function (its children, less
+    the spares it forks ahead of need, which hold none)."""
+    import psutil
+    zygotes = [p for p in psutil.Process(server.proc.pid).children(recursive=True)
+               if "kernel_workers.zygote" in " ".join(p.cmdline())]
+    children = [c for z in zygotes for c in z.children() if c.status() != psutil.STATUS_ZOMBIE]
+    status = conn.request("GET", "/faas/api/status")
+    return len(children) - status.get("spare", 0)
+
+
+def test_status_shows_provisioned_and_a_failed_config_holds_nothing_and_stays_failed(make_server):
+    server = make_server("--FaaSServer.idle_timeout=300", "--FaaSServer.memory_budget_mb=8192")
+    conn = faas.connect(server.url, server.token)
+    try:
+        small = faas.function(name="small")(init_type)
+        small.provision(1)
+        broken = faas.function(name="broken", init=init_fails)(init_type)
+        with pytest.raises(faas.FunctionError, match="FAILED"):
+            broken.provision(1)
+        # the FAILED config has no environment: its 128 MB do not count against the budget
+        big = faas.function(name="big", memory=4032)(init_type)
+        assert big.provision(2)["status"] == "READY"  # 128 + 2 x 4032 = 8192, the whole budget
+        with pytest.raises(faas.InvalidParameter, match="with 8192 MB already provisioned"):
+            faas.function(name="more")(init_type).provision(1)
+
+        rows = {(p["function"], p["qualifier"]): p
+                for p in conn.request("GET", "/faas/api/status")["provisioned"]}
+        assert rows[("small", "$LATEST")] == {"function": "small", "qualifier": "$LATEST", "requested": 1,
+                                              "allocated": 1, "in_use": 0, "status": "READY",
+                                              "reason": None}
+        assert rows[("big", "$LATEST")]["allocated"] == 2
+        assert rows[("broken", "$LATEST")]["status"] == "FAILED"
+        assert "no model file" in rows[("broken", "$LATEST")]["reason"]
+        out = subprocess.run([sys.executable, "-m", "jupyter_faas", "status"], env=server.env,
+                             capture_output=True, text=True, timeout=60).stdout
+        assert "provisioned concurrency (environments requested / ready / in use):" in out
+        assert "small:$LATEST" in out and "1 / 1 / 0  READY" in out
+        assert "broken:$LATEST" in out and "FAILED: " in out and "no model file" in out
+
+        # a restart keeps it FAILED, as Lambda does until the config changes: not tried again
+        discovery.reset()
+        server.stop()
+        server.start()
+        conn = faas.connect(server.url, server.token)
+        log = max(server.base.glob("server-*.log"), key=lambda p: p.stat().st_mtime).read_text()
+        assert "provisioned concurrency of broken:$LATEST stays FAILED" in log
+        wait_for(lambda: faas.lookup("small").provisioned()["status"] == "READY", what="small again")
+        state = faas.lookup("broken").provisioned()
+        assert state["status"] == "FAILED" and "no model file" in state["reason"]
+        assert state["allocated"] == 0 and "failed its INIT" not in log
+        # a new version of $LATEST is a change: tried again
+        fixed = faas.function(name="broken")(init_type)
+        fixed.deploy()
+        wait_for(lambda: fixed.provisioned()["status"] == "READY", what="READY once fixed")
+    finally:
+        discovery.reset()

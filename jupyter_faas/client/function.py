@@ -212,7 +212,7 @@ class RemoteFunction:
 
         A decorated (or ``%%lambda``) function is provisioned as ``$LATEST``, what its calls
         run: the function as it is now is deployed, and its environments follow each new
-        version it deploys (the old version's become ordinary and are reaped when idle).  A
+        version it deploys (the old version's stop: idle ones at once, busy ones when they finish).  A
         ``faas.lookup("f:3")`` or ``faas.lookup("f:live")`` handle provisions that published
         version or alias, as Lambda does.  Calls use a provisioned environment first; their
         REPORT has no Init Duration, and the invocation's ``init_type`` (its row,

@@ -54,6 +54,14 @@ def provision(conn, name: str, qualifier: str, n, wait) -> dict | None:
     return state
 
 
+def check_before_deploy(conn, name: str, n: int, memory: int | None, concurrency: int | None) -> None:
+    """Raise InvalidParameter if ``n`` environments of ``$LATEST`` would be refused once ``name`` is
+    deployed with this ``memory`` and reserved ``concurrency`` (the server's limits and the
+    function's other provisioned qualifiers counted); keeps nothing (``%%lambda`` asks first)."""
+    conn.request("PUT", _path(name), {"count": n, "qualifier": "$LATEST",
+                                      "check": {"memory": memory, "concurrency": concurrency}})
+
+
 def provisioned(conn, name: str, qualifier: str) -> dict | None:
     """The state of ``name:qualifier``'s provisioned concurrency, or None if it has none."""
     configs = conn.request("GET", _path(name))["configs"]

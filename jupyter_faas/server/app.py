@@ -185,7 +185,7 @@ class FaaSServer(JupyterApp):
                                pricing=pricing,
                                max_buffer_bytes=self.max_buffer_mb * 1024 * 1024 or None)
         # Provisioned environments coming up and templates made or refused: the panel re-reads.
-        pool.on_change = lambda name, version, what: self.service.feed.function(name, version, what)
+        pool.on_change = self._environments_changed
         # A frame is one payload or a batch of small ones (the client caps batches at 8 MB).
         max_message = max(int(self.max_payload_mb * 1024 * 1024), 8 << 20) + (2 << 20)
         monitoring = Monitoring(self.store, pricing)
@@ -206,6 +206,11 @@ class FaaSServer(JupyterApp):
                         faas_direct=self.direct and self.direct.path, faas_lambda=lambda_api,
                         faas_shutdown=self.request_stop, websocket_max_message_size=max_message,
                         faas_triggers=self.triggers)
+
+    def _environments_changed(self, name: str, version: int, what: str) -> None:
+        if what == "provisioned":  # a FAILED config is kept so (not tried again at every start)
+            self.service.settings.environments_changed(name)
+        self.service.feed.function(name, version, what)
 
     def max_body_size(self) -> int:
         """The largest request body: a payload, or a base64 zip in CreateFunction's JSON."""

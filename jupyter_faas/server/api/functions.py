@@ -38,6 +38,7 @@ class FunctionHandler(BaseHandler):
 
     def delete(self, name):
         self.service.delete_function(name)
+        self.settings["faas_triggers"].delete_function(name)  # its triggers and URL go with it
         self.set_status(204)
         self.finish()
 

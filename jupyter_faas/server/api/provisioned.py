@@ -27,10 +27,10 @@ class ProvisionedHandler(BaseHandler):
 
     async def put(self, name):
         body = self.json_body()
-        unknown = set(body) - {"count", "qualifier", "wait"}
+        unknown = set(body) - {"count", "qualifier", "wait", "check"}
         if unknown:
             raise InvalidParameter(f"unknown field(s) {', '.join(sorted(unknown))}: give count, "
-                                   f"qualifier and wait")
+                                   f"qualifier, wait (and check)")
         if "count" not in body:
             raise InvalidParameter("give 'count': how many environments to keep (0 stops it)")
         wait = body.get("wait", 0)
@@ -41,6 +41,14 @@ class ProvisionedHandler(BaseHandler):
         if not isinstance(qualifier, str):
             raise InvalidParameter(f"'qualifier' is $LATEST, a published version or an alias; got {qualifier!r}")
         settings = self.service.settings
+        check = body.get("check")
+        if check is not None:  # only check, for a version about to be deployed (%%lambda)
+            if not isinstance(check, dict) or set(check) - {"memory", "concurrency"}:
+                raise InvalidParameter("'check' is {\"memory\": MB, \"concurrency\": N or null}")
+            settings.check_provisioned(name, qualifier, body["count"], check.get("memory"),
+                                       check.get("concurrency"))
+            self.finish({"function": name, "qualifier": qualifier, "provisioned": None, "checked": True})
+            return
         state = settings.set_provisioned(name, qualifier, body["count"])
         if state is not None and wait:
             try:

@@ -21,6 +21,9 @@ class TriggersHandler(_TriggersBase):
         for key in ("kind", "function"):
             if not isinstance(body.get(key), str):
                 raise InvalidParameter(f"give '{key}' (a string)")
+        if body.get("check"):  # only check the spec (``%%lambda`` before it deploys): nothing made
+            self.finish({"kind": body["kind"], "spec": self.triggers.check(body["kind"], body.get("spec", {}))})
+            return
         self.set_status(201)
         self.finish(self.triggers.create(body["kind"], body["function"], body.get("spec", {})))
 

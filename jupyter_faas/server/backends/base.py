@@ -125,7 +125,8 @@ class Backend(abc.ABC):
 
     def provision(self, function: dict, count: int, code_for) -> None:
         """Keep ``count`` environments of this version started and initialized, and warm
-        however long they are idle (Lambda's provisioned concurrency); 0 stops keeping them.
+        however long they are idle (Lambda's provisioned concurrency); 0 (or fewer) stops
+        the ones no longer wanted: idle ones at once, busy ones when their invocation ends.
         Their first invocation reports no Init Duration.  A backend without it raises
         InvalidParameter (the caller asked for what this backend does not do)."""
         raise InvalidParameter(

@@ -72,6 +72,9 @@ class FunctionHandler(LambdaHandler):
                 raise LambdaError.conflict(exc.message) from None
         else:
             self.compat.delete(f)
+            triggers = self.settings.get("faas_triggers")  # the app's triggers room, if it runs one
+            if triggers is not None:
+                triggers.delete_function(f["name"])  # Lambda deletes the function URL config too
         self.set_status(204)
         self.finish()
 

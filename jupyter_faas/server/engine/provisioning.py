@@ -15,8 +15,8 @@ Qualifiers:
   when it moves);
 - ``$LATEST``, which Lambda refuses (and so does the Lambda API here) but a notebook
   handle calls: the function's newest engine version, *following it*: every deploy
-  syncs, so a new version gets the environments and the old one's become ordinary (reaped
-  when idle).  ``f.provision(n)`` and ``%%lambda --provisioned N`` set this one.
+  syncs, so a new version gets the environments and the old one's stop (idle ones at once,
+  busy ones when they finish).  ``f.provision(n)`` and ``%%lambda --provisioned N`` set this one.
 
 Limits (checked before anything is kept): the function's reserved concurrency caps the
 sum over its qualifiers (Lambda's rule); the server's ``max_concurrency`` caps the sum
@@ -29,12 +29,30 @@ from __future__ import annotations
 
 import logging
 
+from ... import limits
 from ...errors import FaaSError, InvalidParameter
 from ..model import LATEST
 
 log = logging.getLogger("jupyter_faas.server")
 
 PROVISIONED = "provisioned"
+
+
+def check_reserved(store, name: str, reserved: int | None) -> None:
+    """Refuse a reserved concurrency for ``name`` below what its qualifiers have provisioned
+    (Lambda's rule: provisioned concurrency counts against reserved).  Called by the
+    registry before a version is stored, so a refused deploy keeps nothing."""
+    if reserved is None:
+        return
+    configs = store.settings(PROVISIONED, name)
+    total = sum(s["requested"] for s in configs)
+    if total > reserved:
+        where = ", ".join(f"{s['requested']} on {s['qualifier']}" for s in configs)
+        raise InvalidParameter(
+            f"reserved concurrency {reserved} for {name} is below its provisioned concurrency "
+            f"({total} environments: {where}), which counts against it: give a reserved concurrency "
+            f"of at least {total}, or lower the provisioned concurrency first (f.provision(n) or "
+            f"%%lambda --provisioned N; DeleteProvisionedConcurrencyConfig)")
 
 
 class Provisioning:
@@ -80,10 +98,24 @@ class Provisioning:
             if previous is None:
                 self.store.delete_setting(name, qualifier, PROVISIONED)
             else:
-                self.store.put_setting(name, qualifier, PROVISIONED, {"requested": previous["requested"]})
+                self.store.put_setting(name, qualifier, PROVISIONED,
+                                       {k: previous[k] for k in ("requested", "failed") if k in previous})
             self.sync(name)
             raise
         return self.provisioned(name, qualifier)
+
+    def check_provisioned(self, name: str, qualifier: str | None, count: int, memory: int | None,
+                          concurrency: int | None) -> None:
+        """Raise InvalidParameter if :meth:`set_provisioned` would refuse ``count`` for a version
+        of ``name`` with this ``memory`` and reserved ``concurrency`` (about to be deployed: it
+        need not exist yet).  Keeps nothing."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise InvalidParameter(f"provisioned concurrency is a whole number of environments, 0 or "
+                                   f"more (0 stops it); got {count!r}")
+        if count:
+            function = {"memory": limits.MEMORY_DEFAULT_MB if memory is None else memory,
+                        "concurrency": concurrency}
+            self._check_limits(name, qualifier or LATEST, function, count)
 
     def provisioned(self, name: str, qualifier: str) -> dict | None:
         """``{qualifier, requested, allocated, in_use, status, reason, updated_at, versions,
@@ -98,8 +130,10 @@ class Provisioning:
             versions.append(function["version"])
             envs += self.backend.provisioned_environments(function)
             failure = self.backend.provision_failure(function)
-            if failure:
+            if failure and failure not in failures:
                 failures.append(failure)
+        if found.get("failed") and found["failed"] not in failures:
+            failures.append(found["failed"])  # kept FAILED (across restarts) until it is changed
         if name in self._sync_errors:
             failures.append(self._sync_errors[name])
         requested = found["requested"]
@@ -110,6 +144,22 @@ class Provisioning:
                 "in_use": in_use, "status": status, "reason": "; ".join(failures) or None,
                 "updated_at": found["updated_at"], "versions": versions,
                 "environments": [e["id"] for e in envs]}
+
+    def summary(self) -> list[dict]:
+        """Every function's provisioned-concurrency configs, for ``/faas/api/status``:
+        ``{function, qualifier, requested, allocated, in_use, status, reason}``."""
+        out = []
+        for s in self.store.settings(PROVISIONED):
+            try:
+                state = self.provisioned(s["function"], s["qualifier"])
+            except FaaSError as exc:  # its version or alias went
+                state = {"requested": s["requested"], "allocated": 0, "in_use": 0,
+                         "status": "FAILED", "reason": str(exc)}
+            if state is not None:
+                out.append({"function": s["function"], "qualifier": s["qualifier"],
+                            **{k: state[k] for k in ("requested", "allocated", "in_use", "status",
+                                                     "reason")}})
+        return out
 
     def provisioned_configs(self, name: str) -> list[tuple[str, dict]]:
         """``(qualifier, state)`` of every provisioned-concurrency config of ``name``."""
@@ -142,12 +192,38 @@ class Provisioning:
 
     def deployed(self, name: str) -> None:
         """``name`` was deployed: ``$LATEST`` (and an alias on it) may run another version now."""
-        if self.store.settings(PROVISIONED, name):
+        settings = self.store.settings(PROVISIONED, name)
+        for setting in settings:
+            if setting["qualifier"] == LATEST and setting.get("failed"):
+                # $LATEST runs new code now: its config is changed, so it is tried again
+                self.store.put_setting(name, LATEST, PROVISIONED, {"requested": setting["requested"]})
+        if settings:
             self.sync(name)
+
+    def environments_changed(self, name: str) -> None:
+        """A provisioned environment of ``name`` came up or failed (the backend says so): a
+        config whose environments failed their INIT is kept ``FAILED`` in the store, as Lambda
+        keeps it until the config changes, so a restart does not try it again (nor log it)."""
+        for setting in self.store.settings(PROVISIONED, name):
+            if setting.get("failed"):
+                continue
+            try:
+                failure = next((f for f in (self.backend.provision_failure(function) for function, _
+                                            in self._split(name, setting["qualifier"], 1)) if f), None)
+            except FaaSError:
+                continue
+            if failure:
+                self.store.put_setting(name, setting["qualifier"], PROVISIONED,
+                                       {"requested": setting["requested"], "failed": failure})
 
     def restore(self) -> None:
         """Provision again what the store says (after a restart)."""
-        for name in sorted({s["function"] for s in self.store.settings(PROVISIONED)}):
+        settings = self.store.settings(PROVISIONED)
+        failed = [f"{s['function']}:{s['qualifier']}" for s in settings if s.get("failed")]
+        if failed:
+            log.info("provisioned concurrency of %s stays FAILED (not tried again until it is "
+                     "changed: provision(n), a new deploy of $LATEST, or provision(0))", ", ".join(failed))
+        for name in sorted({s["function"] for s in settings if not s.get("failed")}):
             try:
                 self.sync(name)
             except Exception as exc:  # noqa: BLE001 - one stale setting must not stop the server
@@ -161,6 +237,8 @@ class Provisioning:
         try:
             totals: dict[str, tuple] = {}
             for setting in self.store.settings(PROVISIONED, name):
+                if setting.get("failed"):
+                    continue  # FAILED until changed: its environments are not tried again
                 for function, share in self._split(name, setting["qualifier"], setting["requested"]):
                     key = (function["version"], function["lambda_version"])
                     _, count = totals.get(key, (function, 0))
@@ -193,6 +271,16 @@ class Provisioning:
         out.insert(0, (self.versions.get(name, alias["version"]), max(left, 0)))
         return out
 
+    def _failed(self, setting: dict) -> bool:
+        """Whether a config is FAILED (kept so, or its environments failed their INIT now)."""
+        if setting.get("failed"):
+            return True
+        try:
+            return any(self.backend.provision_failure(function) for function, _
+                       in self._split(setting["function"], setting["qualifier"], 1))
+        except FaaSError:
+            return True  # its version or alias went: nothing of it is kept
+
     def _check_limits(self, name: str, qualifier: str, function: dict, count: int) -> None:
         """Refuse ``count`` environments of ``function`` over the function's reserved concurrency
         or the server's limits (the other configs counted as they are)."""
@@ -205,18 +293,20 @@ class Provisioning:
             raise InvalidParameter(
                 f"{name} has reserved concurrency {reserved}, and provisioned concurrency counts "
                 f"against it{held}: at most {max(reserved - mine, 0)} can be provisioned here; got "
-                f"{count}. Provision fewer, or raise the function's reserved concurrency (concurrency=).")
+                f"{count}. Provision fewer, or raise the function's reserved concurrency (concurrency=, "
+                f"%%lambda --concurrency).")
         slots = self.slots
         if slots is None:
             return
-        total = sum(s["requested"] for s in others) + count
+        holding = [s for s in others if not self._failed(s)]  # a FAILED config holds nothing
+        total = sum(s["requested"] for s in holding) + count
         if slots.max_concurrency is not None and total > slots.max_concurrency:
             raise InvalidParameter(
                 f"{total} provisioned environments in all would be over the server's max_concurrency "
                 f"({slots.max_concurrency} invocations at once): provision fewer, or raise "
                 f"--FaaSServer.max_concurrency")
         held_mb = 0
-        for s in others:
+        for s in holding:
             try:
                 held_mb += s["requested"] * self.versions.get(s["function"], s["qualifier"])["memory"]
             except FaaSError:  # a config whose version went: it holds nothing

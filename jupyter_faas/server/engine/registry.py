@@ -14,6 +14,7 @@ from collections import OrderedDict
 from ... import limits
 from ...errors import InvalidParameter, ResourceNotFound
 from ..model import FunctionVersion
+from .provisioning import check_reserved
 
 #: code blobs kept in memory (each is one function's pickle, usually a few KB)
 CODE_CACHE_ENTRIES = 256
@@ -42,6 +43,7 @@ class Registry:
         (``Layers.resolve``), as ``config["layers"]``."""
         limits.check_name(name)
         config = limits.check_config(memory, timeout, env, concurrency, backend)
+        check_reserved(self.store, name, config.get("concurrency"))
         if lambda_config is not None:
             config["lambda"] = lambda_config
         if snapshot is not None:

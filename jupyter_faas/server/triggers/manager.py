@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from ... import limits
 from ...errors import InvalidParameter, ResourceNotFound
 from .files import Files
 from .queues import Queues, Subscriptions
@@ -49,21 +50,40 @@ class Triggers:
                                   row["function"])
         return {"triggers": started, "queue_batches_settled": settled}
 
-    def create(self, kind: str, function: str, spec: dict) -> dict:
+    def check(self, kind: str, spec: dict) -> dict:
+        """``spec`` as :meth:`create` would keep it, or InvalidParameter; creates nothing and
+        needs no function (``%%lambda`` checks its triggers before it deploys).  A queue
+        subscription's queue may not exist yet: its name is checked."""
         if kind not in self.runners:
             raise InvalidParameter(f"kind={kind!r} is not a trigger kind; give one of {', '.join(KINDS)}")
         if not isinstance(spec, dict):
             raise InvalidParameter("a trigger's spec is a JSON object")
+        spec = dict(spec)
+        owner = spec.pop("owner", None)
+        if owner is not None and not isinstance(owner, str):
+            raise InvalidParameter(f"owner={owner!r}: give a string (what made the trigger) or nothing")
+        if kind == "queue" and isinstance(spec.get("queue"), str) and self.store.get_queue(spec["queue"]) is None:
+            if not limits.NAME_RE.match(spec["queue"]):
+                raise InvalidParameter(f"queue name {spec['queue']!r}: letters, digits, - and _, up to 64")
+            return dict(spec, **({"owner": owner} if owner else {}))
+        return dict(self.runners[kind].check(spec), **({"owner": owner} if owner else {}))
+
+    def create(self, kind: str, function: str, spec: dict) -> dict:
+        """A trigger of ``kind`` on ``function``.  ``spec`` may carry ``owner`` (kept with it):
+        what made it, e.g. ``%%lambda``, whose cell replaces the triggers it made before."""
+        checked = self.check(kind, spec)
         self.service.get_function(function)
         runner = self.runners[kind]
         if kind == "url":  # one URL per function (Lambda's rule)
             for existing in self.store.triggers(function, "url"):
-                if existing["spec"] == runner.check(spec):
+                if existing["spec"]["auth"] == checked["auth"]:
                     return self._view(existing)
                 raise InvalidParameter(f"{function} already has a function URL with auth="
                                        f"{existing['spec']['auth']!r}; delete it first")
+        if kind == "queue":
+            runner.check({k: v for k, v in checked.items() if k != "owner"})  # the queue must exist now
         row = {"id": f"{kind}-{uuid.uuid4().hex[:12]}", "kind": kind, "function": function,
-               "spec": runner.check(spec), "enabled": True, "created_at": self.service.clock.time()}
+               "spec": checked, "enabled": True, "created_at": self.service.clock.time()}
         row["state"] = runner.initial_state(row)
         self.store.add_trigger(row)
         runner.start(self.get(row["id"]))
@@ -98,6 +118,16 @@ class Triggers:
         row = self.get(trigger_id)
         self.runners[row["kind"]].stop(trigger_id)
         self.store.delete_trigger(trigger_id)
+
+    def delete_function(self, function: str) -> list[dict]:
+        """The function was deleted: its triggers go too (a function URL, as Lambda's
+        DeleteFunction deletes its URL config; schedules, file watches and subscriptions, which
+        would only fail now, and would come back if the name were deployed again).  Returns them."""
+        rows = self.store.triggers(function)
+        for row in rows:
+            self.runners[row["kind"]].stop(row["id"])
+            self.store.delete_trigger(row["id"])
+        return rows
 
     def url_config(self, function: str) -> dict | None:
         """The function's URL trigger (enabled or not), or None."""

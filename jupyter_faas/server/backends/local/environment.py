@@ -93,6 +93,7 @@ class Environment:
         self.function = function  # None for a spare until assign()
         self.key = environment_key(function) if function else None
         self.provisioned = False  # kept started by provisioned concurrency (never reaped while wanted)
+        self.retire = False  # was provisioned, no longer wanted: stopped once it is idle
         #: how it was initialized: its AWS_LAMBDA_INITIALIZATION_TYPE (on-demand,
         #: provisioned-concurrency, snap-start); what the invocation rows it serves record
         self.init_type = "on-demand"

@@ -250,6 +250,9 @@ class Pool(Backend):
 
     def release(self, env: Environment) -> None:
         if env.state == "idle":
+            if env.retire:  # provisioned, and no longer wanted while it ran or started
+                env.close()
+                return
             self.idle[env.key].append(env)
 
     def unreserve(self, env: Environment) -> None:
@@ -304,8 +307,13 @@ class Pool(Backend):
         else:
             self.provisioned_wanted.pop(key, None)
         kept = [e for e in self.all.values() if e.key == key and e.provisioned and e.state != "dead"]
+        # Idle ones first: they go now; a busy or starting one goes when it is done (release).
+        kept.sort(key=lambda e: e.state == "idle")
         for env in kept[max(count, 0):]:
-            env.provisioned = False  # no longer wanted: an ordinary environment, reaped when idle
+            env.provisioned = False  # no longer wanted: stopped, not left for idle_timeout
+            env.retire = True
+            if env.state == "idle":
+                env.close()
         self._top_up(key)
         self._provision_changed(key)
 

@@ -109,12 +109,14 @@ class FaaSServer(JupyterApp):
                               "files in <data dir>/buffers between processes of this machine: "
                               "written once, mapped without a copy. Off: every byte travels inside "
                               "messages, as it does for a client on another machine.")
-    buffer_spare_mb = Integer(128, config=True,
-                              help="Size of each of the two spare buffer files kept with their pages "
-                                   "cached, which large arguments and results are written over "
-                                   "(faster than into new pages); 0: none. Made once a client "
-                                   "first sends or gets a large buffer; then costs twice this in "
-                                   "reclaimable page cache.")
+    buffer_spare_mb = Integer(1024, config=True,
+                              help="Most MB the spare buffer files hold together: files with their "
+                                   "pages cached, which large arguments and results are written "
+                                   "over (faster than into new pages); 0: none. They follow recent "
+                                   "use (as large as the largest recent buffer, as many as large "
+                                   "calls came lately, 2 to 8), cost reclaimable page cache and "
+                                   "allocated disk, and are dropped after idle_timeout without a "
+                                   "large buffer: a server that never sees one pays nothing.")
 
     backend = Enum(["local", "dask"], "local", config=True,
                    help="Where a function that names no backend runs: local (execution environments "
@@ -144,12 +146,13 @@ class FaaSServer(JupyterApp):
 
     def build(self):
         self.store = Store(Path(self.faas_data_dir) / "faas.sqlite")
-        files = (BufferFiles(Path(self.faas_data_dir) / "buffers", self.buffer_spare_mb * 1024 * 1024)
+        files = (BufferFiles(Path(self.faas_data_dir) / "buffers", self.buffer_spare_mb * 1024 * 1024,
+                             keep_s=self.idle_timeout)
                  if self.share_buffers else None)
         self.envs_dir = tempfile.mkdtemp(prefix="jupyter_faas-envs-")
         memory = make_enforcer(self.memory_enforcement, str(os.getpid()))
         pool = Pool(memory, Path(self.envs_dir), list(self.preload), self.idle_timeout,
-                    buffers_dir=str(files.dir) if files else None,
+                    files=files, max_buffer_bytes=self.max_buffer_mb * 1024 * 1024 or None,
                     learned=self.store.learned_modules(), on_learned=self.store.learn_modules,
                     preload_budget_mb=self.learned_preload_mb)
         pricing = Pricing(self.price_per_gb_second, self.price_per_request)

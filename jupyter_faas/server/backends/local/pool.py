@@ -36,11 +36,14 @@ VERSION_STATS_KEPT = 512
 class Pool(Backend):
     def __init__(self, memory, workdir: Path, preload: list[str], idle_timeout: float,
                  base_environ: dict | None = None, init_timeout: float = 10.0,
-                 spares: int | None = None, buffers_dir: str | None = None,
+                 spares: int | None = None, files=None, max_buffer_bytes: int | None = None,
                  learned: list | None = None, on_learned=None, preload_budget_mb: float = 0.0):
         self.memory = memory
-        #: where environments map argument buffers and write result buffers (None: in frames)
-        self.buffers_dir = buffers_dir
+        #: the buffer directory (a :class:`.buffer_files.BufferFiles`; None: buffers travel in
+        #: frames), where environments map argument buffers and have their results' files made
+        self.files = files
+        self.buffers_dir = str(files.dir) if files is not None else None
+        self._max_buffer_bytes = max_buffer_bytes  # None: the function's memory
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.preload = preload
@@ -107,6 +110,11 @@ class Pool(Backend):
         else:
             self.version_stats.move_to_end(key)
         return stats
+
+    def max_buffer_bytes(self, function: dict) -> int:
+        """The largest result buffers a function's environment may have a file made for (the
+        engine's limit: larger ones are refused when the result arrives)."""
+        return self._max_buffer_bytes or function["memory"] * 1024 * 1024
 
     def take_idle(self, function: dict) -> Environment | None:
         """A warm environment of this version, now marked busy, or None."""
@@ -256,6 +264,8 @@ class Pool(Backend):
                 if env.exit is not None and env.exit.done() and env.state in ("idle", "spare"):
                     env.close()  # died while idle (e.g. a leftover thread called os._exit)
             self.snapshots.reap(self.idle_timeout)
+            if self.files is not None:
+                self.files.replenish()  # spare buffer files follow recent use (none when idle)
             self._fill_spares()
             for key in list(self.provisioned_wanted):
                 self._top_up(key)  # replace a provisioned environment that died or was killed

@@ -109,6 +109,15 @@ class FaaSServer(JupyterApp):
                               "files in <data dir>/buffers between processes of this machine: "
                               "written once, mapped without a copy. Off: every byte travels inside "
                               "messages, as it does for a client on another machine.")
+    buffer_orphan_s = Float(600.0, config=True,
+                            help="Seconds after which a buffer file that no invocation names and "
+                                 "nothing touched is deleted while the server runs (a client that "
+                                 "died between writing a large argument and sending the call); at "
+                                 "start, every such file is deleted.")
+    versions_kept = Integer(256, config=True,
+                            help="Function versions whose code, record and placement statistics "
+                                 "the server keeps in memory (least recently used out; a version "
+                                 "called again is read from the store).")
     buffer_spare_mb = Integer(1024, config=True,
                               help="Most MB the spare buffer files hold together: files with their "
                                    "pages cached, which large arguments and results are written "
@@ -157,6 +166,7 @@ class FaaSServer(JupyterApp):
                     preload_budget_mb=self.learned_preload_mb)
         pricing = Pricing(self.price_per_gb_second, self.price_per_request)
         self.pool = pool
+        pool.version_stats_kept = max(1, self.versions_kept)
         self.dask = None
         backends = {"local": pool}
         if self.backend == "dask" or self.dask_scheduler:
@@ -172,6 +182,7 @@ class FaaSServer(JupyterApp):
                                max_payload_bytes=int(self.max_payload_mb * 1024 * 1024), files=files,
                                pricing=pricing,
                                max_buffer_bytes=self.max_buffer_mb * 1024 * 1024 or None)
+        self.service.registry.kept = max(1, self.versions_kept)
         # A frame is one payload or a batch of small ones (the client caps batches at 8 MB).
         max_message = max(int(self.max_payload_mb * 1024 * 1024), 8 << 20) + (2 << 20)
         monitoring = Monitoring(self.store, pricing)

@@ -55,6 +55,7 @@ class Pool(Backend):
         self.idle: dict[tuple, list[Environment]] = defaultdict(list)
         self.all: dict[str, Environment] = {}
         self.version_stats: "OrderedDict[tuple, VersionStats]" = OrderedDict()
+        self.version_stats_kept = VERSION_STATS_KEPT  # FaaSServer.versions_kept
         self.any_init = VersionStats()  # cold-start time of any version, for one not yet measured
         self.cpus = os.cpu_count() or 1
         # Spares: environments forked before a function needs them, so a cold start is a
@@ -101,11 +102,11 @@ class Pool(Backend):
         self._fill_spares()
 
     def stats_for(self, key: tuple) -> VersionStats:
-        """The placement statistics of a version (bounded: :data:`VERSION_STATS_KEPT`)."""
+        """The placement statistics of a version (bounded: ``version_stats_kept``)."""
         stats = self.version_stats.get(key)
         if stats is None:
             stats = self.version_stats[key] = VersionStats()
-            while len(self.version_stats) > VERSION_STATS_KEPT:
+            while len(self.version_stats) > self.version_stats_kept:
                 self.version_stats.popitem(last=False)
         else:
             self.version_stats.move_to_end(key)
@@ -240,8 +241,11 @@ class Pool(Backend):
         if env in self.spares:
             self.spares.remove(env)
         lst = self.idle.get(env.key)
-        if lst and env in lst:
-            lst.remove(env)
+        if lst is not None:
+            if env in lst:
+                lst.remove(env)
+            if not lst:  # a version with no idle environment keeps no entry
+                del self.idle[env.key]
 
     def stop_function(self, name: str) -> None:
         """Stop the idle environments of every version of a function (it was deleted or replaced)."""
@@ -349,6 +353,7 @@ class Pool(Backend):
             states[env.state] += 1
         zygote = self._zygote
         return {"environments": len(self.all), **states, "memory_enforcement": self.memory.mode,
+                "version_stats": len(self.version_stats),
                 **self.snapshots.stats(),
                 "preloaded_learned": sorted(m for m, why in (zygote.preloaded if zygote else {}).items()
                                             if why is None)}

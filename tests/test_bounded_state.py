@@ -1,7 +1,8 @@
 """What a long-running server holds does not grow without bound.
 
 Per-version state in memory (code, version records, placement statistics) is bounded by
-``versions_kept``.  Real servers, real processes, conditions waited on.
+``versions_kept``; spare environments go when the pool scales to zero.  Real servers, real
+processes, conditions waited on.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 import json
 import urllib.request
 
+import psutil
+
 import jupyter_faas as faas
+from conftest import wait_for
 from jupyter_faas.client import discovery
 
 
@@ -45,5 +49,32 @@ def test_per_version_state_stays_bounded_and_an_evicted_version_still_runs(make_
             assert held["version_stats"] <= 4, held
         assert first.version == 1 and version.version == 16
         assert first(41) == 41  # evicted long ago: read from the store again
+    finally:
+        discovery.reset()
+
+
+def zygote_children(server) -> list:
+    """The zygote's children: execution environments and spares (the zygote itself stays)."""
+    (zygote,) = [p for p in psutil.Process(server.proc.pid).children()
+                 if "kernel_workers.zygote" in " ".join(p.cmdline())]
+    try:
+        return zygote.children()
+    except psutil.Error:
+        return []
+
+
+def test_spare_environments_stop_when_the_pool_scales_to_zero(make_server):
+    server = make_server("--FaaSServer.idle_timeout=1")
+    wait_for(lambda: status(server).get("spare", 0) > 0, what="spares forked ahead at start")
+    # Nothing ran for idle_timeout: no environment, no spare; only the zygote is left.
+    wait_for(lambda: not zygote_children(server) and "spare" not in status(server),
+             what="spares stopped at scale to zero")
+    faas.connect(server.url, server.token)
+    try:
+        inc = faas.function(lambda x: x + 1, name="inc_after_zero")
+        assert inc(1) == 2  # a cold start after scale to zero forks from the zygote
+        wait_for(lambda: status(server).get("spare", 0) > 0, what="spares again once invoked")
+        wait_for(lambda: not zygote_children(server), what="scale to zero again")
+        assert inc(2) == 3
     finally:
         discovery.reset()

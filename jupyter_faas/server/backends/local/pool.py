@@ -2,7 +2,8 @@
 
 ``Pool`` keeps idle environments per function version (warm starts), starts new
 ones (cold starts, from a spare forked ahead of need when there is one), and stops
-ones idle longer than ``idle_timeout``.  When none is idle, :mod:`.placement` decides
+ones idle longer than ``idle_timeout``; at scale to zero (nothing left, nothing run for
+``idle_timeout``) it stops the spares too.  When none is idle, :mod:`.placement` decides
 whether waiting for a busy one beats a cold start.  It is the local implementation
 of :class:`~jupyter_faas.server.backends.base.Backend`; all of it runs on the
 server's asyncio loop, with no threads.
@@ -63,6 +64,9 @@ class Pool(Backend):
         self.spares_wanted = min(2, self.cpus) if spares is None else spares
         self.spares: list[Environment] = []
         self._spare_task = None
+        #: the last time an invocation took or started an environment: at scale to zero (no
+        #: environment of any function, none of this for idle_timeout), spares are stopped too
+        self.last_active = time.monotonic()
         self._closing = False
         self._reaper = None
         self._sampler = None
@@ -124,7 +128,7 @@ class Pool(Backend):
             env = idle.pop()
             if env.state == "idle":
                 env.state = "busy"
-                env.busy_since = time.monotonic()
+                env.busy_since = self.last_active = time.monotonic()
                 return env
         return None
 
@@ -143,6 +147,7 @@ class Pool(Backend):
 
     def new_environment(self, function: dict) -> Environment:
         """A cold start, counted at once (state ``starting``) so placement sees it before it runs."""
+        self.last_active = time.monotonic()
         # A version with a snapshot forks from its template, not from the zygote's spares.
         while self.spares and not self.snapshots.wanted(function):
             env = self.spares.pop()
@@ -154,8 +159,16 @@ class Pool(Backend):
         self.all[env.id] = env
         return env
 
+    def scaled_to_zero(self) -> bool:
+        """No environment of any function, none wanted, and no invocation for ``idle_timeout``:
+        then spares are not kept either (the zygote stays, so the next cold start only forks)."""
+        return (not self.provisioned_wanted
+                and time.monotonic() - self.last_active > self.idle_timeout
+                and all(e.state in ("spare", "dead") for e in self.all.values()))
+
     def _fill_spares(self) -> None:
-        if self._spare_task is None and not self._closing and len(self.spares) < self.spares_wanted:
+        if (self._spare_task is None and not self._closing and len(self.spares) < self.spares_wanted
+                and not self.scaled_to_zero()):
             self._spare_task = self.spawn(self._make_spares())
 
     async def _make_spares(self) -> None:
@@ -270,6 +283,11 @@ class Pool(Backend):
             self.snapshots.reap(self.idle_timeout)
             if self.files is not None:
                 self.files.replenish()  # spare buffer files follow recent use (none when idle)
+            if self.spares and self.scaled_to_zero():
+                log.info("no environment and no invocation for %g s: stopping the %d spare "
+                         "environments", self.idle_timeout, len(self.spares))
+                for env in list(self.spares):
+                    env.close()
             self._fill_spares()
             for key in list(self.provisioned_wanted):
                 self._top_up(key)  # replace a provisioned environment that died or was killed
@@ -278,6 +296,7 @@ class Pool(Backend):
 
     def provision(self, function: dict, count: int, code_for) -> None:
         """Keep ``count`` environments of ``function`` started (see Backend.provision)."""
+        self.last_active = time.monotonic()
         key = environment_key(function)
         self.provision_failed.pop(key, None)
         if count > 0:

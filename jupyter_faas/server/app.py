@@ -31,6 +31,7 @@ from .backends.router import Router
 from .compat import LambdaAPI, Packages
 from .compat import routes as lambda_routes
 from .engine import AsyncService, Monitoring
+from .engine.recovery import sweep_periodically
 from .model import DEFAULT_PRICING, Pricing
 from .protocol import DirectServer
 from .store import Store
@@ -228,6 +229,8 @@ class FaaSServer(JupyterApp):
             await self.direct.start()
         recovered = self.service.recover()
         self.service.start_background()
+        sweeper = (self.service.spawn(sweep_periodically(self.service, max(0.1, self.buffer_orphan_s)))
+                   if self.service.files is not None else None)
         recovered.update(self.triggers.reconcile())
         self.service.settings.restore()  # provisioned concurrency is kept across restarts
         await self.pool.zygote()  # the first cold start should not pay for the zygote
@@ -258,6 +261,8 @@ class FaaSServer(JupyterApp):
             if self.write_runtime_file:
                 paths.remove_runtime_file(os.getpid())
             server.stop()
+            if sweeper is not None:
+                sweeper.cancel()
             self.triggers.close()
             if self.direct is not None:
                 self.direct.close()

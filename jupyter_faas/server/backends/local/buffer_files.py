@@ -14,8 +14,9 @@ Lifetimes: an argument file lives while its invocation is queued or running (the
 store names it in the row while queued, so a restart runs it); a result file lives
 as long as its row, like the store's large-result files.  Anything else found at
 start (a client that died between writing and sending, a result of an invocation
-the server died under, spares) is deleted; while the server runs, :meth:`BufferFiles.sweep`
-with ``older_than`` deletes what no row and no live invocation has named for a while.
+the server died under, spares) is deleted (:meth:`BufferFiles.sweep`); while the
+server runs, what no row and no live invocation names and nothing touched for a while
+is (:meth:`BufferFiles.stale`, swept by :func:`..engine.recovery.sweep_periodically`).
 
 Spares (``spare-<bytes>-<random>``): zero-filled files with their pages already
 cached, which writers take and write over (see :mod:`kernel_workers.buffers`), so
@@ -299,26 +300,38 @@ class BufferFiles:
 
     # ---- orphans -------------------------------------------------------------------------
 
-    def sweep(self, keep: set, older_than: float | None = None) -> int:
-        """Delete every buffer file whose name is not in ``keep``: at start (nothing else runs),
-        every one, spares too; with ``older_than`` (seconds), only ``arg-`` and ``res-`` files
-        untouched that long (a writer renames a spare, then writes it: both touch the file)."""
-        removed = 0
-        cutoff = None if older_than is None else time.time() - older_than
+    def sweep(self, keep: set) -> int:
+        """Delete every buffer file whose name is not in ``keep``, spares too (at start: nothing
+        else runs, and a spare of the last run may hold a spent argument's bytes)."""
+        return self.delete([e.name for e in os.scandir(self.dir)
+                            if not e.name.startswith(NONCE_FILE) and e.name not in keep])
+
+    def stale(self, older_than: float, live: set) -> list:
+        """Names of the ``arg-`` and ``res-`` files not in ``live`` that nothing touched for
+        ``older_than`` seconds (a writer renames a spare, then writes it: both touch it)."""
+        cutoff = time.time() - older_than
+        found = []
         for entry in os.scandir(self.dir):
-            if entry.name.startswith(NONCE_FILE) or entry.name in keep:
+            if not entry.name.startswith(("arg-", "res-")) or entry.name in live:
                 continue
             try:
-                if cutoff is not None:
-                    if not entry.name.startswith(("arg-", "res-")):
-                        continue
-                    st = entry.stat(follow_symlinks=False)
-                    if max(st.st_mtime, st.st_ctime) > cutoff:
-                        continue
-                os.unlink(entry.path)
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if max(st.st_mtime, st.st_ctime) < cutoff:
+                found.append(entry.name)
+        return found
+
+    def delete(self, names: list) -> int:
+        removed = 0
+        for name in names:
+            try:
+                os.unlink(self.dir / name)
                 removed += 1
+            except FileNotFoundError:
+                pass
             except OSError as exc:
-                log.warning("could not delete the stale buffer file %s: %s", entry.path, exc)
+                log.warning("could not delete the stale buffer file %s: %s", self.dir / name, exc)
         return removed
 
 

@@ -188,10 +188,14 @@ def write(path, raws: list, use_spare: bool = True, existing: bool = False) -> l
     ``existing``: write over ``path``, a file the server made for these buffers (a spare
     it renamed, or one it made); what is past the data is cut off.
     """
+    fd = None
     if existing:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    else:
-        fd = _take_spare(path, file_size(raws)) if use_spare else None
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            pass  # gone meanwhile: a new file, as without one
+    elif use_spare:
+        fd = _take_spare(path, file_size(raws))
     spare = fd is not None
     if fd is None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

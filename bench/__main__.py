@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from . import report
-from .workloads import FULL, SMOKE
+from .workloads import FULL, SMOKE, WORKLOADS
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL = ["jupyter_faas", "ProcessPoolExecutor", "multiprocessing.Pool", "loky", "Dask", "ipyparallel", "Ray"]
@@ -55,6 +55,8 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, jupyter_faas and ProcessPoolExecutor")
     parser.add_argument("--systems", help=f"comma-separated subset of: {', '.join(ALL)}")
     parser.add_argument("--reps", type=int, help="repetitions per workload (default 3; smoke 2)")
+    parser.add_argument("--workloads", help=f"comma-separated subset of: {', '.join(WORKLOADS)} "
+                        "(default: all; the others are left out of the report)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="results directory")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds allowed per system")
     args = parser.parse_args(argv)
@@ -62,6 +64,12 @@ def main(argv=None) -> int:
     sizes = dict(SMOKE if args.smoke else FULL)
     if args.reps:
         sizes["reps"] = args.reps
+    if args.workloads:
+        chosen = args.workloads.split(",")
+        if set(chosen) - set(WORKLOADS):
+            parser.error(f"unknown workloads {sorted(set(chosen) - set(WORKLOADS))}; "
+                         f"choose from {', '.join(WORKLOADS)}")
+        sizes["workloads"] = [w for w in WORKLOADS if w in chosen]
     names = args.systems.split(",") if args.systems else (SMOKE_SYSTEMS if args.smoke else ALL)
     unknown = set(names) - set(ALL)
     if unknown:

@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     record = {"system": name}
     try:
         system = make(name)
-        if name == "jupyter_faas" and sizes.get("s_invocations"):
+        if name == "jupyter_faas" and sizes.get("s_invocations") and "S" in sizes.get("workloads", ["S"]):
             from .faas import seed_store
             record["seed_s"] = seed_store(system.store_path, sizes["s_invocations"])
         started = time.perf_counter()

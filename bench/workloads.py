@@ -24,6 +24,9 @@ SMOKE = {"reps": 2, "w1_calls": 30, "w1_warmup": 5, "w2_items": 40, "w3_items": 
          "s_invocations": 300, "s_log_lines": 300, "s_list_calls": 3,
          "w6_init_s": 0.1, "w6_alloc_mb": 20, "w6_items": 4, "w6_item_s": 0.01, "w6_concurrency": 2}
 
+#: Every workload, in the order they run (``--workloads`` picks a subset; S is jupyter_faas's only).
+WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "S"]
+
 #: (workload, metric, unit, which way is better, what it means) — every row of the report.
 METRICS = [
     ("W1", "p50_us", "µs", "lower", "warm sync round trip of f(x)=x+1, median call"),
@@ -195,6 +198,9 @@ def run_all(system, sizes, scale_too: bool) -> dict:
             ("W5", lambda: w5(system, sizes)), ("W6", lambda: w6(system, sizes))]
     if scale_too:
         plan.append(("S", lambda: scale(system, sizes)))
+    chosen = sizes.get("workloads")
+    if chosen is not None:
+        plan = [(name, run) for name, run in plan if name in chosen]
     for name, run in plan:
         started = time.perf_counter()
         try:

@@ -18,11 +18,17 @@ by an environment, a name the server dictates) and are plain file names: a
 descriptor never carries a path, and :func:`check_name` refuses anything that
 could leave the directory.
 
-Spares: the server keeps a few ``spare-*`` files whose pages are already in the
-page cache (zeros, never anyone's data).  A writer takes one by renaming it to its
-own name and writes over it: overwriting cached pages runs at memory speed, while
-a new file must first get fresh pages from the kernel, which on a VM can cost more
-than the copy itself.  The server makes new spares in the background.
+Spares: the server keeps a few ``spare-<bytes>-<random>`` files whose pages are
+already in the page cache: zeros, or a spent argument's file that no process maps
+any more (the server recycles those).  A writer takes one by renaming it to its own
+name and writes over it, zeros in the alignment gaps and the rest cut off, so no byte
+of what it held survives: overwriting cached pages runs at
+memory speed, while a new file must first get fresh pages from the kernel, which on
+a VM can cost more than the copy itself.  The server makes new spares in the
+background.  A client takes the smallest spare its data fits (the name says its
+size); an environment asks the server for its result's file instead (see
+:mod:`kernel_workers.runtime`), so the page cache it writes was charged to the
+server, not to the function's memory.
 
 This module does not decide whether files may be used (the client proves it
 shares the server's directory; the server tells environments where it is), and
@@ -56,6 +62,7 @@ INSTANCE_FILE = ".instance"
 SPARE_PREFIX = "spare-"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+_SPARE = re.compile(r"spare-([0-9]{1,15})-[0-9a-f]{1,32}\Z")
 
 
 class BufferFileError(Exception):
@@ -111,46 +118,102 @@ def dumps(obj, out_of_band: bool) -> tuple[bytes, list]:
     return data, raws
 
 
-def _take_spare(path) -> int | None:
-    """Rename a spare of ``path``'s directory to ``path`` and open it, or None if there is none."""
-    directory = os.path.dirname(path)
-    try:
-        names = [n for n in os.listdir(directory) if n.startswith(SPARE_PREFIX) and check_spare(n)]
-    except OSError:
-        return None
-    for name in names:
-        try:
-            os.rename(os.path.join(directory, name), path)  # atomic: one taker wins
-            return os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:
-            continue  # another writer took it first
-    return None
+def spare_name(size: int, tag: str) -> str:
+    """The name of a spare of ``size`` bytes (``tag``: random, so names never collide)."""
+    return check_name(f"{SPARE_PREFIX}{size}-{tag}")
+
+
+def spare_size(name: str) -> int | None:
+    """The size a spare's name says it has, or None if ``name`` is not a (finished) spare."""
+    match = _SPARE.match(name)
+    return int(match.group(1)) if match else None
 
 
 def check_spare(name: str) -> bool:
-    return bool(_NAME.match(name)) and not name.endswith(".tmp")
+    return spare_size(name) is not None
 
 
-def write(path, raws: list, use_spare: bool = True) -> list:
+def spares_in(directory) -> list:
+    """``[(size, name)]`` of the spares in ``directory``, smallest first."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted((size, n) for n in names if n.startswith(SPARE_PREFIX)
+                  and (size := spare_size(n)) is not None)
+
+
+def best_spares(spares: list, nbytes: int) -> list:
+    """The order to try spares in for ``nbytes``: those it fits, smallest first; then the
+    others, largest first (a spare too small still spares the writer part of its pages)."""
+    fits = [s for s in spares if s[0] >= nbytes]
+    return fits + sorted((s for s in spares if s[0] < nbytes), reverse=True)
+
+
+def take_spare(directory, path, nbytes: int, fitting_only: bool = False) -> bool:
+    """Rename the best spare of ``directory`` for ``nbytes`` to ``path``; False if there is none."""
+    for size, name in best_spares(spares_in(directory), nbytes):
+        if fitting_only and size < nbytes:
+            break
+        try:
+            os.rename(os.path.join(directory, name), path)  # atomic: one taker wins
+            return True
+        except OSError:
+            continue  # another writer took it first
+    return False
+
+
+def _take_spare(path, nbytes: int) -> int | None:
+    """Rename a spare of ``path``'s directory to ``path`` and open it, or None if there is none."""
+    while take_spare(os.path.dirname(path), path, nbytes):
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+    return None
+
+
+def file_size(raws: list) -> int:
+    """How long the file holding ``raws`` is (each buffer aligned to :data:`ALIGN`)."""
+    offset = 0
+    for raw in raws:
+        offset = -(-offset // ALIGN) * ALIGN + raw.nbytes
+    return offset
+
+
+def write(path, raws: list, use_spare: bool = True, existing: bool = False) -> list:
     """Write buffers into a new file (0600, never an existing one); returns their spans.
 
     ``use_spare``: write over a spare of the same directory when there is one.
+    ``existing``: write over ``path``, a file the server made for these buffers (a spare
+    it renamed, or one it made); what is past the data is cut off.
     """
-    fd = _take_spare(path) if use_spare else None
+    fd = None
+    if existing:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            pass  # gone meanwhile: a new file, as without one
+    elif use_spare:
+        fd = _take_spare(path, file_size(raws))
     spare = fd is not None
     if fd is None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     spans, offset = [], 0
     try:
         for raw in raws:
-            offset = -(-offset // ALIGN) * ALIGN
+            start = -(-offset // ALIGN) * ALIGN
+            if spare and start > offset:
+                # A spare may be a spent argument's file: no byte of it may stay in the gaps.
+                os.pwrite(fd, bytes(start - offset), offset)
+            offset = start
             spans.append([offset, raw.nbytes])
             done = 0
             while done < raw.nbytes:  # one call moves at most ~2 GB on Linux
                 done += os.pwrite(fd, raw[done:], offset + done)
             offset += raw.nbytes
         if spare:
-            os.ftruncate(fd, offset)  # the spare's unused zeros are not part of the data
+            os.ftruncate(fd, offset)  # the spare's rest is not part of the data
     except BaseException:
         os.close(fd)
         os.unlink(path)

@@ -16,7 +16,9 @@ Large buffers (numpy arrays) come and go by file when the server gives a buffer
 directory (``init``'s ``buffers_dir``): an ``invoke`` whose header has ``buffers``
 maps the argument's file, and a result's buffers are written to the file the
 server's rule names (:func:`kernel_workers.buffers.result_name`) and described in
-the ``result`` header.  See :mod:`kernel_workers.buffers`.
+the ``result`` header.  With ``ask_files`` (the local server), the environment first
+asks for that file (a ``result_file`` frame with its size; the server answers with
+one, ``ok`` when the file is there to write over).  See :mod:`kernel_workers.buffers`.
 
 Limits are not policed here: the server enforces timeout and memory from the
 outside (a process is never trusted to police itself).  ``sys.exit`` in user
@@ -208,6 +210,9 @@ class Environment:
             if inspect.isawaitable(result):  # an ``async def`` handler
                 result = self._await(result)
             stage = "pickle"
+            # The arguments are spent: let go of their mapped file now (unless the handler kept
+            # them), so the server can reuse its cached pages for the next large buffer.
+            args = kwargs = None
             _check_not_lazy(result)
             described = {}
             if encoding == "json":
@@ -281,11 +286,25 @@ class Environment:
             return body, {}
         name = buffers.result_name(request_id)
         try:
-            spans = buffers.write(os.path.join(self.buffers_dir, name), raws)
+            spans = buffers.write(os.path.join(self.buffers_dir, name), raws,
+                                  existing=self._file_from_server(request_id, raws))
         except OSError:
             # No room or no access: the server still takes the result in the frame.
             return tracebacks.dumps(result, PICKLE_PROTOCOL), {}
         return body, {"buffers": {"file": name, "spans": spans}}
+
+    def _file_from_server(self, request_id: str, raws: list) -> bool:
+        """Ask the server for the result's file (``init``'s ``ask_files``), True once it made it.
+
+        The server renames a spare of the right size to the result's name, or makes one: either
+        way the file's pages were cached (and charged) by the server, so the page cache of a
+        large result never counts against this function's memory.
+        """
+        if not self.config.get("ask_files"):
+            return False
+        self.channel.send("result_file", request_id=request_id, nbytes=buffers.file_size(raws))
+        header, _ = self.channel.recv()
+        return header["k"] == "result_file" and bool(header.get("ok"))
 
     def serve(self) -> str | None:
         """Serve invocations until the link closes; ``"template"`` when this process became one."""

@@ -20,10 +20,13 @@ Kinds, by link:
   (a template, an environment after INIT, speaks the zygote's side: kernel_workers.init)
   server -> environment  init (body: the function's pickle; ``buffers_dir``; ``template``: become
                          a snapshot after INIT; ``snapshot``: forked from one, no body),
-                         invoke (body: payload; ``buffers``: its out-of-band buffers' file, if any)
+                         invoke (body: payload; ``buffers``: its out-of-band buffers' file, if any),
+                         result_file (``ok``: the result's file is made, to write over)
   environment -> server  ready (``imported``: modules INIT imported; a template's ``unsafe``),
                          init_error, result (body: result; ``buffers``: its out-of-band
-                         buffers' file, if any), error (body: pickled exception or empty)
+                         buffers' file, if any), error (body: pickled exception or empty),
+                         result_file (``request_id``, ``nbytes``: make the result's file; only
+                         when ``init`` said ``ask_files``)
   client <-> server      see jupyter_faas.server.protocol.session (both carriers)
 
 This module is the only place frames are packed or parsed: :class:`FrameDecoder` is the

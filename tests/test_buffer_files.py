@@ -302,33 +302,30 @@ def test_a_queued_big_argument_survives_a_server_kill(make_server, monkeypatch):
         discovery.reset()
 
 
-def test_writers_take_spares_and_the_server_makes_new_ones(conn, server):
-    directory = conn.buffer_dir
-    make = faas.function(make_array, name="make_from_spare", memory=512)
-    # Spares are made once buffer files are in use (a server that never sees one pays nothing).
-    assert numpy.array_equal(make.invoke(N).result, numpy.arange(N, dtype="float64"))
-    wait_for(lambda: len(files_in(directory, "spare-")) == 2)
-    before = set(files_in(directory, "spare-"))
-    inv = make.invoke(N)
-    assert numpy.array_equal(inv.result, numpy.arange(N, dtype="float64"))
-    # The environment wrote over a spare (its zeros past the data cut off) and a new one was made.
-    assert (directory / f"res-{inv.request_id}").stat().st_size == N * 8
-    wait_for(lambda: len(files_in(directory, "spare-")) == 2)
-    assert set(files_in(directory, "spare-")) != before
-
-
 def test_buffer_file_format(tmp_path):
     from kernel_workers import buffers
     a, b = numpy.arange(1000, dtype="uint8"), numpy.arange(N, dtype="float64")
     data, raws = buffers.dumps((a, b), out_of_band=True)
     assert len(raws) == 2 and len(data) < 1000
-    buffers.make_spare(tmp_path, "spare-x", 1 << 22)
+    small, big = buffers.spare_name(1 << 20, "aa"), buffers.spare_name(1 << 22, "bb")
+    buffers.make_spare(tmp_path, small, 1 << 20)
+    buffers.make_spare(tmp_path, big, 1 << 22)
+    assert buffers.spares_in(tmp_path) == [(1 << 20, small), (1 << 22, big)]
     spans = buffers.write(tmp_path / "arg-1", raws)
-    assert not (tmp_path / "spare-x").exists()  # taken, and cut to the data's end
+    # The smallest spare the data fits was taken, and cut to the data's end.
+    assert (tmp_path / small).exists() and not (tmp_path / big).exists()
     assert spans == [[0, 1000], [1024, N * 8]] and (tmp_path / "arg-1").stat().st_size == 1024 + N * 8
     got_a, got_b = pickle.loads(data, buffers=buffers.map_views(tmp_path / "arg-1", {"spans": spans}))
     assert numpy.array_equal(got_a, a) and numpy.array_equal(got_b, b) and got_b.flags.writeable
+    (tmp_path / small).unlink()
     assert buffers.write(tmp_path / "arg-2", raws) == spans  # no spare left: a new file
+    # A recycled spare (a spent argument's file) keeps none of its old bytes: the gap between
+    # the buffers is zeroed and its rest cut off.
+    old = buffers.spare_name(1 << 22, "cc")
+    (tmp_path / old).write_bytes(b"\xff" * (1 << 22))
+    assert buffers.write(tmp_path / "arg-3", raws) == spans
+    written = (tmp_path / "arg-3").read_bytes()
+    assert written == bytes(a) + bytes(24) + bytes(b) and not (tmp_path / old).exists()
     assert buffers.dumps((numpy.arange(10),), out_of_band=True)[1] == []  # small: in band
     with pytest.raises(buffers.BufferFileError, match="shorter than its descriptor"):
         buffers.map_views(tmp_path / "arg-2", {"spans": [[0, 1024 + N * 8 + 1]]})

@@ -32,6 +32,7 @@ from .backends.router import Router
 from .compat import LambdaAPI, Packages
 from .compat import routes as lambda_routes
 from .engine import AsyncService, Monitoring
+from .engine.recovery import sweep_periodically
 from .model import DEFAULT_PRICING, Pricing
 from .protocol import DirectServer
 from .store import Store
@@ -116,12 +117,23 @@ class FaaSServer(JupyterApp):
                               "files in <data dir>/buffers between processes of this machine: "
                               "written once, mapped without a copy. Off: every byte travels inside "
                               "messages, as it does for a client on another machine.")
-    buffer_spare_mb = Integer(128, config=True,
-                              help="Size of each of the two spare buffer files kept with their pages "
-                                   "cached, which large arguments and results are written over "
-                                   "(faster than into new pages); 0: none. Made once a client "
-                                   "first sends or gets a large buffer; then costs twice this in "
-                                   "reclaimable page cache.")
+    buffer_orphan_s = Float(600.0, config=True,
+                            help="Seconds after which a buffer file that no invocation names and "
+                                 "nothing touched is deleted while the server runs (a client that "
+                                 "died between writing a large argument and sending the call); at "
+                                 "start, every such file is deleted.")
+    versions_kept = Integer(256, config=True,
+                            help="Function versions whose code, record and placement statistics "
+                                 "the server keeps in memory (least recently used out; a version "
+                                 "called again is read from the store).")
+    buffer_spare_mb = Integer(1024, config=True,
+                              help="Most MB the spare buffer files hold together: files with their "
+                                   "pages cached, which large arguments and results are written "
+                                   "over (faster than into new pages); 0: none. They follow recent "
+                                   "use (as large as the largest recent buffer, as many as large "
+                                   "calls came lately, 2 to 8), cost reclaimable page cache and "
+                                   "allocated disk, and are dropped after idle_timeout without a "
+                                   "large buffer: a server that never sees one pays nothing.")
 
     backend = Enum(["local", "dask"], "local", config=True,
                    help="Where a function that names no backend runs: local (execution environments "
@@ -157,17 +169,19 @@ class FaaSServer(JupyterApp):
 
     def build(self):
         self.store = Store(Path(self.faas_data_dir) / "faas.sqlite")
-        files = (BufferFiles(Path(self.faas_data_dir) / "buffers", self.buffer_spare_mb * 1024 * 1024)
+        files = (BufferFiles(Path(self.faas_data_dir) / "buffers", self.buffer_spare_mb * 1024 * 1024,
+                             keep_s=self.idle_timeout)
                  if self.share_buffers else None)
         self.envs_dir = paths.scratch_dir("envs")  # swept at start when its server is gone
         memory = make_enforcer(self.memory_enforcement, str(os.getpid()))
         pool = Pool(memory, Path(self.envs_dir), list(self.preload), self.idle_timeout,
-                    buffers_dir=str(files.dir) if files else None,
+                    files=files, max_buffer_bytes=self.max_buffer_mb * 1024 * 1024 or None,
                     learned=self.store.learned_modules(), on_learned=self.store.learn_modules,
                     preload_budget_mb=self.learned_preload_mb, init_timeout=self.init_timeout,
                     on_unlearned=self.store.forget_learned_modules)
         pricing = Pricing(self.price_per_gb_second, self.price_per_request)
         self.pool = pool
+        pool.version_stats_kept = max(1, self.versions_kept)
         self.dask = None
         backends = {"local": pool}
         if self.backend == "dask" or self.dask_scheduler:
@@ -186,6 +200,7 @@ class FaaSServer(JupyterApp):
                                max_buffer_bytes=self.max_buffer_mb * 1024 * 1024 or None)
         # Provisioned environments coming up and templates made or refused: the panel re-reads.
         pool.on_change = self._environments_changed
+        self.service.registry.kept = max(1, self.versions_kept)
         # A frame is one payload or a batch of small ones (the client caps batches at 8 MB).
         max_message = max(int(self.max_payload_mb * 1024 * 1024), 8 << 20) + (2 << 20)
         monitoring = Monitoring(self.store, pricing)
@@ -243,6 +258,8 @@ class FaaSServer(JupyterApp):
             await self.direct.start()
         recovered = self.service.recover()
         self.service.start_background()
+        sweeper = (self.service.spawn(sweep_periodically(self.service, max(0.1, self.buffer_orphan_s)))
+                   if self.service.files is not None else None)
         recovered.update(self.triggers.reconcile())
         self.service.settings.restore()  # provisioned concurrency is kept across restarts
         await self.pool.zygote()  # the first cold start should not pay for the zygote
@@ -273,6 +290,8 @@ class FaaSServer(JupyterApp):
             if self.write_runtime_file:
                 paths.remove_runtime_file(os.getpid())
             server.stop()
+            if sweeper is not None:
+                sweeper.cancel()
             self.triggers.close()
             if self.direct is not None:
                 self.direct.close()

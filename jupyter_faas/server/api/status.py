@@ -21,7 +21,7 @@ class StatusHandler(BaseHandler):
                      "instance": self.settings.get("faas_instance"),
                      "direct_socket": self.settings.get("faas_direct"),
                      **({"buffers": files.info()} if files is not None else {}),
-                     **self.service.stats(),
+                     **self.service.registry.stats(), **self.service.stats(),
                      # per function and qualifier: requested, allocated (up), in_use, status
                      "provisioned": self.service.settings.summary()})
 

@@ -3,13 +3,22 @@
 Every invocation was a row before it ran.  A ``queued`` row never started: it is queued
 again (its payload and argument buffers are in the store).  A ``running`` row may have
 run partly (a side effect may have happened), so it is not run again: it is failed with
-``Runtime.ServerStopped``, and the user decides.  Buffer files no row names are swept.
+``Runtime.ServerStopped``, and the user decides.  Buffer files no row names are swept,
+at start and then periodically (those no live invocation names either, untouched a while:
+a client that died between writing its argument's file and sending the call).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+from kernel_workers.buffers import result_name
+
 from ..model import FAILED, LATEST, QUEUED
 from .invocation import Invocation
+
+log = logging.getLogger("jupyter_faas.server")
 
 
 def recover(service) -> dict:
@@ -37,3 +46,37 @@ def recover(service) -> dict:
     swept = service.files.sweep(service.store.buffer_files()) if service.files is not None else 0
     return {"requeued": requeued, "failed": failed, "stale_buffer_files": swept}
 
+
+
+def live_buffer_files(service) -> set:
+    """The buffer files of the invocations the service holds (queued, running, ending)."""
+    live = set()
+    for inv in (*service.active.values(), *service.ending.values()):
+        if inv.buffers is not None:
+            live.add(inv.buffers.get("file"))
+        live.add(result_name(inv.request_id))
+    return live
+
+
+async def sweep_orphans(service, older_than: float) -> int:
+    """Delete the buffer files no row and no live invocation names, untouched for ``older_than``
+    seconds; the store is read only when there is such a file."""
+    stale = service.files.stale(older_than, live_buffer_files(service))
+    if not stale:
+        return 0
+    named = service.store.buffer_files()
+    stale = [name for name in stale if name not in named]
+    removed = await asyncio.get_running_loop().run_in_executor(None, service.files.delete, stale)
+    if removed:
+        log.info("deleted %d buffer files no invocation owned (untouched for %g s)", removed, older_than)
+    return removed
+
+
+async def sweep_periodically(service, older_than: float) -> None:
+    """:func:`sweep_orphans` every ``min(60, older_than)`` seconds, for the server's life."""
+    while True:
+        await asyncio.sleep(min(60.0, older_than))
+        try:
+            await sweep_orphans(service, older_than)
+        except Exception:  # noqa: BLE001 - a sweep that failed is tried again at the next turn
+            log.exception("could not sweep the buffer directory")

@@ -2,8 +2,9 @@
 
 A map's every item needs its function version, and only deploy and delete (through
 this registry) change one, so versions are cached in memory and dropped on change.
-Code blobs are cached by hash, bounded (least recently used out), so a server that
-has run thousands of versions does not hold every one of them.
+Both caches are bounded by ``kept`` (code blobs by hash, least recently used out;
+versions, oldest read first out), so a server that has run thousands of versions
+does not hold every one of them: one that is called again is read from the store.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ...errors import InvalidParameter, ResourceNotFound
 from ..model import FunctionVersion
 from .provisioning import check_reserved
 
-#: code blobs kept in memory (each is one function's pickle, usually a few KB)
+#: code blobs and versions kept in memory (a code blob is one function's pickle, usually a few KB)
 CODE_CACHE_ENTRIES = 256
 
 
@@ -28,6 +29,7 @@ class Registry:
         # (name, version or None for the latest) -> function version.  Shared, never mutated.
         self._functions: dict[tuple, dict] = {}
         self._code: "OrderedDict[str, bytes]" = OrderedDict()
+        self.kept = CODE_CACHE_ENTRIES  # the bound of each cache (FaaSServer.versions_kept)
 
     def deploy(self, name: str, code: bytes, memory=limits.MEMORY_DEFAULT_MB,
                timeout=limits.TIMEOUT_DEFAULT_S, env=None, concurrency=None,
@@ -68,6 +70,8 @@ class Registry:
             function = self.store.get_function(name, version)
             if function is not None:
                 self._functions[(name, version)] = function
+                while len(self._functions) > self.kept:  # the oldest read out (dicts keep order)
+                    del self._functions[next(iter(self._functions))]
         if function is None:
             raise self._not_found(name, version)
         return function
@@ -106,11 +110,15 @@ class Registry:
         code = self._code.get(sha)
         if code is None:
             code = self._code[sha] = self.store.code(sha)
-            while len(self._code) > CODE_CACHE_ENTRIES:
+            while len(self._code) > self.kept:
                 self._code.popitem(last=False)
         else:
             self._code.move_to_end(sha)
         return code
+
+    def stats(self) -> dict:
+        """How much the caches hold (the status endpoint)."""
+        return {"cached_code": len(self._code), "cached_versions": len(self._functions)}
 
     def _forget(self, name: str) -> None:
         for key in [k for k in self._functions if k[0] == name]:

@@ -14,16 +14,27 @@ Lifetimes: an argument file lives while its invocation is queued or running (the
 store names it in the row while queued, so a restart runs it); a result file lives
 as long as its row, like the store's large-result files.  Anything else found at
 start (a client that died between writing and sending, a result of an invocation
-the server died under) is deleted, except spares.
+the server died under, spares) is deleted (:meth:`BufferFiles.sweep`); while the
+server runs, what no row and no live invocation names and nothing touched for a while
+is (:meth:`BufferFiles.stale`, swept by :func:`..engine.recovery.sweep_periodically`).
 
-Spares (``spare-*``, :data:`SPARES` of ``spare_bytes`` each): zero-filled files
-with their pages already cached, which writers take and write over (see
-:mod:`kernel_workers.buffers`).  A worker thread makes them once buffer files are
-first used, and again whenever one was taken, so the cost of getting fresh pages
-from the kernel is paid off the invocation's path; they are deleted when the server
-stops.  They hold ``SPARES * spare_bytes`` of clean, reclaimable page cache (and as
-much allocated disk, never written) only on a server whose clients send large
-buffers: one that never sees an array pays nothing.
+Spares (``spare-<bytes>-<random>``): zero-filled files with their pages already
+cached, which writers take and write over (see :mod:`kernel_workers.buffers`), so
+the cost of getting fresh pages from the kernel (hundreds of ms for 100 MB on a VM
+whose host takes back freed memory) is paid off the invocation's path.  They follow
+recent use: as large as the largest buffer file of the last ``keep_s`` seconds, and
+as many as large files were used in the last :data:`BURST_S` seconds plus one (at
+least :data:`MIN_SPARES`, at most :data:`MAX_SPARES`), within ``budget`` bytes in all;
+none on a server that saw no large buffer for ``keep_s`` (the pool's idle timeout), or
+ever.  A worker thread makes them whenever fewer are ready than that, and
+:meth:`BufferFiles.replenish` (each large call, and the pool's reaper) deletes those
+the plan no longer wants.
+
+An environment does not take a spare itself: it asks for its result's file
+(:meth:`BufferFiles.provide`), which is a spare renamed, or a file this process
+makes.  Either way the result's page cache was charged to the server when it was
+first touched, never to the function's memory cgroup: a large result does not
+count against the function's Max Memory Used, nor push it towards its limit.
 
 The server never unpickles these files; it only checks names and sizes, and
 reads the bytes to forward them to a client that cannot map them.
@@ -37,6 +48,8 @@ import os
 import secrets
 import stat
 import threading
+import time
+from collections import OrderedDict
 from pathlib import Path
 
 from kernel_workers import buffers
@@ -46,16 +59,36 @@ from ....errors import InvalidParameter, ServerError
 log = logging.getLogger("jupyter_faas.server")
 
 NONCE_FILE = buffers.INSTANCE_FILE
-#: Spare files kept ready: one for a call's argument and one for its result.
-SPARES = 2
+#: Spares kept while large buffers are in use: one for a call's argument, one for its result.
+MIN_SPARES = 2
+#: At most this many, however many large calls come back to back.
+MAX_SPARES = 8
+#: A spare per large buffer file used within this many seconds (and one more).
+BURST_S = 10.0
+#: Spares made at once (each in a worker thread): more compete with the calls for the cores
+MAKERS = 1
+#: Spare sizes are rounded up to this.
+SPARE_ROUND = 1 << 20
+#: The uses remembered (each a name, a time and a size).
+RECENT_KEPT = 64
 
 
 class BufferFiles:
-    def __init__(self, directory: Path, spare_bytes: int = 0):
+    def __init__(self, directory: Path, budget: int = 0, keep_s: float = 300.0, clock=time.monotonic):
         self.dir = Path(directory)
         self.nonce = secrets.token_hex(16)
-        self.spare_bytes = spare_bytes
-        self._making_spares = False
+        #: the most bytes the spares may hold together (0: no spares)
+        self.budget = budget
+        self.keep_s = keep_s
+        self.clock = clock
+        #: large buffer files used lately: name -> (time, file size)
+        self._recent: "OrderedDict[str, tuple[float, int]]" = OrderedDict()
+        self._making = 0  # spares being made by worker threads
+        self._dropping = False  # a worker thread is deleting spares
+        #: what the last plan said: (the largest recent file, the size of spares made, count)
+        self._plan = (0, 0, 0)
+        #: argument files whose invocation ended: name -> pids() of its environment
+        self._ran: dict = {}
         # Spares are made in a worker thread: the lock keeps one from landing after
         # drop_spares (the server stopping), which would leave it behind for good.
         self._spares_lock = threading.Lock()
@@ -73,8 +106,10 @@ class BufferFiles:
                               f"data dir's permissions, or pass --FaaSServer.share_buffers=False") from exc
 
     def info(self) -> dict:
-        """What the status endpoint tells clients."""
-        return {"dir": str(self.dir), "nonce": self.nonce}
+        """What the status endpoint tells clients: the directory and its nonce, and the spares
+        (ready, being made, wanted by recent use)."""
+        return {"dir": str(self.dir), "nonce": self.nonce, "spares": len(self.spares()),
+                "spares_making": self._making, "spares_wanted": self._plan[2]}
 
     def path(self, name: str) -> Path:
         return self.dir / buffers.check_name(name)
@@ -98,6 +133,7 @@ class BufferFiles:
                 f"inline when it cannot share {self.dir})") from exc
         if size < end:
             raise InvalidParameter(f"the buffer file {name!r} has {size} bytes, its descriptor needs {end}")
+        self._used(name, end)
         return buffers.nbytes(descriptor)
 
     def views(self, descriptor) -> list:
@@ -105,48 +141,150 @@ class BufferFiles:
         return buffers.map_views(self.path(descriptor.get("file")), descriptor, writable=False)
 
     def discard(self, descriptor) -> None:
-        """Delete a descriptor's file, if it names one here (quietly: it may be gone already)."""
+        """Delete a descriptor's file, if it names one here (quietly: it may be gone already);
+        a spent argument's file that no process maps any more becomes a spare if one is wanted."""
         try:
-            os.unlink(self.path(descriptor.get("file")))
+            name = descriptor.get("file")
+            path = self.path(name)
+            if self._recycled(name, path):
+                return
+            os.unlink(path)
         except (buffers.BufferFileError, AttributeError, OSError):
             pass
+
+    def ran(self, name, pids) -> None:
+        """The environment that mapped the argument file ``name`` finished with it: ``pids()``
+        lists its processes, which must not map the file any more when it is recycled."""
+        if isinstance(name, str):
+            self._ran[name] = pids
+            while len(self._ran) > RECENT_KEPT:
+                self._ran.pop(next(iter(self._ran)), None)
+
+    def _recycled(self, name: str, path: Path) -> bool:
+        """Rename a spent argument's file to a spare, when spares of its size are wanted and no
+        process of the environment that ran it maps it: a private mapping of a file shows
+        what is written to it later, so a file still mapped is never written again.  (Its
+        cached pages are as good as a new spare's, and cost nothing to make; one spare too
+        many goes at the next :meth:`replenish`, a made one first.)"""
+        pids = self._ran.pop(name, None)
+        needed, _, count = self._plan
+        if pids is None or not count:
+            return False
+        size = os.stat(path, follow_symlinks=False).st_size
+        if size < needed or len(buffers.spares_in(self.dir)) >= MAX_SPARES or _maps(pids(), name):
+            return False
+        os.rename(path, self.dir / buffers.spare_name(size, secrets.token_hex(8)))
+        return True
 
     def discard_all(self, descriptors: list) -> None:
         for descriptor in descriptors:
             self.discard(descriptor)
 
-    def replenish(self) -> None:
-        """Make spares in a worker thread until there are :data:`SPARES` (a writer may have taken one)."""
-        if not self.spare_bytes or self._making_spares or self._stopped:
-            return
+    # ---- result files --------------------------------------------------------------------
+
+    def provide(self, name: str, nbytes: int, done) -> None:
+        """Make ``name`` a file of at least ``nbytes`` bytes with its pages cached by this
+        process; ``done(ok)`` is called on the loop once it is there (at once when a spare
+        fits, else after a worker thread made it)."""
+        self._used(name, nbytes)
         try:
-            have = sum(1 for n in os.listdir(self.dir) if n.startswith(buffers.SPARE_PREFIX)
-                       and buffers.check_spare(n))
-        except OSError:
+            path = self.path(name)
+        except buffers.BufferFileError:
+            done(False)
             return
-        if have >= SPARES:
+        if buffers.take_spare(self.dir, path, nbytes, fitting_only=True):
+            self.replenish()
+            done(True)
             return
-        self._making_spares = True
-        made = asyncio.get_running_loop().run_in_executor(None, self._make_spares, SPARES - have)
-        made.add_done_callback(self._spares_made)
+        made = asyncio.get_running_loop().run_in_executor(None, self._make_file, name, nbytes)
+        made.add_done_callback(lambda f: done(not f.cancelled() and f.exception() is None))
+        self.replenish()
 
-    def _make_spares(self, count: int) -> None:
-        for _ in range(count):
-            with self._spares_lock:
-                if self._stopped:
-                    return
-                buffers.make_spare(self.dir, buffers.SPARE_PREFIX + secrets.token_hex(8), self.spare_bytes)
+    def _make_file(self, name: str, nbytes: int) -> None:
+        with self._spares_lock:
+            if self._stopped:
+                raise ServerError("the server is stopping")
+        buffers.make_spare(self.dir, name, nbytes)
 
-    def _spares_made(self, made: asyncio.Future) -> None:
-        self._making_spares = False
-        if made.cancelled():
+    # ---- spares --------------------------------------------------------------------------
+
+    def _used(self, name: str, size: int) -> None:
+        if size < buffers.THRESHOLD:
+            return
+        self._recent.pop(name, None)
+        self._recent[name] = (self.clock(), size)
+        while len(self._recent) > RECENT_KEPT:
+            self._recent.popitem(last=False)
+
+    def plan(self) -> tuple[int, int, int]:
+        """``(needed, size, count)``: spares of at least ``needed`` bytes are wanted, ``count``
+        of them, made ``size`` bytes long (``(0, 0, 0)``: none)."""
+        now = self.clock()
+        while self._recent and now - next(iter(self._recent.values()))[0] > self.keep_s:
+            self._recent.popitem(last=False)
+        if not self._recent or self.budget < SPARE_ROUND:
+            self._plan = (0, 0, 0)
+            return self._plan
+        largest = max(size for _, size in self._recent.values())
+        size = min(-(-largest // SPARE_ROUND) * SPARE_ROUND, self.budget // SPARE_ROUND * SPARE_ROUND)
+        burst = sum(1 for t, _ in self._recent.values() if now - t <= BURST_S)
+        count = min(MIN_SPARES + 2 * burst, MAX_SPARES, max(1, self.budget // size))
+        self._plan = (min(largest, size), size, count)
+        return self._plan
+
+    def replenish(self) -> None:
+        """Bring the spares to :meth:`plan` in worker threads: delete those it no longer
+        wants (too small, too many), and make the missing ones (:data:`MAKERS` at a time)."""
+        if self._stopped:
+            return
+        needed, size, count = self.plan()
+        spares = buffers.spares_in(self.dir)
+        # Smallest first: one too many is a made spare (rounded up) before a reused file.
+        big_enough = [name for s, name in spares if s >= needed] if count else []
+        drop = [name for s, name in spares if s < needed or not count] + big_enough[count:]
+        loop = asyncio.get_running_loop()
+        if drop and not self._dropping:
+            self._dropping = True
+            loop.run_in_executor(None, self._drop, drop).add_done_callback(self._dropped)
+        for _ in range(min(count - len(big_enough) - self._making, MAKERS - self._making)):
+            self._making += 1
+            loop.run_in_executor(None, self._make_spare, size).add_done_callback(self._spare_made)
+
+    def _drop(self, names: list) -> None:
+        for name in names:
+            try:
+                os.unlink(self.dir / name)
+            except OSError:
+                pass  # taken meanwhile
+
+    def _dropped(self, done: asyncio.Future) -> None:
+        self._dropping = False
+
+    def _make_spare(self, size: int) -> None:
+        # Made under a name no writer takes, then renamed, unless the server stopped meanwhile.
+        tag = secrets.token_hex(8)
+        making = f"{buffers.SPARE_PREFIX}making-{tag}"
+        buffers.make_spare(self.dir, making, size)
+        with self._spares_lock:
+            if self._stopped:
+                os.unlink(self.dir / making)
+            else:
+                os.rename(self.dir / making, self.dir / buffers.spare_name(size, tag))
+
+    def _spare_made(self, made: asyncio.Future) -> None:
+        self._making -= 1
+        if made.cancelled() or self._stopped:
             return
         if made.exception() is not None:
             log.warning("cannot make spare buffer files in %s (%s); large buffers will be written "
                         "to new files", self.dir, made.exception())
-            self.spare_bytes = 0
+            self.budget = 0
             return
         self.replenish()  # more may have been taken meanwhile
+
+    def spares(self) -> list:
+        """``[(size, name)]`` of the spares ready now."""
+        return buffers.spares_in(self.dir)
 
     def drop_spares(self) -> None:
         """Delete the spares and make no more (when stopping: they are quick to make, and hold
@@ -160,16 +298,54 @@ class BufferFiles:
                 except OSError:
                     pass
 
+    # ---- orphans -------------------------------------------------------------------------
+
     def sweep(self, keep: set) -> int:
-        """Delete every buffer file whose name is not in ``keep``, but spares (at start: nothing else runs)."""
-        removed = 0
+        """Delete every buffer file whose name is not in ``keep``, spares too (at start: nothing
+        else runs, and a spare of the last run may hold a spent argument's bytes)."""
+        return self.delete([e.name for e in os.scandir(self.dir)
+                            if not e.name.startswith(NONCE_FILE) and e.name not in keep])
+
+    def stale(self, older_than: float, live: set) -> list:
+        """Names of the ``arg-`` and ``res-`` files not in ``live`` that nothing touched for
+        ``older_than`` seconds (a writer renames a spare, then writes it: both touch it)."""
+        cutoff = time.time() - older_than
+        found = []
         for entry in os.scandir(self.dir):
-            if (entry.name.startswith(NONCE_FILE) or entry.name in keep
-                    or (entry.name.startswith(buffers.SPARE_PREFIX) and buffers.check_spare(entry.name))):
+            if not entry.name.startswith(("arg-", "res-")) or entry.name in live:
                 continue
             try:
-                os.unlink(entry.path)
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if max(st.st_mtime, st.st_ctime) < cutoff:
+                found.append(entry.name)
+        return found
+
+    def delete(self, names: list) -> int:
+        removed = 0
+        for name in names:
+            try:
+                os.unlink(self.dir / name)
                 removed += 1
+            except FileNotFoundError:
+                pass
             except OSError as exc:
-                log.warning("could not delete the stale buffer file %s: %s", entry.path, exc)
+                log.warning("could not delete the stale buffer file %s: %s", self.dir / name, exc)
         return removed
+
+
+def _maps(pids: list, name: str) -> bool:
+    """Whether any of ``pids`` maps a file called ``name`` (unreadable maps count as yes)."""
+    needles = (f"/{name}\n".encode(), f"/{name} (deleted)\n".encode())
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps", "rb") as f:
+                maps = f.read()
+            if needles[0] in maps or needles[1] in maps:
+                return True
+        except FileNotFoundError:
+            continue  # gone
+        except OSError:
+            return True
+    return False

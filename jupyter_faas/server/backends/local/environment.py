@@ -74,9 +74,11 @@ class _FrameReader(asyncio.BufferedProtocol):
 class _Run:
     """The invocation an environment is running: who to tell, and its deadline."""
 
-    __slots__ = ("done", "started", "timeout", "timer", "grace")
+    __slots__ = ("request_id", "arg_file", "done", "started", "timeout", "timer", "grace")
 
-    def __init__(self, done, started: float, timeout: float):
+    def __init__(self, request_id: str, arg_file, done, started: float, timeout: float):
+        self.request_id = request_id
+        self.arg_file = arg_file  # the name of its argument buffers' file, if it has one
         self.done = done          # callable(Outcome)
         self.started = started    # perf_counter() when it was sent
         self.timeout = timeout
@@ -223,7 +225,7 @@ class Environment:
         self._frame.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.writer.write(wire.pack("init", code, function=cfg["name"], version=self.key[2],
                                     memory=cfg["memory"], setup=setup, buffers_dir=self.pool.buffers_dir,
-                                    **extra))
+                                    ask_files=self.pool.files is not None, **extra))
         try:
             header, body = await asyncio.wait_for(asyncio.shield(self._frame), self.pool.init_timeout)
         except (EnvironmentDied, asyncio.TimeoutError) as exc:
@@ -269,6 +271,9 @@ class Environment:
     def _frame_arrived(self, header: dict, body: bytes) -> None:
         if self._run is not None:
             try:
+                if header["k"] == "result_file":
+                    self._result_file(header)
+                    return
                 self._run_frame(header, body)
             except Exception:  # noqa: BLE001 - never let it reach the transport (it would drop the link)
                 log.exception("environment %s: handling the end of an invocation failed", self.id)
@@ -366,7 +371,8 @@ class Environment:
             on_line(stream, line)
         self.orphan_lines.clear()
         self.pool.memory.before_invoke(self.id, self.pid)
-        run = self._run = _Run(done, time.perf_counter(), timeout)
+        run = self._run = _Run(request_id, buffers and buffers.get("file"), done, time.perf_counter(),
+                               timeout)
         deadline_ms = int(time.time() * 1000 + timeout * 1000)
         described = {"buffers": buffers} if buffers is not None else {}
         prefix, body = wire.pack_parts("invoke", payload, request_id=request_id, encoding=encoding,
@@ -381,6 +387,24 @@ class Environment:
         run.timer = loop.call_later(timeout, self._deadline_passed, run)
         if self._lost:  # it died (or was cancelled) before this was sent
             self._run_ended()
+
+    def _result_file(self, header: dict) -> None:
+        """The environment asks for its result's file: the pool's buffer files make it (its
+        pages charged to the server, not to this environment's memory), then say ``ok``."""
+        run, files = self._run, self.pool.files
+        name = f"res-{header.get('request_id')}"
+        nbytes = header.get("nbytes")
+        if (files is None or name != f"res-{run.request_id}" or not isinstance(nbytes, int)
+                or not 0 < nbytes <= self.pool.max_buffer_bytes(self.function)):
+            self.writer.write(wire.pack("result_file", ok=False))  # it writes a new file itself
+            return
+
+        def made(ok: bool) -> None:
+            if self._run is run and not self._lost:
+                self.writer.write(wire.pack("result_file", ok=ok))
+            elif ok:  # it ended (killed, cancelled) while the file was made
+                files.discard({"file": name})
+        files.provide(name, nbytes, made)
 
     def _deadline_passed(self, run: _Run) -> None:
         if self._run is not run:
@@ -442,6 +466,9 @@ class Environment:
             return
         self.state = "idle"
         self.last_used = time.monotonic()
+        if run.arg_file is not None and self.pool.files is not None:
+            env_id, pid = self.id, self.pid
+            self.pool.files.ran(run.arg_file, lambda: self.pool.memory.pids(env_id, pid))
         run.done(outcome)
 
     async def _retire(self, outcome: Outcome, done) -> None:

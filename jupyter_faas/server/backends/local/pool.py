@@ -2,7 +2,8 @@
 
 ``Pool`` keeps idle environments per function version (warm starts), starts new
 ones (cold starts, from a spare forked ahead of need when there is one), and stops
-ones idle longer than ``idle_timeout``.  When none is idle, :mod:`.placement` decides
+ones idle longer than ``idle_timeout``; at scale to zero (nothing left, nothing run for
+``idle_timeout``) it stops the spares too.  When none is idle, :mod:`.placement` decides
 whether waiting for a busy one beats a cold start.  It is the local implementation
 of :class:`~jupyter_faas.server.backends.base.Backend`; all of it runs on the
 server's asyncio loop, with no threads.
@@ -38,12 +39,15 @@ VERSION_STATS_KEPT = 512
 class Pool(Backend):
     def __init__(self, memory, workdir: Path, preload: list[str], idle_timeout: float,
                  base_environ: dict | None = None, init_timeout: float = limits.INIT_TIMEOUT_S,
-                 spares: int | None = None, buffers_dir: str | None = None,
+                 spares: int | None = None, files=None, max_buffer_bytes: int | None = None,
                  learned: list | None = None, on_learned=None, preload_budget_mb: float = 0.0,
                  on_unlearned=None):
         self.memory = memory
-        #: where environments map argument buffers and write result buffers (None: in frames)
-        self.buffers_dir = buffers_dir
+        #: the buffer directory (a :class:`.buffer_files.BufferFiles`; None: buffers travel in
+        #: frames), where environments map argument buffers and have their results' files made
+        self.files = files
+        self.buffers_dir = str(files.dir) if files is not None else None
+        self._max_buffer_bytes = max_buffer_bytes  # None: the function's memory
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.preload = preload
@@ -55,6 +59,7 @@ class Pool(Backend):
         self.idle: dict[tuple, list[Environment]] = defaultdict(list)
         self.all: dict[str, Environment] = {}
         self.version_stats: "OrderedDict[tuple, VersionStats]" = OrderedDict()
+        self.version_stats_kept = VERSION_STATS_KEPT  # FaaSServer.versions_kept
         self.any_init = VersionStats()  # cold-start time of any version, for one not yet measured
         self.cpus = os.cpu_count() or 1
         # Spares: environments forked before a function needs them, so a cold start is a
@@ -62,6 +67,9 @@ class Pool(Backend):
         self.spares_wanted = min(2, self.cpus) if spares is None else spares
         self.spares: list[Environment] = []
         self._spare_task = None
+        #: the last time an invocation took or started an environment: at scale to zero (no
+        #: environment of any function, none of this for idle_timeout), spares are stopped too
+        self.last_active = time.monotonic()
         self._closing = False
         self._reaper = None
         self._sampler = None
@@ -107,15 +115,20 @@ class Pool(Backend):
         self._fill_spares()
 
     def stats_for(self, key: tuple) -> VersionStats:
-        """The placement statistics of a version (bounded: :data:`VERSION_STATS_KEPT`)."""
+        """The placement statistics of a version (bounded: ``version_stats_kept``)."""
         stats = self.version_stats.get(key)
         if stats is None:
             stats = self.version_stats[key] = VersionStats()
-            while len(self.version_stats) > VERSION_STATS_KEPT:
+            while len(self.version_stats) > self.version_stats_kept:
                 self.version_stats.popitem(last=False)
         else:
             self.version_stats.move_to_end(key)
         return stats
+
+    def max_buffer_bytes(self, function: dict) -> int:
+        """The largest result buffers a function's environment may have a file made for (the
+        engine's limit: larger ones are refused when the result arrives)."""
+        return self._max_buffer_bytes or function["memory"] * 1024 * 1024
 
     def take_idle(self, function: dict) -> Environment | None:
         """A warm environment of this version, now marked busy, or None.  A provisioned one
@@ -132,10 +145,9 @@ class Pool(Backend):
                 return self._reserve(env)
         return None
 
-    @staticmethod
-    def _reserve(env: Environment) -> Environment:
+    def _reserve(self, env: Environment) -> Environment:
         env.state = "busy"
-        env.busy_since = time.monotonic()
+        env.busy_since = self.last_active = time.monotonic()
         return env
 
     def wait_for_warm(self, function: dict) -> float | None:
@@ -153,6 +165,7 @@ class Pool(Backend):
 
     def new_environment(self, function: dict) -> Environment:
         """A cold start, counted at once (state ``starting``) so placement sees it before it runs."""
+        self.last_active = time.monotonic()
         # A version with a snapshot forks from its template, not from the zygote's spares.
         while self.spares and not self.snapshots.wanted(function):
             env = self.spares.pop()
@@ -164,8 +177,16 @@ class Pool(Backend):
         self.all[env.id] = env
         return env
 
+    def scaled_to_zero(self) -> bool:
+        """No environment of any function, none wanted, and no invocation for ``idle_timeout``:
+        then spares are not kept either (the zygote stays, so the next cold start only forks)."""
+        return (not self.provisioned_wanted
+                and time.monotonic() - self.last_active > self.idle_timeout
+                and all(e.state in ("spare", "dead") for e in self.all.values()))
+
     def _fill_spares(self) -> None:
-        if self._spare_task is None and not self._closing and len(self.spares) < self.spares_wanted:
+        if (self._spare_task is None and not self._closing and len(self.spares) < self.spares_wanted
+                and not self.scaled_to_zero()):
             self._spare_task = self.spawn(self._make_spares())
 
     async def _make_spares(self) -> None:
@@ -267,8 +288,11 @@ class Pool(Backend):
         if env in self.spares:
             self.spares.remove(env)
         lst = self.idle.get(env.key)
-        if lst and env in lst:
-            lst.remove(env)
+        if lst is not None:
+            if env in lst:
+                lst.remove(env)
+            if not lst:  # a version with no idle environment keeps no entry
+                del self.idle[env.key]
 
     def stop_function(self, name: str) -> None:
         """Stop the idle environments of every version of a function (it was deleted or replaced)."""
@@ -292,6 +316,13 @@ class Pool(Backend):
                 if env.exit is not None and env.exit.done() and env.state in ("idle", "spare"):
                     env.close()  # died while idle (e.g. a leftover thread called os._exit)
             self.snapshots.reap(self.idle_timeout)
+            if self.files is not None:
+                self.files.replenish()  # spare buffer files follow recent use (none when idle)
+            if self.spares and self.scaled_to_zero():
+                log.info("no environment and no invocation for %g s: stopping the %d spare "
+                         "environments", self.idle_timeout, len(self.spares))
+                for env in list(self.spares):
+                    env.close()
             self._fill_spares()
             for key in list(self.provisioned_wanted):
                 self._top_up(key)  # replace a provisioned environment that died or was killed
@@ -300,6 +331,7 @@ class Pool(Backend):
 
     def provision(self, function: dict, count: int, code_for) -> None:
         """Keep ``count`` environments of ``function`` started (see Backend.provision)."""
+        self.last_active = time.monotonic()
         key = environment_key(function)
         self.provision_failed.pop(key, None)
         if count > 0:
@@ -425,6 +457,7 @@ class Pool(Backend):
             states[env.state] += 1
         zygote = self._zygote
         return {"environments": len(self.all), **states, "memory_enforcement": self.memory.mode,
+                "version_stats": len(self.version_stats),
                 **self.snapshots.stats(),
                 "preloaded_learned": sorted(m for m, why in (zygote.preloaded if zygote else {}).items()
                                             if why is None)}

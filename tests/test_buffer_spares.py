@@ -1,0 +1,135 @@
+"""Spare buffer files: sized to recent use, results' files made by the server, spent arguments reused.
+
+Large arguments and results are written over files whose pages the server already has
+in the page cache (spares), because getting fresh pages from the kernel can cost more
+than the copy.  These tests look at the files, their sizes and inodes, and at what the
+REPORT says, never at how long anything took.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy
+
+import jupyter_faas as faas
+from conftest import wait_for
+from jupyter_faas.client import discovery
+from kernel_workers import buffers
+
+MB = 1_000_000
+
+
+def spares(directory) -> list:
+    """``[(size, name)]`` of the finished spares, smallest first."""
+    return buffers.spares_in(directory)
+
+
+def settled(conn) -> list:
+    """The spares, once the server has made as many as recent use wants."""
+    status = conn.request("GET", "/faas/api/status")["buffers"]
+    done = status["spares_making"] == 0 and status["spares"] == status["spares_wanted"] > 0
+    return done and spares(conn.buffer_dir)
+
+
+def fill(n):
+    import numpy
+    a = numpy.empty(n, dtype="uint8")
+    a.fill(7)
+    return a
+
+
+def fill_and_sum(n):
+    return int(fill(n).sum())
+
+
+def total(a):
+    return int(a.sum())
+
+
+KEPT = None
+
+
+def keep(a):
+    """Keeps its argument (a mapped file) across invocations; with None, says what it kept."""
+    global KEPT
+    if a is not None:
+        KEPT = a
+        return None
+    return int(KEPT.sum()), int(KEPT[0]), int(KEPT[-1])
+
+
+def test_a_large_results_page_cache_does_not_count_against_the_functions_memory(make_server):
+    server = make_server()
+    faas.connect(server.url, server.token)
+    try:
+        # 150 MB of array in a 256 MB function: the file the result is written to (150 MB of
+        # page cache) would put it over its limit, and its Max Memory Used at the limit, if it
+        # were charged to the function's memory cgroup.
+        make = faas.function(fill, name="fill_150", memory=256)
+        same_without_result = faas.function(fill_and_sum, name="fill_and_sum_150", memory=256)
+        used = same_without_result.invoke(150 * MB)
+        assert used.result == 7 * 150 * MB
+        honest = used.report.max_memory_used_mb
+        assert 150 <= honest < 256, used.report
+        for _ in range(3):  # the first finds no spare; later ones do; a warm one keeps nothing
+            inv = make.invoke(150 * MB)
+            result = inv.result
+            assert inv.status == "succeeded" and result.nbytes == 150 * MB and result[-1] == 7
+            assert 150 <= inv.report.max_memory_used_mb <= honest + 16, (honest, inv.report)
+    finally:
+        discovery.reset()
+
+
+def test_spares_follow_recent_use_and_results_are_written_over_them(make_server):
+    server = make_server()
+    conn = faas.connect(server.url, server.token)
+    directory = conn.buffer_dir
+    try:
+        make = faas.function(fill, name="fill_spares", memory=512)
+        assert make(2 * MB).nbytes == 2 * MB
+        # As large as recent use (rounded up to a MiB), not a fixed size.
+        have = wait_for(lambda: settled(conn))
+        assert all(2 * MB <= size <= 3 * MB for size, _ in have), have
+
+        # A result is written over a spare (its inode), not into new pages.
+        before = {os.stat(directory / name).st_ino for _, name in have}
+        inv = make.invoke(2 * MB)
+        assert inv.result.nbytes == 2 * MB
+        assert os.stat(directory / f"res-{inv.request_id}").st_ino in before
+        assert (directory / f"res-{inv.request_id}").stat().st_size == 2 * MB  # the rest cut off
+
+        # Larger calls: larger spares, the small ones dropped.
+        assert make(12 * MB).nbytes == 12 * MB
+        wait_for(lambda: settled(conn) and all(s >= 12 * MB for s, _ in settled(conn)),
+                 what="spares of the new size only")
+
+        # Large calls back to back: more spares kept ready than the two of a single call.
+        for _ in range(4):
+            assert total(make(12 * MB)) == 7 * 12 * MB
+        wait_for(lambda: len(spares(directory)) > 2, what="more spares for back-to-back calls")
+    finally:
+        discovery.reset()
+
+
+def test_an_argument_the_handler_keeps_is_never_written_over(make_server):
+    server = make_server()
+    conn = faas.connect(server.url, server.token)
+    directory = conn.buffer_dir
+    size = 3 * MB + 1  # no spare the server makes has this size: only a reused argument's file
+    try:
+        keeper = faas.function(keep, name="keeper", memory=512, concurrency=1)
+        summer = faas.function(total, name="summer", memory=512)
+        kept = numpy.arange(size, dtype="uint64").astype("uint8")
+        assert keeper(kept) is None  # its environment keeps the argument's mapped file
+        other = numpy.full(size, 9, dtype="uint8")
+        assert summer(other) == 9 * size  # its environment lets go of it
+        # The second argument's file became a spare (no process maps it); the first did not.
+        wait_for(lambda: [s for s, _ in spares(directory)].count(size) == 1,
+                 what="the spent argument's file as a spare")
+        assert [s for s, _ in spares(directory)].count(size) == 1
+        for fill_value in (1, 2, 3):  # written over spares, the reused one first (smallest)
+            assert summer(numpy.full(size, fill_value, dtype="uint8")) == fill_value * size
+        assert keeper(None) == (int(kept.sum()), int(kept[0]), int(kept[-1]))
+    finally:
+        discovery.reset()

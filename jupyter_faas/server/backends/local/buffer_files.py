@@ -50,6 +50,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kernel_workers import buffers
@@ -65,7 +66,8 @@ MIN_SPARES = 2
 MAX_SPARES = 8
 #: A spare per large buffer file used within this many seconds (and one more).
 BURST_S = 10.0
-#: Spares made at once (each in a worker thread): more compete with the calls for the cores
+#: Spares made at once, in a thread of their own: two make them faster, but their page faults
+#: then slow the writers down more than the spares they add save (measured on 2 cores)
 MAKERS = 1
 #: Spare sizes are rounded up to this.
 SPARE_ROUND = 1 << 20
@@ -84,6 +86,8 @@ class BufferFiles:
         #: large buffer files used lately: name -> (time, file size)
         self._recent: "OrderedDict[str, tuple[float, int]]" = OrderedDict()
         self._making = 0  # spares being made by worker threads
+        #: the thread that makes spares (its own: it may be busy for a while)
+        self._makers = ThreadPoolExecutor(MAKERS, "spare-buffers")
         self._dropping = False  # a worker thread is deleting spares
         #: what the last plan said: (the largest recent file, the size of spares made, count)
         self._plan = (0, 0, 0)
@@ -248,7 +252,7 @@ class BufferFiles:
             loop.run_in_executor(None, self._drop, drop).add_done_callback(self._dropped)
         for _ in range(min(count - len(big_enough) - self._making, MAKERS - self._making)):
             self._making += 1
-            loop.run_in_executor(None, self._make_spare, size).add_done_callback(self._spare_made)
+            loop.run_in_executor(self._makers, self._make_spare, size).add_done_callback(self._spare_made)
 
     def _drop(self, names: list) -> None:
         for name in names:
@@ -273,11 +277,12 @@ class BufferFiles:
 
     def _spare_made(self, made: asyncio.Future) -> None:
         self._making -= 1
+        failed = None if made.cancelled() else made.exception()
         if made.cancelled() or self._stopped:
-            return
-        if made.exception() is not None:
+            return  # (a spare being made when the server stopped was deleted under it)
+        if failed is not None:
             log.warning("cannot make spare buffer files in %s (%s); large buffers will be written "
-                        "to new files", self.dir, made.exception())
+                        "to new files", self.dir, failed)
             self.budget = 0
             return
         self.replenish()  # more may have been taken meanwhile
@@ -291,6 +296,7 @@ class BufferFiles:
         memory and disk)."""
         with self._spares_lock:
             self._stopped = True
+        self._makers.shutdown(wait=False, cancel_futures=True)
         for name in os.listdir(self.dir):
             if name.startswith(buffers.SPARE_PREFIX):
                 try:

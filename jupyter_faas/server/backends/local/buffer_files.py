@@ -18,17 +18,20 @@ the server died under, spares) is deleted (:meth:`BufferFiles.sweep`); while the
 server runs, what no row and no live invocation names and nothing touched for a while
 is (:meth:`BufferFiles.stale`, swept by :func:`..engine.recovery.sweep_periodically`).
 
-Spares (``spare-<bytes>-<random>``): zero-filled files with their pages already
-cached, which writers take and write over (see :mod:`kernel_workers.buffers`), so
-the cost of getting fresh pages from the kernel (hundreds of ms for 100 MB on a VM
-whose host takes back freed memory) is paid off the invocation's path.  They follow
-recent use: as large as the largest buffer file of the last ``keep_s`` seconds, and
-as many as large files were used in the last :data:`BURST_S` seconds plus one (at
-least :data:`MIN_SPARES`, at most :data:`MAX_SPARES`), within ``budget`` bytes in all;
-none on a server that saw no large buffer for ``keep_s`` (the pool's idle timeout), or
-ever.  A worker thread makes them whenever fewer are ready than that, and
+Spares (``spare-<bytes>-<random>``): files with their pages already cached, zeros or
+a spent argument's file no process maps any more, which writers take and write over
+(see :mod:`kernel_workers.buffers`), so the cost of getting fresh pages from the
+kernel (hundreds of ms for 100 MB on a VM whose host takes back freed memory) is paid
+off the invocation's path.  They follow recent use (:meth:`BufferFiles.plan`): as
+large as the largest buffer file of the last ``keep_s`` seconds, and
+:data:`MIN_SPARES` plus two per large file used in the last :data:`BURST_S` seconds
+(at most :data:`MAX_SPARES`), within ``budget`` bytes in all; none on a server that
+saw no large buffer for ``keep_s`` (the pool's idle timeout), or ever.  A thread of
+their own makes them, one at a time, whenever fewer are ready than that, and
 :meth:`BufferFiles.replenish` (each large call, and the pool's reaper) deletes those
-the plan no longer wants.
+the plan no longer wants.  Large calls back to back reuse their arguments' files;
+each large result needs fresh pages (it stays, with its row), so a long enough run of
+them outpaces the thread and then a call writes into fresh pages itself.
 
 An environment does not take a spare itself: it asks for its result's file
 (:meth:`BufferFiles.provide`), which is a spare renamed, or a file this process

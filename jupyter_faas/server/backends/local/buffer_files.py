@@ -18,17 +18,20 @@ the server died under, spares) is deleted (:meth:`BufferFiles.sweep`); while the
 server runs, what no row and no live invocation names and nothing touched for a while
 is (:meth:`BufferFiles.stale`, swept by :func:`..engine.recovery.sweep_periodically`).
 
-Spares (``spare-<bytes>-<random>``): zero-filled files with their pages already
-cached, which writers take and write over (see :mod:`kernel_workers.buffers`), so
-the cost of getting fresh pages from the kernel (hundreds of ms for 100 MB on a VM
-whose host takes back freed memory) is paid off the invocation's path.  They follow
-recent use: as large as the largest buffer file of the last ``keep_s`` seconds, and
-as many as large files were used in the last :data:`BURST_S` seconds plus one (at
-least :data:`MIN_SPARES`, at most :data:`MAX_SPARES`), within ``budget`` bytes in all;
-none on a server that saw no large buffer for ``keep_s`` (the pool's idle timeout), or
-ever.  A worker thread makes them whenever fewer are ready than that, and
+Spares (``spare-<bytes>-<random>``): files with their pages already cached, zeros or
+a spent argument's file no process maps any more, which writers take and write over
+(see :mod:`kernel_workers.buffers`), so the cost of getting fresh pages from the
+kernel (hundreds of ms for 100 MB on a VM whose host takes back freed memory) is paid
+off the invocation's path.  They follow recent use (:meth:`BufferFiles.plan`): as
+large as the largest buffer file of the last ``keep_s`` seconds, and
+:data:`MIN_SPARES` plus two per large file used in the last :data:`BURST_S` seconds
+(at most :data:`MAX_SPARES`), within ``budget`` bytes in all; none on a server that
+saw no large buffer for ``keep_s`` (the pool's idle timeout), or ever.  A thread of
+their own makes them, one at a time, whenever fewer are ready than that, and
 :meth:`BufferFiles.replenish` (each large call, and the pool's reaper) deletes those
-the plan no longer wants.
+the plan no longer wants.  Large calls back to back reuse their arguments' files;
+each large result needs fresh pages (it stays, with its row), so a long enough run of
+them outpaces the thread and then a call writes into fresh pages itself.
 
 An environment does not take a spare itself: it asks for its result's file
 (:meth:`BufferFiles.provide`), which is a spare renamed, or a file this process
@@ -50,6 +53,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kernel_workers import buffers
@@ -65,7 +69,8 @@ MIN_SPARES = 2
 MAX_SPARES = 8
 #: A spare per large buffer file used within this many seconds (and one more).
 BURST_S = 10.0
-#: Spares made at once (each in a worker thread): more compete with the calls for the cores
+#: Spares made at once, in a thread of their own: two make them faster, but their page faults
+#: then slow the writers down more than the spares they add save (measured on 2 cores)
 MAKERS = 1
 #: Spare sizes are rounded up to this.
 SPARE_ROUND = 1 << 20
@@ -84,6 +89,8 @@ class BufferFiles:
         #: large buffer files used lately: name -> (time, file size)
         self._recent: "OrderedDict[str, tuple[float, int]]" = OrderedDict()
         self._making = 0  # spares being made by worker threads
+        #: the thread that makes spares (its own: it may be busy for a while)
+        self._makers = ThreadPoolExecutor(MAKERS, "spare-buffers")
         self._dropping = False  # a worker thread is deleting spares
         #: what the last plan said: (the largest recent file, the size of spares made, count)
         self._plan = (0, 0, 0)
@@ -248,7 +255,7 @@ class BufferFiles:
             loop.run_in_executor(None, self._drop, drop).add_done_callback(self._dropped)
         for _ in range(min(count - len(big_enough) - self._making, MAKERS - self._making)):
             self._making += 1
-            loop.run_in_executor(None, self._make_spare, size).add_done_callback(self._spare_made)
+            loop.run_in_executor(self._makers, self._make_spare, size).add_done_callback(self._spare_made)
 
     def _drop(self, names: list) -> None:
         for name in names:
@@ -273,11 +280,12 @@ class BufferFiles:
 
     def _spare_made(self, made: asyncio.Future) -> None:
         self._making -= 1
+        failed = None if made.cancelled() else made.exception()
         if made.cancelled() or self._stopped:
-            return
-        if made.exception() is not None:
+            return  # (a spare being made when the server stopped was deleted under it)
+        if failed is not None:
             log.warning("cannot make spare buffer files in %s (%s); large buffers will be written "
-                        "to new files", self.dir, made.exception())
+                        "to new files", self.dir, failed)
             self.budget = 0
             return
         self.replenish()  # more may have been taken meanwhile
@@ -291,6 +299,7 @@ class BufferFiles:
         memory and disk)."""
         with self._spares_lock:
             self._stopped = True
+        self._makers.shutdown(wait=False, cancel_futures=True)
         for name in os.listdir(self.dir):
             if name.startswith(buffers.SPARE_PREFIX):
                 try:

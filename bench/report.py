@@ -59,15 +59,23 @@ def targets(table: list[dict]) -> list[dict]:
         checks.append({"target": name, "value": value, "limit": limit,
                        "met": None if value is None else ok(value), "unit": unit})
 
+    def least(key, name=FAAS):  # the worst repetition of a higher-is-better figure
+        cell = by.get(key, {}).get("systems", {}).get(name)
+        return cell.get("min") if cell else None
+
+    # The performance issue's targets (issue 14), each a ratio in one run.
     w1, ppe, ray = med(("W1", "p50_us")), med(("W1", "p50_us"), "ProcessPoolExecutor"), med(("W1", "p50_us"), "Ray")
     check("W1 p50 ≤ 2× ProcessPoolExecutor", w1 / ppe if w1 and ppe else None, 2, lambda v: v <= 2, "×")
+    w1_99 = med(("W1", "p99_us"))
+    check("W1 p99 ≤ 3× our own p50", w1_99 / w1 if w1 and w1_99 else None, 3, lambda v: v <= 3, "×")
     check("W1 p50 ≤ ¼ Ray", w1 / ray if w1 and ray else None, 0.25, lambda v: v <= 0.25, "×")
     w2, ppe2 = med(("W2", "items_per_s")), med(("W2", "items_per_s"), "ProcessPoolExecutor")
     check("W2 ≥ ProcessPoolExecutor items/s", w2 / ppe2 if w2 and ppe2 else None, 1, lambda v: v >= 1, "×")
-    check("W3 ≥ 80% of ideal", med(("W3", "pct_of_ideal")), 80, lambda v: v >= 80, "%")
+    check("W3 ≥ 85% of ideal", med(("W3", "pct_of_ideal")), 85, lambda v: v >= 85, "%")
     for way in ("arg", "result"):
-        v, r = med(("W4", f"{way}_MBps")), med(("W4", f"{way}_MBps"), "Ray")
-        check(f"W4 {way} ≥ 2 GB/s", v, 2000, lambda x: x >= 2000, "MB/s")
+        v, r = least(("W4", f"{way}_MBps")), med(("W4", f"{way}_MBps"), "Ray")
+        check(f"W4 {way} ≥ 2 GB/s on every repetition (slowest)", v, 2000, lambda x: x >= 2000, "MB/s")
+        v = med(("W4", f"{way}_MBps"))
         check(f"W4 {way} ≥ Ray", v / r if v and r else None, 1, lambda x: x >= 1, "×")
     check("W5 trivial cold start ≤ 10 ms", med(("W5", "trivial_ms")), 10, lambda v: v <= 10, "ms")
     check("W5 numpy cold start ≤ 15 ms (learned preload)", med(("W5", "numpy_ms")), 15, lambda v: v <= 15, "ms")
@@ -75,7 +83,7 @@ def targets(table: list[dict]) -> list[dict]:
     check("W6 wall ≤ 1.6 s (INIT paid once)", med(("W6", "wall_s")), 1.6 * init_s, lambda v: v <= 1.6, "s")
     check("W6 total PSS ≤ 1.5 × one environment's", med(("W6", "pss_ratio")), 1.5, lambda v: v <= 1.5, "×")
     for m in ("list_newest_ms", "list_function_ms", "list_status_ms", "list_deep_ms"):
-        check(f"S {m} < 50 ms", med(("S", m)), 50, lambda v: v < 50, "ms")
+        check(f"S {m} < 10 ms", med(("S", m)), 10, lambda v: v < 10, "ms")
     check("S server RSS not growing (≤ 5 MB over later W2 reps)", med(("S", "server_rss_growth_mb")), 5,
           lambda v: v <= 5, "MB")
     return checks

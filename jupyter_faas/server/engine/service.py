@@ -94,8 +94,6 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
         self._pending_running: list = []   # (inv, started_at, environment) to commit
         self._pending_finished: list = []  # (inv, fields, result, logs, report) to commit, then tell
         self._commit_scheduled = False
-        self._commit_seen = 0      # starts and ends queued when the commit last looked
-        self._commit_deferred = 0  # turns it has waited for more
         #: stopping (close()): admission starts nothing more; queued invocations stay queued in
         #: the store for the next start
         self.closing = False
@@ -132,11 +130,6 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
     def subscribe(self, callback) -> callable:
         """Call ``callback(event)`` for every change (see :mod:`.feed`); returns the unsubscriber."""
         return self.feed.subscribe(callback)
-
-    @property
-    def backlog(self) -> bool:
-        """Are invocations waiting for a slot (a big map in flow: throughput over latency)?"""
-        return bool(self.waiting)
 
     # ---- functions (the registry) ---------------------------------------------------------
 

@@ -25,7 +25,8 @@ kernel (hundreds of ms for 100 MB on a VM whose host takes back freed memory) is
 off the invocation's path.  They follow recent use (:meth:`BufferFiles.plan`): as
 large as the largest buffer file of the last ``keep_s`` seconds, and
 :data:`MIN_SPARES` plus two per large file used in the last :data:`BURST_S` seconds
-(at most :data:`MAX_SPARES`), within ``budget`` bytes in all; none on a server that
+while large files keep coming (:data:`ACTIVE_S`; at most :data:`MAX_SPARES`), within
+``budget`` bytes in all; none on a server that
 saw no large buffer for ``keep_s`` (the pool's idle timeout), or ever.  A thread of
 their own makes them, one at a time, whenever fewer are ready than that, and
 :meth:`BufferFiles.replenish` (each large call, and the pool's reaper) deletes those
@@ -69,6 +70,10 @@ MIN_SPARES = 2
 MAX_SPARES = 8
 #: A spare per large buffer file used within this many seconds (and one more).
 BURST_S = 10.0
+#: ... while the burst goes on: once no large buffer came for this long, only MIN_SPARES are
+#: kept, so the spares of a burst that ended are not made after it (100 MB of fresh pages
+#: costs a core ~250 ms here, which the next cold starts would pay)
+ACTIVE_S = 2.0
 #: Spares made at once, in a thread of their own: two make them faster, but their page faults
 #: then slow the writers down more than the spares they add save (measured on 2 cores)
 MAKERS = 1
@@ -234,7 +239,9 @@ class BufferFiles:
             return self._plan
         largest = max(size for _, size in self._recent.values())
         size = min(-(-largest // SPARE_ROUND) * SPARE_ROUND, self.budget // SPARE_ROUND * SPARE_ROUND)
-        burst = sum(1 for t, _ in self._recent.values() if now - t <= BURST_S)
+        newest = max(t for t, _ in self._recent.values())
+        burst = (sum(1 for t, _ in self._recent.values() if now - t <= BURST_S)
+                 if now - newest <= ACTIVE_S else 0)
         count = min(MIN_SPARES + 2 * burst, MAX_SPARES, max(1, self.budget // size))
         self._plan = (min(largest, size), size, count)
         return self._plan

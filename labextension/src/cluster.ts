@@ -5,6 +5,7 @@
  * `GET /faas/api/status` (`backends.dask`) through the panel's proxy.
  */
 import { ISignal, Signal } from '@lumino/signaling';
+import { CoalescedRead } from './coalesce';
 import { requestAPI } from './handler';
 
 export interface IClusterEnvironment {
@@ -134,40 +135,29 @@ export class ClusterModel {
   }
 
   /** Read again; calls while a read is out make one more read after it, not one each. */
-  async refresh(): Promise<void> {
-    if (this._reading) {
-      this._again = true;
-      return this._reading;
-    }
-    this._reading = (async () => {
-      do {
-        this._again = false;
-        try {
-          const reply = await this._api.status();
-          const dask = reply.backends?.dask;
-          // A function naming dask on a server without it lists {backend, available: false}.
-          this._dask =
-            dask && dask.backend === 'dask' && dask.available !== false ? (dask as unknown as IDaskStatus) : null;
-          this._pool = reply.memory_pools?.dask ?? null;
-          this._error = null;
-        } catch (error) {
-          this._error = `Cluster: ${(error as Error).message}`;
-        }
-        this._changed.emit();
-      } while (this._again);
-    })();
+  refresh(): Promise<void> {
+    return this._refresher.run();
+  }
+
+  private async _readOnce(): Promise<void> {
     try {
-      await this._reading;
-    } finally {
-      this._reading = null;
+      const reply = await this._api.status();
+      const dask = reply.backends?.dask;
+      // A function naming dask on a server without it lists {backend, available: false}.
+      this._dask =
+        dask && dask.backend === 'dask' && dask.available !== false ? (dask as unknown as IDaskStatus) : null;
+      this._pool = reply.memory_pools?.dask ?? null;
+      this._error = null;
+    } catch (error) {
+      this._error = `Cluster: ${(error as Error).message}`;
     }
+    this._changed.emit();
   }
 
   private _api: IClusterAPI;
   private _dask: IDaskStatus | null = null;
   private _pool: IMemoryPool | null = null;
   private _error: string | null = null;
-  private _reading: Promise<void> | null = null;
-  private _again = false;
+  private _refresher = new CoalescedRead(() => this._readOnce());
   private _changed = new Signal<this, void>(this);
 }

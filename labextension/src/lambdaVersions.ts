@@ -4,6 +4,7 @@
  * signals only, no DOM; read from `GET /faas/api/metrics/versions` through the panel's proxy.
  */
 import { ISignal, Signal } from '@lumino/signaling';
+import { CoalescedRead } from './coalesce';
 import { requestAPI } from './handler';
 
 export interface IPublishedVersion {
@@ -105,35 +106,24 @@ export class VersionsModel {
   }
 
   /** Read again; calls while a read is out make one more read after it, not one each. */
-  async refresh(): Promise<void> {
-    if (this._reading) {
-      this._again = true;
-      return this._reading;
-    }
-    this._reading = (async () => {
-      do {
-        this._again = false;
-        try {
-          const reply = await this._api.functionVersions();
-          this._functions = reply.functions.filter(hasVersions).sort((a, b) => (a.name < b.name ? -1 : 1));
-          this._error = null;
-        } catch (error) {
-          this._error = `Versions: ${(error as Error).message}`;
-        }
-        this._changed.emit();
-      } while (this._again);
-    })();
+  refresh(): Promise<void> {
+    return this._refresher.run();
+  }
+
+  private async _readOnce(): Promise<void> {
     try {
-      await this._reading;
-    } finally {
-      this._reading = null;
+      const reply = await this._api.functionVersions();
+      this._functions = reply.functions.filter(hasVersions).sort((a, b) => (a.name < b.name ? -1 : 1));
+      this._error = null;
+    } catch (error) {
+      this._error = `Versions: ${(error as Error).message}`;
     }
+    this._changed.emit();
   }
 
   private _api: IVersionsAPI;
   private _functions: IFunctionVersions[] = [];
   private _error: string | null = null;
-  private _reading: Promise<void> | null = null;
-  private _again = false;
+  private _refresher = new CoalescedRead(() => this._readOnce());
   private _changed = new Signal<this, void>(this);
 }

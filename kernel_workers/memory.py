@@ -124,6 +124,10 @@ class WatchdogMemory:
     def attach(self, env_id: str, pid: int) -> None:
         pass
 
+    def cgroup_dir(self, env_id: str) -> str | None:
+        """The environment's memory cgroup directory (what a leased environment reads), or None."""
+        return None
+
     def before_invoke(self, env_id: str, pid: int) -> None:
         try:
             self.files.write(env_id, f"/proc/{pid}/clear_refs", b"5")
@@ -228,6 +232,9 @@ class CgroupV1Memory(WatchdogMemory):
         except OSError:
             pass
         return {"cgroup_procs": str(d / "cgroup.procs")}
+
+    def cgroup_dir(self, env_id: str) -> str | None:
+        return str(self._dir(env_id))
 
     def before_invoke(self, env_id: str, pid: int) -> None:
         super().before_invoke(env_id, pid)

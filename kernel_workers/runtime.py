@@ -31,13 +31,14 @@ import inspect
 import json
 import os
 import resource
+import socket
 import sys
 import tempfile  # imported here so the zygote has it: a cold start then does not pay ~5 ms
 import time
 
 import cloudpickle
 
-from . import buffers, exceptions, init as init_code, wire
+from . import buffers, exceptions, init as init_code, lease, wire
 from .context import LambdaContext, call_with_context, context_parameter
 from . import tracebacks
 from .tracebacks import error_fields
@@ -147,6 +148,8 @@ class Environment:
         self.buffers_dir: str | None = None
         self.loop = None  # the event loop of async handlers, kept across warm invocations
         self.modules_after_init: set | None = None  # until the first invocation has run
+        #: control frames that came while the runtime waited for another (see _file_from_server)
+        self.deferred: list = []
         #: the zygote's import path (this module is imported there, before any function's
         #: INIT adds its own): what learned preload can import
         self.zygote_path = ZYGOTE_PATH
@@ -194,6 +197,19 @@ class Environment:
         return True
 
     def invoke(self, header: dict, payload: bytearray) -> None:
+        """Run one invocation the server sent and answer it on the control socket."""
+        kind, body, fields = self.execute(header, payload)
+        self.channel.send(kind, body, **fields)
+        if fields.get("errorType") == "Runtime.OutOfMemory" and kind == "error":
+            os._exit(137)  # the heap may be exhausted or fragmented: never reuse this process
+
+    def execute(self, header: dict, payload, hwm=peak_rss_mb) -> tuple[str, bytes, dict]:
+        """Run one invocation: ``(kind, body, fields)`` of its ``result`` or ``error`` frame.
+
+        ``fields``: ``request_id``, ``duration_ms`` and ``cpu_ms`` (ms), ``hwm_mb`` (MB), and for an
+        error the Lambda error fields (:func:`.tracebacks.error_fields`).  Raises SystemExit
+        when the handler called ``sys.exit`` (the runtime exits, as Lambda's does).
+        """
         rid = header["request_id"]
         encoding = header.get("encoding", "pickle")
         started = time.perf_counter()
@@ -232,13 +248,9 @@ class Environment:
                 fields["errorType"] = "Runtime.OutOfMemory"
             elif stage == "pickle" and encoding == "json":
                 fields["errorType"] = "Runtime.MarshalError"
-            self.channel.send("error", exceptions.dumps(exc), request_id=rid, duration_ms=duration,
-                              cpu_ms=(time.process_time() - cpu_started) * 1000,
-                              hwm_mb=peak_rss_mb(), **fields)
-            if isinstance(exc, MemoryError):
-                # The heap may be exhausted or fragmented: never reuse this process.
-                os._exit(137)
-            return
+            return "error", exceptions.dumps(exc), dict(
+                request_id=rid, duration_ms=duration, cpu_ms=(time.process_time() - cpu_started) * 1000,
+                hwm_mb=hwm(), **fields)
         duration = (time.perf_counter() - started) * 1000
         _flush()
         if self.modules_after_init is not None:  # the first invocation: what it imported
@@ -247,9 +259,9 @@ class Environment:
             if new:
                 described["imported"] = sorted(zygote_importable(
                     {m.split(".")[0] for m in new if not m.startswith("_")}, self.zygote_path))[:64]
-        self.channel.send("result", body, request_id=rid, encoding=encoding, duration_ms=duration,
-                          cpu_ms=(time.process_time() - cpu_started) * 1000, hwm_mb=peak_rss_mb(),
-                          **described)
+        return "result", body, dict(request_id=rid, encoding=encoding, duration_ms=duration,
+                                    cpu_ms=(time.process_time() - cpu_started) * 1000,
+                                    hwm_mb=hwm(), **described)
 
     def _await(self, awaitable):
         """Run an async handler's coroutine to its end on this environment's event loop.
@@ -303,8 +315,11 @@ class Environment:
         if not self.config.get("ask_files"):
             return False
         self.channel.send("result_file", request_id=request_id, nbytes=buffers.file_size(raws))
-        header, _ = self.channel.recv()
-        return header["k"] == "result_file" and bool(header.get("ok"))
+        while True:
+            header, body = self.channel.recv()
+            if header["k"] == "result_file":
+                return bool(header.get("ok"))
+            self.deferred.append((header, body))  # a lease's revoke, a stop: after this invocation
 
     def serve(self) -> str | None:
         """Serve invocations until the link closes; ``"template"`` when this process became one."""
@@ -321,12 +336,21 @@ class Environment:
             self.channel.sock.close()
             return "template"
         while True:
-            try:
-                header, body = self.channel.recv()
-            except EOFError:
-                return
+            if self.deferred:
+                header, body = self.deferred.pop(0)
+            else:
+                try:
+                    header, body = self.channel.recv()
+                except EOFError:
+                    return
             if header["k"] == "invoke":
                 self.invoke(header, body)
+            elif header["k"] == "lease":
+                # its descriptors follow in a message of their own (the control channel reads
+                # no byte past a frame, so they are not dropped by a read-ahead)
+                _, fds, _, _ = socket.recv_fds(self.channel.sock, 1, 3)
+                if len(fds) != 3 or lease.serve(self, header, fds) == "stop":
+                    return
             elif header["k"] == "stop":
                 return
 
@@ -348,4 +372,5 @@ def serve(sock) -> str | None:
     init_code._own_fds.add(sock.fileno())
     if template_link is not None:
         init_code._own_fds.add(template_link)
-    return Environment(wire.BlockingChannel(sock)).serve()
+    # unbuffered: a lease's descriptors come after its frame, and a read-ahead would drop them
+    return Environment(wire.BlockingChannel(sock, buffered=False)).serve()

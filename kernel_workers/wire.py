@@ -247,7 +247,8 @@ class BlockingChannel:
     def __init__(self, sock, buffered: bool = True):
         self.sock = sock
         self._decoder = FrameDecoder()
-        self._buffered = buffered
+        #: False: read no byte past the frame being read (descriptors may follow it)
+        self.buffered = buffered
 
     def recv(self) -> tuple[dict, bytes | bytearray]:
         """The next frame; raises EOFError when the peer closed, ProtocolError on bad bytes."""
@@ -256,13 +257,22 @@ class BlockingChannel:
             frame = decoder.next_frame()
             if frame is not None:
                 return frame
-            target = decoder.get_buffer()
-            want = target.nbytes if self._buffered else min(target.nbytes, decoder.missing())
-            got = self.sock.recv_into(target, want)
-            del target
-            if not got:
-                raise EOFError("peer closed the channel")
-            decoder.buffer_updated(got)
+            self.fill()
+
+    def pending(self) -> tuple[dict, bytes | bytearray] | None:
+        """The next frame if it has already arrived whole (no read), else None."""
+        return self._decoder.next_frame()
+
+    def fill(self) -> None:
+        """One read from the socket into the decoder (blocks until some bytes come)."""
+        decoder = self._decoder
+        target = decoder.get_buffer()
+        want = target.nbytes if self.buffered else min(target.nbytes, decoder.missing())
+        got = self.sock.recv_into(target, want)
+        del target
+        if not got:
+            raise EOFError("peer closed the channel")
+        decoder.buffer_updated(got)
 
     def send(self, kind: str, body: bytes = b"", **fields) -> None:
         prefix, payload = pack_parts(kind, body, **fields)

@@ -61,8 +61,12 @@ def test_log_lines_arrive_while_the_function_is_still_running(conn):
     assert "second line" in fut.logs
 
 
-def test_map_first_failure_names_the_item_and_cancels_the_rest(conn):
-    @faas.function(name="fails_at_zero", timeout=60)
+@pytest.mark.parametrize("leases", [True, False], ids=["leased", "through-the-server"])
+def test_map_first_failure_names_the_item_and_cancels_the_rest(conn, leases):
+    conn.use_leases = leases
+    name = f"fails_at_zero_{'leased' if leases else 'server'}"
+
+    @faas.function(name=name, timeout=60)
     def fails_at_zero(x):
         if x == 0:
             time.sleep(0.5)
@@ -70,20 +74,33 @@ def test_map_first_failure_names_the_item_and_cancels_the_rest(conn):
         time.sleep(30)
         return x
 
+    futures = []
+    original = fails_at_zero._submit_items
+
+    def keep(*args, **kwargs):
+        out = original(*args, **kwargs)
+        futures.extend(out)
+        return out
+    fails_at_zero._submit_items = keep
     with pytest.raises(KeyError) as info:
         fails_at_zero.map(range(6), concurrency=3)
     assert isinstance(info.value, faas.FunctionError)
     assert info.value.details["index"] == 0
     assert any("map item 0 failed" in n for n in info.value.__notes__)
     assert "raise KeyError" in info.value.details["remote_traceback"]
-    counts = _statuses("fails_at_zero")
-    # items 1 and 2 were running and were killed; 3..5 waited on the server behind the cap
-    # (concurrency=3) and were dropped or killed
-    assert counts == {"failed": 1, "cancelled": 5}, counts
-    rows = conn.request("GET", "/faas/api/invocations", params={"function": "fails_at_zero"})
+    assert sorted(f.status for f in futures) == ["cancelled"] * 5 + ["failed"]
+    counts = _statuses(name)
+    rows = conn.request("GET", "/faas/api/invocations", params={"function": name})
     started = [r for r in rows["invocations"] if r["started_at"]]
-    # item 3 may have taken item 0's slot before the cancel reached the server; no more did
+    # items 1 and 2 were running and were killed; item 3 may have taken item 0's place before
+    # the cancel came; no more started (concurrency=3)
     assert 3 <= len(started) <= 4, rows
+    if leases:
+        # through leased environments, what never started was never accepted, so never recorded
+        assert counts == {"failed": 1, "cancelled": len(started) - 1}, counts
+    else:
+        # 3..5 waited on the server behind the cap and were dropped or killed
+        assert counts == {"failed": 1, "cancelled": 5}, counts
 
 
 def test_map_return_exceptions_runs_everything_and_returns_failures_in_place(conn):
@@ -233,9 +250,10 @@ def test_cancel_button_stops_a_blocking_map_like_ctrl_c(kernel):
     kernel.pump(lambda: msg_id in kernel.idle, 30)
     err = kernel.error(msg_id)
     assert err is not None and err["ename"] == "Cancelled", err
-    # the two running items were killed and the eight waiting behind the cap were dropped
+    # the two running items were killed; the eight behind the cap never started (through the
+    # kernel's leased environments they were never accepted, so they have no row)
     counts = _statuses("slow_items")
-    assert counts == {"cancelled": 10}, counts
+    assert counts == {"cancelled": 2}, counts
     kernel.run("import jupyter_faas as faas")
     out, err = kernel.run("print(sum(1 for i in faas.invocations(function='slow_items') "
                           "if i._row.get('started_at')))")
@@ -390,6 +408,8 @@ def test_reattach_from_a_new_kernel_after_the_first_one_died(server, tmp_path):
 
 
 def test_map_submissions_are_batched_on_one_websocket(conn):
+    conn.use_leases = False  # the server's own path (a remote client's, or with leases off)
+
     @faas.function(name="noop_batch")
     def noop_batch(x):
         return x
@@ -432,6 +452,8 @@ def test_map_results_share_frames_and_other_items_start_lines_wait_for_the_log_f
     their own ``done`` or the timed log flush), yet every future has its platform lines."""
     from kernel_workers import wire
 
+    conn.use_leases = False  # the server's own path (a remote client's, or with leases off)
+
     @faas.function(name="noop_frames")
     def noop_frames(x):
         return x
@@ -469,8 +491,8 @@ def test_every_map_item_is_a_recorded_invocation_with_its_platform_lines(conn):
     futures = []
     original = noop_recorded._submit_items
 
-    def keep(indexed_args, view, group=None):
-        out = original(indexed_args, view, group)
+    def keep(indexed_args, view, group=None, leased=None):
+        out = original(indexed_args, view, group, leased)
         futures.extend(out)
         return out
     noop_recorded._submit_items = keep

@@ -39,12 +39,15 @@ from .. import errors
 from . import threads
 from .direct import DirectPool, DirectUnavailable
 from .dispatch import Dispatcher
+from .leased_map import LeasedMap
 from .serialization import Payload, too_large
 
 log = logging.getLogger("jupyter_faas.client")
 #: an ``invoke`` frame carries at most this many items / payload bytes
 BATCH_ITEMS = 1000
 BATCH_BYTES = 8 << 20
+#: leases a map asks for when it sets no ``concurrency`` (the server starts what it lacks)
+MAP_LEASES = max(2, os.cpu_count() or 1)
 #: how long a client keeps trying to reconnect to re-attach its accepted invocations
 REATTACH_S = 60.0
 #: after a drop, how long a client waits for someone else to restart the server before it
@@ -76,6 +79,12 @@ class Connection:
         self.buffer_dir: Path | None = None  # the server's buffer directory, when shared
         self._buffer_nonce = None
         self._direct: DirectPool | None = None
+        #: maps running through leased environments (their unsent items can be withdrawn)
+        self.leased_maps: set = set()
+        #: False: every call and map goes through the server, never a leased environment (the
+        #: server's own path, e.g. to compare or debug it); the server's ``leases`` option is
+        #: the same switch for every client
+        self.use_leases = True
         self._process_state()
         _connections.add(self)
         self._learn(self.request("GET", "/faas/api/status"))
@@ -319,7 +328,8 @@ class Connection:
                 self._direct = None  # gone (the server stopped); the websocket path re-attaches
             else:
                 try:
-                    channel.call(future, function, payload, encoding=encoding, version=version, logs=logs)
+                    channel.call(future, function, payload, encoding=encoding, version=version, logs=logs,
+                                 lease=self.use_leases)
                 except DirectUnavailable:
                     channel.close()  # nothing was sent: the websocket takes the call below
                 except ConnectionError:
@@ -385,8 +395,26 @@ class Connection:
             self._outbox_scheduled = True
         self._io_loop().call_soon_threadsafe(self._drain_outbox)
 
+    def leased_map(self, function: str, version, concurrency: int | None, total: int | None,
+                   group: tuple | None = None):
+        """A started :class:`.leased_map.LeasedMap` for a map of ``total`` items, or None (the
+        server is not on this machine, or leases none now: the map goes the server's way)."""
+        pool = self._direct
+        if pool is None or not self.use_leases or not isinstance(version, int) or (total is not None and total < 2) \
+                or self._last_submitted is not None and not self._last_submitted.wait_accepted(30):
+            return None
+        want = min(total or MAP_LEASES, concurrency or MAP_LEASES)
+        leased = LeasedMap(self, pool, function, version, want, logs=True, group=group)
+        if not leased.start():
+            return None
+        self.leased_maps.add(leased)
+        return leased
+
     def withdraw(self, future) -> bool:
         """Take ``future`` back if it has not been sent yet; True if it was still waiting to be."""
+        for leased in list(self.leased_maps):
+            if leased.withdraw(future):
+                return True
         with self._outbox_lock:
             for i, item in enumerate(self._outbox):
                 if item[1] is future:

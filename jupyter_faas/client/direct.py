@@ -22,10 +22,13 @@ import itertools
 import os
 import socket
 import threading
+import time
 
 from kernel_workers import wire
 
 from .dispatch import Dispatcher
+from .lease import REFUSED_S, NotStarted, request_lease
+from .lease import call as leased_call
 
 #: how long Ctrl-C waits for the server to confirm a cancel before giving up on the socket
 CANCEL_WAIT_S = 30.0
@@ -53,20 +56,68 @@ class DirectChannel:
             raise DirectUnavailable(f"{path} belongs to another server")
         self.sock = sock
         self._cid = itertools.count(1)
+        #: leases of this socket's thread, by (function, version): see .lease
+        self.leases: dict = {}
+        self._called: dict = {}   # (function, version) -> when last called; a lease is asked
+        self._refused: dict = {}  # on the second call, and not again soon after a refusal
+        #: request ids whose end was taken from their leased environment while the server was
+        #: following them too: the server's ``done`` for them is not for a later call
+        self.stale: set = set()
 
     def close(self) -> None:
+        for lease in self.leases.values():
+            lease.close()
+        self.leases.clear()
         try:
             self.sock.close()
         except OSError:
             pass
 
-    def call(self, fut, function: str, payload, *, encoding: str, version, logs: bool) -> None:
+    def drop_lease(self, lease) -> None:
+        for key, held in list(self.leases.items()):
+            if held is lease:
+                del self.leases[key]
+        lease.close()
+
+    def _lease_for(self, function: str, version):
+        """The lease to call ``function`` through, asked for on its second call; None: go the
+        server's way (none granted, or the last ask was refused a moment ago)."""
+        key = (function, version)
+        lease = self.leases.get(key)
+        if lease is not None:
+            return lease
+        now = time.monotonic()
+        seen = self._called.get(key)
+        self._called[key] = now
+        if len(self._called) > 256:
+            self._called.pop(next(iter(self._called)))
+        if seen is None or now - self._refused.get(key, -REFUSED_S) < REFUSED_S:
+            return None
+        lease = request_lease(self, function, version)
+        if lease is None:
+            self._refused[key] = now
+            return None
+        self.leases[key] = lease
+        return lease
+
+    def call(self, fut, function: str, payload, *, encoding: str, version, logs: bool,
+             lease: bool = True) -> None:
         """Run one invocation to its end, telling ``fut`` of its acceptance, lines and end.
 
         Raises :class:`DirectUnavailable` if it could not even be sent, and
         :class:`ConnectionError` if the socket broke after it was (``fut`` then knows
         whether the server accepted it).
         """
+        # an engine version (an int) is what a notebook handle calls; a qualifier may move
+        lease = self._lease_for(function, version) if lease and isinstance(version, int) else None
+        if lease is not None:
+            try:
+                leased_call(self, lease, fut, payload, encoding=encoding, logs=logs)
+                return
+            except NotStarted:
+                self.drop_lease(lease)  # nothing of it was recorded: the server's way below
+            except (OSError, EOFError, wire.ProtocolError) as exc:
+                raise ConnectionError(f"the direct socket broke: {exc}") from exc
         cid = next(self._cid)
         dispatcher = Dispatcher(cancel=lambda rids: self.channel.send("cancel", request_ids=rids))
         dispatcher.expect(cid, fut)
@@ -93,6 +144,13 @@ class DirectChannel:
             except (OSError, EOFError, wire.ProtocolError) as exc:
                 raise ConnectionError(f"the direct socket broke: {exc}") from exc
             kind = header["k"]
+            if kind == "done" and self.stale:
+                # the server's end of a call a leased environment answered first: not this one
+                items = [i for i in header["items"] if i["request_id"] not in self.stale]
+                self.stale.difference_update(i["request_id"] for i in header["items"])
+                if not items:
+                    continue
+                header = dict(header, items=items)  # (a lone sync call's done has one item)
             if kind == "done" and fut._request_id is None:
                 # A quick call: the server held its ``accepted`` back; the done names the request.
                 item = header["items"][0]

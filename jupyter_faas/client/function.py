@@ -393,8 +393,10 @@ class RemoteFunction:
     def _submit_item(self, args: tuple, index: int, view) -> InvocationFuture:
         return self._submit_items([(index, args)], view)[0]
 
-    def _submit_items(self, indexed_args, view, group: tuple | None = None) -> list[InvocationFuture]:
-        """Pickle every item first (an unpicklable one sends nothing), then send them together."""
+    def _submit_items(self, indexed_args, view, group: tuple | None = None,
+                      leased=None) -> list[InvocationFuture]:
+        """Pickle every item first (an unpicklable one sends nothing), then send them together
+        (through ``leased``, a :class:`.leased_map.LeasedMap`, when the map has one)."""
         version = self.deploy()
         conn = self.connection
         items = []
@@ -404,9 +406,12 @@ class RemoteFunction:
             fut.index = index
             fut.input_summary = _summary(args, {})
             items.append((fut, payload))
-        conn.submit_many(items, self.name, queue=True, logs=True, version=version, group=group)
         for fut, _ in items:
             view.add(fut)
+        if leased is not None:
+            leased.submit(items)
+        else:
+            conn.submit_many(items, self.name, queue=True, logs=True, version=version, group=group)
         return [fut for fut, _ in items]
 
     def _map(self, arg_tuples, total, concurrency, return_exceptions, show, kind: str = "map") -> list:
@@ -417,21 +422,29 @@ class RemoteFunction:
         # ``concurrency`` is kept by the server: every item is sent (and recorded) at once, and
         # the server starts the next the moment one ends, with no round trip to this kernel.
         group = (uuid.uuid4().hex, concurrency) if concurrency else None
+        # On this machine, through environments leased to this kernel (leased_map.py)
+        leased = self.connection.leased_map(self.name, self.deploy(), concurrency, total, group)
         try:
             numbered = enumerate(arg_tuples)
             # A small first chunk: the server starts work while the rest is still being pickled.
             size = max(FIRST_CHUNK, concurrency or 0)
             while chunk := list(itertools.islice(numbered, min(size, SUBMIT_CHUNK))):
                 _check_cancelled(view)
-                futures.extend(self._submit_items(chunk, view, group))
+                futures.extend(self._submit_items(chunk, view, group, leased))
                 size = SUBMIT_CHUNK
+            if leased is not None:
+                leased.finish()
             _wait(futures, raise_first=not return_exceptions)
             _check_cancelled(view)
         except BaseException:
+            if leased is not None:
+                leased.finish()
             _cancel(futures)
             raise
         finally:
             view.close()
+            if leased is not None:
+                self.connection.leased_maps.discard(leased)
         return [f.exception() or f.result() if return_exceptions else f.result() for f in futures]
 
     def imap(self, *iterables, max_outstanding: int = 64, ordered: bool = True,
@@ -555,6 +568,13 @@ def _raise_first_failure(futures, index: int | None = None) -> None:
 
 def _cancel(futures, wait: bool = True) -> None:
     live = [f for f in futures if not f.done()]
+    for f in live:
+        if getattr(f, "_leased", None) is not None:
+            f._leased.cancel(f)  # its map's driver cancels it (it has no request id to wait for)
+    leased = [f for f in live if getattr(f, "_leased", None) is not None]
+    if leased and wait:
+        concurrent.futures.wait(leased, timeout=30)
+    live = [f for f in live if getattr(f, "_leased", None) is None]
     # A future still being submitted gets its request id in a moment (its batch is in flight);
     # skipping it would leave it to run unobserved.
     rids = [rid for rid in (f.request_id for f in live) if rid]

@@ -33,6 +33,7 @@ from .compat import LambdaAPI, Packages
 from .compat import routes as lambda_routes
 from .engine import AsyncService, Monitoring
 from .engine.recovery import sweep_periodically
+from .engine.leases import fold_leftovers
 from .model import DEFAULT_PRICING, Pricing
 from .protocol import DirectServer
 from .store import Store
@@ -178,7 +179,8 @@ class FaaSServer(JupyterApp):
                     files=files, max_buffer_bytes=self.max_buffer_mb * 1024 * 1024 or None,
                     learned=self.store.learned_modules(), on_learned=self.store.learn_modules,
                     preload_budget_mb=self.learned_preload_mb, init_timeout=self.init_timeout,
-                    on_unlearned=self.store.forget_learned_modules)
+                    on_unlearned=self.store.forget_learned_modules,
+                    journal_dir=str(Path(self.faas_data_dir) / "journal"))
         pricing = Pricing(self.price_per_gb_second, self.price_per_request)
         self.pool = pool
         pool.version_stats_kept = max(1, self.versions_kept)
@@ -256,7 +258,10 @@ class FaaSServer(JupyterApp):
         self.triggers.base_url = self.url
         if self.direct is not None:
             await self.direct.start()
+        # First what leased environments recorded before the last server stopped, then the rows.
+        leased = fold_leftovers(self.service, str(Path(self.faas_data_dir) / "journal"))
         recovered = self.service.recover()
+        recovered.update({"leased_ended": leased["ended"], "leased_failed": leased["failed"]})
         self.service.start_background()
         sweeper = (self.service.spawn(sweep_periodically(self.service, max(0.1, self.buffer_orphan_s)))
                    if self.service.files is not None else None)

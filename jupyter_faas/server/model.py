@@ -16,12 +16,11 @@ exception class, are the shared vocabulary (:mod:`jupyter_faas.vocabulary`).
 
 from __future__ import annotations
 
-import math
-import os
 import signal
-import time
 from dataclasses import dataclass
 from typing import TypedDict
+
+from kernel_workers import reports
 
 from .. import limits
 from ..vocabulary import (CANCELLED, FAILED, OUTCOMES, QUEUED, RUNNING, STATUSES, SUCCEEDED,  # noqa: F401
@@ -105,19 +104,10 @@ DEFAULT_PRICING = Pricing()
 
 def report(duration_ms: float, memory_size_mb: int, max_memory_used_mb: int,
            init_duration_ms: float | None, pricing: Pricing = DEFAULT_PRICING) -> dict:
-    """REPORT figures as Lambda computes them: billed = ceil(init + duration) to 1 ms;
-    ``cost_usd`` at ``pricing`` (the server's configured prices)."""
-    billed = max(1, math.ceil(duration_ms + (init_duration_ms or 0.0)))
-    gb_seconds = memory_size_mb / 1024 * billed / 1000
-    return {
-        "duration_ms": round(duration_ms, 2),
-        "billed_duration_ms": billed,
-        "memory_size_mb": memory_size_mb,
-        "max_memory_used_mb": max_memory_used_mb,
-        "init_duration_ms": None if init_duration_ms is None else round(init_duration_ms, 2),
-        "gb_seconds": gb_seconds,
-        "cost_usd": pricing.cost(gb_seconds),
-    }
+    """REPORT figures as Lambda computes them (:func:`kernel_workers.reports.report`, the one
+    source an environment serving a lease uses too), at ``pricing``."""
+    return reports.report(duration_ms, memory_size_mb, max_memory_used_mb, init_duration_ms,
+                          pricing.per_gb_second, pricing.per_request)
 
 
 def stored_report(row: dict, pricing: Pricing = DEFAULT_PRICING) -> dict | None:
@@ -133,21 +123,7 @@ def stored_report(row: dict, pricing: Pricing = DEFAULT_PRICING) -> dict | None:
             "cost_usd": pricing.cost(gb_seconds), "init_type": row.get("init_type")}
 
 
-def report_line(request_id: str, rep: dict, status: str | None = None,
-                error_type: str | None = None) -> str:
-    """The REPORT log line, tab-separated as Lambda writes it."""
-    parts = [f"REPORT RequestId: {request_id}",
-             f"Duration: {rep['duration_ms']:.2f} ms",
-             f"Billed Duration: {rep['billed_duration_ms']} ms",
-             f"Memory Size: {rep['memory_size_mb']} MB",
-             f"Max Memory Used: {rep['max_memory_used_mb']} MB"]
-    if rep.get("init_duration_ms") is not None:
-        parts.append(f"Init Duration: {rep['init_duration_ms']:.2f} ms")
-    if status == TIMED_OUT:
-        parts.append("Status: timeout")
-    elif status == FAILED and error_type and error_type.startswith("Runtime."):
-        parts.append(f"Status: error\tError Type: {error_type}")
-    return "\t".join(parts) + "\t"
+report_line = reports.report_line  # Lambda's REPORT line, defined with the figures
 
 
 def signal_text(returncode: int) -> str:
@@ -192,15 +168,4 @@ def init_failure_error(kind: str, memory_mb: int, peak_mb: float, limit_s: float
             "returncode": returncode}
 
 
-def new_request_id() -> str:
-    """A request id: a UUID (as Lambda's are) of version 7, ordered by creation time.
-
-    The store's primary-key index then grows at one end, like the table, instead of
-    taking each new id on a random page: fewer pages written per invocation, and the
-    pages written stay in cache however many invocations are stored.
-    """
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    value = value & ~(0xF << 76) | 0x7 << 76   # version 7
-    value = value & ~(0x3 << 62) | 0x2 << 62   # RFC 4122 variant
-    h = f"{value:032x}"  # the UUID's canonical text, without building a uuid.UUID
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+new_request_id = reports.new_request_id  # made by a client of a lease too: one definition

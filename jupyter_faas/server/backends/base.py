@@ -119,6 +119,25 @@ class Backend(abc.ABC):
     def discard(self, env) -> None:
         """``env`` could not be started: forget it and free what it holds."""
 
+    def can_lease(self, function: dict) -> bool:
+        """Whether environments of ``function`` can be leased at all (then a map's lease request
+        may start environments to lease)."""
+        return False
+
+    def lease(self, function: dict, lease_id: str, fields: dict):
+        """Lease an idle environment of ``function`` to a client (see backends/local/leases.py);
+        None: none now, or this backend does not lease (its invocations always cross the server)."""
+        return None
+
+    def end_lease(self, lease) -> None:
+        """A lease the engine has folded is over; its environment is the backend's again."""
+
+    def lease_ran(self, lease, arg_file: str) -> None:
+        """A leased invocation that had an argument buffers' file ended."""
+
+    def kill_leased(self, lease, reason: str) -> None:
+        """Kill a leased environment (``reason``: timeout, cancelled)."""
+
     @abc.abstractmethod
     def stop_function(self, name: str) -> None:
         """Stop the idle environments of every version of ``name`` (deleted or replaced)."""

@@ -132,6 +132,26 @@ class Router(Backend):
     def discard(self, env):
         self._of(env).discard(env)
 
+    def can_lease(self, function) -> bool:
+        return self.backend_for(function).can_lease(function)
+
+    def lease(self, function, lease_id, fields):
+        backend = self.backend_for(function)
+        lease = backend.lease(function, lease_id, fields)
+        if lease is not None:
+            self._owner[lease] = backend
+            self._own(lease.env, backend)  # a promoted invocation's env: cancel() finds its backend
+        return lease
+
+    def end_lease(self, lease):
+        self._of(lease).end_lease(lease)
+
+    def lease_ran(self, lease, arg_file):
+        self._of(lease).lease_ran(lease, arg_file)
+
+    def kill_leased(self, lease, reason):
+        self._of(lease).kill_leased(lease, reason)
+
     def stop_function(self, name):
         for backend in self.backends.values():
             backend.stop_function(name)

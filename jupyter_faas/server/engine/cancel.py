@@ -19,6 +19,7 @@ class Cancellation:
     async def cancel_and_wait(self, request_id: str, wait_s: float = CANCEL_WAIT_S) -> bool:
         """:meth:`cancel`, then wait (at most ``wait_s`` seconds) until its end is stored, so a
         read right after the answer sees it cancelled (or however it ended first)."""
+        self.settle_leased([request_id])
         inv = self.active.get(request_id)
         if not self.cancel(request_id):
             return False
@@ -32,8 +33,10 @@ class Cancellation:
 
     def cancel(self, request_id: str) -> bool:
         """Drop a queued invocation or kill a running one; True if it was not finished."""
+        self.settle_leased([request_id])  # running under a lease: now in ``active``
         inv = self.active.get(request_id)
         if inv is None:
+            self.cancel_unstarted(request_id)  # sent to a leased environment, not started yet
             return False
         if inv.status == QUEUED:
             self._finish(inv, CANCELLED, {"error": {"errorType": "Cancelled",

@@ -17,7 +17,8 @@ from ..model import QUEUED, check_move
 class Invocation:
     __slots__ = ("request_id", "function", "payload", "buffers", "encoding", "invocation_type", "_status",
                  "queue", "done", "task", "env", "logs", "unflushed", "listeners",
-                 "created_at", "cancel_requested", "group", "throttle_timer", "triggered_by", "attempts")
+                 "created_at", "cancel_requested", "group", "throttle_timer", "triggered_by", "attempts",
+                 "lease", "deadline")
 
     def __init__(self, request_id: str, function: dict, payload: bytes, encoding: str,
                  invocation_type: str, queue: bool, created_at: float, buffers: dict | None = None):
@@ -41,6 +42,8 @@ class Invocation:
         self.cancel_requested = False
         self.triggered_by = None    # what made it (the feed tells the panel); None: a direct call
         self.attempts = None        # an Event invocation's attempts started so far
+        self.lease = None           # the engine's lease it ran under (engine/leases.py), if any
+        self.deadline = None        # a leased one's deadline timer
 
     @property
     def status(self) -> str:

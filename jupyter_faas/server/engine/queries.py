@@ -14,6 +14,7 @@ class StoredQueries:
     registry = None
 
     def get_invocation(self, request_id: str) -> InvocationRow:
+        self.fold_leases()  # what leased environments ran: stored before it is read
         row = self.store.get_invocation(request_id)
         if row is None:
             raise ResourceNotFound(f"no invocation with request id {request_id!r}; list the recorded ones "
@@ -22,6 +23,7 @@ class StoredQueries:
 
     def stored_invocation(self, request_id: str) -> InvocationRow | None:
         """The stored row (:class:`~..model.InvocationRow`), or None."""
+        self.fold_leases()  # what leased environments ran: stored before it is read
         return self.store.get_invocation(request_id)
 
     def stored_result(self, request_id: str) -> bytes | None:
@@ -34,15 +36,18 @@ class StoredQueries:
 
     def list_invocations(self, **query) -> list[InvocationRow]:
         """Newest first; ``function``, ``status``, ``limit``, ``before``/``before_id`` (a keyset page)."""
+        self.fold_leases()  # what leased environments ran: stored before it is read
         return self.store.list_invocations(**query)
 
     def invocation_logs(self, request_id: str, after: int = 0, limit: int = 10000) -> list[dict]:
         """Stored log lines of an invocation, ``after`` a line number, at most ``limit``."""
+        self.fold_leases()  # what leased environments ran: stored before it is read
         return self.store.logs(request_id, after, limit)
 
     def function_logs(self, name: str, limit: int = 200) -> list[dict]:
         """The newest stored log lines of a function's invocations, deleted or not; raises
         ResourceNotFound for a name never deployed."""
+        self.fold_leases()  # what leased environments ran: stored before it is read
         self.registry.require_known(name)
         return self.store.function_logs(name, limit)
 

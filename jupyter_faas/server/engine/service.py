@@ -64,10 +64,11 @@ from .recovery import recover
 from .registry import Registry
 from .sizes import SizeLimits
 from .lambda_model import LambdaModel
+from .leases import Leasing
 
 log = logging.getLogger("jupyter_faas.server")
 
-class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaModel):
+class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaModel, Leasing):
     """Submit, admission, group commit, outcomes, cancel and recovery over an injected
     ``store`` (:mod:`..store`), ``backend`` (:class:`..backends.base.Backend`) and ``clock``."""
 
@@ -104,6 +105,7 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
         #: tasks of the engine's own (cold starts, the log flusher), owned until done: the
         #: loop keeps only weak references, and a collected task would lose an invocation
         self.tasks: set = set()
+        self._init_leases()
 
     @property
     def max_payload_bytes(self) -> int:
@@ -143,6 +145,7 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
 
     def delete_function(self, name: str) -> None:
         self.registry.delete(name)
+        self.revoke_leases(name)  # a deleted function runs no more, leased or not
 
     # ---- submit --------------------------------------------------------------------------
 
@@ -290,6 +293,8 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
         if not inv.queue:
             inv.throttle_timer = self.clock.call_later(self.throttle_wait, self._throttle, inv)
         self.waiting.setdefault(inv.function["name"], deque()).append(inv)
+        if self.leases:
+            self.revoke_leases(idle_only=True)  # a slot is wanted: an unused lease gives its own back
         if admit:
             self._admit()
 
@@ -346,8 +351,10 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
         self.slots.take(inv.function, inv.group)
 
     def _release_slot(self, inv: Invocation) -> None:
-        """Give back what :meth:`_count_slot` counted (the invocation ended, or never ran)."""
-        self.slots.give_back(inv.function, inv.group)
+        """Give back what :meth:`_count_slot` counted (the invocation ended, or never ran); a
+        leased one's slot is its lease's, given back when the lease ends."""
+        if inv.lease is None:
+            self.slots.give_back(inv.function, inv.group)
 
     def _start(self, inv: Invocation, env, started_at: float | None = None) -> None:
         self._take_slot(inv)
@@ -519,6 +526,12 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
         backend and left ``running``, so the next start fails them ``Runtime.ServerStopped``
         (retries an Event) exactly as after a crash, instead of reporting the kill as theirs."""
         self.closing = True
+        self.fold_leases()
+        for lease in list(self.leases.values()):  # running under a lease: recorded as running
+            for rid, start in list(lease.starts.items()):
+                self._promote(lease, rid, start)
+        if self._lease_tick is not None:
+            self._lease_tick.cancel()
         if self._flusher is not None:
             self._flusher.cancel()
         if self._recheck_at is not None:
@@ -535,6 +548,7 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
 
     def stats(self) -> dict:
         return {**self.slots.stats(), "queued": sum(len(q) for q in self.waiting.values()),
+                "leases": len(self.leases),
                 **self.backend.stats()}
 
 

@@ -11,6 +11,13 @@ The frames and their meaning are exactly the websocket's
   client -> server  ``hello {token, buffers?}``  must be the first frame; ``buffers`` is the
                     server's buffer-directory nonce when the client maps buffer files
   server -> client  ``hello_ack {instance}``  (or ``rejected`` and the socket closes)
+  client -> server  ``lease {function, version, want}``  lease up to ``want`` warm environments
+  server -> client  ``leases {items: [info, ...], error?}``, then (when ``items``) a one-byte
+                    message carrying one socket per item (``socket.send_fds``): the client's end
+                    to each leased environment (engine/leases.py; the frames on it:
+                    kernel_workers/lease.py).  ``info``: lease_id, environment_id, function,
+                    version, lambda_version, memory_mb, timeout_s.  Only over this socket: the
+                    descriptors need a Unix socket, and the client on this machine.
 
 The socket lives in a private directory (0700) made for this server
 (``<tmp>/jupyter_faas-direct-<pid>-*``; a starting server removes those whose server is gone),
@@ -27,11 +34,13 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 
 from kernel_workers import wire
 
 from ... import paths
 
+from ...errors import FaaSError
 from .session import InvocationSession
 
 log = logging.getLogger("jupyter_faas.server")
@@ -120,7 +129,10 @@ class DirectSession(asyncio.BufferedProtocol, InvocationSession):
                 return
             header, body = frame
             if self.authenticated:
-                self.on_frame(header, memoryview(body))
+                if header["k"] == "lease":
+                    self._lease(header)
+                else:
+                    self.on_frame(header, memoryview(body))
             elif header["k"] == "hello" and secrets.compare_digest(
                     str(header.get("token", "")).encode(), self.token.encode()):
                 self.authenticated = True
@@ -130,6 +142,55 @@ class DirectSession(asyncio.BufferedProtocol, InvocationSession):
             else:
                 return self._refuse("AccessDeniedException",
                                     "a valid token is required: send hello {token} first")
+
+    def _lease(self, header: dict) -> None:
+        """Grant leases and pass each environment's socket to the client (see the module doc)."""
+        self._send_held()
+        want = header.get("want", 1)
+        if not isinstance(want, int) or isinstance(want, bool):
+            self.send("leases", items=[], error={"errorType": "InvalidParameterValueException",
+                                                 "errorMessage": f"want must be an integer, not {want!r}"})
+            return
+        try:
+            granted, starting = self.service.grant_leases(
+                header.get("function"), header.get("version"), want,
+                self._pass_started if header.get("start") else None)
+        except FaaSError as exc:
+            self.send("leases", items=[], error={"errorType": exc.error_type, "errorMessage": exc.message})
+            return
+        self._pass_leases(granted, starting=starting)
+
+    def _pass_started(self, granted: list) -> None:
+        """An environment started for this client's map is leased (``granted``) or failed (``[]``)."""
+        if granted:
+            self._pass_leases(granted, started=True)
+        elif not self.closed and not self.transport.is_closing():
+            self.send("lease_failed", count=1)
+
+    def _pass_leases(self, granted: list, **fields) -> None:
+        if not granted:
+            self.send("leases", items=[], **fields)
+            return
+        handles = [handle for _, handle in granted]
+        sent = False
+        if not self.closed and not self.transport.is_closing() and not self.transport.get_write_buffer_size():
+            # The transport's own socket, duplicated: asyncio's wrapper does not pass descriptors.
+            sock = socket.socket(fileno=os.dup(self.transport.get_extra_info("socket").fileno()))
+            try:
+                sock.setblocking(True)
+                sock.sendall(wire.pack("leases", items=[info for info, _ in granted], **fields))
+                socket.send_fds(sock, [b"L"], [h.client_sock.fileno() for h in handles])
+                sent = True
+            except OSError as exc:
+                log.warning("could not pass leases to a client: %s", exc)
+            finally:
+                sock.setblocking(False)
+                sock.close()
+        for handle in handles:
+            handle.client_sock.close()  # the client's now (or nobody's: its environment sees the
+            handle.client_sock = None   # socket close and gives the lease back)
+        if not sent:
+            self.send("leases", items=[], **fields)
 
     def _refuse(self, error_type: str, message: str) -> None:
         self.send("rejected", cids=[], error={"errorType": error_type, "errorMessage": message})

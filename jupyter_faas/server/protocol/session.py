@@ -183,6 +183,7 @@ class InvocationSession(abc.ABC):
 
     def _watch(self, request_ids: list, logs: bool) -> None:
         unknown = []
+        self.service.settle_leased(request_ids)  # run under a lease: in ``active`` or stored now
         for rid in request_ids:
             inv = self.service.active.get(rid)
             if inv is not None:

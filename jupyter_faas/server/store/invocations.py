@@ -80,6 +80,37 @@ class InvocationsTable:
                 db.executemany("INSERT INTO log_lines(request_id, ts, stream, line) VALUES (?, ?, ?, ?)",
                                lines)
 
+    def add_ended(self, ended: list, skip_known: bool = False) -> None:
+        """Invocations recorded in a lease's journal, already ended, in one transaction:
+        ``(row, result, logs)``: the row with its terminal fields (:data:`INVOCATION_COLUMNS`
+        and ``result_buffers``), the result bytes (or None), the log lines ``(ts, stream, line)``.
+        ``skip_known``: leave out those the store has already (a journal folded again after a
+        crash between the fold and the journal's removal)."""
+        if skip_known and ended:
+            marks = ",".join("?" * len(ended))
+            known = {r[0] for r in self.db.execute(
+                f"SELECT request_id FROM invocations WHERE request_id IN ({marks})",
+                [row["request_id"] for row, _, _ in ended])}
+            ended = [e for e in ended if e[0]["request_id"] not in known]
+        cols = INVOCATION_COLUMNS
+        params, lines = [], []
+        for row, result, logs in ended:
+            rid = row["request_id"]
+            result_file = None
+            if result is not None and len(result) > INLINE_MAX:
+                result_file = self._write_result_file(rid, result)
+                result = None
+            params.append((*[json.dumps(row[c]) if c == "error" and row.get(c) is not None else row.get(c)
+                             for c in cols], result, result_file, _json_or_null(row.get("result_buffers"))))
+            lines.extend((rid, ts, stream, line) for ts, stream, line in logs)
+        with self._tx() as db:
+            db.executemany(
+                f"INSERT OR IGNORE INTO invocations({', '.join(cols)}, result, result_file, result_buffers) "
+                f"VALUES ({', '.join('?' * (len(cols) + 3))})", params)
+            if lines:
+                db.executemany("INSERT INTO log_lines(request_id, ts, stream, line) VALUES (?, ?, ?, ?)",
+                               lines)
+
     def get_invocation(self, request_id: str) -> InvocationRow | None:
         row = self.db.execute(f"SELECT {', '.join(INVOCATION_COLUMNS)} FROM invocations "
                               f"WHERE request_id=?", (request_id,)).fetchone()

@@ -109,6 +109,8 @@ class Environment:
         self.init_ms: float | None = None
         self.fresh = True
         self.writer = None  # the control socket's transport; frames come in through _FrameReader
+        self.ctl = None     # the control socket itself (a lease's descriptors are sent on it)
+        self.lease = None   # a .leases.EnvironmentLease while leased to a client
         self._frame: asyncio.Future | None = None  # the init frame, awaited by start()
         self._run: _Run | None = None               # the invocation being run
         self._lost = False                           # the control socket is gone
@@ -172,6 +174,7 @@ class Environment:
             self._pipes[fd] = (stream, bytearray())
             loop.add_reader(fd, self._pipe_readable, fd)
         self.writer, _ = await loop.create_connection(lambda: _FrameReader(self), sock=ctl_parent)
+        self.ctl = ctl_parent
 
     async def spawn_spare(self) -> None:
         """Fork ahead of need, with no function: joined to its cgroup (the slow part), then waiting."""
@@ -269,10 +272,21 @@ class Environment:
         return outcome
 
     def _frame_arrived(self, header: dict, body: bytes) -> None:
+        if self.lease is not None:
+            try:
+                if header["k"] == "lease_ended":
+                    self.lease.given_back()
+                elif header["k"] == "result_file":
+                    self.lease.result_file(header)
+                elif header["k"] == "buffers_spent" and self.lease.on_spent is not None:
+                    self.lease.on_spent()
+            except Exception:  # noqa: BLE001 - never let it reach the transport
+                log.exception("environment %s: handling a frame of its lease failed", self.id)
+            return
         if self._run is not None:
             try:
                 if header["k"] == "result_file":
-                    self._result_file(header)
+                    self._result_file(header, self._run.request_id)
                     return
                 self._run_frame(header, body)
             except Exception:  # noqa: BLE001 - never let it reach the transport (it would drop the link)
@@ -283,6 +297,8 @@ class Environment:
 
     def _link_lost(self, why: str, bad_frame: bool = False) -> None:
         self._lost = True
+        if self.lease is not None:
+            self.lease.lost()
         if bad_frame:
             log.error("environment %s sent a bad frame (%s); stopping it", self.id, why)
             self.kill("protocol")
@@ -388,19 +404,23 @@ class Environment:
         if self._lost:  # it died (or was cancelled) before this was sent
             self._run_ended()
 
-    def _result_file(self, header: dict) -> None:
-        """The environment asks for its result's file: the pool's buffer files make it (its
-        pages charged to the server, not to this environment's memory), then say ``ok``."""
-        run, files = self._run, self.pool.files
+    def _result_file(self, header: dict, running: str | None) -> None:
+        """The environment asks for its result's file (``running``: the request id it runs): the
+        pool's buffer files make it (its pages charged to the server, not to this environment's
+        memory), then say ``ok``."""
+        files = self.pool.files
         name = f"res-{header.get('request_id')}"
         nbytes = header.get("nbytes")
-        if (files is None or name != f"res-{run.request_id}" or not isinstance(nbytes, int)
+        if (files is None or running is None or name != f"res-{running}" or not isinstance(nbytes, int)
                 or not 0 < nbytes <= self.pool.max_buffer_bytes(self.function)):
             self.writer.write(wire.pack("result_file", ok=False))  # it writes a new file itself
             return
+        run, lease = self._run, self.lease
 
         def made(ok: bool) -> None:
-            if self._run is run and not self._lost:
+            still = (lease is not None and self.lease is lease and lease.running
+                     and lease.running[0] == running) or (lease is None and self._run is run)
+            if still and not self._lost:
                 self.writer.write(wire.pack("result_file", ok=ok))
             elif ok:  # it ended (killed, cancelled) while the file was made
                 files.discard({"file": name})
@@ -523,6 +543,8 @@ class Environment:
         if self.state == "dead":
             return
         self.state = "dead"
+        if self.lease is not None:
+            self.lease.lost()
         if self.pid and self.killed_for is None and not self.exit.done():
             self.kill("stopped")
         for fd in list(self._pipes):

@@ -23,6 +23,7 @@ from .... import limits
 from ...model import init_failure_error
 from ..base import Backend, Outcome, environment_key
 from .environment import Environment
+from .leases import grant
 from .placement import DEFAULT_INIT_S, VersionStats, wait_for_warm
 from .snapshots import Snapshots
 from .zygote import ZygoteProcess
@@ -41,8 +42,10 @@ class Pool(Backend):
                  base_environ: dict | None = None, init_timeout: float = limits.INIT_TIMEOUT_S,
                  spares: int | None = None, files=None, max_buffer_bytes: int | None = None,
                  learned: list | None = None, on_learned=None, preload_budget_mb: float = 0.0,
-                 on_unlearned=None):
+                 on_unlearned=None, journal_dir: str | None = None):
         self.memory = memory
+        #: where leases' journals are made (None: this pool leases no environment)
+        self.journal_dir = journal_dir
         #: the buffer directory (a :class:`.buffer_files.BufferFiles`; None: buffers travel in
         #: frames), where environments map argument buffers and have their results' files made
         self.files = files
@@ -149,6 +152,45 @@ class Pool(Backend):
         env.state = "busy"
         env.busy_since = self.last_active = time.monotonic()
         return env
+
+    # ---- leases (see .leases) -------------------------------------------------------------
+
+    def can_lease(self, function: dict) -> bool:
+        return self.journal_dir is not None
+
+    def lease(self, function: dict, lease_id: str, fields: dict):
+        """Lease an idle warm environment of ``function`` to a client: a
+        :class:`.leases.EnvironmentLease`, or None when none is idle (or it cannot be leased now)."""
+        if self.journal_dir is None:
+            return None
+        env = self.take_idle(function)
+        if env is None:
+            return None
+        lease = None
+        try:
+            lease = grant(env, lease_id, self.journal_dir, fields)
+        finally:
+            if lease is None:
+                self.unreserve(env)
+        return lease
+
+    def end_lease(self, lease) -> None:
+        """The engine has folded a lease that ended: its environment (if it lives) is idle again."""
+        lease.close()
+        env = lease.env
+        if env.state == "idle":
+            self.release(env)
+
+    def lease_ran(self, lease, arg_file: str) -> None:
+        """A leased invocation with an argument buffers' file ended: the file may be reused once
+        no process of the environment maps it."""
+        if self.files is not None and lease.env.pid:
+            env_id, pid = lease.env.id, lease.env.pid
+            self.files.ran(arg_file, lambda: self.memory.pids(env_id, pid))
+
+    def kill_leased(self, lease, reason: str) -> None:
+        """Kill a leased environment (its running invocation's deadline passed, or it was cancelled)."""
+        lease.env.kill(reason)
 
     def wait_for_warm(self, function: dict) -> float | None:
         """Seconds until a busy environment is expected free, when that beats a cold start; else None."""
@@ -351,8 +393,8 @@ class Pool(Backend):
 
     def provisioned_environments(self, function: dict) -> list[dict]:
         key = environment_key(function)
-        return [{"id": e.id, "busy": e.state == "busy"} for e in self.all.values()
-                if e.key == key and e.provisioned and e.state in ("idle", "busy")]
+        return [{"id": e.id, "busy": e.state in ("busy", "leased")} for e in self.all.values()
+                if e.key == key and e.provisioned and e.state in ("idle", "busy", "leased")]
 
     def provision_failure(self, function: dict) -> str | None:
         return self.provision_failed.get(environment_key(function))
@@ -431,7 +473,7 @@ class Pool(Backend):
         while True:
             await asyncio.sleep(interval)
             # busy, and starting (INIT is under the function's memory limit too)
-            for env in [e for e in self.all.values() if e.state in ("busy", "starting") and e.pid
+            for env in [e for e in self.all.values() if e.state in ("busy", "starting", "leased") and e.pid
                         and e.function is not None]:
                 if self.memory.mode == "cgroup":
                     # The kernel enforces; if it killed a child of the environment, the

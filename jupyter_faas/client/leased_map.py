@@ -1,0 +1,402 @@
+"""A ``map`` through leased environments: items straight to warm environments, in batches.
+
+The server's path costs each item a trip through the server (its row, its start, its end, a
+frame each way).  Here the map's items go straight to environments the server leased to this
+client (:mod:`.lease`; the server's side: :mod:`jupyter_faas.server.engine.leases`), several
+items to a frame, results coming back several to a frame, while the environment still runs,
+records, limits and reports **each item as its own invocation**: its own start and end record
+(so its own row), its own deadline (from its own start), its own Max Memory Used and log lines,
+its own REPORT.  Nothing in the record tells a leased item from one the server sent.
+
+A thread of its own (``faas-leased-map``) drives it, as the connection's IO thread drives the
+websocket: it sends each lease at most ``WINDOW`` unanswered items, reads results as they come
+(so neither side ever blocks on a full socket), and takes more leases as the server starts more
+environments for the map (``leases`` frames on the map's direct socket, after the first answer).
+Items never started anywhere (the lease ended first, ``not_started``) go the server's way
+(:meth:`~.connection.Connection.submit_many`); items whose end only the server can tell
+(``ended``, or a lease that broke mid-item) are asked of the server (``watch``), and those it has
+no record of were never started, so they go the server's way too.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import select
+import socket
+import threading
+import time
+
+from kernel_workers import reports, wire
+
+from .lease import ClientLease
+
+#: unanswered items a lease may hold (queued in its environment or running): it starts at
+#: WINDOW_START (one running, one next) and doubles while items end within QUICK_MS, so quick
+#: items flow in batches and long ones never queue behind each other; and items per frame
+WINDOW_START = 2
+#: an item sent this long ago (seconds) is followed through the server as well (``watch``):
+#: its lines stream live, as on the server's path
+WATCH_AFTER_S = 0.5
+WINDOW = 128
+QUICK_MS = 2.0
+BATCH = 64
+
+
+class LeasedMap:
+    """One map's items through leases: :meth:`start`, :meth:`submit` (any number of times),
+    :meth:`finish`; futures end on the driver thread."""
+
+    def __init__(self, conn, pool, function: str, version, want: int, logs: bool, group=None):
+        self.conn = conn
+        self.pool = pool                # the connection's DirectPool
+        self.function = function
+        self.version = version
+        self.want = want
+        self.logs = logs
+        self.group = group              # the map's concurrency cap, for what goes the server's way
+        self.channel = None             # a DirectChannel of the pool, the map's for its life
+        self.leases: list = []          # [ClientLease, unanswered count, window]
+        self.queue: collections.deque = collections.deque()  # (fut, payload) not sent yet
+        self.sent: dict = {}            # request id -> (fut, payload, lease entry)
+        self.asked: dict = {}           # request id -> (fut, payload): asked of the server (watch)
+        self.watched: set = set()       # request ids followed live through the server too
+        self.sent_at: dict = {}         # request id -> when it was sent (time.monotonic())
+        self.lock = threading.Lock()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        self.input_done = False
+        self.starting = 0               # environments the server is starting for this map
+        self.thread = None
+
+    # ---- the caller's side -------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Ask for the leases; False (and nothing happened) when the server grants none now and
+        starts none for this map: the caller goes the server's way."""
+        try:
+            self.channel = self.pool.take()
+        except Exception:  # noqa: BLE001 - no direct socket now: the server's way
+            return False
+        ok = False
+        try:
+            ch = self.channel
+            ch.channel.send("lease", function=self.function, version=self.version, want=self.want,
+                            start=True)
+            ch.channel.buffered = False  # descriptors follow a ``leases`` frame, now and later
+            header, body = ch.channel.recv()
+            while header["k"] != "leases":  # a late frame of an earlier call on this socket
+                header, body = ch.channel.recv()
+            self._read_leases((header, body))
+            ok = bool(self.leases) or self.starting > 0
+        except (OSError, EOFError, wire.ProtocolError):
+            self.channel.close()
+            self.channel = None
+            return False
+        if not ok:
+            self.channel.channel.buffered = True
+            self.pool.give_back(self.channel)
+            self.channel = None
+            return False
+        self.thread = threading.Thread(target=self._run, name="faas-leased-map", daemon=True)
+        self.thread.start()
+        return True
+
+    def submit(self, items) -> None:
+        """``items``: ``[(future, payload), ...]`` to run."""
+        for fut, _ in items:
+            fut._leased = self
+        with self.lock:
+            self.queue.extend(items)
+        self._wake()
+
+    def finish(self) -> None:
+        """No more items: the driver ends once every item sent has ended (or gone elsewhere)."""
+        with self.lock:
+            self.input_done = True
+        self._wake()
+
+    def withdraw(self, fut) -> bool:
+        """Take ``fut`` back if not sent yet (True).  If it was sent, its cancel is the driver's:
+        the environment does not start it if it has not, and the server kills it if it runs."""
+        with self.lock:
+            for i, (queued, payload) in enumerate(self.queue):
+                if queued is fut:
+                    del self.queue[i]
+                    payload.discard(self.conn.buffer_dir)
+                    return True
+        fut._cancel_requested = True
+        self._wake()  # see _cancel_requested
+        return False
+
+    def cancel(self, fut) -> None:
+        """Cancel ``fut`` without waiting (a map's first failure cancels the rest)."""
+        if self.withdraw(fut):
+            fut._finish_cancelled(fut._cancelled_error())
+
+    def _wake(self) -> None:
+        try:
+            os.write(self.wake_w, b"w")
+        except OSError:
+            pass
+
+    # ---- the driver thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._drive()
+        except Exception as exc:  # noqa: BLE001 - whatever broke, no future is left waiting
+            self._abandon(exc)
+        finally:
+            for entry in self.leases:
+                entry[0].close()
+            self.leases = []
+            if self.channel is not None:
+                # a lease the server is still starting for this map would arrive on it later
+                if self.asked or self.starting:
+                    self.channel.close()
+                else:
+                    self.channel.channel.buffered = True
+                    self.pool.give_back(self.channel)
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+
+    def _drive(self) -> None:
+        ch = self.channel
+        while True:
+            self._send_some()
+            self._cancel_requested()
+            with self.lock:
+                idle = self.input_done and not self.queue
+            if idle and not self.sent and not self.asked:
+                return
+            if not self.leases and not self.starting and (self.queue or self.sent):
+                self._fall_back(list(self.sent.values()))
+            self._watch_long()
+            socks = [self.wake_r, ch.sock] + [entry[0].sock for entry in self.leases]
+            ready, _, _ = select.select(socks, [], [], WATCH_AFTER_S if self.sent else None)
+            for sock in ready:
+                if sock == self.wake_r:
+                    try:
+                        os.read(self.wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                elif sock is ch.sock:
+                    self._from_server()
+                else:
+                    entry = next(e for e in self.leases if e[0].sock is sock)
+                    self._from_lease(entry)
+
+    def _send_some(self) -> None:
+        for entry in list(self.leases):
+            lease, unanswered, window = entry
+            room = window - unanswered
+            if room <= 0:
+                continue
+            with self.lock:
+                if not self.queue:
+                    return
+                # share what is queued between the leases, so none idles while another is full
+                n = max(1, min(room, BATCH, -(-len(self.queue) // len(self.leases))))
+                batch = [self.queue.popleft() for _ in range(min(n, len(self.queue)))]
+            items, bodies = [], []
+            for fut, payload in batch:
+                rid = reports.new_request_id()
+                item = [rid, len(payload.data), getattr(fut, "input_summary", "") or ""]
+                if payload.buffers:
+                    item.append(payload.buffers)
+                items.append(item)
+                bodies.append(payload.data)
+                self.sent[rid] = (fut, payload, entry)
+                self.sent_at[rid] = time.monotonic()
+            try:
+                lease.channel.send("invoke", b"".join(bodies), encoding="pickle", items=items)
+            except OSError:
+                self._lease_broke(entry)
+                continue
+            entry[1] += len(batch)
+
+    def _watch_long(self) -> None:
+        """Follow the items sent a while ago through the server too: a running one's lines then
+        stream live (the server reads them); its end still comes from whichever tells first."""
+        now = time.monotonic()
+        due = [rid for rid in self.sent if rid not in self.watched
+               and now - self.sent_at.get(rid, now) >= WATCH_AFTER_S]
+        if due:
+            self.watched.update(due)
+            self.channel.channel.send("watch", request_ids=due, logs=self.logs)
+
+    def _cancel_requested(self) -> None:
+        by_lease: dict = {}
+        for rid, (fut, _, entry) in self.sent.items():
+            if fut._cancel_requested and not getattr(fut, "_lease_cancel_sent", False):
+                fut._lease_cancel_sent = True
+                by_lease.setdefault(id(entry), (entry, []))[1].append(rid)
+        for entry, rids in by_lease.values():
+            try:
+                entry[0].channel.send("cancel", request_ids=rids)  # not started: never started
+            except OSError:
+                pass
+            # started: the server kills its environment (it knows from the journal what runs)
+            self.channel.channel.send("cancel", request_ids=rids)
+
+    def _from_lease(self, entry) -> None:
+        lease = entry[0]
+        try:
+            lease.channel.fill()
+        except (OSError, EOFError, wire.ProtocolError):
+            self._lease_broke(entry)
+            return
+        while (frame := lease.channel.pending()) is not None:
+            header, body = frame
+            kind = header["k"]
+            if kind == "done":
+                offset, quick = 0, True
+                for item in header["items"]:
+                    quick = quick and (item.get("report") or {}).get("duration_ms", QUICK_MS) < QUICK_MS
+                    n = item["nbytes"]
+                    rid = item["request_id"]
+                    sent = self.sent.pop(rid, None)
+                    self.sent_at.pop(rid, None)
+                    if sent is not None:
+                        entry[1] -= 1
+                        fut = sent[0]
+                        _accept(fut, rid, self.version)
+                        lines = item.get("logs") or []
+                        if rid in self.watched:
+                            self.watched.discard(rid)
+                            if fut.logs and lines and lines[0][1] == "platform":
+                                lines = lines[1:]  # its START came live from the server
+                        if lines or item.get("skipped"):
+                            fut._log_lines(lines, item.get("skipped", 0))
+                        chunk = memoryview(body)[offset:offset + n]
+                        fut._done(item, chunk if item.get("buffers") else bytes(chunk))
+                    offset += n
+                entry[2] = min(WINDOW, entry[2] * 2) if quick else WINDOW_START
+            elif kind == "not_started":
+                back = []
+                for rid in header.get("request_ids") or ():
+                    sent = self.sent.pop(rid, None)
+                    if sent is not None:
+                        entry[1] -= 1
+                        if sent[0]._cancel_requested:
+                            sent[0]._finish_cancelled(sent[0]._cancelled_error())
+                        else:
+                            back.append(sent)
+                self._fall_back(back)
+            elif kind == "ended":
+                self._ask(header.get("request_ids") or (), entry)
+
+    def _lease_broke(self, entry) -> None:
+        """The environment died or let go: what it had is asked of the server."""
+        if entry in self.leases:
+            self.leases.remove(entry)
+        entry[0].close()
+        self._ask([rid for rid, sent in self.sent.items() if sent[2] is entry], entry)
+
+    def _ask(self, rids, entry) -> None:
+        asked = {}
+        for rid in rids:
+            sent = self.sent.pop(rid, None)
+            if sent is not None:
+                entry[1] -= 1
+                _accept(sent[0], rid, self.version)
+                self.asked[rid] = sent
+                asked[rid] = sent
+        if asked:
+            self.channel.channel.send("watch", request_ids=list(asked), logs=self.logs)
+
+    def _from_server(self) -> None:
+        ch = self.channel
+        try:
+            header, body = ch.channel.recv()
+        except (OSError, EOFError, wire.ProtocolError) as exc:
+            raise ConnectionError(f"the direct socket broke: {exc}") from exc
+        kind = header["k"]
+        if kind == "leases":
+            self._read_leases((header, body))
+        elif kind == "done":
+            offset = 0
+            for item in header["items"]:
+                n = item["nbytes"]
+                rid = item["request_id"]
+                sent = self.asked.pop(rid, None)
+                if sent is None and rid in self.watched and rid in self.sent:
+                    sent = self.sent.pop(rid)  # the server told first (its environment's done is stale)
+                    sent[2][1] -= 1
+                    self.sent_at.pop(rid, None)
+                self.watched.discard(rid)
+                if sent is not None:
+                    fut = sent[0]
+                    if item.get("logs") or item.get("skipped"):
+                        fut._log_lines(item.get("logs") or [], item.get("skipped", 0))
+                    chunk = memoryview(body)[offset:offset + n]
+                    fut._done(item, chunk if item.get("buffers") else bytes(chunk))
+                offset += n
+        elif kind == "log":
+            for rid, lines in (header.get("logs") or {}).items():
+                sent = self.asked.get(rid) or (self.sent.get(rid) if rid in self.watched else None)
+                if sent is not None:
+                    _accept(sent[0], rid, self.version)  # started: in its journal
+                    sent[0]._log_lines(lines, (header.get("skipped") or {}).get(rid, 0))
+        elif kind == "unknown":
+            rids = header.get("request_ids") or ()
+            # not in any journal: never started, so never accepted
+            self._fall_back([self.asked.pop(rid) for rid in rids if rid in self.asked])
+            for rid in rids:  # followed while still queued in its environment: follow it later
+                if rid in self.watched:
+                    self.watched.discard(rid)
+                    if rid in self.sent_at:
+                        self.sent_at[rid] = time.monotonic()
+        elif kind == "lease_failed":
+            self.starting = max(0, self.starting - int(header.get("count") or 1))
+
+    def _read_leases(self, frame) -> None:
+        """A ``leases`` answer (and its descriptors): more environments for this map."""
+        header, _ = frame
+        items = header.get("items") or []
+        if header.get("started"):  # one the server started for this map (passed, or lost)
+            self.starting = max(0, self.starting - max(1, len(items)))
+        self.starting += int(header.get("starting") or 0)
+        if items:
+            _, fds, _, _ = socket.recv_fds(self.channel.sock, 1, len(items))
+            for info, fd in zip(items, fds):
+                sock = socket.socket(fileno=fd)
+                sock.setblocking(True)
+                self.leases.append([ClientLease(info, sock), 0, WINDOW_START])
+
+    def _fall_back(self, sent) -> None:
+        """Items never started through a lease: the server's way, the same futures (those
+        cancelled meanwhile end cancelled: they never ran)."""
+        items = []
+        for fut, payload, *_ in sent:
+            if fut._cancel_requested:
+                fut._finish_cancelled(fut._cancelled_error())
+            elif not fut.done():
+                items.append((fut, payload))
+        if items:
+            self.conn.submit_many(items, self.function, queue=True, logs=self.logs, version=self.version,
+                                  group=self.group)
+        if not self.leases and not self.starting:
+            with self.lock:
+                rest, self.queue = list(self.queue), collections.deque()
+            if rest:
+                self.conn.submit_many(rest, self.function, queue=True, logs=self.logs,
+                                      version=self.version, group=self.group)
+            if self.sent:
+                sent_items, self.sent = list(self.sent.values()), {}
+                self._fall_back(sent_items)
+
+    def _abandon(self, exc: BaseException) -> None:
+        from .. import errors
+        err = errors.ServerError(f"the map's leased environments could not be used: {exc}")
+        with self.lock:
+            rest, self.queue = list(self.queue), collections.deque()
+        for fut, *_ in [*rest, *self.sent.values(), *self.asked.values()]:
+            fut._fail(err)
+
+
+def _accept(fut, rid: str, version) -> None:
+    """The item has a record (its request id): once, as the dispatcher does."""
+    if fut._request_id is None and not fut.done():
+        fut._accepted(rid, version)

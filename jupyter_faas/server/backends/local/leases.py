@@ -1,0 +1,222 @@
+"""The local backend's side of a lease: an idle environment handed to one client for a while.
+
+:func:`grant` makes the lease's journal (:mod:`kernel_workers.journal`) and a socket pair, and
+sends the environment its end with read ends of its own output pipes (the ``lease`` frame, then
+the descriptors, as the zygote's fork); the client's end is returned for the engine to pass on.
+While leased the server does not read the environment's pipes (the environment drains them at
+the end of each invocation: :mod:`kernel_workers.lease`), except for a long invocation, whose
+lines :meth:`EnvironmentLease.read_output` takes under the journal's lock.
+
+:class:`EnvironmentLease` reads the journal for the engine (``poll`` then ``take``), knows which
+invocation runs (its ``start`` without an ``end``), answers the environment's ``result_file``
+for it, and says when the lease ended: the environment's ``lease_ended`` (the client let go, or
+a revoke) or its death, with the :class:`~..base.Outcome` of what was running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import socket
+import time
+
+from kernel_workers import journal, wire
+
+from ..base import Outcome
+
+log = logging.getLogger("jupyter_faas.server")
+
+#: a leased environment's pipes hold this much before a print blocks (the kernel's maximum
+#: without privileges): the environment drains them at the end of each invocation
+PIPE_BYTES = 1 << 20
+
+
+class EnvironmentLease:
+    def __init__(self, env, lease_id: str, path: str, client_sock: socket.socket):
+        self.env = env
+        self.id = lease_id
+        self.path = path
+        self.reader = journal.Reader(path)
+        self.client_sock = client_sock   # the client's end, until the engine passed it on
+        self.records: list = []          # read, not yet taken by the engine
+        self.running: tuple | None = None  # (request_id, start header) of what runs now
+        self.ended = False
+        #: the engine's callbacks: on_end(lease) once the lease is over (the environment gave
+        #: it back, or died: then ``death`` is set), on_line(stream, line) for a long
+        #: invocation's output
+        self.on_end = None
+        self.on_line = None
+        self.on_spent = None  # () -> None: an invocation with an argument buffers' file ended
+        self.death: asyncio.Future | None = None  # resolves to the running one's Outcome
+        self.broken: str | None = None   # why the journal could not be read
+
+    # ---- the journal -----------------------------------------------------------------------
+
+    def poll(self) -> None:
+        """Read the records appended since the last poll (kept for :meth:`take`)."""
+        if self.reader.fd is None or self.broken:
+            return
+        try:
+            records = self.reader.read()
+        except wire.ProtocolError:
+            records = []
+        if self.reader.error is not None:
+            # Only the environment writes there: its handler wrote over the journal.  Its
+            # records cannot be trusted from here on; what it ran ends with its death.
+            self.broken = f"the journal of lease {self.id} is corrupt ({self.reader.error})"
+            log.error("%s; stopping environment %s", self.broken, self.env.id)
+            self.env.kill("protocol")
+        for header, _ in records:
+            if header["k"] == "start":
+                self.running = (header.get("request_id"), header)
+            elif header["k"] == "end":
+                self.running = None
+        self.records.extend(records)
+
+    def take(self) -> list:
+        records, self.records = self.records, []
+        return records
+
+    def read_output(self) -> bool:
+        """Read a long invocation's output now (its lines go to ``on_line``), if the environment
+        is not draining it itself; False when the lock was busy (try again next tick)."""
+        if self.reader.fd is None or not self.reader.try_lock():
+            return False
+        try:
+            self.poll()  # under the lock: what runs cannot change while its lines are read
+            env = self.env
+            env.on_line = self.on_line if self.running is not None else None
+            for fd in list(env._pipes):
+                env._pipe_readable(fd)
+            for fd in list(env._pipes):
+                env._emit_partial(fd)
+        finally:
+            self.reader.unlock()
+        return True
+
+    # ---- the environment's frames ----------------------------------------------------------
+
+    def result_file(self, header: dict) -> None:
+        """The leased environment asks for its running invocation's result file."""
+        self.poll()
+        rid = self.running[0] if self.running else None
+        self.env._result_file(header, rid)
+
+    def revoke(self) -> None:
+        """Ask the environment to give the lease back after what it runs (``lease_ended``)."""
+        if not self.ended and self.env.writer is not None and not self.env.writer.is_closing():
+            self.env.writer.write(wire.pack("revoke", lease_id=self.id))
+
+    def given_back(self) -> None:
+        """The environment's ``lease_ended``: every record is written."""
+        self._end(None)
+
+    def lost(self) -> None:
+        """The environment died (or its link broke) while leased."""
+        if self.ended:
+            return
+        started = self.running[1].get("t") if self.running else None
+        loop = asyncio.get_running_loop()
+        self.death = loop.create_future()
+
+        async def outcome():
+            out = await _death_outcome(self.env, started)
+            if not self.death.done():
+                self.death.set_result(out)
+        self.env.pool.spawn(outcome())
+        self._end(self.death)
+
+    def _end(self, death) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.poll()
+        env = self.env
+        env.lease = None
+        env.on_line = None
+        if death is None and env.state == "leased":
+            _take_pipes_back(env)
+            env.state = "idle"
+            env.last_used = time.monotonic()
+        if self.on_end is not None:
+            self.on_end(self)
+
+    def close(self) -> None:
+        """The engine has folded every record: forget the journal."""
+        self.reader.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        if self.client_sock is not None:
+            self.client_sock.close()
+            self.client_sock = None
+
+
+async def _death_outcome(env, started_wall: float | None) -> Outcome:
+    """How the invocation running in a leased environment that died ended (the server's own
+    reading, as :meth:`.environment.Environment._ended` makes for an invocation it sent)."""
+    memory = env.pool.memory
+    peak = max(memory.peak_mb(env.id, env.pid, env.sampled_peak_mb, own_only=env.forked_from_template),
+               env.peak_before_kill_mb)
+    returncode = await env.wait_exit()
+    env.drain()
+    env.on_line = None
+    oom = env.killed_for == "oom" or memory.oom_killed(env.id)
+    kind = {"timeout": "timeout", "cancelled": "cancelled"}.get(env.killed_for, "oom" if oom else "crash")
+    duration = (time.time() - started_wall) * 1000 if started_wall else 0.0
+    env.close()
+    return Outcome(kind, duration_ms=duration, max_memory_mb=peak, returncode=returncode)
+
+
+def _take_pipes_back(env) -> None:
+    loop = asyncio.get_running_loop()
+    for fd in env._pipes:
+        loop.add_reader(fd, env._pipe_readable, fd)
+        env._pipe_readable(fd)  # what a background thread printed after the last invocation
+
+
+def grant(env, lease_id: str, directory: str, fields: dict) -> EnvironmentLease | None:
+    """Lease the idle environment ``env`` (the pool reserved it); None if its control socket
+    cannot take the frame now (then it is still the pool's, idle)."""
+    ctl = env.ctl
+    if ctl is None or env.writer is None or env.writer.get_write_buffer_size():
+        return None
+    path = journal.create(directory, lease_id)
+    client, theirs = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    for fd in env._pipes:
+        env._pipe_readable(fd)   # lines printed since the last invocation stay orphans (INIT's)
+        loop.remove_reader(fd)
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        except OSError:
+            pass
+    pipes = [os.dup(fd) for fd in env._pipes]
+    frame = wire.pack("lease", **dict(fields, lease_id=lease_id, journal=path,
+                                      cgroup=env.pool.memory.cgroup_dir(env.id),
+                                      own_only=env.forked_from_template, init_type=env.init_type))
+    try:
+        ctl.setblocking(True)
+        try:
+            ctl.sendall(frame)
+            socket.send_fds(ctl, [b"L"], [theirs.fileno(), *pipes])
+        finally:
+            ctl.setblocking(False)
+    except OSError as exc:
+        log.warning("could not lease environment %s: %s", env.id, exc)
+        client.close()
+        os.unlink(path)
+        for fd in env._pipes:
+            loop.add_reader(fd, env._pipe_readable, fd)
+        return None
+    finally:
+        theirs.close()
+        for fd in pipes:
+            os.close(fd)
+    lease = EnvironmentLease(env, lease_id, path, client)
+    env.lease = lease
+    env.state = "leased"
+    return lease

@@ -1,0 +1,498 @@
+"""Leases: a warm environment handed to one client, its invocations folded in from a journal.
+
+The warm path without the server in it.  A client on this machine that keeps calling a
+function asks for a lease (the direct socket's ``lease`` frame); the engine grants one when a
+slot fits and an environment of the version is idle, and the backend hands the client a socket
+to that environment (:mod:`..backends.local.leases`).  The client then sends invocations
+straight to it: two process hops a call instead of four, and no store commit on the call's
+path.  What keeps every promise of the server's own path:
+
+* **Recorded before it runs, stored before anyone is told.**  The environment appends a
+  ``start`` record to the lease's journal before the handler runs and an ``end`` record before
+  it answers (:mod:`kernel_workers.lease`); a journal write is as durable against a crash of
+  either process as a commit at synchronous=NORMAL.  The engine folds the journal into the
+  store every ``LEASE_TICK_S`` (and before any read of the store: ``fold_leases``), one
+  transaction for every invocation that ended since; after a crash, :func:`fold_leftovers` at
+  start folds what is left (ends stored, starts without an end failed ``Runtime.ServerStopped``).
+* **Limits and cancel stay the server's.**  An invocation still running at a tick is
+  *promoted*: it gets its ``running`` row, a place in ``active`` (so cancel, watch and re-attach
+  find it), its deadline (``timeout`` + the grace, from its start), and its output is read
+  live by the server.  A kill (deadline, cancel, the memory watchdog) ends it exactly as one the
+  server sent.
+* **Slots.**  A lease holds one slot (concurrency and memory) for its life; its invocations do
+  not take their own.  It is revoked after ``LEASE_IDLE_S`` unused, as soon as any invocation
+  waits for a slot, and when the server stops.
+* **One REPORT.**  The environment computes the REPORT with the same function as the server
+  (:mod:`kernel_workers.reports`); an end it cannot judge alone (timed out, over its memory, a
+  MemoryError) is judged here by the server's own rules (:mod:`.outcomes`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from types import SimpleNamespace
+
+from kernel_workers import buffers, journal, reports
+
+from ..model import FAILED, LATEST, RUNNING, SUCCEEDED
+from .invocation import Invocation
+
+log = logging.getLogger("jupyter_faas.server")
+
+#: seconds between folds of the journals while leases exist
+LEASE_TICK_S = 0.1
+#: a lease unused this long is revoked (its slot and environment go back to the pool)
+LEASE_IDLE_S = 2.0
+#: a promoted invocation's end is believed this long after its deadline (as the server's own)
+DEADLINE_GRACE_S = 0.2
+#: leases granted per request at most (a map asks for several)
+MAX_LEASES = 64
+#: a cancel of a request id no journal shows yet is applied if it starts within this many seconds
+CANCEL_PENDING_S = 5.0
+
+
+class Lease:
+    __slots__ = ("id", "handle", "function", "starts", "last_used", "revoked")
+
+    def __init__(self, lease_id: str, handle, function: dict):
+        self.id = lease_id
+        self.handle = handle        # the backend's (e.g. backends/local/leases.EnvironmentLease)
+        self.function = function
+        self.starts: dict = {}      # request id -> start record, for those not ended yet
+        self.last_used = time.time()
+        self.revoked = False
+
+
+class Leasing:
+    """Mixed into :class:`~.service.Service`."""
+
+    def _init_leases(self) -> None:
+        self.leases: dict[str, Lease] = {}
+        self._lease_tick = None
+        self._lease_cancels: dict[str, float] = {}  # request id -> when the cancel came
+
+    # ---- granting --------------------------------------------------------------------------
+
+    def grant_leases(self, name: str, version, want: int, on_started=None) -> tuple[list, int]:
+        """Lease up to ``want`` idle environments of the function to a client: ``([(info, handle)],
+        starting)`` (the caller sends ``handle.client_sock`` with ``info``).  None granted when no
+        environment of it is idle, a slot does not fit, invocations are waiting, or the server is
+        stopping.  ``on_started(granted)``: start environments for the rest too (a map), each
+        leased the moment it is ready and passed to it (``[]`` when one could not start);
+        ``starting`` says how many.
+
+        ``info``: {lease_id, environment_id, function, version, lambda_version, memory_mb,
+        timeout_s}.  Raises the :class:`~jupyter_faas.errors.FaaSError` of ``get_function``.
+        """
+        function = self.get_function(name, version)
+        if self.closing or any(self.waiting.values()) or not isinstance(version, int):
+            return [], 0  # a qualifier ($LATEST, an alias) may move between calls: never leased
+        want = max(0, min(int(want), MAX_LEASES))
+        out = []
+        while len(out) < want and self.slots.fits(function, None):
+            granted = self._lease_one(function, slot_taken=False)
+            if granted is None:
+                break
+            out.append(granted)
+        starting = 0
+        if on_started is not None and self.backend.can_lease(function):
+            while len(out) + starting < want and self.slots.fits(function, None):
+                self.slots.take(function, None)  # the lease's slot, from the start
+                env = self.backend.new_environment(function)
+                self.spawn(self._start_for_lease(function, env, on_started))
+                starting += 1
+        if out or starting:
+            self._lease_tick_soon()
+        return out, starting
+
+    def _lease_one(self, function: dict, slot_taken: bool):
+        lease_id = "lease-" + secrets.token_hex(8)
+        info = {"lease_id": lease_id, "function": function["name"], "version": function["version"],
+                "lambda_version": function.get("lambda_version", LATEST),
+                "memory_mb": function["memory"], "timeout_s": function["timeout"]}
+        handle = self.backend.lease(function, lease_id, dict(
+            info, per_gb_second=self.pricing.per_gb_second, per_request=self.pricing.per_request,
+            # over these the environment does not answer alone: an argument goes the server's way
+            # (which refuses it), a result is judged here (Function.ResponseSizeTooLarge)
+            max_payload_bytes=self.sizes.max_payload_bytes,
+            max_buffer_bytes=self.sizes.buffer_limit(function)[0]))
+        if handle is None:
+            return None
+        if not slot_taken:
+            self.slots.take(function, None)
+        lease = Lease(lease_id, handle, function)
+        handle.on_end = lambda _, lease=lease: self._lease_over(lease)
+        handle.on_spent = lambda lease=lease: self._fold(lease)  # a large argument's file: reuse it now
+        self.leases[lease_id] = lease
+        return dict(info, environment_id=handle.env.id), handle
+
+    async def _start_for_lease(self, function: dict, env, on_started) -> None:
+        """A cold start for a map's lease; leased the moment it is ready (or the slot given back)."""
+        granted = None
+        try:
+            failure = await self.backend.start_environment(env, self.environment_code)
+            if failure is None:
+                self.backend.unreserve(env)  # idle: the lease below takes it (or one like it)
+                if not self.closing:
+                    granted = self._lease_one(function, slot_taken=True)
+        except Exception:  # noqa: BLE001 - the map goes on with the leases it has
+            log.exception("could not start an environment for a lease of %s", function["name"])
+            self.backend.discard(env)
+        if granted is None:
+            self.slots.give_back(function, None)
+            self._admit()
+        else:
+            self._lease_tick_soon()
+        on_started([] if granted is None else [granted])
+
+    # ---- folding ---------------------------------------------------------------------------
+
+    def fold_leases(self) -> None:
+        """Fold every lease's new records into the store now (before a read of it)."""
+        for lease in list(self.leases.values()):
+            self._fold(lease)
+
+    def _lease_tick_soon(self) -> None:
+        if self._lease_tick is None and self.leases:
+            self._lease_tick = self.clock.call_later(LEASE_TICK_S, self._tick)
+
+    def _tick(self) -> None:
+        self._lease_tick = None
+        now = time.time()
+        queued = any(self.waiting.values())
+        for lease in list(self.leases.values()):
+            self._fold(lease)
+            handle = lease.handle
+            if handle.ended:
+                continue
+            if handle.running is not None:
+                rid, start = handle.running
+                if now - _num(start.get("t"), now) >= LEASE_TICK_S:
+                    self._promote(lease, rid, start)
+                    handle.read_output()
+            elif not lease.revoked and (queued or self.closing or now - lease.last_used > LEASE_IDLE_S):
+                lease.revoked = True
+                handle.revoke()
+        for rid, when in list(self._lease_cancels.items()):
+            if now - when > CANCEL_PENDING_S:
+                del self._lease_cancels[rid]
+        self._lease_tick_soon()
+
+    def _fold(self, lease: Lease) -> None:
+        handle = lease.handle
+        handle.poll()
+        records = handle.take()
+        if not records:
+            return
+        ended, later, cancels = [], [], []
+        now = time.time()
+        starts = dict(lease.starts)
+        for header, body in records:
+            rid = header.get("request_id")
+            if not isinstance(rid, str) or not 0 < len(rid) <= 64:
+                continue
+            if header["k"] == "start":
+                starts[rid] = header
+                if rid in self._lease_cancels:
+                    cancels.append(rid)
+            elif header["k"] == "end":
+                start = starts.pop(rid, None)
+                if start is None:
+                    log.warning("lease %s: an end of %s with no start; ignored", lease.id, rid)
+                    continue
+                inv = self.active.get(rid)
+                if header.get("clean") and inv is None:
+                    ended.append(self._ended_row(lease, start, header, body))
+                else:
+                    later.append((rid, start, header, body))
+        if ended:
+            try:
+                self.store.add_ended([e[:3] for e in ended])
+            except Exception:  # noqa: BLE001 - kept: the next tick writes them again
+                log.exception("could not store %d invocations of lease %s; retrying", len(ended), lease.id)
+                handle.records[:0] = records
+                return
+        lease.starts = starts
+        lease.last_used = now
+        for row, _, _, arg_file in ended:
+            if arg_file is not None:
+                self.backend.lease_ran(handle, arg_file)
+            if self.feed:
+                self.feed.emit({"type": "invocation", **{k: row.get(k) for k in _FEED_FIELDS}})
+        if any(e[3] is not None for e in ended) and self.files is not None:
+            self.files.replenish()  # the client took a spare for each
+        for rid, start, header, body in later:
+            self._end_leased(lease, rid, start, header, body)
+        for rid in cancels:
+            self._lease_cancels.pop(rid, None)
+            if rid in lease.starts:
+                self._promote(lease, rid, lease.starts[rid])
+                self.backend.kill_leased(handle, "cancelled")
+
+    def _ended_row(self, lease: Lease, start: dict, end: dict, body) -> tuple:
+        """``(row, result, logs, argument file)`` of an invocation whose clean end is in the journal."""
+        function = lease.function
+        rep = end.get("report") if isinstance(end.get("report"), dict) else {}
+        error = end.get("error") if isinstance(end.get("error"), dict) else None
+        status = SUCCEEDED if end.get("status") == SUCCEEDED and error is None else FAILED
+        row = {"request_id": end["request_id"], "function": function["name"], "version": function["version"],
+               "invocation_type": "RequestResponse", "encoding": _text(start.get("encoding"), "pickle"),
+               "status": status, "error": error, "error_type": error and error.get("errorType"),
+               "created_at": _num(start.get("t")), "started_at": _num(start.get("t")),
+               "ended_at": _num(end.get("t")), "duration_ms": _num(rep.get("duration_ms")),
+               "billed_duration_ms": int(_num(rep.get("billed_duration_ms"))),
+               "memory_size_mb": function["memory"], "max_memory_used_mb": int(_num(rep.get("max_memory_used_mb"))),
+               "init_duration_ms": None, "environment_id": lease.handle.env.id,
+               "input_summary": _text(start.get("summary"), "")[:200],
+               "lambda_version": function.get("lambda_version", LATEST),
+               "init_type": _text(rep.get("init_type"), None), "result_buffers": end.get("buffers")}
+        logs = [(_num(e[0]), _text(e[1], "stdout"), _text(e[2], "")) for e in end.get("logs") or ()
+                if isinstance(e, list) and len(e) == 3]
+        described = start.get("buffers")
+        arg_file = described.get("file") if isinstance(described, dict) else None
+        return row, bytes(body) if body else None, logs, arg_file
+
+    # ---- a long invocation: promoted to the server's own bookkeeping ---------------------
+
+    def _promote(self, lease: Lease, rid: str, start: dict) -> Invocation:
+        inv = self.active.get(rid)
+        if inv is not None:
+            return inv
+        function = lease.function
+        env = lease.handle.env
+        started_at = _num(start.get("t"), time.time())
+        buffers = start.get("buffers") if isinstance(start.get("buffers"), dict) else None
+        inv = Invocation(rid, function, b"", _text(start.get("encoding"), "pickle"), "RequestResponse",
+                         False, started_at, buffers)
+        inv.lease, inv.env = lease, env
+        inv.status = RUNNING
+        self.store.add_invocation({
+            "request_id": rid, "function": function["name"], "version": function["version"],
+            "invocation_type": "RequestResponse", "encoding": inv.encoding, "status": RUNNING,
+            "created_at": started_at, "started_at": started_at, "environment_id": env.id,
+            "memory_size_mb": function["memory"], "input_summary": _text(start.get("summary"), "")[:200],
+            "lambda_version": function.get("lambda_version", LATEST)}, b"")
+        self.active[rid] = inv
+        self.feed.invocation(inv, started_at=started_at, environment_id=env.id)
+        self._log(inv, "platform", reports.start_line(rid, function.get("lambda_version", LATEST)))
+        lease.handle.on_line = lambda stream, line: self._log(inv, stream, line)
+        wait = started_at + function["timeout"] + DEADLINE_GRACE_S - time.time()
+        inv.deadline = self.clock.call_later(max(0.0, wait), self._lease_deadline, lease, rid)
+        return inv
+
+    def _lease_deadline(self, lease: Lease, rid: str) -> None:
+        self._fold(lease)
+        if lease.handle.running is not None and lease.handle.running[0] == rid:
+            self.backend.kill_leased(lease.handle, "timeout")
+
+    def _end_leased(self, lease: Lease, rid: str, start: dict, end: dict, body) -> None:
+        """An end the lean fold does not take: of a promoted invocation, or one to judge here."""
+        inv = self._promote(lease, rid, start)
+        if inv.deadline is not None:
+            inv.deadline.cancel()
+        lease.handle.on_line = None
+        function = inv.function
+        if end.get("clean"):
+            row, result, logs, arg_file = self._ended_row(lease, start, end, body)
+            for _, stream, line in logs[1:]:  # START was logged when it was promoted
+                self._log(inv, stream, line)
+            rep = end.get("report") if isinstance(end.get("report"), dict) else {}
+            fields = {k: row[k] for k in ("duration_ms", "billed_duration_ms", "memory_size_mb",
+                                          "max_memory_used_mb", "init_duration_ms", "init_type",
+                                          "error", "error_type", "environment_id")}
+            if row["result_buffers"] is not None:
+                fields["result_buffers"] = row["result_buffers"]
+            if arg_file is not None:
+                self.backend.lease_ran(lease.handle, arg_file)
+            self._finish(inv, row["status"], fields, result, dict(rep))
+            return
+        for entry in end.get("lines") or ():
+            if isinstance(entry, list) and len(entry) == 3:
+                self._log(inv, _text(entry[1], "stdout"), _text(entry[2], ""))
+        duration, peak = _num(end.get("duration_ms")), _num(end.get("peak_mb"))
+        if end.get("outcome") == "result" and not end.get("oom") and peak <= function["memory"] \
+                and duration <= function["timeout"] * 1000:
+            # too large to answer: the server's size rules, as for a result it was sent
+            described = end.get("buffers") if isinstance(end.get("buffers"), dict) else None
+            try:
+                buffer_bytes = buffers.nbytes(described) if described else 0
+            except buffers.BufferFileError:
+                buffer_bytes = 0
+            error = self.sizes.result_error(function, len(body or b""), buffer_bytes) or {
+                "errorType": "Runtime.InvalidResult",
+                "errorMessage": "the environment could not answer this result; it was dropped"}
+            if described is not None and self.files is not None:
+                self.files.discard({"file": described.get("file")})
+            self._end(inv, FAILED, error, None, self._report(duration, function["memory"], round(peak), None))
+            return
+        if end.get("outcome") == "error" and end.get("errorType") == "Runtime.OutOfMemory":
+            kind = "error"
+        elif end.get("oom") or peak > function["memory"]:
+            kind = "oom"
+        else:
+            kind = "timeout"
+        # what a backend's Outcome carries (backends/base.py), for outcomes.failure
+        outcome = SimpleNamespace(kind=kind, header=end, body=bytes(body or b""), duration_ms=duration,
+                                  max_memory_mb=peak, returncode=None, phase="invoke", init_ms=None)
+        self._end_failure(inv, outcome, None)
+
+    # ---- the end of a lease ----------------------------------------------------------------
+
+    def _lease_over(self, lease: Lease) -> None:
+        """The environment gave the lease back, or died (then what ran ends with its death)."""
+        self._fold(lease)
+        if lease.handle.death is not None and lease.starts:
+            self.spawn(self._lease_died(lease))
+            return
+        if lease.starts:  # given back with a start and no end: the runtime failed mid-invocation
+            log.error("lease %s ended with %d invocations started and not ended: %s", lease.id,
+                      len(lease.starts), ", ".join(lease.starts))
+            for rid, start in list(lease.starts.items()):
+                inv = self._promote(lease, rid, start)
+                if inv.deadline is not None:
+                    inv.deadline.cancel()
+                error = {"errorType": "Runtime.ExitError",
+                         "errorMessage": f"RequestId: {rid} Error: the execution environment gave its "
+                                         f"lease back without recording how this invocation ended "
+                                         f"(the runtime failed); it may have run partly. Invoke it again."}
+                self._end(inv, FAILED, error, None, self._report(
+                    (time.time() - _num(start.get("t"), time.time())) * 1000, lease.function["memory"], 0, None))
+            lease.starts.clear()
+        self._lease_done(lease)
+
+    async def _lease_died(self, lease: Lease) -> None:
+        outcome = await lease.handle.death
+        if not self._killing_runs:  # a stop's kill is not the function's: the rows stay running
+            for rid, start in list(lease.starts.items()):
+                inv = self._promote(lease, rid, start)
+                if inv.deadline is not None:
+                    inv.deadline.cancel()
+                if lease.handle.broken:
+                    error = {"errorType": "Runtime.JournalCorrupt",
+                             "errorMessage": f"RequestId: {rid} Error: {lease.handle.broken}: the "
+                                             f"handler wrote into the runtime's own files, so its "
+                                             f"execution environment was stopped and how this "
+                                             f"invocation ended could not be read. Do not write to "
+                                             f"file descriptors the handler did not open."}
+                    self._end(inv, FAILED, error, None, self._report(
+                        outcome.duration_ms, lease.function["memory"], round(outcome.max_memory_mb), None))
+                    continue
+                self._end_failure(inv, outcome, None)
+        else:
+            for rid, start in list(lease.starts.items()):
+                self._promote(lease, rid, start)
+        lease.starts.clear()
+        self._lease_done(lease)
+
+    def _lease_done(self, lease: Lease) -> None:
+        self._commit()  # promoted ends are stored before the journal that holds them is removed
+        self.leases.pop(lease.id, None)
+        self.slots.give_back(lease.function, None)
+        self.backend.end_lease(lease.handle)
+        self._admit()
+
+    # ---- cancel and watch of leased invocations --------------------------------------------
+
+    def settle_leased(self, request_ids) -> None:
+        """Fold the journals and promote any of ``request_ids`` that runs under a lease, so that
+        ``active`` (cancel, watch) or the store (a read) has each one the journals know."""
+        if not self.leases:
+            return
+        self.fold_leases()
+        wanted = set(request_ids)
+        for lease in list(self.leases.values()):
+            for rid in wanted & set(lease.starts):
+                self._promote(lease, rid, lease.starts[rid])
+
+    def cancel_unstarted(self, request_id: str) -> None:
+        """A cancel for a request id no journal shows (yet): applied if it starts soon."""
+        if self.leases:
+            self._lease_cancels[request_id] = time.time()
+
+    def revoke_leases(self, name: str | None = None, idle_only: bool = False) -> None:
+        """Revoke the leases (of function ``name``; ``idle_only``: those running nothing now)."""
+        for lease in list(self.leases.values()):
+            if name is not None and lease.function["name"] != name:
+                continue
+            if idle_only:
+                lease.handle.poll()
+                if lease.handle.running is not None:
+                    continue
+            if not lease.revoked and not lease.handle.ended:
+                lease.revoked = True
+                lease.handle.revoke()
+
+
+def fold_leftovers(service, directory: str) -> dict:
+    """At start: fold the journals a server that stopped left (its leased environments died
+    with it).  An end is stored as the environment recorded it; a start without an end is failed
+    ``Runtime.ServerStopped``, as a ``running`` row is.  Returns counts: ended, failed."""
+    ended = failed = 0
+    for path in journal.leftovers(directory):
+        reader = journal.Reader(path)
+        try:
+            records = reader.read()
+        except Exception as exc:  # noqa: BLE001 - a corrupt journal must not stop the server
+            log.error("could not read the journal %s (%s); its invocations are lost", path, exc)
+            records = []
+        reader.close()
+        starts, rows = {}, []
+        for header, body in records:
+            rid = header.get("request_id")
+            if header["k"] == "start" and isinstance(rid, str):
+                starts[rid] = header
+            elif header["k"] == "end" and rid in starts:
+                start = starts.pop(rid)
+                function = service.store.get_function(_text(start.get("function"), ""), start.get("version"))
+                if function is None or not header.get("clean"):
+                    starts[rid] = start  # judged below as stopped: the server could not judge it
+                    continue
+                function["lambda_version"] = _text(start.get("lambda_version"), LATEST)
+                lease = Lease("recovered", _Recovered(None), function)
+                rows.append(service._ended_row(lease, start, header, body)[:3])
+        stopped = []
+        for rid, start in starts.items():
+            error = {"errorType": "Runtime.ServerStopped",
+                     "errorMessage": "the FaaS server stopped while this invocation was running; "
+                                     "it may have run partly. Invoke it again."}
+            stopped.append(({"request_id": rid, "function": _text(start.get("function"), "?"),
+                             "version": start.get("version"), "invocation_type": "RequestResponse",
+                             "encoding": _text(start.get("encoding"), "pickle"), "status": FAILED,
+                             "error": error, "error_type": error["errorType"],
+                             "created_at": _num(start.get("t")), "started_at": _num(start.get("t")),
+                             "ended_at": time.time(), "input_summary": _text(start.get("summary"), ""),
+                             "memory_size_mb": start.get("memory_mb")}, None, []))
+        service.store.add_ended(rows + stopped, skip_known=True)
+        ended += len(rows)
+        failed += len(stopped)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    return {"ended": ended, "failed": failed}
+
+
+class _Recovered:
+    """Stands for the lease handle of a journal folded at start (only its environment's id)."""
+
+    class _Env:
+        def __init__(self, env_id):
+            self.id = env_id
+
+    def __init__(self, env_id):
+        self.env = self._Env(env_id)
+
+
+_FEED_FIELDS = ("request_id", "function", "version", "status", "created_at", "started_at", "ended_at",
+                "error_type", "duration_ms", "max_memory_used_mb", "environment_id", "init_type")
+
+
+def _num(value, default: float = 0.0) -> float:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+
+def _text(value, default):
+    return value if isinstance(value, str) else default

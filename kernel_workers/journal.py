@@ -1,0 +1,115 @@
+"""A lease's journal: the durable record of the invocations an environment ran for a client.
+
+One file per lease, made by the server (``<data dir>/journal/<lease id>.jnl``, 0600), appended
+to by the leased environment (:mod:`kernel_workers.lease`) and read by the server, which folds
+its records into the store.  Records are :mod:`.wire` frames (JSON header, opaque body), so
+the server never unpickles what an environment wrote; each is one ``write`` on an
+``O_APPEND`` descriptor, so it is in the page cache, safe from the death of either process, the
+moment it returns (as a commit at SQLite's synchronous=NORMAL is).  A record cut short (the
+writer died inside its write) is never complete, so it reads as not written.
+
+The same file is the lock that orders output (see :mod:`kernel_workers.lease`): an exclusive
+``flock`` on it, taken by the environment to write a start record or drain its pipes, and by
+the server (without waiting) to read a long invocation's pipes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+from . import wire
+
+SUFFIX = ".jnl"
+
+
+class Reader:
+    """The records of one journal, read incrementally from where the last read stopped."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.decoder = wire.FrameDecoder()
+        self.offset = 0
+        self.error: wire.ProtocolError | None = None  # the bytes that were not records
+
+    def read(self) -> list:
+        """The records appended since the last call, as ``(header, body)``.
+
+        Raises :class:`~kernel_workers.wire.ProtocolError` for bytes that are not records
+        (an environment's handler wrote into the journal's descriptor), once the records
+        before them were returned.
+        """
+        if self.error is not None:
+            raise self.error
+        out = []
+        decoder = self.decoder
+        while True:
+            view = decoder.get_buffer()
+            got = os.preadv(self.fd, [view], self.offset)
+            del view
+            if not got:
+                break
+            self.offset += got
+            try:
+                decoder.buffer_updated(got)
+            except wire.ProtocolError as exc:
+                self.error = exc
+            frame = decoder.next_frame()
+            while frame is not None:
+                out.append(frame)
+                frame = decoder.next_frame()
+            if self.error is not None:
+                if not out:
+                    raise self.error
+                break
+        return out
+
+    def try_lock(self) -> bool:
+        """Take the output lock if it is free (never waits)."""
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def unlock(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class Locked:
+    """``with Locked(fd):`` the output lock, waited for (the environment's side)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __enter__(self):
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+
+def create(directory: str, lease_id: str) -> str:
+    """Make a new, empty journal file (0600) for ``lease_id``; its path."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, lease_id + SUFFIX)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    return path
+
+
+def leftovers(directory: str) -> list[str]:
+    """Journal files a previous server left (oldest first): to fold at start."""
+    try:
+        names = [n for n in os.listdir(directory) if n.endswith(SUFFIX)]
+    except FileNotFoundError:
+        return []
+    paths = [os.path.join(directory, n) for n in names]
+    return sorted(paths, key=lambda p: os.stat(p).st_mtime)

@@ -1,0 +1,260 @@
+"""The leased warm path: sync calls and maps straight to a leased environment, recorded in its
+journal, with every promise of the server's own path (rows, REPORT, logs, limits, cancel,
+crash recovery).  Real servers, real environments."""
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+
+import pytest
+
+import jupyter_faas as faas
+from jupyter_faas import errors
+from jupyter_faas.client import discovery
+
+from conftest import wait_for
+
+
+def _leases(conn) -> int:
+    return conn.request("GET", "/faas/api/status")["leases"]
+
+
+def _lease_of(conn, name):
+    pool = conn._direct
+    for channel in pool._free:
+        for (function, _), lease in channel.leases.items():
+            if function == name:
+                return lease
+    return None
+
+
+def _row_or_none(conn, rid):
+    try:
+        return conn.request("GET", f"/faas/api/invocations/{rid}")
+    except errors.ResourceNotFound:
+        return None
+
+
+def test_a_function_called_again_is_called_through_a_lease_and_recorded_the_same(conn):
+    @faas.function(name="leased_add")
+    def add(a, b):
+        print("adding", a, b)
+        return a + b
+
+    assert add(1, 2) == 3  # the server's way; the second call asks for a lease
+    invs = [add.invoke(i, 10) for i in range(5)]
+    assert _lease_of(conn, "leased_add") is not None, "no lease was taken"
+    assert _leases(conn) >= 1
+    for i, inv in enumerate(invs):
+        assert inv.result == i + 10
+        assert f"adding {i} 10" in inv.logs
+        assert inv.logs[0].startswith(f"START RequestId: {inv.request_id}")
+        assert inv.logs[-1].startswith(f"REPORT RequestId: {inv.request_id}")
+        assert inv.report.duration_ms >= 0 and inv.report.billed_duration_ms >= 1
+    # read right after: the server folded the journal before answering
+    row = conn.request("GET", f"/faas/api/invocations/{invs[-1].request_id}")
+    assert row["status"] == "succeeded" and row["input_summary"] == "(4, 10)"
+    assert row["billed_duration_ms"] == invs[-1].report.billed_duration_ms
+    assert row["max_memory_used_mb"] == invs[-1].report.max_memory_used_mb
+    lines = [entry["line"] for entry in conn.request(
+        "GET", f"/faas/api/invocations/{invs[-1].request_id}/logs")["logs"]]
+    assert lines == invs[-1].logs  # the store has what the client got, line for line
+
+
+def test_a_leased_call_that_raises_fails_as_on_the_server_path(conn):
+    @faas.function(name="leased_raises")
+    def check(x):
+        if x < 0:
+            raise ValueError(f"negative: {x}")
+        return x
+
+    assert check(1) == 1
+    assert check(2) == 2
+    assert _lease_of(conn, "leased_raises") is not None
+    with pytest.raises(ValueError, match="negative: -5"):
+        check(-5)
+    inv = check.invoke(-6)
+    assert inv.status == "failed"
+    row = conn.request("GET", f"/faas/api/invocations/{inv.request_id}")
+    assert row["status"] == "failed" and row["error_type"] == "ValueError"
+
+
+def test_a_long_leased_call_streams_lines_and_is_killed_at_its_timeout(conn):
+    @faas.function(name="leased_slow", timeout=1)
+    def slow(seconds):
+        print("started", flush=True)
+        time.sleep(seconds)
+        return seconds
+
+    assert slow(0) == 0
+    assert slow(0) == 0
+    assert _lease_of(conn, "leased_slow") is not None
+    inv = slow.invoke(30)
+    assert inv.status == "timed_out" and isinstance(inv.error, errors.InvocationTimeout)
+    assert "started" in inv.logs  # its line, read by the server while it ran
+    row = conn.request("GET", f"/faas/api/invocations/{inv.request_id}")
+    assert row["status"] == "timed_out", row
+    assert 1000 <= row["duration_ms"] < 5000
+    with pytest.raises(errors.InvocationTimeout):
+        slow(30)
+    # the environment was killed with its call; the next call works (the server's way, or a new lease)
+    assert slow(0) == 0
+
+
+def test_a_leased_call_over_its_memory_is_out_of_memory(conn):
+    @faas.function(name="leased_hog", memory=128)
+    def hog(mb):
+        block = bytearray(mb << 20)
+        block[::4096] = b"x" * len(block[::4096])
+        return len(block)
+
+    assert hog(1) == 1 << 20
+    assert hog(1) == 1 << 20
+    assert _lease_of(conn, "leased_hog") is not None
+    with pytest.raises(errors.OutOfMemory):
+        hog(400)
+    assert hog(1) == 1 << 20
+
+
+def test_cancelling_a_running_leased_call_kills_it_and_records_it_cancelled(conn):
+    @faas.function(name="leased_cancel")
+    def wait(seconds):
+        time.sleep(seconds)
+        return seconds
+
+    assert wait(0) == 0
+    assert wait(0) == 0
+    assert _lease_of(conn, "leased_cancel") is not None
+    # Ctrl-C while the sync call waits
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        wait(60)
+    row = conn.request("GET", "/faas/api/invocations",
+                       params={"function": "leased_cancel", "limit": 1})["invocations"][0]
+    assert row["status"] == "cancelled", row
+    assert wait(0) == 0
+
+
+def test_a_map_runs_through_leases_with_one_row_and_report_per_item(conn, server):
+    @faas.function(name="leased_map")
+    def square(x):
+        return x * x
+
+    assert square.map(range(10)) == [x * x for x in range(10)]
+    before = time.time()
+    assert square.map(range(500), show=False) == [x * x for x in range(500)]
+    db = sqlite3.connect(server.base / "data" / "faas" / "faas.sqlite")
+    rows = wait_for(lambda: db.execute(
+        "SELECT count(*), count(DISTINCT request_id), min(billed_duration_ms) FROM invocations "
+        "WHERE function='leased_map' AND created_at >= ? AND status='succeeded'", (before,)).fetchone()
+        if conn.request("GET", "/faas/api/invocations", params={"limit": 1}) else None)
+    assert rows[0] == 500 and rows[1] == 500 and rows[2] >= 1
+    reports = db.execute(
+        "SELECT count(*) FROM log_lines JOIN invocations USING (request_id) WHERE function='leased_map' "
+        "AND created_at >= ? AND line LIKE 'REPORT RequestId: %'", (before,)).fetchone()[0]
+    assert reports == 500
+
+
+def test_a_map_item_that_fails_raises_with_its_index(conn):
+    @faas.function(name="leased_map_fails")
+    def inverse(x):
+        return 1 / x
+
+    assert inverse.map([1, 2]) == [1, 0.5]
+    with pytest.raises(ZeroDivisionError) as info:
+        inverse.map([1, 2, 0, 4] * 50, show=False)
+    assert "2" in str(info.value) or "index" in str(info.value).lower() or info.value.__notes__
+    got = inverse.map([1, 2, 0], return_exceptions=True, show=False)
+    assert got[:2] == [1, 0.5] and isinstance(got[2], ZeroDivisionError)
+
+
+def test_a_lease_gives_its_slot_back_when_another_call_waits(make_server):
+    server = make_server("--FaaSServer.max_concurrency=1", "--FaaSServer.throttle_wait=5")
+    conn = faas.connect(server.url, server.token)
+    try:
+        @faas.function(name="lease_holder")
+        def one(x):
+            return x
+
+        @faas.function(name="lease_waiter")
+        def other(x):
+            return -x
+
+        assert one(1) == 1
+        assert one(2) == 2
+        assert _lease_of(conn, "lease_holder") is not None
+        # the only slot is the lease's: another function's call is queued, the idle lease is
+        # revoked, and the call runs (it is not throttled after throttle_wait)
+        assert other(3) == -3
+        assert one(4) == 4  # and the first function goes on (the server's way, or a new lease)
+    finally:
+        discovery.reset()
+
+
+def test_leased_calls_survive_a_server_crash_in_its_journal(make_server):
+    server = make_server()
+    conn = faas.connect(server.url, server.token)
+    try:
+        @faas.function(name="leased_crash")
+        def ident(x):
+            return x
+
+        assert ident(0) == 0
+        invs = [ident.invoke(i) for i in range(1, 40)]
+        assert _lease_of(conn, "leased_crash") is not None
+        rids = [inv.request_id for inv in invs]
+        server.kill()  # no fold after these: only the journal has some of them
+        server.start()
+        conn2 = faas.connect(server.url, server.token)
+        for rid, inv in zip(rids, invs):
+            row = conn2.request("GET", f"/faas/api/invocations/{rid}")
+            assert row["status"] == "succeeded", row
+        journal = server.base / "data" / "faas" / "journal"
+        assert not list(journal.glob("*.jnl"))
+    finally:
+        discovery.reset()
+
+
+def test_a_leased_environment_that_dies_mid_call_is_reported_as_its_crash(conn):
+    @faas.function(name="leased_dies")
+    def die(code):
+        if code:
+            os._exit(code)
+        return 0
+
+    assert die(0) == 0
+    assert die(0) == 0
+    assert _lease_of(conn, "leased_dies") is not None
+    with pytest.raises(errors.RuntimeExited, match="exit status 3"):
+        die(3)
+    assert die(0) == 0
+
+
+def test_a_handler_that_writes_over_its_journal_cannot_forge_records(conn):
+    @faas.function(name="leased_forger")
+    def forge(x, corrupt=False):
+        import os as _os
+        for fd in range(3, 64 if corrupt else 3):
+            try:
+                target = _os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.endswith(".jnl"):
+                _os.write(fd, b"\x00\x00\x00\x05\x00\x00\x00\x00garbage")
+        return x
+
+    assert forge(0) == 0
+    assert forge(0) == 0
+    assert _lease_of(conn, "leased_forger") is not None
+    forged = forge.invoke(1, corrupt=True)  # leased: it wrote garbage into its journal before its end record
+    # the server reads a corrupt journal as the environment's fault: it stops the environment,
+    # and records the call that corrupted it as failed, saying why (never a forged record)
+    row = wait_for(lambda: _row_or_none(conn, forged.request_id), what="the corrupting call's row")
+    assert row["status"] == "failed" and row["error_type"] == "Runtime.JournalCorrupt", row
+    # the server serves on: the next calls run and are recorded
+    inv = forge.invoke(3)
+    assert inv.result == 3
+    assert conn.request("GET", f"/faas/api/invocations/{inv.request_id}")["status"] == "succeeded"

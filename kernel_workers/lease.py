@@ -27,9 +27,10 @@ synchronous=NORMAL is):
 
   ``start`` {request_id, t, summary, encoding, function, version, lambda_version, memory_mb,
             buffers?}   written before the handler runs: the invocation is accepted
-  ``end``   {request_id, t, clean, ...}  body: the result, or the pickled exception; written
-            before the client is told.  ``clean``: the done item the client got (status,
-            error, report, logs); else the raw figures for the server to judge (outcome,
+  ``end``   {t, clean, ...}  body: the result, or the pickled exception; written before the
+            client is told.  ``clean``: ``done``, the done item the client got (request_id,
+            status, error, report, logs, nbytes); else the raw figures for the server to judge
+            (request_id, outcome,
             duration_ms, peak_mb, oom, errorType, ...)
 
 Output: while leased, the server does not read this process's pipes; this process drains them
@@ -44,6 +45,7 @@ the journal (``start`` says what runs since when) and kills this process, as for
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
 import socket
@@ -55,6 +57,9 @@ from . import buffers, journal, reports, wire
 #: results wait at most this long for company before they are sent (a map's stream of ends)
 DONE_EVERY_S = 0.002
 DONE_BATCH_ITEMS = 256
+#: this many invocations queued is a stream of quick ones (the client sends that many only while
+#: they end within milliseconds: client/leased_map.py): their results may share frames
+STREAMING = 8
 DONE_BATCH_BYTES = 8 << 20
 #: handler lines a done item carries (the newest); the journal, so the store, keeps every one
 DONE_LOG_LINES = 500
@@ -142,6 +147,7 @@ class Lease:
         self.cgroup = header.get("cgroup")
         self.meter = Meter(self.cgroup, bool(header.get("own_only")))
         self.pending: deque = deque()  # [request_id, encoding, summary, buffers, payload]
+        self.started: tuple | None = None  # (request id, time) of the last start record written
         self.items: list = []          # done items not sent yet, and their bodies
         self.bodies: list = []
         self.unsent_bytes = 0
@@ -179,13 +185,22 @@ class Lease:
                             return outcome
                 if not self.open and not self.pending:
                     return "ended"  # the client let go
-                if self.items and time.monotonic() - self.first_unsent >= DONE_EVERY_S:
-                    self._send_done()  # what ended waited long enough for company
+                if self.items and (len(self.pending) < STREAMING or
+                                   time.monotonic() - self.first_unsent >= DONE_EVERY_S):
+                    # what ended waited long enough for company, or no stream of quick items is
+                    # queued (the next one may be long: its result must not wait for it)
+                    self._send_done()
                 if self.pending:
-                    self._run(self.pending.popleft())
+                    self._run_batch()
+        except SystemExit:
+            # sys.exit() in the handler: the runtime exits, as Lambda's does.  Never a
+            # lease_ended: the server reads this process's death (exit status) for what ran.
+            self._send_done()
+            raise
         finally:
             sel.close()
-            self._close()
+            if self.journal is not None and not _exiting():
+                self._close()
 
     def _control(self, header: dict, body) -> str | None:
         kind = header["k"]
@@ -238,18 +253,34 @@ class Lease:
 
     # ---- one invocation --------------------------------------------------------------------
 
-    def _run(self, item) -> None:
-        rid, encoding, summary, described, payload = item
-        started_wall = time.time()
-        started_mono = time.monotonic()
-        self.meter.reset()
-        start = {"request_id": rid, "t": started_wall, "summary": summary, "encoding": encoding,
+    def _start_record(self, item, t: float) -> bytes:
+        rid, encoding, summary, described, _ = item
+        start = {"request_id": rid, "t": t, "summary": summary, "encoding": encoding,
                  "function": self.function, "version": self.version,
                  "lambda_version": self.lambda_version, "memory_mb": self.memory_mb}
         if described is not None:
             start["buffers"] = described
-        with self._output_lock():
-            os.write(self.journal, wire.pack("start", **start))
+        self.started = (rid, t)
+        return wire.pack("start", **start)
+
+    def _run_batch(self) -> None:
+        """Run what is pending back to back for up to DONE_EVERY_S while a stream of them is
+        queued: each end is written with the next one's start (one write), then the loop looks
+        for frames again (cancel, revoke) and sends what ended."""
+        batch_started = time.monotonic()
+        while self.pending:
+            if not self._run(self.pending.popleft(), batch_started) or len(self.pending) < STREAMING:
+                return
+
+    def _run(self, item, batch_started: float) -> bool:
+        """One invocation; True if the next one's start record was written with its end."""
+        rid, encoding, _, described, payload = item
+        self.meter.reset()
+        if self.started is None or self.started[0] != rid:
+            with self._output_lock():
+                os.write(self.journal, self._start_record(item, time.time()))
+        started_wall = self.started[1]
+        started_mono = time.monotonic()
         header = {"request_id": rid, "encoding": encoding,
                   "deadline_ms": int(started_wall * 1000 + self.timeout_ms)}
         if described is not None:
@@ -269,11 +300,20 @@ class Lease:
         if clean and kind == "result" and (len(body) > self.max_payload or (
                 "buffers" in fields and _nbytes(fields["buffers"]) > self.max_buffers)):
             clean = False  # too large to answer: the server judges it (ResponseSizeTooLarge)
+        chained = False
         with self._output_lock():
             lines = self._drain(ended_wall)
             if clean:
                 done = self._done_item(rid, kind, fields, round(peak), started_wall, ended_wall, lines)
-                os.write(self.journal, wire.pack("end", body, **done, t=ended_wall, clean=True))
+                done["nbytes"] = len(body)
+                encoded = json.dumps(done, separators=(",", ":")).encode()
+                record = wire.pack_raw(b'{"k":"end","v":%d,"clean":true,"t":%r,"done":%s}' % (
+                    wire.PROTOCOL_VERSION, ended_wall, encoded), body)
+                if (len(self.pending) >= STREAMING and described is None and self.pending[0][3] is None
+                        and time.monotonic() - batch_started < DONE_EVERY_S):
+                    record += self._start_record(self.pending[0], time.time())
+                    chained = True
+                os.write(self.journal, record)
             else:
                 raw = {k: v for k, v in fields.items() if k not in ("request_id", "encoding")}
                 os.write(self.journal, wire.pack(
@@ -288,11 +328,13 @@ class Lease:
             if fatal:
                 self._close()
                 os._exit(137)
-            return
+            return False
         if described is not None:
             # its argument's file is spent: the server folds now and reuses the file's pages
             self.env.channel.send("buffers_spent", request_id=rid)
-        self.items.append(done)
+        if _needs_cap(done):
+            encoded = None  # the client gets fewer (or shorter) lines than the journal has
+        self.items.append((done, encoded))
         self.bodies.append(body)
         if len(self.items) == 1:
             # the batch's age counts from its first item's start: a long item's result goes out
@@ -301,6 +343,7 @@ class Lease:
         self.unsent_bytes += len(body)
         if len(self.items) >= DONE_BATCH_ITEMS or self.unsent_bytes >= DONE_BATCH_BYTES:
             self._send_done()
+        return chained
 
     def _done_item(self, rid, kind, fields, peak_mb, started_wall, ended_wall, lines) -> dict:
         rep = reports.report(fields["duration_ms"], self.memory_mb, peak_mb, None, *self.pricing)
@@ -367,11 +410,24 @@ class Lease:
             return
         items, bodies = self.items, self.bodies
         self.items, self.bodies, self.unsent_bytes, self.first_unsent = [], [], 0, 0.0
-        for item, body in zip(items, bodies):
-            item["nbytes"] = len(body)
-            _cap_lines(item)
-            item.pop("imported", None)
-        self._send("done", b"".join(bodies), items=items)
+        parts = []
+        for done, encoded in items:
+            if encoded is None or "imported" in done:
+                done.pop("imported", None)
+                _cap_lines(done)
+                encoded = json.dumps(done, separators=(",", ":")).encode()
+            parts.append(encoded)
+        # the items' JSON as written to the journal, not encoded again
+        header = b'{"k":"done","v":%d,"items":[%s]}' % (wire.PROTOCOL_VERSION, b",".join(parts))
+        self._send_raw(wire.pack_raw(header, b"".join(bodies)))
+
+    def _send_raw(self, frame: bytes) -> None:
+        if not self.open:
+            return
+        try:
+            self.sock.sendall(frame)
+        except OSError:
+            self.open = False  # the client is gone; the journal has every end
 
     def _send(self, kind: str, body: bytes = b"", **fields) -> None:
         if not self.open:
@@ -407,6 +463,11 @@ class Lease:
             pass
 
 
+def _needs_cap(item: dict) -> bool:
+    logs = item["logs"]
+    return len(logs) > DONE_LOG_LINES or any(len(entry[2]) > STREAMED_LINE_CHARS for entry in logs)
+
+
 def _cap_lines(item: dict) -> None:
     """At most DONE_LOG_LINES handler lines (the newest) travel, each cut to a readable length."""
     logs = item["logs"]
@@ -429,6 +490,12 @@ def _nbytes(descriptor) -> int:
         return buffers.nbytes(descriptor)
     except buffers.BufferFileError:
         return 0
+
+
+def _exiting() -> bool:
+    import sys
+    exc = sys.exc_info()[1]
+    return isinstance(exc, SystemExit)
 
 
 def _none():

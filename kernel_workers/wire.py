@@ -27,7 +27,13 @@ Kinds, by link:
                          buffers' file, if any), error (body: pickled exception or empty),
                          result_file (``request_id``, ``nbytes``: make the result's file; only
                          when ``init`` said ``ask_files``)
-  client <-> server      see jupyter_faas.server.protocol.session (both carriers)
+  server -> environment  lease (then 3 fds: the lease socket, its stdout's and stderr's read ends),
+                         revoke (give the lease back after what runs)
+  environment -> server  lease_ended, buffers_spent (a leased invocation's argument file is spent)
+  client <-> environment over a lease socket: invoke, cancel / done, ended, not_started
+                         (kernel_workers.lease; its journal's records: kernel_workers.journal)
+  client <-> server      see jupyter_faas.server.protocol.session (both carriers), and the direct
+                         socket's lease / leases (jupyter_faas.server.protocol.direct)
 
 This module is the only place frames are packed or parsed: :class:`FrameDecoder` is the
 one incremental parser every stream reader uses (environment and zygote links, the
@@ -67,6 +73,12 @@ def pack_parts(kind: str, body: bytes | memoryview = b"", **fields) -> list:
     fields["v"] = PROTOCOL_VERSION
     header = json.dumps(fields, separators=(",", ":")).encode()
     return [_LENGTHS.pack(len(header), len(body)) + header, body]
+
+
+def pack_raw(header: bytes, body: bytes = b"") -> bytes:
+    """One frame from a header already encoded as JSON (it must carry ``k`` and ``v``): for a
+    writer that reuses one encoding in two frames (kernel_workers.lease)."""
+    return b"".join((_LENGTHS.pack(len(header), len(body)), header, body))
 
 
 def lengths(prefix: bytes) -> tuple[int, int]:

@@ -104,6 +104,11 @@ class FaaSServer(JupyterApp):
     direct_socket = Bool(True, config=True,
                          help="Also serve invocations on a Unix socket in a private directory, so "
                               "sync calls from kernels on this machine skip the websocket's hops.")
+    leases = Bool(True, config=True,
+                  help="Lease warm environments to clients on this machine (over the direct socket): "
+                       "their sync calls and maps then go straight to the environment, recorded in "
+                       "a journal the server folds into the store. Off: every invocation crosses "
+                       "the server.")
     lambda_api = Bool(True, config=True,
                       help="Serve Lambda's REST API (/2015-03-31/functions...) for boto3 and the AWS "
                            "CLI, SigV4-signed with the token as the secret access key.")
@@ -180,7 +185,7 @@ class FaaSServer(JupyterApp):
                     learned=self.store.learned_modules(), on_learned=self.store.learn_modules,
                     preload_budget_mb=self.learned_preload_mb, init_timeout=self.init_timeout,
                     on_unlearned=self.store.forget_learned_modules,
-                    journal_dir=str(Path(self.faas_data_dir) / "journal"))
+                    journal_dir=str(Path(self.faas_data_dir) / "journal") if self.leases else None)
         pricing = Pricing(self.price_per_gb_second, self.price_per_request)
         self.pool = pool
         pool.version_stats_kept = max(1, self.versions_kept)

@@ -191,6 +191,7 @@ class Leasing:
         now = time.time()
         starts = dict(lease.starts)
         for header, body in records:
+            header = _flat(header)
             rid = header.get("request_id")
             if not isinstance(rid, str) or not 0 < len(rid) <= 64:
                 continue
@@ -441,6 +442,7 @@ def fold_leftovers(service, directory: str) -> dict:
         reader.close()
         starts, rows = {}, []
         for header, body in records:
+            header = _flat(header)
             rid = header.get("request_id")
             if header["k"] == "start" and isinstance(rid, str):
                 starts[rid] = header
@@ -488,6 +490,15 @@ class _Recovered:
 
 _FEED_FIELDS = ("request_id", "function", "version", "status", "created_at", "started_at", "ended_at",
                 "error_type", "duration_ms", "max_memory_used_mb", "environment_id", "init_type")
+
+
+def _flat(header: dict) -> dict:
+    """A clean ``end`` record carries the done item the client got (``done``): its fields, with
+    the record's own (kernel_workers/lease.py)."""
+    done = header.get("done")
+    if header.get("k") == "end" and isinstance(done, dict):
+        return {**done, "k": "end", "t": header.get("t"), "clean": True}
+    return header
 
 
 def _num(value, default: float = 0.0) -> float:

@@ -345,6 +345,11 @@ class Connection:
         self.submit(future, function, payload, encoding=encoding, queue=False, logs=logs,
                     version=version)
 
+    def reattach(self, futures: dict) -> None:
+        """Follow ``futures`` (request id -> future) through the websocket, reconnecting to a
+        restarted server if need be (see _reattach)."""
+        self._io_loop().call_soon_threadsafe(self._start, self._reattach(futures))
+
     def _direct_broke(self, future) -> None:
         self._direct = None
         rid = future._request_id

@@ -116,11 +116,7 @@ class DirectChannel:
                 return
             except NotStarted:
                 self.drop_lease(lease)  # nothing of it was recorded: the server's way below
-            except Exception:
-                import traceback
-                with open("/tmp/leasecall-err.txt", "a") as f:
-                    traceback.print_exc(file=f)
-                raise
+
             except (OSError, EOFError, wire.ProtocolError) as exc:
                 raise ConnectionError(f"the direct socket broke: {exc}") from exc
         cid = next(self._cid)

@@ -100,6 +100,12 @@ class Dispatcher:
     def _on_unknown(self, header: dict, body) -> None:
         for rid in header["request_ids"]:
             fut = self.following.pop(rid, None)
+            resend = getattr(fut, "_if_unknown", None)
+            if resend is not None:
+                # sent to a leased environment that never started it: never accepted, send again
+                fut._if_unknown = None
+                resend()
+                continue
             if fut is not None:
                 fut._fail(errors.ResourceNotFound(
                     f"the server has no invocation {rid!r} (or it was accepted by a server "

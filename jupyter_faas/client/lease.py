@@ -195,6 +195,16 @@ def call(direct, lease: ClientLease, fut, payload, *, encoding: str, logs: bool)
             return
 
 
+def _readable(socks, timeout: float | None) -> list:
+    """Those of ``socks`` with bytes to read (poll(): select() refuses descriptors past 1023)."""
+    poller = select.poll()
+    for sock in socks:
+        poller.register(sock, select.POLLIN)
+    events = poller.poll(None if timeout is None else timeout * 1000)
+    ready = {fd for fd, _ in events}
+    return [sock for sock in socks if (sock if isinstance(sock, int) else sock.fileno()) in ready]
+
+
 def _next(direct, lease, watching: bool, timeout: float | None):
     """The next frame from the lease (or, when watching, the server): ``(source, header, body)``;
     ``(None, None, None)`` when ``timeout`` passed first.  A broken socket's error carries
@@ -219,7 +229,7 @@ def _next(direct, lease, watching: bool, timeout: float | None):
         if not socks:
             return None, None, None
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready, _, _ = select.select(socks, [], [], left)
+        ready = _readable(socks, left)
         if not ready:
             return None, None, None
         for sock in ready:

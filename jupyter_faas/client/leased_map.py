@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import collections
 import os
-import select
 import socket
 import threading
 import time
 
 from kernel_workers import reports, wire
 
-from .lease import ClientLease
+from .lease import ClientLease, _readable
 
 #: unanswered items a lease may hold (queued in its environment or running): it starts at
 #: WINDOW_START (one running, one next) and doubles while items end within QUICK_MS, so quick
@@ -41,6 +40,10 @@ WATCH_AFTER_S = 0.5
 WINDOW = 128
 QUICK_MS = 2.0
 BATCH = 64
+
+
+class ServerGone(Exception):
+    """The map's direct socket to the server broke (the server stopped or died)."""
 
 
 class LeasedMap:
@@ -145,6 +148,8 @@ class LeasedMap:
     def _run(self) -> None:
         try:
             self._drive()
+        except ServerGone:
+            self._hand_over()
         except Exception as exc:  # noqa: BLE001 - whatever broke, no future is left waiting
             self._abandon(exc)
         finally:
@@ -174,9 +179,9 @@ class LeasedMap:
                 self._fall_back(list(self.sent.values()))
             self._watch_long()
             socks = [self.wake_r, ch.sock] + [entry[0].sock for entry in self.leases]
-            ready, _, _ = select.select(socks, [], [], WATCH_AFTER_S if self.sent else None)
+            ready = _readable(socks, WATCH_AFTER_S if self.sent else None)
             for sock in ready:
-                if sock == self.wake_r:
+                if sock is self.wake_r:
                     try:
                         os.read(self.wake_r, 4096)
                     except BlockingIOError:
@@ -300,18 +305,20 @@ class LeasedMap:
             sent = self.sent.pop(rid, None)
             if sent is not None:
                 entry[1] -= 1
-                _accept(sent[0], rid, self.version)
                 self.asked[rid] = sent
                 asked[rid] = sent
         if asked:
-            self.channel.channel.send("watch", request_ids=list(asked), logs=self.logs)
+            try:
+                self.channel.channel.send("watch", request_ids=list(asked), logs=self.logs)
+            except OSError as exc:
+                raise ServerGone(str(exc)) from exc
 
     def _from_server(self) -> None:
         ch = self.channel
         try:
             header, body = ch.channel.recv()
         except (OSError, EOFError, wire.ProtocolError) as exc:
-            raise ConnectionError(f"the direct socket broke: {exc}") from exc
+            raise ServerGone(f"the direct socket broke: {exc}") from exc
         kind = header["k"]
         if kind == "leases":
             self._read_leases((header, body))
@@ -386,6 +393,38 @@ class LeasedMap:
             if self.sent:
                 sent_items, self.sent = list(self.sent.values()), {}
                 self._fall_back(sent_items)
+
+    def _hand_over(self) -> None:
+        """The server went away: what may have started is asked of the next one (the connection's
+        re-attach, as for a websocket call: a restart folds the journals first); what it has no
+        record of never started, so it is sent again (``_if_unknown``); the rest is sent to it."""
+        for entry in self.leases:
+            entry[0].close()
+        self.leases, self.starting = [], 0
+        follow = {}
+        for rid, (fut, payload, *_) in [*self.sent.items(), *self.asked.items()]:
+            if fut.done():
+                continue
+            fut._if_unknown = (lambda fut=fut, payload=payload: self.conn.submit_many(
+                [(fut, payload)], self.function, queue=True, logs=self.logs, version=self.version,
+                group=self.group))
+            fut._request_id = rid  # its REPORT and error name it, if the server knows it
+            follow[rid] = fut
+        self.sent, self.asked = {}, {}
+        with self.lock:
+            rest, self.queue = list(self.queue), collections.deque()
+            self.input_done = True
+        for fut, payload in rest:
+            # never sent: a request id no server has, so the next one says "unknown" and it is
+            # sent to it then (once the connection found it), with the others
+            fut._if_unknown = (lambda fut=fut, payload=payload: self.conn.submit_many(
+                [(fut, payload)], self.function, queue=True, logs=self.logs, version=self.version,
+                group=self.group))
+            follow[reports.new_request_id()] = fut
+        if follow:
+            self.conn.reattach(follow)
+        self.channel.close()
+        self.channel = None
 
     def _abandon(self, exc: BaseException) -> None:
         from .. import errors

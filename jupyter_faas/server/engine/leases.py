@@ -154,6 +154,8 @@ class Leasing:
         """Fold every lease's new records into the store now (before a read of it)."""
         for lease in list(self.leases.values()):
             self._fold(lease)
+        if self._pending_finished:
+            self._commit()  # a promoted one's end, now rather than at the next turn of the loop
 
     def _lease_tick_soon(self) -> None:
         if self._lease_tick is None and self.leases:
@@ -303,7 +305,7 @@ class Leasing:
             rep = end.get("report") if isinstance(end.get("report"), dict) else {}
             fields = {k: row[k] for k in ("duration_ms", "billed_duration_ms", "memory_size_mb",
                                           "max_memory_used_mb", "init_duration_ms", "init_type",
-                                          "error", "error_type", "environment_id")}
+                                          "error", "error_type", "environment_id", "ended_at")}
             if row["result_buffers"] is not None:
                 fields["result_buffers"] = row["result_buffers"]
             if arg_file is not None:

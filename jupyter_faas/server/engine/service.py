@@ -487,7 +487,8 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
     def _finish(self, inv: Invocation, status: str, fields: dict, result: bytes | None,
                 rep: dict | None = None) -> None:
         inv.status = status  # the lifecycle checks the move
-        fields = dict(fields, status=status, ended_at=self.clock.time())
+        # ended_at: now, unless the end was recorded earlier (a leased one's, in its journal)
+        fields = {"ended_at": self.clock.time(), **fields, "status": status}
         logs, inv.unflushed = inv.unflushed, []
         self.active.pop(inv.request_id, None)
         self.ending[inv.request_id] = inv

@@ -254,8 +254,9 @@ class Lease:
     # ---- one invocation --------------------------------------------------------------------
 
     def _start_record(self, item, t: float) -> bytes:
-        rid, encoding, summary, described, _ = item
+        rid, encoding, summary, described, payload = item
         start = {"request_id": rid, "t": t, "summary": summary, "encoding": encoding,
+                 "nbytes": len(payload) + (_nbytes(described) if described is not None else 0),
                  "function": self.function, "version": self.version,
                  "lambda_version": self.lambda_version, "memory_mb": self.memory_mb}
         if described is not None:

@@ -55,7 +55,7 @@ def test_a_function_called_again_is_called_through_a_lease_and_recorded_the_same
         assert inv.report.duration_ms >= 0 and inv.report.billed_duration_ms >= 1
     # read right after: the server folded the journal before answering
     row = conn.request("GET", f"/faas/api/invocations/{invs[-1].request_id}")
-    assert row["status"] == "succeeded" and row["input_summary"] == "(4, 10)"
+    assert row["status"] == "succeeded" and row["input_summary"].startswith("pickled arguments, ")
     assert row["billed_duration_ms"] == invs[-1].report.billed_duration_ms
     assert row["max_memory_used_mb"] == invs[-1].report.max_memory_used_mb
     lines = [entry["line"] for entry in conn.request(

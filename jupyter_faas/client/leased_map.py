@@ -193,16 +193,18 @@ class LeasedMap:
                     self._from_lease(entry)
 
     def _send_some(self) -> None:
-        for entry in list(self.leases):
+        # the least loaded first; one that is busy with slow items waits for those still starting
+        for entry in sorted(self.leases, key=lambda e: e[1]):
             lease, unanswered, window = entry
             room = window - unanswered
-            if room <= 0:
+            if room <= 0 or (unanswered and self.starting and window <= WINDOW_START):
                 continue
             with self.lock:
                 if not self.queue:
                     return
-                # share what is queued between the leases, so none idles while another is full
-                n = max(1, min(room, BATCH, -(-len(self.queue) // len(self.leases))))
+                # share what is queued between the leases (those still starting too), so none
+                # idles while another has a queue
+                n = max(1, min(room, BATCH, -(-len(self.queue) // (len(self.leases) + self.starting))))
                 batch = [self.queue.popleft() for _ in range(min(n, len(self.queue)))]
             items, bodies = [], []
             for fut, payload in batch:

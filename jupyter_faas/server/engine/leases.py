@@ -39,6 +39,7 @@ from kernel_workers import buffers, journal, reports
 
 from ..model import FAILED, LATEST, RUNNING, SUCCEEDED
 from .invocation import Invocation
+from .monitoring import input_summary
 
 log = logging.getLogger("jupyter_faas.server")
 
@@ -249,7 +250,7 @@ class Leasing:
                "billed_duration_ms": int(_num(rep.get("billed_duration_ms"))),
                "memory_size_mb": function["memory"], "max_memory_used_mb": int(_num(rep.get("max_memory_used_mb"))),
                "init_duration_ms": None, "environment_id": lease.handle.env.id,
-               "input_summary": _text(start.get("summary"), "")[:200],
+               "input_summary": _summary(start),
                "lambda_version": function.get("lambda_version", LATEST),
                "init_type": _text(rep.get("init_type"), None), "result_buffers": end.get("buffers")}
         logs = [(_num(e[0]), _text(e[1], "stdout"), _text(e[2], "")) for e in end.get("logs") or ()
@@ -276,7 +277,7 @@ class Leasing:
             "request_id": rid, "function": function["name"], "version": function["version"],
             "invocation_type": "RequestResponse", "encoding": inv.encoding, "status": RUNNING,
             "created_at": started_at, "started_at": started_at, "environment_id": env.id,
-            "memory_size_mb": function["memory"], "input_summary": _text(start.get("summary"), "")[:200],
+            "memory_size_mb": function["memory"], "input_summary": _summary(start),
             "lambda_version": function.get("lambda_version", LATEST)}, b"")
         self.active[rid] = inv
         self.feed.invocation(inv, started_at=started_at, environment_id=env.id)
@@ -467,7 +468,7 @@ def fold_leftovers(service, directory: str) -> dict:
                              "encoding": _text(start.get("encoding"), "pickle"), "status": FAILED,
                              "error": error, "error_type": error["errorType"],
                              "created_at": _num(start.get("t")), "started_at": _num(start.get("t")),
-                             "ended_at": time.time(), "input_summary": _text(start.get("summary"), ""),
+                             "ended_at": time.time(), "input_summary": _summary(start),
                              "memory_size_mb": start.get("memory_mb")}, None, []))
         service.store.add_ended(rows + stopped, skip_known=True)
         ended += len(rows)
@@ -492,6 +493,13 @@ class _Recovered:
 
 _FEED_FIELDS = ("request_id", "function", "version", "status", "created_at", "started_at", "ended_at",
                 "error_type", "duration_ms", "max_memory_used_mb", "environment_id", "init_type")
+
+
+def _summary(start: dict) -> str:
+    """The row's input summary, as the server's own path writes it (a pickle is only measured)."""
+    if start.get("encoding") == "json":
+        return _text(start.get("summary"), "")[:200]
+    return input_summary(b"", "pickle", buffer_bytes=int(_num(start.get("nbytes"))))
 
 
 def _flat(header: dict) -> dict:

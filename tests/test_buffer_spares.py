@@ -9,6 +9,7 @@ REPORT says, never at how long anything took.
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy
 
@@ -133,3 +134,34 @@ def test_an_argument_the_handler_keeps_is_never_written_over(make_server):
         assert keeper(None) == (int(kept.sum()), int(kept[0]), int(kept[-1]))
     finally:
         discovery.reset()
+
+
+def test_a_spare_being_made_is_taken_when_no_finished_one_fits(tmp_path):
+    go = threading.Event()  # its maker's pace: it waits before reading each chunk in
+    made = []
+    partial = tmp_path / buffers.partial_name(4 * MB, "aa")
+    maker = threading.Thread(target=lambda: made.append(buffers.make_spare(
+        tmp_path, "spare-making-aa", 4 * MB, partial=partial.name, pace=go.wait)))
+    maker.start()
+    data = numpy.arange(3 * MB, dtype="uint64").astype("uint8")
+    try:
+        wait_for(partial.exists, what="the spare being made, under its partial name")
+        assert buffers.spares_in(tmp_path) == []  # not finished: not a spare yet
+        inode = partial.stat().st_ino
+        # A finished spare the data fits comes first.
+        buffers.make_spare(tmp_path, buffers.spare_name(3 * MB, "bb"), 3 * MB)
+        buffers.write(tmp_path / "arg-1", [memoryview(data)])
+        assert partial.exists() and buffers.spares_in(tmp_path) == []
+        # Then the one being made, before a finished one too small for the data.
+        small = buffers.spare_name(2 * MB, "cc")
+        buffers.make_spare(tmp_path, small, 2 * MB)
+        buffers.write(tmp_path / "arg-2", [memoryview(data)])
+        assert (tmp_path / "arg-2").stat().st_ino == inode and not partial.exists()
+        assert not buffers.take_spare(tmp_path, tmp_path / "res-1", 3 * MB, fitting_only=True)
+    finally:
+        go.set()
+        maker.join()
+    # Its maker read on to the end of the file its writer cut, saw it taken, and left it.
+    assert made == [False]
+    assert sorted(os.listdir(tmp_path)) == ["arg-1", "arg-2", small]
+    assert (tmp_path / "arg-2").read_bytes() == data.tobytes()

@@ -32,7 +32,9 @@ their own makes them, one at a time, whenever fewer are ready than that, and
 :meth:`BufferFiles.replenish` (each large call, and the pool's reaper) deletes those
 the plan no longer wants.  Large calls back to back reuse their arguments' files;
 each large result needs fresh pages (it stays, with its row), so a long enough run of
-them outpaces the thread and then a call writes into fresh pages itself.
+them outpaces the thread: a writer that finds no spare takes one still being made
+(``.partial``, see :mod:`kernel_workers.buffers`) and shares its fresh pages with the
+thread, or else writes into fresh pages itself.
 
 An environment does not take a spare itself: it asks for its result's file
 (:meth:`BufferFiles.provide`), which is a spare renamed, or a file this process
@@ -275,10 +277,12 @@ class BufferFiles:
         self._dropping = False
 
     def _make_spare(self, size: int) -> None:
-        # Made under a name no writer takes, then renamed, unless the server stopped meanwhile.
+        # Takeable while its pages are read in; then under a name no writer takes, and renamed
+        # to a spare's unless the server stopped meanwhile.
         tag = secrets.token_hex(8)
         making = f"{buffers.SPARE_PREFIX}making-{tag}"
-        buffers.make_spare(self.dir, making, size)
+        if not buffers.make_spare(self.dir, making, size, partial=buffers.partial_name(size, tag)):
+            return  # a writer took it before it was finished
         with self._spares_lock:
             if self._stopped:
                 os.unlink(self.dir / making)

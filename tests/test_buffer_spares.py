@@ -8,14 +8,17 @@ REPORT says, never at how long anything took.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
+import time
 
 import numpy
 
 import jupyter_faas as faas
 from conftest import wait_for
 from jupyter_faas.client import discovery
+from jupyter_faas.server.backends.local.buffer_files import BufferFiles
 from kernel_workers import buffers
 
 MB = 1_000_000
@@ -165,3 +168,44 @@ def test_a_spare_being_made_is_taken_when_no_finished_one_fits(tmp_path):
     assert made == [False]
     assert sorted(os.listdir(tmp_path)) == ["arg-1", "arg-2", small]
     assert (tmp_path / "arg-2").read_bytes() == data.tobytes()
+
+
+async def until(predicate, what: str, timeout: float = 30.0):
+    """``wait_for`` for a test running on the loop the buffer files call back on."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def sized(files, name: str, size: int) -> dict:
+    """A new argument file as a client starts writing it: given its size first."""
+    with open(files.dir / name, "wb") as f:
+        f.truncate(size)
+    return {"file": name, "spans": [[0, size]]}
+
+
+def test_spares_are_not_made_while_an_environment_starts_unless_a_large_argument_is_in_flight(tmp_path):
+    async def main():
+        files = BufferFiles(tmp_path / "buffers", budget=64 * MB)
+        try:
+            files.check(sized(files, "arg-a", 3 * MB))
+            files.discard({"file": "arg-a"})  # its invocation ended: large buffers in recent use
+            assert files.hold()  # a cold start: the spares wait
+            assert files.info()["spares_paused"]
+            files.replenish()
+            await until(lambda: buffers.partials_in(files.dir, 3 * MB), "a spare begun")
+            assert files.spares() == [] and files.info()["spares_making"] == 1
+            files.release()  # started: the spares go on (after a moment)
+            await until(lambda: len(files.spares()) == files.info()["spares_wanted"] > 1,
+                        "the spares made once the environment started")
+            await until(lambda: not files.info()["spares_paused"], "the pause over")
+            # A large argument in flight: its burst needs spares more than a cold start does.
+            files.check(sized(files, "arg-b", 3 * MB))
+            assert not files.hold() and not files.info()["spares_paused"]
+            files.discard({"file": "arg-b"})
+            assert files.hold()
+            files.release()
+        finally:
+            files.drop_spares()
+    asyncio.run(main())

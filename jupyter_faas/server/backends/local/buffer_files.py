@@ -36,6 +36,15 @@ them outpaces the thread: a writer that finds no spare takes one still being mad
 (``.partial``, see :mod:`kernel_workers.buffers`) and shares its fresh pages with the
 thread, or else writes into fresh pages itself.
 
+Fresh pages are the machine's scarcest thing here (on a VM whose host takes freed memory
+back, ~2 ms a MB of a core, and they slow every other process getting fresh pages, like
+a cold start's fork), so the thread makes spares when nothing more urgent wants them: it
+pauses, between 2 MB reads, while an environment starts (:meth:`BufferFiles.hold`; a
+cold start's latency is the pool's promise) unless a large argument is in flight (then
+the burst it belongs to needs the spares more), and for :data:`YIELD_S` after, and after
+a writer takes a spare while another is ready (a run of large calls back to back then
+writes without a maker beside it).
+
 An environment does not take a spare itself: it asks for its result's file
 (:meth:`BufferFiles.provide`), which is a spare renamed, or a file this process
 makes.  Either way the result's page cache was charged to the server when it was
@@ -79,6 +88,11 @@ ACTIVE_S = 2.0
 #: Spares made at once, in a thread of their own: two make them faster, but their page faults
 #: then slow the writers down more than the spares they add save (measured on 2 cores)
 MAKERS = 1
+#: Spares are not made for this long after an environment started or a writer took a spare
+#: (cold starts come in runs, and so do large calls: the next is likely within this).
+YIELD_S = 0.03
+#: A large argument counts as in flight (its invocation queued or running) at most this long.
+IN_FLIGHT_S = 60.0
 #: Spare sizes are rounded up to this.
 SPARE_ROUND = 1 << 20
 #: The uses remembered (each a name, a time and a size).
@@ -103,6 +117,16 @@ class BufferFiles:
         self._plan = (0, 0, 0)
         #: argument files whose invocation ended: name -> pids() of its environment
         self._ran: dict = {}
+        #: large argument files seen, whose invocation has not ended: name -> time seen
+        #: (a plain dict: discard() runs in worker threads too; each operation is atomic)
+        self._in_flight: dict = {}
+        #: set while the spare maker may go on; cleared while environments start (``_holds``)
+        #: and until ``_until`` (time.monotonic()) after that or after a writer took a spare
+        self._go = threading.Event()
+        self._go.set()
+        self._holds = 0
+        self._until = 0.0
+        self._resume = None
         # Spares are made in a worker thread: the lock keeps one from landing after
         # drop_spares (the server stopping), which would leave it behind for good.
         self._spares_lock = threading.Lock()
@@ -123,7 +147,8 @@ class BufferFiles:
         """What the status endpoint tells clients: the directory and its nonce, and the spares
         (ready, being made, wanted by recent use)."""
         return {"dir": str(self.dir), "nonce": self.nonce, "spares": len(self.spares()),
-                "spares_making": self._making, "spares_wanted": self._plan[2]}
+                "spares_making": self._making, "spares_wanted": self._plan[2],
+                "spares_paused": not self._go.is_set()}
 
     def path(self, name: str) -> Path:
         return self.dir / buffers.check_name(name)
@@ -148,6 +173,8 @@ class BufferFiles:
         if size < end:
             raise InvalidParameter(f"the buffer file {name!r} has {size} bytes, its descriptor needs {end}")
         self._used(name, end)
+        if expected_name is None and end >= buffers.THRESHOLD:
+            self._flying(name)  # an argument: in flight until discarded
         return buffers.nbytes(descriptor)
 
     def views(self, descriptor) -> list:
@@ -159,6 +186,7 @@ class BufferFiles:
         a spent argument's file that no process maps any more becomes a spare if one is wanted."""
         try:
             name = descriptor.get("file")
+            self._in_flight.pop(name, None)
             path = self.path(name)
             if self._recycled(name, path):
                 return
@@ -207,6 +235,7 @@ class BufferFiles:
             done(False)
             return
         if buffers.take_spare(self.dir, path, nbytes, fitting_only=True):
+            self._taken()
             self.replenish()
             done(True)
             return
@@ -281,7 +310,8 @@ class BufferFiles:
         # to a spare's unless the server stopped meanwhile.
         tag = secrets.token_hex(8)
         making = f"{buffers.SPARE_PREFIX}making-{tag}"
-        if not buffers.make_spare(self.dir, making, size, partial=buffers.partial_name(size, tag)):
+        if not buffers.make_spare(self.dir, making, size, partial=buffers.partial_name(size, tag),
+                                  pace=self._go.wait):
             return  # a writer took it before it was finished
         with self._spares_lock:
             if self._stopped:
@@ -305,11 +335,61 @@ class BufferFiles:
         """``[(size, name)]`` of the spares ready now."""
         return buffers.spares_in(self.dir)
 
+    # ---- when spares are made ------------------------------------------------------------
+
+    def _flying(self, name: str) -> None:
+        self._in_flight[name] = time.monotonic()
+        if len(self._in_flight) > RECENT_KEPT:
+            oldest = min(list(self._in_flight.items()), key=lambda item: item[1])[0]
+            self._in_flight.pop(oldest, None)
+
+    def _argument_in_flight(self) -> bool:
+        now = time.monotonic()
+        for name, seen in list(self._in_flight.items()):
+            if now - seen > IN_FLIGHT_S:  # its end never seen (a client died before submitting)
+                self._in_flight.pop(name, None)
+        return bool(self._in_flight)
+
+    def hold(self) -> bool:
+        """An environment starts: no spare is made until it is ready (:meth:`release`, when
+        this returns True) and :data:`YIELD_S` after, unless a large argument is in flight."""
+        if self._stopped or self._argument_in_flight():
+            return False
+        self._holds += 1
+        self._go.clear()
+        return True
+
+    def release(self) -> None:
+        self._holds -= 1
+        self._pause_for(YIELD_S)
+
+    def _taken(self) -> None:
+        """A writer took a spare: while another is ready, the next writer likely follows."""
+        if self.spares():
+            self._pause_for(YIELD_S)
+
+    def _pause_for(self, delay: float) -> None:
+        now = time.monotonic()
+        self._until = max(self._until, now + delay)
+        if self._holds:
+            return  # the last release pauses again
+        if self._stopped or now >= self._until:
+            self._go.set()
+            return
+        self._go.clear()
+        if self._resume is None:
+            self._resume = asyncio.get_running_loop().call_later(self._until - now, self._resumed)
+
+    def _resumed(self) -> None:
+        self._resume = None
+        self._pause_for(0.0)
+
     def drop_spares(self) -> None:
         """Delete the spares and make no more (when stopping: they are quick to make, and hold
         memory and disk)."""
         with self._spares_lock:
             self._stopped = True
+        self._go.set()  # a paused maker ends (its spare is deleted below)
         self._makers.shutdown(wait=False, cancel_futures=True)
         for name in os.listdir(self.dir):
             if name.startswith(buffers.SPARE_PREFIX):

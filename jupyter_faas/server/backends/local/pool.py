@@ -206,7 +206,13 @@ class Pool(Backend):
 
     async def start_environment(self, env: Environment, code_for) -> Outcome | None:
         """Fork and load a :meth:`new_environment`; None when it is ready (and busy), else the failure."""
-        failure = await env.start(code_for(env.function))
+        # Spare buffer files are not made meanwhile: their fresh pages would slow the fork's.
+        held = self.files is not None and self.files.hold()
+        try:
+            failure = await env.start(code_for(env.function))
+        finally:
+            if held:
+                self.files.release()
         if failure is None:
             env.state = "busy"
             env.busy_since = time.monotonic()

@@ -31,7 +31,9 @@ size); an environment asks the server for its result's file instead (see
 server, not to the function's memory.  When none fits, a spare still being made
 (``spare-<bytes>-<random>.partial``: allocated, its pages being read in) is taken
 rather than a new file: the pages already read in are cached, and its maker goes
-on reading the rest in ahead of the writer.
+on reading the rest in ahead of the writer.  A new file is given its size before
+it is written, so the server, which watches the directory, sees a large argument
+coming as its writing starts.
 
 This module does not decide whether files may be used (the client proves it
 shares the server's directory; the server tells environments where it is), and
@@ -236,6 +238,14 @@ def write(path, raws: list, use_spare: bool = True, existing: bool = False) -> l
     spare = fd is not None
     if fd is None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            # Its size first: the server (watching the directory) sees a large argument
+            # coming now, and starts making spares while this one gets its new pages.
+            os.ftruncate(fd, file_size(raws))
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
     spans, offset = [], 0
     try:
         for raw in raws:

@@ -209,3 +209,21 @@ def test_spares_are_not_made_while_an_environment_starts_unless_a_large_argument
         finally:
             files.drop_spares()
     asyncio.run(main())
+
+
+def test_a_large_argument_is_seen_when_its_writing_starts(make_server):
+    server = make_server()
+    conn = faas.connect(server.url, server.token)
+    try:
+        status = conn.request("GET", "/faas/api/status")["buffers"]
+        assert status["spares_wanted"] == 0  # nothing large seen yet
+        with open(conn.buffer_dir / "arg-being-written", "wb") as f:
+            f.truncate(3 * MB)  # how a client starts a new argument file (given its size first)
+            # Before any invocation names it, spares of its size are planned and made.
+            wait_for(lambda: conn.request("GET", "/faas/api/status")["buffers"]["spares_wanted"] > 0,
+                     what="spares planned from the argument file being written")
+            have = wait_for(lambda: settled(conn))
+            assert all(size >= 3 * MB for size, _ in have), have
+        (conn.buffer_dir / "arg-being-written").unlink()
+    finally:
+        discovery.reset()

@@ -43,7 +43,8 @@ pauses, between 2 MB reads, while an environment starts (:meth:`BufferFiles.hold
 cold start's latency is the pool's promise) unless a large argument is in flight (then
 the burst it belongs to needs the spares more), and for :data:`YIELD_S` after, and after
 a writer takes a spare while another is ready (a run of large calls back to back then
-writes without a maker beside it).
+writes without a maker beside it).  The directory is watched (:mod:`.dir_watch`): a client
+writing a large argument is seen as it starts writing, not when its invocation arrives.
 
 An environment does not take a spare itself: it asks for its result's file
 (:meth:`BufferFiles.provide`), which is a spare renamed, or a file this process
@@ -71,6 +72,7 @@ from pathlib import Path
 from kernel_workers import buffers
 
 from ....errors import InvalidParameter, ServerError
+from .dir_watch import DirWatch
 
 log = logging.getLogger("jupyter_faas.server")
 
@@ -127,6 +129,7 @@ class BufferFiles:
         self._holds = 0
         self._until = 0.0
         self._resume = None
+        self._watch: DirWatch | None = None
         # Spares are made in a worker thread: the lock keeps one from landing after
         # drop_spares (the server stopping), which would leave it behind for good.
         self._spares_lock = threading.Lock()
@@ -337,6 +340,24 @@ class BufferFiles:
 
     # ---- when spares are made ------------------------------------------------------------
 
+    def watch(self) -> None:
+        """Watch the directory: a large argument counts as used when its writer starts."""
+        if self._watch is None and not self._stopped:
+            self._watch = DirWatch(self.dir, "arg-", self._argument_seen)
+
+    def _argument_seen(self, name: str) -> None:
+        if name in self._in_flight:
+            return
+        try:
+            size = os.stat(self.path(name), follow_symlinks=False).st_size
+        except (buffers.BufferFileError, OSError):
+            return  # gone already
+        if size >= buffers.THRESHOLD:  # (a new file is sized before it is written)
+            self._used(name, size)
+            self._flying(name)
+            self._taken()
+            self.replenish()
+
     def _flying(self, name: str) -> None:
         self._in_flight[name] = time.monotonic()
         if len(self._in_flight) > RECENT_KEPT:
@@ -390,6 +411,8 @@ class BufferFiles:
         with self._spares_lock:
             self._stopped = True
         self._go.set()  # a paused maker ends (its spare is deleted below)
+        if self._watch is not None:
+            self._watch.close()
         self._makers.shutdown(wait=False, cancel_futures=True)
         for name in os.listdir(self.dir):
             if name.startswith(buffers.SPARE_PREFIX):

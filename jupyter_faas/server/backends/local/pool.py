@@ -110,6 +110,8 @@ class Pool(Backend):
             return self._zygote
 
     def start_background(self) -> None:
+        if self.files is not None:
+            self.files.watch()  # large arguments seen as their writing starts
         self._reaper = self.spawn(self._reap_idle())
         self._sampler = self.spawn(self._sample_memory())
         self._fill_spares()

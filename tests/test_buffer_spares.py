@@ -227,3 +227,29 @@ def test_a_large_argument_is_seen_when_its_writing_starts(make_server):
         (conn.buffer_dir / "arg-being-written").unlink()
     finally:
         discovery.reset()
+
+
+def test_spares_are_made_from_the_first_large_file_and_kept_until_idle(tmp_path):
+    now = [1000.0]
+    async def main():
+        files = BufferFiles(tmp_path / "buffers", budget=64 * MB, keep_s=300.0, clock=lambda: now[0])
+        try:
+            files.check(sized(files, "arg-a", 3 * MB))
+            files.discard({"file": "arg-a"})
+            files.replenish()
+            # One large file: a run of large calls may be starting, its spares are made now.
+            wanted = files.info()["spares_wanted"]
+            assert wanted >= 6, files.info()
+            await until(lambda: len(files.spares()) == wanted and not files.info()["spares_making"],
+                        "the spares of the first large file")
+            now[0] += 30  # the run is over: no more are made, those made are kept
+            files.replenish()
+            assert files.plan()[2] < wanted and files.info()["spares_wanted"] == wanted
+            assert len(files.spares()) == wanted and not files.info()["spares_making"]
+            now[0] += 300  # idle_timeout without a large buffer: they go
+            files.replenish()
+            await until(lambda: not files.spares(), "the spares gone after keep_s")
+            assert files.info()["spares_wanted"] == 0
+        finally:
+            files.drop_spares()
+    asyncio.run(main())

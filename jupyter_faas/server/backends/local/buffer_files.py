@@ -23,14 +23,17 @@ a spent argument's file no process maps any more, which writers take and write o
 (see :mod:`kernel_workers.buffers`), so the cost of getting fresh pages from the
 kernel (hundreds of ms for 100 MB on a VM whose host takes back freed memory) is paid
 off the invocation's path.  They follow recent use (:meth:`BufferFiles.plan`): as
-large as the largest buffer file of the last ``keep_s`` seconds, and
-:data:`MIN_SPARES` plus two per large file used in the last :data:`BURST_S` seconds
-while large files keep coming (:data:`ACTIVE_S`; at most :data:`MAX_SPARES`), within
-``budget`` bytes in all; none on a server that
-saw no large buffer for ``keep_s`` (the pool's idle timeout), or ever.  A thread of
-their own makes them, one at a time, whenever fewer are ready than that, and
-:meth:`BufferFiles.replenish` (each large call, and the pool's reaper) deletes those
-the plan no longer wants.  Large calls back to back reuse their arguments' files;
+large as the largest buffer file of the last ``keep_s`` seconds; while large files keep
+coming (:data:`ACTIVE_S`), :data:`RUN_SPARES` plus two per large file used in the last
+:data:`BURST_S` seconds are made (from the first large file on: a run of large calls
+starts with one, and the spares must be there before its next calls), else
+:data:`MIN_SPARES`; at most :data:`MAX_SPARES`, within ``budget`` bytes in all.  Those
+made are kept (within that) until ``keep_s`` (the pool's idle timeout) passes without a
+large buffer, so the next run starts with them; none on a server that saw no large
+buffer for ``keep_s``, or ever.  A thread of their own makes them, one at a time,
+whenever fewer are ready than that, and :meth:`BufferFiles.replenish` (each large call,
+and the pool's reaper) deletes those the plan no longer wants (too small, too many for
+the budget, or all after ``keep_s``).  Large calls back to back reuse their arguments' files;
 each large result needs fresh pages (it stays, with its row), so a long enough run of
 them outpaces the thread: a writer that finds no spare takes one still being made
 (``.partial``, see :mod:`kernel_workers.buffers`) and shares its fresh pages with the
@@ -79,13 +82,16 @@ log = logging.getLogger("jupyter_faas.server")
 NONCE_FILE = buffers.INSTANCE_FILE
 #: Spares kept while large buffers are in use: one for a call's argument, one for its result.
 MIN_SPARES = 2
+#: ... and made while large buffers keep coming: this many, plus two per large file of the
+#: last BURST_S (a run of large calls is likely to follow its first; each result keeps a spare)
+RUN_SPARES = 4
 #: At most this many, however many large calls come back to back.
 MAX_SPARES = 8
-#: A spare per large buffer file used within this many seconds (and one more).
+#: Two spares per large buffer file used within this many seconds.
 BURST_S = 10.0
-#: ... while the burst goes on: once no large buffer came for this long, only MIN_SPARES are
-#: kept, so the spares of a burst that ended are not made after it (100 MB of fresh pages
-#: costs a core ~250 ms here, which the next cold starts would pay)
+#: ... while the burst goes on: once no large buffer came for this long, no more than
+#: MIN_SPARES are made (those ready are kept), so the spares of a burst that ended are not
+#: made after it (100 MB of fresh pages costs a core ~250 ms here, which cold starts share)
 ACTIVE_S = 2.0
 #: Spares made at once, in a thread of their own: two make them faster, but their page faults
 #: then slow the writers down more than the spares they add save (measured on 2 cores)
@@ -117,6 +123,8 @@ class BufferFiles:
         self._dropping = False  # a worker thread is deleting spares
         #: what the last plan said: (the largest recent file, the size of spares made, count)
         self._plan = (0, 0, 0)
+        self._cap = 0  # the most spares the budget holds (of the plan's size)
+        self._wanted = 0  # spares kept: those the plan makes, and those made still kept
         #: argument files whose invocation ended: name -> pids() of its environment
         self._ran: dict = {}
         #: large argument files seen, whose invocation has not ended: name -> time seen
@@ -150,7 +158,7 @@ class BufferFiles:
         """What the status endpoint tells clients: the directory and its nonce, and the spares
         (ready, being made, wanted by recent use)."""
         return {"dir": str(self.dir), "nonce": self.nonce, "spares": len(self.spares()),
-                "spares_making": self._making, "spares_wanted": self._plan[2],
+                "spares_making": self._making, "spares_wanted": self._wanted,
                 "spares_paused": not self._go.is_set()}
 
     def path(self, name: str) -> Path:
@@ -216,7 +224,7 @@ class BufferFiles:
         if pids is None or not count:
             return False
         size = os.stat(path, follow_symlinks=False).st_size
-        if size < needed or len(buffers.spares_in(self.dir)) >= MAX_SPARES or _maps(pids(), name):
+        if size < needed or len(buffers.spares_in(self.dir)) > self._cap or _maps(pids(), name):
             return False
         os.rename(path, self.dir / buffers.spare_name(size, secrets.token_hex(8)))
         return True
@@ -276,7 +284,8 @@ class BufferFiles:
         newest = max(t for t, _ in self._recent.values())
         burst = (sum(1 for t, _ in self._recent.values() if now - t <= BURST_S)
                  if now - newest <= ACTIVE_S else 0)
-        count = min(MIN_SPARES + 2 * burst, MAX_SPARES, max(1, self.budget // size))
+        self._cap = min(MAX_SPARES, max(1, self.budget // size))
+        count = min(RUN_SPARES + 2 * burst if burst else MIN_SPARES, self._cap)
         self._plan = (min(largest, size), size, count)
         return self._plan
 
@@ -289,7 +298,11 @@ class BufferFiles:
         spares = buffers.spares_in(self.dir)
         # Smallest first: one too many is a made spare (rounded up) before a reused file.
         big_enough = [name for s, name in spares if s >= needed] if count else []
-        drop = [name for s, name in spares if s < needed or not count] + big_enough[count:]
+        # Those ready are kept (as many as fit the budget) until keep_s passes without a large
+        # buffer: the next run of large calls starts with them, and freeing them would give
+        # their pages back for nothing.  Only making more stops when a run ends.
+        drop = [name for s, name in spares if s < needed or not count] + big_enough[self._cap:]
+        self._wanted = max(count, min(len(big_enough), self._cap)) if count else 0
         loop = asyncio.get_running_loop()
         if drop and not self._dropping:
             self._dropping = True

@@ -327,7 +327,7 @@ class BufferFiles:
         tag = secrets.token_hex(8)
         making = f"{buffers.SPARE_PREFIX}making-{tag}"
         if not buffers.make_spare(self.dir, making, size, partial=buffers.partial_name(size, tag),
-                                  pace=self._go.wait):
+                                  pace=self._pace):
             return  # a writer took it before it was finished
         with self._spares_lock:
             if self._stopped:
@@ -417,6 +417,12 @@ class BufferFiles:
     def _resumed(self) -> None:
         self._resume = None
         self._pause_for(0.0)
+
+    def _pace(self) -> None:
+        """Called by the maker before each read: wait while paused; stop if the server stops."""
+        self._go.wait()
+        if self._stopped:
+            raise ServerError("the server is stopping")  # (its file was deleted: read no more)
 
     def drop_spares(self) -> None:
         """Delete the spares and make no more (when stopping: they are quick to make, and hold

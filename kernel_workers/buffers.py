@@ -28,7 +28,12 @@ a VM can cost more than the copy itself.  The server makes new spares in the
 background.  A client takes the smallest spare its data fits (the name says its
 size); an environment asks the server for its result's file instead (see
 :mod:`kernel_workers.runtime`), so the page cache it writes was charged to the
-server, not to the function's memory.
+server, not to the function's memory.  When none fits, a spare still being made
+(``spare-<bytes>-<random>.partial``: allocated, its pages being read in) is taken
+rather than a new file: the pages already read in are cached, and its maker goes
+on reading the rest in ahead of the writer.  A new file is given its size before
+it is written, so the server, which watches the directory, sees a large argument
+coming as its writing starts.
 
 This module does not decide whether files may be used (the client proves it
 shares the server's directory; the server tells environments where it is), and
@@ -63,6 +68,11 @@ SPARE_PREFIX = "spare-"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 _SPARE = re.compile(r"spare-([0-9]{1,15})-[0-9a-f]{1,32}\Z")
+#: a spare being made (its pages being read in): taken when no finished spare fits
+PARTIAL_SUFFIX = ".partial"
+_PARTIAL = re.compile(r"spare-([0-9]{1,15})-[0-9a-f]{1,32}\.partial\Z")
+#: A spare's pages are read in this many bytes at a time, so its maker can pause in between.
+READ_CHUNK = 2 << 20
 
 
 class BufferFileError(Exception):
@@ -129,6 +139,11 @@ def spare_size(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def partial_name(size: int, tag: str) -> str:
+    """The name of a spare of ``size`` bytes while it is being made."""
+    return check_name(f"{SPARE_PREFIX}{size}-{tag}{PARTIAL_SUFFIX}")
+
+
 def check_spare(name: str) -> bool:
     return spare_size(name) is not None
 
@@ -150,11 +165,35 @@ def best_spares(spares: list, nbytes: int) -> list:
     return fits + sorted((s for s in spares if s[0] < nbytes), reverse=True)
 
 
+def partials_in(directory, nbytes: int) -> list:
+    """Names of the spares being made in ``directory`` that ``nbytes`` fits, oldest first
+    (the furthest along)."""
+    found = []
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                match = _PARTIAL.match(entry.name)
+                if match and int(match.group(1)) >= nbytes:
+                    try:
+                        found.append((entry.stat(follow_symlinks=False).st_mtime_ns, entry.name))
+                    except OSError:
+                        continue  # taken meanwhile
+    except OSError:
+        return []
+    return [name for _, name in sorted(found)]
+
+
 def take_spare(directory, path, nbytes: int, fitting_only: bool = False) -> bool:
-    """Rename the best spare of ``directory`` for ``nbytes`` to ``path``; False if there is none."""
-    for size, name in best_spares(spares_in(directory), nbytes):
-        if fitting_only and size < nbytes:
-            break
+    """Rename the best spare of ``directory`` for ``nbytes`` to ``path``; False if there is none.
+
+    The order: finished spares ``nbytes`` fits (smallest first); then spares being made that
+    it fits (their cached pages, and their maker's reading ahead, beat all-new pages); then,
+    unless ``fitting_only``, finished ones too small, largest first."""
+    spares = best_spares(spares_in(directory), nbytes)
+    names = [name for size, name in spares if size >= nbytes] + partials_in(directory, nbytes)
+    if not fitting_only:
+        names += [name for size, name in spares if size < nbytes]
+    for name in names:
         try:
             os.rename(os.path.join(directory, name), path)  # atomic: one taker wins
             return True
@@ -199,6 +238,14 @@ def write(path, raws: list, use_spare: bool = True, existing: bool = False) -> l
     spare = fd is not None
     if fd is None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            # Its size first: the server (watching the directory) sees a large argument
+            # coming now, and starts making spares while this one gets its new pages.
+            os.ftruncate(fd, file_size(raws))
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
     spans, offset = [], 0
     try:
         for raw in raws:
@@ -222,34 +269,53 @@ def write(path, raws: list, use_spare: bool = True, existing: bool = False) -> l
     return spans
 
 
-def make_spare(directory, name: str, size: int) -> None:
+def make_spare(directory, name: str, size: int, partial: str | None = None, pace=None) -> bool:
     """A spare: ``size`` bytes of zeros, allocated and read once so its pages are cached.
 
     Reading the allocated (unwritten) blocks fills the page cache with zero pages
     without writing anything to disk.  ``sendfile`` to /dev/null reads them without
     copying them out, and (unlike a populated ``mmap``) releases the GIL, so a
     server thread doing this does not stall the server's loop.
+
+    ``partial``: the name it has while its pages are read in (:data:`READ_CHUNK` at a time,
+    ``pace()`` called before each), under which a writer may take it; then False is
+    returned (the writer has the file), else True once it is ``name``.
     """
     tmp = os.path.join(directory, name + ".tmp")
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        os.posix_fallocate(fd, 0, size)
+        os.posix_fallocate(fd, 0, size)  # before it is takeable: never grows a taken file
+        if partial is not None:
+            os.rename(tmp, os.path.join(directory, partial))
+            tmp = os.path.join(directory, partial)
         null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         try:
             offset = 0
             while offset < size:
-                sent = os.sendfile(null, fd, offset, size - offset)
+                if pace is not None:
+                    pace()
+                chunk = size - offset if partial is None else min(READ_CHUNK, size - offset)
+                sent = os.sendfile(null, fd, offset, chunk)
                 if sent <= 0:
-                    break
+                    break  # a writer took it and cut it to its data
                 offset += sent
         finally:
             os.close(null)
     except BaseException:
         os.close(fd)
-        os.unlink(tmp)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass  # a writer took it: the file is the writer's now
         raise
     os.close(fd)
-    os.rename(tmp, os.path.join(directory, name))
+    try:
+        os.rename(tmp, os.path.join(directory, name))
+    except FileNotFoundError:
+        if partial is None:
+            raise
+        return False  # a writer took it before it was finished
+    return True
 
 
 def map_views(path, descriptor, writable: bool = True) -> list:

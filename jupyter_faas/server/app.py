@@ -136,8 +136,8 @@ class FaaSServer(JupyterApp):
                               help="Most MB the spare buffer files hold together: files with their "
                                    "pages cached, which large arguments and results are written "
                                    "over (faster than into new pages); 0: none. They follow recent "
-                                   "use (as large as the largest recent buffer, as many as large "
-                                   "calls came lately, 2 to 8), cost reclaimable page cache and "
+                                   "use (as large as the largest recent buffer; 6 to 8 made while "
+                                   "large calls come, at most 8), cost reclaimable page cache and "
                                    "allocated disk, and are dropped after idle_timeout without a "
                                    "large buffer: a server that never sees one pays nothing.")
 

@@ -23,16 +23,31 @@ a spent argument's file no process maps any more, which writers take and write o
 (see :mod:`kernel_workers.buffers`), so the cost of getting fresh pages from the
 kernel (hundreds of ms for 100 MB on a VM whose host takes back freed memory) is paid
 off the invocation's path.  They follow recent use (:meth:`BufferFiles.plan`): as
-large as the largest buffer file of the last ``keep_s`` seconds, and
-:data:`MIN_SPARES` plus two per large file used in the last :data:`BURST_S` seconds
-while large files keep coming (:data:`ACTIVE_S`; at most :data:`MAX_SPARES`), within
-``budget`` bytes in all; none on a server that
-saw no large buffer for ``keep_s`` (the pool's idle timeout), or ever.  A thread of
-their own makes them, one at a time, whenever fewer are ready than that, and
-:meth:`BufferFiles.replenish` (each large call, and the pool's reaper) deletes those
-the plan no longer wants.  Large calls back to back reuse their arguments' files;
+large as the largest buffer file of the last ``keep_s`` seconds; while large files keep
+coming (:data:`ACTIVE_S`), :data:`RUN_SPARES` plus two per large file used in the last
+:data:`BURST_S` seconds are made (from the first large file on: a run of large calls
+starts with one, and the spares must be there before its next calls), else
+:data:`MIN_SPARES`; at most :data:`MAX_SPARES`, within ``budget`` bytes in all.  Those
+made are kept (within that) until ``keep_s`` (the pool's idle timeout) passes without a
+large buffer, so the next run starts with them; none on a server that saw no large
+buffer for ``keep_s``, or ever.  A thread of their own makes them, one at a time,
+whenever fewer are ready than that, and :meth:`BufferFiles.replenish` (each large call,
+and the pool's reaper) deletes those the plan no longer wants (too small, too many for
+the budget, or all after ``keep_s``).  Large calls back to back reuse their arguments' files;
 each large result needs fresh pages (it stays, with its row), so a long enough run of
-them outpaces the thread and then a call writes into fresh pages itself.
+them outpaces the thread: a writer that finds no spare takes one still being made
+(``.partial``, see :mod:`kernel_workers.buffers`) and shares its fresh pages with the
+thread, or else writes into fresh pages itself.
+
+Fresh pages are the machine's scarcest thing here (on a VM whose host takes freed memory
+back, ~2 ms a MB of a core, and they slow every other process getting fresh pages, like
+a cold start's fork), so the thread makes spares when nothing more urgent wants them: it
+pauses, between 2 MB reads, while an environment starts (:meth:`BufferFiles.hold`; a
+cold start's latency is the pool's promise) unless a large argument is in flight (then
+the burst it belongs to needs the spares more), and for :data:`YIELD_S` after, and after
+a writer takes a spare while another is ready (a run of large calls back to back then
+writes without a maker beside it).  The directory is watched (:mod:`.dir_watch`): a client
+writing a large argument is seen as it starts writing, not when its invocation arrives.
 
 An environment does not take a spare itself: it asks for its result's file
 (:meth:`BufferFiles.provide`), which is a spare renamed, or a file this process
@@ -60,23 +75,32 @@ from pathlib import Path
 from kernel_workers import buffers
 
 from ....errors import InvalidParameter, ServerError
+from .dir_watch import DirWatch
 
 log = logging.getLogger("jupyter_faas.server")
 
 NONCE_FILE = buffers.INSTANCE_FILE
 #: Spares kept while large buffers are in use: one for a call's argument, one for its result.
 MIN_SPARES = 2
+#: ... and made while large buffers keep coming: this many, plus two per large file of the
+#: last BURST_S (a run of large calls is likely to follow its first; each result keeps a spare)
+RUN_SPARES = 4
 #: At most this many, however many large calls come back to back.
 MAX_SPARES = 8
-#: A spare per large buffer file used within this many seconds (and one more).
+#: Two spares per large buffer file used within this many seconds.
 BURST_S = 10.0
-#: ... while the burst goes on: once no large buffer came for this long, only MIN_SPARES are
-#: kept, so the spares of a burst that ended are not made after it (100 MB of fresh pages
-#: costs a core ~250 ms here, which the next cold starts would pay)
+#: ... while the burst goes on: once no large buffer came for this long, no more than
+#: MIN_SPARES are made (those ready are kept), so the spares of a burst that ended are not
+#: made after it (100 MB of fresh pages costs a core ~250 ms here, which cold starts share)
 ACTIVE_S = 2.0
 #: Spares made at once, in a thread of their own: two make them faster, but their page faults
 #: then slow the writers down more than the spares they add save (measured on 2 cores)
 MAKERS = 1
+#: Spares are not made for this long after an environment started or a writer took a spare
+#: (cold starts come in runs, and so do large calls: the next is likely within this).
+YIELD_S = 0.03
+#: A large argument counts as in flight (its invocation queued or running) at most this long.
+IN_FLIGHT_S = 60.0
 #: Spare sizes are rounded up to this.
 SPARE_ROUND = 1 << 20
 #: The uses remembered (each a name, a time and a size).
@@ -99,8 +123,21 @@ class BufferFiles:
         self._dropping = False  # a worker thread is deleting spares
         #: what the last plan said: (the largest recent file, the size of spares made, count)
         self._plan = (0, 0, 0)
+        self._cap = 0  # the most spares the budget holds (of the plan's size)
+        self._wanted = 0  # spares kept: those the plan makes, and those made still kept
         #: argument files whose invocation ended: name -> pids() of its environment
         self._ran: dict = {}
+        #: large argument files seen, whose invocation has not ended: name -> time seen
+        #: (a plain dict: discard() runs in worker threads too; each operation is atomic)
+        self._in_flight: dict = {}
+        #: set while the spare maker may go on; cleared while environments start (``_holds``)
+        #: and until ``_until`` (time.monotonic()) after that or after a writer took a spare
+        self._go = threading.Event()
+        self._go.set()
+        self._holds = 0
+        self._until = 0.0
+        self._resume = None
+        self._watch: DirWatch | None = None
         # Spares are made in a worker thread: the lock keeps one from landing after
         # drop_spares (the server stopping), which would leave it behind for good.
         self._spares_lock = threading.Lock()
@@ -121,7 +158,8 @@ class BufferFiles:
         """What the status endpoint tells clients: the directory and its nonce, and the spares
         (ready, being made, wanted by recent use)."""
         return {"dir": str(self.dir), "nonce": self.nonce, "spares": len(self.spares()),
-                "spares_making": self._making, "spares_wanted": self._plan[2]}
+                "spares_making": self._making, "spares_wanted": self._wanted,
+                "spares_paused": not self._go.is_set()}
 
     def path(self, name: str) -> Path:
         return self.dir / buffers.check_name(name)
@@ -146,6 +184,8 @@ class BufferFiles:
         if size < end:
             raise InvalidParameter(f"the buffer file {name!r} has {size} bytes, its descriptor needs {end}")
         self._used(name, end)
+        if expected_name is None and end >= buffers.THRESHOLD:
+            self._flying(name)  # an argument: in flight until discarded
         return buffers.nbytes(descriptor)
 
     def views(self, descriptor) -> list:
@@ -157,6 +197,7 @@ class BufferFiles:
         a spent argument's file that no process maps any more becomes a spare if one is wanted."""
         try:
             name = descriptor.get("file")
+            self._in_flight.pop(name, None)
             path = self.path(name)
             if self._recycled(name, path):
                 return
@@ -183,7 +224,7 @@ class BufferFiles:
         if pids is None or not count:
             return False
         size = os.stat(path, follow_symlinks=False).st_size
-        if size < needed or len(buffers.spares_in(self.dir)) >= MAX_SPARES or _maps(pids(), name):
+        if size < needed or len(buffers.spares_in(self.dir)) > self._cap or _maps(pids(), name):
             return False
         os.rename(path, self.dir / buffers.spare_name(size, secrets.token_hex(8)))
         return True
@@ -205,6 +246,7 @@ class BufferFiles:
             done(False)
             return
         if buffers.take_spare(self.dir, path, nbytes, fitting_only=True):
+            self._taken()
             self.replenish()
             done(True)
             return
@@ -242,7 +284,8 @@ class BufferFiles:
         newest = max(t for t, _ in self._recent.values())
         burst = (sum(1 for t, _ in self._recent.values() if now - t <= BURST_S)
                  if now - newest <= ACTIVE_S else 0)
-        count = min(MIN_SPARES + 2 * burst, MAX_SPARES, max(1, self.budget // size))
+        self._cap = min(MAX_SPARES, max(1, self.budget // size))
+        count = min(RUN_SPARES + 2 * burst if burst else MIN_SPARES, self._cap)
         self._plan = (min(largest, size), size, count)
         return self._plan
 
@@ -255,7 +298,11 @@ class BufferFiles:
         spares = buffers.spares_in(self.dir)
         # Smallest first: one too many is a made spare (rounded up) before a reused file.
         big_enough = [name for s, name in spares if s >= needed] if count else []
-        drop = [name for s, name in spares if s < needed or not count] + big_enough[count:]
+        # Those ready are kept (as many as fit the budget) until keep_s passes without a large
+        # buffer: the next run of large calls starts with them, and freeing them would give
+        # their pages back for nothing.  Only making more stops when a run ends.
+        drop = [name for s, name in spares if s < needed or not count] + big_enough[self._cap:]
+        self._wanted = max(count, min(len(big_enough), self._cap)) if count else 0
         loop = asyncio.get_running_loop()
         if drop and not self._dropping:
             self._dropping = True
@@ -275,10 +322,13 @@ class BufferFiles:
         self._dropping = False
 
     def _make_spare(self, size: int) -> None:
-        # Made under a name no writer takes, then renamed, unless the server stopped meanwhile.
+        # Takeable while its pages are read in; then under a name no writer takes, and renamed
+        # to a spare's unless the server stopped meanwhile.
         tag = secrets.token_hex(8)
         making = f"{buffers.SPARE_PREFIX}making-{tag}"
-        buffers.make_spare(self.dir, making, size)
+        if not buffers.make_spare(self.dir, making, size, partial=buffers.partial_name(size, tag),
+                                  pace=self._pace):
+            return  # a writer took it before it was finished
         with self._spares_lock:
             if self._stopped:
                 os.unlink(self.dir / making)
@@ -301,11 +351,87 @@ class BufferFiles:
         """``[(size, name)]`` of the spares ready now."""
         return buffers.spares_in(self.dir)
 
+    # ---- when spares are made ------------------------------------------------------------
+
+    def watch(self) -> None:
+        """Watch the directory: a large argument counts as used when its writer starts."""
+        if self._watch is None and not self._stopped:
+            self._watch = DirWatch(self.dir, "arg-", self._argument_seen)
+
+    def _argument_seen(self, name: str) -> None:
+        if name in self._in_flight:
+            return
+        try:
+            size = os.stat(self.path(name), follow_symlinks=False).st_size
+        except (buffers.BufferFileError, OSError):
+            return  # gone already
+        if size >= buffers.THRESHOLD:  # (a new file is sized before it is written)
+            self._used(name, size)
+            self._flying(name)
+            self._taken()
+            self.replenish()
+
+    def _flying(self, name: str) -> None:
+        self._in_flight[name] = time.monotonic()
+        if len(self._in_flight) > RECENT_KEPT:
+            oldest = min(list(self._in_flight.items()), key=lambda item: item[1])[0]
+            self._in_flight.pop(oldest, None)
+
+    def _argument_in_flight(self) -> bool:
+        now = time.monotonic()
+        for name, seen in list(self._in_flight.items()):
+            if now - seen > IN_FLIGHT_S:  # its end never seen (a client died before submitting)
+                self._in_flight.pop(name, None)
+        return bool(self._in_flight)
+
+    def hold(self) -> bool:
+        """An environment starts: no spare is made until it is ready (:meth:`release`, when
+        this returns True) and :data:`YIELD_S` after, unless a large argument is in flight."""
+        if self._stopped or self._argument_in_flight():
+            return False
+        self._holds += 1
+        self._go.clear()
+        return True
+
+    def release(self) -> None:
+        self._holds -= 1
+        self._pause_for(YIELD_S)
+
+    def _taken(self) -> None:
+        """A writer took a spare: while another is ready, the next writer likely follows."""
+        if self.spares():
+            self._pause_for(YIELD_S)
+
+    def _pause_for(self, delay: float) -> None:
+        now = time.monotonic()
+        self._until = max(self._until, now + delay)
+        if self._holds:
+            return  # the last release pauses again
+        if self._stopped or now >= self._until:
+            self._go.set()
+            return
+        self._go.clear()
+        if self._resume is None:
+            self._resume = asyncio.get_running_loop().call_later(self._until - now, self._resumed)
+
+    def _resumed(self) -> None:
+        self._resume = None
+        self._pause_for(0.0)
+
+    def _pace(self) -> None:
+        """Called by the maker before each read: wait while paused; stop if the server stops."""
+        self._go.wait()
+        if self._stopped:
+            raise ServerError("the server is stopping")  # (its file was deleted: read no more)
+
     def drop_spares(self) -> None:
         """Delete the spares and make no more (when stopping: they are quick to make, and hold
         memory and disk)."""
         with self._spares_lock:
             self._stopped = True
+        self._go.set()  # a paused maker ends (its spare is deleted below)
+        if self._watch is not None:
+            self._watch.close()
         self._makers.shutdown(wait=False, cancel_futures=True)
         for name in os.listdir(self.dir):
             if name.startswith(buffers.SPARE_PREFIX):

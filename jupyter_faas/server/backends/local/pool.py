@@ -22,7 +22,7 @@ from pathlib import Path
 from .... import limits
 from ...model import init_failure_error
 from ..base import Backend, Outcome, environment_key
-from .environment import Environment
+from .environment import SPARE_LIMIT_MB, Environment
 from .leases import grant
 from .placement import DEFAULT_INIT_S, VersionStats, wait_for_warm
 from .snapshots import Snapshots
@@ -113,6 +113,8 @@ class Pool(Backend):
             return self._zygote
 
     def start_background(self) -> None:
+        if self.files is not None:
+            self.files.watch()  # large arguments seen as their writing starts
         self._reaper = self.spawn(self._reap_idle())
         self._sampler = self.spawn(self._sample_memory())
         self._fill_spares()
@@ -211,7 +213,8 @@ class Pool(Backend):
         # A version with a snapshot forks from its template, not from the zygote's spares.
         while self.spares and not self.snapshots.wanted(function):
             env = self.spares.pop()
-            self._fill_spares()
+            # After this cold start has begun: forking a spare runs a little on the loop first.
+            asyncio.get_running_loop().call_soon(self._fill_spares)
             if env.assign(function):
                 return env
             env.close()
@@ -233,10 +236,15 @@ class Pool(Backend):
 
     async def _make_spares(self) -> None:
         try:
+            loop = asyncio.get_running_loop()
             while len(self.spares) < self.spares_wanted and not self._closing:
                 env = Environment(self, None)
                 self.all[env.id] = env
                 try:
+                    # Its memory cgroup made in a worker thread first (spawn_spare then finds it):
+                    # making one took 3-12 ms here after a run of large buffers (0.05 ms
+                    # otherwise), which on the loop held up the cold start that took the spare.
+                    await loop.run_in_executor(None, self.memory.fork_fields, env.id, SPARE_LIMIT_MB)
                     await env.spawn_spare()
                 except Exception as exc:  # noqa: BLE001 - spares are an optimisation; cold starts still work
                     log.warning("could not fork a spare environment (%s); cold starts will fork", exc)
@@ -248,7 +256,13 @@ class Pool(Backend):
 
     async def start_environment(self, env: Environment, code_for) -> Outcome | None:
         """Fork and load a :meth:`new_environment`; None when it is ready (and busy), else the failure."""
-        failure = await env.start(code_for(env.function))
+        # Spare buffer files are not made meanwhile: their fresh pages would slow the fork's.
+        held = self.files is not None and self.files.hold()
+        try:
+            failure = await env.start(code_for(env.function))
+        finally:
+            if held:
+                self.files.release()
         if failure is None:
             env.state = "busy"
             env.busy_since = time.monotonic()

@@ -109,7 +109,11 @@ class DirectChannel:
         whether the server accepted it).
         """
         # an engine version (an int) is what a notebook handle calls; a qualifier may move
-        lease = self._lease_for(function, version) if lease and isinstance(version, int) else None
+        # A call with arrays in a buffer file goes the server's way: the server plans its spare
+        # files around the large calls it sees (measured: leased 100 MB calls left W4 a slow
+        # repetition and slowed the next cold start), and 0.3 ms saved is nothing beside the copy.
+        lease = (self._lease_for(function, version)
+                 if lease and isinstance(version, int) and not payload.buffers else None)
         if lease is not None:
             try:
                 leased_call(self, lease, fut, payload, encoding=encoding, logs=logs)
@@ -147,11 +151,20 @@ class DirectChannel:
             kind = header["k"]
             if kind == "done" and self.stale:
                 # the server's end of a call a leased environment answered first: not this one
-                items = [i for i in header["items"] if i["request_id"] not in self.stale]
-                self.stale.difference_update(i["request_id"] for i in header["items"])
+                # (dropped with its bytes, so the others' offsets in the body stay right)
+                items, parts, offset = [], [], 0
+                view = memoryview(body)
+                for item in header["items"]:
+                    n = item["nbytes"]
+                    if item["request_id"] in self.stale:
+                        self.stale.discard(item["request_id"])
+                    else:
+                        items.append(item)
+                        parts.append(view[offset:offset + n])
+                    offset += n
                 if not items:
                     continue
-                header = dict(header, items=items)  # (a lone sync call's done has one item)
+                header, body = dict(header, items=items), b"".join(parts)
             if kind == "done" and fut._request_id is None:
                 # A quick call: the server held its ``accepted`` back; the done names the request.
                 item = header["items"][0]

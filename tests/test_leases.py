@@ -301,3 +301,46 @@ def test_with_leases_off_every_call_crosses_the_server(make_server):
         assert not list((server.base / "data" / "faas").glob("journal/*.jnl"))
     finally:
         discovery.reset()
+
+
+def test_a_stale_end_in_a_shared_done_frame_is_dropped_with_its_bytes(tmp_path):
+    """The server's done for a call its leased environment answered first can share a frame with
+    the next call's: dropping it must drop its bytes too, or the next result is cut short."""
+    import socket as socket_
+    import cloudpickle
+    from jupyter_faas.client.direct import DirectChannel
+    from jupyter_faas.client.invocation import InvocationFuture
+    from jupyter_faas.client.serialization import Payload
+    from kernel_workers import wire
+
+    path = str(tmp_path / "direct.sock")
+    listener = socket_.socket(socket_.AF_UNIX)
+    listener.bind(path)
+    listener.listen(1)
+    stale_body, real_body = cloudpickle.dumps("stale result " * 10), cloudpickle.dumps({"the": "answer"})
+
+    def serve():
+        peer, _ = listener.accept()
+        channel = wire.BlockingChannel(peer)
+        channel.recv()  # hello
+        channel.send("hello_ack", instance="test")
+        header, _ = channel.recv()  # the call
+        assert header["k"] == "invoke"
+        item = {"status": "succeeded", "error": None, "report": None, "function": "f", "version": 1}
+        channel.send("done", stale_body + real_body, items=[
+            dict(item, request_id="stale-rid", nbytes=len(stale_body)),
+            dict(item, request_id="real-rid", nbytes=len(real_body))])
+        peer.close()
+    server = threading.Thread(target=serve)
+    server.start()
+    try:
+        channel = DirectChannel(path, "token", "test")
+        channel.stale.add("stale-rid")
+        fut = InvocationFuture("f", type("Conn", (), {"buffer_dir": None})())
+        channel.call(fut, "f", Payload(cloudpickle.dumps(((), {})), None, 10), encoding="pickle",
+                     version="$LATEST", logs=False)
+        assert fut.result(timeout=10) == {"the": "answer"}
+        assert not channel.stale
+    finally:
+        server.join(10)
+        listener.close()

@@ -67,19 +67,27 @@ def request_lease(direct, function: str, version) -> ClientLease | None:
         header, _ = channel.recv()
         while header["k"] != "leases":  # a late frame of an earlier call (its log lines)
             header, _ = channel.recv()
-        items = header.get("items") or []
-        if not items:
-            return None
-        _, fds, _, _ = socket.recv_fds(direct.sock, 1, len(items))
+        leases = take_leases(direct, header)
     finally:
         channel.buffered = True
-    socks = [socket.socket(fileno=fd) for fd in fds]
-    for extra in socks[1:]:
+    for extra in leases[1:]:
         extra.close()
-    if not socks:
-        return None
-    socks[0].setblocking(True)
-    return ClientLease(items[0], socks[0])
+    return leases[0] if leases else None
+
+
+def take_leases(direct, header: dict) -> list[ClientLease]:
+    """The leases a ``leases`` frame announced, with their sockets (the one-byte message of
+    descriptors that follows it on ``direct``'s socket, read unbuffered)."""
+    items = header.get("items") or []
+    if not items:
+        return []
+    _, fds, _, _ = socket.recv_fds(direct.sock, 1, len(items))
+    out = []
+    for info, fd in zip(items, fds):
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(True)
+        out.append(ClientLease(info, sock))
+    return out
 
 
 def call(direct, lease: ClientLease, fut, payload, *, encoding: str, logs: bool) -> None:

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import collections
 import os
-import socket
 import threading
 import time
 
 from kernel_workers import reports, wire
 
-from .lease import ClientLease, _readable
+from .lease import _readable, take_leases
 
 #: unanswered items a lease may hold (queued in its environment or running): it starts at
 #: WINDOW_START (one running, one next) and doubles while items end within QUICK_MS, so quick
@@ -372,12 +371,8 @@ class LeasedMap:
         if header.get("started"):  # one the server started for this map (passed, or lost)
             self.starting = max(0, self.starting - max(1, len(items)))
         self.starting += int(header.get("starting") or 0)
-        if items:
-            _, fds, _, _ = socket.recv_fds(self.channel.sock, 1, len(items))
-            for info, fd in zip(items, fds):
-                sock = socket.socket(fileno=fd)
-                sock.setblocking(True)
-                self.leases.append([ClientLease(info, sock), 0, WINDOW_START])
+        for lease in take_leases(self.channel, header):
+            self.leases.append([lease, 0, WINDOW_START])
 
     def _fall_back(self, sent) -> None:
         """Items never started through a lease: the server's way, the same futures (those

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections import deque
-from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
 from dataclasses import dataclass
 
 from .. import errors
@@ -79,6 +79,53 @@ class Report:
 
 
 _settle_lock = threading.Lock()  # orders _settle against a waiter making its Event
+
+
+class _Condition:
+    """A future's condition whose ``threading.Condition`` is made on the first ``wait``.
+
+    ``concurrent.futures.Future`` makes one per future: eight objects (the condition, its
+    waiters' deque, five bound methods, the lock) for the garbage collector to walk, per map
+    item, while a map's items are never waited on one by one.  Every ``wait`` and ``notify``
+    happens with the lock held (as ``Future``'s own code does), so the condition is made under
+    the lock, and a ``notify`` before any ``wait`` has no waiter to wake.
+    """
+
+    __slots__ = ("_lock", "_cond")
+
+    def __init__(self):
+        self._lock = threading.RLock()
+        self._cond = None
+
+    def __enter__(self):
+        return self._lock.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+    def acquire(self, *args) -> bool:
+        return self._lock.acquire(*args)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._cond is None:
+            self._cond = threading.Condition(self._lock)
+        return self._cond.wait(timeout)
+
+    def wait_for(self, predicate, timeout: float | None = None):
+        if self._cond is None:
+            self._cond = threading.Condition(self._lock)
+        return self._cond.wait_for(predicate, timeout)
+
+    def notify(self, n: int = 1) -> None:
+        if self._cond is not None:
+            self._cond.notify(n)
+
+    def notify_all(self) -> None:
+        if self._cond is not None:
+            self._cond.notify_all()
 log = logging.getLogger("jupyter_faas.client")
 #: lines of live log a future keeps in memory (the store keeps every line)
 LOG_LINES_KEPT = 10_000
@@ -100,7 +147,14 @@ class InvocationFuture(concurrent.futures.Future):
     """
 
     def __init__(self, function: str, connection, encoding: str = "pickle"):
-        super().__init__()
+        # Future.__init__'s fields, with a lighter condition (see _Condition); a test checks
+        # that Future has no other field to set
+        self._condition = _Condition()
+        self._state = PENDING
+        self._result = None
+        self._exception = None
+        self._waiters = []
+        self._done_callbacks = []
         self.function = function
         self._connection = connection
         self._encoding = encoding
@@ -112,7 +166,8 @@ class InvocationFuture(concurrent.futures.Future):
         self.version = None
         self.status = "submitting"
         self.report: Report | None = None
-        self.logs: deque[str] = deque(maxlen=LOG_LINES_KEPT)
+        #: the newest lines, a deque(maxlen=LOG_LINES_KEPT) from the first line on
+        self.logs: deque[str] | tuple = ()
         self.logs_skipped = 0      # lines the server did not stream (rate limit); all are stored
         self.error: dict | None = None
         self.index: int | None = None     # position in a map
@@ -169,7 +224,10 @@ class InvocationFuture(concurrent.futures.Future):
             if stream == "platform" and line.startswith("START ") and self.status == "queued":
                 self.status = "running"
                 self.started = time.monotonic()
-        self.logs.extend(line for _, _, line in lines)
+        if lines:
+            if type(self.logs) is tuple:
+                self.logs = deque(maxlen=LOG_LINES_KEPT)
+            self.logs.extend(line for _, _, line in lines)
         self.logs_skipped += skipped
         for observer in self._observers:
             try:
@@ -232,7 +290,7 @@ class InvocationFuture(concurrent.futures.Future):
     def _orphaned_by_fork(self) -> None:
         """In a forked child, this copy of the parent's future: it can never end here."""
         # The parent's threads may have held these at the fork; only this thread is left.
-        self._condition = threading.Condition()
+        self._condition = _Condition()
         self._waiters = []
         self._done_callbacks = []   # registered in the parent, and run there
         self._observers = []

@@ -56,10 +56,12 @@ class MapProgress:
         self.cost_usd = 0.0
         self.failed: list[int] = []   # indices, in the order they failed
         self._lock = threading.Lock()
+        # bound once: a bound method per item is two more objects per item for the collector
+        self._on_log_bound, self._on_done_bound = self._on_log, self._on_done
 
     def add(self, fut) -> None:
         self.futures.append(fut)
-        fut.add_observer(self._on_log, on_done=self._on_done)
+        fut.add_observer(self._on_log_bound, on_done=self._on_done_bound)
 
     def _on_log(self, fut, lines, skipped) -> None:
         self.logs.add([line for _, stream, line in lines if stream != "platform"],

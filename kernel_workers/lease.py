@@ -305,7 +305,7 @@ class Lease:
         with self._output_lock():
             lines = self._drain(ended_wall)
             if clean:
-                done = self._done_item(rid, kind, fields, round(peak), started_wall, ended_wall, lines)
+                done = self._done_item(rid, kind, fields, round(peak), lines)
                 done["nbytes"] = len(body)
                 encoded = json.dumps(done, separators=(",", ":")).encode()
                 record = wire.pack_raw(b'{"k":"end","v":%d,"clean":true,"t":%r,"done":%s}' % (
@@ -346,7 +346,7 @@ class Lease:
             self._send_done()
         return chained
 
-    def _done_item(self, rid, kind, fields, peak_mb, started_wall, ended_wall, lines) -> dict:
+    def _done_item(self, rid, kind, fields, peak_mb, lines) -> dict:
         rep = reports.report(fields["duration_ms"], self.memory_mb, peak_mb, None, *self.pricing)
         rep["init_type"] = self.init_type
         error = None
@@ -356,15 +356,11 @@ class Lease:
             status = reports.FAILED
             error = {k: fields.get(k) for k in ("errorType", "errorMessage", "errorModule",
                                                 "stackTrace", "stage")}
-        logs = [[started_wall, "platform", reports.start_line(rid, self.lambda_version)]]
-        logs.extend(lines)
-        if error is not None:
-            logs.append([ended_wall, "platform", reports.error_line(error)])
-        logs.append([ended_wall, "platform", reports.end_line(rid)])
-        logs.append([ended_wall, "platform",
-                     reports.report_line(rid, rep, status, error and error["errorType"])])
+        # Its handler's lines only: START, [ERROR], END and REPORT are the row's figures, so the
+        # store makes them when they are read (server/engine/platform_lines.py), and a client
+        # has the figures in ``report``.
         done = {"request_id": rid, "status": status, "error": error, "report": rep,
-                "function": self.function, "version": self.version, "logs": logs}
+                "function": self.function, "version": self.version, "logs": lines}
         if "buffers" in fields:
             done["buffers"] = fields["buffers"]
         if "imported" in fields:

@@ -63,6 +63,51 @@ def test_a_function_called_again_is_called_through_a_lease_and_recorded_the_same
     assert lines == invs[-1].logs  # the store has what the client got, line for line
 
 
+def _lines(conn, rid, **params):
+    return conn.request("GET", f"/faas/api/invocations/{rid}/logs", params=params)["logs"]
+
+
+def _shape(lines, rid):
+    """A log's lines with what differs between two invocations (ids, figures) taken out."""
+    import re
+    return [re.sub(r"[0-9.]+ (ms|MB)", r"N \1", line["line"].replace(rid, "RID")) for line in lines]
+
+
+def test_a_leased_invocations_platform_lines_are_those_the_servers_path_writes(conn):
+    @faas.function(name="leased_lines")
+    def shout(x):
+        print("line", 1)
+        print("line", 2)
+        if x < 0:
+            raise ValueError("negative")
+        return x
+
+    conn.use_leases = False
+    shout(0)  # the cold start (its INIT lines): the ones compared are warm
+    server_ok, server_bad = shout.invoke(1), shout.invoke(-1)
+    conn.use_leases = True
+    shout(1)
+    leased_ok, leased_bad = shout.invoke(1), shout.invoke(-1)
+    assert _lease_of(conn, "leased_lines") is not None, "no lease was taken"
+    for server_inv, leased_inv in ((server_ok, leased_ok), (server_bad, leased_bad)):
+        server_inv.wait(), leased_inv.wait()
+        assert _shape(_lines(conn, leased_inv.request_id), leased_inv.request_id) == \
+            _shape(_lines(conn, server_inv.request_id), server_inv.request_id)
+    made = _lines(conn, leased_bad.request_id)
+    assert [line["stream"] for line in made] == ["platform", "stdout", "stdout", "platform", "platform", "platform"]
+    assert made[3]["line"] == "[ERROR] ValueError: negative"
+    assert made[-1]["line"].startswith(f"REPORT RequestId: {leased_bad.request_id}\tDuration: ")
+    row = conn.request("GET", f"/faas/api/invocations/{leased_bad.request_id}")
+    assert made[0]["ts"] == row["started_at"] and made[-1]["ts"] == row["ended_at"]
+    # paged one line at a time, a reader gets the same lines once each, then nothing
+    paged, after = [], 0
+    while page := _lines(conn, leased_bad.request_id, after=after, limit=1):
+        paged += page
+        after = page[-1]["id"]
+    assert paged == made
+    assert _lines(conn, leased_bad.request_id, after=made[2]["id"]) == made[3:]
+
+
 def test_a_leased_call_that_raises_fails_as_on_the_server_path(conn):
     @faas.function(name="leased_raises")
     def check(x):
@@ -152,10 +197,12 @@ def test_a_map_runs_through_leases_with_one_row_and_report_per_item(conn, server
         "WHERE function='leased_map' AND created_at >= ? AND status='succeeded'", (before,)).fetchone()
         if conn.request("GET", "/faas/api/invocations", params={"limit": 1}) else None)
     assert rows[0] == 500 and rows[1] == 500 and rows[2] >= 1
-    reports = db.execute(
-        "SELECT count(*) FROM log_lines JOIN invocations USING (request_id) WHERE function='leased_map' "
-        "AND created_at >= ? AND line LIKE 'REPORT RequestId: %'", (before,)).fetchone()[0]
-    assert reports == 500
+    rids = {r[0] for r in db.execute("SELECT request_id FROM invocations WHERE function='leased_map' "
+                                     "AND created_at >= ?", (before,))}
+    lines = conn.request("GET", "/faas/api/functions/leased_map/logs", params={"limit": 5000})["logs"]
+    reported = [line["request_id"] for line in lines if line["line"].startswith("REPORT RequestId: ")
+                and line["request_id"] in rids]
+    assert sorted(reported) == sorted(rids)  # one REPORT each, in the function's log stream
 
 
 def test_a_map_item_that_fails_raises_with_its_index(conn):

@@ -501,15 +501,16 @@ def test_every_map_item_is_a_recorded_invocation_with_its_platform_lines(conn):
     rids = [f.request_id for f in futures]
     assert len(set(rids)) == items
     for fut in futures:
-        # the live future has START, END and REPORT (they may have crossed the wire in its done)
-        lines = [line for line in fut.logs if not line.startswith("INIT_START")]  # cold starts
-        assert lines[0].startswith(f"START RequestId: {fut.request_id}")
-        assert lines[-2] == f"END RequestId: {fut.request_id}"
-        assert lines[-1].startswith(f"REPORT RequestId: {fut.request_id}\tDuration: ")
+        # the live future has its REPORT's figures (its platform lines: on the server's path
+        # they stream live, a leased item's are made from its row when read; both below)
         assert fut.report is not None and fut.report.memory_size_mb == 128
+        lines = [line for line in fut.logs if not line.startswith("INIT_START")]  # cold starts
+        if lines:
+            assert lines[0].startswith(f"START RequestId: {fut.request_id}")
+            assert lines[-1].startswith(f"REPORT RequestId: {fut.request_id}\tDuration: ")
     rows = {inv.request_id: inv for inv in faas.invocations(function="noop_recorded", limit=items + 10)}
     assert set(rows) == set(rids)
-    for rid in rids[:: 20]:
+    for rid in rids[:: 10]:
         stored = faas.Invocation.from_id(rid)
         assert stored.status == "succeeded" and stored.report.billed_duration_ms >= 1
         lines = [line for line in stored.logs if not line.startswith("INIT_START")]

@@ -166,7 +166,9 @@ class InvocationFuture(concurrent.futures.Future):
         self.version = None
         self.status = "submitting"
         self.report: Report | None = None
-        #: the newest lines, a deque(maxlen=LOG_LINES_KEPT) from the first line on
+        #: the newest lines, a deque(maxlen=LOG_LINES_KEPT) from the first line on: what
+        #: streamed live (a call through a lease streams its handler's lines, not START, END
+        #: and REPORT: the store makes those from its row; ``report`` has the figures)
         self.logs: deque[str] | tuple = ()
         self.logs_skipped = 0      # lines the server did not stream (rate limit); all are stored
         self.error: dict | None = None

@@ -39,6 +39,7 @@ from kernel_workers import buffers, journal, reports
 
 from ..model import FAILED, LATEST, RUNNING, SUCCEEDED
 from .invocation import Invocation
+from .platform_lines import row_report
 from .monitoring import input_summary
 
 log = logging.getLogger("jupyter_faas.server")
@@ -252,9 +253,10 @@ class Leasing:
                "init_duration_ms": None, "environment_id": lease.handle.env.id,
                "input_summary": _summary(start),
                "lambda_version": function.get("lambda_version", LATEST),
-               "init_type": _text(rep.get("init_type"), None), "result_buffers": end.get("buffers")}
+               "init_type": _text(rep.get("init_type"), None), "result_buffers": end.get("buffers"),
+               "implicit_lines": 1}  # its START, END and REPORT: made from the row (platform_lines)
         logs = [(_num(e[0]), _text(e[1], "stdout"), _text(e[2], "")) for e in end.get("logs") or ()
-                if isinstance(e, list) and len(e) == 3]
+                if isinstance(e, list) and len(e) == 3 and e[1] != "platform"]
         described = start.get("buffers")
         arg_file = described.get("file") if isinstance(described, dict) else None
         return row, bytes(body) if body else None, logs, arg_file
@@ -301,9 +303,13 @@ class Leasing:
         function = inv.function
         if end.get("clean"):
             row, result, logs, arg_file = self._ended_row(lease, start, end, body)
-            for _, stream, line in logs[1:]:  # START was logged when it was promoted
+            for _, stream, line in logs:  # its handler's lines (START was logged when promoted)
                 self._log(inv, stream, line)
             rep = end.get("report") if isinstance(end.get("report"), dict) else {}
+            if row["error"] is not None:
+                self._log(inv, "platform", reports.error_line(row["error"]))
+            self._log(inv, "platform", reports.end_line(rid))
+            self._log(inv, "platform", reports.report_line(rid, row_report(row), row["status"], row["error_type"]))
             fields = {k: row[k] for k in ("duration_ms", "billed_duration_ms", "memory_size_mb",
                                           "max_memory_used_mb", "init_duration_ms", "init_type",
                                           "error", "error_type", "environment_id", "ended_at")}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...errors import ResourceNotFound
 from .. import model
+from . import platform_lines
 from ..model import InvocationRow
 
 
@@ -42,14 +43,14 @@ class StoredQueries:
     def invocation_logs(self, request_id: str, after: int = 0, limit: int = 10000) -> list[dict]:
         """Stored log lines of an invocation, ``after`` a line number, at most ``limit``."""
         self.fold_leases()  # what leased environments ran: stored before it is read
-        return self.store.logs(request_id, after, limit)
+        return platform_lines.invocation_logs(self.store, request_id, after, limit)
 
     def function_logs(self, name: str, limit: int = 200) -> list[dict]:
         """The newest stored log lines of a function's invocations, deleted or not; raises
         ResourceNotFound for a name never deployed."""
         self.fold_leases()  # what leased environments ran: stored before it is read
         self.registry.require_known(name)
-        return self.store.function_logs(name, limit)
+        return platform_lines.function_logs(self.store, name, limit)
 
 
     def stored_report(self, row: InvocationRow) -> dict | None:

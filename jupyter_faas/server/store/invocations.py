@@ -82,8 +82,10 @@ class InvocationsTable:
 
     def add_ended(self, ended: list, skip_known: bool = False) -> None:
         """Invocations recorded in a lease's journal, already ended, in one transaction:
-        ``(row, result, logs)``: the row with its terminal fields (:data:`INVOCATION_COLUMNS`
-        and ``result_buffers``), the result bytes (or None), the log lines ``(ts, stream, line)``.
+        ``(row, result, logs)``: the row with its terminal fields (:data:`INVOCATION_COLUMNS`,
+        ``result_buffers``, and ``implicit_lines``: 1 when its START, END and REPORT lines are
+        made from the row when read, not stored), the result bytes (or None), the log lines
+        ``(ts, stream, line)``.
         ``skip_known``: leave out those the store has already (a journal folded again after a
         crash between the fold and the journal's removal)."""
         if skip_known and ended:
@@ -101,12 +103,13 @@ class InvocationsTable:
                 result_file = self._write_result_file(rid, result)
                 result = None
             params.append((*[json.dumps(row[c]) if c == "error" and row.get(c) is not None else row.get(c)
-                             for c in cols], result, result_file, _json_or_null(row.get("result_buffers"))))
+                             for c in cols], result, result_file, _json_or_null(row.get("result_buffers")),
+                           row.get("implicit_lines")))
             lines.extend((rid, ts, stream, line) for ts, stream, line in logs)
         with self._tx() as db:
             db.executemany(
-                f"INSERT OR IGNORE INTO invocations({', '.join(cols)}, result, result_file, result_buffers) "
-                f"VALUES ({', '.join('?' * (len(cols) + 3))})", params)
+                f"INSERT OR IGNORE INTO invocations({', '.join(cols)}, result, result_file, result_buffers, "
+                f"implicit_lines) VALUES ({', '.join('?' * (len(cols) + 4))})", params)
             if lines:
                 db.executemany("INSERT INTO log_lines(request_id, ts, stream, line) VALUES (?, ?, ?, ?)",
                                lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .rows import INVOCATION_COLUMNS, _invocation_row
 
 
 class LogsTable:
@@ -22,6 +23,34 @@ class LogsTable:
             "SELECT id, ts, stream, line FROM log_lines WHERE request_id=? AND id>? ORDER BY id LIMIT ?",
             (request_id, after, limit)).fetchall()
         return [dict(r) for r in rows]
+
+    def implicit_lines_of(self, request_id: str) -> dict | None:
+        """The invocation whose platform lines are made from its row (``implicit_lines``), with
+        its stored lines' first and last ids (``first_line``, ``last_line``, None if none): the
+        row (:data:`.rows.INVOCATION_COLUMNS`), or None for any other invocation."""
+        row = self.db.execute(
+            f"SELECT {', '.join(INVOCATION_COLUMNS)} FROM invocations WHERE request_id=? AND implicit_lines=1",
+            (request_id,)).fetchone()
+        if row is None:
+            return None
+        out = _invocation_row(row)
+        out["first_line"], out["last_line"] = self.db.execute(
+            "SELECT min(id), max(id) FROM log_lines WHERE request_id=?", (request_id,)).fetchone()
+        return out
+
+    def implicit_newest(self, function: str, limit: int) -> list[dict]:
+        """The newest ``limit`` invocations of ``function`` whose platform lines are made from
+        their rows, each as :meth:`implicit_lines_of` gives it."""
+        rows = self.db.execute(
+            f"SELECT {', '.join(INVOCATION_COLUMNS)} FROM invocations WHERE function=? AND implicit_lines=1 "
+            f"ORDER BY created_at DESC LIMIT ?", (function, limit)).fetchall()
+        out = []
+        for row in rows:
+            inv = _invocation_row(row)
+            inv["first_line"], inv["last_line"] = self.db.execute(
+                "SELECT min(id), max(id) FROM log_lines WHERE request_id=?", (inv["request_id"],)).fetchone()
+            out.append(inv)
+        return out
 
     def function_logs(self, function: str, limit: int = 200) -> list[dict]:
         rows = self.db.execute(

@@ -195,6 +195,10 @@ class FrameDecoder:
             return frame
         return None
 
+    def holds(self) -> bool:
+        """Whether any byte arrived that no frame returned yet (a whole frame or part of one)."""
+        return self._next < len(self._frames) or self._body is not None or self._end > 0
+
     def missing(self) -> int:
         """Bytes still to come before the next frame is complete (0 when one is ready)."""
         if self._next < len(self._frames):
@@ -274,6 +278,10 @@ class BlockingChannel:
     def pending(self) -> tuple[dict, bytes | bytearray] | None:
         """The next frame if it has already arrived whole (no read), else None."""
         return self._decoder.next_frame()
+
+    def pending_bytes(self) -> bool:
+        """Whether bytes were read that no :meth:`recv`/:meth:`pending` returned yet."""
+        return self._decoder.holds()
 
     def fill(self) -> None:
         """One read from the socket into the decoder (blocks until some bytes come)."""

@@ -391,3 +391,58 @@ def test_a_stale_end_in_a_shared_done_frame_is_dropped_with_its_bytes(tmp_path):
     finally:
         server.join(10)
         listener.close()
+
+
+def _kept(conn, name) -> set:
+    """The lease ids the client keeps for the next map of ``name``."""
+    return {lease.info["lease_id"] for (function, _), leases in conn._direct._kept.items()
+            if function == name for lease in leases}
+
+
+def test_back_to_back_maps_reuse_their_leases(conn):
+    @faas.function(name="leased_again")
+    def where(x):
+        return os.getpid()
+
+    first = set(where.map(range(60), concurrency=3, show=False))
+    kept = _kept(conn, "leased_again")
+    assert len(kept) == 3 and len(first) == 3
+    leases_held = _leases(conn)
+    second = set(where.map(range(60), concurrency=3, show=False))
+    assert second == first                     # the same environments,
+    assert _kept(conn, "leased_again") == kept  # through the same leases, none granted anew
+    # a smaller map takes fewer, and gives the rest back to the server
+    assert len(set(where.map(range(20), concurrency=1, show=False))) == 1
+    assert len(_kept(conn, "leased_again")) == 1
+    wait_for(lambda: _leases(conn) <= leases_held - 2, what="the two leases not taken given back")
+
+
+def test_a_kept_lease_whose_environment_died_or_was_revoked_is_not_used(conn):
+    @faas.function(name="leased_kept_dies")
+    def where(x):
+        return os.getpid()
+
+    pids = set(where.map(range(40), concurrency=2, show=False))
+    assert len(_kept(conn, "leased_kept_dies")) == 2
+    victim = sorted(pids)[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: not _alive(victim), what="the environment's death")
+    again = where.map(range(40), concurrency=2, show=False)
+    assert len(again) == 40 and victim not in again
+    # unused, a kept lease is revoked by the server (its environment closes the socket)
+    kept = _kept(conn, "leased_kept_dies")
+    wait_for(lambda: _leases(conn) == 0, timeout=30, what="the idle leases revoked")
+    assert len(where.map(range(40), concurrency=2, show=False)) == 40
+    assert not kept & _kept(conn, "leased_kept_dies")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie until its zygote reaps it
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

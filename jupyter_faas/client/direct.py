@@ -184,8 +184,35 @@ class DirectPool:
     def __init__(self, path: str, token: str, instance: str | None, buffer_nonce: str | None = None):
         self.path, self.token, self.instance, self.buffer_nonce = path, token, instance, buffer_nonce
         self._free: list[DirectChannel] = []
+        #: a finished map's leases, by (function, version), for the next map of it: back-to-back
+        #: maps (a loop over batches) then skip the grant (a journal, a socket pair and two
+        #: descriptor passes per lease) and never race their own leases' return to the pool.
+        #: The server revokes one unused for 2 s (its environment closes the socket).
+        self._kept: dict[tuple, list] = {}
         self._lock = threading.Lock()
         self._closed = False
+
+    def keep_leases(self, key: tuple, leases: list) -> None:
+        """Keep a finished map's idle ``leases`` (:class:`.lease.ClientLease`) for the next."""
+        with self._lock:
+            if not self._closed:
+                self._kept.setdefault(key, []).extend(leases)
+                return
+        for lease in leases:
+            lease.close()
+
+    def kept_leases(self, key: tuple, want: int) -> list:
+        """Up to ``want`` kept leases of ``key`` still usable: one whose socket has anything to
+        read was revoked or its environment died (it would only say so), so it is closed."""
+        with self._lock:
+            kept = self._kept.pop(key, [])
+        usable = []
+        for lease in kept:
+            if len(usable) < want and lease.usable():
+                usable.append(lease)
+            else:
+                lease.close()
+        return usable
 
     def take(self) -> DirectChannel:
         with self._lock:
@@ -206,5 +233,9 @@ class DirectPool:
         with self._lock:
             self._closed = True
             free, self._free = self._free, []
+            kept, self._kept = self._kept, {}
         for channel in free:
             channel.close()
+        for leases in kept.values():
+            for lease in leases:
+                lease.close()

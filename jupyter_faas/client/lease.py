@@ -51,6 +51,16 @@ class ClientLease:
     def version(self):
         return self.info["version"]
 
+    def usable(self) -> bool:
+        """Nothing unread on it, buffered or on its socket: an idle lease the environment still
+        serves (a revoked or dead one's socket reads its last frames, or its end)."""
+        if self.channel.pending_bytes():
+            return False
+        try:
+            return not _readable([self.sock], 0)
+        except OSError:
+            return False
+
     def close(self) -> None:
         try:
             self.sock.close()

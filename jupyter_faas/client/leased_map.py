@@ -81,17 +81,24 @@ class LeasedMap:
         except Exception:  # noqa: BLE001 - no direct socket now: the server's way
             return False
         ok = False
+        # the leases of the last map of this version first (DirectPool.keep_leases)
+        for lease in self.pool.kept_leases((self.function, self.version), self.want):
+            self.leases.append([lease, 0, WINDOW_START])
         try:
             ch = self.channel
-            ch.channel.send("lease", function=self.function, version=self.version, want=self.want,
-                            start=True)
             ch.channel.buffered = False  # descriptors follow a ``leases`` frame, now and later
-            header, body = ch.channel.recv()
-            while header["k"] != "leases":  # a late frame of an earlier call on this socket
+            if len(self.leases) < self.want:
+                ch.channel.send("lease", function=self.function, version=self.version,
+                                want=self.want - len(self.leases), start=True)
                 header, body = ch.channel.recv()
-            self._read_leases((header, body))
+                while header["k"] != "leases":  # a late frame of an earlier call on this socket
+                    header, body = ch.channel.recv()
+                self._read_leases((header, body))
             ok = bool(self.leases) or self.starting > 0
         except (OSError, EOFError, wire.ProtocolError):
+            for entry in self.leases:
+                entry[0].close()
+            self.leases = []
             self.channel.close()
             self.channel = None
             return False
@@ -150,16 +157,23 @@ class LeasedMap:
     # ---- the driver thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        finished = False
         try:
             self._drive()
+            finished = True
         except ServerGone:
             self._hand_over()
         except Exception as exc:  # noqa: BLE001 - whatever broke, no future is left waiting
             self._abandon(exc)
         finally:
+            # every item answered: its leases serve the next map of this version (kept_leases)
+            idle = [entry[0] for entry in self.leases if finished and entry[1] == 0 and entry[0].usable()]
             for entry in self.leases:
-                entry[0].close()
+                if entry[0] not in idle:
+                    entry[0].close()
             self.leases = []
+            if idle:
+                self.pool.keep_leases((self.function, self.version), idle)
             if self.channel is not None:
                 # a lease the server is still starting for this map would arrive on it later
                 if self.asked or self.starting:

@@ -435,6 +435,8 @@ class RemoteFunction:
             if leased is not None:
                 leased.finish()
             _wait(futures, raise_first=not return_exceptions)
+            if leased is not None:
+                leased.join()  # its leases kept for the next map before this one returns
             _check_cancelled(view)
         except BaseException:
             if leased is not None:
@@ -517,8 +519,14 @@ SUBMIT_CHUNK = 500
 FIRST_CHUNK = 32
 
 
+#: types whose ``repr`` is already short (reprlib's lookup costs a map item a microsecond)
+_SHORT_REPR = frozenset({type(None), bool, int, float})
+
+
 def _summary(args: tuple, kwargs: dict, limit: int = 200) -> str:
-    parts = [reprlib.repr(a) for a in args] + [f"{k}={reprlib.repr(v)}" for k, v in kwargs.items()]
+    parts = [repr(a) if type(a) in _SHORT_REPR and (type(a) is not int or -10**12 < a < 10**12)
+             else reprlib.repr(a) for a in args]
+    parts += [f"{k}={reprlib.repr(v)}" for k, v in kwargs.items()]
     text = "(" + ", ".join(parts) + ")"
     return text if len(text) <= limit else text[:limit - 1] + "…"
 

@@ -130,6 +130,11 @@ class LeasedMap:
             self.input_done = True
         self._wake()
 
+    def join(self, timeout: float = 5.0) -> None:
+        """Wait (a moment, once every item has ended) for the driver thread to end."""
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+
     def withdraw(self, fut) -> bool:
         """Take ``fut`` back if not sent yet (True).  If it was sent, its cancel is the driver's:
         the environment does not start it if it has not, and the server kills it if it runs."""

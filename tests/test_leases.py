@@ -448,3 +448,54 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_quick_items_do_not_wait_behind_a_slow_one_in_its_environment(conn, tmp_path):
+    # Quick items fill deep windows; once an environment is busy with a slow item, it is sent no
+    # more: only the items that went in the same frame wait behind it, the rest run elsewhere.
+    from jupyter_faas.client.leased_map import BATCH
+    release, marks = tmp_path / "release", tmp_path / "marks"
+    marks.mkdir()
+    slow, n = 300, 700
+
+    @faas.function(name="leased_mixed", timeout=60)
+    def item(x, release=str(release), marks=str(marks), slow=slow):
+        import pathlib
+        import time as t
+        if x == slow:
+            while not pathlib.Path(release).exists():  # until the test lets it go
+                t.sleep(0.005)
+        else:
+            pathlib.Path(marks, str(x)).touch()
+        return x
+
+    item.map(range(1, 200), concurrency=2, show=False)  # both environments warm
+    for mark in marks.iterdir():
+        mark.unlink()
+    results = []
+    mapping = threading.Thread(target=lambda: results.extend(item.map(range(n), concurrency=2, show=False)))
+    mapping.start()
+    try:
+        wait_for(lambda: len(list(marks.iterdir())) >= n - BATCH, what="the quick items run beside the slow one")
+    finally:
+        release.touch()
+        mapping.join(60)
+    assert results == list(range(n))
+
+
+def test_a_maps_windows_follow_its_items_mean_duration():
+    # The policy itself (no server): quick items open the windows, a mix with slow items keeps
+    # every lease's to the few items that fit the budget, whatever the quick ones around them.
+    from jupyter_faas.client import leased_map as lm
+    m = lm.LeasedMap.__new__(lm.LeasedMap)
+    m.item_ms, m._ms_total, m._ms_count = None, 0.0, 0
+    assert m._window() == lm.WINDOW_START            # nothing ended yet
+    for _ in range(100):
+        m._timed(0.02)
+    assert m._window() == lm.WINDOW                  # no-ops: the deepest window
+    for x in range(200):
+        m._timed(300.0 if x % 10 == 0 else 1.0)      # 10% slow items
+    assert m._window() == lm.WINDOW_START
+    for _ in range(100):                             # quick ones after them do not reopen it
+        m._timed(1.0)
+    assert m._window() == lm.WINDOW_START

@@ -29,15 +29,23 @@ from kernel_workers import reports, wire
 
 from .lease import _readable, take_leases
 
-#: unanswered items a lease may hold (queued in its environment or running): it starts at
-#: WINDOW_START (one running, one next) and doubles while items end within QUICK_MS, so quick
-#: items flow in batches and long ones never queue behind each other; and items per frame
+#: unanswered items a lease may hold (queued in its environment or running): WINDOW_START (one
+#: running, one next), doubling on each of its answers toward as many as take WINDOW_BUDGET_MS
+#: at the mean duration of the map's items so far, up to WINDOW.  Quick items flow in batches;
+#: when some items are slow (the mean of a mix is its slow items'), an environment holds few
+#: behind one (items queued in an environment cannot move to an idle one: a static share of a
+#: mixed tail made a map of 10% slow items twice as long)
 WINDOW_START = 2
+WINDOW = 128
+WINDOW_BUDGET_MS = 5.0
+#: a lease whose oldest unanswered item went out this long (seconds) past when the items ahead
+#: of it should have ended is busy with a slow one: it gets no more until that ends (the items
+#: it would hold run in other environments)
+BUSY_S = 0.002
 #: an item sent this long ago (seconds) is followed through the server as well (``watch``):
 #: its lines stream live, as on the server's path
 WATCH_AFTER_S = 0.5
-WINDOW = 128
-QUICK_MS = 2.0
+#: items per frame
 BATCH = 64
 
 
@@ -69,6 +77,8 @@ class LeasedMap:
         os.set_blocking(self.wake_r, False)
         self.input_done = False
         self.starting = 0               # environments the server is starting for this map
+        self.item_ms: float | None = None  # the items' mean duration so far (ms), see WINDOW
+        self._ms_total, self._ms_count = 0.0, 0
         self.thread = None
 
     # ---- the caller's side -------------------------------------------------------------------
@@ -83,7 +93,7 @@ class LeasedMap:
         ok = False
         # the leases of the last map of this version first (DirectPool.keep_leases)
         for lease in self.pool.kept_leases((self.function, self.version), self.want):
-            self.leases.append([lease, 0, WINDOW_START])
+            self.leases.append([lease, 0, WINDOW_START, collections.deque()])
         try:
             ch = self.channel
             ch.channel.buffered = False  # descriptors follow a ``leases`` frame, now and later
@@ -217,11 +227,16 @@ class LeasedMap:
 
     def _send_some(self) -> None:
         # the least loaded first; one that is busy with slow items waits for those still starting
+        now = time.monotonic()
         for entry in sorted(self.leases, key=lambda e: e[1]):
-            lease, unanswered, window = entry
+            lease, unanswered, window, order = entry
             room = window - unanswered
             if room <= 0 or (unanswered and self.starting and window <= WINDOW_START):
                 continue
+            while order and order[0] not in self.sent:
+                order.popleft()  # answered (or asked of the server): the oldest still out next
+            if order and now - self.sent_at.get(order[0], now) > BUSY_S + unanswered * (self.item_ms or 0) / 1000:
+                continue  # a slow item holds it: what waits for it here could run elsewhere
             with self.lock:
                 if not self.queue:
                     return
@@ -238,7 +253,8 @@ class LeasedMap:
                 items.append(item)
                 bodies.append(payload.data)
                 self.sent[rid] = (fut, payload, entry)
-                self.sent_at[rid] = time.monotonic()
+                self.sent_at[rid] = now
+                entry[3].append(rid)
             try:
                 lease.channel.send("invoke", b"".join(bodies), encoding="pickle", items=items)
             except OSError:
@@ -281,9 +297,9 @@ class LeasedMap:
             header, body = frame
             kind = header["k"]
             if kind == "done":
-                offset, quick = 0, True
+                offset = 0
                 for item in header["items"]:
-                    quick = quick and (item.get("report") or {}).get("duration_ms", QUICK_MS) < QUICK_MS
+                    self._timed((item.get("report") or {}).get("duration_ms"))
                     n = item["nbytes"]
                     rid = item["request_id"]
                     sent = self.sent.pop(rid, None)
@@ -302,7 +318,12 @@ class LeasedMap:
                         chunk = memoryview(body)[offset:offset + n]
                         fut._done(item, chunk if item.get("buffers") else bytes(chunk))
                     offset += n
-                entry[2] = min(WINDOW, entry[2] * 2) if quick else WINDOW_START
+                # this lease's window doubles toward the target on its own answers; a smaller
+                # target (a slow item anywhere) shrinks every lease's at once
+                target = self._window()
+                entry[2] = min(entry[2] * 2, target)
+                for each in self.leases:
+                    each[2] = min(each[2], target)
             elif kind == "not_started":
                 back = []
                 for rid in header.get("request_ids") or ():
@@ -316,6 +337,18 @@ class LeasedMap:
                 self._fall_back(back)
             elif kind == "ended":
                 self._ask(header.get("request_ids") or (), entry)
+
+    def _timed(self, duration_ms) -> None:
+        if isinstance(duration_ms, (int, float)) and duration_ms >= 0:
+            self._ms_total += duration_ms
+            self._ms_count += 1
+            self.item_ms = self._ms_total / self._ms_count
+
+    def _window(self) -> int:
+        """Unanswered items per lease: WINDOW_BUDGET_MS of work at the items' recent duration."""
+        if self.item_ms is None:
+            return WINDOW_START
+        return max(WINDOW_START, min(WINDOW, int(WINDOW_BUDGET_MS / max(self.item_ms, 0.001))))
 
     def _lease_broke(self, entry) -> None:
         """The environment died or let go: what it had is asked of the server."""
@@ -391,7 +424,7 @@ class LeasedMap:
             self.starting = max(0, self.starting - max(1, len(items)))
         self.starting += int(header.get("starting") or 0)
         for lease in take_leases(self.channel, header):
-            self.leases.append([lease, 0, WINDOW_START])
+            self.leases.append([lease, 0, self._window(), collections.deque()])
 
     def _fall_back(self, sent) -> None:
         """Items never started through a lease: the server's way, the same futures (those

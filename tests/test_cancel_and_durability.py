@@ -101,6 +101,29 @@ def test_ctrl_c_during_map_drops_queued_and_kills_running(conn, leases):
         assert sum("before it started" in e for e in errors) == 4
 
 
+def test_an_interrupt_raised_from_another_thread_stops_a_map(conn, tmp_path):
+    # _thread.interrupt_main (a kernel's subshell, a watchdog thread) sets a flag the main
+    # thread sees only between bytecodes: a map must not wait in one call that never returns
+    import _thread
+    marker = tmp_path / "started"
+
+    @faas.function(timeout=60, name="interrupted_map")
+    def slow(x, marker=str(marker)):
+        open(marker, "w").close()
+        time.sleep(30)
+        return x
+
+    def interrupt_when_started():
+        wait_for(marker.exists, what="an item running")
+        _thread.interrupt_main()
+    threading.Thread(target=interrupt_when_started, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        slow.map(range(4), concurrency=2)
+    wait_for(lambda: all(r["status"] == "cancelled" for r in conn.request(
+        "GET", "/faas/api/invocations", params={"function": "interrupted_map"})["invocations"]),
+        what="what ran cancelled")
+
+
 def test_future_cancel_kills_running_invocation(conn, tmp_path):
     marker = tmp_path / "pid"
 

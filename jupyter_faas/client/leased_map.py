@@ -297,6 +297,10 @@ class LeasedMap:
                             self.watched.discard(rid)
                             if fut.logs and lines and lines[0][1] == "platform":
                                 lines = lines[1:]  # its START came live from the server
+                        elif item.get("init_logs"):
+                            # the first item of its environment: its cold start's INIT lines
+                            # (a watched one had them live from the server, with its START)
+                            lines = item["init_logs"] + lines
                         if lines or item.get("skipped"):
                             fut._log_lines(lines, item.get("skipped", 0))
                         chunk = memoryview(body)[offset:offset + n]

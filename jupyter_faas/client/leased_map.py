@@ -386,6 +386,16 @@ class LeasedMap:
                         self.sent_at[rid] = time.monotonic()
         elif kind == "lease_failed":
             self.starting = max(0, self.starting - int(header.get("count") or 1))
+            token = header.get("init_failure")
+            if isinstance(token, str):
+                # Its INIT failed: the item that would have run there next fails with that error,
+                # through the server, which records it as it records the item that waited for a
+                # failed cold start on its own path.  None left to run: the server logged it.
+                with self.lock:
+                    item = self.queue.popleft() if self.queue else None
+                if item is not None:
+                    self.conn.submit_many([item], self.function, queue=True, logs=self.logs,
+                                          version=self.version, group=self.group, init_failure=token)
 
     def _read_leases(self, frame) -> None:
         """A ``leases`` answer (and its descriptors): more environments for this map."""

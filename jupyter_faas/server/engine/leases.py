@@ -39,7 +39,7 @@ from kernel_workers import buffers, journal, reports
 
 from ..model import FAILED, LATEST, RUNNING, SUCCEEDED
 from .invocation import Invocation
-from .outcomes import init_lines
+from .outcomes import failure as outcome_failure, init_lines
 from .platform_lines import platform_lines, row_report
 from .monitoring import input_summary
 
@@ -55,6 +55,9 @@ DEADLINE_GRACE_S = 0.2
 MAX_LEASES = 64
 #: a cancel of a request id no journal shows yet is applied if it starts within this many seconds
 CANCEL_PENDING_S = 5.0
+#: an INIT that failed in an environment started for a map's lease waits this long for the
+#: map's item that would have run there (``claim_init_failure``)
+INIT_FAILURE_HOLD_S = 60.0
 
 
 class Lease:
@@ -76,6 +79,9 @@ class Leasing:
         self.leases: dict[str, Lease] = {}
         self._lease_tick = None
         self._lease_cancels: dict[str, float] = {}  # request id -> when the cancel came
+        #: token -> (function, environment, Outcome, Init Duration) of an INIT that failed in an
+        #: environment started for a map's lease, until an item of the map claims it
+        self._init_failures: dict[str, tuple] = {}
 
     # ---- granting --------------------------------------------------------------------------
 
@@ -84,7 +90,8 @@ class Leasing:
         starting)`` (the caller sends ``handle.client_sock`` with ``info``).  None granted when no
         environment of it is idle, a slot does not fit, invocations are waiting, or the server is
         stopping.  ``on_started(granted)``: start environments for the rest too (a map), each
-        leased the moment it is ready and passed to it (``[]`` when one could not start);
+        leased the moment it is ready and passed to it (``[]`` when one could not start, with
+        ``init_failure=token`` when its INIT failed: see :meth:`claim_init_failure`);
         ``starting`` says how many.
 
         ``info``: {lease_id, environment_id, function, version, lambda_version, memory_mb,
@@ -139,10 +146,12 @@ class Leasing:
 
     async def _start_for_lease(self, function: dict, env, on_started) -> None:
         """A cold start for a map's lease; leased the moment it is ready (or the slot given back)."""
-        granted = None
+        granted = token = None
         try:
             failure = await self.backend.start_environment(env, self.environment_code)
-            if failure is None:
+            if failure is not None and not self._killing_runs:
+                token = self._hold_init_failure(function, env, failure)
+            elif failure is None:
                 if self.closing:
                     self.backend.unreserve(env)
                 else:
@@ -156,7 +165,47 @@ class Leasing:
             self._admit()
         else:
             self._lease_tick_soon()
-        on_started([] if granted is None else [granted])
+        if token is not None:
+            on_started([], init_failure=token)
+        else:
+            on_started([] if granted is None else [granted])
+
+    def _hold_init_failure(self, function: dict, env, failure) -> str:
+        """An INIT failed in an environment started for a map's lease, where no item waited.
+
+        On the server's path the item that waited for that cold start fails with the INIT error;
+        here the map's item that would have run there next does: the client sends it the
+        server's way with the token returned (``lease_failed``), and :meth:`claim_init_failure`
+        ends it with this failure (INIT_START, INIT's output, the error, the Init Duration).  The
+        server's log has it too, as Lambda's log stream has an INIT that failed outside any
+        invocation (an ``INIT_REPORT ... Status: error``): the record when the map had no item
+        left to run there (or the client went away)."""
+        token = "init-" + secrets.token_hex(8)
+        self._init_failures[token] = (function, env, failure, env.init_ms)
+        self.clock.call_later(INIT_FAILURE_HOLD_S, self._init_failures.pop, token, None)
+        error = outcome_failure(failure, function, "-", []).error or {}
+        printed = "".join(f"\n  {stream}: {line}" for _, stream, line in getattr(failure, "init_output", ()) or ())
+        log.warning("INIT_REPORT Init Duration: %.2f ms Phase: init Status: error Error Type: %s (%s "
+                    "version %s, environment %s started for a leased map): %s%s",
+                    env.init_ms or 0.0, error.get("errorType"), function["name"], function["version"],
+                    env.id, error.get("errorMessage"), printed)
+        return token
+
+    def claim_init_failure(self, inv: Invocation, token: str) -> bool:
+        """End ``inv`` (accepted, queued, not started) with the INIT failure ``token`` names, as
+        the server's path ends the invocation that waited for a cold start whose INIT failed;
+        False when there is none (unknown, already claimed, expired, another version)."""
+        held = self._init_failures.get(token)
+        if held is None or (held[0]["name"], held[0]["version"]) != (inv.function["name"], inv.function["version"]):
+            return False
+        del self._init_failures[token]
+        _, env, failure, init_ms = held
+        self.active[inv.request_id] = inv
+        self.feed.invocation(inv)
+        self._take_slot(inv)
+        inv.env = env
+        self._end_failure(inv, failure, init_ms)
+        return True
 
     # ---- folding ---------------------------------------------------------------------------
 

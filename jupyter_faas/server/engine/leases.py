@@ -39,7 +39,8 @@ from kernel_workers import buffers, journal, reports
 
 from ..model import FAILED, LATEST, RUNNING, SUCCEEDED
 from .invocation import Invocation
-from .outcomes import failure as outcome_failure, init_lines
+from .lease_init import LeaseInitFailures
+from .outcomes import init_lines
 from .platform_lines import platform_lines, row_report
 from .monitoring import input_summary
 
@@ -55,9 +56,6 @@ DEADLINE_GRACE_S = 0.2
 MAX_LEASES = 64
 #: a cancel of a request id no journal shows yet is applied if it starts within this many seconds
 CANCEL_PENDING_S = 5.0
-#: an INIT that failed in an environment started for a map's lease waits this long for the
-#: map's item that would have run there (``claim_init_failure``)
-INIT_FAILURE_HOLD_S = 60.0
 
 
 class Lease:
@@ -72,7 +70,7 @@ class Lease:
         self.revoked = False
 
 
-class Leasing:
+class Leasing(LeaseInitFailures):
     """Mixed into :class:`~.service.Service`."""
 
     def _init_leases(self) -> None:
@@ -169,43 +167,6 @@ class Leasing:
             on_started([], init_failure=token)
         else:
             on_started([] if granted is None else [granted])
-
-    def _hold_init_failure(self, function: dict, env, failure) -> str:
-        """An INIT failed in an environment started for a map's lease, where no item waited.
-
-        On the server's path the item that waited for that cold start fails with the INIT error;
-        here the map's item that would have run there next does: the client sends it the
-        server's way with the token returned (``lease_failed``), and :meth:`claim_init_failure`
-        ends it with this failure (INIT_START, INIT's output, the error, the Init Duration).  The
-        server's log has it too, as Lambda's log stream has an INIT that failed outside any
-        invocation (an ``INIT_REPORT ... Status: error``): the record when the map had no item
-        left to run there (or the client went away)."""
-        token = "init-" + secrets.token_hex(8)
-        self._init_failures[token] = (function, env, failure, env.init_ms)
-        self.clock.call_later(INIT_FAILURE_HOLD_S, self._init_failures.pop, token, None)
-        error = outcome_failure(failure, function, "-", []).error or {}
-        printed = "".join(f"\n  {stream}: {line}" for _, stream, line in getattr(failure, "init_output", ()) or ())
-        log.warning("INIT_REPORT Init Duration: %.2f ms Phase: init Status: error Error Type: %s (%s "
-                    "version %s, environment %s started for a leased map): %s%s",
-                    env.init_ms or 0.0, error.get("errorType"), function["name"], function["version"],
-                    env.id, error.get("errorMessage"), printed)
-        return token
-
-    def claim_init_failure(self, inv: Invocation, token: str) -> bool:
-        """End ``inv`` (accepted, queued, not started) with the INIT failure ``token`` names, as
-        the server's path ends the invocation that waited for a cold start whose INIT failed;
-        False when there is none (unknown, already claimed, expired, another version)."""
-        held = self._init_failures.get(token)
-        if held is None or (held[0]["name"], held[0]["version"]) != (inv.function["name"], inv.function["version"]):
-            return False
-        del self._init_failures[token]
-        _, env, failure, init_ms = held
-        self.active[inv.request_id] = inv
-        self.feed.invocation(inv)
-        self._take_slot(inv)
-        inv.env = env
-        self._end_failure(inv, failure, init_ms)
-        return True
 
     # ---- folding ---------------------------------------------------------------------------
 

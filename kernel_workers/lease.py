@@ -15,7 +15,8 @@ way (the server folds the journal into its store, off the call's path).
    ``result_file`` as when the server sends the invocations)
   environment -> client  ``done`` {items: [...]}, body: the results, concatenated; each item is
                          the invocation session's done item (request_id, status, error,
-                         report, function, version, nbytes, buffers?, logs, skipped?)
+                         report, function, version, nbytes, buffers?, logs, skipped?,
+                         init_logs?: the INIT lines of the invocation carrying the cold start)
                          ``ended`` {request_ids}: ended in a way only the server may judge
                          (timed out, over its memory, MemoryError): ask it (``watch``)
                          ``not_started`` {request_ids}: never started (cancelled before, or
@@ -26,7 +27,11 @@ each, durable against this process's death and the server's as SQLite's WAL at
 synchronous=NORMAL is):
 
   ``start`` {request_id, t, summary, encoding, function, version, lambda_version, memory_mb,
-            buffers?}   written before the handler runs: the invocation is accepted
+            buffers?, init?}   written before the handler runs: the invocation is accepted.
+            ``init`` {ms, lines}: the first invocation run here carries the cold start no
+            invocation reported yet (the lease frame's ``init``: an environment started for the
+            lease, or leased before its first call): its Init Duration (in its REPORT, billed
+            with it) and INIT lines (INIT_START, what INIT printed), as on the server's path
   ``end``   {t, clean, ...}  body: the result, or the pickled exception; written before the
             client is told.  ``clean``: ``done``, the done item the client got (request_id,
             status, error, report, logs, nbytes); else the raw figures for the server to judge
@@ -142,6 +147,11 @@ class Lease:
         self.timeout_ms = header["timeout_s"] * 1000
         self.pricing = (header["per_gb_second"], header["per_request"])
         self.init_type = header.get("init_type", "on-demand")
+        #: this environment's cold start, not reported by any invocation yet: ``{ms, lines}``
+        #: (Init Duration; INIT_START and what INIT printed); the first invocation run here
+        #: carries it, in its start record, its REPORT (billed with it) and its done item
+        self.init = header.get("init") if isinstance(header.get("init"), dict) else None
+        self.init_rid: str | None = None
         self.max_payload = header.get("max_payload_bytes") or float("inf")
         self.max_buffers = header.get("max_buffer_bytes") or float("inf")
         self.cgroup = header.get("cgroup")
@@ -261,6 +271,9 @@ class Lease:
                  "lambda_version": self.lambda_version, "memory_mb": self.memory_mb}
         if described is not None:
             start["buffers"] = described
+        if self.init is not None and self.init_rid is None:
+            start["init"] = self.init  # recorded before it runs, as its start is
+            self.init_rid = rid
         self.started = (rid, t)
         return wire.pack("start", **start)
 
@@ -347,7 +360,9 @@ class Lease:
         return chained
 
     def _done_item(self, rid, kind, fields, peak_mb, lines) -> dict:
-        rep = reports.report(fields["duration_ms"], self.memory_mb, peak_mb, None, *self.pricing)
+        init = self.init if rid == self.init_rid else None
+        rep = reports.report(fields["duration_ms"], self.memory_mb, peak_mb, init and init.get("ms"),
+                             *self.pricing)
         rep["init_type"] = self.init_type
         error = None
         if kind == "result":
@@ -361,6 +376,8 @@ class Lease:
         # has the figures in ``report``.
         done = {"request_id": rid, "status": status, "error": error, "report": rep,
                 "function": self.function, "version": self.version, "logs": lines}
+        if init is not None:
+            done["init_logs"] = init.get("lines") or []  # logged before its own (the client's copy)
         if "buffers" in fields:
             done["buffers"] = fields["buffers"]
         if "imported" in fields:

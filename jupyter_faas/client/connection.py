@@ -380,14 +380,18 @@ class Connection:
                          version=version)
 
     def submit_many(self, items, function: str, *, encoding: str = "pickle", queue: bool = False,
-                    logs: bool = False, version: int | None = None, group: tuple | None = None) -> None:
+                    logs: bool = False, version: int | None = None, group: tuple | None = None,
+                    init_failure: str | None = None) -> None:
         """Send several invocations of one function: ``items`` is ``[(future, payload), ...]``.
 
         A payload is bytes, or a :class:`~.serialization.Payload` whose buffers may be in a file.
+        ``init_failure``: the token of an environment the server started for this client's leased
+        map and whose INIT failed (``lease_failed``): the item fails with that INIT's error, as
+        the one that waited for that environment on the server's path does.
         """
         items = [(fut, p if isinstance(p, Payload) else Payload(p, None, len(p))) for fut, p in items]
         self._check_size(function, [p for _, p in items])
-        key = (function, version, encoding, bool(queue), bool(logs), group)
+        key = (function, version, encoding, bool(queue), bool(logs), group, init_failure)
         batch = [(next(self._cid), fut, key, payload) for fut, payload in items]
         # A sync call on the direct socket waits until this one is accepted, so calls reach the
         # server in the order they were made (``f.spawn(1); f(2)`` runs 1 first).
@@ -439,8 +443,10 @@ class Connection:
         frames, group, size = [], [], 0
 
         def close_group():
-            function, version, encoding, queue, logs, cap = group[0][2]
+            function, version, encoding, queue, logs, cap, init_failure = group[0][2]
             extra = {"group": list(cap)} if cap else {}
+            if init_failure:
+                extra["init_failure"] = init_failure
             frames.append((group, wire.pack_parts(
                 "invoke", b"".join(p.data for _, _, _, p in group), function=function, version=version,
                 encoding=encoding, queue=queue, logs=logs, **extra,

@@ -90,8 +90,10 @@ class Dispatcher:
             n = item["nbytes"]
             fut = self.following.pop(item["request_id"], None)
             if fut is not None:
-                if item.get("logs") or item.get("skipped"):
-                    fut._log_lines(item.get("logs") or [], item.get("skipped", 0))
+                # a leased invocation that reported its environment's cold start: INIT's lines first
+                lines = (item.get("init_logs") or []) + (item.get("logs") or [])
+                if lines or item.get("skipped"):
+                    fut._log_lines(lines, item.get("skipped", 0))
                 chunk = body[offset:offset + n]
                 # An item with buffers is unpickled from views of the frame (no copy).
                 fut._done(item, chunk if item.get("buffers") else bytes(chunk))

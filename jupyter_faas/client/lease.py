@@ -178,6 +178,7 @@ def call(direct, lease: ClientLease, fut, payload, *, encoding: str, logs: bool)
                 accept()
                 if watching:
                     direct.stale.add(rid)  # the server's done for it comes later: not for the next call
+                    mine.pop("init_logs", None)  # the server sent them live, before its START
                 dispatcher.dispatch(header, body)
             elif kind == "ended":
                 accept()

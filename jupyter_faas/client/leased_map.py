@@ -313,6 +313,10 @@ class LeasedMap:
                             self.watched.discard(rid)
                             if fut.logs and lines and lines[0][1] == "platform":
                                 lines = lines[1:]  # its START came live from the server
+                        elif item.get("init_logs"):
+                            # the first item of its environment: its cold start's INIT lines
+                            # (a watched one had them live from the server, with its START)
+                            lines = item["init_logs"] + lines
                         if lines or item.get("skipped"):
                             fut._log_lines(lines, item.get("skipped", 0))
                         chunk = memoryview(body)[offset:offset + n]
@@ -415,6 +419,16 @@ class LeasedMap:
                         self.sent_at[rid] = time.monotonic()
         elif kind == "lease_failed":
             self.starting = max(0, self.starting - int(header.get("count") or 1))
+            token = header.get("init_failure")
+            if isinstance(token, str):
+                # Its INIT failed: the item that would have run there next fails with that error,
+                # through the server, which records it as it records the item that waited for a
+                # failed cold start on its own path.  None left to run: the server logged it.
+                with self.lock:
+                    item = self.queue.popleft() if self.queue else None
+                if item is not None:
+                    self.conn.submit_many([item], self.function, queue=True, logs=self.logs,
+                                          version=self.version, group=self.group, init_failure=token)
 
     def _read_leases(self, frame) -> None:
         """A ``leases`` answer (and its descriptors): more environments for this map."""

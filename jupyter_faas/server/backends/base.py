@@ -124,9 +124,15 @@ class Backend(abc.ABC):
         may start environments to lease)."""
         return False
 
-    def lease(self, function: dict, lease_id: str, fields: dict):
+    def lease(self, function: dict, lease_id: str, fields: dict, env=None):
         """Lease an idle environment of ``function`` to a client (see backends/local/leases.py);
-        None: none now, or this backend does not lease (its invocations always cross the server)."""
+        None: none now, or this backend does not lease (its invocations always cross the server).
+        ``env``: lease this one, just started (reserved) for the lease; None: it is warm again.
+        An environment whose cold start no invocation reported yet (``fresh``) hands it to the
+        lease's first invocation (``INIT_START`` from ``fields["init_start"]``, INIT's lines, the
+        Init Duration in that invocation's ``start`` record: see kernel_workers/lease.py)."""
+        if env is not None:
+            self.unreserve(env)
         return None
 
     def end_lease(self, lease) -> None:

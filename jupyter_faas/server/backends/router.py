@@ -135,9 +135,10 @@ class Router(Backend):
     def can_lease(self, function) -> bool:
         return self.backend_for(function).can_lease(function)
 
-    def lease(self, function, lease_id, fields):
+    def lease(self, function, lease_id, fields, env=None):
         backend = self.backend_for(function)
-        lease = backend.lease(function, lease_id, fields)
+        lease = backend.lease(function, lease_id, fields) if env is None else \
+            backend.lease(function, lease_id, fields, env=env)
         if lease is not None:
             self._owner[lease] = backend
             self._own(lease.env, backend)  # a promoted invocation's env: cancel() finds its backend

@@ -39,7 +39,9 @@ from kernel_workers import buffers, journal, reports
 
 from ..model import FAILED, LATEST, RUNNING, SUCCEEDED
 from .invocation import Invocation
-from .platform_lines import row_report
+from .lease_init import LeaseInitFailures
+from .outcomes import init_lines
+from .platform_lines import platform_lines, row_report
 from .monitoring import input_summary
 
 log = logging.getLogger("jupyter_faas.server")
@@ -68,13 +70,16 @@ class Lease:
         self.revoked = False
 
 
-class Leasing:
+class Leasing(LeaseInitFailures):
     """Mixed into :class:`~.service.Service`."""
 
     def _init_leases(self) -> None:
         self.leases: dict[str, Lease] = {}
         self._lease_tick = None
         self._lease_cancels: dict[str, float] = {}  # request id -> when the cancel came
+        #: token -> (function, environment, Outcome, Init Duration) of an INIT that failed in an
+        #: environment started for a map's lease, until an item of the map claims it
+        self._init_failures: dict[str, tuple] = {}
 
     # ---- granting --------------------------------------------------------------------------
 
@@ -83,7 +88,8 @@ class Leasing:
         starting)`` (the caller sends ``handle.client_sock`` with ``info``).  None granted when no
         environment of it is idle, a slot does not fit, invocations are waiting, or the server is
         stopping.  ``on_started(granted)``: start environments for the rest too (a map), each
-        leased the moment it is ready and passed to it (``[]`` when one could not start);
+        leased the moment it is ready and passed to it (``[]`` when one could not start, with
+        ``init_failure=token`` when its INIT failed: see :meth:`claim_init_failure`);
         ``starting`` says how many.
 
         ``info``: {lease_id, environment_id, function, version, lambda_version, memory_mb,
@@ -110,7 +116,9 @@ class Leasing:
             self._lease_tick_soon()
         return out, starting
 
-    def _lease_one(self, function: dict, slot_taken: bool):
+    def _lease_one(self, function: dict, slot_taken: bool, env=None):
+        """Lease an idle environment of ``function`` (``env``: this one, just started for the
+        lease and reserved; given back to the pool when it cannot be leased)."""
         lease_id = "lease-" + secrets.token_hex(8)
         info = {"lease_id": lease_id, "function": function["name"], "version": function["version"],
                 "lambda_version": function.get("lambda_version", LATEST),
@@ -120,7 +128,10 @@ class Leasing:
             # over these the environment does not answer alone: an argument goes the server's way
             # (which refuses it), a result is judged here (Function.ResponseSizeTooLarge)
             max_payload_bytes=self.sizes.max_payload_bytes,
-            max_buffer_bytes=self.sizes.buffer_limit(function)[0]))
+            max_buffer_bytes=self.sizes.buffer_limit(function)[0],
+            # an environment whose cold start no invocation reported yet: its first leased
+            # invocation logs this, then INIT's output (kernel_workers/lease.py, "init")
+            init_start=init_lines(function, 0.0, [])[0][1]), **({} if env is None else {"env": env}))
         if handle is None:
             return None
         if not slot_taken:
@@ -133,13 +144,17 @@ class Leasing:
 
     async def _start_for_lease(self, function: dict, env, on_started) -> None:
         """A cold start for a map's lease; leased the moment it is ready (or the slot given back)."""
-        granted = None
+        granted = token = None
         try:
             failure = await self.backend.start_environment(env, self.environment_code)
-            if failure is None:
-                self.backend.unreserve(env)  # idle: the lease below takes it (or one like it)
-                if not self.closing:
-                    granted = self._lease_one(function, slot_taken=True)
+            if failure is not None and not self._killing_runs:
+                token = self._hold_init_failure(function, env, failure)
+            elif failure is None:
+                if self.closing:
+                    self.backend.unreserve(env)
+                else:
+                    # this one (its first invocation reports its cold start), or idle again
+                    granted = self._lease_one(function, slot_taken=True, env=env)
         except Exception:  # noqa: BLE001 - the map goes on with the leases it has
             log.exception("could not start an environment for a lease of %s", function["name"])
             self.backend.discard(env)
@@ -148,7 +163,10 @@ class Leasing:
             self._admit()
         else:
             self._lease_tick_soon()
-        on_started([] if granted is None else [granted])
+        if token is not None:
+            on_started([], init_failure=token)
+        else:
+            on_started([] if granted is None else [granted])
 
     # ---- folding ---------------------------------------------------------------------------
 
@@ -243,20 +261,33 @@ class Leasing:
         rep = end.get("report") if isinstance(end.get("report"), dict) else {}
         error = end.get("error") if isinstance(end.get("error"), dict) else None
         status = SUCCEEDED if end.get("status") == SUCCEEDED and error is None else FAILED
+        init_ms, init_logs = _init_of(start)
+        billed = int(_num(rep.get("billed_duration_ms")))
+        if init_ms is not None:  # billed with its INIT, as the server's path bills a cold start
+            billed = self._report(_num(rep.get("duration_ms")), function["memory"], 0,
+                                  init_ms)["billed_duration_ms"]
         row = {"request_id": end["request_id"], "function": function["name"], "version": function["version"],
                "invocation_type": "RequestResponse", "encoding": _text(start.get("encoding"), "pickle"),
                "status": status, "error": error, "error_type": error and error.get("errorType"),
                "created_at": _num(start.get("t")), "started_at": _num(start.get("t")),
                "ended_at": _num(end.get("t")), "duration_ms": _num(rep.get("duration_ms")),
-               "billed_duration_ms": int(_num(rep.get("billed_duration_ms"))),
+               "billed_duration_ms": billed,
                "memory_size_mb": function["memory"], "max_memory_used_mb": int(_num(rep.get("max_memory_used_mb"))),
-               "init_duration_ms": None, "environment_id": lease.handle.env.id,
+               "init_duration_ms": None if init_ms is None else round(init_ms, 2),
+               "environment_id": lease.handle.env.id,
                "input_summary": _summary(start),
                "lambda_version": function.get("lambda_version", LATEST),
                "init_type": _text(rep.get("init_type"), None), "result_buffers": end.get("buffers"),
                "implicit_lines": 1}  # its START, END and REPORT: made from the row (platform_lines)
-        logs = [(_num(e[0]), _text(e[1], "stdout"), _text(e[2], "")) for e in end.get("logs") or ()
-                if isinstance(e, list) and len(e) == 3 and e[1] != "platform"]
+        logs = _handler_lines(end)
+        if init_ms is not None:
+            # Its cold start's lines first (INIT_START, INIT's output), then START: a START made
+            # when read would come before every stored line, so this one invocation per
+            # environment stores its platform lines, made from its row as the others' are.
+            start_line, tail = platform_lines(row)
+            row["implicit_lines"] = 0
+            logs = (init_logs + [(row["started_at"], "platform", start_line)] + logs
+                    + [(row["ended_at"], "platform", line) for line in tail])
         described = start.get("buffers")
         arg_file = described.get("file") if isinstance(described, dict) else None
         return row, bytes(body) if body else None, logs, arg_file
@@ -283,6 +314,8 @@ class Leasing:
             "lambda_version": function.get("lambda_version", LATEST)}, b"")
         self.active[rid] = inv
         self.feed.invocation(inv, started_at=started_at, environment_id=env.id)
+        for ts, stream, line in _init_of(start)[1]:  # its environment's cold start, before START
+            self._log(inv, stream, line)
         self._log(inv, "platform", reports.start_line(rid, function.get("lambda_version", LATEST)))
         lease.handle.on_line = lambda stream, line: self._log(inv, stream, line)
         wait = started_at + function["timeout"] + DEADLINE_GRACE_S - time.time()
@@ -302,8 +335,8 @@ class Leasing:
         lease.handle.on_line = None
         function = inv.function
         if end.get("clean"):
-            row, result, logs, arg_file = self._ended_row(lease, start, end, body)
-            for _, stream, line in logs:  # its handler's lines (START was logged when promoted)
+            row, result, _, arg_file = self._ended_row(lease, start, end, body)
+            for _, stream, line in _handler_lines(end):  # START (and INIT's) logged when promoted
                 self._log(inv, stream, line)
             rep = end.get("report") if isinstance(end.get("report"), dict) else {}
             if row["error"] is not None:
@@ -336,7 +369,8 @@ class Leasing:
                 "errorMessage": "the environment could not answer this result; it was dropped"}
             if described is not None and self.files is not None:
                 self.files.discard({"file": described.get("file")})
-            self._end(inv, FAILED, error, None, self._report(duration, function["memory"], round(peak), None))
+            self._end(inv, FAILED, error, None, self._report(duration, function["memory"], round(peak),
+                                                             _init_of(start)[0]))
             return
         if end.get("outcome") == "error" and end.get("errorType") == "Runtime.OutOfMemory":
             kind = "error"
@@ -347,7 +381,7 @@ class Leasing:
         # what a backend's Outcome carries (backends/base.py), for outcomes.failure
         outcome = SimpleNamespace(kind=kind, header=end, body=bytes(body or b""), duration_ms=duration,
                                   max_memory_mb=peak, returncode=None, phase="invoke", init_ms=None)
-        self._end_failure(inv, outcome, None)
+        self._end_failure(inv, outcome, _init_of(start)[0])
 
     # ---- the end of a lease ----------------------------------------------------------------
 
@@ -369,7 +403,8 @@ class Leasing:
                                          f"lease back without recording how this invocation ended "
                                          f"(the runtime failed); it may have run partly. Invoke it again."}
                 self._end(inv, FAILED, error, None, self._report(
-                    (time.time() - _num(start.get("t"), time.time())) * 1000, lease.function["memory"], 0, None))
+                    (time.time() - _num(start.get("t"), time.time())) * 1000, lease.function["memory"], 0,
+                    _init_of(start)[0]))
             lease.starts.clear()
         self._lease_done(lease)
 
@@ -388,9 +423,10 @@ class Leasing:
                                              f"invocation ended could not be read. Do not write to "
                                              f"file descriptors the handler did not open."}
                     self._end(inv, FAILED, error, None, self._report(
-                        outcome.duration_ms, lease.function["memory"], round(outcome.max_memory_mb), None))
+                        outcome.duration_ms, lease.function["memory"], round(outcome.max_memory_mb),
+                        _init_of(start)[0]))
                     continue
-                self._end_failure(inv, outcome, None)
+                self._end_failure(inv, outcome, _init_of(start)[0])
         else:
             for rid, start in list(lease.starts.items()):
                 self._promote(lease, rid, start)
@@ -506,6 +542,23 @@ def _summary(start: dict) -> str:
     if start.get("encoding") == "json":
         return _text(start.get("summary"), "")[:200]
     return input_summary(b"", "pickle", buffer_bytes=int(_num(start.get("nbytes"))))
+
+
+def _handler_lines(end: dict) -> list:
+    """A clean end's handler lines, as stored: ``(ts, stream, line)``."""
+    return [(_num(e[0]), _text(e[1], "stdout"), _text(e[2], "")) for e in end.get("logs") or ()
+            if isinstance(e, list) and len(e) == 3 and e[1] != "platform"]
+
+
+def _init_of(start: dict) -> tuple:
+    """``(Init Duration, INIT lines)`` of the cold start a start record carries (the first
+    invocation its environment ran: kernel_workers/lease.py), else ``(None, [])``."""
+    init = start.get("init")
+    if not isinstance(init, dict) or isinstance(init.get("ms"), bool) or not isinstance(init.get("ms"), (int, float)):
+        return None, []
+    lines = [(_num(e[0]), _text(e[1], "stdout"), _text(e[2], "")) for e in init.get("lines") or ()
+             if isinstance(e, list) and len(e) == 3]
+    return float(init["ms"]), lines
 
 
 def _flat(header: dict) -> dict:

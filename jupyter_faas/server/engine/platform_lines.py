@@ -22,20 +22,26 @@ from ...vocabulary import FAILED
 def made_lines(row: dict) -> tuple[list[dict], list[dict]]:
     """(the lines before the stored ones, the lines after), as ``{id, ts, stream, line}``, for a
     row of :meth:`~..store.logs.LogsTable.implicit_lines_of`."""
-    rid = row["request_id"]
     first, last = row.get("first_line"), row.get("last_line")
     start_id = 1 if first is None else first - 1
-    head = [{"id": start_id, "ts": row["started_at"], "stream": "platform",
-             "line": reports.start_line(rid, row.get("lambda_version") or "$LATEST")}]
-    ended, tail = row["ended_at"], []
+    start_line, tail = platform_lines(row)
+    head = [{"id": start_id, "ts": row["started_at"], "stream": "platform", "line": start_line}]
+    ended = row["ended_at"]
+    next_id = start_id + 1 if last is None else last + 1
+    return head, [{"id": next_id + i, "ts": ended, "stream": "platform", "line": line}
+                  for i, line in enumerate(tail)]
+
+
+def platform_lines(row: dict) -> tuple[str, list[str]]:
+    """(its START line, its [ERROR], END and REPORT lines), from an ended invocation's row."""
+    rid = row["request_id"]
+    tail = []
     error = row.get("error")
     if row["status"] == FAILED and isinstance(error, dict) and error.get("errorType"):
         tail.append(reports.error_line(error))
     tail.append(reports.end_line(rid))
     tail.append(reports.report_line(rid, row_report(row), row["status"], row.get("error_type")))
-    next_id = start_id + 1 if last is None else last + 1
-    return head, [{"id": next_id + i, "ts": ended, "stream": "platform", "line": line}
-                  for i, line in enumerate(tail)]
+    return reports.start_line(rid, row.get("lambda_version") or "$LATEST"), tail
 
 
 def row_report(row: dict) -> dict:

@@ -151,7 +151,8 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
 
     def submit(self, name: str, payload: bytes, *, encoding: str = "pickle", version: int | None = None,
                invocation_type: str = "RequestResponse", queue: bool = False,
-               listener=None, buffers: dict | None = None, group=None, write=None) -> Invocation:
+               listener=None, buffers: dict | None = None, group=None, write=None,
+               init_failure: str | None = None) -> Invocation:
         """Accept an invocation: after this returns it is in the store and will run.
 
         ``buffers``: the descriptor of a file in the buffer directory holding the
@@ -160,10 +161,18 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
         ``concurrency``: the server starts the next item the moment one ends).  ``write(row,
         payload)``: the store write that records it (default ``store.add_invocation``); a queue
         poller passes one that also claims the messages it carries, in the same transaction.
+        ``init_failure``: the token of an INIT that failed in an environment started for the
+        caller's leased map: this item fails with it (:meth:`~.leases.Leasing.claim_init_failure`;
+        an unknown token: it runs as any other).
         """
         write = write or self.store.add_invocation
         inv, row = self._prepare(name, payload, encoding, version, invocation_type, queue, listener,
                                  buffers, group)
+        if init_failure is not None:
+            write(row, payload)
+            if not self.claim_init_failure(inv, init_failure):
+                self._enqueue(inv)
+            return inv
         env = None
         if not self.waiting.get(inv.function["name"]) and self.slots.fits(inv.function, inv.group):
             env = self.backend.take_idle(inv.function)
@@ -192,6 +201,7 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
         in the store when this returns, so the caller may tell its client at once.
         """
         out, accepted = [], []
+        init_failures = {}  # request id -> token (see submit)
         for call in calls:
             try:
                 inv, row = self._prepare(call["name"], call["payload"], call.get("encoding", "pickle"),
@@ -203,6 +213,8 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
                 continue
             out.append(inv)
             accepted.append((inv, row, call["payload"]))
+            if call.get("init_failure") is not None:
+                init_failures[inv.request_id] = call["init_failure"]
         if not accepted:
             return out
         # Like submit()'s fast path, per item: one that finds a free slot and an idle
@@ -212,6 +224,9 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
         for inv, row, payload in accepted:
             function = inv.function
             env = None
+            if inv.request_id in init_failures:
+                rows.append((row, payload))
+                continue
             if (function["name"] not in behind and not self.waiting.get(function["name"])
                     and self.slots.fits(function, inv.group)):
                 env = self.backend.take_idle(function)
@@ -239,7 +254,9 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
             loop.call_soon(self._dispatch, inv, env, started_at)
         for inv, _, _ in accepted:
             if inv.status == QUEUED:
-                self._enqueue(inv, admit=False)
+                token = init_failures.get(inv.request_id)
+                if token is None or not self.claim_init_failure(inv, token):
+                    self._enqueue(inv, admit=False)
         self._admit()  # once for the batch, not once per item
         return out
 

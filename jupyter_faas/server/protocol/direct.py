@@ -12,6 +12,10 @@ The frames and their meaning are exactly the websocket's
                     server's buffer-directory nonce when the client maps buffer files
   server -> client  ``hello_ack {instance}``  (or ``rejected`` and the socket closes)
   client -> server  ``lease {function, version, want}``  lease up to ``want`` warm environments
+  server -> client  ``lease_failed {count, init_failure?}``: an environment started for the map
+                    could not be leased; ``init_failure``, a token: its INIT failed, and the
+                    map's next item is sent the server's way with ``init_failure`` in its
+                    ``invoke`` frame, to fail with that INIT's error (engine/leases.py)
   server -> client  ``leases {items: [info, ...], error?}``, then (when ``items``) a one-byte
                     message carrying one socket per item (``socket.send_fds``): the client's end
                     to each leased environment (engine/leases.py; the frames on it:
@@ -160,12 +164,13 @@ class DirectSession(asyncio.BufferedProtocol, InvocationSession):
             return
         self._pass_leases(granted, starting=starting)
 
-    def _pass_started(self, granted: list) -> None:
-        """An environment started for this client's map is leased (``granted``) or failed (``[]``)."""
+    def _pass_started(self, granted: list, init_failure: str | None = None) -> None:
+        """An environment started for this client's map is leased (``granted``) or failed (``[]``;
+        ``init_failure``: its INIT failed, the token the map's next item claims the failure with)."""
         if granted:
             self._pass_leases(granted, started=True)
         elif not self.closed and not self.transport.is_closing():
-            self.send("lease_failed", count=1)
+            self.send("lease_failed", count=1, **({"init_failure": init_failure} if init_failure else {}))
 
     def _pass_leases(self, granted: list, **fields) -> None:
         if not granted:

@@ -153,7 +153,8 @@ class InvocationSession(abc.ABC):
                           "encoding": header.get("encoding", "pickle"), "version": header.get("version"),
                           "queue": bool(header.get("queue")), "listener": listener,
                           "group": header.get("group"),
-                          "buffers": described[0] if described else None})
+                          "buffers": described[0] if described else None,
+                          **({"init_failure": header["init_failure"]} if header.get("init_failure") else {})})
             offset += n
         # One store transaction for the whole batch; an item rejected on its own (too large)
         # does not take the rest with it.

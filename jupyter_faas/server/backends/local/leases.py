@@ -51,6 +51,11 @@ class EnvironmentLease:
         self.on_spent = None  # () -> None: an invocation with an argument buffers' file ended
         self.death: asyncio.Future | None = None  # resolves to the running one's Outcome
         self.broken: str | None = None   # why the journal could not be read
+        #: the INIT this lease's environment had not reported yet, sent with the lease (its
+        #: first invocation carries it: kernel_workers/lease.py); ``init_lines`` of its output
+        #: lines were the environment's orphan lines, taken once that invocation starts
+        self.carries_init = False
+        self.init_lines = 0
 
     # ---- the journal -----------------------------------------------------------------------
 
@@ -71,6 +76,11 @@ class EnvironmentLease:
         for header, _ in records:
             if header["k"] == "start":
                 self.running = (header.get("request_id"), header)
+                if self.carries_init and header.get("init"):
+                    # its first invocation carries INIT (duration, lines): no other one may
+                    self.carries_init = False
+                    self.env.fresh = False
+                    del self.env.orphan_lines[:self.init_lines]
             elif header["k"] == "end":
                 self.running = None
         self.records.extend(records)
@@ -178,9 +188,31 @@ def _take_pipes_back(env) -> None:
         env._pipe_readable(fd)  # what a background thread printed after the last invocation
 
 
+#: INIT output a lease frame carries at most (the rest is summed up in one line)
+INIT_LINES_BYTES = 1 << 20
+
+
+def init_record(env, init_start: str | None) -> dict | None:
+    """The cold start ``env`` has not reported in an invocation yet (``fresh``): ``{ms, lines}``,
+    its Init Duration and its INIT lines (``INIT_START``, then what INIT printed: its orphan
+    lines), for the lease's first invocation to carry, as the server's path's first one does."""
+    if not env.fresh or env.init_ms is None or not init_start:
+        return None
+    lines, size = [[time.time(), "platform", init_start]], 0
+    for n, (ts, stream, line) in enumerate(env.orphan_lines):
+        size += len(line) + 32
+        if size > INIT_LINES_BYTES:
+            lines.append([ts, "platform", f"[{len(env.orphan_lines) - n} more INIT lines not kept]"])
+            break
+        lines.append([ts, stream, line])
+    return {"ms": env.init_ms, "lines": lines}
+
+
 def grant(env, lease_id: str, directory: str, fields: dict) -> EnvironmentLease | None:
     """Lease the idle environment ``env`` (the pool reserved it); None if its control socket
-    cannot take the frame now (then it is still the pool's, idle)."""
+    cannot take the frame now (then it is still the pool's, idle).  ``fields["init_start"]``:
+    the ``INIT_START`` line of the function, logged first by the invocation that carries a cold
+    start the environment has not reported yet (see :func:`init_record`)."""
     ctl = env.ctl
     if ctl is None or env.writer is None or env.writer.get_write_buffer_size():
         return None
@@ -195,9 +227,12 @@ def grant(env, lease_id: str, directory: str, fields: dict) -> EnvironmentLease 
         except OSError:
             pass
     pipes = [os.dup(fd) for fd in env._pipes]
+    fields = dict(fields)
+    init = init_record(env, fields.pop("init_start", None))
     frame = wire.pack("lease", **dict(fields, lease_id=lease_id, journal=path,
                                       cgroup=env.pool.memory.cgroup_dir(env.id),
-                                      own_only=env.forked_from_template, init_type=env.init_type))
+                                      own_only=env.forked_from_template, init_type=env.init_type,
+                                      init=init))
     try:
         ctl.setblocking(True)
         try:
@@ -217,6 +252,8 @@ def grant(env, lease_id: str, directory: str, fields: dict) -> EnvironmentLease 
         for fd in pipes:
             os.close(fd)
     lease = EnvironmentLease(env, lease_id, path, client)
+    if init is not None:
+        lease.carries_init, lease.init_lines = True, len(env.orphan_lines)
     env.lease = lease
     env.state = "leased"
     return lease

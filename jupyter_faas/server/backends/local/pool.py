@@ -160,12 +160,16 @@ class Pool(Backend):
     def can_lease(self, function: dict) -> bool:
         return self.journal_dir is not None
 
-    def lease(self, function: dict, lease_id: str, fields: dict):
+    def lease(self, function: dict, lease_id: str, fields: dict, env: Environment | None = None):
         """Lease an idle warm environment of ``function`` to a client: a
-        :class:`.leases.EnvironmentLease`, or None when none is idle (or it cannot be leased now)."""
+        :class:`.leases.EnvironmentLease`, or None when none is idle (or it cannot be leased now).
+        ``env``: this one, just started for the lease and still reserved (None: it is idle again)."""
         if self.journal_dir is None:
+            if env is not None:
+                self.unreserve(env)
             return None
-        env = self.take_idle(function)
+        if env is None:
+            env = self.take_idle(function)
         if env is None:
             return None
         lease = None

@@ -17,7 +17,8 @@ path.  What keeps every promise of the server's own path:
 * **Limits and cancel stay the server's.**  An invocation still running at a tick is
   *promoted*: it gets its ``running`` row, a place in ``active`` (so cancel, watch and re-attach
   find it), its deadline (``timeout`` + the grace, from its start), and its output is read
-  live by the server.  A kill (deadline, cancel, the memory watchdog) ends it exactly as one the
+  live by the server (as its pipes fill, as on the server's own path).  A read of the store
+  promotes what runs too (``fold_leases``), so it is seen ``running`` as on the server's path.  A kill (deadline, cancel, the memory watchdog) ends it exactly as one the
   server sent.
 * **Slots.**  A lease holds one slot (concurrency and memory) for its life; its invocations do
   not take their own.  It is revoked after ``LEASE_IDLE_S`` unused, as soon as any invocation
@@ -57,13 +58,14 @@ CANCEL_PENDING_S = 5.0
 
 
 class Lease:
-    __slots__ = ("id", "handle", "function", "starts", "last_used", "revoked")
+    __slots__ = ("id", "handle", "function", "starts", "lines", "last_used", "revoked")
 
     def __init__(self, lease_id: str, handle, function: dict):
         self.id = lease_id
         self.handle = handle        # the backend's (e.g. backends/local/leases.EnvironmentLease)
         self.function = function
         self.starts: dict = {}      # request id -> start record, for those not ended yet
+        self.lines: dict = {}       # request id -> lines records read before its end record
         self.last_used = time.time()
         self.revoked = False
 
@@ -153,9 +155,14 @@ class Leasing:
     # ---- folding ---------------------------------------------------------------------------
 
     def fold_leases(self) -> None:
-        """Fold every lease's new records into the store now (before a read of it)."""
+        """Fold every lease's new records into the store now (before a read of it), and promote
+        what runs: a read sees it ``running``, as one the server sent (nothing in the record
+        tells a leased invocation from another)."""
         for lease in list(self.leases.values()):
             self._fold(lease)
+            handle = lease.handle
+            if not handle.ended and handle.running is not None and handle.running[0] in lease.starts:
+                self._promote(lease, *handle.running)
         if self._pending_finished:
             self._commit()  # a promoted one's end, now rather than at the next turn of the loop
 
@@ -175,8 +182,7 @@ class Leasing:
             if handle.running is not None:
                 rid, start = handle.running
                 if now - _num(start.get("t"), now) >= LEASE_TICK_S:
-                    self._promote(lease, rid, start)
-                    handle.read_output()
+                    self._promote(lease, rid, start)  # its lines are read from now on
             elif not lease.revoked and (queued or self.closing or now - lease.last_used > LEASE_IDLE_S):
                 lease.revoked = True
                 handle.revoke()
@@ -194,12 +200,15 @@ class Leasing:
         ended, later, cancels = [], [], []
         now = time.time()
         starts = dict(lease.starts)
+        lines, used = {}, []  # lines records read now; request ids whose earlier ones were used
         for header, body in records:
             header = _flat(header)
             rid = header.get("request_id")
             if not isinstance(rid, str) or not 0 < len(rid) <= 64:
                 continue
-            if header["k"] == "start":
+            if header["k"] == "lines":
+                lines.setdefault(rid, []).extend(journal.parse_lines(body))
+            elif header["k"] == "start":
                 starts[rid] = header
                 if rid in self._lease_cancels:
                     cancels.append(rid)
@@ -208,6 +217,9 @@ class Leasing:
                 if start is None:
                     log.warning("lease %s: an end of %s with no start; ignored", lease.id, rid)
                     continue
+                if rid in lines or rid in lease.lines:
+                    used.append(rid)
+                    header = _with_lines(header, lease.lines.get(rid, []) + lines.pop(rid, []))
                 inv = self.active.get(rid)
                 if header.get("clean") and inv is None:
                     ended.append(self._ended_row(lease, start, header, body))
@@ -221,6 +233,10 @@ class Leasing:
                 handle.records[:0] = records
                 return
         lease.starts = starts
+        for rid in used:
+            lease.lines.pop(rid, None)
+        for rid, more in lines.items():  # their end is not read yet (or the start never ended)
+            lease.lines.setdefault(rid, []).extend(more)
         lease.last_used = now
         for row, _, _, arg_file in ended:
             if arg_file is not None:
@@ -284,7 +300,7 @@ class Leasing:
         self.active[rid] = inv
         self.feed.invocation(inv, started_at=started_at, environment_id=env.id)
         self._log(inv, "platform", reports.start_line(rid, function.get("lambda_version", LATEST)))
-        lease.handle.on_line = lambda stream, line: self._log(inv, stream, line)
+        lease.handle.follow(rid, lambda stream, line: self._log(inv, stream, line))
         wait = started_at + function["timeout"] + DEADLINE_GRACE_S - time.time()
         inv.deadline = self.clock.call_later(max(0.0, wait), self._lease_deadline, lease, rid)
         return inv
@@ -299,11 +315,11 @@ class Leasing:
         inv = self._promote(lease, rid, start)
         if inv.deadline is not None:
             inv.deadline.cancel()
-        lease.handle.on_line = None
         function = inv.function
         if end.get("clean"):
             row, result, logs, arg_file = self._ended_row(lease, start, end, body)
-            for _, stream, line in logs:  # its handler's lines (START was logged when promoted)
+            # what the environment drained, the line the server had begun joined to its end
+            for _, stream, line in lease.handle.unfollow(logs):  # its handler's lines (START was logged when promoted)
                 self._log(inv, stream, line)
             rep = end.get("report") if isinstance(end.get("report"), dict) else {}
             if row["error"] is not None:
@@ -319,9 +335,10 @@ class Leasing:
                 self.backend.lease_ran(lease.handle, arg_file)
             self._finish(inv, row["status"], fields, result, dict(rep))
             return
-        for entry in end.get("lines") or ():
-            if isinstance(entry, list) and len(entry) == 3:
-                self._log(inv, _text(entry[1], "stdout"), _text(entry[2], ""))
+        drained = [(_num(e[0]), _text(e[1], "stdout"), _text(e[2], "")) for e in end.get("lines") or ()
+                   if isinstance(e, (list, tuple)) and len(e) == 3]
+        for _, stream, line in lease.handle.unfollow(drained):
+            self._log(inv, stream, line)
         duration, peak = _num(end.get("duration_ms")), _num(end.get("peak_mb"))
         if end.get("outcome") == "result" and not end.get("oom") and peak <= function["memory"] \
                 and duration <= function["timeout"] * 1000:
@@ -380,6 +397,10 @@ class Leasing:
                 inv = self._promote(lease, rid, start)
                 if inv.deadline is not None:
                     inv.deadline.cancel()
+                # what it printed before it died, read from its pipes after the death: in its
+                # log, and in the error's last lines, as on the server's path
+                for _, stream, line in getattr(outcome, "output", None) or ():
+                    self._log(inv, stream, line)
                 if lease.handle.broken:
                     error = {"errorType": "Runtime.JournalCorrupt",
                              "errorMessage": f"RequestId: {rid} Error: {lease.handle.broken}: the "
@@ -449,13 +470,17 @@ def fold_leftovers(service, directory: str) -> dict:
             log.error("could not read the journal %s (%s); its invocations are lost", path, exc)
             records = []
         reader.close()
-        starts, rows = {}, []
+        starts, rows, lines = {}, [], {}
         for header, body in records:
             header = _flat(header)
             rid = header.get("request_id")
-            if header["k"] == "start" and isinstance(rid, str):
+            if header["k"] == "lines" and isinstance(rid, str):
+                lines.setdefault(rid, []).extend(journal.parse_lines(body))
+            elif header["k"] == "start" and isinstance(rid, str):
                 starts[rid] = header
             elif header["k"] == "end" and rid in starts:
+                if rid in lines:
+                    header = _with_lines(header, lines.pop(rid))
                 start = starts.pop(rid)
                 function = service.store.get_function(_text(start.get("function"), ""), start.get("version"))
                 if function is None or not header.get("clean"):
@@ -515,6 +540,13 @@ def _flat(header: dict) -> dict:
     if header.get("k") == "end" and isinstance(done, dict):
         return {**done, "k": "end", "t": header.get("t"), "clean": True}
     return header
+
+
+def _with_lines(header: dict, lines: list) -> dict:
+    """An end record with the lines its ``lines`` records held first (kernel_workers.journal):
+    a clean end's ``logs``, another's ``lines``; a copy (records may be folded again)."""
+    key = "logs" if header.get("clean") else "lines"
+    return {**header, key: [list(e) for e in lines] + list(header.get(key) or ())}
 
 
 def _num(value, default: float = 0.0) -> float:

@@ -448,3 +448,136 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _handler_lines(rid) -> list:
+    """The stored lines of ``rid`` its handler printed (its platform lines left out)."""
+    return [line for line in faas.Invocation.from_id(rid).logs
+            if not line.startswith(("START RequestId:", "END RequestId:", "REPORT RequestId:", "[ERROR]"))]
+
+
+def test_a_leased_call_or_map_item_that_prints_megabytes_is_stored_whole_as_it_ended(conn):
+    """More output than a journal record's header takes (1 MB) is stored whole, with the status
+    the client got (it was stored failed Runtime.JournalCorrupt, blaming the handler)."""
+    @faas.function(name="leased_flood", memory=256, timeout=60)
+    def flood(event, context):
+        for i in range(event):
+            print(f"{i:06d} " + "x" * 1000)
+        return context.aws_request_id
+
+    flood(1)
+    flood(1)
+    assert _lease_of(conn, "leased_flood") is not None
+    for n in (600, 2000):  # under a pipe's worth (the environment drains it all), and over
+        inv = flood.invoke(n)
+        assert inv.status == "succeeded" and inv.result == inv.request_id
+        assert faas.Invocation.from_id(inv.request_id).status == "succeeded"
+        assert _handler_lines(inv.request_id) == [f"{i:06d} " + "x" * 1000 for i in range(n)]
+    rids = flood.map([1500, 1, 1500, 1], concurrency=2, show=False)
+    for rid, n in zip(rids, (1500, 1, 1500, 1)):
+        row = conn.request("GET", f"/faas/api/invocations/{rid}")
+        assert row["status"] == "succeeded", row
+        assert len(_handler_lines(rid)) == n
+
+
+def test_a_leased_call_that_prints_fast_is_read_as_it_prints_and_keeps_every_line_whole(conn):
+    """Several pipes' worth of output: once promoted its lines are read as the pipes fill (not a
+    read a tick, which cut lines where a read ended and stalled the handler on a full pipe)."""
+    @faas.function(name="leased_printer", memory=256, timeout=60)
+    def printer(n):
+        for j in range(n):
+            print(f"y {j} " + "." * 1000)
+        print("the last, unterminated", end="")
+        return n
+
+    printer(1)
+    printer(1)
+    assert _lease_of(conn, "leased_printer") is not None
+    inv = printer.invoke(5000)
+    assert inv.status == "succeeded" and inv.result == 5000
+    assert _handler_lines(inv.request_id) == [f"y {j} " + "." * 1000 for j in range(5000)] + \
+        ["the last, unterminated"]
+
+
+def test_a_line_begun_while_the_server_reads_a_leased_call_ends_as_one_line(conn, tmp_path):
+    """The server read "begun" without its newline; the environment drained the rest: one line."""
+    go, told = tmp_path / "go", tmp_path / "rid"
+
+    @faas.function(name="leased_begun", timeout=60)
+    def begun(event, context):
+        import sys as _sys
+        if event:
+            told.write_text(context.aws_request_id)
+            _sys.stdout.write("marker\nbegun")  # one write: the server reads it in one piece
+            _sys.stdout.flush()
+            while not go.exists():
+                time.sleep(0.005)
+            print(" and ended")
+        return event
+
+    begun(0)
+    begun(0)
+    assert _lease_of(conn, "leased_begun") is not None
+    call = threading.Thread(target=begun, args=(1,))
+    call.start()
+    try:
+        rid = wait_for(lambda: told.exists() and told.read_text(), what="the call's start")
+        wait_for(lambda: any(entry["line"] == "marker" for entry in _lines(conn, rid)),
+                 what="the server reading the call's output")
+    finally:
+        go.touch()
+        call.join(30)
+    assert _handler_lines(rid) == ["marker", "begun and ended"]
+
+
+def test_a_running_leased_call_is_seen_running_by_any_read(conn, tmp_path):
+    """Before a tick promotes it: a read folds the journal and promotes what runs."""
+    go, told = tmp_path / "go", tmp_path / "rid"
+
+    @faas.function(name="leased_seen")
+    def seen(event, context):
+        if event:
+            told.write_text(context.aws_request_id)
+            while not go.exists():
+                time.sleep(0.005)
+        return event
+
+    seen(0)
+    seen(0)
+    assert _lease_of(conn, "leased_seen") is not None
+    call = threading.Thread(target=seen, args=(1,))
+    call.start()
+    try:
+        rid = wait_for(lambda: told.exists() and told.read_text(), what="the call's start")
+        assert faas.Invocation.from_id(rid).status == "running"
+        listed = conn.request("GET", "/faas/api/invocations",
+                              params={"function": "leased_seen", "status": "running"})["invocations"]
+        assert [row["request_id"] for row in listed] == [rid]
+    finally:
+        go.touch()
+        call.join(30)
+    assert faas.Invocation.from_id(rid).status == "succeeded"
+
+
+@pytest.mark.parametrize("kind", ["os_exit", "sys_exit", "kill9"])
+def test_lines_printed_right_before_a_leased_environment_dies_are_kept(conn, kind):
+    @faas.function(name="leased_last_words", timeout=10)
+    def last(kind):
+        import sys as _sys
+        print("about to", kind, flush=True)
+        if kind == "os_exit":
+            os._exit(3)
+        if kind == "sys_exit":
+            _sys.exit(1)
+        if kind == "kill9":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return kind
+
+    for _ in range(3):
+        # after a death the next lease may be refused a moment (the dead one's slot is not back)
+        wait_for(lambda: last("ok") == "ok" and _lease_of(conn, "leased_last_words") is not None,
+                 what="a lease on a warm environment")
+        inv = last.invoke(kind)
+        assert inv.status == "failed"
+        assert f"about to {kind}" in _handler_lines(inv.request_id)
+        assert f"about to {kind}" in str(inv.error)  # its "Last log lines"

@@ -583,3 +583,25 @@ def test_lines_printed_right_before_a_leased_environment_dies_are_kept(conn, kin
         assert inv.status == "failed"
         assert f"about to {kind}" in _handler_lines(inv.request_id)
         assert f"about to {kind}" in str(inv.error)  # its "Last log lines"
+
+
+def test_an_environment_once_leased_keeps_every_line_on_the_servers_path(conn):
+    """A lease enlarges the environment's pipes (1 MB): a handler then prints half a megabyte and
+    answers before the server read it; reading its pipes at the result must take all of it."""
+    @faas.function(name="leased_then_not", memory=256)
+    def loud(n):
+        for j in range(n):
+            print(f"z {j} " + "." * 1000)
+        return os.getpid()
+
+    leased_pid = loud(1)
+    wait_for(lambda: loud(1) and _lease_of(conn, "leased_then_not") is not None, what="a lease")
+    wait_for(lambda: _leases(conn) == 0, timeout=30, what="the idle lease given back")
+    conn.use_leases = False
+    try:
+        for _ in range(2):
+            inv = loud.invoke(500)
+            assert inv.result == leased_pid  # the environment that was leased
+            assert _handler_lines(inv.request_id) == [f"z {j} " + "." * 1000 for j in range(500)]
+    finally:
+        conn.use_leases = True

@@ -16,7 +16,6 @@ server drains the pipes itself (:func:`drain_dead`) into the same buffers.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 from .environment import MAX_LINE
@@ -33,6 +32,7 @@ class LeaseOutput:
         self.request_id: str | None = None  # the promoted invocation whose lines are read
         self.on_line = None
         self._paused = None
+        self._watching = False  # its readers are on the pipes (never remove the environment's own)
 
     def follow(self, request_id: str, on_line) -> None:
         """Read the pipes as they fill, ``on_line(stream, line)`` for ``request_id``'s lines."""
@@ -70,6 +70,7 @@ class LeaseOutput:
 
     def _watch(self) -> None:
         self._paused = None
+        self._watching = True
         loop = asyncio.get_running_loop()
         for fd in self.lease.env._pipes:
             loop.add_reader(fd, self._readable, fd)
@@ -78,6 +79,9 @@ class LeaseOutput:
         if self._paused is not None:
             self._paused.cancel()
             self._paused = None
+        if not self._watching:
+            return  # the pipes may be the environment's again (the lease ended): its readers stay
+        self._watching = False
         loop = asyncio.get_running_loop()
         for fd in self.lease.env._pipes:
             loop.remove_reader(fd)
@@ -96,6 +100,7 @@ class LeaseOutput:
             self._unwatch()
             self._paused = asyncio.get_running_loop().call_later(PAUSE_S, self._resume)
             return
+        before = env.on_line
         try:
             lease.poll()  # under the lock: what runs cannot change while its lines are read
             if lease.running is None or lease.running[0] != self.request_id:
@@ -105,7 +110,7 @@ class LeaseOutput:
             env.on_line = self.on_line
             env._pipe_readable(fd)  # complete lines out; a begun line stays in the buffer
         finally:
-            env.on_line = None
+            env.on_line = before
             lease.reader.unlock()
 
 
@@ -116,26 +121,7 @@ def drain_dead(env) -> list:
     out = []
     env.on_line = lambda stream, line: out.append((time.time(), stream, line))
     try:
-        loop = asyncio.get_running_loop()
-        for fd in list(env._pipes):
-            stream, buf = env._pipes[fd]
-            while True:
-                try:
-                    data = os.read(fd, 1 << 16)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    data = b""
-                if not data:
-                    env._emit_partial(fd)
-                    loop.remove_reader(fd)
-                    os.close(fd)
-                    del env._pipes[fd]
-                    break
-                buf += data
-                env._emit_lines(stream, buf)
-        for fd in list(env._pipes):
-            env._emit_partial(fd)
+        env.drain()
     finally:
         env.on_line = None
     return out

@@ -8,6 +8,11 @@ the server never unpickles what an environment wrote; each is one ``write`` on a
 moment it returns (as a commit at SQLite's synchronous=NORMAL is).  A record cut short (the
 writer died inside its write) is never complete, so it reads as not written.
 
+An invocation's output lines travel in its ``end`` record's header while they are few; a header
+is metadata, refused over :data:`~.wire.MAX_HEADER_BYTES` (a corrupt journal), so an invocation that
+printed more writes them first as ``lines`` records (``{request_id}``, body: the JSON list of
+``[time, stream, line]``, about :data:`LINES_CHUNK_BYTES` each), in the same ``write`` as its end.
+
 The same file is the lock that orders output (see :mod:`kernel_workers.lease`): an exclusive
 ``flock`` on it, taken by the environment to write a start record or drain its pipes, and by
 the server (without waiting) to read a long invocation's pipes.
@@ -16,11 +21,46 @@ the server (without waiting) to read a long invocation's pipes.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 
 from . import wire
 
 SUFFIX = ".jnl"
+#: an end record whose JSON would be larger than this carries its lines in ``lines`` records
+#: (well under wire.MAX_HEADER_BYTES: the rest of the header, an error's stack trace, has room)
+INLINE_BYTES = 256 << 10
+#: the body of one ``lines`` record, about (bounded pieces: neither side holds one huge JSON text)
+LINES_CHUNK_BYTES = 1 << 20
+
+
+def lines_records(request_id: str, lines: list) -> bytes:
+    """``lines`` records holding ``lines`` (``[time, stream, line]`` each), to write before the end."""
+    out, chunk, size = [], [], 0
+    for entry in lines:
+        chunk.append(entry)
+        size += len(entry[2]) + 40
+        if size >= LINES_CHUNK_BYTES:
+            out.append(wire.pack("lines", json.dumps(chunk, separators=(",", ":")).encode(),
+                                 request_id=request_id))
+            chunk, size = [], 0
+    if chunk:
+        out.append(wire.pack("lines", json.dumps(chunk, separators=(",", ":")).encode(),
+                             request_id=request_id))
+    return b"".join(out)
+
+
+def parse_lines(body) -> list:
+    """A ``lines`` record's lines, ``(time, stream, line)``; what is not one is left out (the
+    server reads this JSON, never a pickle, as it reads headers)."""
+    try:
+        entries = json.loads(bytes(body))
+    except ValueError:
+        return []
+    if not isinstance(entries, list):
+        return []
+    return [(e[0], e[1], e[2]) for e in entries if isinstance(e, list) and len(e) == 3
+            and isinstance(e[0], (int, float)) and isinstance(e[1], str) and isinstance(e[2], str)]
 
 
 class Reader:

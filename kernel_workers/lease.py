@@ -32,6 +32,8 @@ synchronous=NORMAL is):
             invocation reported yet (the lease frame's ``init``: an environment started for the
             lease, or leased before its first call): its Init Duration (in its REPORT, billed
             with it) and INIT lines (INIT_START, what INIT printed), as on the server's path
+  ``lines`` {request_id}  body: JSON lines ([time, stream, line], ...); an invocation's lines
+            when too many for its end record's header (kernel_workers.journal), written with it
   ``end``   {t, clean, ...}  body: the result, or the pickled exception; written before the
             client is told.  ``clean``: ``done``, the done item the client got (request_id,
             status, error, report, logs, nbytes); else the raw figures for the server to judge
@@ -40,9 +42,12 @@ synchronous=NORMAL is):
 
 Output: while leased, the server does not read this process's pipes; this process drains them
 itself at the end of each invocation, so each line lands in the invocation that printed it.
-A long invocation's lines are read by the server meanwhile.  Both read only while holding an
-exclusive ``flock`` on the journal, and the start record is written under it too: every line is
-read once, by one of them, and attributed to the invocation that was running.
+A long (promoted) invocation's lines are read by the server meanwhile, as they come; a line it
+has begun it keeps until the end of the line, which is then the first line this process drains of
+that stream (the server joins them).  Both read only while holding an exclusive ``flock`` on the
+journal, and the start record is written under it too: every byte is read once, by one of them,
+and attributed to the invocation that was running.  When this process dies, the server drains
+the pipes to their end for what was running.
 
 The deadline, the memory limit and cancelling a running invocation stay the server's: it reads
 the journal (``start`` says what runs since when) and kills this process, as for any other.
@@ -320,9 +325,16 @@ class Lease:
             if clean:
                 done = self._done_item(rid, kind, fields, round(peak), lines)
                 done["nbytes"] = len(body)
-                encoded = json.dumps(done, separators=(",", ":")).encode()
-                record = wire.pack_raw(b'{"k":"end","v":%d,"clean":true,"t":%r,"done":%s}' % (
-                    wire.PROTOCOL_VERSION, ended_wall, encoded), body)
+                encoded = journaled = json.dumps(done, separators=(",", ":")).encode()
+                record = b""
+                if len(encoded) > journal.INLINE_BYTES:
+                    # too many lines for a header (the server refuses one over 1 MB as corrupt):
+                    # they go in ``lines`` records first; the client gets them capped (_cap_lines)
+                    record = journal.lines_records(rid, lines)
+                    journaled = json.dumps(dict(done, logs=[]), separators=(",", ":")).encode()
+                    encoded = None
+                record += wire.pack_raw(b'{"k":"end","v":%d,"clean":true,"t":%r,"done":%s}' % (
+                    wire.PROTOCOL_VERSION, ended_wall, journaled), body)
                 if (len(self.pending) >= STREAMING and described is None and self.pending[0][3] is None
                         and time.monotonic() - batch_started < DONE_EVERY_S):
                     record += self._start_record(self.pending[0], time.time())
@@ -330,7 +342,10 @@ class Lease:
                 os.write(self.journal, record)
             else:
                 raw = {k: v for k, v in fields.items() if k not in ("request_id", "encoding")}
-                os.write(self.journal, wire.pack(
+                before = b""
+                if len(json.dumps(lines)) > journal.INLINE_BYTES:
+                    before, lines = journal.lines_records(rid, lines), []
+                os.write(self.journal, before + wire.pack(
                     "end", body, **raw, request_id=rid, t=ended_wall, clean=False, outcome=kind,
                     peak_mb=peak, oom=oom_killed, lines=lines))
         if not clean:
@@ -346,7 +361,7 @@ class Lease:
         if described is not None:
             # its argument's file is spent: the server folds now and reuses the file's pages
             self.env.channel.send("buffers_spent", request_id=rid)
-        if _needs_cap(done):
+        if encoded is not None and _needs_cap(done):
             encoded = None  # the client gets fewer (or shorter) lines than the journal has
         self.items.append((done, encoded))
         self.bodies.append(body)

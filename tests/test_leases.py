@@ -299,7 +299,9 @@ def test_a_handler_that_writes_over_its_journal_cannot_forge_records(conn):
     forged = forge.invoke(1, corrupt=True)  # leased: it wrote garbage into its journal before its end record
     # the server reads a corrupt journal as the environment's fault: it stops the environment,
     # and records the call that corrupted it as failed, saying why (never a forged record)
-    row = wait_for(lambda: _row_or_none(conn, forged.request_id), what="the corrupting call's row")
+    # (a read sees it running first: it is promoted, as a read promotes any running leased call)
+    row = wait_for(lambda: (r := _row_or_none(conn, forged.request_id)) and r["status"] != "running" and r,
+                   what="the corrupting call's end")
     assert row["status"] == "failed" and row["error_type"] == "Runtime.JournalCorrupt", row
     # the server serves on: the next calls run and are recorded
     inv = forge.invoke(3)
@@ -499,3 +501,158 @@ def test_a_maps_windows_follow_its_items_mean_duration():
     for _ in range(100):                             # quick ones after them do not reopen it
         m._timed(1.0)
     assert m._window() == lm.WINDOW_START
+
+
+def _handler_lines(rid) -> list:
+    """The stored lines of ``rid`` its handler printed (its platform lines left out)."""
+    return [line for line in faas.Invocation.from_id(rid).logs
+            if not line.startswith(("START RequestId:", "END RequestId:", "REPORT RequestId:", "[ERROR]", "INIT_START"))]
+
+
+def test_a_leased_call_or_map_item_that_prints_megabytes_is_stored_whole_as_it_ended(conn):
+    """More output than a journal record's header takes (1 MB) is stored whole, with the status
+    the client got (it was stored failed Runtime.JournalCorrupt, blaming the handler)."""
+    @faas.function(name="leased_flood", memory=256, timeout=60)
+    def flood(event, context):
+        for i in range(event):
+            print(f"{i:06d} " + "x" * 1000)
+        return context.aws_request_id
+
+    flood(1)
+    flood(1)
+    assert _lease_of(conn, "leased_flood") is not None
+    for n in (600, 2000):  # under a pipe's worth (the environment drains it all), and over
+        inv = flood.invoke(n)
+        assert inv.status == "succeeded" and inv.result == inv.request_id
+        assert faas.Invocation.from_id(inv.request_id).status == "succeeded"
+        assert _handler_lines(inv.request_id) == [f"{i:06d} " + "x" * 1000 for i in range(n)]
+    rids = flood.map([1500, 1, 1500, 1], concurrency=2, show=False)
+    for rid, n in zip(rids, (1500, 1, 1500, 1)):
+        row = conn.request("GET", f"/faas/api/invocations/{rid}")
+        assert row["status"] == "succeeded", row
+        assert len(_handler_lines(rid)) == n
+
+
+def test_a_leased_call_that_prints_fast_is_read_as_it_prints_and_keeps_every_line_whole(conn):
+    """Several pipes' worth of output: once promoted its lines are read as the pipes fill (not a
+    read a tick, which cut lines where a read ended and stalled the handler on a full pipe)."""
+    @faas.function(name="leased_printer", memory=256, timeout=60)
+    def printer(n):
+        for j in range(n):
+            print(f"y {j} " + "." * 1000)
+        print("the last, unterminated", end="")
+        return n
+
+    printer(1)
+    printer(1)
+    assert _lease_of(conn, "leased_printer") is not None
+    inv = printer.invoke(5000)
+    assert inv.status == "succeeded" and inv.result == 5000
+    assert _handler_lines(inv.request_id) == [f"y {j} " + "." * 1000 for j in range(5000)] + \
+        ["the last, unterminated"]
+
+
+def test_a_line_begun_while_the_server_reads_a_leased_call_ends_as_one_line(conn, tmp_path):
+    """The server read "begun" without its newline; the environment drained the rest: one line."""
+    go, told = tmp_path / "go", tmp_path / "rid"
+
+    @faas.function(name="leased_begun", timeout=60)
+    def begun(event, context):
+        import sys as _sys
+        if event:
+            told.write_text(context.aws_request_id)
+            _sys.stdout.write("marker\nbegun")  # one write: the server reads it in one piece
+            _sys.stdout.flush()
+            while not go.exists():
+                time.sleep(0.005)
+            print(" and ended")
+        return event
+
+    begun(0)
+    begun(0)
+    assert _lease_of(conn, "leased_begun") is not None
+    call = threading.Thread(target=begun, args=(1,))
+    call.start()
+    try:
+        rid = wait_for(lambda: told.exists() and told.read_text(), what="the call's start")
+        wait_for(lambda: any(entry["line"] == "marker" for entry in _lines(conn, rid)),
+                 what="the server reading the call's output")
+    finally:
+        go.touch()
+        call.join(30)
+    assert _handler_lines(rid) == ["marker", "begun and ended"]
+
+
+def test_a_running_leased_call_is_seen_running_by_any_read(conn, tmp_path):
+    """Before a tick promotes it: a read folds the journal and promotes what runs."""
+    go, told = tmp_path / "go", tmp_path / "rid"
+
+    @faas.function(name="leased_seen")
+    def seen(event, context):
+        if event:
+            told.write_text(context.aws_request_id)
+            while not go.exists():
+                time.sleep(0.005)
+        return event
+
+    seen(0)
+    seen(0)
+    assert _lease_of(conn, "leased_seen") is not None
+    call = threading.Thread(target=seen, args=(1,))
+    call.start()
+    try:
+        rid = wait_for(lambda: told.exists() and told.read_text(), what="the call's start")
+        assert faas.Invocation.from_id(rid).status == "running"
+        listed = conn.request("GET", "/faas/api/invocations",
+                              params={"function": "leased_seen", "status": "running"})["invocations"]
+        assert [row["request_id"] for row in listed] == [rid]
+    finally:
+        go.touch()
+        call.join(30)
+    assert faas.Invocation.from_id(rid).status == "succeeded"
+
+
+@pytest.mark.parametrize("kind", ["os_exit", "sys_exit", "kill9"])
+def test_lines_printed_right_before_a_leased_environment_dies_are_kept(conn, kind):
+    @faas.function(name="leased_last_words", timeout=10)
+    def last(kind):
+        import sys as _sys
+        print("about to", kind, flush=True)
+        if kind == "os_exit":
+            os._exit(3)
+        if kind == "sys_exit":
+            _sys.exit(1)
+        if kind == "kill9":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return kind
+
+    for _ in range(3):
+        # after a death the next lease may be refused a moment (the dead one's slot is not back)
+        wait_for(lambda: last("ok") == "ok" and _lease_of(conn, "leased_last_words") is not None,
+                 what="a lease on a warm environment")
+        inv = last.invoke(kind)
+        assert inv.status == "failed"
+        assert f"about to {kind}" in _handler_lines(inv.request_id)
+        assert f"about to {kind}" in str(inv.error)  # its "Last log lines"
+
+
+def test_an_environment_once_leased_keeps_every_line_on_the_servers_path(conn):
+    """A lease enlarges the environment's pipes (1 MB): a handler then prints half a megabyte and
+    answers before the server read it; reading its pipes at the result must take all of it."""
+    @faas.function(name="leased_then_not", memory=256)
+    def loud(n):
+        for j in range(n):
+            print(f"z {j} " + "." * 1000)
+        return os.getpid()
+
+    leased_pid = loud(1)
+    wait_for(lambda: loud(1) and _lease_of(conn, "leased_then_not") is not None, what="a lease")
+    wait_for(lambda: _leases(conn) == 0, timeout=30, what="the idle lease given back")
+    conn.use_leases = False
+    try:
+        for _ in range(2):
+            inv = loud.invoke(500)
+            assert inv.result == leased_pid  # the environment that was leased
+            assert _handler_lines(inv.request_id) == [f"z {j} " + "." * 1000 for j in range(500)]
+    finally:
+        conn.use_leases = True

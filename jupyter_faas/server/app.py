@@ -33,7 +33,7 @@ from .compat import LambdaAPI, Packages
 from .compat import routes as lambda_routes
 from .engine import AsyncService, Monitoring
 from .engine.recovery import sweep_periodically
-from .engine.leases import fold_leftovers
+from .engine.lease_leftovers import fold_leftovers
 from .model import DEFAULT_PRICING, Pricing
 from .protocol import DirectServer
 from .store import Store

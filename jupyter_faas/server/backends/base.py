@@ -62,6 +62,9 @@ class Outcome:
     init_ms: float | None = None
     phase: str = "invoke"
     init_output: list = field(default_factory=list)
+    #: ``(time, stream, line)`` the backend read after the environment died that the engine has
+    #: not had yet (a leased environment's pipes, drained to their end), logged before the error
+    output: list = field(default_factory=list)
 
 
 class Backend(abc.ABC):

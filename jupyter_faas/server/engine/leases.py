@@ -12,12 +12,13 @@ path.  What keeps every promise of the server's own path:
   it answers (:mod:`kernel_workers.lease`); a journal write is as durable against a crash of
   either process as a commit at synchronous=NORMAL.  The engine folds the journal into the
   store every ``LEASE_TICK_S`` (and before any read of the store: ``fold_leases``), one
-  transaction for every invocation that ended since; after a crash, :func:`fold_leftovers` at
+  transaction for every invocation that ended since; after a crash, :func:`.lease_leftovers.fold_leftovers` at
   start folds what is left (ends stored, starts without an end failed ``Runtime.ServerStopped``).
 * **Limits and cancel stay the server's.**  An invocation still running at a tick is
   *promoted*: it gets its ``running`` row, a place in ``active`` (so cancel, watch and re-attach
   find it), its deadline (``timeout`` + the grace, from its start), and its output is read
-  live by the server.  A kill (deadline, cancel, the memory watchdog) ends it exactly as one the
+  live by the server (as its pipes fill, as on the server's own path).  A read of the store
+  promotes what runs too (``fold_leases``), so it is seen ``running`` as on the server's path.  A kill (deadline, cancel, the memory watchdog) ends it exactly as one the
   server sent.
 * **Slots.**  A lease holds one slot (concurrency and memory) for its life; its invocations do
   not take their own.  It is revoked after ``LEASE_IDLE_S`` unused, as soon as any invocation
@@ -30,7 +31,6 @@ path.  What keeps every promise of the server's own path:
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import time
 from types import SimpleNamespace
@@ -59,13 +59,14 @@ CANCEL_PENDING_S = 5.0
 
 
 class Lease:
-    __slots__ = ("id", "handle", "function", "starts", "last_used", "revoked")
+    __slots__ = ("id", "handle", "function", "starts", "lines", "last_used", "revoked")
 
     def __init__(self, lease_id: str, handle, function: dict):
         self.id = lease_id
         self.handle = handle        # the backend's (e.g. backends/local/leases.EnvironmentLease)
         self.function = function
         self.starts: dict = {}      # request id -> start record, for those not ended yet
+        self.lines: dict = {}       # request id -> lines records read before its end record
         self.last_used = time.time()
         self.revoked = False
 
@@ -171,9 +172,14 @@ class Leasing(LeaseInitFailures):
     # ---- folding ---------------------------------------------------------------------------
 
     def fold_leases(self) -> None:
-        """Fold every lease's new records into the store now (before a read of it)."""
+        """Fold every lease's new records into the store now (before a read of it), and promote
+        what runs: a read sees it ``running``, as one the server sent (nothing in the record
+        tells a leased invocation from another)."""
         for lease in list(self.leases.values()):
             self._fold(lease)
+            handle = lease.handle
+            if not handle.ended and handle.running is not None and handle.running[0] in lease.starts:
+                self._promote(lease, *handle.running)
         if self._pending_finished:
             self._commit()  # a promoted one's end, now rather than at the next turn of the loop
 
@@ -193,8 +199,7 @@ class Leasing(LeaseInitFailures):
             if handle.running is not None:
                 rid, start = handle.running
                 if now - _num(start.get("t"), now) >= LEASE_TICK_S:
-                    self._promote(lease, rid, start)
-                    handle.read_output()
+                    self._promote(lease, rid, start)  # its lines are read from now on
             elif not lease.revoked and (queued or self.closing or now - lease.last_used > LEASE_IDLE_S):
                 lease.revoked = True
                 handle.revoke()
@@ -212,12 +217,15 @@ class Leasing(LeaseInitFailures):
         ended, later, cancels = [], [], []
         now = time.time()
         starts = dict(lease.starts)
+        lines, used = {}, []  # lines records read now; request ids whose earlier ones were used
         for header, body in records:
             header = _flat(header)
             rid = header.get("request_id")
             if not isinstance(rid, str) or not 0 < len(rid) <= 64:
                 continue
-            if header["k"] == "start":
+            if header["k"] == "lines":
+                lines.setdefault(rid, []).extend(journal.parse_lines(body))
+            elif header["k"] == "start":
                 starts[rid] = header
                 if rid in self._lease_cancels:
                     cancels.append(rid)
@@ -226,6 +234,9 @@ class Leasing(LeaseInitFailures):
                 if start is None:
                     log.warning("lease %s: an end of %s with no start; ignored", lease.id, rid)
                     continue
+                if rid in lines or rid in lease.lines:
+                    used.append(rid)
+                    header = _with_lines(header, lease.lines.get(rid, []) + lines.pop(rid, []))
                 inv = self.active.get(rid)
                 if header.get("clean") and inv is None:
                     ended.append(self._ended_row(lease, start, header, body))
@@ -239,6 +250,10 @@ class Leasing(LeaseInitFailures):
                 handle.records[:0] = records
                 return
         lease.starts = starts
+        for rid in used:
+            lease.lines.pop(rid, None)
+        for rid, more in lines.items():  # their end is not read yet (or the start never ended)
+            lease.lines.setdefault(rid, []).extend(more)
         lease.last_used = now
         for row, _, _, arg_file in ended:
             if arg_file is not None:
@@ -317,7 +332,7 @@ class Leasing(LeaseInitFailures):
         for ts, stream, line in _init_of(start)[1]:  # its environment's cold start, before START
             self._log(inv, stream, line)
         self._log(inv, "platform", reports.start_line(rid, function.get("lambda_version", LATEST)))
-        lease.handle.on_line = lambda stream, line: self._log(inv, stream, line)
+        lease.handle.follow(rid, lambda stream, line: self._log(inv, stream, line))
         wait = started_at + function["timeout"] + DEADLINE_GRACE_S - time.time()
         inv.deadline = self.clock.call_later(max(0.0, wait), self._lease_deadline, lease, rid)
         return inv
@@ -332,11 +347,12 @@ class Leasing(LeaseInitFailures):
         inv = self._promote(lease, rid, start)
         if inv.deadline is not None:
             inv.deadline.cancel()
-        lease.handle.on_line = None
         function = inv.function
         if end.get("clean"):
             row, result, _, arg_file = self._ended_row(lease, start, end, body)
-            for _, stream, line in _handler_lines(end):  # START (and INIT's) logged when promoted
+            # what the environment drained, the line the server had begun joined to its end
+            # (START, and INIT's lines, were logged when it was promoted)
+            for _, stream, line in lease.handle.unfollow(_handler_lines(end)):
                 self._log(inv, stream, line)
             rep = end.get("report") if isinstance(end.get("report"), dict) else {}
             if row["error"] is not None:
@@ -352,9 +368,10 @@ class Leasing(LeaseInitFailures):
                 self.backend.lease_ran(lease.handle, arg_file)
             self._finish(inv, row["status"], fields, result, dict(rep))
             return
-        for entry in end.get("lines") or ():
-            if isinstance(entry, list) and len(entry) == 3:
-                self._log(inv, _text(entry[1], "stdout"), _text(entry[2], ""))
+        drained = [(_num(e[0]), _text(e[1], "stdout"), _text(e[2], "")) for e in end.get("lines") or ()
+                   if isinstance(e, (list, tuple)) and len(e) == 3]
+        for _, stream, line in lease.handle.unfollow(drained):
+            self._log(inv, stream, line)
         duration, peak = _num(end.get("duration_ms")), _num(end.get("peak_mb"))
         if end.get("outcome") == "result" and not end.get("oom") and peak <= function["memory"] \
                 and duration <= function["timeout"] * 1000:
@@ -415,6 +432,10 @@ class Leasing(LeaseInitFailures):
                 inv = self._promote(lease, rid, start)
                 if inv.deadline is not None:
                     inv.deadline.cancel()
+                # what it printed before it died, read from its pipes after the death: in its
+                # log, and in the error's last lines, as on the server's path
+                for _, stream, line in getattr(outcome, "output", None) or ():
+                    self._log(inv, stream, line)
                 if lease.handle.broken:
                     error = {"errorType": "Runtime.JournalCorrupt",
                              "errorMessage": f"RequestId: {rid} Error: {lease.handle.broken}: the "
@@ -472,67 +493,6 @@ class Leasing(LeaseInitFailures):
                 lease.handle.revoke()
 
 
-def fold_leftovers(service, directory: str) -> dict:
-    """At start: fold the journals a server that stopped left (its leased environments died
-    with it).  An end is stored as the environment recorded it; a start without an end is failed
-    ``Runtime.ServerStopped``, as a ``running`` row is.  Returns counts: ended, failed."""
-    ended = failed = 0
-    for path in journal.leftovers(directory):
-        reader = journal.Reader(path)
-        try:
-            records = reader.read()
-        except Exception as exc:  # noqa: BLE001 - a corrupt journal must not stop the server
-            log.error("could not read the journal %s (%s); its invocations are lost", path, exc)
-            records = []
-        reader.close()
-        starts, rows = {}, []
-        for header, body in records:
-            header = _flat(header)
-            rid = header.get("request_id")
-            if header["k"] == "start" and isinstance(rid, str):
-                starts[rid] = header
-            elif header["k"] == "end" and rid in starts:
-                start = starts.pop(rid)
-                function = service.store.get_function(_text(start.get("function"), ""), start.get("version"))
-                if function is None or not header.get("clean"):
-                    starts[rid] = start  # judged below as stopped: the server could not judge it
-                    continue
-                function["lambda_version"] = _text(start.get("lambda_version"), LATEST)
-                lease = Lease("recovered", _Recovered(None), function)
-                rows.append(service._ended_row(lease, start, header, body)[:3])
-        stopped = []
-        for rid, start in starts.items():
-            error = {"errorType": "Runtime.ServerStopped",
-                     "errorMessage": "the FaaS server stopped while this invocation was running; "
-                                     "it may have run partly. Invoke it again."}
-            stopped.append(({"request_id": rid, "function": _text(start.get("function"), "?"),
-                             "version": start.get("version"), "invocation_type": "RequestResponse",
-                             "encoding": _text(start.get("encoding"), "pickle"), "status": FAILED,
-                             "error": error, "error_type": error["errorType"],
-                             "created_at": _num(start.get("t")), "started_at": _num(start.get("t")),
-                             "ended_at": time.time(), "input_summary": _summary(start),
-                             "memory_size_mb": start.get("memory_mb")}, None, []))
-        service.store.add_ended(rows + stopped, skip_known=True)
-        ended += len(rows)
-        failed += len(stopped)
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-    return {"ended": ended, "failed": failed}
-
-
-class _Recovered:
-    """Stands for the lease handle of a journal folded at start (only its environment's id)."""
-
-    class _Env:
-        def __init__(self, env_id):
-            self.id = env_id
-
-    def __init__(self, env_id):
-        self.env = self._Env(env_id)
-
-
 _FEED_FIELDS = ("request_id", "function", "version", "status", "created_at", "started_at", "ended_at",
                 "error_type", "duration_ms", "max_memory_used_mb", "environment_id", "init_type")
 
@@ -568,6 +528,13 @@ def _flat(header: dict) -> dict:
     if header.get("k") == "end" and isinstance(done, dict):
         return {**done, "k": "end", "t": header.get("t"), "clean": True}
     return header
+
+
+def _with_lines(header: dict, lines: list) -> dict:
+    """An end record with the lines its ``lines`` records held first (kernel_workers.journal):
+    a clean end's ``logs``, another's ``lines``; a copy (records may be folded again)."""
+    key = "logs" if header.get("clean") else "lines"
+    return {**header, key: [list(e) for e in lines] + list(header.get(key) or ())}
 
 
 def _num(value, default: float = 0.0) -> float:

@@ -310,11 +310,12 @@ class Environment:
 
     # ---- output --------------------------------------------------------------------------
 
-    def _pipe_readable(self, fd: int) -> None:
+    def _pipe_readable(self, fd: int, to_end: bool = False) -> None:
         stream, buf = self._pipes[fd]
         # A bounded read per wake-up (64 KB is ~5,000 short lines): a function printing
         # without pause must not starve the loop (other invocations, flushes, websockets).
-        for _ in range(2):
+        # ``to_end``: what the pipe holds now, all of it (drain).
+        for _ in (itertools.count() if to_end else range(2)):
             try:
                 data = os.read(fd, 1 << 15)
             except BlockingIOError:
@@ -360,9 +361,13 @@ class Environment:
             del self.orphan_lines[:-1000]
 
     def drain(self) -> None:
-        """Read whatever the process wrote before its result frame, and any unterminated line."""
+        """Read whatever the process wrote before its result frame, and any unterminated line.
+
+        All of it, not a wake-up's bounded read: a pipe holds up to 1 MB once the environment
+        was leased (.leases.PIPE_BYTES), so a handler may print that much and answer before the
+        loop read any of it; what a bounded read left went to the next invocation."""
         for fd in list(self._pipes):
-            self._pipe_readable(fd)
+            self._pipe_readable(fd, to_end=True)
         for fd in list(self._pipes):
             self._emit_partial(fd)
 

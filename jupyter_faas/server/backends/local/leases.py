@@ -4,8 +4,9 @@
 sends the environment its end with read ends of its own output pipes (the ``lease`` frame, then
 the descriptors, as the zygote's fork); the client's end is returned for the engine to pass on.
 While leased the server does not read the environment's pipes (the environment drains them at
-the end of each invocation: :mod:`kernel_workers.lease`), except for a long invocation, whose
-lines :meth:`EnvironmentLease.read_output` takes under the journal's lock.
+the end of each invocation: :mod:`kernel_workers.lease`), except for a promoted invocation, whose
+lines :meth:`EnvironmentLease.follow` reads as they come, under the journal's lock
+(:mod:`.lease_output`), and at the environment's death, when the server drains them to their end.
 
 :class:`EnvironmentLease` reads the journal for the engine (``poll`` then ``take``), knows which
 invocation runs (its ``start`` without an ``end``), answers the environment's ``result_file``
@@ -25,6 +26,7 @@ import time
 from kernel_workers import journal, wire
 
 from ..base import Outcome
+from .lease_output import LeaseOutput, drain_dead
 
 log = logging.getLogger("jupyter_faas.server")
 
@@ -43,11 +45,11 @@ class EnvironmentLease:
         self.records: list = []          # read, not yet taken by the engine
         self.running: tuple | None = None  # (request_id, start header) of what runs now
         self.ended = False
-        #: the engine's callbacks: on_end(lease) once the lease is over (the environment gave
-        #: it back, or died: then ``death`` is set), on_line(stream, line) for a long
-        #: invocation's output
+        #: the engine's callback: on_end(lease) once the lease is over (the environment gave
+        #: it back, or died: then ``death`` is set, and its Outcome's ``output`` is what the
+        #: pipes held)
         self.on_end = None
-        self.on_line = None
+        self.output = LeaseOutput(self)  # a promoted invocation's lines, read as they come
         self.on_spent = None  # () -> None: an invocation with an argument buffers' file ended
         self.death: asyncio.Future | None = None  # resolves to the running one's Outcome
         self.broken: str | None = None   # why the journal could not be read
@@ -89,22 +91,15 @@ class EnvironmentLease:
         records, self.records = self.records, []
         return records
 
-    def read_output(self) -> bool:
-        """Read a long invocation's output now (its lines go to ``on_line``), if the environment
-        is not draining it itself; False when the lock was busy (try again next tick)."""
-        if self.reader.fd is None or not self.reader.try_lock():
-            return False
-        try:
-            self.poll()  # under the lock: what runs cannot change while its lines are read
-            env = self.env
-            env.on_line = self.on_line if self.running is not None else None
-            for fd in list(env._pipes):
-                env._pipe_readable(fd)
-            for fd in list(env._pipes):
-                env._emit_partial(fd)
-        finally:
-            self.reader.unlock()
-        return True
+    def follow(self, request_id: str, on_line) -> None:
+        """Read the running ``request_id``'s output as it comes (it was promoted): each complete
+        line to ``on_line(stream, line)``; a line begun waits for its end."""
+        self.output.follow(request_id, on_line)
+
+    def unfollow(self, lines: list) -> list:
+        """The followed invocation ended with ``lines`` drained by the environment: those lines,
+        with the server's begun line of each stream joined to its end."""
+        return self.output.joined(lines)
 
     # ---- the environment's frames ----------------------------------------------------------
 
@@ -142,6 +137,7 @@ class EnvironmentLease:
         if self.ended:
             return
         self.ended = True
+        self.output.stop()
         self.poll()
         env = self.env
         env.lease = None
@@ -172,13 +168,14 @@ async def _death_outcome(env, started_wall: float | None) -> Outcome:
     peak = max(memory.peak_mb(env.id, env.pid, env.sampled_peak_mb, own_only=env.forked_from_template),
                env.peak_before_kill_mb)
     returncode = await env.wait_exit()
-    env.drain()
-    env.on_line = None
+    # to their end: what it printed just before dying (sys.exit, os._exit, a kill) is in them,
+    # and a begun line the server held is finished there; the engine logs them to what ran
+    output = drain_dead(env)
     oom = env.killed_for == "oom" or memory.oom_killed(env.id)
     kind = {"timeout": "timeout", "cancelled": "cancelled"}.get(env.killed_for, "oom" if oom else "crash")
     duration = (time.time() - started_wall) * 1000 if started_wall else 0.0
     env.close()
-    return Outcome(kind, duration_ms=duration, max_memory_mb=peak, returncode=returncode)
+    return Outcome(kind, duration_ms=duration, max_memory_mb=peak, returncode=returncode, output=output)
 
 
 def _take_pipes_back(env) -> None:

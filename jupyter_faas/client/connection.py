@@ -202,9 +202,8 @@ class Connection:
                 if tries == NEXT_SERVER_TRIES:
                     raise errors.ServerError(self._not_answering(exc)) from exc
                 await self._next_server(gen, exc)
-            except OSError as exc:
-                raise errors.ServerError(f"cannot reach the FaaS server at {self.url}: {exc}. Is it "
-                                         f"running? Start it with `jupyter faas serve`.") from exc
+            except OSError as exc:  # it may have reached the server: not sent again
+                raise errors.ServerError(self._not_answering(exc)) from exc
 
     async def _fetch(self, base: str, token: str, method, path, body=None, params=None, raw=False,
                      timeout=30):

@@ -308,3 +308,138 @@ def test_a_map_survives_its_server_being_killed_the_client_starts_a_new_one(make
             kids = proc.children(recursive=True)
             os.kill(new_pid, signal.SIGTERM)
             psutil.wait_procs([proc, *kids], timeout=20)
+
+
+def _echo(x):
+    return x
+
+
+def _through_runtime_file(monkeypatch, server):
+    """This process finds ``server`` as a kernel does: through the runtime file."""
+    for var, sub in (("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTER_DATA_DIR", "data"),
+                     ("JUPYTER_CONFIG_DIR", "config")):
+        monkeypatch.setenv(var, str(server.base / sub))
+    monkeypatch.delenv("JUPYTER_FAAS_URL", raising=False)
+    monkeypatch.delenv("JUPYTER_FAAS_TOKEN", raising=False)
+
+
+def _stop_started_server(old_pid):
+    """Stop the server a client started (the runtime file's, if it is not ``old_pid``)."""
+    from jupyter_faas import paths
+    info = paths.read_runtime_file()
+    if not info or info["pid"] == old_pid or not _alive(info["pid"]):
+        return
+    proc = psutil.Process(info["pid"])
+    kids = proc.children(recursive=True)
+    proc.terminate()
+    gone, alive = psutil.wait_procs([proc, *kids], timeout=20)
+    assert not alive, f"processes outlived the server the client started: {alive}"
+
+
+@pytest.mark.parametrize("leases", [True, False], ids=["leased", "through-the-server"])
+def test_an_idle_client_calls_the_server_that_replaced_its_own(make_server, monkeypatch, leases):
+    """The server dies while this client has nothing in flight, and another process starts the
+    next one: the client's next call finds it through the runtime file (its old URL is dead)."""
+    server = make_server()
+    _through_runtime_file(monkeypatch, server)
+    conn = faas.connect()
+    conn.use_leases = leases
+    f = faas.function(_echo, name="idle", timeout=30, show=False)
+    try:
+        assert (f(1), f(2)) == (1, 2)  # the second through a lease, when leases are on
+        old_url = server.url
+        server.kill()
+        server.start()  # same data dir, a new process and port: someone else restarted it
+        assert server.url != old_url
+        assert f(3) == 3
+        assert conn.url == server.url
+        assert [i.status for i in faas.invocations(function="idle")] == ["succeeded"] * 3
+        assert f.map([4, 5], show=False) == [4, 5]
+    finally:
+        discovery.reset()
+
+
+@pytest.mark.parametrize("leases", [True, False], ids=["leased", "through-the-server"])
+def test_an_idle_client_whose_server_died_starts_the_next_one(make_server, monkeypatch, leases):
+    """Nobody restarts it: the client's next call starts a server, as a first call does."""
+    from jupyter_faas import paths
+    server = make_server()
+    _through_runtime_file(monkeypatch, server)
+    conn = faas.connect()
+    conn.use_leases = leases
+    f = faas.function(_echo, name="idle", timeout=30, show=False)
+    old_pid = server.proc.pid
+    try:
+        assert (f(1), f(2)) == (1, 2)
+        server.kill()
+        assert f(3) == 3
+        info = paths.read_runtime_file()
+        assert info["pid"] != old_pid and conn.url == info["url"]
+        assert {i.status for i in faas.invocations(function="idle")} == {"succeeded"}
+    finally:
+        discovery.reset()
+        _stop_started_server(old_pid)
+
+
+def test_a_client_given_the_address_says_so_when_that_server_is_gone(make_server, monkeypatch):
+    """faas.connect(url, token) keeps meaning that server: a call fails, saying what to do,
+    and starts nothing."""
+    from jupyter_faas import paths
+    server = make_server()
+    _through_runtime_file(monkeypatch, server)
+    faas.connect(server.url, server.token)
+    f = faas.function(_echo, name="given", timeout=30, show=False)
+    try:
+        assert f(1) == 1
+        server.kill()
+        with pytest.raises(faas.ServerError) as err:
+            f(2)
+        assert server.url in str(err.value) and "faas.connect()" in str(err.value)
+        with pytest.raises(faas.ServerError, match="faas.connect"):
+            faas.invocations(function="given")
+        assert paths.read_runtime_file()["pid"] == server.proc.pid  # nothing was started
+    finally:
+        discovery.reset()
+
+
+def _item_and_its_id(event, context):
+    import time
+    time.sleep(0.02)
+    return event, context.aws_request_id
+
+
+def test_a_stop_during_a_leased_map_runs_its_unstarted_items_on_the_next_server(make_server, monkeypatch):
+    """`jupyter faas stop` while a map runs through leases: the items that never started run on
+    the next server (here the one the client starts, as nobody else does), each with its row;
+    only those running at the stop fail, as on the server's path (ServerStopped)."""
+    import concurrent.futures
+    server = make_server()
+    _through_runtime_file(monkeypatch, server)
+    conn = faas.connect()
+    f = faas.function(_item_and_its_id, name="stopped_map", timeout=30, show=False)
+    old_pid = server.proc.pid
+    n = 400
+
+    def stored(status=None):
+        return conn.request("GET", "/faas/api/invocations",
+                            params={"function": "stopped_map", "status": status, "limit": 1000})["invocations"]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            mapped = pool.submit(f.map, range(n), concurrency=2, return_exceptions=True)
+            wait_for(lambda: len(stored("succeeded")) >= 10, what="ten items done")
+            assert conn.leased_maps, "the map should run through leases"
+            server.stop()  # SIGTERM, as `jupyter faas stop`; nobody restarts it
+            results = mapped.result(timeout=180)
+        failed = [r for r in results if isinstance(r, Exception)]
+        assert all(isinstance(e, faas.ServerError) and "may have run partly" in str(e)
+                   for e in failed), failed
+        assert len(failed) <= 2  # at most the two running at the stop
+        ok = [r for r in results if not isinstance(r, Exception)]
+        assert [x for x, _ in ok] == [i for i, r in enumerate(results) if not isinstance(r, Exception)]
+        assert conn.url != server.url
+        rows = {r["request_id"]: r["status"] for r in stored()}
+        assert len(rows) == n
+        assert all(rows.get(rid) == "succeeded" for _, rid in ok)
+    finally:
+        discovery.reset()
+        _stop_started_server(old_pid)

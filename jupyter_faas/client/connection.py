@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import threading
+import time
 import urllib.parse
 import weakref
 from pathlib import Path
@@ -51,8 +52,11 @@ MAP_LEASES = max(2, os.cpu_count() or 1)
 #: how long a client keeps trying to reconnect to re-attach its accepted invocations
 REATTACH_S = 60.0
 #: after a drop, how long a client waits for someone else to restart the server before it
-#: starts one itself
+#: starts one itself (a client that did not see its server go starts one at once, as a first
+#: call does)
 RESTART_GRACE_S = 5.0
+#: a call sent again at most this many times to the next server when the one it found is gone
+NEXT_SERVER_TRIES = 3
 #: every Connection of this process, so a forked child can give each its own sockets
 _connections: "weakref.WeakSet[Connection]" = weakref.WeakSet()
 #: what a forked child inherited and must neither use nor close through its loop (kept, so
@@ -67,14 +71,18 @@ class Connection:
     another machine could not (every byte then travels in messages).
     """
 
-    def __init__(self, url: str, token: str, *, share_files: bool = True):
+    def __init__(self, url: str, token: str, *, share_files: bool = True,
+                 address_from: str | None = None):
         self.url = url.rstrip("/")
         self.token = token
         self._cid = itertools.count(1)
         self._closing = False
-        # () -> (url, token) of the server to reconnect to after a drop (a restart may move it),
-        # or None; connect() sets it when it found the server, rather than being given it
+        # (start) -> (url, token) of the server to go to when this one is gone (a restart moves
+        # it), or None; connect() sets it when it found the server, rather than being given it
         self.rediscover = None
+        #: how this connection was given its address, when it was (it then never looks for
+        #: another server): connect() sets it, and the error of a gone server says it
+        self.address_from = address_from
         self.share_files = share_files
         self.buffer_dir: Path | None = None  # the server's buffer directory, when shared
         self._buffer_nonce = None
@@ -104,6 +112,9 @@ class Connection:
         self._outbox_scheduled = False
         self._last_submitted = None  # the newest future sent over the websocket
         self._tasks: set = set()     # tasks of the IO loop, kept until done (the loop keeps weak refs)
+        self._lost_at: float | None = None  # when this client saw its server go (time.monotonic)
+        self._server_gen = 0         # moves each time the connection moves to the next server
+        self._find_lock = None       # one search for the next server at a time (_next_server)
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: leave the parent's thread, loop and sockets, and start afresh.
@@ -182,24 +193,35 @@ class Connection:
         return self.run(self._request(method, path, body, params, raw, timeout))
 
     async def _request(self, method, path, body, params, raw, timeout):
+        for tries in range(1, NEXT_SERVER_TRIES + 1):
+            gen = self._server_gen
+            try:
+                return await self._fetch(self.url, self.token, method, path, body, params, raw, timeout)
+            except ConnectionRefusedError as exc:
+                # Nothing reached a server: the request may go to the next one (found or started).
+                if tries == NEXT_SERVER_TRIES:
+                    raise errors.ServerError(self._not_answering(exc)) from exc
+                await self._next_server(gen, exc)
+            except OSError as exc:  # it may have reached the server: not sent again
+                raise errors.ServerError(self._not_answering(exc)) from exc
+
+    async def _fetch(self, base: str, token: str, method, path, body=None, params=None, raw=False,
+                     timeout=30):
+        """One REST call to the server at ``base``; raises OSError when it cannot be reached."""
         if self._http is None:
             self._http = httpclient.AsyncHTTPClient(max_body_size=512 * 1024 * 1024)
-        url = self.url + path
+        url = base + path
         if params:
             url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         data = None
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
         req = httpclient.HTTPRequest(url, method=method, body=data, request_timeout=timeout,
-                                     headers={"Authorization": f"token {self.token}"},
+                                     headers={"Authorization": f"token {token}"},
                                      allow_nonstandard_methods=True)
-        try:
-            resp = await self._http.fetch(req, raise_error=False)
-        except OSError as exc:
-            raise errors.ServerError(f"cannot reach the FaaS server at {self.url}: {exc}. Is it "
-                                     f"running? Start it with `jupyter faas serve`.") from exc
+        resp = await self._http.fetch(req, raise_error=False)
         if resp.code == 599:
-            raise errors.ServerError(f"cannot reach the FaaS server at {self.url}: {resp.error}")
+            raise errors.ServerError(f"cannot reach the FaaS server at {base}: {resp.error}")
         if resp.code >= 400:
             try:
                 info = json.loads(resp.body)
@@ -214,30 +236,112 @@ class Connection:
         return json.loads(resp.body) if resp.body else None
 
     async def _websocket(self):
+        """The open websocket, opened (to the next server, if this one is gone) if need be."""
         if self._ws_lock is None:
             self._ws_lock = asyncio.Lock()
         async with self._ws_lock:
             if self._ws is None:
-                if self._connected:
-                    # A reconnect, maybe to a restarted server: share its directory only if it still is.
+                for tries in range(1, NEXT_SERVER_TRIES + 1):
+                    gen = self._server_gen
                     try:
-                        self._learn(await self._request("GET", "/faas/api/status", None, None, False, 30))
-                    except errors.FaaSError:
-                        pass  # the websocket connect below fails and says why
-                ws_url = "ws" + self.url[4:] + "/faas/api/ws"
-                if self._buffer_nonce is not None:
-                    ws_url += "?" + urllib.parse.urlencode({"buffers": self._buffer_nonce})
-                req = httpclient.HTTPRequest(ws_url, headers={"Authorization": f"token {self.token}"})
-                try:
-                    self._ws = await websocket.websocket_connect(
-                        req, max_message_size=max(64 << 20, 2 * self.max_payload_bytes + (1 << 20)))
-                except OSError as exc:
-                    raise errors.ServerError(f"cannot open the websocket to {self.url}: {exc}") from exc
+                        self._ws = await self._open_websocket()
+                        break
+                    except OSError as exc:  # nothing was sent on it: the next server may take it
+                        if tries == NEXT_SERVER_TRIES:
+                            raise errors.ServerError(self._not_answering(exc)) from exc
+                        await self._next_server(gen, exc)
                 self._connected = True
+                self._lost_at = None
                 # Small frames must not wait for Nagle's algorithm (40 ms per round trip).
                 self._ws.protocol.stream.set_nodelay(True)
                 self._start(self._read(self._ws))
             return self._ws
+
+    async def _open_websocket(self):
+        """A websocket to ``self.url``; OSError when the server does not answer."""
+        if self._connected:
+            # A reconnect, maybe to a restarted server: share its directory only if it still is.
+            try:
+                self._learn(await self._fetch(self.url, self.token, "GET", "/faas/api/status"))
+            except (errors.FaaSError, OSError):
+                pass  # the websocket connect below fails and says why
+        ws_url = "ws" + self.url[4:] + "/faas/api/ws"
+        if self._buffer_nonce is not None:
+            ws_url += "?" + urllib.parse.urlencode({"buffers": self._buffer_nonce})
+        req = httpclient.HTTPRequest(ws_url, headers={"Authorization": f"token {self.token}"})
+        return await websocket.websocket_connect(
+            req, max_message_size=max(64 << 20, 2 * self.max_payload_bytes + (1 << 20)))
+
+    def server_lost(self) -> None:
+        """A socket to the server broke: the next server is waited for (RESTART_GRACE_S from
+        now) before this client starts one (see _next_server)."""
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
+
+    async def _next_server(self, gen: int, cause: BaseException) -> None:
+        """The server at ``self.url`` did not answer (``cause``): move this connection to the next.
+
+        Found through the runtime file (``rediscover``), as a first call finds it: the server it
+        names once that one answers; else one this client starts, at once when it did not see its
+        server go (it went while this client was idle), or RESTART_GRACE_S after it saw it go
+        (whoever stopped it may be starting the next).  A start that fails (the stopping server
+        still holds the store) is tried again.  ``gen``: the server the caller tried; if the
+        connection has moved on since, it returns at once.
+
+        Raises :class:`~jupyter_faas.errors.ServerError` at once for a connection given its
+        address (it never looks for another), and when no server answered within REATTACH_S.
+        """
+        if self.rediscover is None:
+            raise errors.ServerError(self._not_answering(cause)) from cause
+        if self._find_lock is None:
+            self._find_lock = asyncio.Lock()
+        async with self._find_lock:
+            if self._server_gen != gen:
+                return  # another call found the next server while this one waited
+            loop = asyncio.get_running_loop()
+            now = time.monotonic()
+            lost_at = self._lost_at if self._lost_at is not None else now - RESTART_GRACE_S
+            deadline = now + REATTACH_S
+            gone, last = self.url, cause
+            while not self._closing:
+                start = time.monotonic() - lost_at >= RESTART_GRACE_S
+                try:
+                    # starting one takes seconds: off this loop, which every call shares
+                    found = await loop.run_in_executor(None, self.rediscover, start)
+                    if found:
+                        url, token = found[0].rstrip("/"), found[1]
+                        status = await self._fetch(url, token, "GET", "/faas/api/status")
+                        self.url, self.token = url, token
+                        self._learn(status)
+                        self._server_gen += 1
+                        self._lost_at = None
+                        log.info("the FaaS server at %s is gone; using the one at %s", gone, url)
+                        return
+                except (errors.FaaSError, OSError) as exc:
+                    last = exc
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+            raise errors.ServerError(
+                f"the FaaS server at {gone} is gone and no other answered within {REATTACH_S:g} s "
+                f"(last: {last}); start one with `jupyter faas serve` (its log: "
+                f"jupyter_faas-server.log in Jupyter's runtime dir)") from cause
+
+    def _not_answering(self, exc: BaseException) -> str:
+        """What to say when the server at ``self.url`` does not answer."""
+        if self.address_from is None:
+            return (f"cannot reach the FaaS server at {self.url}: {exc}. Is it running? Start it "
+                    f"with `jupyter faas serve`.")
+        if self.address_from == "JUPYTER_FAAS_URL":
+            what = ("start that server again, or unset JUPYTER_FAAS_URL and JUPYTER_FAAS_TOKEN "
+                    "and call faas.connect() to use (or start) this user's background server")
+        else:
+            what = ("start that server again and connect to its new address, or call "
+                    "faas.connect() with no arguments to use (or start) this user's background "
+                    "server")
+        return (f"the FaaS server at {self.url} is not answering ({exc}). This connection was "
+                f"given that address ({self.address_from}), so it does not look for another "
+                f"server: {what}")
 
     async def _read(self, ws) -> None:
         try:
@@ -263,6 +367,8 @@ class Connection:
 
     def _connection_lost(self) -> None:
         self._ws = None
+        if not self._closing:
+            self.server_lost()
         unsure = list(self._dispatcher.awaiting.values())
         self._dispatcher.awaiting.clear()
         for fut in unsure:
@@ -280,25 +386,19 @@ class Connection:
         The store outlives the server: a restart re-queues what had not started and
         settles what was running, and ``watch`` tells these futures how each ended.
         """
-        loop = asyncio.get_running_loop()
-        lost_at = loop.time()
-        deadline = lost_at + REATTACH_S
+        self.server_lost()
+        deadline = time.monotonic() + REATTACH_S
         while not self._closing:
             try:
-                # After RESTART_GRACE_S with no server (nobody is restarting it), start one, as a
-                # first call would; that may take seconds: off this loop, which others share.
-                start = loop.time() - lost_at > RESTART_GRACE_S
-                found = (await loop.run_in_executor(None, self.rediscover, start)
-                         if self.rediscover is not None else None)
-                if found:
-                    self.url, self.token = found[0].rstrip("/"), found[1]
+                # the next server: the runtime file's, or one this client starts after
+                # RESTART_GRACE_S (see _next_server)
                 ws = await self._websocket()
                 self._dispatcher.following.update(futures)
                 await ws.write_message(wire.pack("watch", request_ids=list(futures), logs=True),
                                        binary=True)
                 return
             except Exception:  # noqa: BLE001 - the server may still be starting
-                if loop.time() > deadline:
+                if time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.5)
         for rid, fut in futures.items():
@@ -352,6 +452,7 @@ class Connection:
 
     def _direct_broke(self, future) -> None:
         self._direct = None
+        self.server_lost()
         rid = future._request_id
         if rid is None:
             future._fail(errors.ServerError(

@@ -112,8 +112,13 @@ class DirectChannel:
         # A call with arrays in a buffer file goes the server's way: the server plans its spare
         # files around the large calls it sees (measured: leased 100 MB calls left W4 a slow
         # repetition and slowed the next cold start), and 0.3 ms saved is nothing beside the copy.
-        lease = (self._lease_for(function, version)
-                 if lease and isinstance(version, int) and not payload.buffers else None)
+        try:
+            lease = (self._lease_for(function, version)
+                     if lease and isinstance(version, int) and not payload.buffers else None)
+        except (OSError, EOFError, wire.ProtocolError) as exc:
+            # the socket broke while asking for a lease (the server is gone): nothing of the
+            # call was sent, so the websocket may take it (and find the next server)
+            raise DirectUnavailable(f"could not ask for a lease: {exc}") from exc
         if lease is not None:
             try:
                 leased_call(self, lease, fut, payload, encoding=encoding, logs=logs)

@@ -128,13 +128,19 @@ def connect(url: str | None = None, token: str | None = None):
     global _default
     with _lock:
         if url is not None:
-            conn = Connection(url, token or os.environ.get("JUPYTER_FAAS_TOKEN", ""))
+            # given: it keeps meaning this server (a call fails, saying so, when it is gone)
+            conn = Connection(url, token or os.environ.get("JUPYTER_FAAS_TOKEN", ""),
+                              address_from="faas.connect(url, token)")
+        elif os.environ.get("JUPYTER_FAAS_URL"):
+            url, token = discover()
+            conn = Connection(url, token, address_from="JUPYTER_FAAS_URL")
         else:
             tried: list = []  # the runtime file's server, connected while checking it answers
             url, token = discover(check=lambda u, t: tried.append(attempt(u, t)) or tried[-1])
             conn = tried[-1] if tried and tried[-1] is not None else Connection(url, token)
-            # found through the runtime file: after a restart, look there for the new server
-            conn.rediscover = None if os.environ.get("JUPYTER_FAAS_URL") else _find_or_start_server
+            # found through the runtime file: when it is gone (a restart, a stop, a crash, even
+            # while this process was idle), look there for the next server, or start one
+            conn.rediscover = _find_or_start_server
         if _default is not None:
             _default.close()
         _default = conn

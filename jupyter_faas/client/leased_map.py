@@ -449,15 +449,11 @@ class LeasedMap:
                 fut._finish_cancelled(fut._cancelled_error())
             elif not fut.done():
                 items.append((fut, payload))
-        if items:
-            self.conn.submit_many(items, self.function, queue=True, logs=self.logs, version=self.version,
-                                  group=self.group)
+        self._submit_elsewhere(items)
         if not self.leases and not self.starting:
             with self.lock:
                 rest, self.queue = list(self.queue), collections.deque()
-            if rest:
-                self.conn.submit_many(rest, self.function, queue=True, logs=self.logs,
-                                      version=self.version, group=self.group)
+            self._submit_elsewhere(rest)
             if self.sent:
                 sent_items, self.sent = list(self.sent.values()), {}
                 self._fall_back(sent_items)
@@ -465,7 +461,10 @@ class LeasedMap:
     def _hand_over(self) -> None:
         """The server went away: what may have started is asked of the next one (the connection's
         re-attach, as for a websocket call: a restart folds the journals first); what it has no
-        record of never started, so it is sent again (``_if_unknown``); the rest is sent to it."""
+        record of never started, so it is sent again (``_if_unknown``); the rest is sent to it.
+        The connection finds the next server (the runtime file's, or one it starts after
+        RESTART_GRACE_S) before it sends either."""
+        self.conn.server_lost()
         for entry in self.leases:
             entry[0].close()
         self.leases, self.starting = [], 0
@@ -482,17 +481,18 @@ class LeasedMap:
         with self.lock:
             rest, self.queue = list(self.queue), collections.deque()
             self.input_done = True
-        for fut, payload in rest:
-            # never sent: a request id no server has, so the next one says "unknown" and it is
-            # sent to it then (once the connection found it), with the others
-            fut._if_unknown = (lambda fut=fut, payload=payload: self.conn.submit_many(
-                [(fut, payload)], self.function, queue=True, logs=self.logs, version=self.version,
-                group=self.group))
-            follow[reports.new_request_id()] = fut
         if follow:
             self.conn.reattach(follow)
+        # never sent: the server's way, which waits for the next server as the re-attach does
+        self._submit_elsewhere(rest)
         self.channel.close()
         self.channel = None
+
+    def _submit_elsewhere(self, items) -> None:
+        """``[(future, payload), ...]`` the server's way, as the map's items are without leases."""
+        if items:
+            self.conn.submit_many(items, self.function, queue=True, logs=self.logs,
+                                  version=self.version, group=self.group)
 
     def _abandon(self, exc: BaseException) -> None:
         from .. import errors

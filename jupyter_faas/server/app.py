@@ -210,7 +210,7 @@ class FaaSServer(JupyterApp):
         self.service.registry.kept = max(1, self.versions_kept)
         # A frame is one payload or a batch of small ones (the client caps batches at 8 MB).
         max_message = max(int(self.max_payload_mb * 1024 * 1024), 8 << 20) + (2 << 20)
-        monitoring = Monitoring(self.store, pricing)
+        monitoring = Monitoring(self.store, pricing, before_read=self.service.fold_leases)
         self.triggers = Triggers(self.service)
         self.instance = secrets.token_hex(8)
         self.direct = (DirectServer(self.service, self.token, self.instance, max_message)

@@ -64,14 +64,18 @@ def percentile(sorted_values: list[float], p: float) -> float | None:
 
 
 class Monitoring:
-    def __init__(self, store, pricing: Pricing = DEFAULT_PRICING):
+    def __init__(self, store, pricing: Pricing = DEFAULT_PRICING, before_read=None):
         self.store = store
+        #: called before every read of the store: the service folds its leases' journals
+        #: (what leased environments ran is stored before it is counted)
+        self.before_read = before_read or (lambda: None)
         self.pricing = pricing  # the same prices as every REPORT's cost
 
     def function_stats(self, environments=None) -> list[dict]:
         """Every deployed function with its configuration and its invocations' figures, and
         what ``environments(function)`` adds (the service's
         :meth:`~.provisioning.Provisioning.environments`: provisioned concurrency, snapshot)."""
+        self.before_read()
         stats = {row["function"]: row for row in self.store.function_stats()}
         out = []
         for function in self.store.list_functions():
@@ -105,6 +109,7 @@ class Monitoring:
         """Every deployed function's Lambda versions for the panel: published versions, aliases
         (and their weights) and its invocations split by the version that ran.  ``versions``:
         the service's :class:`~.versions.Versions`."""
+        self.before_read()
         split: dict[str, list] = {}
         for row in self.store.invocations_by_version():
             split.setdefault(row["function"], []).append(
@@ -137,6 +142,7 @@ class Monitoring:
         over the ones that ran; ``concurrent_executions`` is the most that were running at
         once at any moment of the minute (Lambda's ConcurrentExecutions, Maximum).
         """
+        self.before_read()
         if not 1 <= minutes <= MAX_WINDOW_MINUTES:
             raise InvalidParameter(f"minutes={minutes} is out of range 1..{MAX_WINDOW_MINUTES}")
         now = time.time() if now is None else now

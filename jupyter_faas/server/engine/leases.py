@@ -459,6 +459,11 @@ class Leasing(LeaseInitFailures):
         self.leases.pop(lease.id, None)
         self.slots.give_back(lease.function, None)
         self.backend.end_lease(lease.handle)
+        # The callbacks hold the lease (lease -> handle -> callback -> lease): without them the
+        # two are freed now, not whenever the cycle collector next looks at old objects (until
+        # then each kept its journal reader's buffer: the server's memory crept up map by map).
+        handle = lease.handle
+        handle.on_end = handle.on_spent = handle.on_line = None
         self._admit()
 
     # ---- cancel and watch of leased invocations --------------------------------------------

@@ -73,37 +73,44 @@ class Reader:
         self.offset = 0
         self.error: wire.ProtocolError | None = None  # the bytes that were not records
 
-    def read(self) -> list:
+    def read(self, limit: int | None = None, upto: int | None = None) -> list:
         """The records appended since the last call, as ``(header, body)``.
+
+        ``limit``: at most this many (the rest are read by the next calls), so a reader that
+        fell behind holds a bounded batch, not the whole backlog.  ``upto``: read no further
+        into the file once this many of its bytes are read (records already decoded are still
+        returned), so a caller that reads until a short batch stops where the file ended when
+        it began, even while the writer keeps appending.
 
         Raises :class:`~kernel_workers.wire.ProtocolError` for bytes that are not records
         (an environment's handler wrote into the journal's descriptor), once the records
         before them were returned.
         """
-        if self.error is not None:
-            raise self.error
         out = []
         decoder = self.decoder
         while True:
+            frame = decoder.next_frame()
+            while frame is not None:
+                out.append(frame)
+                if limit is not None and len(out) >= limit:
+                    return out
+                frame = decoder.next_frame()
+            if self.error is not None:
+                if not out:
+                    raise self.error
+                return out
+            if upto is not None and self.offset >= upto:
+                return out
             view = decoder.get_buffer()
             got = os.preadv(self.fd, [view], self.offset)
             del view
             if not got:
-                break
+                return out
             self.offset += got
             try:
                 decoder.buffer_updated(got)
             except wire.ProtocolError as exc:
                 self.error = exc
-            frame = decoder.next_frame()
-            while frame is not None:
-                out.append(frame)
-                frame = decoder.next_frame()
-            if self.error is not None:
-                if not out:
-                    raise self.error
-                break
-        return out
 
     def try_lock(self) -> bool:
         """Take the output lock if it is free (never waits)."""

@@ -695,6 +695,63 @@ def _leasing_service(tmp_path):
     return service, store
 
 
+def _journal_invocation(rid: str, t: float) -> bytes:
+    """A start and a clean end record of one invocation, as a leased environment writes them
+    (kernel_workers/lease.py)."""
+    import json as json_
+    from kernel_workers import reports, wire
+
+    rep = reports.report(1.0, 128, 20, None, 0.0000166667, 0.0000002)
+    done = {"request_id": rid, "status": "succeeded", "error": None, "report": rep, "function": "f",
+            "version": 1, "nbytes": 0,
+            "logs": [[t, "platform", reports.start_line(rid, "$LATEST")],
+                     [t, "stdout", f"line of {rid}"],
+                     [t, "platform", reports.end_line(rid)],
+                     [t, "platform", reports.report_line(rid, rep, "succeeded", None)]]}
+    start = wire.pack("start", request_id=rid, t=t, summary="", encoding="pickle", nbytes=0,
+                      function="f", version=1, lambda_version="$LATEST", memory_mb=128)
+    end = wire.pack_raw(b'{"k":"end","v":%d,"clean":true,"t":%r,"done":%s}' % (
+        wire.PROTOCOL_VERSION, t, json_.dumps(done).encode()), b"")
+    return start + end
+
+
+def test_a_journal_backlog_is_folded_in_bounded_batches_every_invocation_stored(tmp_path):
+    """A server that fell behind its leases' journals (a map of quick items outruns it) reads,
+    stores and lets go of FOLD_RECORDS records at a time: what it holds does not grow with the
+    backlog (reading it in at once made the server's RSS jump by tens of MB after a 10,000-item
+    map, a different amount each time).  Every invocation still gets its row, lines and REPORT."""
+    import asyncio
+
+    from jupyter_faas.server.engine import leases as engine_leases
+
+    async def main():
+        service, store = _leasing_service(tmp_path)
+        (info, handle), = service.grant_leases("f", 1, 1)[0]
+        batches = []
+        take = handle.take
+        handle.take = lambda: batches.append(len(handle.records)) or take()
+        n = engine_leases.FOLD_RECORDS * 3 + 7  # invocations: twice as many records
+        fd = os.open(handle.path, os.O_WRONLY | os.O_APPEND)
+        t = time.time()
+        os.write(fd, b"".join(_journal_invocation(f"backlog-{i:05d}", t + i * 1e-4) for i in range(n)))
+        service.fold_leases()
+        assert sum(batches) == 2 * n
+        assert max(batches) <= engine_leases.FOLD_RECORDS, batches
+        rows = store.db.execute("SELECT count(*) FROM invocations WHERE function='f' "
+                                "AND status='succeeded'").fetchone()[0]
+        reports = store.db.execute("SELECT count(DISTINCT request_id) FROM log_lines "
+                                   "WHERE line LIKE 'REPORT RequestId: %'").fetchone()[0]
+        assert rows == n and reports == n
+        # one invocation started and not ended yet: what runs is known once the fold has read
+        # to the journal's end (so the server does not promote one that already ended)
+        os.write(fd, _journal_invocation("last", t + 1)[:len(_journal_invocation("last", t + 1)) // 2])
+        batches.clear()
+        service.fold_leases()
+        assert handle.running is not None and handle.running[0] == "last"
+        os.close(fd)
+    asyncio.run(main())
+
+
 def test_a_lease_that_ended_is_freed_at_once_not_left_to_the_cycle_collector(tmp_path):
     """The engine's callbacks on a lease's handle refer to the lease, which refers to the handle:
     a cycle, freed only when Python's cycle collector next looked at old objects, so every lease
@@ -719,3 +776,25 @@ def test_a_lease_that_ended_is_freed_at_once_not_left_to_the_cycle_collector(tmp
         asyncio.run(main())
     finally:
         gc.enable()
+
+
+def test_a_leftover_journal_longer_than_a_batch_is_folded_at_start(tmp_path):
+    """fold_leftovers reads a journal a stopped server left in batches too: every ended
+    invocation stored, a start without an end failed Runtime.ServerStopped."""
+    from jupyter_faas.server.engine.lease_leftovers import fold_leftovers
+    from jupyter_faas.server.engine import leases as engine_leases
+    from kernel_workers import journal
+
+    service, store = _leasing_service(tmp_path)
+    directory = str(tmp_path / "leftover")
+    path = journal.create(directory, "lease-leftover")
+    n = engine_leases.FOLD_RECORDS + 3
+    t = time.time()
+    with open(path, "ab") as f:
+        f.write(b"".join(_journal_invocation(f"left-{i:04d}", t + i * 1e-4) for i in range(n)))
+        whole = _journal_invocation("cut", t + 1)
+        f.write(whole[:len(whole) // 2])  # its start record (and no end)
+    assert fold_leftovers(service, directory) == {"ended": n, "failed": 1}
+    assert store.db.execute("SELECT count(*) FROM invocations WHERE status='succeeded'").fetchone()[0] == n
+    assert store.get_invocation("cut")["error_type"] == "Runtime.ServerStopped"
+    assert not os.path.exists(path)

@@ -15,7 +15,7 @@ import time
 from kernel_workers import journal
 
 from ..model import FAILED, LATEST
-from .leases import Lease, _flat, _num, _summary, _text, _with_lines
+from .leases import FOLD_RECORDS, Lease, _flat, _num, _summary, _text, _with_lines
 
 log = logging.getLogger("jupyter_faas.server")
 
@@ -27,31 +27,38 @@ def fold_leftovers(service, directory: str) -> dict:
     ended = failed = 0
     for path in journal.leftovers(directory):
         reader = journal.Reader(path)
-        try:
-            records = reader.read()
-        except Exception as exc:  # noqa: BLE001 - a corrupt journal must not stop the server
-            log.error("could not read the journal %s (%s); its invocations are lost", path, exc)
-            records = []
+        starts, lines = {}, {}
+        while True:  # in batches, as a running server folds (a journal can hold a long backlog)
+            try:
+                records = reader.read(FOLD_RECORDS)
+            except Exception as exc:  # noqa: BLE001 - a corrupt journal must not stop the server
+                log.error("could not read the journal %s (%s); its invocations are lost", path, exc)
+                records = []
+            rows = []
+            for header, body in records:
+                header = _flat(header)
+                rid = header.get("request_id")
+                if header["k"] == "lines" and isinstance(rid, str):
+                    lines.setdefault(rid, []).extend(journal.parse_lines(body))
+                elif header["k"] == "start" and isinstance(rid, str):
+                    starts[rid] = header
+                elif header["k"] == "end" and rid in starts:
+                    if rid in lines:
+                        header = _with_lines(header, lines.pop(rid))
+                    start = starts.pop(rid)
+                    function = service.store.get_function(_text(start.get("function"), ""), start.get("version"))
+                    if function is None or not header.get("clean"):
+                        starts[rid] = start  # judged below as stopped: the server could not judge it
+                        continue
+                    function["lambda_version"] = _text(start.get("lambda_version"), LATEST)
+                    lease = Lease("recovered", _Recovered(None), function)
+                    rows.append(service._ended_row(lease, start, header, body)[:3])
+            if rows:
+                service.store.add_ended(rows, skip_known=True)
+                ended += len(rows)
+            if len(records) < FOLD_RECORDS:
+                break
         reader.close()
-        starts, rows, lines = {}, [], {}
-        for header, body in records:
-            header = _flat(header)
-            rid = header.get("request_id")
-            if header["k"] == "lines" and isinstance(rid, str):
-                lines.setdefault(rid, []).extend(journal.parse_lines(body))
-            elif header["k"] == "start" and isinstance(rid, str):
-                starts[rid] = header
-            elif header["k"] == "end" and rid in starts:
-                if rid in lines:
-                    header = _with_lines(header, lines.pop(rid))
-                start = starts.pop(rid)
-                function = service.store.get_function(_text(start.get("function"), ""), start.get("version"))
-                if function is None or not header.get("clean"):
-                    starts[rid] = start  # judged below as stopped: the server could not judge it
-                    continue
-                function["lambda_version"] = _text(start.get("lambda_version"), LATEST)
-                lease = Lease("recovered", _Recovered(None), function)
-                rows.append(service._ended_row(lease, start, header, body)[:3])
         stopped = []
         for rid, start in starts.items():
             error = {"errorType": "Runtime.ServerStopped",
@@ -64,8 +71,7 @@ def fold_leftovers(service, directory: str) -> dict:
                              "created_at": _num(start.get("t")), "started_at": _num(start.get("t")),
                              "ended_at": time.time(), "input_summary": _summary(start),
                              "memory_size_mb": start.get("memory_mb")}, None, []))
-        service.store.add_ended(rows + stopped, skip_known=True)
-        ended += len(rows)
+        service.store.add_ended(stopped, skip_known=True)
         failed += len(stopped)
         try:
             os.unlink(path)

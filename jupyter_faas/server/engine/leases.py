@@ -56,6 +56,10 @@ DEADLINE_GRACE_S = 0.2
 MAX_LEASES = 64
 #: a cancel of a request id no journal shows yet is applied if it starts within this many seconds
 CANCEL_PENDING_S = 5.0
+#: journal records a fold reads, stores and lets go of at a time (one transaction each): what
+#: the server holds while catching up with a backlog is this, not the backlog (thousands after a
+#: map of quick items); ~1 KB of Python objects each
+FOLD_RECORDS = 512
 
 
 class Lease:
@@ -81,6 +85,8 @@ class Leasing(LeaseInitFailures):
         #: token -> (function, environment, Outcome, Init Duration) of an INIT that failed in an
         #: environment started for a map's lease, until an item of the map claims it
         self._init_failures: dict[str, tuple] = {}
+        self._idle_revoke = None  # the timer of _revoke_idle, while one is due
+        self._idle_revoke_name: str | None = None  # ... and of which function (None: all)
 
     # ---- granting --------------------------------------------------------------------------
 
@@ -209,11 +215,20 @@ class Leasing(LeaseInitFailures):
         self._lease_tick_soon()
 
     def _fold(self, lease: Lease) -> None:
+        """Fold the lease's journal into the store as far as it was written when this began,
+        :data:`FOLD_RECORDS` records at a time: a fold that fell behind (a map's environments
+        outrun the server) holds one batch at a time, not the whole backlog."""
         handle = lease.handle
-        handle.poll()
-        records = handle.take()
+        upto = handle.journal_size()
+        while handle.poll(FOLD_RECORDS, upto) == FOLD_RECORDS or handle.records:
+            if not self._fold_records(lease, handle.take()):
+                return
+
+    def _fold_records(self, lease: Lease, records: list) -> bool:
+        """One batch of a fold; False when the store refused it (kept for the next tick)."""
+        handle = lease.handle
         if not records:
-            return
+            return True
         ended, later, cancels = [], [], []
         now = time.time()
         starts = dict(lease.starts)
@@ -248,7 +263,7 @@ class Leasing(LeaseInitFailures):
             except Exception:  # noqa: BLE001 - kept: the next tick writes them again
                 log.exception("could not store %d invocations of lease %s; retrying", len(ended), lease.id)
                 handle.records[:0] = records
-                return
+                return False
         lease.starts = starts
         for rid in used:
             lease.lines.pop(rid, None)
@@ -269,6 +284,7 @@ class Leasing(LeaseInitFailures):
             if rid in lease.starts:
                 self._promote(lease, rid, lease.starts[rid])
                 self.backend.kill_leased(handle, "cancelled")
+        return True
 
     def _ended_row(self, lease: Lease, start: dict, end: dict, body) -> tuple:
         """``(row, result, logs, argument file)`` of an invocation whose clean end is in the journal."""
@@ -463,7 +479,7 @@ class Leasing(LeaseInitFailures):
         # two are freed now, not whenever the cycle collector next looks at old objects (until
         # then each kept its journal reader's buffer: the server's memory crept up map by map).
         handle = lease.handle
-        handle.on_end = handle.on_spent = handle.on_line = None
+        handle.on_end = handle.on_spent = None
         self._admit()
 
     # ---- cancel and watch of leased invocations --------------------------------------------
@@ -485,15 +501,31 @@ class Leasing(LeaseInitFailures):
             self._lease_cancels[request_id] = time.time()
 
     def revoke_leases(self, name: str | None = None, idle_only: bool = False) -> None:
-        """Revoke the leases (of function ``name``; ``idle_only``: those running nothing now)."""
+        """Revoke the leases (of function ``name``; ``idle_only``: those running nothing now, at
+        the next turn of the loop: see :meth:`_revoke_idle`)."""
+        if idle_only:
+            if self._idle_revoke is None:
+                self._idle_revoke, self._idle_revoke_name = self.clock.call_later(0, self._revoke_idle), name
+            elif self._idle_revoke_name != name:
+                self._idle_revoke_name = None  # asked for two functions: every idle one
+            return
         for lease in list(self.leases.values()):
             if name is not None and lease.function["name"] != name:
                 continue
-            if idle_only:
-                lease.handle.poll()
-                if lease.handle.running is not None:
-                    continue
             if not lease.revoked and not lease.handle.ended:
+                lease.revoked = True
+                lease.handle.revoke()
+
+    def _revoke_idle(self) -> None:
+        """Revoke the leases running nothing now.  What runs is known once a journal is read to
+        its end, so each is folded first (in batches: a backlog is not read in at once, and not
+        inside the submission that asked, which may be enqueueing a batch)."""
+        self._idle_revoke, name = None, self._idle_revoke_name
+        for lease in list(self.leases.values()):
+            if lease.revoked or lease.handle.ended or (name is not None and lease.function["name"] != name):
+                continue
+            self._fold(lease)
+            if lease.handle.running is None and not lease.revoked and not lease.handle.ended:
                 lease.revoked = True
                 lease.handle.revoke()
 

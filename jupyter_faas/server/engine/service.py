@@ -550,6 +550,8 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
                 self._promote(lease, rid, start)
         if self._lease_tick is not None:
             self._lease_tick.cancel()
+        if self._idle_revoke is not None:
+            self._idle_revoke.cancel()
         if self._flusher is not None:
             self._flusher.cancel()
         if self._recheck_at is not None:

@@ -61,12 +61,14 @@ class EnvironmentLease:
 
     # ---- the journal -----------------------------------------------------------------------
 
-    def poll(self) -> None:
-        """Read the records appended since the last poll (kept for :meth:`take`)."""
+    def poll(self, limit: int | None = None, upto: int | None = None) -> int:
+        """Read the records appended since the last poll (kept for :meth:`take`): at most
+        ``limit``, and no further into the journal than ``upto`` bytes (:meth:`journal_size`),
+        as :meth:`kernel_workers.journal.Reader.read`.  Returns how many were read."""
         if self.reader.fd is None or self.broken:
-            return
+            return 0
         try:
-            records = self.reader.read()
+            records = self.reader.read(limit, upto)
         except wire.ProtocolError:
             records = []
         if self.reader.error is not None:
@@ -86,6 +88,11 @@ class EnvironmentLease:
             elif header["k"] == "end":
                 self.running = None
         self.records.extend(records)
+        return len(records)
+
+    def journal_size(self) -> int:
+        """The journal's length now, in bytes (where a fold in batches stops reading)."""
+        return 0 if self.reader.fd is None else os.fstat(self.reader.fd).st_size
 
     def take(self) -> list:
         records, self.records = self.records, []
@@ -138,7 +145,8 @@ class EnvironmentLease:
             return
         self.ended = True
         self.output.stop()
-        self.poll()
+        # The journal's last records are read by the engine's fold (on_end), in batches: not
+        # here all at once (a client letting go after a map can leave thousands unread).
         env = self.env
         env.lease = None
         env.on_line = None

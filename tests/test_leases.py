@@ -682,7 +682,7 @@ def _leasing_service(tmp_path):
             path = journal.create(str(tmp_path / "journal"), lease_id)
             ours, theirs = socket_.socketpair()
             theirs.close()
-            env = SimpleNamespace(id="env-" + lease_id, lease=None, on_line=None, state="gone")
+            env = SimpleNamespace(id="env-" + lease_id, lease=None, on_line=None, state="gone", _pipes=[])
             return EnvironmentLease(env, lease_id, path, ours)
 
         def end_lease(self, lease):

@@ -167,6 +167,10 @@ class EnvironmentLease:
         if self.client_sock is not None:
             self.client_sock.close()
             self.client_sock = None
+        # the output reader refers back to this lease: without the link both are freed now,
+        # not when the cycle collector next runs (every lease's journal buffer meanwhile)
+        self.output.on_line = None
+        self.output.lease = None
 
 
 async def _death_outcome(env, started_wall: float | None) -> Outcome:

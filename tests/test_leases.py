@@ -825,11 +825,8 @@ def test_a_server_behind_its_journals_catches_up_without_holding_the_backlog(mak
         try:
             for i in range(n):
                 assert ident(i) == i  # straight to the environment, which needs no server
-            try:
-                with open(f"/proc/{pid}/clear_refs", "w") as f:
-                    f.write("5")  # the peak RSS (VmHWM) starts again from the RSS now
-            except OSError as exc:
-                pytest.skip(f"cannot reset the server's peak RSS here: {exc}")
+            with open(f"/proc/{pid}/clear_refs", "w") as f:  # our own child: Linux lets us
+                f.write("5")  # the peak RSS (VmHWM) starts again from the RSS now
             rss_kb = _status_kb(pid, "VmRSS")
         finally:
             os.kill(pid, signal.SIGCONT)

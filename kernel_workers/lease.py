@@ -26,8 +26,10 @@ Records: wire frames appended to the lease's journal (a file the server made; on
 each, durable against this process's death and the server's as SQLite's WAL at
 synchronous=NORMAL is):
 
-  ``start`` {request_id, t, summary, encoding, function, version, lambda_version, memory_mb,
-            buffers?, init?}   written before the handler runs: the invocation is accepted.
+  ``lease`` {lease_id, function, version, lambda_version, memory_mb}  first, once: what every
+            invocation of the journal shares (a start record of an older runtime repeats them)
+  ``start`` {request_id, t, summary, encoding, buffers?, init?}   written before the handler
+            runs: the invocation is accepted.
             ``init`` {ms, lines}: the first invocation run here carries the cold start no
             invocation reported yet (the lease frame's ``init``: an environment started for the
             lease, or leased before its first call): its Init Duration (in its REPORT, billed
@@ -149,6 +151,8 @@ class Lease:
         self.version = header["version"]            # the engine's version (what done items name)
         self.lambda_version = header["lambda_version"]
         self.memory_mb = header["memory_mb"]
+        os.write(self.journal, wire.pack("lease", lease_id=self.id, function=self.function, version=self.version,
+                                         lambda_version=self.lambda_version, memory_mb=self.memory_mb))
         self.timeout_ms = header["timeout_s"] * 1000
         self.pricing = (header["per_gb_second"], header["per_request"])
         self.init_type = header.get("init_type", "on-demand")
@@ -271,9 +275,7 @@ class Lease:
     def _start_record(self, item, t: float) -> bytes:
         rid, encoding, summary, described, payload = item
         start = {"request_id": rid, "t": t, "summary": summary, "encoding": encoding,
-                 "nbytes": len(payload) + (_nbytes(described) if described is not None else 0),
-                 "function": self.function, "version": self.version,
-                 "lambda_version": self.lambda_version, "memory_mb": self.memory_mb}
+                 "nbytes": len(payload) + (_nbytes(described) if described is not None else 0)}
         if described is not None:
             start["buffers"] = described
         if self.init is not None and self.init_rid is None:

@@ -27,7 +27,7 @@ def fold_leftovers(service, directory: str) -> dict:
     ended = failed = 0
     for path in journal.leftovers(directory):
         reader = journal.Reader(path)
-        starts, lines = {}, {}
+        starts, lines, shared = {}, {}, {}
         while True:  # in batches, as a running server folds (a journal can hold a long backlog)
             try:
                 records = reader.read(FOLD_RECORDS)
@@ -38,10 +38,12 @@ def fold_leftovers(service, directory: str) -> dict:
             for header, body in records:
                 header = _flat(header)
                 rid = header.get("request_id")
-                if header["k"] == "lines" and isinstance(rid, str):
+                if header["k"] == "lease":  # what its starts share (function, version, memory)
+                    shared = {k: header.get(k) for k in ("function", "version", "lambda_version", "memory_mb")}
+                elif header["k"] == "lines" and isinstance(rid, str):
                     lines.setdefault(rid, []).extend(journal.parse_lines(body))
                 elif header["k"] == "start" and isinstance(rid, str):
-                    starts[rid] = header
+                    starts[rid] = {**shared, **header}
                 elif header["k"] == "end" and rid in starts:
                     if rid in lines:
                         header = _with_lines(header, lines.pop(rid))

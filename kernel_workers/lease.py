@@ -148,7 +148,7 @@ class Lease:
             os.set_blocking(fd, False)
         self.journal = os.open(header["journal"], os.O_WRONLY | os.O_APPEND)
         self.function = header["function"]
-        self.version = header["version"]            # the engine's version (what done items name)
+        self.version = header["version"]            # the engine's version (the journal's lease record names it)
         self.lambda_version = header["lambda_version"]
         self.memory_mb = header["memory_mb"]
         os.write(self.journal, wire.pack("lease", lease_id=self.id, function=self.function, version=self.version,
@@ -391,8 +391,8 @@ class Lease:
         # Its handler's lines only: START, [ERROR], END and REPORT are the row's figures, so the
         # store makes them when they are read (server/engine/platform_lines.py), and a client
         # has the figures in ``report``.
-        done = {"request_id": rid, "status": status, "error": error, "report": rep,
-                "function": self.function, "version": self.version, "logs": lines}
+        # (no function or version: the client and the server know them from the lease)
+        done = {"request_id": rid, "status": status, "error": error, "report": rep, "logs": lines}
         if init is not None:
             done["init_logs"] = init.get("lines") or []  # logged before its own (the client's copy)
         if "buffers" in fields:

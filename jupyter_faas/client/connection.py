@@ -282,9 +282,8 @@ class Connection:
         """The server at ``self.url`` did not answer (``cause``): move this connection to the next.
 
         Found through the runtime file (``rediscover``), as a first call finds it: the server it
-        names once that one answers; else one this client starts, at once when it did not see its
-        server go (it went while this client was idle), or RESTART_GRACE_S after it saw it go
-        (whoever stopped it may be starting the next).  A start that fails (the stopping server
+        names once that one answers; else one this client starts, RESTART_GRACE_S after it first
+        saw its server gone (whoever stopped it may be starting the next).  A start that fails (the stopping server
         still holds the store) is tried again.  ``gen``: the server the caller tried; if the
         connection has moved on since, it returns at once.
 
@@ -300,7 +299,12 @@ class Connection:
                 return  # another call found the next server while this one waited
             loop = asyncio.get_running_loop()
             now = time.monotonic()
-            lost_at = self._lost_at if self._lost_at is not None else now - RESTART_GRACE_S
+            # the grace counts from the first sign of the loss, seen here or by a socket: a refusal
+            # may come before the websocket's close is read, while whoever stopped the server
+            # is starting the next (a start of ours then races theirs for the store)
+            if self._lost_at is None:
+                self._lost_at = now
+            lost_at = self._lost_at
             deadline = now + REATTACH_S
             gone, last = self.url, cause
             while not self._closing:

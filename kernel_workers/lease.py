@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import selectors
 import socket
 import time
@@ -87,9 +88,15 @@ class Meter:
         self.own_only = own_only  # forked from a snapshot: only the cgroup's figure counts
         self.clear = os.open("/proc/self/clear_refs", os.O_WRONLY)
         self.usage = self.oom = None
+        self.near_limit_mb = 0.0  # a peak past this may be the kernel's OOM kill: look then only
         if cgroup:
             self.usage = os.open(os.path.join(cgroup, "memory.max_usage_in_bytes"), os.O_RDWR)
             self.oom = os.open(os.path.join(cgroup, "memory.oom_control"), os.O_RDONLY)
+            try:
+                with open(os.path.join(cgroup, "memory.limit_in_bytes")) as f:
+                    self.near_limit_mb = 0.9 * int(f.read()) / (1 << 20)
+            except (OSError, ValueError):
+                pass
         self.kills = self._kills()
 
     def reset(self) -> None:
@@ -102,7 +109,6 @@ class Meter:
 
     def read(self) -> tuple[float, bool]:
         """(peak MB since :meth:`reset`, whether the kernel OOM-killed a process of the cgroup)."""
-        import resource
         hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         usage = None
         if self.usage is not None:
@@ -110,8 +116,12 @@ class Meter:
                 usage = int(os.pread(self.usage, 64, 0)) / (1 << 20)
             except (OSError, ValueError):
                 pass
-        kills = self._kills()
-        killed, self.kills = kills > self.kills, kills
+        killed = False
+        # the kernel kills in the cgroup only when its usage reached the limit, so the kill
+        # count is read only after a peak near it (one read fewer per quick invocation)
+        if self.oom is not None and (usage is None or usage >= self.near_limit_mb):
+            kills = self._kills()
+            killed, self.kills = kills > self.kills, kills
         if usage is None:
             return hwm, killed
         return (usage if self.own_only else max(hwm, usage)), killed

@@ -838,3 +838,29 @@ def test_a_server_behind_its_journals_catches_up_without_holding_the_backlog(mak
         assert grew_mb < 8, f"the server's RSS peaked {grew_mb:.1f} MB over its RSS while catching up"
     finally:
         discovery.reset()
+
+
+def test_a_functions_newest_lines_are_the_tail_of_all_its_lines(conn):
+    # leased rows (platform lines made from the row) and the server's (stored), interleaved by
+    # a map's concurrency: any limit gives the newest lines in one order, by time
+    @faas.function(name="leased_fn_logs")
+    def f(x):
+        print("a", x)
+        time.sleep(0.05 * (x % 3))
+        print("b", x)
+        return x
+
+    f(0), f(0), f(0)  # the last two through a lease
+    conn.use_leases = False
+    try:
+        f.map(range(10), concurrency=3, show=False)
+    finally:
+        conn.use_leases = True
+
+    def lines(n):
+        return [line["line"] for line in conn.request(
+            "GET", "/faas/api/functions/leased_fn_logs/logs", params={"limit": n})["logs"]]
+    full = lines(100000)
+    assert sum(line.startswith("REPORT RequestId:") for line in full) == 13
+    for n in range(1, 40):
+        assert lines(n) == full[-n:], n

@@ -65,15 +65,21 @@ def invocation_logs(store, request_id: str, after: int, limit: int) -> list[dict
     return lines[:limit]
 
 
+#: stored lines read beyond ``limit`` for a function's newest lines: stored lines are in the
+#: order they were written (by id), which differs from their times by up to a flush (0.25 s) of
+#: a map's concurrent invocations; the newest by time are among these
+CANDIDATES = 100
+
+
 def function_logs(store, function: str, limit: int) -> list[dict]:
-    """The newest ``limit`` lines of a function's invocations, in the order they were written
-    (by time, then id), with the made lines of its newest invocations that have them."""
-    lines = store.function_logs(function, limit)
-    implicit = store.implicit_newest(function, limit)
-    if not implicit:
-        return lines
-    for row in implicit:
+    """The newest ``limit`` lines of a function's invocations, oldest first, by time (then id):
+    its stored lines and the lines made from the rows of its invocations that have them, in one
+    order whatever ``limit`` is (a smaller limit gives the tail of a larger one's lines)."""
+    if limit <= 0:
+        return []
+    lines = store.function_logs(function, 2 * limit + CANDIDATES)
+    for row in store.implicit_newest(function, limit):
         head, tail = made_lines(row)
         lines.extend(dict(line, request_id=row["request_id"]) for line in head + tail)
     lines.sort(key=lambda line: (line["ts"], line["id"]))
-    return lines[-limit:] if limit > 0 else []
+    return lines[-limit:]

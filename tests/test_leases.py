@@ -864,3 +864,26 @@ def test_a_functions_newest_lines_are_the_tail_of_all_its_lines(conn):
     assert sum(line.startswith("REPORT RequestId:") for line in full) == 13
     for n in range(1, 40):
         assert lines(n) == full[-n:], n
+
+
+def test_a_leased_maps_items_that_run_a_while_keep_their_lines_live(conn):
+    # an item running past the server's lease tick has its output read by the server: those
+    # lines reach the map's futures (and its view) through the server, as on its own path
+    @faas.function(name="leased_slow_lines", timeout=30)
+    def item(x):
+        print("item", x, flush=True)
+        time.sleep(0.3)
+        return x
+
+    item.map(range(4), concurrency=4, show=False)
+    futures = []
+    original = item._submit_items
+
+    def keep(indexed_args, view, group=None, leased=None):
+        out = original(indexed_args, view, group, leased)
+        futures.extend(out)
+        return out
+    item._submit_items = keep
+    assert item.map(range(12), concurrency=4, show=False) == list(range(12))
+    assert {fut.index: list(fut.logs).count(f"item {fut.index}") for fut in futures} == {i: 1 for i in range(12)}
+    assert all(fut.status == "succeeded" for fut in futures)

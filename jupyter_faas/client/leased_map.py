@@ -42,9 +42,11 @@ WINDOW_BUDGET_MS = 5.0
 #: of it should have ended is busy with a slow one: it gets no more until that ends (the items
 #: it would hold run in other environments)
 BUSY_S = 0.002
-#: an item sent this long ago (seconds) is followed through the server as well (``watch``):
-#: its lines stream live, as on the server's path
-WATCH_AFTER_S = 0.5
+#: an item sent this long ago (seconds) is followed through the server as well (``watch``): its
+#: lines stream live, as on the server's path.  The server's lease tick (LEASE_TICK_S, 0.1 s):
+#: from then on the server may read a running item's output itself, and those lines reach
+#: this client only through a watch (an item ending before its watch lost them from the view)
+WATCH_AFTER_S = 0.1
 #: items per frame
 BATCH = 64
 

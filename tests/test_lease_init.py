@@ -99,3 +99,18 @@ def test_an_init_that_fails_in_an_environment_started_for_a_leased_map_fails_an_
         assert lines[1].startswith("init in ")
         assert lines[2] == "[ERROR] RuntimeError: init fails after the first"
         assert lines[-1].startswith(f"REPORT RequestId: {row['request_id']}") and "Init Duration" in lines[-1]
+
+
+def test_a_leased_map_whose_every_init_fails_ends_with_its_last_item(conn):
+    # every item goes the server's way (and fails with the INIT error); the map's driver then
+    # has nothing left and ends, rather than waiting for a frame that never comes
+    import threading
+
+    def bad_init():
+        raise RuntimeError("init boom")
+
+    failing = faas.function(name="lease_init_all_fail", snapshot=False, init=bad_init, show=False)(lambda x: x)
+    results = failing.map(range(8), concurrency=3, return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["RuntimeError"] * 8
+    assert all("init boom" in str(r) for r in results)
+    assert not [t for t in threading.enumerate() if t.name == "faas-leased-map" and t.is_alive()]

@@ -212,6 +212,7 @@ class LeasedMap:
                 return
             if not self.leases and not self.starting and (self.queue or self.sent):
                 self._fall_back(list(self.sent.values()))
+                continue  # nothing of it is left here: the map may be over (not a wait for nothing)
             self._watch_long()
             socks = [self.wake_r, ch.sock] + [entry[0].sock for entry in self.leases]
             ready = _readable(socks, WATCH_AFTER_S if self.sent else None)

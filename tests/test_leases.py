@@ -887,3 +887,32 @@ def test_a_leased_maps_items_that_run_a_while_keep_their_lines_live(conn):
     assert item.map(range(12), concurrency=4, show=False) == list(range(12))
     assert {fut.index: list(fut.logs).count(f"item {fut.index}") for fut in futures} == {i: 1 for i in range(12)}
     assert all(fut.status == "succeeded" for fut in futures)
+
+
+def test_cancelling_a_leased_maps_items_takes_back_every_unsent_one_at_once(tmp_path):
+    # Ctrl-C of a map of many items: what is not sent is cancelled in one pass (it never ran);
+    # what was sent is left to the driver (it cancels it through the environment and server)
+    import collections
+    import os as _os
+
+    from jupyter_faas.client import leased_map as lm
+    from jupyter_faas.client.invocation import InvocationFuture
+
+    class Payload:
+        discarded = 0
+
+        def discard(self, _):
+            Payload.discarded += 1
+
+    m = lm.LeasedMap.__new__(lm.LeasedMap)
+    m.lock = threading.Lock()
+    m.conn = type("Conn", (), {"buffer_dir": tmp_path})()
+    m.wake_r, m.wake_w = _os.pipe()
+    futures = [InvocationFuture("f", None) for _ in range(20000)]
+    sent = futures[:3]
+    m.queue = collections.deque((fut, Payload()) for fut in futures[3:])
+    m.cancel_many(futures)
+    assert not m.queue and Payload.discarded == len(futures) - 3
+    assert all(fut.cancelled() for fut in futures[3:])
+    assert all(fut._cancel_requested and not fut.done() for fut in sent)
+    _os.close(m.wake_r), _os.close(m.wake_w)

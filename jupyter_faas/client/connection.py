@@ -539,6 +539,18 @@ class Connection:
         item[3].discard(self.buffer_dir)
         return True
 
+    def withdraw_many(self, futures) -> list:
+        """Take back those of ``futures`` not sent to the server yet, in one pass over the
+        outbox; returns them (their payloads discarded)."""
+        wanted = {id(fut) for fut in futures}
+        with self._outbox_lock:
+            taken = [item for item in self._outbox if id(item[1]) in wanted]
+            if taken:
+                self._outbox = [item for item in self._outbox if id(item[1]) not in wanted]
+        for item in taken:
+            item[3].discard(self.buffer_dir)
+        return [item[1] for item in taken]
+
     def _drain_outbox(self) -> None:
         with self._outbox_lock:
             items, self._outbox = self._outbox, []

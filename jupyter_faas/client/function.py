@@ -577,13 +577,20 @@ def _raise_first_failure(futures, index: int | None = None) -> None:
 
 def _cancel(futures, wait: bool = True) -> None:
     live = [f for f in futures if not f.done()]
+    by_map: dict = {}
     for f in live:
         if getattr(f, "_leased", None) is not None:
-            f._leased.cancel(f)  # its map's driver cancels it (it has no request id to wait for)
+            by_map.setdefault(id(f._leased), (f._leased, []))[1].append(f)
+    for leased_map, mine in by_map.values():
+        leased_map.cancel_many(mine)  # its driver cancels them (they have no request id to wait for)
     leased = [f for f in live if getattr(f, "_leased", None) is not None]
     if leased and wait:
         concurrent.futures.wait(leased, timeout=30)
     live = [f for f in live if getattr(f, "_leased", None) is None]
+    if live:  # not sent yet: never sent (one pass, not a wait for each one's request id)
+        for f in live[0]._connection.withdraw_many(live):
+            f._finish_cancelled(errors.Cancelled(f"{f.function}: cancelled before it was sent; it never ran"))
+        live = [f for f in live if not f.done()]
     # A future still being submitted gets its request id in a moment (its batch is in flight);
     # skipping it would leave it to run unobserved.
     rids = [rid for rid in (f.request_id for f in live) if rid]

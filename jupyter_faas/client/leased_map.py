@@ -162,8 +162,25 @@ class LeasedMap:
 
     def cancel(self, fut) -> None:
         """Cancel ``fut`` without waiting (a map's first failure cancels the rest)."""
-        if self.withdraw(fut):
+        self.cancel_many([fut])
+
+    def cancel_many(self, futures) -> None:
+        """Cancel ``futures`` without waiting, in one pass over what is not sent yet (one
+        ``withdraw`` each was a scan of the queue each: minutes for a map of 200,000 items)."""
+        wanted = {id(fut) for fut in futures}
+        with self.lock:
+            kept, taken = collections.deque(), []
+            for item in self.queue:
+                (taken if id(item[0]) in wanted else kept).append(item)
+            self.queue = kept
+        for fut, payload in taken:
+            payload.discard(self.conn.buffer_dir)
             fut._finish_cancelled(fut._cancelled_error())
+        withdrawn = {id(fut) for fut, _ in taken}
+        for fut in futures:
+            if id(fut) not in withdrawn:
+                fut._cancel_requested = True  # sent: the driver cancels it (_cancel_requested)
+        self._wake()
 
     def _wake(self) -> None:
         try:

@@ -22,6 +22,20 @@ ROOT = Path(__file__).resolve().parent.parent
 SEEN: list = []
 
 
+def map_futures(fn) -> list:
+    """The futures ``fn``'s maps make from now on (a map returns results only): a list that
+    fills as ``fn._submit_items`` makes them."""
+    futures: list = []
+    original = fn._submit_items
+
+    def keep(indexed_args, view, group=None, leased=None):
+        out = original(indexed_args, view, group, leased)
+        futures.extend(out)
+        return out
+    fn._submit_items = keep
+    return futures
+
+
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.02, what: str | None = None):
     """Poll ``predicate()`` until it returns something truthy, and return that.
 

@@ -14,7 +14,7 @@ import jupyter_faas as faas
 from jupyter_faas import errors
 from jupyter_faas.client import discovery
 
-from conftest import wait_for
+from conftest import map_futures, wait_for
 
 
 def _leases(conn) -> int:
@@ -876,14 +876,7 @@ def test_a_leased_maps_items_that_run_a_while_keep_their_lines_live(conn):
         return x
 
     item.map(range(4), concurrency=4, show=False)
-    futures = []
-    original = item._submit_items
-
-    def keep(indexed_args, view, group=None, leased=None):
-        out = original(indexed_args, view, group, leased)
-        futures.extend(out)
-        return out
-    item._submit_items = keep
+    futures = map_futures(item)
     assert item.map(range(12), concurrency=4, show=False) == list(range(12))
     assert {fut.index: list(fut.logs).count(f"item {fut.index}") for fut in futures} == {i: 1 for i in range(12)}
     assert all(fut.status == "succeeded" for fut in futures)

@@ -19,6 +19,7 @@ import pytest
 
 import jupyter_faas as faas
 
+from conftest import map_futures
 from kernels import RawKernel
 
 
@@ -488,14 +489,7 @@ def test_every_map_item_is_a_recorded_invocation_with_its_platform_lines(conn):
         return x * 2
 
     items = 200
-    futures = []
-    original = noop_recorded._submit_items
-
-    def keep(indexed_args, view, group=None, leased=None):
-        out = original(indexed_args, view, group, leased)
-        futures.extend(out)
-        return out
-    noop_recorded._submit_items = keep
+    futures = map_futures(noop_recorded)
     assert noop_recorded.map(range(items), show=False) == [2 * i for i in range(items)]
     assert len(futures) == items
     rids = [f.request_id for f in futures]

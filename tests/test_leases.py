@@ -909,3 +909,17 @@ def test_cancelling_a_leased_maps_items_takes_back_every_unsent_one_at_once(tmp_
     assert all(fut.cancelled() for fut in futures[3:])
     assert all(fut._cancel_requested and not fut.done() for fut in sent)
     _os.close(m.wake_r), _os.close(m.wake_w)
+
+
+def test_kept_leases_of_a_version_no_longer_mapped_are_closed_once_revoked(conn):
+    # each redefinition maps a new version; the leases kept for the old ones must not stay open
+    def make(n):
+        return faas.function(name="leased_redefined", show=False)(lambda x, n=n: x + n)
+
+    make(0).map(range(20), concurrency=2)
+    old = {k for k in conn._direct._kept if k[0] == "leased_redefined"}
+    assert old
+    wait_for(lambda: _leases(conn) == 0, timeout=30, what="the idle leases revoked")
+    make(1).map(range(20), concurrency=2)
+    kept = {k for k in conn._direct._kept if k[0] == "leased_redefined"}
+    assert kept and not kept & old

@@ -108,8 +108,8 @@ class DirectChannel:
         :class:`ConnectionError` if the socket broke after it was (``fut`` then knows
         whether the server accepted it).
         """
-        # an engine version (an int) is what a notebook handle calls; a qualifier may move
-        # A call with arrays in a buffer file goes the server's way: the server plans its spare
+        # Leased only for an engine version (an int: what a notebook handle calls; a qualifier
+        # may move).  A call with arrays in a buffer file goes the server's way: the server plans its spare
         # files around the large calls it sees (measured: leased 100 MB calls left W4 a slow
         # repetition and slowed the next cold start), and 0.3 ms saved is nothing beside the copy.
         try:
@@ -125,7 +125,6 @@ class DirectChannel:
                 return
             except NotStarted:
                 self.drop_lease(lease)  # nothing of it was recorded: the server's way below
-
             except (OSError, EOFError, wire.ProtocolError) as exc:
                 raise ConnectionError(f"the direct socket broke: {exc}") from exc
         cid = next(self._cid)
@@ -198,12 +197,23 @@ class DirectPool:
         self._closed = False
 
     def keep_leases(self, key: tuple, leases: list) -> None:
-        """Keep a finished map's idle ``leases`` (:class:`.lease.ClientLease`) for the next."""
+        """Keep a finished map's idle ``leases`` (:class:`.lease.ClientLease`) for the next;
+        those kept for other versions that the server revoked meanwhile are closed (a notebook
+        that redefines its function maps new versions: the old ones' sockets would stay open)."""
+        gone = []
         with self._lock:
-            if not self._closed:
+            if self._closed:
+                gone = list(leases)
+            else:
+                for other, held in list(self._kept.items()):
+                    usable = [lease for lease in held if lease.usable()]
+                    gone += [lease for lease in held if lease not in usable]
+                    if usable:
+                        self._kept[other] = usable
+                    else:
+                        del self._kept[other]
                 self._kept.setdefault(key, []).extend(leases)
-                return
-        for lease in leases:
+        for lease in gone:
             lease.close()
 
     def kept_leases(self, key: tuple, want: int) -> list:

@@ -127,18 +127,25 @@ def test_the_worker_stops_idle_environments_itself(server_id):
     out = _invoke(server_id, "ok", 1)
     pid = _pid(out)
     deadline = time.monotonic() + 10
-    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+    while not _dead(pid):
         assert time.monotonic() < deadline, "the idle environment was not stopped"
         time.sleep(0.1)
     assert dask_worker.stats(server_id)["environments"] == 0
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie (reaped between the two looks: gone too)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def test_an_environment_that_died_while_idle_is_not_used(server_id):
     first = _invoke(server_id, "ok", 1)
     pid = _pid(first)
     os.kill(pid, 9)
-    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
-             what="the environment to die")
+    wait_for(lambda: _dead(pid), what="the environment to die")
     second = _invoke(server_id, "ok", 2)
     assert second["kind"] == "result" and cloudpickle.loads(second["body"]) == 4
     assert second["init_ms"] is not None                          # a new one, cold

@@ -454,8 +454,8 @@ def _alive(pid: int) -> bool:
 
 def test_quick_items_do_not_wait_behind_a_slow_one_in_its_environment(conn, tmp_path):
     # Quick items fill deep windows; once an environment is busy with a slow item, it is sent no
-    # more: only the items that went in the same frame wait behind it, the rest run elsewhere.
-    from jupyter_faas.client.leased_map import BATCH
+    # more: at most its window (what it had unanswered) waits behind it, the rest run elsewhere.
+    from jupyter_faas.client.leased_map import WINDOW
     release, marks = tmp_path / "release", tmp_path / "marks"
     marks.mkdir()
     slow, n = 300, 700
@@ -478,7 +478,7 @@ def test_quick_items_do_not_wait_behind_a_slow_one_in_its_environment(conn, tmp_
     mapping = threading.Thread(target=lambda: results.extend(item.map(range(n), concurrency=2, show=False)))
     mapping.start()
     try:
-        wait_for(lambda: len(list(marks.iterdir())) >= n - BATCH, what="the quick items run beside the slow one")
+        wait_for(lambda: len(list(marks.iterdir())) >= n - 1 - WINDOW, what="the quick items run beside the slow one")
     finally:
         release.touch()
         mapping.join(60)

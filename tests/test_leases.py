@@ -866,13 +866,15 @@ def test_a_functions_newest_lines_are_the_tail_of_all_its_lines(conn):
         assert lines(n) == full[-n:], n
 
 
-def test_a_leased_maps_items_that_run_a_while_keep_their_lines_live(conn):
+@pytest.mark.parametrize("seconds", [0.12, 0.3])
+def test_a_leased_maps_items_that_run_a_while_keep_their_lines_live(conn, seconds):
     # an item running past the server's lease tick has its output read by the server: those
-    # lines reach the map's futures (and its view) through the server, as on its own path
-    @faas.function(name="leased_slow_lines", timeout=30)
-    def item(x):
+    # lines reach the map's futures (and its view) through the server, as on its own path,
+    # also when it ends before the client's watch of it reached the server
+    @faas.function(name=f"leased_slow_lines_{int(seconds * 100)}", timeout=30)
+    def item(x, seconds=seconds):
         print("item", x, flush=True)
-        time.sleep(0.3)
+        time.sleep(seconds)
         return x
 
     item.map(range(4), concurrency=4, show=False)

@@ -49,6 +49,9 @@ BUSY_S = 0.002
 WATCH_AFTER_S = 0.1
 #: items per frame
 BATCH = 64
+#: lines of an item read back from the store when the server may have read some of them
+STORED_LINES = 10_000
+_MADE = ("START RequestId:", "END RequestId:", "REPORT RequestId:", "[ERROR]")
 
 
 class ServerGone(Exception):
@@ -73,6 +76,7 @@ class LeasedMap:
         self.sent: dict = {}            # request id -> (fut, payload, lease entry)
         self.asked: dict = {}           # request id -> (fut, payload): asked of the server (watch)
         self.watched: set = set()       # request ids followed live through the server too
+        self.streamed: set = set()      # request ids whose lines came live from the server
         self.sent_at: dict = {}         # request id -> when it was sent (time.monotonic())
         self.lock = threading.Lock()
         self.wake_r, self.wake_w = os.pipe()
@@ -323,12 +327,20 @@ class LeasedMap:
                     n = item["nbytes"]
                     rid = item["request_id"]
                     sent = self.sent.pop(rid, None)
-                    self.sent_at.pop(rid, None)
+                    sent_at = self.sent_at.pop(rid, None)
                     if sent is not None:
                         entry[1] -= 1
                         fut = sent[0]
                         _accept(fut, rid, self.version)
                         lines = item.get("logs") or []
+                        if (self.logs and rid not in self.streamed and sent_at is not None
+                                and time.monotonic() - sent_at >= WATCH_AFTER_S):
+                            # long enough for the server to have read some of its output, and
+                            # none of that came: all its lines from the store instead
+                            stored = self._stored_lines(rid)
+                            if stored is not None:
+                                lines, item = stored, dict(item, init_logs=None, skipped=0)
+                                self.watched.discard(rid)
                         if rid in self.watched:
                             self.watched.discard(rid)
                             if fut.logs and lines and lines[0][1] == "platform":
@@ -361,6 +373,17 @@ class LeasedMap:
                 self._fall_back(back)
             elif kind == "ended":
                 self._ask(header.get("request_ids") or (), entry)
+
+    def _stored_lines(self, rid: str) -> list | None:
+        """An ended item's lines as stored (its INIT's, its handler's; not the START, [ERROR],
+        END and REPORT made from its row), or None if the server cannot say now."""
+        try:
+            rows = self.conn.request("GET", f"/faas/api/invocations/{rid}/logs",
+                                     params={"limit": STORED_LINES})["logs"]
+        except Exception:  # noqa: BLE001 - what the environment sent is shown instead
+            return None
+        return [[r["ts"], r["stream"], r["line"]] for r in rows
+                if not (r["stream"] == "platform" and r["line"].startswith(_MADE))]
 
     def _timed(self, duration_ms) -> None:
         if isinstance(duration_ms, (int, float)) and duration_ms >= 0:
@@ -427,6 +450,7 @@ class LeasedMap:
                 sent = self.asked.get(rid) or (self.sent.get(rid) if rid in self.watched else None)
                 if sent is not None:
                     _accept(sent[0], rid, self.version)  # started: in its journal
+                    self.streamed.add(rid)
                     sent[0]._log_lines(lines, (header.get("skipped") or {}).get(rid, 0))
         elif kind == "unknown":
             rids = header.get("request_ids") or ()

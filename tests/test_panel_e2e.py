@@ -618,11 +618,11 @@ def test_versions_aliases_weights_and_the_split_by_version(stack, browser, funct
         # the bar's segments follow the shares
         widths = card.locator(".jp-FaaS-splitSeg").evaluate_all("els => els.map(e => e.style.width)")
         assert len(widths) == len(expected)
-        card.scroll_into_view_if_needed()
+        # the card is redrawn when its figures change (a late refresh of the split): a redraw
+        # in the middle of a scroll or a screenshot detaches it, so do it again until one lands
+        wait_for(lambda: _attached(card.scroll_into_view_if_needed), what="the versions card in view")
         ARTIFACTS.mkdir(exist_ok=True)
         page.locator(PANEL).screenshot(path=str(ARTIFACTS / "panel-versions-default-width.png"))
-        # the card is redrawn whenever the functions' figures refresh: a redraw in the middle
-        # of a screenshot detaches it, so take it again until one lands
         wait_for(lambda: _screenshot(card, ARTIFACTS / "versions-card-default-width.png"),
                  what="a screenshot of the versions card")
         fits = page.evaluate("""(sel) => { const v = document.querySelector(sel + ' .jp-FaaS-versions');
@@ -723,13 +723,18 @@ def test_provisioned_in_use_and_the_snapshot_state_on_the_function_cards(stack, 
     wait_for(lambda: provisioned.count() == 0, what="the provisioned line gone")
 
 
-def _screenshot(locator, path) -> bool:
-    """Screenshot ``locator``; False if it was redrawn (detached) meanwhile."""
+def _attached(action) -> bool:
+    """Run a Playwright ``action``; False if its element was redrawn (detached) meanwhile."""
     from playwright.sync_api import Error
     try:
-        locator.screenshot(path=str(path), timeout=5_000)
+        action(timeout=5_000)
         return True
     except Error as exc:
         if "not attached" in str(exc):
             return False
         raise
+
+
+def _screenshot(locator, path) -> bool:
+    """Screenshot ``locator``; False if it was redrawn (detached) meanwhile."""
+    return _attached(lambda timeout: locator.screenshot(path=str(path), timeout=timeout))

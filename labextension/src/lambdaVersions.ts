@@ -110,20 +110,31 @@ export class VersionsModel {
     return this._refresher.run();
   }
 
+  /** Signals only when what a view would show differs: the panel reads again after every
+   * batch of invocations, and redrawing identical cards would replace their nodes under the
+   * user's pointer (and under a browser test's scroll) for nothing. */
   private async _readOnce(): Promise<void> {
+    let functions = this._functions;
+    let error: string | null = null;
     try {
       const reply = await this._api.functionVersions();
-      this._functions = reply.functions.filter(hasVersions).sort((a, b) => (a.name < b.name ? -1 : 1));
-      this._error = null;
-    } catch (error) {
-      this._error = `Versions: ${(error as Error).message}`;
+      functions = reply.functions.filter(hasVersions).sort((a, b) => (a.name < b.name ? -1 : 1));
+    } catch (e) {
+      error = `Versions: ${(e as Error).message}`;
     }
-    this._changed.emit();
+    const shown = JSON.stringify([functions, error]);
+    this._functions = functions;
+    this._error = error;
+    if (shown !== this._shown) {
+      this._shown = shown;
+      this._changed.emit();
+    }
   }
 
   private _api: IVersionsAPI;
   private _functions: IFunctionVersions[] = [];
   private _error: string | null = null;
+  private _shown: string | null = null;
   private _refresher = new CoalescedRead(() => this._readOnce());
   private _changed = new Signal<this, void>(this);
 }

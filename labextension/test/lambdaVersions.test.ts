@@ -79,6 +79,38 @@ describe('VersionsModel', () => {
     expect(model.error).toBeNull();
   });
 
+  it('signals a change only when the functions or the error differ', async () => {
+    let reply: IFunctionVersions[] = [fn('alpha', { aliases: [{ name: 'live', version: '$LATEST', weights: {}, description: '' }] })];
+    let fail = false;
+    const api: IVersionsAPI = {
+      functionVersions: async () => {
+        if (fail) {
+          throw new Error('server gone');
+        }
+        return { functions: JSON.parse(JSON.stringify(reply)) };
+      }
+    };
+    const model = new VersionsModel(api);
+    let changes = 0;
+    model.changed.connect(() => changes++);
+    await model.refresh();
+    await model.refresh();
+    expect(changes).toBe(1);
+    reply = [{ ...reply[0], invocations_by_version: [{ version: '$LATEST', invocations: 3, errors: 0 }] }];
+    await model.refresh();
+    expect(changes).toBe(2);
+    expect(model.functions[0].invocations_by_version[0].invocations).toBe(3);
+    fail = true;
+    await model.refresh();
+    expect(changes).toBe(3);
+    expect(model.error).toBe('Versions: server gone');
+    expect(model.functions.map(f => f.name)).toEqual(['alpha']);
+    fail = false;
+    await model.refresh();
+    expect(changes).toBe(4);
+    expect(model.error).toBeNull();
+  });
+
   it('makes one more read for calls made while one is out, not one each', async () => {
     const pending: (() => void)[] = [];
     let reads = 0;

@@ -74,6 +74,8 @@ DONE_BATCH_ITEMS = 256
 #: they end within milliseconds: client/leased_map.py): their results may share frames
 STREAMING = 8
 DONE_BATCH_BYTES = 8 << 20
+#: a done frame's header at most (half what a reader takes: the frame's own keys have room)
+DONE_HEADER_BYTES = wire.MAX_HEADER_BYTES // 2
 #: handler lines a done item carries (the newest); the journal, so the store, keeps every one
 DONE_LOG_LINES = 500
 STREAMED_LINE_CHARS = 300
@@ -451,16 +453,8 @@ class Lease:
             return
         items, bodies = self.items, self.bodies
         self.items, self.bodies, self.unsent_bytes, self.first_unsent = [], [], 0, 0.0
-        parts = []
-        for done, encoded in items:
-            if encoded is None or "imported" in done:
-                done.pop("imported", None)
-                _cap_lines(done)
-                encoded = json.dumps(done, separators=(",", ":")).encode()
-            parts.append(encoded)
-        # the items' JSON as written to the journal, not encoded again
-        header = b'{"k":"done","v":%d,"items":[%s]}' % (wire.PROTOCOL_VERSION, b",".join(parts))
-        self._send_raw(wire.pack_raw(header, b"".join(bodies)))
+        for frame in done_frames(items, bodies):
+            self._send_raw(frame)
 
     def _send_raw(self, frame: bytes) -> None:
         if not self.open:
@@ -502,6 +496,61 @@ class Lease:
             self.env.channel.send("lease_ended", lease_id=self.id)
         except OSError:
             pass
+
+
+def done_frames(items: list, bodies: list) -> list[bytes]:
+    """``done`` frames for ended invocations: ``items`` are ``(done item, its JSON or None)``,
+    ``bodies`` their results' bytes, in order.  Each frame's header stays under
+    DONE_HEADER_BYTES: a batch of items with hundreds of long lines each shares several
+    frames, never one the reader refuses (wire.MAX_HEADER_BYTES).  An item alone over it
+    travels with its lines cut to the newest that fit (the journal has them all)."""
+    frames, parts, size, first = [], [], 0, 0
+    for i, (done, encoded) in enumerate(items):
+        if encoded is None or "imported" in done:
+            done.pop("imported", None)
+            _cap_lines(done)
+            encoded = json.dumps(done, separators=(",", ":")).encode()
+        if len(encoded) > DONE_HEADER_BYTES:
+            encoded = _fit(done)
+        if parts and size + len(encoded) > DONE_HEADER_BYTES:
+            frames.append(_done_frame(parts, bodies[first:i]))
+            parts, size, first = [], 0, i
+        parts.append(encoded)  # the item's JSON as written to the journal, not encoded again
+        size += len(encoded) + 1
+    if parts:
+        frames.append(_done_frame(parts, bodies[first:]))
+    return frames
+
+
+def _done_frame(parts: list, bodies: list) -> bytes:
+    header = b'{"k":"done","v":%d,"items":[%s]}' % (wire.PROTOCOL_VERSION, b",".join(parts))
+    return wire.pack_raw(header, b"".join(bodies))
+
+
+def _fit(done: dict) -> bytes:
+    """``done`` as JSON under DONE_HEADER_BYTES: its newest handler lines that fit, then its
+    newest INIT lines in what room is left; the rest counted in ``skipped`` (the journal, so
+    the store, has every line)."""
+    logs, init_logs = done.get("logs") or [], done.get("init_logs") or []
+    for entry in init_logs:
+        if len(entry[2]) > STREAMED_LINE_CHARS:
+            entry[2] = entry[2][:STREAMED_LINE_CHARS] + " …[line cut; the store has it all]"
+    room = DONE_HEADER_BYTES - len(json.dumps(dict(done, logs=[], init_logs=[], skipped=10**9)))
+    kept = {"logs": [], "init_logs": []}
+    for key, lines in (("logs", logs), ("init_logs", init_logs)):
+        for entry in reversed(lines):
+            size = len(json.dumps(entry)) + 1
+            if size > room:
+                break
+            kept[key].append(entry)
+            room -= size
+    dropped = len(logs) - len(kept["logs"])
+    done["logs"] = kept["logs"][::-1]
+    if "init_logs" in done:
+        done["init_logs"] = kept["init_logs"][::-1]
+    if dropped:
+        done["skipped"] = done.get("skipped", 0) + dropped
+    return json.dumps(done, separators=(",", ":")).encode()
 
 
 def _needs_cap(item: dict) -> bool:

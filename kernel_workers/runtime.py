@@ -41,7 +41,7 @@ import cloudpickle
 from . import buffers, exceptions, init as init_code, lease, wire
 from .context import LambdaContext, call_with_context, context_parameter
 from . import tracebacks
-from .tracebacks import error_fields
+from .tracebacks import bounded, error_fields
 
 PICKLE_PROTOCOL = 5
 
@@ -179,6 +179,7 @@ class Environment:
             if exc is init_code.failure:  # the function's own INIT code raised
                 fields = error_fields(exc, "init_code")
                 fields["errorType"], fields["errorMessage"] = init_code.init_error_type(exc)
+                bounded(fields)
             else:
                 fields = error_fields(exc, "restore" if header.get("snapshot") else "init")
             self.channel.send("init_error", exceptions.dumps(exc), **fields)

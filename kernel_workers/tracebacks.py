@@ -126,13 +126,48 @@ def user_traceback(tb: types.TracebackType | None) -> types.TracebackType | None
     return tb
 
 
+#: an error's message and its stack trace at most (characters each): they travel in frame headers
+#: and journal records (at most 1 MB: wire.MAX_HEADER_BYTES); the caller's exception, pickled in
+#: the body, keeps the whole message
+ERROR_TEXT_CHARS = 64 * 1024
+
+
 def error_fields(exc: BaseException, stage: str) -> dict:
-    """An invocation's error as the runtime reports it; the user's code starts its stackTrace."""
+    """An invocation's error as the runtime reports it; the user's code starts its stackTrace.
+
+    ``{errorType, errorMessage, errorModule, stackTrace: [str], stage}`` (Lambda's error
+    shape, plus ``stage``), with the message and the trace cut to :data:`ERROR_TEXT_CHARS`
+    each (:func:`bounded`)."""
     tb = user_traceback(exc.__traceback__) if stage in ("run", "init_code") else exc.__traceback__
-    return {
+    return bounded({
         "errorType": type(exc).__name__,
         "errorMessage": str(exc),
         "errorModule": type(exc).__module__,
         "stackTrace": traceback.format_exception(type(exc), exc, tb),
         "stage": stage,
-    }
+    })
+
+
+def bounded(fields: dict) -> dict:
+    """``fields`` with ``errorMessage`` and the whole of ``stackTrace`` at most ERROR_TEXT_CHARS
+    characters each, saying what was cut (an exception with a megabyte message once made a frame
+    the server refused, reported as the environment killed from outside)."""
+    message = fields.get("errorMessage")
+    if isinstance(message, str) and len(message) > ERROR_TEXT_CHARS:
+        fields["errorMessage"] = _cut(message)
+    trace = fields.get("stackTrace")
+    if isinstance(trace, list) and sum(len(str(line)) for line in trace) > ERROR_TEXT_CHARS:
+        kept, room = [], ERROR_TEXT_CHARS
+        for line in (str(line) for line in trace):
+            if len(line) > room:
+                kept.append(_cut(line, room))
+                break
+            kept.append(line)
+            room -= len(line)
+        fields["stackTrace"] = kept
+    return fields
+
+
+def _cut(text: str, limit: int = ERROR_TEXT_CHARS) -> str:
+    return (f"{text[:limit]} …[{len(text) - limit:,} more characters cut here; the exception "
+            f"the caller gets has them all]")

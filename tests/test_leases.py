@@ -925,3 +925,68 @@ def test_kept_leases_of_a_version_no_longer_mapped_are_closed_once_revoked(conn)
     make(1).map(range(20), concurrency=2)
     kept = {k for k in conn._direct._kept if k[0] == "leased_redefined"}
     assert kept and not kept & old
+
+
+def test_map_items_printing_hundreds_of_long_lines_each_end_with_their_id_row_and_lines(conn):
+    """Items that each print hundreds of long lines end with their request id, their row and
+    their own last line, whichever told the client first: their environment (in batched done
+    frames) or the server (an item it was asked to follow had ended: its answer from the row
+    once left the future without a request id or any line)."""
+    @faas.function(name="leased_chatty", memory=256, timeout=60)
+    def chatty(i):
+        print("\n".join(f"{i}:{k} " + "y" * 320 for k in range(520)))
+        return i
+
+    chatty(0)
+    chatty(0)
+    assert _lease_of(conn, "leased_chatty") is not None
+    futures = map_futures(chatty)
+    assert chatty.map(range(200), concurrency=1, show=False, return_exceptions=True) == list(range(200))
+    assert len(futures) == 200
+    missing = [(i, f._state, f._request_id, f._result) for i, f in enumerate(futures) if f._request_id is None]
+    assert not missing, missing[:5]
+    for f in futures:
+        row = conn.request("GET", f"/faas/api/invocations/{f.request_id}")
+        assert row["status"] == "succeeded", row
+        assert any(line.startswith(f"{f.result()}:519 ") for line in f.logs), f.logs[-5:]
+
+
+def test_done_frames_keep_each_header_under_the_readers_cap_and_every_item_in_order():
+    """The environment's batch of ends, as frames: however many lines its items carry, every
+    frame's header is one a reader takes (over 1 MB it refused the frame as corrupt and the
+    client lost the lease), and the items and their bodies arrive whole and in order."""
+    import json
+    from kernel_workers import lease, wire
+
+    def item(n, lines, width, **extra):
+        logs = [[1.0 + k, "stdout", f"{n}:{k} " + "z" * width] for k in range(lines)]
+        done = {"request_id": f"rid-{n}", "status": "succeeded", "error": None, "report": {},
+                "logs": logs, "nbytes": 3, **extra}
+        return done, (json.dumps(done, separators=(",", ":")).encode()
+                      if not lease._needs_cap(done) else None)
+
+    items = [item(n, 500, 290) for n in range(12)]                 # ~150 KB each, uncapped
+    items += [item(12, 900, 1000)]                                  # capped to 500 lines × 300
+    items += [item(13, 500, 290, init_logs=[[0.5, "stdout", "i" * 900_000]])]  # alone over it
+    bodies = [b"%03d" % n for n in range(len(items))]
+    frames = lease.done_frames(items, bodies)
+    assert len(frames) > 3
+    decoder = wire.FrameDecoder()
+    for frame in frames:
+        assert wire.lengths(frame[:wire.HEADER_SIZE])[0] <= wire.MAX_HEADER_BYTES // 2
+        decoder.feed(frame)
+    got = []
+    while (frame := decoder.next_frame()) is not None:
+        header, body = frame
+        at = 0
+        for done in header["items"]:
+            got.append((done["request_id"], bytes(body[at:at + done["nbytes"]]), done))
+            at += done["nbytes"]
+        assert at == len(body)
+    assert [(rid, body) for rid, body, _ in got] == [(f"rid-{n}", b"%03d" % n) for n in range(14)]
+    assert all(done["logs"][-1][2].startswith(f"{n}:") for n, (_, _, done) in enumerate(got))
+    capped = got[12][2]
+    assert capped["skipped"] == 400 and capped["logs"][-1][2].startswith("12:899 ")
+    alone = got[13][2]
+    assert [e[2][:7] for e in alone["logs"][-2:]] == ["13:498 ", "13:499 "] and "skipped" not in alone
+    assert alone["init_logs"][0][2].endswith("…[line cut; the store has it all]")

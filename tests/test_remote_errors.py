@@ -248,3 +248,28 @@ def test_a_failed_map_says_it_cancelled_its_unfinished_items(conn):
     notes = "\n".join(getattr(info.value, "__notes__", []))
     assert "map item 0 failed" in notes
     assert "the map cancelled its 3 unfinished item(s)" in notes and "return_exceptions=True" in notes
+
+
+def test_an_error_with_a_megabyte_message_fails_as_itself_on_every_path(conn):
+    """A message larger than a frame's header (1 MB) once made the environment's answer a frame
+    the server refused: the call failed as "killed from outside the runtime".  Now the recorded
+    message and trace are cut (saying so) and the caller's exception keeps every character."""
+    @faas.function(name="huge_message", timeout=60)
+    def huge(n):
+        raise ValueError("e" * n)
+
+    size = 3_000_000
+    for err in _three_ways(huge, size) + [huge.spawn(size).exception(timeout=30)]:
+        assert isinstance(err, ValueError) and err.remote_type == "ValueError"
+    raised = _three_ways(huge, size)[:2]
+    assert all(str(err) == "e" * size for err in raised)
+    results = huge.map([size] * 6, return_exceptions=True, show=False)
+    assert all(isinstance(r, ValueError) and str(r) == "e" * size for r in results)
+    for inv in (huge.invoke(size), huge.invoke(size)):
+        row = conn.request("GET", f"/faas/api/invocations/{inv.request_id}")
+        assert row["status"] == "failed" and row["error"]["errorType"] == "ValueError", row["error"]
+        message = row["error"]["errorMessage"]
+        assert message.startswith("e" * 1000) and len(message) < 70_000
+        assert message.endswith(f"…[{size - 64 * 1024:,} more characters cut here; the exception "
+                                "the caller gets has them all]")
+        assert sum(map(len, row["error"]["stackTrace"])) < 140_000

@@ -440,8 +440,14 @@ class LeasedMap:
                 self.watched.discard(rid)
                 if sent is not None:
                     fut = sent[0]
-                    if item.get("logs") or item.get("skipped"):
-                        fut._log_lines(item.get("logs") or [], item.get("skipped", 0))
+                    _accept(fut, rid, self.version)  # ended before any line named it started
+                    lines = item.get("logs") or []
+                    if self.logs and not lines and rid not in self.streamed:
+                        # it ended before the server followed it (the server answers from its
+                        # row, without lines) and its environment's done is stale now
+                        lines = self._stored_lines(rid) or []
+                    if lines or item.get("skipped"):
+                        fut._log_lines(lines, item.get("skipped", 0))
                     chunk = memoryview(body)[offset:offset + n]
                     fut._done(item, chunk if item.get("buffers") else bytes(chunk))
                 offset += n

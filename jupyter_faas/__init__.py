@@ -19,7 +19,8 @@ from .client.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_
 from .client.invocation import Invocation, InvocationFuture, Report, invocations
 from .errors import (Cancelled, FaaSError, FunctionError, InvalidParameter, InvocationError,
                      InvocationTimeout, OutOfMemory, PayloadTooLarge, ResourceNotFound,
-                     ResponseSizeTooLarge, RuntimeExited, SerializationError, ServerError, Throttled)
+                     ResponseSizeTooLarge, RuntimeExited, SerializationError, ServerError, ServerStopped,
+                     Throttled)
 
 __all__ = [
     "__version__",
@@ -29,6 +30,7 @@ __all__ = [
     "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout", "OutOfMemory",
     "RuntimeExited", "Cancelled", "Throttled", "SerializationError", "InvalidParameter",
     "PayloadTooLarge", "ResponseSizeTooLarge", "ResourceNotFound", "ServerError",
+    "ServerStopped",
     "on_restore", "load_ipython_extension",
 ]
 

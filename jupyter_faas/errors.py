@@ -11,8 +11,10 @@
     │   ├── RuntimeExited              Runtime.ExitError: sys.exit, os._exit, a signal (SIGSEGV)
     │   ├── ResponseSizeTooLarge       Function.ResponseSizeTooLarge: the handler returned, but
     │   │                              its result is over the server's payload limit
-    │   └── Cancelled                  cancelled by the caller (Ctrl-C, ``cancel()``); also a
-    │                                  ``concurrent.futures.CancelledError``
+    │   ├── Cancelled                  cancelled by the caller (Ctrl-C, ``cancel()``); also a
+    │   │                              ``concurrent.futures.CancelledError``
+    │   └── ServerStopped              Runtime.ServerStopped: the server stopped while it ran (it
+    │                                  may have run partly); also a ServerError
     ├── Throttled                      TooManyRequestsException: over a concurrency limit
     ├── SerializationError             a value could not be pickled or unpickled (names it)
     ├── InvalidParameter               InvalidParameterValueException: a bad option or name
@@ -137,17 +139,22 @@ class ServerError(FaaSError):
     status_code = 500
 
 
+class ServerStopped(InvocationError, ServerError):
+    """The server stopped (or was killed) while the invocation ran: it may have run partly, and
+    its end was never seen.  Not the handler's doing; ``request_id`` names the invocation."""
+
+    error_type = "Runtime.ServerStopped"
+
+
 _BY_TYPE = {cls.error_type: cls for cls in (
     InvocationTimeout, OutOfMemory, RuntimeExited, ResponseSizeTooLarge, Cancelled, Throttled,
-    SerializationError, InvalidParameter, PayloadTooLarge, ResourceNotFound, ServerError)}
+    SerializationError, InvalidParameter, PayloadTooLarge, ResourceNotFound, ServerError, ServerStopped)}
 _BY_TYPE["InvalidRequestContentException"] = InvalidParameter
 _BY_TYPE["Runtime.MarshalError"] = SerializationError
 # INIT went over its 10 s limit (jupyter_faas.limits.INIT_TIMEOUT_S)
 _BY_TYPE["Runtime.InitTimeout"] = InvocationTimeout
 _BY_TYPE["Runtime.UnmarshalError"] = SerializationError
 _BY_TYPE["Runtime.ImportModuleError"] = SerializationError
-# the server stopped (was killed) while the invocation ran: not the handler's doing
-_BY_TYPE["Runtime.ServerStopped"] = ServerError
 
 
 def class_for(error_type: str) -> type:

@@ -431,8 +431,11 @@ def test_a_stop_during_a_leased_map_runs_its_unstarted_items_on_the_next_server(
             server.stop()  # SIGTERM, as `jupyter faas stop`; nobody restarts it
             results = mapped.result(timeout=180)
         failed = [r for r in results if isinstance(r, Exception)]
-        assert all(isinstance(e, faas.ServerError) and "may have run partly" in str(e)
-                   for e in failed), failed
+        assert all(isinstance(e, faas.ServerStopped) and isinstance(e, faas.ServerError)
+                   and "may have run partly" in str(e) for e in failed), failed
+        for e in failed:  # each names its invocation, stored as the server's stop
+            row = conn.request("GET", f"/faas/api/invocations/{e.request_id}")
+            assert row["error_type"] == "Runtime.ServerStopped", row
         assert len(failed) <= 2  # at most the two running at the stop
         ok = [r for r in results if not isinstance(r, Exception)]
         assert [x for x, _ in ok] == [i for i, r in enumerate(results) if not isinstance(r, Exception)]

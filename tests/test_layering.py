@@ -24,7 +24,7 @@ def test_public_api_is_pinned():
         "Report", "FaaSError", "InvocationError", "FunctionError", "InvocationTimeout",
         "OutOfMemory", "RuntimeExited", "Cancelled", "Throttled", "SerializationError",
         "InvalidParameter", "PayloadTooLarge", "ResponseSizeTooLarge", "ResourceNotFound",
-        "ServerError", "on_restore",
+        "ServerError", "ServerStopped", "on_restore",
         "load_ipython_extension"])
     for name in jupyter_faas.__all__:
         assert hasattr(jupyter_faas, name)

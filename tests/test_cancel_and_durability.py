@@ -446,3 +446,45 @@ def test_a_stop_during_a_leased_map_runs_its_unstarted_items_on_the_next_server(
     finally:
         discovery.reset()
         _stop_started_server(old_pid)
+
+
+def test_ctrl_c_cancels_a_server_path_map_of_tens_of_thousands_of_items(conn):
+    """Ctrl-C during a map of 30,000 items on the server's path (a Dask cluster's, or leases off):
+    every accepted item is cancelled.  Its request ids went in one cancel frame past the wire's
+    1 MB header cap, the server refused it, and 29,000 items stayed queued to run."""
+    conn.use_leases = False
+
+    @faas.function(timeout=60, name="huge_server_map")
+    def slow(x):
+        time.sleep(30)
+        return x
+
+    def all_accepted():
+        status = conn.request("GET", "/faas/api/status")
+        return status["running"] + status["queued"] >= 30_000
+    ctrl_c_when(all_accepted, timeout=120)
+    with pytest.raises(KeyboardInterrupt):
+        slow.map(range(30_000), concurrency=2, show=False)
+    wait_for(lambda: conn.request("GET", "/faas/api/status")["queued"] == 0
+             and conn.request("GET", "/faas/api/status")["running"] == 0,
+             timeout=60, what="nothing of the map queued or running")
+    left = conn.request("GET", "/faas/api/invocations",
+                        params={"function": "huge_server_map", "status": "queued", "limit": 5})
+    assert left["invocations"] == []
+    cancelled = conn.request("GET", "/faas/api/invocations",
+                             params={"function": "huge_server_map", "status": "cancelled", "limit": 1000})
+    assert len(cancelled["invocations"]) == 1000
+
+
+def test_request_id_frames_stay_under_the_header_cap():
+    from jupyter_faas.client.connection import id_frames
+    from kernel_workers import wire
+    rids = [f"01a22d87-ad38-75dc-ad8b-{i:012d}" for i in range(55_000)]
+    frames = id_frames("watch", rids, logs=True)
+    assert len(frames) == 6
+    got = []
+    for frame in frames:
+        header, _ = wire.unpack(frame)  # refuses a header over wire.MAX_HEADER_BYTES
+        assert header["k"] == "watch" and header["logs"] is True
+        got += header["request_ids"]
+    assert got == rids

@@ -273,3 +273,30 @@ def test_an_error_with_a_megabyte_message_fails_as_itself_on_every_path(conn):
         assert message.endswith(f"…[{size - 64 * 1024:,} more characters cut here; the exception "
                                 "the caller gets has them all]")
         assert sum(map(len, row["error"]["stackTrace"])) < 140_000
+
+
+def test_following_hundreds_of_ended_failures_at_once_hears_of_every_one(conn):
+    """A client that follows 600 failed invocations at once (a re-attach after a restart does)
+    is told of each: the server's answer from their rows came in frames of 500 items, whose
+    errors made a header over the wire's 1 MB cap that the client refused."""
+    import concurrent.futures
+    from jupyter_faas.client.invocation import InvocationFuture
+
+    @faas.function(name="many_failures")
+    def bad(x):
+        raise ValueError(f"{x}:" + "v" * 6000)
+
+    raised = bad.map(range(600), return_exceptions=True, show=False)
+    rids = [err.request_id for err in raised]
+    assert all(isinstance(err, ValueError) for err in raised) and all(rids)
+    futures = {}
+    for rid in rids:
+        fut = InvocationFuture("many_failures", conn)
+        fut._accepted(rid, None)
+        futures[rid] = fut
+    conn.watch(futures, logs=False)
+    done, not_done = concurrent.futures.wait(futures.values(), timeout=60)
+    assert not not_done, f"{len(not_done)} of 600 never heard of"
+    for x, rid in enumerate(rids):
+        err = futures[rid].exception()
+        assert isinstance(err, ValueError) and str(err) == f"{x}:" + "v" * 6000

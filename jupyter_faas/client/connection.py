@@ -47,6 +47,8 @@ log = logging.getLogger("jupyter_faas.client")
 #: an ``invoke`` frame carries at most this many items / payload bytes
 BATCH_ITEMS = 1000
 BATCH_BYTES = 8 << 20
+#: a ``cancel`` or ``watch`` frame names at most this many request ids (about 400 KB of header)
+CANCEL_BATCH = 10_000
 #: leases a map asks for when it sets no ``concurrency`` (the server starts what it lacks)
 MAP_LEASES = max(2, os.cpu_count() or 1)
 #: how long a client keeps trying to reconnect to re-attach its accepted invocations
@@ -365,7 +367,8 @@ class Connection:
     def _cancel_accepted(self, request_ids: list) -> None:
         """The dispatcher's ``cancel``: futures cancelled before the server accepted them."""
         try:
-            self._ws.write_message(wire.pack("cancel", request_ids=request_ids), binary=True)
+            for frame in id_frames("cancel", request_ids):
+                self._ws.write_message(frame, binary=True)
         except websocket.WebSocketClosedError:
             pass  # the futures are re-attached or failed with the connection; cancel() says so
 
@@ -398,8 +401,8 @@ class Connection:
                 # RESTART_GRACE_S (see _next_server)
                 ws = await self._websocket()
                 self._dispatcher.following.update(futures)
-                await ws.write_message(wire.pack("watch", request_ids=list(futures), logs=True),
-                                       binary=True)
+                for frame in id_frames("watch", futures, logs=True):
+                    await ws.write_message(frame, binary=True)
                 return
             except Exception:  # noqa: BLE001 - the server may still be starting
                 if time.monotonic() > deadline:
@@ -611,24 +614,26 @@ class Connection:
         """Re-attach: ``futures`` maps request ids to futures told of their logs and end."""
         if not futures:
             return
-        frame = wire.pack("watch", request_ids=list(futures), logs=logs)
+        frames = id_frames("watch", futures, logs=logs)
 
         async def send():
             ws = await self._websocket()
             for rid, fut in futures.items():
                 self._dispatcher.follow(rid, fut)
-            await ws.write_message(frame, binary=True)
+            for frame in frames:
+                await ws.write_message(frame, binary=True)
         self.run(send(), 30)
 
     def cancel(self, request_ids: list[str]) -> None:
         """Ask the server to cancel these invocations (it drops queued ones, kills running ones)."""
-        if not request_ids:
+        frames = id_frames("cancel", request_ids)
+        if not frames:
             return
-        frame = wire.pack("cancel", request_ids=list(request_ids))
 
         async def send():
             ws = await self._websocket()
-            await ws.write_message(frame, binary=True)
+            for frame in frames:
+                await ws.write_message(frame, binary=True)
         self.run(send(), 30)
 
     def close(self) -> None:
@@ -646,6 +651,15 @@ class Connection:
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
         loop.call_soon_threadsafe(loop.stop)
+
+
+def id_frames(kind: str, request_ids, **fields) -> list[bytes]:
+    """``kind`` frames naming ``request_ids``, CANCEL_BATCH at most each: a map's worth of ids
+    in one frame (50,000: 2 MB) passed the wire's header cap, and the server refused it whole
+    (a Ctrl-C then cancelled nothing; a re-attach followed nothing)."""
+    request_ids = list(request_ids)
+    return [wire.pack(kind, request_ids=request_ids[i:i + CANCEL_BATCH], **fields)
+            for i in range(0, len(request_ids), CANCEL_BATCH)]
 
 
 def _shared_buffer_dir(info) -> Path | None:

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import json
 import logging
 
 from kernel_workers import buffers, wire
@@ -67,6 +68,10 @@ LOG_LINES_PER_FLUSH = 500
 #: ``done`` items and bytes per frame (a frame's JSON header must stay well under 1 MB)
 DONE_BATCH_ITEMS = 500
 DONE_BATCH_BYTES = 8 << 20
+#: a ``done`` frame's header at most (half the reader's cap, wire.MAX_HEADER_BYTES), counting
+#: PLAIN_DONE_BYTES for an item with neither error nor lines
+DONE_HEADER_BYTES = 512 * 1024
+PLAIN_DONE_BYTES = 512
 #: while more of the socket's invocations are in flight, results wait at most this long
 #: for company (a map item's own cycle is ~1 ms; a lone call never waits)
 DONE_COALESCE_S = 0.002
@@ -335,12 +340,9 @@ class InvocationSession(abc.ABC):
         if chatty:
             skipped = {rid: self.skipped.pop(rid) for rid in chatty if rid in self.skipped}
             self.send("log", logs=chatty, skipped=skipped)
-        items, bodies, size = [], [], 0
+        items, bodies, size, header = [], [], 0, 0
         for done, parts in pending:
             nbytes = sum(len(p) for p in parts)
-            if items and (size + nbytes > DONE_BATCH_BYTES or len(items) >= DONE_BATCH_ITEMS):
-                self.send("done", b"".join(bodies), items=items)
-                items, bodies, size = [], [], 0
             rid = done["request_id"]
             item = dict(done, nbytes=nbytes)
             lines = tails.get(rid)
@@ -349,8 +351,16 @@ class InvocationSession(abc.ABC):
             skipped = self.skipped.pop(rid, 0)
             if skipped:
                 item["skipped"] = skipped
+            # a plain success is a few hundred bytes of header; an error (up to 128 K characters)
+            # or lines are measured: 500 failed items with tracebacks once passed the 1 MB cap
+            weight = len(json.dumps(item)) if item.get("error") or lines else PLAIN_DONE_BYTES
+            if items and (size + nbytes > DONE_BATCH_BYTES or len(items) >= DONE_BATCH_ITEMS
+                          or header + weight > DONE_HEADER_BYTES):
+                self.send("done", b"".join(bodies), items=items)
+                items, bodies, size, header = [], [], 0, 0
             items.append(item)
             bodies.extend(parts)
             size += nbytes
+            header += weight
         if items:
             self.send("done", b"".join(bodies), items=items)

@@ -488,3 +488,37 @@ def test_request_id_frames_stay_under_the_header_cap():
         assert header["k"] == "watch" and header["logs"] is True
         got += header["request_ids"]
     assert got == rids
+
+
+def test_a_server_path_maps_concurrency_holds_on_the_server_that_replaced_a_killed_one(make_server, monkeypatch):
+    """A map with ``concurrency=2`` on the server's path (leases off, or a Dask cluster's)
+    whose server is killed: the next server runs its queued items two at a time still (the
+    cap lived only in the killed server's memory, so they all started at once)."""
+    import concurrent.futures
+
+    server = make_server()
+    _through_runtime_file(monkeypatch, server)
+    monkeypatch.setenv("JUPYTER_FAAS_TOKEN", server.token)
+    conn = faas.connect()
+    conn.use_leases = False
+    f = faas.function(_sleepy, name="capped_survivor", timeout=30, show=False)
+    old_pid = server.proc.pid
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            mapped = pool.submit(f.map, range(24), concurrency=2, return_exceptions=True)
+            wait_for(lambda: len(faas.invocations(function="capped_survivor", status="succeeded")) >= 2,
+                     what="two items done")
+            server.kill()
+            results = mapped.result(timeout=180)
+        assert sum(not isinstance(r, Exception) for r in results) >= 20
+        rows = [r for r in conn.request("GET", "/faas/api/invocations", params={
+            "function": "capped_survivor", "status": "succeeded", "limit": 100})["invocations"]]
+        events = sorted([(r["started_at"], 1) for r in rows] + [(r["ended_at"], -1) for r in rows])
+        running = most = 0
+        for _, step in events:
+            running += step
+            most = max(most, running)
+        assert most <= 2, f"{most} items of a map with concurrency=2 ran at once"
+    finally:
+        discovery.reset()
+        _stop_started_server(old_pid)

@@ -15,8 +15,9 @@ import logging
 
 from kernel_workers.buffers import result_name
 
+from ...errors import InvalidParameter
 from ..model import FAILED, LATEST, QUEUED
-from .invocation import Invocation
+from .invocation import Invocation, check_group
 
 log = logging.getLogger("jupyter_faas.server")
 
@@ -33,6 +34,12 @@ def recover(service) -> dict:
                 inv = Invocation(rid, function, service.store.get_payload(rid), row["encoding"],
                                  row["invocation_type"], True, row["created_at"],
                                  service.store.get_payload_buffers(rid))
+                if row.get("map_group"):
+                    try:  # its map's concurrency holds on this server too
+                        inv.group = check_group(row["map_group"])
+                    except InvalidParameter:
+                        log.warning("invocation %s: its stored map group %r is not [id, limit]; "
+                                    "queued without it", rid, row["map_group"])
                 service._enqueue(inv)
                 requeued += 1
                 continue

@@ -271,6 +271,7 @@ class Service(GroupCommit, Cancellation, InvocationLogs, StoredQueries, LambdaMo
                                       listener, buffers)
             if group is not None:
                 inv.group = check_group(group)
+                row["map_group"] = list(inv.group)  # kept with a queued row: a restart keeps the cap
             return inv, row
         except FaaSError:
             if buffers is not None and self.files is not None:

@@ -27,12 +27,14 @@ class InvocationsTable:
             db.executemany(
                 "INSERT INTO invocations(request_id, function, version, invocation_type, encoding, "
                 "status, payload, payload_buffers, created_at, memory_size_mb, started_at, "
-                "environment_id, input_summary, lambda_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "environment_id, input_summary, lambda_version, map_group) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(inv["request_id"], inv["function"], inv["version"], inv["invocation_type"],
                   inv["encoding"], inv["status"], payload if inv["status"] == QUEUED else None,
                   _json_or_null(inv.get("payload_buffers") if inv["status"] == QUEUED else None),
                   inv["created_at"], inv["memory_size_mb"], inv.get("started_at"),
-                  inv.get("environment_id"), inv.get("input_summary"), inv.get("lambda_version"))
+                  inv.get("environment_id"), inv.get("input_summary"), inv.get("lambda_version"),
+                  _json_or_null(inv.get("map_group") if inv["status"] == QUEUED else None))
                  for inv, payload in rows])
 
     def mark_running(self, request_id: str, started_at: float, environment_id: str) -> None:
@@ -202,8 +204,15 @@ class InvocationsTable:
                        for c in cols) for r in rows])
 
     def unfinished(self) -> list[InvocationRow]:
+        """Queued and running rows, oldest first; a queued one with ``map_group``: ``[id, limit]``
+        of the map it belongs to (None otherwise)."""
         rows = self.db.execute(
-            f"SELECT {', '.join(INVOCATION_COLUMNS)} FROM invocations "
+            f"SELECT {', '.join(INVOCATION_COLUMNS)}, map_group FROM invocations "
             f"WHERE status IN (?, ?) ORDER BY created_at", (QUEUED, RUNNING)).fetchall()
-        return [_invocation_row(r) for r in rows]
+        out = []
+        for r in rows:
+            row = _invocation_row(r[:-1])
+            row["map_group"] = json.loads(r[-1]) if r[-1] else None
+            out.append(row)
+        return out
 

@@ -210,6 +210,12 @@ MIGRATIONS = [
     """
     ALTER TABLE invocations ADD COLUMN implicit_lines INTEGER;
     """,
+    # 13: a queued invocation's map group, ``[id, limit]`` as JSON (a map's ``concurrency``):
+    # a restart queues it again in its group, so the cap holds on the next server too (it was
+    # kept in memory only, and a killed server's queued map items all started at once after)
+    """
+    ALTER TABLE invocations ADD COLUMN map_group TEXT;
+    """,
 ]
 
 

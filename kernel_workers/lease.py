@@ -404,7 +404,9 @@ class Lease:
         # store makes them when they are read (server/engine/platform_lines.py), and a client
         # has the figures in ``report``.
         # (no function or version: the client and the server know them from the lease)
-        done = {"request_id": rid, "status": status, "error": error, "report": rep, "logs": lines}
+        # ``cpu_ms``: the handler's CPU time; a map whose items mostly wait takes more leases
+        done = {"request_id": rid, "status": status, "error": error, "report": rep, "logs": lines,
+                "cpu_ms": round(fields.get("cpu_ms") or 0.0, 2)}
         if init is not None:
             done["init_logs"] = init.get("lines") or []  # logged before its own (the client's copy)
         if "buffers" in fields:

@@ -522,3 +522,46 @@ def test_a_server_path_maps_concurrency_holds_on_the_server_that_replaced_a_kill
     finally:
         discovery.reset()
         _stop_started_server(old_pid)
+
+
+def _slow_item(x):
+    import time
+    time.sleep(0.3)
+    return x
+
+
+def test_a_leased_map_that_fails_for_a_server_stop_cancels_the_rest_on_the_next_server(make_server, monkeypatch):
+    """A stop while a map runs through leases fails the items that were running (ServerStopped);
+    the map raises that and cancels the rest, which the next server holds.  It used to wait for
+    them all to run there, then say it had cancelled them: a retry ran them twice."""
+    import concurrent.futures
+    server = make_server()
+    _through_runtime_file(monkeypatch, server)
+    monkeypatch.setenv("JUPYTER_FAAS_TOKEN", server.token)
+    conn = faas.connect()
+    f = faas.function(_slow_item, name="stop_then_cancel", timeout=30, show=False)
+    old_pid = server.proc.pid
+    n = 300
+
+    def stored(status=None):
+        return conn.request("GET", "/faas/api/invocations", params={
+            "function": "stop_then_cancel", "status": status, "limit": 1000})["invocations"]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            mapped = pool.submit(f.map, range(n), concurrency=4)
+            wait_for(lambda: len(stored("succeeded")) >= 8, what="eight items done")
+            assert conn.leased_maps, "the map should run through leases"
+            server.stop()
+            with pytest.raises(faas.ServerStopped) as info:
+                mapped.result(timeout=180)
+        assert info.value.request_id
+        note = next(n for n in info.value.__notes__ if n.startswith("the map cancelled its "))
+        wait_for(lambda: not stored("queued") and not stored("running"), timeout=60,
+                 what="nothing of the map left queued or running on the next server")
+        rows = stored()
+        by_status = {s: sum(r["status"] == s for r in rows) for s in ("succeeded", "failed", "cancelled")}
+        assert by_status["succeeded"] < n - by_status["failed"], f"every item ran: {by_status}; {note}"
+        assert by_status["cancelled"] >= 1, by_status
+    finally:
+        discovery.reset()
+        _stop_started_server(old_pid)

@@ -490,7 +490,7 @@ def test_a_maps_windows_follow_its_items_mean_duration():
     # every lease's to the few items that fit the budget, whatever the quick ones around them.
     from jupyter_faas.client import leased_map as lm
     m = lm.LeasedMap.__new__(lm.LeasedMap)
-    m.item_ms, m._ms_total, m._ms_count = None, 0.0, 0
+    m.item_ms, m._ms_total, m._ms_count, m._cpu_total = None, 0.0, 0, 0.0
     assert m._window() == lm.WINDOW_START            # nothing ended yet
     for _ in range(100):
         m._timed(0.02)
@@ -501,6 +501,54 @@ def test_a_maps_windows_follow_its_items_mean_duration():
     for _ in range(100):                             # quick ones after them do not reopen it
         m._timed(1.0)
     assert m._window() == lm.WINDOW_START
+
+
+def test_a_map_without_concurrency_takes_more_leases_only_while_its_items_wait():
+    # The policy itself (no server): items that sleep or wait on I/O get one more lease per
+    # queued item; no-ops and items that compute get none (an environment per core serves them)
+    from jupyter_faas.client import leased_map as lm
+
+    def policy(durations_and_cpu, grow=True, starting=0):
+        m = lm.LeasedMap.__new__(lm.LeasedMap)
+        m.item_ms, m._ms_total, m._ms_count, m._cpu_total = None, 0.0, 0, 0.0
+        m.grow, m.asking, m.grow_after, m.starting = grow, False, 0.0, starting
+        for duration, cpu in durations_and_cpu:
+            m._timed(duration, cpu)
+        return m
+    assert policy([])._more_wanted(100) == 0                               # nothing ended yet
+    assert policy([(200.0, 0.3)] * 4)._more_wanted(100) == lm.GROW_MAX
+    assert policy([(200.0, 0.3)] * 4)._more_wanted(10) == 10
+    assert policy([(200.0, 0.3)] * 4, starting=6)._more_wanted(10) == 4
+    assert policy([(200.0, 0.3)] * 4, grow=False)._more_wanted(10) == 0   # concurrency= given
+    assert policy([(0.05, 0.04)] * 100)._more_wanted(1000) == 0           # no-ops
+    assert policy([(50.0, 48.0)] * 10)._more_wanted(1000) == 0            # computing
+    assert policy([(50.0, None)] * 10)._more_wanted(1000) == 0            # CPU time unknown
+    waiting = policy([(200.0, 0.3)] * 4)
+    waiting.asking = True
+    assert waiting._more_wanted(100) == 0                                  # one request at a time
+
+
+def test_a_map_of_waiting_items_without_concurrency_fans_out_past_a_lease_per_core(conn):
+    """As the README promises (and the server's path does): a map's width is the memory budget,
+    not the core count.  Through leases it stayed at one per core: 200 items of 0.2 s took 20 s
+    here instead of about one."""
+    from jupyter_faas.client.connection import MAP_LEASES
+
+    @faas.function(name="leased_waits", memory=128, timeout=30)
+    def waits(i):
+        time.sleep(0.2)
+        return os.getpid()
+
+    waits(0)
+    waits(0)
+    assert _lease_of(conn, "leased_waits") is not None
+    futures = map_futures(waits)
+    pids = waits.map(range(60), show=False)
+    assert len(set(pids)) > MAP_LEASES
+    assert all(f._leased is not None for f in futures)  # through leases, not the server's path
+    rows = conn.request("GET", "/faas/api/invocations",
+                        params={"function": "leased_waits", "status": "succeeded", "limit": 100})
+    assert len(rows["invocations"]) == 62
 
 
 def _handler_lines(rid) -> list:
@@ -990,3 +1038,55 @@ def test_done_frames_keep_each_header_under_the_readers_cap_and_every_item_in_or
     alone = got[13][2]
     assert [e[2][:7] for e in alone["logs"][-2:]] == ["13:498 ", "13:499 "] and "skipped" not in alone
     assert alone["init_logs"][0][2].endswith("…[line cut; the store has it all]")
+
+
+def test_leases_wait_for_a_client_that_is_not_reading_instead_of_blocking_the_server():
+    """Descriptors are passed by a write straight to the client's socket.  Made blocking while
+    the client was not reading (its map's driver waiting on an HTTP answer from the server),
+    that write stopped the server's loop: both waited for ever.  Now the pass waits, without
+    blocking, until the client has read what its socket holds."""
+    import asyncio
+    import socket as socket_
+    import types
+    from jupyter_faas.server.protocol.direct import DirectSession
+    from kernel_workers import wire
+
+    server_end, client_end = socket_.socketpair(socket_.AF_UNIX, socket_.SOCK_STREAM)
+    env_end, env_peer = socket_.socketpair(socket_.AF_UNIX, socket_.SOCK_STREAM)
+    filler = wire.pack("log", logs={"r": [[0, "stdout", "x" * 150_000]]}, skipped={})
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        transport, session = await loop.connect_accepted_socket(
+            lambda: DirectSession(None, "token", "test", 1 << 20), server_end)
+        transport.write(filler)                 # unread by the client: most of its socket
+        await asyncio.sleep(0)
+        assert transport.get_write_buffer_size() == 0
+        handle = types.SimpleNamespace(client_sock=env_end)
+        session._pass_leases([({"lease_id": "lease-1"}, handle)], started=True)
+        ticks = 0
+        while handle.client_sock is not None and ticks < 20:  # the loop keeps turning meanwhile
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert handle.client_sock is not None, "passed into a socket its client was not reading"
+        # the client reads what it had; the leases follow, with their descriptor
+        got = b""
+        while len(got) < len(filler):
+            got += await loop.sock_recv(client_end, len(filler) - len(got))
+        assert got == filler
+        while handle.client_sock is not None:
+            await asyncio.sleep(0.005)
+        transport.close()
+
+    client_end.setblocking(False)
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    client_end.setblocking(True)
+    channel = wire.BlockingChannel(client_end, buffered=False)
+    header, _ = channel.recv()
+    assert header["k"] == "leases" and header["items"] == [{"lease_id": "lease-1"}] and header["started"]
+    _, fds, _, _ = socket_.recv_fds(client_end, 1, 1)
+    passed = socket_.socket(fileno=fds[0])
+    passed.sendall(b"ping")
+    assert env_peer.recv(4) == b"ping"  # the environment's end reached the client
+    for s in (passed, client_end, env_peer):
+        s.close()

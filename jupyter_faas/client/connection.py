@@ -49,7 +49,8 @@ BATCH_ITEMS = 1000
 BATCH_BYTES = 8 << 20
 #: a ``cancel`` or ``watch`` frame names at most this many request ids (about 400 KB of header)
 CANCEL_BATCH = 10_000
-#: leases a map asks for when it sets no ``concurrency`` (the server starts what it lacks)
+#: leases a map asks for first when it sets no ``concurrency`` (the server starts what it lacks;
+#: the map takes more while its items mostly wait: leased_map.GROW_MIN_MS)
 MAP_LEASES = max(2, os.cpu_count() or 1)
 #: how long a client keeps trying to reconnect to re-attach its accepted invocations
 REATTACH_S = 60.0
@@ -521,7 +522,9 @@ class Connection:
                 or self._last_submitted is not None and not self._last_submitted.wait_accepted(30):
             return None
         want = min(total or MAP_LEASES, concurrency or MAP_LEASES)
-        leased = LeasedMap(self, pool, function, version, want, logs=True, group=group)
+        # without ``concurrency``, more leases while its items mostly wait (leased_map.GROW_MIN_MS)
+        leased = LeasedMap(self, pool, function, version, want, logs=True, group=group,
+                           grow=concurrency is None)
         if not leased.start():
             return None
         self.leased_maps.add(leased)

@@ -49,6 +49,16 @@ BUSY_S = 0.002
 WATCH_AFTER_S = 0.1
 #: items per frame
 BATCH = 64
+#: a map without ``concurrency`` starts with a lease per core (connection.MAP_LEASES) and takes
+#: more while its items mostly wait (sleep, I/O: their CPU time under WAITING_CPU_SHARE of their
+#: duration, each GROW_MIN_MS or more), up to one per queued item, as the server's path starts an
+#: environment per queued item within its memory budget (the server grants what its slots
+#: allow, at most GROW_MAX per request); an answer with none waits GROW_RETRY_S to ask again.
+#: Items that compute gain nothing from more environments than cores, so they get none.
+GROW_MIN_MS = 5.0
+WAITING_CPU_SHARE = 0.25
+GROW_MAX = 64
+GROW_RETRY_S = 0.5
 #: lines of an item read back from the store when the server may have read some of them
 STORED_LINES = 10_000
 _MADE = ("START RequestId:", "END RequestId:", "REPORT RequestId:", "[ERROR]")
@@ -62,7 +72,8 @@ class LeasedMap:
     """One map's items through leases: :meth:`start`, :meth:`submit` (any number of times),
     :meth:`finish`; futures end on the driver thread."""
 
-    def __init__(self, conn, pool, function: str, version, want: int, logs: bool, group=None):
+    def __init__(self, conn, pool, function: str, version, want: int, logs: bool, group=None,
+                 grow: bool = False):
         self.conn = conn
         self.pool = pool                # the connection's DirectPool
         self.function = function
@@ -82,9 +93,16 @@ class LeasedMap:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         self.input_done = False
+        #: the driver ended early: "handed over" (the server went away) or the error it gave up
+        #: with; items submitted after that go the server's way or fail the same
+        self.gone: str | BaseException | None = None
         self.starting = 0               # environments the server is starting for this map
         self.item_ms: float | None = None  # the items' mean duration so far (ms), see WINDOW
         self._ms_total, self._ms_count = 0.0, 0
+        self._cpu_total = 0.0              # their CPU time (ms), see GROW_MIN_MS
+        self.grow = grow                   # no ``concurrency``: more leases while items wait
+        self.asking = False                # a ``lease`` request of the driver's is unanswered
+        self.grow_after = 0.0              # time.monotonic() before which it asks no more
         self.thread = None
 
     # ---- the caller's side -------------------------------------------------------------------
@@ -137,8 +155,16 @@ class LeasedMap:
         for fut, _ in items:
             fut._leased = self
         with self.lock:
-            self.queue.extend(items)
-        self._wake()
+            gone = self.gone
+            if gone is None:
+                self.queue.extend(items)
+        if gone is None:
+            self._wake()
+        elif isinstance(gone, BaseException):  # the driver gave up: as those it had
+            for fut, _ in items:
+                fut._fail(gone)
+        else:  # the server went away: the rest of a long map goes the server's way
+            self._submit_elsewhere(items)
 
     def finish(self) -> None:
         """No more items: the driver ends once every item sent has ended (or gone elsewhere)."""
@@ -225,6 +251,7 @@ class LeasedMap:
     def _drive(self) -> None:
         ch = self.channel
         while True:
+            self._grow()
             self._send_some()
             self._cancel_requested()
             with self.lock:
@@ -323,7 +350,7 @@ class LeasedMap:
             if kind == "done":
                 offset = 0
                 for item in header["items"]:
-                    self._timed((item.get("report") or {}).get("duration_ms"))
+                    self._timed((item.get("report") or {}).get("duration_ms"), item.get("cpu_ms"))
                     n = item["nbytes"]
                     rid = item["request_id"]
                     sent = self.sent.pop(rid, None)
@@ -385,11 +412,37 @@ class LeasedMap:
         return [[r["ts"], r["stream"], r["line"]] for r in rows
                 if not (r["stream"] == "platform" and r["line"].startswith(_MADE))]
 
-    def _timed(self, duration_ms) -> None:
+    def _timed(self, duration_ms, cpu_ms=None) -> None:
         if isinstance(duration_ms, (int, float)) and duration_ms >= 0:
             self._ms_total += duration_ms
             self._ms_count += 1
             self.item_ms = self._ms_total / self._ms_count
+            # unknown (an older environment): counted as computing, so no growth on a guess
+            self._cpu_total += cpu_ms if isinstance(cpu_ms, (int, float)) else duration_ms
+
+    def _more_wanted(self, queued: int) -> int:
+        """How many more leases to ask for now, with ``queued`` items not sent: while the items
+        mostly wait (GROW_MIN_MS), one per queued item not already covered by one starting."""
+        if (not self.grow or self.asking or self.item_ms is None or self.item_ms < GROW_MIN_MS
+                or self._cpu_total > WAITING_CPU_SHARE * self._ms_total
+                or time.monotonic() < self.grow_after):
+            return 0
+        return max(0, min(queued - self.starting, GROW_MAX))
+
+    def _grow(self) -> None:
+        if not self.grow or self.asking:
+            return
+        with self.lock:
+            queued = len(self.queue)
+        want = self._more_wanted(queued)
+        if not want:
+            return
+        try:
+            self.channel.channel.send("lease", function=self.function, version=self.version,
+                                      want=want, start=True)
+        except OSError as exc:
+            raise ServerGone(f"the direct socket broke: {exc}") from exc
+        self.asking = True
 
     def _window(self) -> int:
         """Unanswered items per lease: WINDOW_BUDGET_MS of work at the items' recent duration."""
@@ -486,6 +539,10 @@ class LeasedMap:
         items = header.get("items") or []
         if header.get("started"):  # one the server started for this map (passed, or lost)
             self.starting = max(0, self.starting - max(1, len(items)))
+        else:  # the answer to a request (the first, or _grow's)
+            self.asking = False
+            if not items and not header.get("starting"):
+                self.grow_after = time.monotonic() + GROW_RETRY_S  # no room now
         self.starting += int(header.get("starting") or 0)
         for lease in take_leases(self.channel, header):
             self.leases.append([lease, 0, self._window(), collections.deque()])
@@ -526,11 +583,13 @@ class LeasedMap:
                 [(fut, payload)], self.function, queue=True, logs=self.logs, version=self.version,
                 group=self.group))
             fut._request_id = rid  # its REPORT and error name it, if the server knows it
+            fut._leased = None     # the server's now: a cancel goes there (it waited 30 s here)
             follow[rid] = fut
         self.sent, self.asked = {}, {}
         with self.lock:
             rest, self.queue = list(self.queue), collections.deque()
             self.input_done = True
+            self.gone = "handed over"
         if follow:
             self.conn.reattach(follow)
         # never sent: the server's way, which waits for the next server as the re-attach does
@@ -540,6 +599,8 @@ class LeasedMap:
 
     def _submit_elsewhere(self, items) -> None:
         """``[(future, payload), ...]`` the server's way, as the map's items are without leases."""
+        for fut, _ in items:
+            fut._leased = None  # a cancel of it goes to the server (function._cancel)
         if items:
             self.conn.submit_many(items, self.function, queue=True, logs=self.logs,
                                   version=self.version, group=self.group)
@@ -549,6 +610,7 @@ class LeasedMap:
         err = errors.ServerError(f"the map's leased environments could not be used: {exc}")
         with self.lock:
             rest, self.queue = list(self.queue), collections.deque()
+            self.gone = err
         for fut, *_ in [*rest, *self.sent.values(), *self.asked.values()]:
             fut._fail(err)
 

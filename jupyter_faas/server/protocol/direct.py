@@ -34,11 +34,14 @@ authenticated status endpoint, never in a world-readable place.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import secrets
 import shutil
 import socket
+import struct
+import termios
 
 from kernel_workers import wire
 
@@ -53,6 +56,10 @@ log = logging.getLogger("jupyter_faas.server")
 ACCEPTED_DELAY_S = 0.005
 #: a peer that has not said hello yet may send no more than this in a frame
 HELLO_MAX_BYTES = 64 << 10
+#: leases wait at most this long (seconds) for a client to read what its socket holds before
+#: they are passed, looking again every PASS_RETRY_S; then they are given back
+PASS_WAIT_S = 5.0
+PASS_RETRY_S = 0.005
 
 
 class DirectSession(asyncio.BufferedProtocol, InvocationSession):
@@ -172,20 +179,36 @@ class DirectSession(asyncio.BufferedProtocol, InvocationSession):
         elif not self.closed and not self.transport.is_closing():
             self.send("lease_failed", count=1, **({"init_failure": init_failure} if init_failure else {}))
 
-    def _pass_leases(self, granted: list, **fields) -> None:
+    def _pass_leases(self, granted: list, deadline: float | None = None, **fields) -> None:
+        """Send ``leases`` and, right after it, the client's ends of the granted environments'
+        sockets.  Written straight to the socket (asyncio's transport does not pass descriptors)
+        and only when nothing is unread in it: a blocking write to a client that was not reading
+        (its map's driver waiting on an HTTP answer from this very loop) stopped the whole
+        server.  Until then it waits, up to PASS_WAIT_S; then the leases are given back."""
         if not granted:
             self.send("leases", items=[], **fields)
             return
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + PASS_WAIT_S
+        granted = [(info, h) for info, h in granted if h.client_sock is not None]  # none ended meanwhile
         handles = [handle for _, handle in granted]
         sent = False
-        if not self.closed and not self.transport.is_closing() and not self.transport.get_write_buffer_size():
+        if granted and not self.closed and not self.transport.is_closing():
             # The transport's own socket, duplicated: asyncio's wrapper does not pass descriptors.
             sock = socket.socket(fileno=os.dup(self.transport.get_extra_info("socket").fileno()))
             try:
-                sock.setblocking(True)
-                sock.sendall(wire.pack("leases", items=[info for info, _ in granted], **fields))
-                socket.send_fds(sock, [b"L"], [h.client_sock.fileno() for h in handles])
-                sent = True
+                if self.transport.get_write_buffer_size() or _unread(sock):
+                    if loop.time() < deadline:
+                        loop.call_later(PASS_RETRY_S, lambda: self._pass_leases(granted, deadline, **fields))
+                        return
+                else:
+                    # an empty socket takes the frame (at most MAX_LEASES infos, tens of KB)
+                    # and the descriptors' byte without blocking
+                    sock.setblocking(True)
+                    sock.sendall(wire.pack("leases", items=[info for info, _ in granted], **fields))
+                    socket.send_fds(sock, [b"L"], [h.client_sock.fileno() for h in handles])
+                    sent = True
             except OSError as exc:
                 log.warning("could not pass leases to a client: %s", exc)
             finally:
@@ -201,6 +224,11 @@ class DirectSession(asyncio.BufferedProtocol, InvocationSession):
         self.send("rejected", cids=[], error={"errorType": error_type, "errorMessage": message})
         self.closed = True
         self.transport.close()
+
+
+def _unread(sock: socket.socket) -> int:
+    """Bytes written to ``sock`` that its peer has not read yet (Linux's SIOCOUTQ)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
 
 
 class DirectServer:

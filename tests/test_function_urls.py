@@ -53,6 +53,11 @@ def test_the_event_strips_the_token_and_is_payload_2_0(conn, server):
     assert fetch(u.url)[0] == 403                                   # no token
     rid = headers["x-amzn-RequestId"]
     assert faas.Invocation.from_id(rid)._row["triggered_by"] == "url"
+    # each request it answered is a firing of the trigger (403s are not: they invoked nothing)
+    trigger = next(t for t in faas.triggers(function="echo_url") if t.id == u.id)
+    assert trigger.fired == 1 and trigger.last_fired_at is not None
+    fetch(u.url, headers={"Authorization": f"Bearer {server.token}"})
+    assert next(t for t in faas.triggers(function="echo_url") if t.id == u.id).fired == 2
 
 
 def test_auth_none_binary_bodies_and_plain_results(conn, server):

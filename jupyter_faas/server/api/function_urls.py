@@ -57,7 +57,7 @@ class FunctionUrlHandler(web.RequestHandler):
         except FaaSError as exc:
             self._fail(400, exc.error_type, exc.message)
             return
-        service.store.set_triggered_by(inv.request_id, "url")
+        service.store.set_triggered_by(inv.request_id, "url", config["id"], service.clock.time())
         inv.triggered_by = "url"
         done, result = await inv.done
         code, headers, body = http_response(done["status"], result, done.get("error"))

@@ -188,10 +188,15 @@ class EventsTable:
         with self._tx() as db:
             db.execute("DELETE FROM triggers WHERE id=?", (trigger_id,))
 
-    def set_triggered_by(self, request_id: str, what: str) -> None:
-        """Name what made an invocation that was submitted as a direct call (a function URL)."""
+    def set_triggered_by(self, request_id: str, what: str, trigger_id: str | None = None,
+                         at: float | None = None) -> None:
+        """Name what made an invocation that was submitted as a direct call (a function URL);
+        with ``trigger_id``, that trigger fired at ``at`` (seconds since the epoch): its
+        ``fired`` count and ``last_fired_at``, in the same transaction."""
         with self._tx() as db:
             db.execute("UPDATE invocations SET triggered_by=? WHERE request_id=?", (what, request_id))
+            if trigger_id is not None:
+                db.execute("UPDATE triggers SET last_fired_at=?, fired=fired+1 WHERE id=?", (at, trigger_id))
 
 
 def _insert_events(db, rows: list) -> None:

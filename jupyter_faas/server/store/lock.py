@@ -42,7 +42,7 @@ class StoreLock:
             raise ServerError(
                 f"another FaaS server ({who}) is using the store in {data_dir}: one store serves one "
                 f"server at a time. Use that server (`jupyter faas status`), stop it first "
-                f"(`jupyter faas stop`), or give this one its own --FaaSServer.data_dir") from None
+                f"(`jupyter faas stop`), or give this one its own --FaaSServer.faas_data_dir") from None
         file.seek(0)
         file.truncate()
         file.write(str(os.getpid()))

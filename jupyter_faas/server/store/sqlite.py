@@ -61,7 +61,7 @@ class Store(FunctionsTable, InvocationsTable, LogsTable, MetricsTable, EventsTab
             migrate(self.db)
         except sqlite3.Error as exc:
             raise ServerError(f"cannot open the store at {self.path}: {exc}; check the path and "
-                              f"its permissions, or set FaaSServer.data_dir") from exc
+                              f"its permissions, or set --FaaSServer.faas_data_dir") from exc
 
         #: held by every write transaction, and by the checkpointer's RESTART (see .checkpoints)
         self.write_lock = threading.Lock()

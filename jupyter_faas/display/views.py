@@ -169,8 +169,9 @@ class CallView:
         else:
             self._text_seen = _print_new_lines(self.tail, self._text_seen, f"[{fut.function}] ")
             if fut.done():
-                print(f"[{fut.function}] {fut.status} in {fmt_seconds(elapsed)} · "
-                      f"{report_text(fut.report)}", file=sys.stderr)
+                report = report_text(fut.report)  # none for an end it did not measure (a server stop)
+                print(f"[{fut.function}] {fut.status} in {fmt_seconds(elapsed)}"
+                      + (f" · {report}" if report else ""), file=sys.stderr)
 
     def close(self) -> None:
         """The call ended (or the caller stopped waiting): last redraw, stop updating."""

@@ -300,3 +300,17 @@ def test_following_hundreds_of_ended_failures_at_once_hears_of_every_one(conn):
     for x, rid in enumerate(rids):
         err = futures[rid].exception()
         assert isinstance(err, ValueError) and str(err) == f"{x}:" + "v" * 6000
+
+
+def test_a_handler_that_raises_keyboardinterrupt_fails_as_a_function_error_not_a_ctrl_c(conn):
+    """A KeyboardInterrupt raised in the handler came back as a KeyboardInterrupt: the caller
+    could not tell it from pressing Ctrl-C, and ``except Exception`` let it through."""
+    @faas.function(name="raises_interrupt")
+    def interrupted(x):
+        raise KeyboardInterrupt(f"stop at {x}")
+
+    for err in _three_ways(interrupted, 3):
+        assert isinstance(err, faas.FunctionError) and not isinstance(err, KeyboardInterrupt)
+        assert err.remote_type == "KeyboardInterrupt" and "stop at 3" in str(err)
+    results = interrupted.map(range(3), return_exceptions=True, show=False)
+    assert all(isinstance(r, faas.FunctionError) and not isinstance(r, KeyboardInterrupt) for r in results)

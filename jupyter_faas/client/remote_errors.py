@@ -1,7 +1,8 @@
 """Turn an invocation's error (as the server reports it) into the exception to raise.
 
 A handler's own exception comes back as an instance of *both* its type and
-:class:`~jupyter_faas.FunctionError` (a subclass made once per type), with its
+:class:`~jupyter_faas.FunctionError` (a subclass made once per type; a ``KeyboardInterrupt`` or
+other ``BaseException`` that is no ``Exception``: a plain ``FunctionError`` naming it), with its
 attributes (whatever its ``__init__`` takes: see :mod:`kernel_workers.exceptions`)
 and the remote traceback as ``__cause__``, the way ``concurrent.futures`` does it.
 When its class cannot be loaded here, a plain ``FunctionError`` names the type.
@@ -74,7 +75,10 @@ def rebuild(error: dict, body: bytes, request_id: str, function: str, logs=None)
                 original = cloudpickle.loads(body)
             except BaseException:  # noqa: BLE001 - its class may not exist here
                 original = None
-            if isinstance(original, BaseException):
+            # not a KeyboardInterrupt (or any BaseException that is no Exception): raised here it
+            # would read as the user's own Ctrl-C and pass ``except Exception``; a FunctionError
+            # naming it instead
+            if isinstance(original, Exception):
                 dual = _dual_class(type(original))
                 if dual is not None:
                     exc = exceptions.new_instance(dual, original.args)

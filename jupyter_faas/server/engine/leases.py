@@ -270,10 +270,11 @@ class Leasing(LeaseInitFailures):
         for rid, more in lines.items():  # their end is not read yet (or the start never ended)
             lease.lines.setdefault(rid, []).extend(more)
         lease.last_used = now
-        for row, _, _, arg_file in ended:
+        for row, _, logs, arg_file in ended:
             if arg_file is not None:
                 self.backend.lease_ran(handle, arg_file)
             if self.feed:
+                self._feed_lines(row, logs)
                 self.feed.emit({"type": "invocation", **{k: row.get(k) for k in _FEED_FIELDS}})
         if any(e[3] is not None for e in ended) and self.files is not None:
             self.files.replenish()  # the client took a spare for each
@@ -322,6 +323,19 @@ class Leasing(LeaseInitFailures):
         described = start.get("buffers")
         arg_file = described.get("file") if isinstance(described, dict) else None
         return row, bytes(body) if body else None, logs, arg_file
+
+    def _feed_lines(self, row: dict, logs: list) -> None:
+        """An invocation that ended under its lease without the server reading its output: its
+        lines to the event feed as the server's path sends each as it is printed (a watcher of
+        the feed saw none of a quick leased call's), START, END and REPORT made from its row."""
+        rid, name = row["request_id"], row["function"]
+        lines = logs
+        if row.get("implicit_lines"):
+            start_line, tail = platform_lines(row)
+            lines = ([(row["started_at"], "platform", start_line)] + list(logs)
+                     + [(row["ended_at"], "platform", line) for line in tail])
+        for entry in lines:
+            self.feed.emit({"type": "log", "request_id": rid, "function": name, "line": tuple(entry)})
 
     # ---- a long invocation: promoted to the server's own bookkeeping ---------------------
 

@@ -37,7 +37,7 @@ from tornado import httpclient, websocket
 from kernel_workers import buffers, wire
 
 from .. import errors
-from . import threads
+from . import threads, waiting
 from .direct import DirectPool, DirectUnavailable
 from .dispatch import Dispatcher
 from .leased_map import LeasedMap
@@ -180,7 +180,8 @@ class Connection:
     # ---- plumbing --------------------------------------------------------------------------
 
     def run(self, coro, timeout: float | None = None):
-        """Run a coroutine on the IO thread and wait for it (Ctrl-C interrupts the wait).
+        """Run a coroutine on the IO thread and wait for it (Ctrl-C, or an interrupt_main(),
+        interrupts the wait; the coroutine runs on).
 
         Raises :class:`~jupyter_faas.errors.FaaSError` at once when called on the IO thread
         itself, which could never answer.
@@ -188,7 +189,9 @@ class Connection:
         if threads.on_io_thread():
             coro.close()
             threads.check_may_block("a jupyter_faas call that waits for the server")
-        return asyncio.run_coroutine_threadsafe(coro, self._io_loop()).result(timeout)
+        fut = asyncio.run_coroutine_threadsafe(coro, self._io_loop())
+        waiting.wait([fut], timeout)
+        return fut.result(0)
 
     def request(self, method: str, path: str, body=None, params: dict | None = None,
                 raw: bool = False, timeout: float = 120):

@@ -150,6 +150,61 @@ def _newest(conn, name):
     return conn.request("GET", "/faas/api/invocations", params={"function": name, "limit": 1})["invocations"][0]
 
 
+def _leased(conn, name):
+    return any(function == name for channel in conn._direct._free for function, _ in channel.leases)
+
+
+@pytest.mark.parametrize("leases", [True, False], ids=["leased", "through-the-server"])
+@pytest.mark.parametrize("how", ["call", "invoke"])
+def test_an_interrupt_raised_from_another_thread_cancels_a_sync_call(conn, tmp_path, how, leases):
+    # as a real Ctrl-C does: the wait ends with KeyboardInterrupt and the invocation is cancelled
+    conn.use_leases = leases
+    name = f"interrupted_{how}_{'leased' if leases else 'server'}"
+    nap = _napper(name)
+    warm = str(tmp_path / "warm")
+    nap(warm, 0)
+    nap(warm, 0)  # a function's second call asks for a lease; the later ones go through it
+    assert _leased(conn, name) is leases
+    marker = tmp_path / "started"
+    interrupt_from_a_thread_when(lambda: _waited_on(marker))
+    with pytest.raises(KeyboardInterrupt):
+        if how == "call":
+            nap(str(marker), 30)
+        else:
+            nap.invoke(str(marker), 30)
+    wait_for(lambda: _newest(conn, name)["status"] == "cancelled", what="the call cancelled")
+
+
+def test_an_interrupt_is_raised_even_when_the_direct_socket_breaks_while_cancelling(make_server, monkeypatch,
+                                                                                    tmp_path):
+    # the server does not answer the cancel (stopped here): the socket is given up on and the
+    # call followed over the websocket, and the interrupt is still raised (it returned normally)
+    from jupyter_faas.client import direct
+    monkeypatch.setattr(direct, "CANCEL_WAIT_S", 1.0)
+    server = make_server()
+    conn = faas.connect(server.url, server.token)
+    conn.use_leases = False
+    try:
+        nap = _napper("interrupted_unanswered")
+        marker = tmp_path / "started"
+
+        def stop_then_interrupt():
+            wait_for(lambda: _waited_on(marker), what="the call running")
+            server.proc.send_signal(signal.SIGSTOP)
+            try:
+                _thread.interrupt_main()
+                wait_for(lambda: conn._direct is None, what="the direct socket given up on")
+            finally:
+                server.proc.send_signal(signal.SIGCONT)
+        threading.Thread(target=stop_then_interrupt, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            nap(str(marker), 30)
+        wait_for(lambda: _newest(conn, "interrupted_unanswered")["status"] == "cancelled",
+                 what="the call cancelled")
+    finally:
+        discovery.reset()
+
+
 WAITS = {
     "result": lambda fut: fut.result(),
     "exception": lambda fut: fut.exception(),

@@ -40,6 +40,7 @@ from .. import errors
 from . import threads, waiting
 from .direct import DirectPool, DirectUnavailable
 from .dispatch import Dispatcher
+from .lease import DirectBroke
 from .leased_map import LeasedMap
 from .serialization import Payload, too_large
 
@@ -442,9 +443,12 @@ class Connection:
                                  lease=self.use_leases)
                 except DirectUnavailable:
                     channel.close()  # nothing was sent: the websocket takes the call below
-                except ConnectionError:
+                except DirectBroke as exc:
                     channel.close()
                     self._direct_broke(future)
+                    if exc.interrupted is not None:
+                        # Ctrl-C came first: the caller cancels the call, now followed again
+                        raise exc.interrupted from None
                     return
                 except BaseException:
                     channel.close()  # interrupted mid-frame: the socket's state is unknown

@@ -1,5 +1,7 @@
 """Ctrl-C cancels what a blocking call started; killing the server loses no accepted invocation."""
 
+import _thread
+import asyncio
 import json
 import sqlite3
 import os
@@ -28,6 +30,16 @@ def ctrl_c_when(ready, timeout=30):
         while not ready() and time.monotonic() < deadline:
             time.sleep(0.05)
         ctrl_c()
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def interrupt_from_a_thread_when(ready):
+    """What a kernel's subshell or a watchdog thread does: ``_thread.interrupt_main()`` once
+    ``ready()`` holds.  Unlike a real SIGINT it breaks no system call: it only sets a flag the
+    main thread sees when it next runs bytecode, so a wait blocked in C does not see it."""
+    def watch():
+        wait_for(ready, what="the call running")
+        _thread.interrupt_main()
     threading.Thread(target=watch, daemon=True).start()
 
 
@@ -102,9 +114,7 @@ def test_ctrl_c_during_map_drops_queued_and_kills_running(conn, leases):
 
 
 def test_an_interrupt_raised_from_another_thread_stops_a_map(conn, tmp_path):
-    # _thread.interrupt_main (a kernel's subshell, a watchdog thread) sets a flag the main
-    # thread sees only between bytecodes: a map must not wait in one call that never returns
-    import _thread
+    # a map must not wait in one call that never returns
     marker = tmp_path / "started"
 
     @faas.function(timeout=60, name="interrupted_map")
@@ -113,15 +123,128 @@ def test_an_interrupt_raised_from_another_thread_stops_a_map(conn, tmp_path):
         time.sleep(30)
         return x
 
-    def interrupt_when_started():
-        wait_for(marker.exists, what="an item running")
-        _thread.interrupt_main()
-    threading.Thread(target=interrupt_when_started, daemon=True).start()
+    interrupt_from_a_thread_when(marker.exists)
     with pytest.raises(KeyboardInterrupt):
         slow.map(range(4), concurrency=2)
     wait_for(lambda: all(r["status"] == "cancelled" for r in conn.request(
         "GET", "/faas/api/invocations", params={"function": "interrupted_map"})["invocations"]),
         what="what ran cancelled")
+
+
+def _napper(name):
+    @faas.function(timeout=60, name=name)
+    def nap(marker, seconds):
+        open(marker, "w").close()
+        time.sleep(seconds)
+        return seconds
+    return nap
+
+
+def _waited_on(marker, seconds=0.5):
+    """The call started ``seconds`` ago, so its caller is past the frames that start it and is
+    blocked waiting for its end (an interrupt while it still runs Python is seen anyway)."""
+    return marker.exists() and time.time() - marker.stat().st_mtime >= seconds
+
+
+def _newest(conn, name):
+    return conn.request("GET", "/faas/api/invocations", params={"function": name, "limit": 1})["invocations"][0]
+
+
+def _leased(conn, name):
+    return any(function == name for channel in conn._direct._free for function, _ in channel.leases)
+
+
+@pytest.mark.parametrize("leases", [True, False], ids=["leased", "through-the-server"])
+@pytest.mark.parametrize("how", ["call", "invoke"])
+def test_an_interrupt_raised_from_another_thread_cancels_a_sync_call(conn, tmp_path, how, leases):
+    # as a real Ctrl-C does: the wait ends with KeyboardInterrupt and the invocation is cancelled
+    conn.use_leases = leases
+    name = f"interrupted_{how}_{'leased' if leases else 'server'}"
+    nap = _napper(name)
+    warm = str(tmp_path / "warm")
+    nap(warm, 0)
+    nap(warm, 0)  # a function's second call asks for a lease; the later ones go through it
+    assert _leased(conn, name) is leases
+    marker = tmp_path / "started"
+    interrupt_from_a_thread_when(lambda: _waited_on(marker))
+    with pytest.raises(KeyboardInterrupt):
+        if how == "call":
+            nap(str(marker), 30)
+        else:
+            nap.invoke(str(marker), 30)
+    wait_for(lambda: _newest(conn, name)["status"] == "cancelled", what="the call cancelled")
+
+
+def test_an_interrupt_is_raised_even_when_the_direct_socket_breaks_while_cancelling(make_server, monkeypatch,
+                                                                                    tmp_path):
+    # the server does not answer the cancel (stopped here): the socket is given up on and the
+    # call followed over the websocket, and the interrupt is still raised (it returned normally)
+    from jupyter_faas.client import direct
+    monkeypatch.setattr(direct, "CANCEL_WAIT_S", 1.0)
+    server = make_server()
+    conn = faas.connect(server.url, server.token)
+    conn.use_leases = False
+    try:
+        nap = _napper("interrupted_unanswered")
+        marker = tmp_path / "started"
+
+        def stop_then_interrupt():
+            wait_for(lambda: _waited_on(marker), what="the call running")
+            server.proc.send_signal(signal.SIGSTOP)
+            try:
+                _thread.interrupt_main()
+                wait_for(lambda: conn._direct is None, what="the direct socket given up on")
+            finally:
+                server.proc.send_signal(signal.SIGCONT)
+        threading.Thread(target=stop_then_interrupt, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            nap(str(marker), 30)
+        wait_for(lambda: _newest(conn, "interrupted_unanswered")["status"] == "cancelled",
+                 what="the call cancelled")
+    finally:
+        discovery.reset()
+
+
+WAITS = {
+    "result": lambda fut: fut.result(),
+    "exception": lambda fut: fut.exception(),
+    "faas.wait": lambda fut: faas.wait([fut]),
+    "as_completed": lambda fut: list(faas.as_completed([fut])),
+    "Invocation.wait": lambda fut: faas.Invocation.from_id(fut.request_id).wait(),
+}
+
+
+@pytest.mark.parametrize("wait", WAITS)
+def test_an_interrupt_raised_from_another_thread_stops_waiting_for_a_future(conn, tmp_path, wait):
+    name = "interrupted_" + wait.replace(".", "_").lower()
+    nap = _napper(name)
+    marker = tmp_path / "started"
+    fut = nap.spawn(str(marker), 30)
+    interrupt_from_a_thread_when(lambda: _waited_on(marker))
+    with pytest.raises(KeyboardInterrupt):
+        WAITS[wait](fut)
+    if wait in ("faas.wait", "as_completed"):  # they cancel what they were waiting for
+        assert fut.cancelled() or not fut.done()
+        wait_for(lambda: _newest(conn, name)["status"] == "cancelled", what="the future cancelled")
+    else:  # only the wait stopped, as with a real Ctrl-C (and concurrent.futures)
+        assert not fut.done()
+        assert _newest(conn, name)["status"] == "running"
+        faas.Invocation.from_id(fut.request_id).cancel()
+        wait_for(lambda: _newest(conn, name)["status"] == "cancelled", what="the call cancelled")
+
+
+def test_an_interrupt_raised_from_another_thread_stops_a_wait_for_the_server(conn):
+    # every REST call waits so (faas.invocations(), a deploy, provision(wait=...))
+    ended = []
+
+    async def slow():
+        await asyncio.sleep(20)
+        ended.append(True)
+    started = time.monotonic()
+    interrupt_from_a_thread_when(lambda: time.monotonic() - started >= 0.5)
+    with pytest.raises(KeyboardInterrupt):
+        conn.run(slow())
+    assert not ended
 
 
 def test_future_cancel_kills_running_invocation(conn, tmp_path):

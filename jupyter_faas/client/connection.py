@@ -37,9 +37,10 @@ from tornado import httpclient, websocket
 from kernel_workers import buffers, wire
 
 from .. import errors
-from . import threads
+from . import threads, waiting
 from .direct import DirectPool, DirectUnavailable
 from .dispatch import Dispatcher
+from .lease import DirectBroke
 from .leased_map import LeasedMap
 from .serialization import Payload, too_large
 
@@ -181,7 +182,8 @@ class Connection:
     # ---- plumbing --------------------------------------------------------------------------
 
     def run(self, coro, timeout: float | None = None):
-        """Run a coroutine on the IO thread and wait for it (Ctrl-C interrupts the wait).
+        """Run a coroutine on the IO thread and wait for it (Ctrl-C, or an interrupt_main(),
+        interrupts the wait; the coroutine runs on).
 
         Raises :class:`~jupyter_faas.errors.FaaSError` at once when called on the IO thread
         itself, which could never answer.
@@ -189,7 +191,9 @@ class Connection:
         if threads.on_io_thread():
             coro.close()
             threads.check_may_block("a jupyter_faas call that waits for the server")
-        return asyncio.run_coroutine_threadsafe(coro, self._io_loop()).result(timeout)
+        fut = asyncio.run_coroutine_threadsafe(coro, self._io_loop())
+        waiting.wait([fut], timeout)
+        return fut.result(0)
 
     def request(self, method: str, path: str, body=None, params: dict | None = None,
                 raw: bool = False, timeout: float = 120):
@@ -440,9 +444,12 @@ class Connection:
                                  lease=self.use_leases)
                 except DirectUnavailable:
                     channel.close()  # nothing was sent: the websocket takes the call below
-                except ConnectionError:
+                except DirectBroke as exc:
                     channel.close()
                     self._direct_broke(future)
+                    if exc.interrupted is not None:
+                        # Ctrl-C came first: the caller cancels the call, now followed again
+                        raise exc.interrupted from None
                     return
                 except BaseException:
                     channel.close()  # interrupted mid-frame: the socket's state is unknown

@@ -10,7 +10,8 @@ list keeps sockets for reuse, one per thread that calls concurrently.
 
 Failure handling keeps the websocket path's promises:
 - Ctrl-C while waiting sends ``cancel`` on the same socket and reads on until the
-  server says how the invocation ended, then re-raises.
+  server says how the invocation ended, then re-raises.  Reads wait in steps
+  (:mod:`.waiting`), so an interrupt raised from another thread is seen at once too.
 - A socket that breaks after the server accepted the call hands the future to the
   connection's re-attach (``watch`` over the websocket, through a server restart too).
 - A socket that cannot be used before that falls back to the websocket.
@@ -26,8 +27,9 @@ import time
 
 from kernel_workers import wire
 
+from . import waiting
 from .dispatch import Dispatcher
-from .lease import REFUSED_S, NotStarted, request_lease
+from .lease import REFUSED_S, DirectBroke, NotStarted, request_lease
 from .lease import call as leased_call
 
 #: how long Ctrl-C waits for the server to confirm a cancel before giving up on the socket
@@ -46,7 +48,7 @@ class DirectChannel:
             self.channel = wire.BlockingChannel(sock)
             # ``buffers``: this client maps the server's buffer files (as the websocket's ?buffers=)
             self.channel.send("hello", token=token, buffers=buffer_nonce)
-            header, _ = self.channel.recv()
+            header, _ = waiting.recv(self.channel)
         except (OSError, EOFError, wire.ProtocolError) as exc:
             sock.close()
             raise DirectUnavailable(f"cannot use {path}: {exc}") from exc
@@ -105,7 +107,7 @@ class DirectChannel:
         """Run one invocation to its end, telling ``fut`` of its acceptance, lines and end.
 
         Raises :class:`DirectUnavailable` if it could not even be sent, and
-        :class:`ConnectionError` if the socket broke after it was (``fut`` then knows
+        :class:`~.lease.DirectBroke` if the socket broke after it was (``fut`` then knows
         whether the server accepted it).
         """
         # Leased only for an engine version (an int: what a notebook handle calls; a qualifier
@@ -125,8 +127,10 @@ class DirectChannel:
                 return
             except NotStarted:
                 self.drop_lease(lease)  # nothing of it was recorded: the server's way below
+            except DirectBroke:
+                raise
             except (OSError, EOFError, wire.ProtocolError) as exc:
-                raise ConnectionError(f"the direct socket broke: {exc}") from exc
+                raise DirectBroke(exc) from exc
         cid = next(self._cid)
         dispatcher = Dispatcher(cancel=lambda rids: self.channel.send("cancel", request_ids=rids))
         dispatcher.expect(cid, fut)
@@ -141,17 +145,16 @@ class DirectChannel:
         while True:
             try:
                 if cancelling is not None and not cancel_sent and fut._request_id is not None:
-                    self.sock.settimeout(CANCEL_WAIT_S)
                     self.channel.send("cancel", request_ids=[fut._request_id])
                     cancel_sent = True
-                header, body = self.channel.recv()
+                header, body = waiting.recv(self.channel, CANCEL_WAIT_S if cancel_sent else None)
             except KeyboardInterrupt as exc:
                 if cancelling is not None:
                     raise  # a second Ctrl-C: stop waiting for the cancel to be confirmed
                 cancelling = exc
                 continue
             except (OSError, EOFError, wire.ProtocolError) as exc:
-                raise ConnectionError(f"the direct socket broke: {exc}") from exc
+                raise DirectBroke(exc, cancelling) from exc
             kind = header["k"]
             if kind == "done" and self.stale:
                 # the server's end of a call a leased environment answered first: not this one

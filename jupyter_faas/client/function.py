@@ -29,7 +29,7 @@ from kernel_workers.init import Plain, WithInit
 
 from .. import errors, limits
 from ..display import CallView, MapView
-from . import dependencies, events, lambda_api, triggers
+from . import dependencies, events, lambda_api, triggers, waiting
 from .cell import CellFunction
 from .discovery import default_connection
 from .invocation import Invocation, InvocationFuture
@@ -486,10 +486,9 @@ class RemoteFunction:
                     return
                 if ordered:
                     fut = outstanding[0]
-                    concurrent.futures.wait([fut])
+                    waiting.wait([fut])
                 else:
-                    done, _ = concurrent.futures.wait(outstanding,
-                                                      return_when=concurrent.futures.FIRST_COMPLETED)
+                    done, _ = waiting.wait(outstanding, return_when=concurrent.futures.FIRST_COMPLETED)
                     fut = min(done, key=lambda f: f.index)
                 outstanding.remove(fut)
                 _check_cancelled(view)
@@ -585,7 +584,7 @@ def _cancel(futures, wait: bool = True) -> None:
         leased_map.cancel_many(mine)  # its driver cancels them (they have no request id to wait for)
     leased = [f for f in live if getattr(f, "_leased", None) is not None]
     if leased and wait:
-        concurrent.futures.wait(leased, timeout=30)
+        waiting.wait(leased, timeout=30)
     live = [f for f in live if getattr(f, "_leased", None) is None]
     if live:  # not sent yet: never sent (one pass, not a wait for each one's request id)
         for f in live[0]._connection.withdraw_many(live):
@@ -600,7 +599,7 @@ def _cancel(futures, wait: bool = True) -> None:
         except Exception:  # noqa: BLE001 - the original error matters more
             pass
         if wait:
-            concurrent.futures.wait(live, timeout=30)
+            waiting.wait(live, timeout=30)
 
 
 class _Latch:
@@ -628,10 +627,7 @@ class _Latch:
             self.event.set()
 
     def wait(self) -> None:
-        # in steps: a KeyboardInterrupt raised in this thread by another (the kernel's
-        # interrupt_main, a subshell's) is seen between them, not only when the map ends
-        while not self.event.wait(0.1):
-            pass
+        waiting.in_steps(self.event.wait, None)
 
 
 def _wait(futures, raise_first: bool = True):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 
 from .. import errors
+from . import waiting
 from .invocation import Invocation, InvocationFuture
 
 FIRST_COMPLETED = concurrent.futures.FIRST_COMPLETED
@@ -37,7 +38,7 @@ def as_completed(fs, timeout: float | None = None):
     Ctrl-C cancels the ones still queued or running."""
     fs = _futures(fs)
     try:
-        yield from concurrent.futures.as_completed(fs, timeout)
+        yield from waiting.as_completed(fs, timeout)
     except KeyboardInterrupt:
         _cancel_live(fs)
         raise
@@ -51,7 +52,7 @@ def wait(fs, timeout: float | None = None, return_when: str = ALL_COMPLETED):
                                       f"faas.FIRST_EXCEPTION or faas.ALL_COMPLETED")
     fs = _futures(fs)
     try:
-        return concurrent.futures.wait(fs, timeout, return_when)
+        return waiting.wait(fs, timeout, return_when)
     except KeyboardInterrupt:
         _cancel_live(fs)
         raise

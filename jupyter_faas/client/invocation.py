@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .. import errors
 from ..vocabulary import TERMINAL
-from . import threads
+from . import threads, waiting
 from .discovery import default_connection
 from .remote_errors import rebuild
 from .serialization import loads_result, result_buffers
@@ -112,7 +112,7 @@ class _Condition:
     def wait(self, timeout: float | None = None) -> bool:
         if self._cond is None:
             self._cond = threading.Condition(self._lock)
-        return self._cond.wait(timeout)
+        return waiting.in_steps(self._cond.wait, timeout)  # Future.result() waits here
 
     def wait_for(self, predicate, timeout: float | None = None):
         if self._cond is None:
@@ -202,7 +202,7 @@ class InvocationFuture(concurrent.futures.Future):
             if self._settled_event is None:
                 self._settled_event = threading.Event()
             event = self._settled_event
-        return event.wait(timeout)
+        return waiting.in_steps(event.wait, timeout)
 
     def _settle(self) -> None:
         # Not the Future's condition: a notify there wakes result(timeout) waiters, which
@@ -384,7 +384,7 @@ class InvocationFuture(concurrent.futures.Future):
         if rid is not None:
             self._connection.cancel([rid])
         # else: its ``accepted`` is on its way; the dispatcher cancels it on arrival
-        concurrent.futures.wait([self], timeout=30)
+        waiting.wait([self], timeout=30)
         return self.cancelled()
 
     def __repr__(self) -> str:
@@ -484,7 +484,7 @@ class Invocation:
     def wait(self, timeout: float | None = None) -> "Invocation":
         """Block until it ends (Ctrl-C stops waiting; the invocation keeps running)."""
         fut = self._attach()
-        concurrent.futures.wait([fut], timeout)
+        waiting.wait([fut], timeout)
         if not fut.done():
             raise TimeoutError(f"invocation {self.request_id} is still {fut.status} after {timeout} s")
         return self

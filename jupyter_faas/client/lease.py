@@ -19,12 +19,12 @@ the frames: :mod:`kernel_workers.lease`).  Everything else stays as on the serve
 
 from __future__ import annotations
 
-import select
 import socket
 import time
 
 from kernel_workers import reports, wire
 
+from . import waiting
 from .dispatch import Dispatcher
 
 #: a leased call not ended after this long is followed through the server as well
@@ -35,6 +35,16 @@ REFUSED_S = 0.5
 
 class NotStarted(Exception):
     """The leased environment never started the call (nothing was recorded): send it otherwise."""
+
+
+class DirectBroke(ConnectionError):
+    """The direct socket to the server broke after the call was sent: the connection follows
+    the call over the websocket instead.  ``interrupted``: the KeyboardInterrupt that came
+    while waiting, for the connection to raise once it does (an interrupt is never lost)."""
+
+    def __init__(self, exc: BaseException, interrupted: BaseException | None = None):
+        super().__init__(f"the direct socket broke: {exc}")
+        self.interrupted = interrupted
 
 
 class ClientLease:
@@ -57,7 +67,7 @@ class ClientLease:
         if self.channel.pending_bytes():
             return False
         try:
-            return not _readable([self.sock], 0)
+            return not waiting.readable([self.sock], 0)
         except OSError:
             return False
 
@@ -74,9 +84,9 @@ def request_lease(direct, function: str, version) -> ClientLease | None:
     channel.send("lease", function=function, version=version, want=1)
     channel.buffered = False  # the descriptors follow the answer: read no byte past it
     try:
-        header, _ = channel.recv()
+        header, _ = waiting.recv(channel)
         while header["k"] != "leases":  # a late frame of an earlier call (its log lines)
-            header, _ = channel.recv()
+            header, _ = waiting.recv(channel)
         leases = take_leases(direct, header)
     finally:
         channel.buffered = True
@@ -104,7 +114,7 @@ def call(direct, lease: ClientLease, fut, payload, *, encoding: str, logs: bool)
     """Run one invocation through ``lease`` to its end, telling ``fut`` as the server's path does.
 
     Raises :class:`NotStarted` when it never started (then nothing of it exists anywhere), and
-    ConnectionError when the server's socket broke while it was asked about the call.
+    :class:`DirectBroke` when the server's socket broke while it was asked about the call.
     """
     rid = reports.new_request_id()
     cid = next(direct._cid)
@@ -129,11 +139,17 @@ def call(direct, lease: ClientLease, fut, payload, *, encoding: str, logs: bool)
             accepted = True
             dispatcher.accepted([[cid, rid]], lease.version)
 
+    def to_server(kind: str, **fields) -> None:
+        try:
+            direct.channel.send(kind, **fields)
+        except OSError as exc:
+            raise DirectBroke(exc, cancelling) from exc
+
     def watch():
         nonlocal watching
         if not watching:
             watching = True
-            direct.channel.send("watch", request_ids=[rid], logs=logs)
+            to_server("watch", request_ids=[rid], logs=logs)
 
     while True:
         try:
@@ -151,11 +167,13 @@ def call(direct, lease: ClientLease, fut, payload, *, encoding: str, logs: bool)
             except OSError:
                 pass
             accept()
-            direct.channel.send("cancel", request_ids=[rid])
+            to_server("cancel", request_ids=[rid])
             continue
+        except DirectBroke:
+            raise
         except (OSError, EOFError, wire.ProtocolError) as exc:
             if getattr(exc, "faas_source", None) != "lease":
-                raise ConnectionError(f"the direct socket broke: {exc}") from exc
+                raise DirectBroke(exc, cancelling) from exc
             lease_open = False  # the environment died or closed: the server knows what ran
             direct.drop_lease(lease)
             watch()
@@ -214,20 +232,10 @@ def call(direct, lease: ClientLease, fut, payload, *, encoding: str, logs: bool)
             return
 
 
-def _readable(socks, timeout: float | None) -> list:
-    """Those of ``socks`` with bytes to read (poll(): select() refuses descriptors past 1023)."""
-    poller = select.poll()
-    for sock in socks:
-        poller.register(sock, select.POLLIN)
-    events = poller.poll(None if timeout is None else timeout * 1000)
-    ready = {fd for fd, _ in events}
-    return [sock for sock in socks if (sock if isinstance(sock, int) else sock.fileno()) in ready]
-
-
 def _next(direct, lease, watching: bool, timeout: float | None):
     """The next frame from the lease (or, when watching, the server): ``(source, header, body)``;
     ``(None, None, None)`` when ``timeout`` passed first.  A broken socket's error carries
-    ``faas_source``."""
+    ``faas_source``.  Waits in steps (:mod:`.waiting`): an interrupt_main() is seen at once."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         if lease is not None:
@@ -248,7 +256,7 @@ def _next(direct, lease, watching: bool, timeout: float | None):
         if not socks:
             return None, None, None
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready = _readable(socks, left)
+        ready = waiting.in_steps(waiting.readable, left, socks)
         if not ready:
             return None, None, None
         for sock in ready:

@@ -27,7 +27,8 @@ import time
 
 from kernel_workers import reports, wire
 
-from .lease import _readable, take_leases
+from . import waiting
+from .lease import take_leases
 
 #: unanswered items a lease may hold (queued in its environment or running): WINDOW_START (one
 #: running, one next), doubling on each of its answers toward as many as take WINDOW_BUDGET_MS
@@ -263,7 +264,7 @@ class LeasedMap:
                 continue  # nothing of it is left here: the map may be over (not a wait for nothing)
             self._watch_long()
             socks = [self.wake_r, ch.sock] + [entry[0].sock for entry in self.leases]
-            ready = _readable(socks, WATCH_AFTER_S if self.sent else None)
+            ready = waiting.readable(socks, WATCH_AFTER_S if self.sent else None)
             for sock in ready:
                 if sock is self.wake_r:
                     try:

@@ -29,6 +29,25 @@ def test_spawn_future_and_request_id(conn):
     assert fut.result(timeout=30) == 49
 
 
+@pytest.mark.parametrize("leases", [True, False], ids=["leased", "through-the-server"])
+def test_looking_up_a_running_call_of_this_process_leaves_its_future_working(conn, leases):
+    """``faas.Invocation.from_id(rid).wait()`` on a call this process spawned: both end.  A
+    second follow of the same request id replaced the first, and the spawned future never
+    ended (its result() timed out, its cancel() gave up)."""
+    conn.use_leases = leases
+
+    @faas.function(name=f"followed_twice_{leases}", timeout=30)
+    def nap(x):
+        time.sleep(0.5)
+        return x
+
+    nap(0)
+    fut = nap.spawn(7)
+    looked_up = faas.Invocation.from_id(fut.request_id).wait(timeout=30)
+    assert looked_up.status == "succeeded" and looked_up.result == 7
+    assert fut.result(timeout=30) == 7
+
+
 def test_map_and_starmap_keep_input_order(conn):
     @faas.function
     def add(a, b=0):

@@ -471,8 +471,14 @@ class Invocation:
         return Report.from_dict(self._row)
 
     def _attach(self) -> InvocationFuture:
-        """Follow it over the websocket (live logs while it runs, then its end)."""
+        """Follow it over the websocket (live logs while it runs, then its end).  A call of
+        this process that the connection already follows is followed through its own future:
+        a second watch replaced it, and that future never ended."""
         if self._future is None:
+            own = self._connection._dispatcher.following.get(self.request_id)
+            if own is not None and not own.done():
+                self._future = own
+                return own
             fut = InvocationFuture(self.function, self._connection, self._row.get("encoding", "pickle"))
             fut._accepted(self.request_id, self._row.get("version"))
             if self._row.get("status") == "running":

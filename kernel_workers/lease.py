@@ -79,6 +79,7 @@ DONE_HEADER_BYTES = wire.MAX_HEADER_BYTES // 2
 #: handler lines a done item carries (the newest); the journal, so the store, keeps every one
 DONE_LOG_LINES = 500
 STREAMED_LINE_CHARS = 300
+LINE_CUT = " …[line cut; the store has it all]"  # what ends a line cut to STREAMED_LINE_CHARS
 MAX_LINE = 256 * 1024
 
 
@@ -536,7 +537,7 @@ def _fit(done: dict) -> bytes:
     logs, init_logs = done.get("logs") or [], done.get("init_logs") or []
     for entry in init_logs:
         if len(entry[2]) > STREAMED_LINE_CHARS:
-            entry[2] = entry[2][:STREAMED_LINE_CHARS] + " …[line cut; the store has it all]"
+            entry[2] = entry[2][:STREAMED_LINE_CHARS] + LINE_CUT
     room = DONE_HEADER_BYTES - len(json.dumps(dict(done, logs=[], init_logs=[], skipped=10**9)))
     kept = {"logs": [], "init_logs": []}
     for key, lines in (("logs", logs), ("init_logs", init_logs)):
@@ -574,7 +575,7 @@ def _cap_lines(item: dict) -> None:
         item["logs"], item["skipped"] = kept, skipped
     for entry in item["logs"]:
         if len(entry[2]) > STREAMED_LINE_CHARS:
-            entry[2] = entry[2][:STREAMED_LINE_CHARS] + " …[line cut; the store has it all]"
+            entry[2] = entry[2][:STREAMED_LINE_CHARS] + LINE_CUT
 
 
 def _nbytes(descriptor) -> int:

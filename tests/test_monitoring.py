@@ -213,6 +213,7 @@ def test_event_feed_pushes_invocations_and_watched_logs(server, conn, tmp_path):
         fut = chatty.spawn(1000, str(go))
         rid = await asyncio.get_running_loop().run_in_executor(None, lambda: _wait_rid(fut))
         await ws.write_message(json.dumps({"watch": [rid]}))
+        await _watching(ws, rid)  # the watch is in effect before the function prints
         go.touch()
         statuses, lines, dropped = [], [], 0
         deadline = time.monotonic() + 30
@@ -265,6 +266,7 @@ def test_event_feed_caps_a_flood_of_log_lines(server, conn, tmp_path):
         fut = flood.spawn(200_000, str(go), str(release))
         rid = await asyncio.get_running_loop().run_in_executor(None, lambda: _wait_rid(fut))
         await ws.write_message(json.dumps({"watch": [rid]}))
+        await _watching(ws, rid)  # the watch is in effect before the function prints
         go.touch()
         pushed = dropped = messages = biggest = 0
         done = False
@@ -300,6 +302,14 @@ def test_event_feed_caps_a_flood_of_log_lines(server, conn, tmp_path):
     tail = _get(server, f"/faas/api/invocations/{rid}/logs?after={first['id'] + 199_999}")["logs"]
     assert [entry["line"] for entry in tail][:2] == ["flood line 199999", f"END RequestId: {rid}"]
     assert tail[2]["line"].startswith("REPORT RequestId:") and len(tail) == 3
+
+
+async def _watching(ws, rid):
+    """Read the feed until the server says the watch of ``rid`` is in effect."""
+    while True:
+        msg = json.loads(await asyncio.wait_for(ws.read_message(), 30))
+        if rid in msg.get("watching", []):
+            return
 
 
 def _wait_rid(fut, timeout=10.0) -> str:

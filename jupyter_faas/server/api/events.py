@@ -19,6 +19,11 @@ client -> server::
 
     {"watch": [request_id, ...]}   the invocations whose log lines to push (replaces the set)
 
+server -> client, at once, for each watch::
+
+    {"watching": [request_id, ...]}   the set now in effect: lines printed from here on are
+                                      pushed; earlier ones are in the store (read them there)
+
 Logs can flood (a function may print 200,000 lines), and a browser cannot draw them as
 fast as a server makes them. So log lines are pushed only for watched invocations, at most
 ``LOG_LINES_PER_BATCH`` per invocation per batch; the rest are counted in ``dropped`` (the
@@ -73,6 +78,9 @@ class EventSocket(TokenSocket):
                                                     f"{{\"watch\": [request_id, ...]}}"}))
             return
         self.watched = set(watch[-MAX_WATCHED:])
+        # A watcher cannot otherwise tell when lines start coming: say so, in order with the
+        # events (it may then read the store for what came before).
+        self.write_message(json.dumps({"watching": sorted(self.watched)}))
 
     # Called on the server's loop for every change: only collect, never block.
     def _on_event(self, event: dict) -> None:

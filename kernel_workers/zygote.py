@@ -125,6 +125,21 @@ class Zygote:
         self.budget_mb = budget_mb
 
     def run(self) -> None:
+        """Serve fork requests until the server's socket closes; then kill every child and exit.
+
+        Any error ends it the same way: a send to a server that just died (an ``exited``
+        frame for a child that saw the same death first) raises, and a zygote that let that
+        exception end it would leave its environments running, re-parented to init.
+        """
+        try:
+            self._serve()
+        except BaseException as exc:  # noqa: BLE001 - whatever it was, no child outlives us
+            if not isinstance(exc, (ConnectionError, EOFError, KeyboardInterrupt)):
+                import traceback
+                traceback.print_exc()
+            self.shutdown()
+
+    def _serve(self) -> None:
         become_subreaper()
         rfd, wfd = os.pipe()
         os.set_blocking(wfd, False)
@@ -156,10 +171,7 @@ class Zygote:
                     pass
                 self.reap()
             if self.sock in ready:
-                try:
-                    header, _ = self.channel.recv()
-                except (EOFError, ConnectionError):
-                    self.shutdown()
+                header, _ = self.channel.recv()  # EOFError: the server is gone (see run)
                 if header["k"] == "fork":
                     _, fds, _, _ = socket.recv_fds(self.sock, 1, 4)
                     self.fork(header, fds)

@@ -152,3 +152,55 @@ def test_a_crashed_invocation_reports_its_real_peak(mode_server, tmp_path):
     inv = crasher.invoke()
     assert inv.status == "failed"
     assert inv.report.max_memory_used_mb > 5, inv.report
+
+
+def test_a_zygote_whose_server_dies_as_a_child_exits_kills_the_rest():
+    """The server dies at the moment one environment exits: the zygote hears both at once,
+    and its ``exited`` frame for the one fails against the dead server.  The others must
+    die anyway (a zygote ended by that error once left an environment running 20 s more)."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from kernel_workers import wire
+
+    server_end, zygote_end = socket.socketpair()
+    zygote = subprocess.Popen([sys.executable, "-m", "kernel_workers.zygote", "--fd",
+                               str(zygote_end.fileno())], pass_fds=[zygote_end.fileno()])
+    zygote_end.close()
+    channel = wire.BlockingChannel(server_end, buffered=False)
+    ctls, pids = [], []
+    try:
+        assert channel.recv()[0]["k"] == "hello"
+        for env_id in ("exits", "stays"):  # spares: each serves its control socket until EOF
+            ctl, ctl_child = socket.socketpair()
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            server_end.sendall(wire.pack("fork", env_id=env_id))
+            socket.send_fds(server_end, [b"F"], [ctl_child.fileno(), out_w, err_w])
+            for fd in (ctl_child.detach(), out_w, err_w):
+                os.close(fd)
+            header, _ = channel.recv()
+            assert (header["k"], header["env_id"]) == ("forked", env_id)
+            ctls.append(ctl)
+            pids.append(header["pid"])
+        exits, stays = (psutil.Process(pid) for pid in pids)
+
+        zygote.send_signal(signal.SIGSTOP)  # so it sees the exit and the death in one poll
+        ctls[0].close()
+        wait_for(lambda: exits.status() == psutil.STATUS_ZOMBIE)
+        server_end.close()  # the server dies
+        zygote.send_signal(signal.SIGCONT)
+
+        gone, alive = psutil.wait_procs([stays], timeout=10)
+        assert not alive, "an environment outlived its zygote's server"
+        assert zygote.wait(10) == 0
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        zygote.kill()
+        zygote.wait()

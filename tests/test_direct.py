@@ -130,3 +130,32 @@ def test_a_direct_call_reattaches_after_the_server_restarts(make_server, monkeyp
         assert len(conn._direct._free) == 1
     finally:
         discovery.reset()
+
+
+def test_a_late_done_on_the_socket_is_never_taken_for_the_next_call(conn):
+    """The server may send a done on a direct socket after its user stopped waiting (a map
+    gives its socket back while the server still follows an item its environment answered
+    first).  The next sync call on that socket reads it before its own: it must not take it
+    for its own end (a trivial call once failed with a map item's OutOfMemory)."""
+    from jupyter_faas.client import waiting
+    from conftest import wait_for
+
+    @faas.function(name="direct_earlier")
+    def earlier():
+        raise ValueError("the earlier call's failure")
+
+    @faas.function(name="direct_next")
+    def next_call(x):
+        return x + 1
+
+    fut = earlier.spawn()
+    assert isinstance(fut.exception(timeout=30), ValueError)
+    earlier_rid = fut.request_id
+    next_call.deploy()
+    channel = conn._direct.take()
+    channel.channel.send("watch", request_ids=[earlier_rid], logs=False)  # answered from the store
+    wait_for(lambda: waiting.readable([channel.sock], 0), 10, what="the late done")
+    conn._direct.give_back(channel)  # the next call takes it (the last one given back)
+
+    assert next_call(1) == 2
+    assert next_call(2) == 3

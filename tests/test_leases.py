@@ -375,6 +375,8 @@ def test_a_stale_end_in_a_shared_done_frame_is_dropped_with_its_bytes(tmp_path):
         channel.send("hello_ack", instance="test")
         header, _ = channel.recv()  # the call
         assert header["k"] == "invoke"
+        # a done of two items is not the call's alone: the server sends its accepted first
+        channel.send("accepted", version=1, items=[[header["items"][0][0], "real-rid"]])
         item = {"status": "succeeded", "error": None, "report": None, "function": "f", "version": 1}
         channel.send("done", stale_body + real_body, items=[
             dict(item, request_id="stale-rid", nbytes=len(stale_body)),

@@ -173,6 +173,10 @@ class DirectChannel:
                     continue
                 header, body = dict(header, items=items), b"".join(parts)
             if kind == "done" and fut._request_id is None:
+                if header.get("cid") != cid:
+                    # Not this call's: a late end of an earlier call or watch on this socket
+                    # (a map's leased item the server was following too), sent before it.
+                    continue
                 # A quick call: the server held its ``accepted`` back; the done names the request.
                 item = header["items"][0]
                 dispatcher.accepted([[cid, item["request_id"]]], item.get("version"))

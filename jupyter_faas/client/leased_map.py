@@ -88,6 +88,9 @@ class LeasedMap:
         self.sent: dict = {}            # request id -> (fut, payload, lease entry)
         self.asked: dict = {}           # request id -> (fut, payload): asked of the server (watch)
         self.watched: set = set()       # request ids followed live through the server too
+        #: request id -> watches sent whose answer (``done`` or ``unknown``) has not come: an
+        #: ``unknown`` answers one watch, and a later one's (sent after its lease broke) may differ
+        self.unanswered: collections.Counter = collections.Counter()
         self.streamed: set = set()      # request ids whose lines came live from the server
         self.sent_at: dict = {}         # request id -> when it was sent (time.monotonic())
         self.lock = threading.Lock()
@@ -322,6 +325,7 @@ class LeasedMap:
                and now - self.sent_at.get(rid, now) >= WATCH_AFTER_S]
         if due:
             self.watched.update(due)
+            self.unanswered.update(due)
             self.channel.channel.send("watch", request_ids=due, logs=self.logs)
 
     def _cancel_requested(self) -> None:
@@ -467,6 +471,7 @@ class LeasedMap:
                 self.asked[rid] = sent
                 asked[rid] = sent
         if asked:
+            self.unanswered.update(list(asked))
             try:
                 self.channel.channel.send("watch", request_ids=list(asked), logs=self.logs)
             except OSError as exc:
@@ -486,6 +491,7 @@ class LeasedMap:
             for item in header["items"]:
                 n = item["nbytes"]
                 rid = item["request_id"]
+                self._answered(rid)
                 sent = self.asked.pop(rid, None)
                 if sent is None and rid in self.watched and rid in self.sent:
                     sent = self.sent.pop(rid)  # the server told first (its environment's done is stale)
@@ -513,8 +519,9 @@ class LeasedMap:
                     self.streamed.add(rid)
                     sent[0]._log_lines(lines, (header.get("skipped") or {}).get(rid, 0))
         elif kind == "unknown":
-            rids = header.get("request_ids") or ()
-            # not in any journal: never started, so never accepted
+            rids = [rid for rid in header.get("request_ids") or () if self._answered(rid) == 0]
+            # not in any journal: never started, so never accepted (unless a later watch, sent
+            # once its lease broke, is still to answer: the journal may have it by then)
             self._fall_back([self.asked.pop(rid) for rid in rids if rid in self.asked])
             for rid in rids:  # followed while still queued in its environment: follow it later
                 if rid in self.watched:
@@ -533,6 +540,15 @@ class LeasedMap:
                 if item is not None:
                     self.conn.submit_many([item], self.function, queue=True, logs=self.logs,
                                           version=self.version, group=self.group, init_failure=token)
+
+    def _answered(self, rid: str) -> int:
+        """One watch of ``rid`` was answered; how many are still to answer."""
+        left = self.unanswered[rid] - 1
+        if left > 0:
+            self.unanswered[rid] = left
+        else:
+            self.unanswered.pop(rid, None)
+        return max(left, 0)
 
     def _read_leases(self, frame) -> None:
         """A ``leases`` answer (and its descriptors): more environments for this map."""

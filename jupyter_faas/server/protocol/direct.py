@@ -6,7 +6,11 @@ framing both ways; over this socket the calling thread itself writes the frame
 and reads the answer, and the server parses frames straight from the socket.
 
 The frames and their meaning are exactly the websocket's
-(:class:`~jupyter_faas.server.protocol.session.InvocationSession`), after one more:
+(:class:`~jupyter_faas.server.protocol.session.InvocationSession`), but for one shortcut
+and one more frame.  The shortcut: a sync call's ``accepted`` is held back ``ACCEPTED_DELAY_S``;
+a call that ends within it gets only its ``done``, with ``cid`` (the client id it was sent
+as) in the header, so the client knows the done is its call's and not a late one of an
+earlier call or watch on this socket.
 
   client -> server  ``hello {token, buffers?}``  must be the first frame; ``buffers`` is the
                     server's buffer-directory nonce when the client maps buffer files
@@ -100,10 +104,16 @@ class DirectSession(asyncio.BufferedProtocol, InvocationSession):
             return
         if self._held is not None:
             self._held_timer.cancel()
-            if kind == "done":
-                self._held = None  # the done item names the request
+            held_items = self._held[1]["items"]
+            if (kind == "done" and len(held_items) == 1 and len(fields["items"]) == 1
+                    and fields["items"][0]["request_id"] == held_items[0][1]):
+                # The held call's own end: the done stands for both, naming its client id.
+                self._held = None
+                fields = dict(fields, cid=held_items[0][0])
             else:
-                self._send_held()  # log lines: the client must know the call is accepted first
+                # Log lines, or the end of another call (a watch's, an earlier call's): the
+                # client must know the call is accepted first.
+                self._send_held()
         self._write(kind, body, fields)
 
     def _send_held(self) -> None:

@@ -217,6 +217,7 @@ def test_plain_text_outside_a_widget_frontend(server, tmp_path):
             return x
         text_mode.map(range(3))
         text_mode("long")
+        text_mode("short")
     """)
     env = dict(os.environ, JUPYTER_FAAS_URL=server.url, JUPYTER_FAAS_TOKEN=server.token)
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
@@ -228,11 +229,44 @@ def test_plain_text_outside_a_widget_frontend(server, tmp_path):
     assert "text_mode: 3/3 done · 3 succeeded · 0 failed" in err
     assert "[text_mode] working on long" in err and "[text_mode] succeeded in" in err
     assert "Billed:" in err
+    # a call too short for its view prints its handler's lines as they were printed, once
+    assert proc.stdout.splitlines() == ["working on short"], proc.stdout
+    assert "working on short" not in err
     # no widget noise
     assert "VBox" not in err and "HTML(" not in err and "IntProgress" not in err
 
 
 # ---- in a kernel ------------------------------------------------------------------------------
+
+def test_a_short_calls_prints_show_in_its_cell(kernel):
+    """A call that ends before its view would appear prints its handler's lines in the cell,
+    stdout as stdout and stderr as stderr, as the same function called locally would; a
+    flood is cut to its last lines with a pointer to the rest."""
+    kernel.run(textwrap.dedent("""
+        @faas.function(name="short_prints")
+        def short_prints(n):
+            import sys
+            print("to stdout")
+            print("to stderr", file=sys.stderr)
+            for i in range(n):
+                print("line", i)
+            return n
+        short_prints.deploy()
+        short_prints(0)  # warm: the calls below take milliseconds, far from the view's second
+    """))
+    msg_id = kernel.execute("short_prints(0)")
+    kernel.pump(lambda: msg_id in kernel.idle, 60)
+    assert kernel.error(msg_id) is None
+    streams = [(m["content"]["name"], m["content"]["text"]) for m in kernel.outputs[msg_id]
+               if m["msg_type"] == "stream"]
+    assert "".join(t for n, t in streams if n == "stdout") == "to stdout\n", streams
+    assert "".join(t for n, t in streams if n == "stderr") == "to stderr\n", streams
+
+    out, err = kernel.run("short_prints(1000)")
+    assert err is None, err
+    assert "line 999" in out and "line 0\n" not in out
+    assert "earlier lines not shown; all are kept" in out
+
 
 def test_cancel_button_stops_a_blocking_map_like_ctrl_c(kernel):
     msg_id = kernel.execute(textwrap.dedent("""

@@ -351,10 +351,12 @@ class RemoteFunction:
                                                                 version=version))
 
     def _follow(self, fut: InvocationFuture, raise_first: bool, start=None) -> InvocationFuture:
-        """Wait for one call with its live view; Ctrl-C at any point cancels it."""
+        """Wait for one call with its live view; Ctrl-C at any point cancels it.  A plain call
+        (``raise_first``) too short for its view prints its handler's lines as it ends; an
+        ``invoke()`` returns them in its record instead."""
         view = None
         try:
-            view = CallView(fut, self.show)
+            view = CallView(fut, self.show, echo=raise_first)
             if start is not None:
                 start()
             _wait([fut], raise_first=raise_first)
@@ -702,7 +704,8 @@ def function(fn=None, *, name: str | None = None, memory: int | None = None,
     ``sys.path`` before the function loads), ``backend`` where it runs (``"local"`` or
     ``"dask"``; None: the server's default).  ``show``:
     a call shows a live view (status, logs as printed, REPORT) once it runs longer than a
-    second; ``True`` shows every call, ``False`` none.  Options are keyword-only.
+    second, and a shorter one prints its handler's lines as it ends; ``True`` shows a view for
+    every call, ``False`` nothing.  Options are keyword-only.
 
     ``name`` defaults to ``fn.__name__``; a lambda or a nameless callable gets
     ``lambda_<code hash>`` (see :func:`default_name`).  Wrapping a :class:`RemoteFunction`

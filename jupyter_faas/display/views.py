@@ -9,6 +9,7 @@ kernel subshell (ipykernel >= 7), see :mod:`.subshell`.
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import html
 import sys
@@ -19,6 +20,9 @@ from . import ticker
 from .progress import LogTail, MapProgress, error_text, fmt_seconds, report_text
 
 CALL_VIEW_AFTER_S = 1.0
+#: a call that ended before its view appeared prints at most this many of its handler's last
+#: lines, as the function's own prints would have printed them locally
+ECHO_LINES = 200
 #: at most this many log lines per redraw in text mode; the rest are summarised
 TEXT_LINES_PER_REDRAW = 40
 TEXT_PROGRESS_EVERY_S = 2.0
@@ -99,9 +103,12 @@ def _plain_box(text_fn):
 
 
 class CallView:
-    """One call: appears once it has run ``CALL_VIEW_AFTER_S`` (or at once with ``show=True``)."""
+    """One call: appears once it has run ``CALL_VIEW_AFTER_S`` (or at once with ``show=True``).
 
-    def __init__(self, fut, show: bool | None = None):
+    ``echo``: a call that ends before its view appears (``show=None``) prints its handler's
+    last ``ECHO_LINES`` lines where the caller's prints go (see :meth:`_echo`)."""
+
+    def __init__(self, fut, show: bool | None = None, echo: bool = True):
         self.fut = fut
         self.show = show
         self.widgets = widget_frontend()
@@ -112,12 +119,21 @@ class CallView:
         self._drawn = None
         self._text_seen = 0
         self._lock = threading.Lock()  # the display thread and the caller both redraw
+        #: the handler's last lines ``(stream, line)`` and how many it printed, for a call that
+        #: ends before its view appears (show=None): printed then, see :meth:`close`
+        self.echo: collections.deque = collections.deque(maxlen=ECHO_LINES)
+        self.echo_total = 0
+        self.echoes = echo and show is None
         fut.add_observer(self._on_log)
         if show is not False:
             ticker.add(self)
 
     def _on_log(self, fut, lines, skipped) -> None:
-        self.tail.add([line for _, stream, line in lines if stream != "platform"], "", skipped)
+        own = [(stream, line) for _, stream, line in lines if stream != "platform"]
+        self.tail.add([line for _, line in own], "", skipped)
+        if self.echoes and not self.shown:
+            self.echo.extend(own)
+            self.echo_total += len(own) + skipped
 
     def _text(self) -> str:
         fut = self.fut
@@ -178,11 +194,32 @@ class CallView:
         ticker.remove(self)
         if self.show is False:
             return
+        if self.echoes and not self.shown:
+            self._echo()
         if self.show or self.shown:
             self.redraw()
             if self.shown and self.widgets:
                 with self._lock:
                     self.ctx.run(self.handle.update, self.box)
+
+
+    def _echo(self) -> None:
+        """Print a short call's handler lines where the caller's prints go (the cell), stdout
+        lines to stdout and stderr lines to stderr: with no view, they would be seen nowhere."""
+        lines = list(self.echo)
+        if not lines and not self.echo_total:
+            return
+        hidden = self.echo_total - len(lines)
+        if hidden:
+            print(f"[{self.fut.function}] … {hidden:,} earlier lines not shown; all are kept: "
+                  f"faas.Invocation.from_id({self.fut.accepted_request_id!r}).logs", file=sys.stderr)
+        out = [line for stream, line in lines if stream != "stderr"]
+        err = [line for stream, line in lines if stream == "stderr"]
+        if out and not err:  # the usual case: one write
+            sys.stdout.write("\n".join(out) + "\n")
+            return
+        for stream, line in lines:
+            print(line, file=sys.stderr if stream == "stderr" else sys.stdout)
 
 
 class MapView:

@@ -12,13 +12,18 @@ way (the server folds the journal into its store, off the call's path).
                          ``cancel`` {request_ids}: those not started yet are not run
   (environment -> server, on the control socket: ``lease_ended`` {lease_id} once it let go;
    ``buffers_spent`` {request_id} after an invocation with an argument buffers' file ended;
+   ``fold`` {request_id} after one whose output the server read ended (both: fold now);
    ``result_file`` as when the server sends the invocations)
+  (server -> environment, on the control socket: ``reading`` {request_id} before the server
+   first reads a promoted invocation's output, holding the output lock; ``revoke``; ``stop``)
   environment -> client  ``done`` {items: [...]}, body: the results, concatenated; each item is
                          the invocation session's done item (request_id, status, error,
                          report, function, version, nbytes, buffers?, logs, skipped?,
                          init_logs?: the INIT lines of the invocation carrying the cold start)
                          ``ended`` {request_ids}: ended in a way only the server may judge
-                         (timed out, over its memory, MemoryError): ask it (``watch``)
+                         (timed out, over its memory, MemoryError), or ended after the server
+                         read some of its output (only the server's done has every line):
+                         ask it (``watch``)
                          ``not_started`` {request_ids}: never started (cancelled before, or
                          the lease ended first), so never recorded: send them again
 
@@ -49,7 +54,11 @@ has begun it keeps until the end of the line, which is then the first line this 
 that stream (the server joins them).  Both read only while holding an exclusive ``flock`` on the
 journal, and the start record is written under it too: every byte is read once, by one of them,
 and attributed to the invocation that was running.  When this process dies, the server drains
-the pipes to their end for what was running.
+the pipes to their end for what was running.  The server says ``reading`` before its first read
+of an invocation's output, under the lock; this process looks for that frame under the lock when
+the invocation ends, so it knows whether its own lines are all of them.  If the server read some,
+the client is told ``ended`` and gets the invocation's end, with every line, from the server
+(a done with only this process's share would lose the lines the server had read and not sent).
 
 The deadline, the memory limit and cancelling a running invocation stay the server's: it reads
 the journal (``start`` says what runs since when) and kills this process, as for any other.
@@ -60,6 +69,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import select
 import selectors
 import socket
 import time
@@ -185,6 +195,9 @@ class Lease:
         self.unsent_bytes = 0
         self.first_unsent = 0.0
         self.open = True               # the client's end may still be read and written
+        #: the control socket, polled (no wait) under the output lock for ``reading``
+        self.control_poll = select.poll()
+        self.control_poll.register(self.env.channel.sock, select.POLLIN)
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -336,6 +349,7 @@ class Lease:
             clean = False  # too large to answer: the server judges it (ResponseSizeTooLarge)
         chained = False
         with self._output_lock():
+            server_read = self._server_read(rid)
             lines = self._drain(ended_wall)
             if clean:
                 done = self._done_item(rid, kind, fields, round(peak), lines)
@@ -373,6 +387,13 @@ class Lease:
                 self._close()
                 os._exit(137)
             return False
+        if server_read:
+            # Its lines are split between the server (read as they came) and this process: the
+            # client asks the server, whose done has them all, and the server folds now.
+            self._send_done()
+            self._send("ended", request_ids=[rid])
+            self.env.channel.send("fold", request_id=rid)
+            return chained
         if described is not None:
             # its argument's file is spent: the server folds now and reuses the file's pages
             self.env.channel.send("buffers_spent", request_id=rid)
@@ -417,6 +438,30 @@ class Lease:
         return done
 
     # ---- output ----------------------------------------------------------------------------
+
+    def _server_read(self, rid: str) -> bool:
+        """Whether the server read any of ``rid``'s output.  Called under the output lock: the
+        server says ``reading`` while holding it, before its first read, so a server that read
+        a byte of it has said so by now.  Other frames wait for the serve loop (``deferred``)."""
+        found = False
+        if self.env.deferred:  # came while the runtime waited for a result file
+            keep = []
+            for header, body in self.env.deferred:
+                if header["k"] == "reading":
+                    found = found or header.get("request_id") == rid
+                else:
+                    keep.append((header, body))
+            self.env.deferred[:] = keep
+        while self.control_poll.poll(0):
+            try:
+                header, body = self.env.channel.recv()
+            except (EOFError, OSError, wire.ProtocolError):
+                break  # the server is gone: the serve loop finds out
+            if header["k"] == "reading":
+                found = found or header.get("request_id") == rid
+            else:
+                self.env.deferred.append((header, body))
+        return found
 
     def _output_lock(self):
         return journal.Locked(self.journal)

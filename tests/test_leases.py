@@ -602,11 +602,15 @@ def test_a_leased_call_that_prints_fast_is_read_as_it_prints_and_keeps_every_lin
         ["the last, unterminated"]
 
 
-def test_a_line_begun_while_the_server_reads_a_leased_call_ends_as_one_line(conn, tmp_path):
-    """The server read "begun" without its newline; the environment drained the rest: one line."""
+@pytest.mark.parametrize("how", ["call", "map"])
+def test_a_line_begun_while_the_server_reads_a_leased_call_ends_as_one_line(conn, tmp_path, how):
+    """The server read "marker" and "begun" without its newline; the environment drained the
+    rest.  The store has one line "begun and ended", and so has the caller: its end comes from
+    the server, which alone has every line (answered by the environment, the caller once got
+    " and ended" alone, and a line the server had read but not sent yet was lost)."""
     go, told = tmp_path / "go", tmp_path / "rid"
 
-    @faas.function(name="leased_begun", timeout=60)
+    @faas.function(name=f"leased_begun_{how}", timeout=60)
     def begun(event, context):
         import sys as _sys
         if event:
@@ -618,10 +622,24 @@ def test_a_line_begun_while_the_server_reads_a_leased_call_ends_as_one_line(conn
             print(" and ended")
         return event
 
-    begun(0)
-    begun(0)
-    assert _lease_of(conn, "leased_begun") is not None
-    call = threading.Thread(target=begun, args=(1,))
+    got = {}
+    if how == "call":
+        begun(0)
+        begun(0)
+        assert _lease_of(conn, begun.name) is not None
+
+        def run():  # the caller's own lines (Invocation.logs would read the store's)
+            fut = begun._call((1,), {}, raise_first=True)
+            assert fut.result() == 1
+            got["logs"] = fut.logs
+    else:
+        begun.map([0, 0], show=False)
+        futures = map_futures(begun)
+
+        def run():
+            assert begun.map([1], show=False) == [1]
+            got["logs"] = futures[0].logs
+    call = threading.Thread(target=run)
     call.start()
     try:
         rid = wait_for(lambda: told.exists() and told.read_text(), what="the call's start")
@@ -631,6 +649,8 @@ def test_a_line_begun_while_the_server_reads_a_leased_call_ends_as_one_line(conn
         go.touch()
         call.join(30)
     assert _handler_lines(rid) == ["marker", "begun and ended"]
+    assert [line for line in got["logs"] if not line.startswith(("INIT_START", "START", "END", "REPORT"))] == \
+        ["marker", "begun and ended"]
 
 
 def test_a_running_leased_call_is_seen_running_by_any_read(conn, tmp_path):

@@ -10,7 +10,8 @@ the frames: :mod:`kernel_workers.lease`).  Everything else stays as on the serve
 - A call that has not ended after ``WATCH_AFTER_S`` is *watched* through the server too
   (``watch``): the server then follows it as its own, so its lines stream live, Ctrl-C
   cancels it (the server kills the environment) and the view shows it.
-- An end the environment cannot judge alone (``ended``: timed out, over its memory), and a
+- An end the environment cannot judge alone (``ended``: timed out, over its memory; or a
+  call whose output the server read as it came, so only the server has every line), and a
   lease that breaks mid-call (the environment died, or was killed for the call), are asked of
   the server (``watch``), which knows from the journal whether it started and how it ended.
 - A call the environment never started (``not_started``, or the server has no record of it) was
@@ -132,6 +133,7 @@ def call(direct, lease: ClientLease, fut, payload, *, encoding: str, logs: bool)
     watch_at = time.monotonic() + WATCH_AFTER_S
     lease_open = True
     cancelling = None
+    told_ended = False   # the environment said ``ended``: no done of its own will come
 
     def accept():
         nonlocal accepted
@@ -199,8 +201,11 @@ def call(direct, lease: ClientLease, fut, payload, *, encoding: str, logs: bool)
                     mine.pop("init_logs", None)  # the server sent them live, before its START
                 dispatcher.dispatch(header, body)
             elif kind == "ended":
+                if rid not in header.get("request_ids", ()):
+                    continue
+                told_ended = True
                 accept()
-                watch()  # the server judges it; its done is the answer
+                watch()  # the server judges it (or has lines it alone read); its done is the answer
                 continue
             elif kind == "not_started":
                 if rid in header.get("request_ids", ()):
@@ -224,7 +229,8 @@ def call(direct, lease: ClientLease, fut, payload, *, encoding: str, logs: bool)
                 if not any(entry["request_id"] == rid for entry in header["items"]):
                     continue
                 accept()
-                lease.stale.add(rid)  # the environment's own done (if it sends one) is stale
+                if not told_ended:
+                    lease.stale.add(rid)  # the environment's own done (if it sends one) is stale
             dispatcher.dispatch(header, body)
         if fut.done():
             if cancelling is not None:

@@ -7,6 +7,10 @@ handler that prints fast never stalls on a full pipe.  Both sides read only unde
 ``flock``: the server takes it without waiting, and when the environment holds it (it drains for
 its end record) the server pauses for :data:`PAUSE_S` rather than spin on a readable pipe.
 
+Before its first read of an invocation's output the server tells the environment (``reading``,
+under the lock), so the environment, ending it, sends its client to the server for the end
+instead of answering with only its own share of the lines.
+
 A line the server has begun (no newline yet) stays in its buffer, never emitted cut as a whole
 line: if the environment drains the rest, the first line it drained of that stream is the same
 line's end, joined at the end record (:meth:`LeaseOutput.joined`); if the environment dies, the
@@ -33,6 +37,7 @@ class LeaseOutput:
         self.on_line = None
         self._paused = None
         self._watching = False  # its readers are on the pipes (never remove the environment's own)
+        self._told: str | None = None  # the request id the environment was told is being read
 
     def follow(self, request_id: str, on_line) -> None:
         """Read the pipes as they fill, ``on_line(stream, line)`` for ``request_id``'s lines."""
@@ -107,6 +112,14 @@ class LeaseOutput:
                 # it ended: the environment drained the rest into its end record (joined there)
                 self._unwatch()
                 return
+            if self._told != self.request_id:
+                # Said before the first read, under the lock: at its end the environment then
+                # knows its own lines are not all of them (kernel_workers/lease.py, "reading").
+                if not lease.tell_reading(self.request_id):
+                    self._unwatch()
+                    self._paused = asyncio.get_running_loop().call_later(PAUSE_S, self._resume)
+                    return
+                self._told = self.request_id
             env.on_line = self.on_line
             env._pipe_readable(fd)  # complete lines out; a begun line stays in the buffer
         finally:

@@ -50,7 +50,9 @@ class EnvironmentLease:
         #: pipes held)
         self.on_end = None
         self.output = LeaseOutput(self)  # a promoted invocation's lines, read as they come
-        self.on_spent = None  # () -> None: an invocation with an argument buffers' file ended
+        #: () -> None: fold now (an invocation with an argument buffers' file ended, or one
+        #: whose output the server read: its client waits for the server's done)
+        self.on_spent = None
         self.death: asyncio.Future | None = None  # resolves to the running one's Outcome
         self.broken: str | None = None   # why the journal could not be read
         #: the INIT this lease's environment had not reported yet, sent with the lease (its
@@ -115,6 +117,16 @@ class EnvironmentLease:
         self.poll()
         rid = self.running[0] if self.running else None
         self.env._result_file(header, rid)
+
+    def tell_reading(self, request_id: str) -> bool:
+        """Say ``reading`` to the environment before the server first reads ``request_id``'s
+        output (under the output lock: kernel_workers/lease.py); False when the frame could not
+        be written whole at once (its control socket is full), and then nothing may be read."""
+        writer = self.env.writer
+        if self.ended or writer is None or writer.is_closing() or writer.get_write_buffer_size():
+            return False
+        writer.write(wire.pack("reading", request_id=request_id))
+        return not writer.get_write_buffer_size()
 
     def revoke(self) -> None:
         """Ask the environment to give the lease back after what it runs (``lease_ended``)."""

@@ -247,7 +247,7 @@ def test_a_failed_map_says_it_cancelled_its_unfinished_items(conn):
         slow_or_fail.map(range(4))
     notes = "\n".join(getattr(info.value, "__notes__", []))
     assert "map item 0 failed" in notes
-    assert "the map cancelled its 3 unfinished item(s)" in notes and "return_exceptions=True" in notes
+    assert "the map cancelled the 3 item(s) unfinished when this one failed" in notes and "return_exceptions=True" in notes
 
 
 def test_an_error_with_a_megabyte_message_fails_as_itself_on_every_path(conn):

@@ -647,9 +647,10 @@ def _wait(futures, raise_first: bool = True):
                     raise
                 except Exception as exc:
                     if pending:
-                        exc.add_note(f"the map cancelled its {len(pending)} unfinished item(s) "
-                                     f"(queued or running); map(..., return_exceptions=True) lets "
-                                     f"every item run and returns failures in place")
+                        exc.add_note(f"the map cancelled the {len(pending)} item(s) unfinished "
+                                     f"when this one failed (queued or running; one that ended "
+                                     f"first kept its result); map(..., return_exceptions=True) "
+                                     f"lets every item run and returns failures in place")
                     raise
     except KeyboardInterrupt:
         _cancel(futures)

@@ -170,7 +170,7 @@ def dumps_function(fn, name: str) -> bytes:
         raise SerializationError(
             f"cannot deploy {name!r}: {where}: {_type_name(culprit)} cannot be pickled "
             f"({type(exc).__name__}: {exc}). Create it inside the function instead of capturing "
-            f"it, or pass what it needs as an argument.") from exc
+            f"it, or pass what it needs as an argument.") from exc.with_traceback(None)  # pickler frames: noise
 
 
 @dataclass(frozen=True)

@@ -177,3 +177,25 @@ def test_a_starting_server_sweeps_the_scratch_dirs_of_killed_servers(make_server
         assert glob.glob(os.path.join(tempfile.gettempdir(), f"jupyter_faas-direct-{other.proc.pid}-*"))
     finally:
         os.rmdir(alive)
+
+
+def test_a_restarted_server_binds_its_last_port_when_it_is_free(make_server):
+    """Function URLs and endpoints handed out (aws-env, a curl line) stay valid across a
+    restart, a crash too; a port another process took meanwhile gives way to a free one."""
+    import socket
+
+    server = make_server()
+    first = server.url
+    server.stop()
+    server.start()
+    assert server.url == first
+    server.kill()
+    server.start()
+    assert server.url == first
+    port = int(first.rsplit(":", 1)[1])
+    server.stop()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        server.start()
+        assert server.url != first and server.url.startswith("http://127.0.0.1:")

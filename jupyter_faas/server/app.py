@@ -43,6 +43,8 @@ from .triggers import Triggers
 log = logging.getLogger("jupyter_faas.server")
 #: allocations between collections of the youngest generation (Python's default is 700)
 GC_YOUNG_THRESHOLD = 20_000
+#: in the data directory: the port its last server bound, bound again by the next (``port`` 0)
+LAST_PORT_FILE = "last-port"
 
 
 class FaaSServer(JupyterApp):
@@ -53,7 +55,9 @@ class FaaSServer(JupyterApp):
     ip = Unicode("127.0.0.1", config=True,
                  help="Address to bind. Loopback by default; anything else exposes your functions "
                       "to the network (the token still applies).")
-    port = Integer(0, config=True, help="Port to bind; 0 picks a free one (written to the runtime file).")
+    port = Integer(0, config=True, help="Port to bind; 0: the port this data directory's last server "
+                   "bound, if it is free (function URLs and endpoints handed out stay valid across a "
+                   "restart), else a free one. Written to the runtime file.")
     token = Unicode(config=True, help="Token every request must carry. Default: $JUPYTER_FAAS_TOKEN, "
                                       "else a new random token per start.")
     faas_data_dir = Unicode(config=True, help="Directory for the SQLite store. "
@@ -241,6 +245,18 @@ class FaaSServer(JupyterApp):
             largest = max(largest, self.lambda_zip_max_mb * 4 / 3)
         return int(largest * 1024 * 1024) + (1 << 20)
 
+    def _bind(self) -> list:
+        """The listening sockets: ``port``, or (0) the last server's port when free, else any."""
+        if self.port:
+            return bind_sockets(self.port, self.ip)
+        try:
+            last = int((Path(self.faas_data_dir) / LAST_PORT_FILE).read_text())
+            if 0 < last < 65536:
+                return bind_sockets(last, self.ip)
+        except (OSError, ValueError):
+            pass  # none remembered, or taken by another process now: any free port
+        return bind_sockets(0, self.ip)
+
     def request_stop(self) -> None:
         asyncio.get_running_loop().call_soon(self._stopping.set)
 
@@ -254,10 +270,14 @@ class FaaSServer(JupyterApp):
         # live invocations (run them again) and take over its runtime file.
         self._store_lock = StoreLock.acquire(Path(self.faas_data_dir), self._owner_url)
         app = self.build()
-        bound = bind_sockets(self.port, self.ip)
+        bound = self._bind()
         server = httpserver.HTTPServer(app, max_body_size=self.max_body_size())
         server.add_sockets(bound)
         port = bound[0].getsockname()[1]
+        try:
+            (Path(self.faas_data_dir) / LAST_PORT_FILE).write_text(str(port))
+        except OSError as exc:
+            log.warning("could not remember port %d for the next start: %s", port, exc)
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
         self.url = f"http://{host}:{port}"
         self.triggers.base_url = self.url

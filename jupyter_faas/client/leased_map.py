@@ -30,13 +30,17 @@ from kernel_workers import reports, wire
 from . import waiting
 from .lease import take_leases
 
-#: unanswered items a lease may hold (queued in its environment or running): WINDOW_START (one
-#: running, one next), doubling on each of its answers toward as many as take WINDOW_BUDGET_MS
+#: unanswered items a lease may hold (queued in its environment or running): WINDOW_START (the
+#: one running: until an item ends, nothing says it will end soon, and what waits behind a long
+#: one cannot move to a lease granted meanwhile), doubling on each of its answers toward as many as take WINDOW_BUDGET_MS
 #: at the mean duration of the map's items so far, up to WINDOW.  Quick items flow in batches;
 #: when some items are slow (the mean of a mix is its slow items'), an environment holds few
 #: behind one (items queued in an environment cannot move to an idle one: a static share of a
 #: mixed tail made a map of 10% slow items twice as long)
-WINDOW_START = 2
+WINDOW_START = 1
+#: once items have ended: at least one running and one next (the next starts without waiting
+#: for a round trip to the client)
+WINDOW_MIN = 2
 WINDOW = 128
 WINDOW_BUDGET_MS = 5.0
 #: a lease whose oldest unanswered item went out this long (seconds) past when the items ahead
@@ -60,9 +64,26 @@ GROW_MIN_MS = 5.0
 WAITING_CPU_SHARE = 0.25
 GROW_MAX = 64
 GROW_RETRY_S = 0.5
+#: before any item has ended (long items: nothing to average yet), the environments' CPU time is
+#: read from /proc (leases are on this machine) at most this often (seconds); items that mostly
+#: waited since the last look grow the map as ended ones would
+GROW_PROBE_S = 0.2
 #: lines of an item read back from the store when the server may have read some of them
 STORED_LINES = 10_000
 _MADE = ("START RequestId:", "END RequestId:", "REPORT RequestId:", "[ERROR]")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """A process's CPU time so far (user + system, seconds), or None if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 class ServerGone(Exception):
@@ -107,6 +128,8 @@ class LeasedMap:
         self.grow = grow                   # no ``concurrency``: more leases while items wait
         self.asking = False                # a ``lease`` request of the driver's is unanswered
         self.grow_after = 0.0              # time.monotonic() before which it asks no more
+        self._probed: dict = {}            # environment pid -> (time.monotonic(), CPU seconds)
+        self._probe_at = 0.0               # time.monotonic() of the next look at them
         self.thread = None
 
     # ---- the caller's side -------------------------------------------------------------------
@@ -398,6 +421,7 @@ class LeasedMap:
                     sent = self.sent.pop(rid, None)
                     if sent is not None:
                         entry[1] -= 1
+                        self.sent_at.pop(rid, None)
                         if sent[0]._cancel_requested:
                             sent[0]._finish_cancelled(sent[0]._cancelled_error())
                         else:
@@ -428,11 +452,37 @@ class LeasedMap:
     def _more_wanted(self, queued: int) -> int:
         """How many more leases to ask for now, with ``queued`` items not sent: while the items
         mostly wait (GROW_MIN_MS), one per queued item not already covered by one starting."""
-        if (not self.grow or self.asking or self.item_ms is None or self.item_ms < GROW_MIN_MS
-                or self._cpu_total > WAITING_CPU_SHARE * self._ms_total
-                or time.monotonic() < self.grow_after):
+        if not self.grow or self.asking or not queued or time.monotonic() < self.grow_after:
+            return 0
+        if self.item_ms is None:
+            if not self._running_items_wait():
+                return 0
+        elif self.item_ms < GROW_MIN_MS or self._cpu_total > WAITING_CPU_SHARE * self._ms_total:
             return 0
         return max(0, min(queued - self.starting, GROW_MAX))
+
+    def _running_items_wait(self) -> bool:
+        """No item has ended yet: whether the ones running mostly wait, by their environments'
+        CPU time since the last look (GROW_PROBE_S apart; /proc/PID/stat, utime + stime)."""
+        now = time.monotonic()
+        if now < self._probe_at:
+            return False
+        self._probe_at = now + GROW_PROBE_S
+        shares, known = [], True
+        for entry in self.leases:
+            pid = entry[0].info.get("pid")
+            if not entry[1] or not isinstance(pid, int):
+                continue
+            cpu = _cpu_seconds(pid)
+            if cpu is None:
+                continue
+            before = self._probed.get(pid)
+            self._probed[pid] = (now, cpu)
+            if before is None:
+                known = False
+            elif now > before[0]:
+                shares.append((cpu - before[1]) / (now - before[0]))
+        return known and bool(shares) and sum(shares) / len(shares) < WAITING_CPU_SHARE
 
     def _grow(self) -> None:
         if not self.grow or self.asking:
@@ -453,7 +503,7 @@ class LeasedMap:
         """Unanswered items per lease: WINDOW_BUDGET_MS of work at the items' recent duration."""
         if self.item_ms is None:
             return WINDOW_START
-        return max(WINDOW_START, min(WINDOW, int(WINDOW_BUDGET_MS / max(self.item_ms, 0.001))))
+        return max(WINDOW_MIN, min(WINDOW, int(WINDOW_BUDGET_MS / max(self.item_ms, 0.001))))
 
     def _lease_broke(self, entry) -> None:
         """The environment died or let go: what it had is asked of the server."""

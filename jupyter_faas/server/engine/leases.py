@@ -100,7 +100,7 @@ class Leasing(LeaseInitFailures):
         ``starting`` says how many.
 
         ``info``: {lease_id, environment_id, function, version, lambda_version, memory_mb,
-        timeout_s}.  Raises the :class:`~jupyter_faas.errors.FaaSError` of ``get_function``.
+        timeout_s, pid}.  Raises the :class:`~jupyter_faas.errors.FaaSError` of ``get_function``.
         """
         function = self.get_function(name, version)
         if self.closing or any(self.waiting.values()) or not isinstance(version, int):
@@ -147,7 +147,8 @@ class Leasing(LeaseInitFailures):
         handle.on_end = lambda _, lease=lease: self._lease_over(lease)
         handle.on_spent = lambda lease=lease: self._fold(lease)  # a large argument's file: reuse it now
         self.leases[lease_id] = lease
-        return dict(info, environment_id=handle.env.id), handle
+        # pid: a map's client reads its CPU time (it is on this machine) to see its items wait
+        return dict(info, environment_id=handle.env.id, pid=getattr(handle.env, "pid", None)), handle
 
     async def _start_for_lease(self, function: dict, env, on_started) -> None:
         """A cold start for a map's lease; leased the moment it is ready (or the slot given back)."""

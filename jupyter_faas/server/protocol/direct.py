@@ -24,7 +24,7 @@ earlier call or watch on this socket.
                     message carrying one socket per item (``socket.send_fds``): the client's end
                     to each leased environment (engine/leases.py; the frames on it:
                     kernel_workers/lease.py).  ``info``: lease_id, environment_id, function,
-                    version, lambda_version, memory_mb, timeout_s.  Only over this socket: the
+                    version, lambda_version, memory_mb, timeout_s, pid (the environment's).  Only over this socket: the
                     descriptors need a Unix socket, and the client on this machine.
 
 The socket lives in a private directory (0700) made for this server

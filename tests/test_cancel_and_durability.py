@@ -375,7 +375,7 @@ def test_a_client_reattaches_its_futures_after_the_server_restarts(make_server, 
             time.sleep(0.05)
 
         server.kill()
-        server.start()   # same data dir; a new port and process
+        server.start()   # same data dir (and port: it is free); a new process
         mapper.join(60)
         assert not mapper.is_alive(), "the map never learned how its items ended"
         first, second, third = results[0]
@@ -446,6 +446,14 @@ def _through_runtime_file(monkeypatch, server):
     monkeypatch.delenv("JUPYTER_FAAS_TOKEN", raising=False)
 
 
+def _forget_port():
+    """The next start of the server this process finds (``_through_runtime_file``) binds a new
+    port: a restart binds the last one when it is free."""
+    from jupyter_faas import paths
+    from jupyter_faas.server.app import LAST_PORT_FILE
+    (paths.data_dir() / LAST_PORT_FILE).unlink()
+
+
 def _stop_started_server(old_pid):
     """Stop the server a client started (the runtime file's, if it is not ``old_pid``)."""
     from jupyter_faas import paths
@@ -472,6 +480,7 @@ def test_an_idle_client_calls_the_server_that_replaced_its_own(make_server, monk
         assert (f(1), f(2)) == (1, 2)  # the second through a lease, when leases are on
         old_url = server.url
         server.kill()
+        _forget_port()  # its port was taken meanwhile: the next server binds another
         server.start()  # same data dir, a new process and port: someone else restarted it
         assert server.url != old_url
         assert f(3) == 3
@@ -562,7 +571,9 @@ def test_a_stop_during_a_leased_map_runs_its_unstarted_items_on_the_next_server(
         assert len(failed) <= 2  # at most the two running at the stop
         ok = [r for r in results if not isinstance(r, Exception)]
         assert [x for x, _ in ok] == [i for i, r in enumerate(results) if not isinstance(r, Exception)]
-        assert conn.url != server.url
+        from jupyter_faas import paths
+        info = paths.read_runtime_file()  # the server this client started in its place
+        assert info["pid"] != old_pid and conn.url == info["url"]
         rows = {r["request_id"]: r["status"] for r in stored()}
         assert len(rows) == n
         assert all(rows.get(rid) == "succeeded" for _, rid in ok)
@@ -678,7 +689,7 @@ def test_a_leased_map_that_fails_for_a_server_stop_cancels_the_rest_on_the_next_
             with pytest.raises(faas.ServerStopped) as info:
                 mapped.result(timeout=180)
         assert info.value.request_id
-        note = next(n for n in info.value.__notes__ if n.startswith("the map cancelled its "))
+        note = next(n for n in info.value.__notes__ if n.startswith("the map cancelled the "))
         wait_for(lambda: not stored("queued") and not stored("running"), timeout=60,
                  what="nothing of the map left queued or running on the next server")
         rows = stored()

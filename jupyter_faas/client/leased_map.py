@@ -25,6 +25,8 @@ import os
 import threading
 import time
 
+import psutil
+
 from kernel_workers import reports, wire
 
 from . import waiting
@@ -65,7 +67,7 @@ WAITING_CPU_SHARE = 0.25
 GROW_MAX = 64
 GROW_RETRY_S = 0.5
 #: before any item has ended (long items: nothing to average yet), the environments' CPU time is
-#: read from /proc (leases are on this machine) at most this often (seconds); items that mostly
+#: read with psutil (leases are on this machine) at most this often (seconds); items that mostly
 #: waited since the last look grow the map as ended ones would
 GROW_PROBE_S = 0.2
 #: lines of an item read back from the store when the server may have read some of them
@@ -76,14 +78,10 @@ _MADE = ("START RequestId:", "END RequestId:", "REPORT RequestId:", "[ERROR]")
 def _cpu_seconds(pid: int) -> float | None:
     """A process's CPU time so far (user + system, seconds), or None if it cannot be read."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-    except (OSError, IndexError, ValueError):
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
         return None
-
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    return times.user + times.system
 
 
 class ServerGone(Exception):
@@ -463,7 +461,7 @@ class LeasedMap:
 
     def _running_items_wait(self) -> bool:
         """No item has ended yet: whether the ones running mostly wait, by their environments'
-        CPU time since the last look (GROW_PROBE_S apart; /proc/PID/stat, utime + stime)."""
+        CPU time since the last look (GROW_PROBE_S apart; psutil, user + system)."""
         now = time.monotonic()
         if now < self._probe_at:
             return False

@@ -145,7 +145,7 @@ class Leasing(LeaseInitFailures):
             self.slots.take(function, None)
         lease = Lease(lease_id, handle, function)
         handle.on_end = lambda _, lease=lease: self._lease_over(lease)
-        handle.on_spent = lambda lease=lease: self._fold(lease)  # a large argument's file: reuse it now
+        handle.on_fold = lambda lease=lease: self._fold(lease)  # a spent argument file, or an end the client waits for
         self.leases[lease_id] = lease
         # pid: a map's client reads its CPU time (it is on this machine) to see its items wait
         return dict(info, environment_id=handle.env.id, pid=getattr(handle.env, "pid", None)), handle
@@ -494,7 +494,7 @@ class Leasing(LeaseInitFailures):
         # two are freed now, not whenever the cycle collector next looks at old objects (until
         # then each kept its journal reader's buffer: the server's memory crept up map by map).
         handle = lease.handle
-        handle.on_end = handle.on_spent = None
+        handle.on_end = handle.on_fold = None
         self._admit()
 
     # ---- cancel and watch of leased invocations --------------------------------------------

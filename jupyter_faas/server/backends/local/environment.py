@@ -278,8 +278,8 @@ class Environment:
                     self.lease.given_back()
                 elif header["k"] == "result_file":
                     self.lease.result_file(header)
-                elif header["k"] in ("buffers_spent", "fold") and self.lease.on_spent is not None:
-                    self.lease.on_spent()  # fold now: a spent argument file, or an end to tell
+                elif header["k"] in ("buffers_spent", "fold") and self.lease.on_fold is not None:
+                    self.lease.on_fold()  # fold now: a spent argument file, or an end to tell
             except Exception:  # noqa: BLE001 - never let it reach the transport
                 log.exception("environment %s: handling a frame of its lease failed", self.id)
             return

@@ -91,6 +91,11 @@ class LeaseOutput:
         for fd in self.lease.env._pipes:
             loop.remove_reader(fd)
 
+    def _pause(self) -> None:
+        """Leave the pipes alone for PAUSE_S, then read them again."""
+        self._unwatch()
+        self._paused = asyncio.get_running_loop().call_later(PAUSE_S, self._resume)
+
     def _resume(self) -> None:
         self._paused = None
         if self.request_id is not None and not self.lease.ended:
@@ -102,9 +107,7 @@ class LeaseOutput:
             return
         if lease.reader.fd is None or not lease.reader.try_lock():
             # the environment drains its pipes (its invocation is ending) or writes a start
-            self._unwatch()
-            self._paused = asyncio.get_running_loop().call_later(PAUSE_S, self._resume)
-            return
+            return self._pause()
         before = env.on_line
         try:
             lease.poll()  # under the lock: what runs cannot change while its lines are read
@@ -116,9 +119,7 @@ class LeaseOutput:
                 # Said before the first read, under the lock: at its end the environment then
                 # knows its own lines are not all of them (kernel_workers/lease.py, "reading").
                 if not lease.tell_reading(self.request_id):
-                    self._unwatch()
-                    self._paused = asyncio.get_running_loop().call_later(PAUSE_S, self._resume)
-                    return
+                    return self._pause()
                 self._told = self.request_id
             env.on_line = self.on_line
             env._pipe_readable(fd)  # complete lines out; a begun line stays in the buffer

@@ -52,7 +52,7 @@ class EnvironmentLease:
         self.output = LeaseOutput(self)  # a promoted invocation's lines, read as they come
         #: () -> None: fold now (an invocation with an argument buffers' file ended, or one
         #: whose output the server read: its client waits for the server's done)
-        self.on_spent = None
+        self.on_fold = None
         self.death: asyncio.Future | None = None  # resolves to the running one's Outcome
         self.broken: str | None = None   # why the journal could not be read
         #: the INIT this lease's environment had not reported yet, sent with the lease (its
